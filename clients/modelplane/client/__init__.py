@@ -1,0 +1,1 @@
+"""Typed async clients for the modelplane services."""

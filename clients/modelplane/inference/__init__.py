@@ -1,0 +1,1 @@
+"""AI inference: LLMClient picks its model from the registry and prices every call."""

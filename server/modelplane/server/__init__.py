@@ -1,0 +1,1 @@
+"""The modelplane gRPC server: registry, deployments, guardrails and logs on Postgres."""

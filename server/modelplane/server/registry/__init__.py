@@ -1,0 +1,1 @@
+"""The model registry capability: models, versions, aliases, resolution, watch."""

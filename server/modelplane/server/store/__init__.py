@@ -1,0 +1,1 @@
+"""Postgres storage shared by every capability: pool, migrations, revisions, idempotency."""
