@@ -1,0 +1,34 @@
+"""Who is calling: the caller's identity and request id, set by the interceptors, read by the servicers.
+
+A contextvar carries it because a grpc.aio handler runs in the task the interceptor's wrapper runs in;
+services never read it themselves: servicers pass what they need as plain arguments.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller of one RPC."""
+
+    # The token's name, or "anonymous" on a server without auth.
+    actor: str
+    # The token's role, or None on a server without auth (every RPC allowed).
+    role: str | None
+    # The full gRPC method, e.g. "/modelplane.v1.ModelRegistryService/GetModel".
+    method: str
+    # The x-request-id metadata value (or a generated one); ties log lines of one call together.
+    trace_request_id: str
+
+
+current_caller: ContextVar[Caller] = ContextVar("modelplane_caller")
+
+
+def caller() -> Caller:
+    """The caller of the RPC being served; an anonymous one outside any RPC (tests, the CLI)."""
+    return current_caller.get(Caller(actor=ANONYMOUS, role=None, method="", trace_request_id=""))

@@ -1,0 +1,108 @@
+"""The asyncpg pool behind every capability, and the one place where a lost database becomes UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from modelplane.server.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+# What a lost, refusing or hung Postgres looks like from asyncpg: every one of these becomes
+# STORAGE_UNAVAILABLE, so a client retries instead of seeing INTERNAL.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Timeouts are short on purpose: a client must hear UNAVAILABLE within 2 s when Postgres is gone."""
+
+    min_size: int = 2
+    max_size: int = 10
+    connect_timeout: float = 1.0
+    acquire_timeout: float = 1.5
+    command_timeout: float = 10.0
+
+
+class Database:
+    """Owns the pool; `connection()` and `transaction()` hand out connections or raise StorageUnavailable."""
+
+    def __init__(self, url: str, settings: PoolSettings | None = None) -> None:
+        self.url = url
+        self.settings = settings or PoolSettings()
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        s = self.settings
+        self._pool = await asyncpg.create_pool(
+            self.url,
+            min_size=s.min_size,
+            max_size=s.max_size,
+            timeout=s.connect_timeout,
+            command_timeout=s.command_timeout,
+            # Statements are re-prepared after a reconnect; a small cache keeps memory flat.
+            statement_cache_size=256,
+            server_settings={"application_name": "modelplane"},
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except (TimeoutError, *CONNECTION_ERRORS):
+                pool.terminate()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise StorageUnavailable("the database is not connected yet; retry shortly")
+        try:
+            async with self._pool.acquire(timeout=self.settings.acquire_timeout) as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            log.warning("database unavailable: %s", exc)
+            raise StorageUnavailable("the database is unavailable; retry shortly") from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction; it is committed when the block ends, so a write is acknowledged after COMMIT."""
+        async with self.connection() as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            except CONNECTION_ERRORS as exc:
+                log.warning("database unavailable: %s", exc)
+                raise StorageUnavailable("the database is unavailable; retry shortly") from exc
+
+    async def ping(self, timeout: float = 1.0) -> int:
+        """Returns the schema version, or raises StorageUnavailable."""
+        async with self.connection() as conn:
+            try:
+                value = await conn.fetchval(
+                    "SELECT coalesce(max(version), 0) FROM schema_migrations", timeout=timeout
+                )
+            except CONNECTION_ERRORS as exc:
+                raise StorageUnavailable("the database is unavailable; retry shortly") from exc
+            return int(value)
