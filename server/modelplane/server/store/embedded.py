@@ -33,9 +33,9 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver import get_server
 
-        handle = pgserver.get_server(data_dir, cleanup_mode="stop")
+        handle = get_server(data_dir, cleanup_mode="stop")
     url = handle.get_uri()
     log.info("embedded Postgres running with its data in %s", data_dir)
     return EmbeddedPostgres(url=url, data_dir=data_dir, handle=handle)

@@ -14,10 +14,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from modelplane.server.errors import InvalidArgument
-from modelplane.server.store.pool import Database
+from modelplane.server.store.pool import Connection, Database
 
 # The LISTEN/NOTIFY channel: only a wake-up hint carrying the revision; watchers read the change table.
 CHANGES_CHANNEL = "modelplane_changes"
@@ -45,7 +43,7 @@ class Replayed:
 class Mutation:
     """The open write transaction of one mutating RPC."""
 
-    def __init__(self, conn: asyncpg.Connection, write: WriteRequest) -> None:
+    def __init__(self, conn: Connection, write: WriteRequest) -> None:
         self.conn = conn
         self.write = write
         self._revision: int | None = None

@@ -7,12 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from modelplane.server.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
+
+# What store functions take: a plain connection or one borrowed from the pool.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 # What a lost, refusing or hung Postgres looks like from asyncpg: every one of these becomes
 # STORAGE_UNAVAILABLE, so a client retries instead of seeing INTERNAL.
@@ -47,7 +52,7 @@ class Database:
     def __init__(self, url: str, settings: PoolSettings | None = None) -> None:
         self.url = url
         self.settings = settings or PoolSettings()
-        self._pool: asyncpg.Pool | None = None
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
 
     async def open(self) -> None:
         s = self.settings
@@ -71,11 +76,11 @@ class Database:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), timeout=5)
-            except (TimeoutError, *CONNECTION_ERRORS):
+            except CONNECTION_ERRORS:
                 pool.terminate()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[Connection]:
         if self._pool is None:
             raise StorageUnavailable("the database is not connected yet; retry shortly")
         try:
@@ -86,7 +91,7 @@ class Database:
             raise StorageUnavailable("the database is unavailable; retry shortly") from exc
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         """One transaction; it is committed when the block ends, so a write is acknowledged after COMMIT."""
         async with self.connection() as conn:
             try:

@@ -1,0 +1,89 @@
+"""The change feed behind every watch RPC: the change table is the truth, LISTEN/NOTIFY only a wake-up.
+
+One LISTEN connection per server process wakes every watcher when a write commits; a watcher then
+reads `revision > N` from the change table. A lost notification costs at most one poll interval, never
+a change, so the feed stays correct across reconnects and between replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import asyncpg
+
+from modelplane.server.store.mutations import CHANGES_CHANNEL
+from modelplane.server.store.pool import CONNECTION_ERRORS
+
+log = logging.getLogger(__name__)
+
+_RECOVERABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
+
+
+class ChangeFeed:
+    """Wakes watchers when a revision newer than theirs may have committed."""
+
+    def __init__(self, url: str, *, poll_interval: float = 1.0) -> None:
+        self._url = url
+        # Without a working LISTEN connection watchers still poll at this interval.
+        self._poll_interval = poll_interval
+        self._latest = 0
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="modelplane-change-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_after(self, revision: int, timeout: float) -> None:
+        """Returns when a revision above `revision` may exist, or after `timeout` seconds at the latest."""
+        deadline = min(timeout, self._poll_interval) if self._task is None else timeout
+        async with self._changed:
+            if self._latest > revision:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._latest > revision), timeout=deadline
+                )
+
+    async def _notify(self, revision: int) -> None:
+        async with self._changed:
+            if revision > self._latest:
+                self._latest = revision
+            self._changed.notify_all()
+
+    async def _listen(self) -> None:
+        while True:
+            conn: asyncpg.Connection[asyncpg.Record] | None = None
+            try:
+                conn = await asyncpg.connect(self._url, timeout=2)
+                loop = asyncio.get_running_loop()
+
+                def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+                    loop.create_task(self._notify(int(str(payload))))
+
+                await conn.add_listener(CHANGES_CHANNEL, on_notify)
+                # Catch up with what committed while no listener was connected.
+                latest = await conn.fetchval("SELECT revision FROM revision_counter")
+                await self._notify(int(latest or 0))
+                while not conn.is_closed():
+                    await asyncio.sleep(self._poll_interval)
+                    # A cheap liveness probe; also wakes watchers if a notification was missed.
+                    latest = await conn.fetchval("SELECT revision FROM revision_counter")
+                    await self._notify(int(latest or 0))
+            except asyncio.CancelledError:
+                raise
+            except _RECOVERABLE as exc:
+                log.debug("change feed reconnecting: %s", exc)
+                await asyncio.sleep(self._poll_interval)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), timeout=1)
