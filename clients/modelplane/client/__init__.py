@@ -1,1 +1,19 @@
-"""Typed async clients for the modelplane services."""
+"""Typed async clients for the modelplane services: `connect()`, the service clients and their errors."""
+
+from modelplane.client.channel import Connection, TlsOptions, connect
+from modelplane.client.errors import FieldViolation, ModelplaneError, from_rpc_error
+from modelplane.client.registry import ModelRegistryClient
+from modelplane.client.retry import DEFAULT_RETRY_POLICY, NO_RETRY, RetryPolicy
+
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "NO_RETRY",
+    "Connection",
+    "FieldViolation",
+    "ModelRegistryClient",
+    "ModelplaneError",
+    "RetryPolicy",
+    "TlsOptions",
+    "connect",
+    "from_rpc_error",
+]

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import Message
 
 DOMAIN = "modelplane"
 
@@ -40,6 +41,9 @@ class ModelplaneError(Exception):
         if reason is not None:
             self.reason = reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        # Extra typed status details (protobuf messages) a servicer attached, e.g. ResolveModelFailure;
+        # packed after ErrorInfo. Services never set them: they do not know protos.
+        self.details: tuple[Message, ...] = ()
 
 
 class InvalidArgument(ModelplaneError):
@@ -130,7 +134,7 @@ STATUS_CODES: Mapping[type[ModelplaneError], grpc.StatusCode] = {
 
 def status_code_of(error: ModelplaneError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
-        code = STATUS_CODES.get(cls)  # type: ignore[call-overload]
+        code = STATUS_CODES.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

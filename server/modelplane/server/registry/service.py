@@ -1,13 +1,615 @@
-"""The model registry's rules: validation, compare-and-set, resolution and the change stream."""
+"""The model registry's rules: validation, compare-and-set, idempotent writes, resolution and the change stream.
+
+Every write runs in one `Mutation`: the change rows, the audit row, the alias history and the stored
+result of its request id commit together with the write, or none of them do.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from modelplane.server import pagination
+from modelplane.server.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+)
+from modelplane.server.registry import names, search, store, validation
+from modelplane.server.registry.domain import (
+    Alias,
+    AliasMove,
+    Change,
+    Constraints,
+    Model,
+    ModelFields,
+    ModelVersion,
+    Page,
+    Progress,
+    Resolution,
+    VersionFields,
+    VersionState,
+    VersionUpdate,
+    alias_name,
+    model_name,
+    version_name,
+)
+from modelplane.server.registry.resolution import choose
+from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
 from modelplane.server.store.pool import Database
+from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
+
+T = TypeVar("T")
+
+MODEL_MASK = frozenset({"provider", "display_name", "description", "labels"})
+VERSION_MASK = frozenset({"description", "state", "labels"})
+# Resource types of the registry in the change table, and the domain type of their snapshots.
+SNAPSHOT_TYPES: dict[str, type[Model | ModelVersion | Alias]] = {
+    "model": Model,
+    "model_version": ModelVersion,
+    "alias": Alias,
+}
+# Constraint resolution considers at most this many READY versions (newest first).
+MAX_CANDIDATES = 5000
+WATCH_BATCH = 500
+END_OF_REVISION = 2**31 - 1
+
+
+def new_etag() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _model_not_found(model_id: str) -> NotFound:
+    return NotFound(
+        f"model {model_name(model_id)} does not exist",
+        reason="MODEL_NOT_FOUND",
+        metadata={"resource": model_name(model_id)},
+    )
+
+
+def _version_not_found(model_id: str, version_id: int) -> NotFound:
+    name = version_name(model_id, version_id)
+    return NotFound(
+        f"version {name} does not exist", reason="MODEL_VERSION_NOT_FOUND", metadata={"resource": name}
+    )
+
+
+def _alias_not_found(model_id: str, alias: str) -> NotFound:
+    name = alias_name(model_id, alias)
+    return NotFound(f"alias {name} does not exist", reason="ALIAS_NOT_FOUND", metadata={"resource": name})
+
+
+def _etag_mismatch(resource: str, current: str) -> Aborted:
+    return Aborted(
+        f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
+        reason="ETAG_MISMATCH",
+        metadata={"resource": resource, "current_etag": current},
+    )
 
 
 class RegistryService:
+    """The registry's use cases, independent of gRPC and of SQL."""
+
     def __init__(self, database: Database, feed: ChangeFeed, *, progress_interval: float = 5.0) -> None:
         self._db = database
         self._feed = feed
         self._progress_interval = progress_interval
+
+    async def _write(
+        self,
+        write: WriteRequest,
+        result_type: type[T] | None,
+        body: Callable[[Mutation], Awaitable[T]],
+    ) -> T:
+        """Runs body in one write transaction, at most once per request id."""
+        validation.check_request_id(write.request_id)
+        async with mutation(self._db, write) as m:
+            replayed = await m.replay()
+            if replayed is not None:
+                if result_type is None or replayed.result is None:
+                    return None  # type: ignore[return-value]
+                return from_json(result_type, replayed.result)
+            result = await body(m)
+            await m.remember(None if result is None else to_json(result))
+            return result
+
+    @staticmethod
+    async def _record(m: Mutation, kind: str, resource_type: str, resource: str, value: Any) -> int:
+        return await m.record(
+            resource_type=resource_type,
+            resource=resource,
+            kind=kind,
+            snapshot=None if value is None else to_json(value),
+        )
+
+    # ---- models
+
+    async def create_model(self, model_id: str, fields: ModelFields, write: WriteRequest) -> Model:
+        names.check_id(model_id, "model_id", "model id")
+        validation.check_model_fields(fields, "model")
+
+        async def body(m: Mutation) -> Model:
+            created = await store.insert_model(m.conn, model_id, fields, new_etag())
+            if created is None:
+                raise AlreadyExists(
+                    f"model {model_name(model_id)} already exists; choose another model_id",
+                    reason="MODEL_ALREADY_EXISTS",
+                    metadata={"resource": model_name(model_id)},
+                )
+            await self._record(m, "created", "model", created.name, created)
+            return created
+
+        return await self._write(write, Model, body)
+
+    async def get_model(self, name: str) -> Model:
+        model_id = names.parse_model(name, "name")
+        async with self._db.connection() as conn:
+            found = await store.get_model(conn, model_id)
+        if found is None:
+            raise _model_not_found(model_id)
+        return found
+
+    async def list_models(
+        self, *, page_size: int, page_token: str, filter_text: str, order_by: str
+    ) -> Page[Model]:
+        plan = search.plan_model_list(
+            filter_text=filter_text, order_by=order_by, page_size=page_size, page_token=page_token
+        )
+        async with self._db.connection() as conn:
+            rows = await store.list_models(
+                conn, where=plan.where, params=plan.params, order_sql=plan.order_sql, limit=plan.limit
+            )
+        kept, token = plan.page(rows)
+        return Page(tuple(k.value for k in kept), token)
+
+    async def update_model(
+        self, name: str, fields: ModelFields, paths: frozenset[str], etag: str, write: WriteRequest
+    ) -> Model:
+        model_id = names.parse_model(name, "model.name")
+        paths = validation.check_mask(paths, MODEL_MASK)
+        validation.check_model_fields(fields, "model", paths)
+
+        async def body(m: Mutation) -> Model:
+            updated = await store.update_model(
+                m.conn, model_id, fields, paths, expected_etag=etag, new_etag=new_etag()
+            )
+            if updated is None:
+                current = await store.get_model(m.conn, model_id)
+                if current is None:
+                    raise _model_not_found(model_id)
+                raise _etag_mismatch(current.name, current.etag)
+            await self._record(m, "updated", "model", updated.name, updated)
+            return updated
+
+        return await self._write(write, Model, body)
+
+    async def delete_model(self, name: str, etag: str, force: bool, write: WriteRequest) -> None:
+        model_id = names.parse_model(name, "name")
+
+        async def body(m: Mutation) -> None:
+            current = await store.get_model(m.conn, model_id, for_update=True)
+            if current is None:
+                raise _model_not_found(model_id)
+            if etag and current.etag != etag:
+                raise _etag_mismatch(current.name, current.etag)
+            count = await store.count_versions(m.conn, model_id)
+            if count and not force:
+                raise FailedPrecondition(
+                    f"{current.name} has {count} version(s); delete them first or set force to delete them too",
+                    reason="MODEL_HAS_VERSIONS",
+                    metadata={"resource": current.name, "version_count": str(count)},
+                )
+            aliases = await store.list_aliases(m.conn, model_id, after="", limit=1_000_000)
+            versions = await store.list_versions(
+                m.conn, where="v.model_id = $1", params=[model_id], order_sql="v.version_id", limit=1_000_000
+            )
+            versions_deleted = [k.value for k in versions]
+            await store.delete_model(m.conn, model_id, expected_etag="")
+            for alias in aliases:
+                await self._record(m, "deleted", "alias", alias.name, None)
+                revision = await m.revision()
+                await store.record_alias_move(
+                    m.conn,
+                    model_id=model_id,
+                    alias=alias.alias,
+                    from_version=alias.version_id,
+                    to_version=None,
+                    actor=m.write.actor,
+                    reason="model deleted",
+                    revision=revision,
+                )
+            for version in versions_deleted:
+                await self._record(m, "deleted", "model_version", version.name, None)
+            await self._record(m, "deleted", "model", current.name, None)
+
+        await self._write(write, None, body)
+
+    # ---- versions
+
+    async def create_version(
+        self, parent: str, fields: VersionFields, pricing_given: bool, write: WriteRequest
+    ) -> ModelVersion:
+        model_id = names.parse_model(parent, "parent")
+        validation.check_version_fields(fields, "model_version", pricing_given)
+
+        async def body(m: Mutation) -> ModelVersion:
+            if fields.parent_version:
+                parent_model, parent_number = names.parse_version(fields.parent_version, "")
+                if await store.get_version(m.conn, parent_model, parent_number) is None:
+                    raise InvalidArgument.field(
+                        "model_version.lineage.parent_version",
+                        f"{fields.parent_version} does not exist; name an existing version or leave it empty",
+                    )
+            created = await store.insert_version(m.conn, model_id, fields, new_etag())
+            if created is None:
+                raise _model_not_found(model_id)
+            await self._record(m, "created", "model_version", created.name, created)
+            return created
+
+        return await self._write(write, ModelVersion, body)
+
+    async def get_version(self, name: str) -> ModelVersion:
+        model_id, number = names.parse_version(name, "name")
+        async with self._db.connection() as conn:
+            found = await store.get_version(conn, model_id, number)
+        if found is None:
+            raise _version_not_found(model_id, number)
+        return found
+
+    async def list_versions(
+        self, *, parent: str, page_size: int, page_token: str, filter_text: str, order_by: str
+    ) -> Page[ModelVersion]:
+        model_id = None if parent == "models/-" else names.parse_model(parent, "parent")
+        plan = search.plan_model_version_list(
+            model_id=model_id,
+            filter_text=filter_text,
+            order_by=order_by,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        async with self._db.connection() as conn:
+            if model_id and await store.get_model(conn, model_id) is None:
+                raise _model_not_found(model_id)
+            rows = await store.list_versions(
+                conn, where=plan.where, params=plan.params, order_sql=plan.order_sql, limit=plan.limit
+            )
+        kept, token = plan.page(rows)
+        return Page(tuple(k.value for k in kept), token)
+
+    async def update_version(
+        self, name: str, update: VersionUpdate, paths: frozenset[str], etag: str, write: WriteRequest
+    ) -> ModelVersion:
+        model_id, number = names.parse_version(name, "model_version.name")
+        paths = validation.check_mask(paths, VERSION_MASK)
+        v = validation.Violations()
+        if "state" in paths and update.state is None:
+            v.add("model_version.state", "must be READY, DEPRECATED or ARCHIVED")
+        if "description" in paths:
+            validation.check_text(v, "model_version.description", update.description, 4000)
+        if "labels" in paths:
+            validation.check_labels(v, "model_version.labels", update.labels)
+        v.raise_if_any()
+
+        async def body(m: Mutation) -> ModelVersion:
+            if "state" in paths and update.state is VersionState.ARCHIVED:
+                aliases = await store.aliases_of_version(m.conn, model_id, number)
+                if aliases:
+                    raise FailedPrecondition(
+                        f"{version_name(model_id, number)} cannot be archived: aliases "
+                        f"{', '.join(a.alias for a in aliases)} point to it; move them first",
+                        reason="VERSION_HAS_ALIASES",
+                        metadata={"resource": version_name(model_id, number)},
+                    )
+            updated = await store.update_version(
+                m.conn, model_id, number, update, paths, expected_etag=etag, new_etag=new_etag()
+            )
+            if updated is None:
+                current = await store.get_version(m.conn, model_id, number)
+                if current is None:
+                    raise _version_not_found(model_id, number)
+                raise _etag_mismatch(current.name, current.etag)
+            await self._record(m, "updated", "model_version", updated.name, updated)
+            return updated
+
+        return await self._write(write, ModelVersion, body)
+
+    async def delete_version(self, name: str, etag: str, write: WriteRequest) -> None:
+        model_id, number = names.parse_version(name, "name")
+
+        async def body(m: Mutation) -> None:
+            current = await store.get_version(m.conn, model_id, number)
+            if current is None:
+                raise _version_not_found(model_id, number)
+            if current.aliases:
+                raise FailedPrecondition(
+                    f"{current.name} cannot be deleted: aliases {', '.join(current.aliases)} point to it",
+                    reason="VERSION_HAS_ALIASES",
+                    metadata={"resource": current.name},
+                )
+            if not await store.delete_version(m.conn, model_id, number, expected_etag=etag):
+                raise _etag_mismatch(current.name, current.etag)
+            await self._record(m, "deleted", "model_version", current.name, None)
+
+        await self._write(write, None, body)
+
+    # ---- aliases
+
+    async def set_alias(
+        self, name: str, version: str, expected_version: str | None, reason: str, write: WriteRequest
+    ) -> Alias:
+        model_id, alias = names.parse_alias(name, "name")
+        target_model, number = names.parse_version(version, "version")
+        if target_model != model_id:
+            raise InvalidArgument.field(
+                "version", f"must be a version of models/{model_id}, not of models/{target_model}"
+            )
+        expected: int | None = None
+        if expected_version:
+            expected_model, expected = names.parse_version(expected_version, "expected_version")
+            if expected_model != model_id:
+                raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
+        v = validation.Violations()
+        validation.check_text(v, "reason", reason, 1000)
+        v.raise_if_any()
+
+        async def body(m: Mutation) -> Alias:
+            target = await store.get_version(m.conn, model_id, number)
+            if target is None:
+                if await store.get_model(m.conn, model_id) is None:
+                    raise _model_not_found(model_id)
+                raise _version_not_found(model_id, number)
+            if target.state is VersionState.ARCHIVED:
+                raise FailedPrecondition(
+                    f"{target.name} is ARCHIVED and cannot be aliased; pick a READY or DEPRECATED version",
+                    reason="VERSION_ARCHIVED",
+                    metadata={"resource": target.name},
+                )
+            moved: Alias | None
+            previous: int | None
+            if expected_version is None:
+                # No guard asked for: a compare-and-set loop on whatever the alias points to now.
+                for _ in range(16):
+                    current = await store.get_alias(m.conn, model_id, alias)
+                    previous = None if current is None else current.version_id
+                    if previous is None:
+                        moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
+                    else:
+                        moved = await store.move_alias(
+                            m.conn,
+                            model_id,
+                            alias,
+                            expected_version=previous,
+                            version_id=number,
+                            actor=m.write.actor,
+                        )
+                    if moved is not None:
+                        break
+                else:  # pragma: no cover - needs 16 lost races in one call
+                    raise Aborted("the alias keeps moving; retry", reason="ALIAS_CONFLICT")
+            elif expected is None:
+                previous = None
+                moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
+            else:
+                previous = expected
+                moved = await store.move_alias(
+                    m.conn, model_id, alias, expected_version=expected, version_id=number, actor=m.write.actor
+                )
+            if moved is None:
+                current = await store.get_alias(m.conn, model_id, alias)
+                now = "nothing (the alias does not exist)" if current is None else current.version
+                raise Aborted(
+                    f"{alias_name(model_id, alias)} points to {now}, not to "
+                    f"{expected_version or 'nothing'}; read it again and retry",
+                    reason="ALIAS_CONFLICT",
+                    metadata={
+                        "resource": alias_name(model_id, alias),
+                        "current_version": "" if current is None else current.version,
+                    },
+                )
+            kind = "created" if previous is None else "updated"
+            revision = await self._record(m, kind, "alias", moved.name, moved)
+            await store.record_alias_move(
+                m.conn,
+                model_id=model_id,
+                alias=alias,
+                from_version=previous,
+                to_version=number,
+                actor=m.write.actor,
+                reason=reason,
+                revision=revision,
+            )
+            # The versions' alias lists changed too: watchers of versions see it.
+            for changed in {previous, number} - {None}:
+                assert changed is not None
+                snapshot = await store.get_version(m.conn, model_id, changed)
+                if snapshot is not None:
+                    await self._record(m, "updated", "model_version", snapshot.name, snapshot)
+            return moved
+
+        return await self._write(write, Alias, body)
+
+    async def get_alias(self, name: str) -> Alias:
+        model_id, alias = names.parse_alias(name, "name")
+        async with self._db.connection() as conn:
+            found = await store.get_alias(conn, model_id, alias)
+        if found is None:
+            raise _alias_not_found(model_id, alias)
+        return found
+
+    async def list_aliases(self, parent: str, page_size: int, page_token: str) -> Page[Alias]:
+        model_id = names.parse_model(parent, "parent")
+        limit = pagination.resolve_page_size(page_size)
+        fingerprint = pagination.query_fingerprint("ListAliases", parent)
+        after = pagination.decode_page_token(page_token, fingerprint, (str,))
+        async with self._db.connection() as conn:
+            if await store.get_model(conn, model_id) is None:
+                raise _model_not_found(model_id)
+            rows = await store.list_aliases(
+                conn, model_id, after=str(after[0]) if after else "", limit=limit + 1
+            )
+        token = (
+            pagination.encode_page_token(fingerprint, (rows[limit - 1].alias,)) if len(rows) > limit else ""
+        )
+        return Page(tuple(rows[:limit]), token)
+
+    async def delete_alias(self, name: str, expected_version: str, reason: str, write: WriteRequest) -> None:
+        model_id, alias = names.parse_alias(name, "name")
+        expected: int | None = None
+        if expected_version:
+            expected_model, expected = names.parse_version(expected_version, "expected_version")
+            if expected_model != model_id:
+                raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
+        v = validation.Violations()
+        validation.check_text(v, "reason", reason, 1000)
+        v.raise_if_any()
+
+        async def body(m: Mutation) -> None:
+            current = await store.get_alias(m.conn, model_id, alias)
+            if current is None:
+                raise _alias_not_found(model_id, alias)
+            if not await store.delete_alias(m.conn, model_id, alias, expected_version=expected):
+                now = await store.get_alias(m.conn, model_id, alias)
+                raise Aborted(
+                    f"{current.name} points to {now.version if now else 'nothing'}, not to {expected_version}",
+                    reason="ALIAS_CONFLICT",
+                    metadata={"resource": current.name, "current_version": now.version if now else ""},
+                )
+            revision = await self._record(m, "deleted", "alias", current.name, None)
+            await store.record_alias_move(
+                m.conn,
+                model_id=model_id,
+                alias=alias,
+                from_version=current.version_id,
+                to_version=None,
+                actor=m.write.actor,
+                reason=reason,
+                revision=revision,
+            )
+            snapshot = await store.get_version(m.conn, model_id, current.version_id)
+            if snapshot is not None:
+                await self._record(m, "updated", "model_version", snapshot.name, snapshot)
+
+        await self._write(write, None, body)
+
+    async def list_alias_history(
+        self, parent: str, alias: str, page_size: int, page_token: str
+    ) -> Page[AliasMove]:
+        model_id = names.parse_model(parent, "parent")
+        if alias:
+            names.check_id(alias, "alias", "alias")
+        limit = pagination.resolve_page_size(page_size)
+        fingerprint = pagination.query_fingerprint("ListAliasHistory", parent, alias)
+        after = pagination.decode_page_token(page_token, fingerprint, (int,))
+        async with self._db.connection() as conn:
+            if await store.get_model(conn, model_id) is None:
+                raise _model_not_found(model_id)
+            rows = await store.list_alias_history(
+                conn, model_id, alias=alias, before_id=int(str(after[0])) if after else None, limit=limit + 1
+            )
+        token = pagination.encode_page_token(fingerprint, (rows[limit - 1].id,)) if len(rows) > limit else ""
+        return Page(tuple(rows[:limit]), token)
+
+    # ---- resolution
+
+    async def resolve_alias(self, name: str) -> Resolution:
+        model_id, alias = names.parse_alias(name, "alias")
+        async with (
+            self._db.connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            found = await store.get_alias(conn, model_id, alias)
+            if found is None:
+                raise _alias_not_found(model_id, alias)
+            version = await store.get_version(conn, model_id, found.version_id)
+            revision, _ = await store.current_revision(conn)
+        assert version is not None, "an alias always points to an existing version"
+        if version.state is VersionState.ARCHIVED:
+            raise FailedPrecondition(
+                f"{name} points to {version.name}, which is ARCHIVED",
+                reason="VERSION_ARCHIVED",
+                metadata={"resource": version.name},
+            )
+        return Resolution(version, revision)
+
+    async def resolve_nothing(self) -> Resolution:
+        raise InvalidArgument.field("alias", "set either alias or constraints to say how to choose a version")
+
+    async def resolve_constraints(self, constraints: Constraints) -> Resolution:
+        async with (
+            self._db.connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            candidates = await store.ready_versions(conn, model_id=constraints.model_id, limit=MAX_CANDIDATES)
+            revision, _ = await store.current_revision(conn)
+        best, rejections = choose(candidates, constraints)
+        if best is None:
+            raise NoMatchingModel(rejections, len(candidates))
+        return Resolution(best, revision)
+
+    # ---- watch
+
+    async def watch(self, start_revision: int) -> AsyncIterator[Change | Progress]:
+        """Every change after start_revision in revision order, with a progress mark when idle."""
+        if start_revision < 0:
+            raise InvalidArgument.field("start_revision", "must be zero or more")
+        async with self._db.connection() as conn:
+            latest, compacted = await store.current_revision(conn)
+        if start_revision and start_revision < compacted:
+            raise OutOfRange(
+                f"changes up to revision {compacted} are no longer kept; read the current state and watch"
+                " from its revision",
+                reason="REVISION_COMPACTED",
+                metadata={"compacted_through": str(compacted)},
+            )
+        # The stream's position: (revision, seq) of the last change sent; END_OF_REVISION: all of it.
+        position = (latest if start_revision == 0 else start_revision, END_OF_REVISION)
+        clock = asyncio.get_running_loop().time
+        if start_revision == 0:
+            yield Progress(latest)
+        last_sent = clock()
+        while True:
+            async with self._db.connection() as conn:
+                latest, rows = await store.changes_after(
+                    conn,
+                    revision=position[0],
+                    seq=position[1],
+                    resource_types=tuple(SNAPSHOT_TYPES),
+                    limit=WATCH_BATCH,
+                )
+            for row in rows:
+                snapshot_type = SNAPSHOT_TYPES[row["resource_type"]]
+                snapshot = None if row["snapshot"] is None else from_json(snapshot_type, row["snapshot"])
+                yield Change(row["revision"], row["kind"], row["resource"], row["change_time"], snapshot)
+                position = (row["revision"], row["seq"])
+                last_sent = clock()
+            if len(rows) == WATCH_BATCH:
+                continue
+            # The rows were read in the snapshot that saw `latest`: everything up to it has been sent.
+            if latest > position[0]:
+                position = (latest, END_OF_REVISION)
+            if clock() - last_sent >= self._progress_interval:
+                yield Progress(position[0])
+                last_sent = clock()
+            await self._feed.wait_after(
+                position[0], timeout=max(0.0, self._progress_interval - (clock() - last_sent))
+            )
+
+
+class NoMatchingModel(NotFound):
+    """No READY version satisfies the constraints; `rejections` say why, candidate by candidate."""
+
+    reason = "NO_MATCHING_MODEL"
+
+    def __init__(self, rejections: list[Any], candidate_count: int) -> None:
+        super().__init__(
+            f"no READY version satisfies the constraints ({candidate_count} considered); see the rejections",
+            metadata={"candidate_count": str(candidate_count)},
+        )
+        self.rejections = tuple(rejections)
+        self.candidate_count = candidate_count

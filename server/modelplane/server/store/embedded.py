@@ -33,7 +33,7 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver import get_server
+        from pgserver.postgres_server import get_server
 
         handle = get_server(data_dir, cleanup_mode="stop")
     url = handle.get_uri()

@@ -1,0 +1,74 @@
+"""The exact cost of one call, in integer micro-units, from a model version's TokenPricing.
+
+Prices are micro-units per million tokens. A call's token counts split into four parts, each priced
+at its own rate:
+
+- input tokens not served from the prompt cache (input_tokens - cached_input_tokens) at the input price;
+- cached input tokens at the cached-input price, or at the input price when that is unset;
+- output tokens that are not reasoning (output_tokens - reasoning_tokens) at the output price;
+- reasoning tokens at the reasoning price, or at the output price when that is unset.
+
+The four products are summed as integers and divided by one million once, rounding to the nearest
+micro-unit with halves rounded up, so the cost of a call is never off by more than half a micro-unit
+and no float is ever involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelplane.inference.providers import TokenUsage
+from modelplane.v1 import common_pb2, registry_pb2
+
+TOKENS_PER_PRICE_UNIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class Cost:
+    """An amount of money in integer micro-units (1.25 USD is 1_250_000 micros)."""
+
+    currency_code: str
+    micros: int
+
+    def to_money(self) -> common_pb2.Money:
+        """The amount as the contract's Money message."""
+        return common_pb2.Money(currency_code=self.currency_code, micros=self.micros)
+
+
+def cost_micros(pricing: registry_pb2.TokenPricing, usage: TokenUsage) -> int:
+    """The cost of `usage` under `pricing` in micro-units, rounded once to the nearest (half up)."""
+    input_price = pricing.input_micros_per_million
+    output_price = pricing.output_micros_per_million
+    cached_price = (
+        pricing.cached_input_micros_per_million
+        if pricing.HasField("cached_input_micros_per_million")
+        else input_price
+    )
+    reasoning_price = (
+        pricing.reasoning_micros_per_million
+        if pricing.HasField("reasoning_micros_per_million")
+        else output_price
+    )
+    for name, price in (
+        ("input", input_price),
+        ("output", output_price),
+        ("cached_input", cached_price),
+        ("reasoning", reasoning_price),
+    ):
+        if price < 0:
+            raise ValueError(f"{name} price must not be negative, got {price}")
+    # Python integers do not overflow, so the sum is exact however large the counts and prices are.
+    scaled = (
+        (usage.input_tokens - usage.cached_input_tokens) * input_price
+        + usage.cached_input_tokens * cached_price
+        + (usage.output_tokens - usage.reasoning_tokens) * output_price
+        + usage.reasoning_tokens * reasoning_price
+    )
+    return (scaled + TOKENS_PER_PRICE_UNIT // 2) // TOKENS_PER_PRICE_UNIT
+
+
+def cost_of(pricing: registry_pb2.TokenPricing | None, usage: TokenUsage) -> Cost | None:
+    """The cost of `usage` with its currency, or None when no prices are known."""
+    if pricing is None or not pricing.currency_code:
+        return None
+    return Cost(currency_code=pricing.currency_code, micros=cost_micros(pricing, usage))

@@ -1,0 +1,271 @@
+"""The server process: `build_server` wires the parts together, `serve` runs them until a signal stops them.
+
+Start-up never fails because Postgres is away: the server listens at once, answers UNAVAILABLE and
+NOT_SERVING, and connects and migrates in the background; health turns SERVING when that is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from modelplane.server.auth.service import Authenticator
+from modelplane.server.config import ServerConfig, TlsConfig
+from modelplane.server.health import HealthReporter
+from modelplane.server.interceptors import CallInterceptor
+from modelplane.server.metrics import ServerMetrics
+from modelplane.server.registry.service import RegistryService
+from modelplane.server.registry.servicer import ModelRegistryServicer
+from modelplane.server.store.migrations import migrate
+from modelplane.server.store.pool import Database
+from modelplane.server.store.watch import ChangeFeed
+from modelplane.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# Server side of the keepalive settings the clients use: a client may ping every 10 s at the most
+# (a faster one gets GOAWAY "too_many_pings"), and the server pings idle connections every 30 s so a
+# dead peer behind a NAT or load balancer is noticed within 40 s.
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+
+# Seconds between attempts to connect and migrate while Postgres is unreachable at start.
+CONNECT_RETRY_INTERVAL = 1.0
+
+# Longest wait for open streams to end after they were told to, before server.stop(grace) takes over.
+STREAM_END_WAIT = 2.0
+
+# Every modelplane service this server runs: health reports each one, reflection lists each one.
+MODELPLANE_SERVICES: tuple[str, ...] = (
+    registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name,
+)
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        # With SO_REUSEPORT (gRPC's default) a second server on a taken port binds silently and steals
+        # half the connections; without it, the second one fails to start, which is what an operator expects.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    """TLS from the configured files; mutual TLS when a client CA is given."""
+    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class ModelplaneServer:
+    """One running modelplane server: gRPC, health, metrics, the pool and the change feed."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        database: Database,
+        feed: ChangeFeed,
+        health: HealthReporter,
+        metrics: ServerMetrics,
+        interceptor: CallInterceptor,
+        grpc_server: grpc.aio.Server,
+    ) -> None:
+        self.config = config
+        self.database = database
+        self.feed = feed
+        self.health = health
+        self.metrics = metrics
+        self.interceptor = interceptor
+        # Exposed so that a caller can add handlers before start() (tests, future capabilities).
+        self.grpc_server = grpc_server
+        self._port: int | None = None
+        self._background: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the address asked for port 0); only after start()."""
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def target(self) -> str:
+        """host:port a client on this machine dials."""
+        host = self.config.host
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Binds and serves at once; connecting to Postgres and migrating continue in the background."""
+        if self._port is not None:
+            raise RuntimeError("the server is already started")
+        host, _, _ = self.config.address.rpartition(":")
+        if self.config.tls is not None:
+            port = self.grpc_server.add_secure_port(self.config.address, server_credentials(self.config.tls))
+        else:
+            port = self.grpc_server.add_insecure_port(self.config.address)
+        if not port:
+            raise RuntimeError(f"could not listen on {self.config.address}")
+        self._port = port
+        await self.health.set_serving(False)
+        await self.grpc_server.start()
+        await self.feed.start()
+        if self.config.metrics_address is not None:
+            self.metrics.start_endpoint(self.config.metrics_address)
+        self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")
+        log.info("listening on %s:%d", host, port)
+
+    async def _become_ready(self) -> None:
+        while True:
+            try:
+                if not self.database.is_open:
+                    await self.database.open()
+                async with self.database.connection() as conn:
+                    # migrate() is typed for a plain connection; the pool's proxy forwards every call to one.
+                    applied = await migrate(conn)  # type: ignore[arg-type]
+                if applied:
+                    log.info("migrated the database: %s", ", ".join(applied))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Postgres down, refusing, still starting or the database missing: keep the process up,
+                # answer UNAVAILABLE meanwhile, and try again.
+                log.warning("database not ready (%s: %s); retrying", type(exc).__name__, exc)
+                await asyncio.sleep(CONNECT_RETRY_INTERVAL)
+        await self.health.run()
+
+    async def wait_serving(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a plain bound for tests
+        """Returns once health is SERVING; raises TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            await self.health.wait_serving()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful, ordered stop: NOT_SERVING, refuse new calls, end streams, drain, close storage."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+        await self.health.shut_down()
+        if self._port is not None:
+            await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
+            await self.grpc_server.stop(grace)
+        await self.feed.stop()
+        await asyncio.to_thread(self.metrics.stop_endpoint)
+        await self.database.close()
+        log.info("stopped")
+
+
+def build_server(config: ServerConfig) -> ModelplaneServer:
+    """Wires a server from `config`; does no I/O (start() binds, reads TLS files and connects)."""
+    if config.database_url is None:
+        raise ValueError(
+            "config.database_url is required: serve() starts the embedded Postgres and passes its URL"
+        )
+    if not config.auth and not config.is_loopback and not config.insecure:
+        raise ValueError(
+            f"refusing to listen on {config.address} with auth off: anyone who can reach it could call every "
+            "RPC. Turn auth on, listen on a loopback address, or pass --insecure to accept the risk."
+        )
+    database = Database(config.database_url)
+    feed = ChangeFeed(config.database_url)
+    registry = RegistryService(database, feed, progress_interval=config.watch_progress_interval)
+    health = HealthReporter(database, MODELPLANE_SERVICES, probe_interval=config.health_probe_interval)
+    metrics = ServerMetrics()
+    interceptor = CallInterceptor(Authenticator(database, enabled=config.auth), metrics)
+    grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
+    registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, grpc_server)
+    reflection.enable_server_reflection(
+        [*MODELPLANE_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
+    )
+    return ModelplaneServer(
+        config,
+        database=database,
+        feed=feed,
+        health=health,
+        metrics=metrics,
+        interceptor=interceptor,
+        grpc_server=grpc_server,
+    )
+
+
+def _log_banner(server: ModelplaneServer, database: str) -> None:
+    config = server.config
+    log.info("modelplane serving on %s (%s)", server.target, "TLS" if config.tls is not None else "plaintext")
+    log.info("database: %s", database)
+    if config.auth:
+        log.info("auth is on: every RPC but health and reflection needs a bearer token")
+    else:
+        log.warning("auth is OFF: anyone who can reach %s may call every RPC", server.target)
+    if server.metrics.endpoint_port is not None:
+        log.info("metrics on http://%s/metrics", config.metrics_address)
+
+
+async def _run(config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals]) -> None:
+    server = build_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in stop_signals:
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    _log_banner(server, database)
+    try:
+        await stop.wait()
+        log.info("stopping: in-flight calls get %.0f s", config.shutdown_grace)
+    finally:
+        for signum in stop_signals:
+            loop.remove_signal_handler(signum)
+        await server.stop(config.shutdown_grace)
+
+
+def serve(config: ServerConfig) -> None:
+    """Runs the server until SIGTERM or SIGINT; starts the embedded Postgres when no database URL is given."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.database_url is None:
+        # Imported here: the embedded Postgres wheel is needed only by a server started without a URL.
+        from modelplane.server.store.embedded import start_embedded
+
+        embedded = start_embedded(config.data_dir / "pgdata")
+        config = dataclasses.replace(config, database_url=embedded.url)
+        database = f"embedded Postgres, data in {embedded.data_dir}"
+    else:
+        database = redacted_url(config.database_url)
+    asyncio.run(_run(config, database, (signal.SIGTERM, signal.SIGINT)))

@@ -1,0 +1,368 @@
+"""The `modelplane` command: run the server, manage bearer tokens, apply migrations.
+
+Every flag can also come from the environment as MODELPLANE_<FLAG_IN_UPPER_SNAKE> (MODELPLANE_DATABASE_URL,
+MODELPLANE_NO_AUTH=1, ...); a flag on the command line wins over its variable. Expected failures (bad
+input, an unreachable database) print one line and exit 2 (usage) or 1 (environment), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from modelplane.server.auth.roles import Role
+from modelplane.server.auth.store import (
+    DATABASE_ERRORS,
+    TokenInfo,
+    create_token,
+    list_tokens,
+    revoke_token,
+)
+from modelplane.server.config import ServerConfig, TlsConfig
+from modelplane.server.errors import AlreadyExists, InvalidArgument, ModelplaneError, NotFound
+from modelplane.server.store.migrations import latest_version, migrate
+from modelplane.server.store.pool import Connection, Database, PoolSettings
+
+log = logging.getLogger(__name__)
+
+PROG = "modelplane"
+ENV_PREFIX = "MODELPLANE_"
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """Bad input found after parsing (an environment variable, a flag combination): exit 2, one line."""
+
+
+class CommandFailed(Exception):
+    """The environment let the command down (database unreachable, port taken): exit 1, one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block first; one line naming the problem is easier to act on.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Converters: argparse shows an ArgumentTypeError's text after the flag's name.
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return path
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _switch(value: str) -> bool:
+    """An environment variable standing for an on/off flag."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1/0, true/false, yes/no or on/off, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One flag of a command and the environment variable standing in for it."""
+
+    flag: str
+    help: str
+    convert: Callable[[str], Any] = str
+    default: Any = None
+    switch: bool = False
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+DATABASE_SETTINGS = (
+    Setting(
+        "--database-url", "Postgres URL; without one, an embedded Postgres under --data-dir", metavar="URL"
+    ),
+    Setting(
+        "--data-dir", "where the embedded Postgres keeps its data", Path, Path(".modelplane"), metavar="DIR"
+    ),
+)
+
+SERVE_SETTINGS = (
+    Setting("--address", "HOST:PORT to listen on", _address, "127.0.0.1:50051", metavar="HOST:PORT"),
+    *DATABASE_SETTINGS,
+    Setting("--no-auth", "accept calls without a token (loopback only, unless --insecure)", switch=True),
+    Setting("--insecure", "allow --no-auth on an address beyond loopback", switch=True),
+    Setting("--tls-cert", "PEM certificate chain of the server", _existing_file, metavar="FILE"),
+    Setting("--tls-key", "PEM private key of the server", _existing_file, metavar="FILE"),
+    Setting("--tls-client-ca", "PEM CA bundle; clients must present a certificate it signed", _existing_file),
+    Setting("--metrics-address", "HOST:PORT of the Prometheus endpoint (default: none)", _address),
+    Setting(
+        "--shutdown-grace", "seconds in-flight calls get to finish on SIGTERM", _seconds, 10.0, metavar="S"
+    ),
+    Setting("--log-level", f"one of {', '.join(LOG_LEVELS)}", _log_level, "INFO", metavar="LEVEL"),
+)
+
+
+def _add_settings(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> None:
+    for setting in settings:
+        help_text = f"{setting.help} [env {setting.env}]"
+        if setting.switch:
+            parser.add_argument(setting.flag, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(
+                setting.flag, type=setting.convert, default=None, metavar=setting.metavar, help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="A gRPC control plane for AI models.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server until SIGTERM")
+    _add_settings(serve, SERVE_SETTINGS)
+    serve.set_defaults(settings=SERVE_SETTINGS, run=_serve)
+
+    migrate_cmd = commands.add_parser("migrate", help="apply the database migrations and exit")
+    _add_settings(migrate_cmd, DATABASE_SETTINGS)
+    migrate_cmd.set_defaults(settings=DATABASE_SETTINGS, run=_migrate)
+
+    token = commands.add_parser("token", help="manage bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+
+    create = token_commands.add_parser("create", help="create a token and print its secret once")
+    create.add_argument("--name", required=True, help="who uses the token; shown as the actor in audit logs")
+    create.add_argument("--role", required=True, help=f"one of {', '.join(role.value for role in Role)}")
+    _add_settings(create, DATABASE_SETTINGS)
+    create.set_defaults(settings=DATABASE_SETTINGS, run=_token_create)
+
+    list_cmd = token_commands.add_parser("list", help="list tokens, revoked ones included")
+    _add_settings(list_cmd, DATABASE_SETTINGS)
+    list_cmd.set_defaults(settings=DATABASE_SETTINGS, run=_token_list)
+
+    revoke = token_commands.add_parser("revoke", help="revoke a token by name or id")
+    revoke.add_argument("name_or_id", metavar="NAME_OR_ID")
+    _add_settings(revoke, DATABASE_SETTINGS)
+    revoke.set_defaults(settings=DATABASE_SETTINGS, run=_token_revoke)
+    return parser
+
+
+def apply_environment(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """Fills every flag not given on the command line from its variable, else from its default."""
+    for setting in args.settings:
+        if getattr(args, setting.dest) is not None:
+            continue
+        raw = environ.get(setting.env)
+        if raw is None or (raw == "" and not setting.switch):
+            value = False if setting.switch and setting.default is None else setting.default
+        else:
+            try:
+                value = (_switch if setting.switch else setting.convert)(raw)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise UsageError(f"{setting.env}: {exc}") from None
+        setattr(args, setting.dest, value)
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The ServerConfig of a parsed `serve` command; UsageError on a combination that makes no sense."""
+    tls = None
+    if args.tls_cert is not None or args.tls_key is not None:
+        if args.tls_cert is None or args.tls_key is None:
+            raise UsageError("--tls-cert and --tls-key go together")
+        tls = TlsConfig(cert_file=args.tls_cert, key_file=args.tls_key, client_ca_file=args.tls_client_ca)
+    elif args.tls_client_ca is not None:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    config = ServerConfig(
+        address=args.address,
+        database_url=args.database_url or None,
+        data_dir=args.data_dir,
+        auth=not args.no_auth,
+        insecure=args.insecure,
+        tls=tls,
+        metrics_address=args.metrics_address,
+        shutdown_grace=args.shutdown_grace,
+    )
+    if not config.auth and not config.is_loopback and not config.insecure:
+        raise UsageError(
+            f"refusing to serve {config.address} without auth: anyone who can reach it could change"
+            " the registry; listen on 127.0.0.1, drop --no-auth, or pass --insecure to accept the risk"
+        )
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = server_config(args)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    # Imported here: the token commands must work without the server's gRPC stack being importable.
+    from modelplane.server.app import serve
+
+    try:
+        serve(config)
+    except (OSError, RuntimeError) as exc:
+        # grpc reports a port it cannot bind as a RuntimeError; the log keeps the traceback.
+        log.debug("serve failed", exc_info=True)
+        raise CommandFailed(str(exc)) from None
+    return 0
+
+
+@contextmanager
+def _database_url(args: argparse.Namespace) -> Iterator[str]:
+    """The URL to use; without one, the embedded Postgres under --data-dir, running while the block runs."""
+    if args.database_url:
+        yield args.database_url
+        return
+    from modelplane.server.store.embedded import start_embedded
+
+    embedded = start_embedded(args.data_dir)
+    yield embedded.url
+
+
+async def _migrated(url: str, action: Callable[[Connection], Awaitable[T]]) -> T:
+    """Migrates the database at `url`, then runs `action` in one transaction."""
+    # One connection is all a command needs; the longer timeouts suit a human at a terminal.
+    database = Database(url, PoolSettings(min_size=1, max_size=1, connect_timeout=5.0, acquire_timeout=5.0))
+    await database.open()
+    try:
+        async with database.connection() as conn:
+            await migrate(conn)  # type: ignore[arg-type]  # a pooled connection proxies asyncpg.Connection
+        async with database.transaction() as conn:
+            return await action(conn)
+    finally:
+        await database.close()
+
+
+def _with_database(args: argparse.Namespace, action: Callable[[Connection], Awaitable[T]]) -> T:
+    try:
+        with _database_url(args) as url:
+            return asyncio.run(_migrated(url, action))
+    except DATABASE_ERRORS as exc:
+        log.debug("database error", exc_info=True)
+        raise CommandFailed(f"cannot use the database: {exc}") from None
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    async def nothing(conn: Connection) -> None:
+        return None
+
+    _with_database(args, nothing)
+    print(f"schema is at version {latest_version()}")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    async def create(conn: Connection) -> tuple[TokenInfo, str]:
+        return await create_token(conn, args.name, args.role)
+
+    token, secret = _with_database(args, create)
+    # The secret alone on stdout, so `TOKEN=$(modelplane token create ...)` captures just it.
+    print(secret)
+    print(
+        f"created token {token.name!r} ({token.id}, role {token.role.value});"
+        " store it now: it will not be shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _timestamp(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_tokens(tokens: Sequence[TokenInfo]) -> str:
+    """A plain-text table: id, name, role, created, revoked."""
+    rows = [("ID", "NAME", "ROLE", "CREATED", "REVOKED")]
+    rows.extend(
+        (t.id, t.name, t.role.value, _timestamp(t.create_time), _timestamp(t.revoke_time)) for t in tokens
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    tokens = _with_database(args, list_tokens)
+    print(format_tokens(tokens))
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    async def revoke(conn: Connection) -> TokenInfo:
+        return await revoke_token(conn, args.name_or_id)
+
+    token = _with_database(args, revoke)
+    print(f"revoked token {token.name!r} ({token.id}) at {_timestamp(token.revoke_time)}")
+    return 0
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Runs one command; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        apply_environment(args, os.environ if environ is None else environ)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
+    except UsageError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except (InvalidArgument, AlreadyExists, NotFound) as exc:
+        return _fail(EXIT_USAGE, exc.message)
+    except ModelplaneError as exc:
+        return _fail(EXIT_FAILURE, exc.message)
+    except CommandFailed as exc:
+        return _fail(EXIT_FAILURE, str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

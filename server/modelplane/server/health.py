@@ -1,0 +1,102 @@
+"""grpc.health.v1 status of the server, kept true by probing the database on a fixed interval.
+
+SERVING means: the pool is connected and the schema is the one this build was written for. A load
+balancer or orchestrator that watches health therefore stops sending traffic to a replica whose
+Postgres is gone, and sends it again once the replica has recovered by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from modelplane.server.errors import StorageUnavailable
+from modelplane.server.store.migrations import latest_version
+from modelplane.server.store.pool import Database
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# The empty name is the server as a whole (what `grpc_health_probe` asks by default).
+OVERALL = ""
+
+
+class HealthReporter:
+    """Owns the health servicer's statuses: one for the whole server and one per modelplane service."""
+
+    def __init__(
+        self,
+        database: Database,
+        services: Sequence[str],
+        *,
+        probe_interval: float,
+        probe_timeout: float = 1.0,
+    ) -> None:
+        self.servicer = HealthServicer()
+        self._database = database
+        self._names = (OVERALL, *services)
+        self._interval = probe_interval
+        self._timeout = probe_timeout
+        self._expected_version = latest_version()
+        self._serving = False
+        self._became_serving = asyncio.Event()
+
+    @property
+    def serving(self) -> bool:
+        return self._serving
+
+    async def set_serving(self, serving: bool) -> None:
+        if serving != self._serving:
+            log.info("health: %s", "SERVING" if serving else "NOT_SERVING")
+        self._serving = serving
+        for name in self._names:
+            await self.servicer.set(name, SERVING if serving else NOT_SERVING)
+        if serving:
+            self._became_serving.set()
+        else:
+            self._became_serving.clear()
+
+    async def probe_once(self) -> bool:
+        """One probe: True when the database answers and its schema version is the expected one."""
+        try:
+            version = await asyncio.wait_for(self._database.ping(self._timeout), self._timeout * 2)
+        except (StorageUnavailable, TimeoutError) as exc:
+            log.debug("health probe failed: %s", exc)
+            return False
+        if version != self._expected_version:
+            log.warning(
+                "health: schema version %d in the database, this server expects %d",
+                version,
+                self._expected_version,
+            )
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Probes until cancelled; a failure of any kind only turns health NOT_SERVING."""
+        while True:
+            try:
+                healthy = await self.probe_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health probe raised")
+                healthy = False
+            await self.set_serving(healthy)
+            await asyncio.sleep(self._interval)
+
+    async def wait_serving(self) -> None:
+        """Returns once health is SERVING (callers bound the wait with asyncio.timeout)."""
+        await self._became_serving.wait()
+
+    async def shut_down(self) -> None:
+        """NOT_SERVING for good: later probes cannot flip it back while the server drains."""
+        self._serving = False
+        self._became_serving.clear()
+        await self.servicer.enter_graceful_shutdown()

@@ -1,0 +1,73 @@
+"""Prometheus metrics of one server: per-method call counts by status code, latencies, and the endpoint.
+
+Each server owns a private CollectorRegistry, so several servers can run in one process (tests) without
+clashing over metric names; capabilities register their own counters on `ServerMetrics.registry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+# Control-plane calls are short; the top buckets catch watch streams and slow storage.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) of "host:port" or "[v6]:port"."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class ServerMetrics:
+    """The RPC metrics and, once `start_endpoint` ran, the HTTP endpoint that exposes them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "modelplane_rpc_calls",
+            "RPCs handled, by full method name and final status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "modelplane_rpc_duration_seconds",
+            "Time from the start of an RPC to its final status, by full method name.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.calls.labels(method=method, code=code).inc()
+        self.latency.labels(method=method).observe(seconds)
+
+    def start_endpoint(self, address: str) -> int:
+        """Serves /metrics on `address` (port 0 picks one); returns the bound port."""
+        host, port = split_address(address)
+        self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        bound = int(self._http.server_port)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    @property
+    def endpoint_port(self) -> int | None:
+        return None if self._http is None else int(self._http.server_port)
+
+    def stop_endpoint(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            http.shutdown()
+            http.server_close()
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            thread.join(timeout=5)

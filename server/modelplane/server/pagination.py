@@ -1,0 +1,329 @@
+"""Keyset pagination for list methods: page sizes, order_by, opaque page tokens bound to their query.
+
+A page is `WHERE <scope> AND <filter> AND (sort column, tiebreak) > ($n, $n+1) ORDER BY ... LIMIT size + 1`;
+the extra row only says whether a next page exists. The page token carries the last row's key and a
+fingerprint of the query (scope, filter, order_by) it was made for, so it cannot be replayed against another.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+from modelplane.server.errors import InvalidArgument
+from modelplane.server.filters import FilterSchema, SqlFragment, compile_filter
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_PAGE_TOKEN_LENGTH = 4096
+
+INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
+INVALID_FIELD = "INVALID_FIELD"
+
+KeyValue: TypeAlias = str | int | datetime
+KeyType: TypeAlias = type[str] | type[int] | type[datetime]
+
+_TOKEN_VERSION = 1
+_TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
+# The checksum catches edited, truncated or corrupted tokens. It is deliberately not a secret: a token
+# only ever positions a query the caller may run anyway, so forging one gains nothing.
+_CHECKSUM_SIZE = 8
+_CHECKSUM_PERSON = b"mp-page-token"
+
+
+def resolve_page_size(requested: int) -> int:
+    """0 means the default of 50; more than 1000 is served as 1000; negative is INVALID_ARGUMENT."""
+    if requested < 0:
+        raise InvalidArgument.field("page_size", "must not be negative", reason=INVALID_FIELD)
+    if requested == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(requested, MAX_PAGE_SIZE)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# order_by
+
+
+@dataclass(frozen=True)
+class OrderField:
+    """A column a list can be sorted by, and the Python type of its values (for page-token keys)."""
+
+    column: str
+    key_type: KeyType
+
+    @property
+    def key_name(self) -> str:
+        """The column's name without its table alias: how it is read from a selected row."""
+        return self.column.rpartition(".")[2]
+
+
+@dataclass(frozen=True, eq=False)
+class OrderSchema:
+    """The order_by fields of one list method; `tiebreak` is a unique column that makes every order total."""
+
+    fields: Mapping[str, OrderField]
+    default: str
+    tiebreak: OrderField
+
+
+@dataclass(frozen=True)
+class OrderBy:
+    """A parsed order_by: the sort field, then the tiebreak, all in one direction."""
+
+    field: str
+    descending: bool
+    keys: tuple[OrderField, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(k.column for k in self.keys)
+
+    @property
+    def key_types(self) -> tuple[KeyType, ...]:
+        return tuple(k.key_type for k in self.keys)
+
+    @property
+    def canonical(self) -> str:
+        """The normal form ("create_time desc"), so equivalent spellings share page tokens."""
+        return f"{self.field} desc" if self.descending else self.field
+
+    @property
+    def sql(self) -> str:
+        """The ORDER BY list, e.g. "m.create_time DESC, m.id DESC"."""
+        direction = " DESC" if self.descending else ""
+        return ", ".join(f"{column}{direction}" for column in self.columns)
+
+    def key_of(self, row: Row) -> tuple[KeyValue, ...]:
+        """The keyset key of a selected row; the row must carry each key column under its bare name."""
+        return tuple(row[k.key_name] for k in self.keys)
+
+
+def parse_order_by(text: str, schema: OrderSchema) -> OrderBy:
+    """Parses "field", "field asc" or "field desc" (empty: the schema's default, ascending)."""
+    words = text.split()
+    if not words:
+        words = [schema.default]
+    allowed = ", ".join(schema.fields)
+    if "," in text or len(words) > 2:
+        raise InvalidArgument.field(
+            "order_by",
+            f'takes one field, optionally followed by "asc" or "desc"; the fields are: {allowed}',
+            reason=INVALID_FIELD,
+        )
+    name = words[0]
+    chosen = schema.fields.get(name)
+    if chosen is None:
+        raise InvalidArgument.field(
+            "order_by", f'unknown field "{name}"; expected one of: {allowed}', reason=INVALID_FIELD
+        )
+    direction = words[1].lower() if len(words) == 2 else "asc"
+    if direction not in ("asc", "desc"):
+        raise InvalidArgument.field(
+            "order_by", f'expected "asc" or "desc" after "{name}", found "{words[1]}"', reason=INVALID_FIELD
+        )
+    tiebreak = schema.tiebreak
+    keys = (chosen,) if chosen.column == tiebreak.column else (chosen, tiebreak)
+    return OrderBy(name, direction == "desc", keys)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Page tokens
+
+
+def query_fingerprint(*parts: str) -> str:
+    """A short digest of everything a page token is bound to (method, parent, filter, canonical order_by)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        encoded = part.encode()
+        # Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return base64.urlsafe_b64encode(digest.digest()[:12]).decode()
+
+
+def _checksum(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_CHECKSUM_SIZE, person=_CHECKSUM_PERSON).digest()
+
+
+def _json_key(value: KeyValue) -> str | int:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("page-token timestamps must carry a time zone")
+        return value.isoformat()
+    return value
+
+
+def encode_page_token(fingerprint: str, last_key: Sequence[KeyValue]) -> str:
+    """An opaque token: URL-safe base64 of a versioned JSON body and its checksum."""
+    body = json.dumps(
+        {"v": _TOKEN_VERSION, "q": fingerprint, "k": [_json_key(v) for v in last_key]},
+        separators=(",", ":"),
+    ).encode()
+    return base64.urlsafe_b64encode(body + _checksum(body)).decode().rstrip("=")
+
+
+def _token_error(description: str) -> InvalidArgument:
+    return InvalidArgument.field("page_token", description, reason=INVALID_PAGE_TOKEN)
+
+
+_MALFORMED = "is not a page token this server issued; pass next_page_token back unchanged"
+
+
+def _key_value(raw: object, key_type: KeyType) -> KeyValue:
+    if key_type is datetime and isinstance(raw, str):
+        moment = datetime.fromisoformat(raw)
+        if moment.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return moment
+    if key_type is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if key_type is str and isinstance(raw, str):
+        return raw
+    raise ValueError(f"expected {key_type.__name__}")
+
+
+def decode_page_token(
+    token: str, fingerprint: str, key_types: Sequence[KeyType]
+) -> tuple[KeyValue, ...] | None:
+    """The last key of the previous page, or None for an empty token (the first page).
+
+    Raises InvalidArgument (page_token, INVALID_PAGE_TOKEN) for a malformed or edited token, and for a
+    token made for another query (a different fingerprint).
+    """
+    if not token:
+        return None
+    if len(token) > MAX_PAGE_TOKEN_LENGTH or not _TOKEN_ALPHABET.fullmatch(token):
+        raise _token_error(_MALFORMED)
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except ValueError:
+        raise _token_error(_MALFORMED) from None
+    body, checksum = raw[:-_CHECKSUM_SIZE], raw[-_CHECKSUM_SIZE:]
+    if len(raw) <= _CHECKSUM_SIZE or _checksum(body) != checksum:
+        raise _token_error(_MALFORMED)
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise _token_error(_MALFORMED) from None
+    if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
+        raise _token_error(_MALFORMED)
+    if payload.get("q") != fingerprint:
+        raise _token_error(
+            "was made for a different query; use a page token only with the same parent, filter and "
+            "order_by it was returned for"
+        )
+    keys = payload.get("k")
+    if not isinstance(keys, list) or len(keys) != len(key_types):
+        raise _token_error(_MALFORMED)
+    try:
+        return tuple(_key_value(raw_key, key_type) for raw_key, key_type in zip(keys, key_types, strict=True))
+    except ValueError:
+        raise _token_error(_MALFORMED) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keyset conditions and whole list plans
+
+
+def keyset_condition(
+    columns: Sequence[str], key: Sequence[KeyValue], *, descending: bool, first_param: int
+) -> SqlFragment:
+    """`(c1, c2) > ($n, $n+1)` (`<` when descending): the rows after `key` in ORDER BY c1, c2 order."""
+    if not columns or len(columns) != len(key):
+        raise ValueError("keyset_condition needs one key value per column")
+    comparator = "<" if descending else ">"
+    placeholders = [f"${first_param + i}" for i in range(len(columns))]
+    if len(columns) == 1:
+        return SqlFragment(f"{columns[0]} {comparator} {placeholders[0]}", tuple(key))
+    return SqlFragment(
+        f"({', '.join(columns)}) {comparator} ({', '.join(placeholders)})",
+        tuple(key),
+    )
+
+
+class Row(Protocol):
+    """What a selected row must offer (asyncpg.Record and dict both do)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+R = TypeVar("R", bound=Row)
+
+
+@dataclass(frozen=True)
+class ListPlan:
+    """Everything a store needs to run one page of a list:
+
+    `SELECT ... WHERE {where} ORDER BY {order_sql} LIMIT {limit}` with `params`, then `page(rows)`.
+    """
+
+    where: str
+    params: tuple[object, ...]
+    order_sql: str
+    limit: int
+    page_size: int
+    order: OrderBy
+    fingerprint: str
+
+    def next_page_token(self, last_row: Row) -> str:
+        return encode_page_token(self.fingerprint, self.order.key_of(last_row))
+
+    def page(self, rows: Sequence[R]) -> tuple[list[R], str]:
+        """The page to return and its next_page_token ("" on the last page)."""
+        if len(rows) <= self.page_size:
+            return list(rows), ""
+        kept = list(rows[: self.page_size])
+        return kept, self.next_page_token(kept[-1])
+
+
+def plan_list(
+    *,
+    filter_text: str,
+    filter_schema: FilterSchema,
+    order_by: str,
+    order_schema: OrderSchema,
+    page_size: int,
+    page_token: str,
+    scope: SqlFragment | None = None,
+    scope_parts: Sequence[str] = (),
+) -> ListPlan:
+    """Validates and compiles one list request.
+
+    `scope` is a condition every row must meet besides the filter (e.g. the parent); its placeholders
+    start at $1. `scope_parts` (method name, parent) go into the fingerprint with the filter and the
+    canonical order_by, so a token only continues the query it came from.
+    """
+    size = resolve_page_size(page_size)
+    order = parse_order_by(order_by, order_schema)
+    conditions: list[str] = []
+    params: list[object] = []
+    if scope is not None:
+        conditions.append(scope.sql)
+        params.extend(scope.params)
+    compiled = compile_filter(filter_text, filter_schema, first_param=len(params) + 1)
+    if compiled.sql != "TRUE":
+        conditions.append(f"({compiled.sql})")
+        params.extend(compiled.params)
+    fingerprint = query_fingerprint(*scope_parts, filter_text, order.canonical)
+    last_key = decode_page_token(page_token, fingerprint, order.key_types)
+    if last_key is not None:
+        keyset = keyset_condition(
+            order.columns, last_key, descending=order.descending, first_param=len(params) + 1
+        )
+        conditions.append(keyset.sql)
+        params.extend(keyset.params)
+    return ListPlan(
+        where=" AND ".join(conditions) or "TRUE",
+        params=tuple(params),
+        order_sql=order.sql,
+        limit=size + 1,
+        page_size=size,
+        order=order,
+        fingerprint=fingerprint,
+    )
