@@ -191,6 +191,14 @@ def test_no_matching_model_without_the_detail_has_no_rejections() -> None:
     assert error.candidate_count == 0
 
 
+def test_no_matching_model_count_from_error_info_metadata() -> None:
+    info = _error_info("NO_MATCHING_MODEL", {"candidate_count": "4"})
+    error = from_rpc_error(rpc_error(grpc.StatusCode.NOT_FOUND, "none", [info]))
+
+    assert isinstance(error, NoMatchingModel)
+    assert error.candidate_count == 4
+
+
 def test_unknown_reason_falls_back_to_the_code_class() -> None:
     error = from_rpc_error(rpc_error(grpc.StatusCode.NOT_FOUND, "gone", [_error_info("POLICY_NOT_FOUND")]))
 

@@ -232,7 +232,11 @@ class NoMatchingModel(NotFound):
     def candidate_count(self) -> int:
         """How many versions were considered in all (may exceed len(rejections))."""
         failure = self._failure
-        return failure.candidate_count if failure is not None else 0
+        if failure is not None:
+            return failure.candidate_count
+        # The server also puts the count in ErrorInfo.metadata, which survives proxies that drop details.
+        count = self.metadata.get("candidate_count", "")
+        return int(count) if count.isdigit() else 0
 
 
 class ModelAlreadyExists(AlreadyExists):

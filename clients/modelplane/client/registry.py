@@ -21,7 +21,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
@@ -156,7 +156,7 @@ class ModelRegistryClient:
 
     async def list_models(
         self, *, filter: str = "", order_by: str = "", page_size: int = 0, timeout: float | None = None
-    ) -> AsyncIterator[registry_pb2.Model]:
+    ) -> AsyncGenerator[registry_pb2.Model, None]:
         """Every model matching the filter, fetching page after page; `timeout` applies to each page."""
         page_token = ""
         while True:
@@ -253,7 +253,7 @@ class ModelRegistryClient:
         order_by: str = "",
         page_size: int = 0,
         timeout: float | None = None,
-    ) -> AsyncIterator[registry_pb2.ModelVersion]:
+    ) -> AsyncGenerator[registry_pb2.ModelVersion, None]:
         """Every version matching the filter, page after page; `timeout` applies to each page."""
         page_token = ""
         while True:
@@ -335,7 +335,7 @@ class ModelRegistryClient:
 
     async def list_aliases(
         self, *, parent: str, page_size: int = 0, timeout: float | None = None
-    ) -> AsyncIterator[registry_pb2.ModelAlias]:
+    ) -> AsyncGenerator[registry_pb2.ModelAlias, None]:
         """Every alias of the model `parent`, by name, page after page."""
         page_token = ""
         while True:
@@ -381,7 +381,7 @@ class ModelRegistryClient:
 
     async def list_alias_history(
         self, *, parent: str, alias: str = "", page_size: int = 0, timeout: float | None = None
-    ) -> AsyncIterator[registry_pb2.AliasMove]:
+    ) -> AsyncGenerator[registry_pb2.AliasMove, None]:
         """Every move of the model's aliases (only of `alias` when set), newest first, page after page."""
         page_token = ""
         while True:
@@ -417,7 +417,7 @@ class ModelRegistryClient:
 
     async def watch_models(
         self, *, start_revision: int = 0, resume: bool = True, timeout: float | None = None
-    ) -> AsyncIterator[registry_pb2.WatchModelsResponse]:
+    ) -> AsyncGenerator[registry_pb2.WatchModelsResponse, None]:
         """Every change after start_revision (0: from now), in revision order, and progress marks while idle.
 
         With `resume`, a stream broken by UNAVAILABLE (a server shutting down, a lost connection) is reopened

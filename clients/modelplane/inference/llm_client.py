@@ -373,7 +373,7 @@ class LLMClient:
                         await aclose()
             except Exception as exc:
                 # The cached choice stays in use meanwhile; the next round resolves afresh.
-                logger.warning("model registry watch interrupted (%s); retrying in %.2f s", exc, delay)
+                logger.warning("model registry not followed (%s); trying again in %.2f s", exc, delay)
             revision = None
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._refresh_interval)

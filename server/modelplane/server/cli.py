@@ -137,8 +137,8 @@ SERVE_SETTINGS = (
     Setting("--insecure", "allow --no-auth on an address beyond loopback", switch=True),
     Setting("--tls-cert", "PEM certificate chain of the server", _existing_file, metavar="FILE"),
     Setting("--tls-key", "PEM private key of the server", _existing_file, metavar="FILE"),
-    Setting("--tls-client-ca", "PEM CA bundle; clients must present a certificate it signed", _existing_file),
-    Setting("--metrics-address", "HOST:PORT of the Prometheus endpoint (default: none)", _address),
+    Setting("--tls-client-ca", "PEM CA for mutual TLS", _existing_file, metavar="FILE"),
+    Setting("--metrics-address", "HOST:PORT of the Prometheus endpoint", _address, metavar="HOST:PORT"),
     Setting(
         "--shutdown-grace", "seconds in-flight calls get to finish on SIGTERM", _seconds, 10.0, metavar="S"
     ),
@@ -148,7 +148,8 @@ SERVE_SETTINGS = (
 
 def _add_settings(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> None:
     for setting in settings:
-        help_text = f"{setting.help} [env {setting.env}]"
+        default = "" if setting.default is None else f"; default {setting.default}"
+        help_text = f"{setting.help} [env {setting.env}{default}]"
         if setting.switch:
             parser.add_argument(setting.flag, action="store_true", default=None, help=help_text)
         else:

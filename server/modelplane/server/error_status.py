@@ -62,6 +62,7 @@ def to_status(error: ModelplaneError) -> grpc.Status:
         )
     if isinstance(error, Unavailable):
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=_retry_delay(error.retry_after))))
+    details.extend(_packed(detail) for detail in error.details)
     return _grpc_status(code, error.message, details)
 
 

@@ -211,19 +211,9 @@ class RegistryService:
             )
             versions_deleted = [k.value for k in versions]
             await store.delete_model(m.conn, model_id, expected_etag="")
+            # The alias history goes with the model (as the contract says); the change log keeps the deletes.
             for alias in aliases:
                 await self._record(m, "deleted", "alias", alias.name, None)
-                revision = await m.revision()
-                await store.record_alias_move(
-                    m.conn,
-                    model_id=model_id,
-                    alias=alias.alias,
-                    from_version=alias.version_id,
-                    to_version=None,
-                    actor=m.write.actor,
-                    reason="model deleted",
-                    revision=revision,
-                )
             for version in versions_deleted:
                 await self._record(m, "deleted", "model_version", version.name, None)
             await self._record(m, "deleted", "model", current.name, None)
