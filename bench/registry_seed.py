@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from modelplane.v1 import common_pb2, registry_pb2
 from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceStub
@@ -179,7 +180,7 @@ async def seed_registry(
                     model_version=registry_pb2.ModelVersion(
                         name=created[0], state=registry_pb2.MODEL_VERSION_STATE_DEPRECATED
                     ),
-                    update_mask={"paths": ["state"]},
+                    update_mask=field_mask_pb2.FieldMask(paths=["state"]),
                 ),
                 timeout=CALL_TIMEOUT,
             )

@@ -284,28 +284,30 @@ async def test_auth_on_refuses_a_call_without_token_but_not_health(start_server:
 async def test_stop_ends_open_streams_with_a_resumable_status(server: ModelplaneServer) -> None:
     async with grpc.aio.insecure_channel(server.target) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
-        first = await watch.read()
-        assert isinstance(first, health_pb2.HealthCheckResponse)
-        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        seen = [await watch.read()]
         stopping = asyncio.create_task(server.stop(grace=1))
-        seen = []
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            async for update in watch:
-                seen.append(update.status)
+            while True:
+                seen.append(await watch.read())
         await stopping
-    assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
+    statuses = [update.status for update in seen if isinstance(update, health_pb2.HealthCheckResponse)]
+    assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_info(raised.value).reason == "SHUTTING_DOWN"
     assert retry_info(raised.value) is not None
 
 
-def test_refuses_to_listen_beyond_loopback_without_auth(database_url: str) -> None:
+async def test_refuses_to_listen_beyond_loopback_without_auth(database_url: str) -> None:
     with pytest.raises(ValueError, match="refusing to listen on 0.0.0.0:0 with auth off"):
         build_server(ServerConfig(address="0.0.0.0:0", database_url=database_url, auth=False))
-    # Said in so many words, or with auth on, it is allowed (building does no I/O, so nothing to stop).
-    build_server(ServerConfig(address="0.0.0.0:0", database_url=database_url, auth=False, insecure=True))
-    build_server(ServerConfig(address="0.0.0.0:0", database_url=database_url, auth=True))
-    build_server(ServerConfig(address="[::1]:0", database_url=database_url, auth=False))
+    # Said in so many words, or with auth on, or on loopback, it is allowed.
+    for config in (
+        ServerConfig(address="0.0.0.0:0", database_url=database_url, auth=False, insecure=True),
+        ServerConfig(address="0.0.0.0:0", database_url=database_url, auth=True),
+        ServerConfig(address="[::1]:0", database_url=database_url, auth=False),
+    ):
+        await build_server(config).stop(grace=0)
 
 
 def test_build_server_needs_a_database_url() -> None:

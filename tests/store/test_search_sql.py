@@ -131,7 +131,7 @@ MODEL_CASES = [
 
 async def test_model_filters_select_the_right_rows(seeded: Database) -> None:
     # One seeded database for the whole table; every mismatch is reported at once.
-    wrong = {}
+    wrong: dict[str, set[str]] = {}
     for text, expected in MODEL_CASES:
         plan = plan_model_list(filter_text=text, order_by="", page_size=100, page_token="")
         selected = set(await _models(seeded, plan))
@@ -174,7 +174,7 @@ VERSION_CASES = [
 
 
 async def test_version_filters_select_the_right_rows(seeded: Database) -> None:
-    wrong = {}
+    wrong: dict[str, set[str]] = {}
     for text, expected in VERSION_CASES:
         plan = plan_model_version_list(
             model_id=None, filter_text=text, order_by="", page_size=100, page_token=""

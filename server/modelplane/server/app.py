@@ -183,9 +183,8 @@ class ModelplaneServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
         await self.health.shut_down()
-        if self._port is not None:
-            await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
-            await self.grpc_server.stop(grace)
+        await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
+        await self.grpc_server.stop(grace)
         await self.feed.stop()
         await asyncio.to_thread(self.metrics.stop_endpoint)
         await self.database.close()

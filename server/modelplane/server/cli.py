@@ -269,7 +269,7 @@ async def _migrated(url: str, action: Callable[[Connection], Awaitable[T]]) -> T
     await database.open()
     try:
         async with database.connection() as conn:
-            await migrate(conn)  # type: ignore[arg-type]  # a pooled connection proxies asyncpg.Connection
+            await migrate(conn)
         async with database.transaction() as conn:
             return await action(conn)
     finally:

@@ -1,4 +1,4 @@
-"""Applies the numbered SQL files in migrations/ at start, under an advisory lock, exactly once across replicas."""
+"""Applies the numbered SQL files in schema/ at start, under an advisory lock, exactly once across replicas."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
+from modelplane.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class Migration:
 
 
 def load_migrations() -> list[Migration]:
-    folder = resources.files("modelplane.server.store") / "migrations"
+    folder = resources.files("modelplane.server.store") / "schema"
     found = []
     for entry in folder.iterdir():
         match = _NAME.match(entry.name)
@@ -43,7 +43,7 @@ def latest_version() -> int:
     return len(load_migrations())
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: Connection) -> list[str]:
     """Brings the schema up to date; returns the names of the migrations this call applied."""
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
