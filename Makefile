@@ -32,7 +32,7 @@ test-embedded: .venv/.installed
 	MODELPLANE_TEST_EMBEDDED=1 $(BIN)/pytest
 
 run: .venv/.installed
-	$(BIN)/modelplane serve --address 127.0.0.1:50051 --data-dir .modelplane
+	$(BIN)/modelplane serve --address 127.0.0.1:50051 --data-dir .modelplane --no-auth
 
 bench: .venv/.installed
 	$(PY) bench/run.py

@@ -59,7 +59,9 @@ async def new_model(stub: ModelRegistryServiceStub, model_id: str = "chat", **kw
     return response.model
 
 
-async def new_version(stub: ModelRegistryServiceStub, model: str = "models/chat", **kwargs: Any) -> pb.ModelVersion:
+async def new_version(
+    stub: ModelRegistryServiceStub, model: str = "models/chat", **kwargs: Any
+) -> pb.ModelVersion:
     response = await stub.CreateModelVersion(
         pb.CreateModelVersionRequest(parent=model, model_version=version_spec(**kwargs))
     )
@@ -85,7 +87,9 @@ async def test_create_and_get_model(stub: ModelRegistryServiceStub) -> None:
 
 
 async def test_create_model_names_every_bad_field(stub: ModelRegistryServiceStub) -> None:
-    error = await fails(stub.CreateModel(pb.CreateModelRequest(model_id="Bad_Id", model=pb.Model(provider="x"))))
+    error = await fails(
+        stub.CreateModel(pb.CreateModelRequest(model_id="Bad_Id", model=pb.Model(provider="x")))
+    )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.field_paths == ["model_id"]
 
@@ -118,14 +122,18 @@ async def test_update_model_with_mask_and_etag(stub: ModelRegistryServiceStub) -
     # The first etag is stale now: ABORTED, and nothing changes.
     stale = pb.Model(name=created.name, description="lost", etag=created.etag)
     error = await fails(
-        stub.UpdateModel(pb.UpdateModelRequest(model=stale, update_mask=field_mask_pb2.FieldMask(paths=["description"])))
+        stub.UpdateModel(
+            pb.UpdateModelRequest(model=stale, update_mask=field_mask_pb2.FieldMask(paths=["description"]))
+        )
     )
     assert (error.code, error.reason) == (grpc.StatusCode.ABORTED, "ETAG_MISMATCH")
     assert error.metadata["current_etag"] == updated.etag
     assert (await stub.GetModel(pb.GetModelRequest(name=created.name))).model.description == "new"
 
     error = await fails(
-        stub.UpdateModel(pb.UpdateModelRequest(model=change, update_mask=field_mask_pb2.FieldMask(paths=["etag"])))
+        stub.UpdateModel(
+            pb.UpdateModelRequest(model=change, update_mask=field_mask_pb2.FieldMask(paths=["etag"]))
+        )
     )
     assert error.field_paths == ["update_mask.paths"]
     error = await fails(stub.UpdateModel(pb.UpdateModelRequest(model=change)))
@@ -172,13 +180,17 @@ async def test_create_version_reports_every_bad_field(stub: ModelRegistryService
         max_output_tokens=200,
         pricing=pb.TokenPricing(currency_code="usd", input_micros_per_million=-1),
     )
-    error = await fails(stub.CreateModelVersion(pb.CreateModelVersionRequest(parent="models/chat", model_version=bad)))
+    error = await fails(
+        stub.CreateModelVersion(pb.CreateModelVersionRequest(parent="models/chat", model_version=bad))
+    )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "model_version.capabilities[2]" in error.field_paths
 
     bad.ClearField("capabilities")
     bad.capabilities.extend([pb.CAPABILITY_CHAT, pb.CAPABILITY_CHAT])
-    error = await fails(stub.CreateModelVersion(pb.CreateModelVersionRequest(parent="models/chat", model_version=bad)))
+    error = await fails(
+        stub.CreateModelVersion(pb.CreateModelVersionRequest(parent="models/chat", model_version=bad))
+    )
     assert set(error.field_paths) == {
         "model_version.source_uri",
         "model_version.source_sha256",
@@ -208,7 +220,9 @@ async def test_update_version_state_and_archiving_rules(stub: ModelRegistryServi
 
     archive = pb.ModelVersion(name=version.name, state=pb.MODEL_VERSION_STATE_ARCHIVED)
     mask = field_mask_pb2.FieldMask(paths=["state"])
-    error = await fails(stub.UpdateModelVersion(pb.UpdateModelVersionRequest(model_version=archive, update_mask=mask)))
+    error = await fails(
+        stub.UpdateModelVersion(pb.UpdateModelVersionRequest(model_version=archive, update_mask=mask))
+    )
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "VERSION_HAS_ALIASES")
     error = await fails(stub.DeleteModelVersion(pb.DeleteModelVersionRequest(name=version.name)))
     assert error.reason == "VERSION_HAS_ALIASES"
@@ -224,7 +238,9 @@ async def test_update_version_state_and_archiving_rules(stub: ModelRegistryServi
         await stub.UpdateModelVersion(pb.UpdateModelVersionRequest(model_version=archive, update_mask=mask))
     ).model_version
     assert archived.state == pb.MODEL_VERSION_STATE_ARCHIVED
-    error = await fails(stub.SetAlias(pb.SetAliasRequest(name="models/chat/aliases/prod", version=version.name)))
+    error = await fails(
+        stub.SetAlias(pb.SetAliasRequest(name="models/chat/aliases/prod", version=version.name))
+    )
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "VERSION_ARCHIVED")
 
     source_change = pb.ModelVersion(name=version.name, source_uri="elsewhere")
@@ -250,17 +266,26 @@ async def test_alias_compare_and_set_and_history(stub: ModelRegistryServiceStub)
     error = await fails(stub.SetAlias(pb.SetAliasRequest(name=name, version=v2.name, expected_version="")))
     assert (error.code, error.reason) == (grpc.StatusCode.ABORTED, "ALIAS_CONFLICT")
     assert error.metadata["current_version"] == v1.name
-    error = await fails(stub.SetAlias(pb.SetAliasRequest(name=name, version=v2.name, expected_version=v2.name)))
+    error = await fails(
+        stub.SetAlias(pb.SetAliasRequest(name=name, version=v2.name, expected_version=v2.name))
+    )
     assert error.reason == "ALIAS_CONFLICT"
     moved = (
-        await stub.SetAlias(pb.SetAliasRequest(name=name, version=v2.name, expected_version=v1.name, reason="rollout"))
+        await stub.SetAlias(
+            pb.SetAliasRequest(name=name, version=v2.name, expected_version=v1.name, reason="rollout")
+        )
     ).alias
     assert moved.version == v2.name
     assert moved.updated_by == "anonymous"
 
     # Aliases are always filled, in Get, List and Resolve alike.
-    assert list((await stub.GetModelVersion(pb.GetModelVersionRequest(name=v2.name))).model_version.aliases) == ["prod"]
-    assert list((await stub.GetModelVersion(pb.GetModelVersionRequest(name=v1.name))).model_version.aliases) == []
+    assert list(
+        (await stub.GetModelVersion(pb.GetModelVersionRequest(name=v2.name))).model_version.aliases
+    ) == ["prod"]
+    assert (
+        list((await stub.GetModelVersion(pb.GetModelVersionRequest(name=v1.name))).model_version.aliases)
+        == []
+    )
     listed = (await stub.ListModelVersions(pb.ListModelVersionsRequest(parent="models/chat"))).model_versions
     assert {v.name: list(v.aliases) for v in listed} == {v1.name: [], v2.name: ["prod"]}
     resolved = await stub.ResolveModel(pb.ResolveModelRequest(alias=name))
@@ -345,7 +370,9 @@ async def test_five_concurrent_creates_with_one_request_id(
     stub: ModelRegistryServiceStub, database_url: str
 ) -> None:
     await new_model(stub)
-    request = pb.CreateModelVersionRequest(parent="models/chat", model_version=version_spec(), request_id="same")
+    request = pb.CreateModelVersionRequest(
+        parent="models/chat", model_version=version_spec(), request_id="same"
+    )
     responses = await asyncio.gather(*(stub.CreateModelVersion(request) for _ in range(5)))
     assert all(r == responses[0] for r in responses)
     listed = (await stub.ListModelVersions(pb.ListModelVersionsRequest(parent="models/chat"))).model_versions
@@ -369,10 +396,14 @@ async def test_resolve_by_constraints_tie_break_and_rejections(stub: ModelRegist
     assert chosen.name == cheap_new.name != cheap_old.name  # cheapest output price, then newest
 
     labelled = pb.ModelConstraints(labels={"tier": "cheap"})
-    assert (await stub.ResolveModel(pb.ResolveModelRequest(constraints=labelled))).model_version.name == cheap_new.name
+    assert (
+        await stub.ResolveModel(pb.ResolveModelRequest(constraints=labelled))
+    ).model_version.name == cheap_new.name
 
     long_ctx = pb.ModelConstraints(min_context_window=32_000, required_capabilities=[pb.CAPABILITY_TOOL_USE])
-    assert (await stub.ResolveModel(pb.ResolveModelRequest(constraints=long_ctx))).model_version.name == big.name
+    assert (
+        await stub.ResolveModel(pb.ResolveModelRequest(constraints=long_ctx))
+    ).model_version.name == big.name
 
     impossible = pb.ModelConstraints(
         min_context_window=32_000, max_output_price=common_pb2.Money(currency_code=USD, micros=5_000_000)
@@ -393,7 +424,9 @@ async def test_resolve_by_constraints_tie_break_and_rejections(stub: ModelRegist
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     error = await fails(
         stub.ResolveModel(
-            pb.ResolveModelRequest(constraints=pb.ModelConstraints(required_capabilities=[pb.CAPABILITY_UNSPECIFIED]))
+            pb.ResolveModelRequest(
+                constraints=pb.ModelConstraints(required_capabilities=[pb.CAPABILITY_UNSPECIFIED])
+            )
         )
     )
     assert error.field_paths == ["constraints.required_capabilities[0]"]
@@ -426,7 +459,9 @@ async def test_list_models_pages_filters_and_orders(stub: ModelRegistryServiceSt
     seen: list[str] = []
     token = ""
     while True:
-        page = await stub.ListModels(pb.ListModelsRequest(page_size=3, page_token=token, order_by="name desc"))
+        page = await stub.ListModels(
+            pb.ListModelsRequest(page_size=3, page_token=token, order_by="name desc")
+        )
         assert len(page.models) <= 3
         seen.extend(m.name for m in page.models)
         token = page.next_page_token
@@ -438,10 +473,14 @@ async def test_list_models_pages_filters_and_orders(stub: ModelRegistryServiceSt
     assert [m.name for m in team_a.models] == ["models/m1", "models/m3", "models/m5"]
 
     first = await stub.ListModels(pb.ListModelsRequest(page_size=2))
-    error = await fails(stub.ListModels(pb.ListModelsRequest(page_size=2, page_token=first.next_page_token, filter="x")))
+    error = await fails(
+        stub.ListModels(pb.ListModelsRequest(page_size=2, page_token=first.next_page_token, filter="x"))
+    )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     error = await fails(
-        stub.ListModels(pb.ListModelsRequest(page_size=2, page_token=first.next_page_token, order_by="create_time"))
+        stub.ListModels(
+            pb.ListModelsRequest(page_size=2, page_token=first.next_page_token, order_by="create_time")
+        )
     )
     assert error.reason == "INVALID_PAGE_TOKEN"
     error = await fails(stub.ListModels(pb.ListModelsRequest(filter='labels.team = "a" AND (')))
@@ -461,9 +500,13 @@ async def test_list_versions_across_models_with_filters(stub: ModelRegistryServi
 
     everything = await stub.ListModelVersions(pb.ListModelVersionsRequest(parent="models/-"))
     assert len(everything.model_versions) == 2
-    tools = await stub.ListModelVersions(pb.ListModelVersionsRequest(parent="models/-", filter="capabilities:tool_use"))
+    tools = await stub.ListModelVersions(
+        pb.ListModelVersionsRequest(parent="models/-", filter="capabilities:tool_use")
+    )
     assert names(tools) == ["models/chat/versions/1"]
-    aliased = await stub.ListModelVersions(pb.ListModelVersionsRequest(parent="models/-", filter="alias:prod"))
+    aliased = await stub.ListModelVersions(
+        pb.ListModelVersionsRequest(parent="models/-", filter="alias:prod")
+    )
     assert names(aliased) == ["models/chat/versions/1"]
     small = await stub.ListModelVersions(
         pb.ListModelVersionsRequest(parent="models/-", filter="context_window < 10000 OR state = DEPRECATED")

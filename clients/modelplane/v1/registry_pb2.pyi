@@ -669,8 +669,8 @@ class ListModelsRequest(_message.Message):
     and order_by.
     """
     filter: _builtins.str
-    """filter is an AIP-160 expression over name, display_name, provider,
-    labels.<key>, create_time and update_time; see the README.
+    """filter is an AIP-160 expression over name, display_name, description,
+    provider, labels.<key>, create_time and update_time; see the README.
     """
     order_by: _builtins.str
     """order_by is one field of name, create_time or update_time, optionally

@@ -31,6 +31,8 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # pgserver keeps its lock file under XDG_RUNTIME_DIR and warns when it is unset.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
+    # pgserver logs every initdb/pg_ctl line at INFO; the server's own first lines matter more.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pgserver.postgres_server import get_server

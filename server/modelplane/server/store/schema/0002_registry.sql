@@ -1,7 +1,8 @@
 -- The model registry: models, immutable versions with LLM metadata, aliases and their history.
 
+-- Ids and sort keys use the "C" collation: list order (and page tokens) must not depend on the locale.
 CREATE TABLE models (
-    id text PRIMARY KEY,
+    id text COLLATE "C" PRIMARY KEY,
     display_name text NOT NULL DEFAULT '',
     description text NOT NULL DEFAULT '',
     provider text NOT NULL,
@@ -15,10 +16,10 @@ CREATE INDEX models_create_time ON models (create_time, id);
 CREATE INDEX models_update_time ON models (update_time, id);
 
 CREATE TABLE model_versions (
-    model_id text NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    model_id text COLLATE "C" NOT NULL REFERENCES models (id) ON DELETE CASCADE,
     version_id bigint NOT NULL,
     -- A sortable, unique text key "model/0000000000000000042" used as the keyset tiebreak.
-    sort_key text GENERATED ALWAYS AS (model_id || '/' || lpad(version_id::text, 19, '0')) STORED,
+    sort_key text COLLATE "C" GENERATED ALWAYS AS (model_id || '/' || lpad(version_id::text, 19, '0')) STORED,
     description text NOT NULL DEFAULT '',
     source_uri text NOT NULL,
     source_sha256 text NOT NULL DEFAULT '',
@@ -44,7 +45,7 @@ CREATE INDEX model_versions_create_time ON model_versions (create_time, sort_key
 
 CREATE TABLE model_aliases (
     model_id text NOT NULL REFERENCES models (id) ON DELETE CASCADE,
-    alias text NOT NULL,
+    alias text COLLATE "C" NOT NULL,
     version_id bigint NOT NULL,
     update_time timestamptz NOT NULL,
     updated_by text NOT NULL,
