@@ -1,0 +1,79 @@
+"""The write transaction every mutation runs in: revisions in commit order, change and audit rows, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from modelplane.server.errors import InvalidArgument
+from modelplane.server.store.mutations import WriteRequest, mutation
+from modelplane.server.store.pool import Database
+
+
+def writer(request_id: str = "", fingerprint: bytes = b"") -> WriteRequest:
+    return WriteRequest(actor="tester", method="Test", request_id=request_id, fingerprint=fingerprint)
+
+
+async def test_concurrent_writers_commit_in_revision_order(database: Database) -> None:
+    async def write(i: int) -> int:
+        async with mutation(database, writer()) as m:
+            revision = await m.record(resource_type="thing", resource=f"things/{i}", kind="created", snapshot={"i": i})
+            # Hold the transaction a moment so the other writers pile up behind the counter's row lock.
+            await asyncio.sleep(0.01)
+            return revision
+
+    revisions = await asyncio.gather(*(write(i) for i in range(20)))
+    assert sorted(revisions) == list(range(1, 21))
+    async with database.connection() as conn:
+        rows = await conn.fetch("SELECT revision, resource FROM changes ORDER BY revision")
+    # No revision is missing or repeated, and each belongs to exactly one writer.
+    assert [r["revision"] for r in rows] == list(range(1, 21))
+    assert len({r["resource"] for r in rows}) == 20
+
+
+async def test_changes_and_audit_rows_commit_with_the_write_or_not_at_all(database: Database) -> None:
+    async with mutation(database, writer("r-1", b"x")) as m:
+        first = await m.record(resource_type="thing", resource="things/a", kind="created", snapshot={"a": 1})
+        second = await m.record(resource_type="thing", resource="things/b", kind="created", snapshot=None)
+    assert first == second  # one transaction, one revision
+
+    with pytest.raises(RuntimeError):
+        async with mutation(database, writer()) as m:
+            await m.record(resource_type="thing", resource="things/c", kind="created", snapshot=None)
+            raise RuntimeError("the write fails after recording")
+
+    async with database.connection() as conn:
+        changes = await conn.fetch("SELECT revision, seq, resource FROM changes ORDER BY revision, seq")
+        audit = await conn.fetch("SELECT revision, actor, method, resource, request_id FROM audit_log ORDER BY id")
+        revision = await conn.fetchval("SELECT revision FROM revision_counter")
+    assert [(c["revision"], c["seq"], c["resource"]) for c in changes] == [(1, 0, "things/a"), (1, 1, "things/b")]
+    assert [tuple(a) for a in audit] == [
+        (1, "tester", "Test", "things/a", "r-1"),
+        (1, "tester", "Test", "things/b", "r-1"),
+    ]
+    assert revision == 1  # the failed write took no revision
+
+
+async def test_request_id_replays_the_first_result_and_refuses_another_body(database: Database) -> None:
+    async with mutation(database, writer("same", b"body-1")) as m:
+        assert await m.replay() is None
+        await m.remember({"answer": 42})
+    async with mutation(database, writer("same", b"body-1")) as m:
+        replayed = await m.replay()
+        assert replayed is not None
+        assert replayed.result == {"answer": 42}
+    with pytest.raises(InvalidArgument) as info:
+        async with mutation(database, writer("same", b"body-2")) as m:
+            await m.replay()
+    assert info.value.reason == "REQUEST_ID_REUSED"
+    assert [v.field for v in info.value.violations] == ["request_id"]
+
+
+async def test_a_rolled_back_first_call_frees_its_request_id(database: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with mutation(database, writer("retry-me", b"b")) as m:
+            assert await m.replay() is None
+            raise RuntimeError("fails before commit")
+    async with mutation(database, writer("retry-me", b"b")) as m:
+        assert await m.replay() is None  # runs again: the failed call left nothing behind
