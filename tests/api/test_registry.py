@@ -564,7 +564,8 @@ async def test_watch_streams_changes_in_order_and_resumes(stub: ModelRegistrySer
     assert changes[2].alias.version == version.name
     assert list(changes[3].model_version.aliases) == ["prod"]
     revisions = [c.revision for c in changes]
-    assert revisions == sorted(revisions) and revisions[0] > start
+    assert revisions == sorted(revisions)
+    assert revisions[0] > start
 
     # Resuming from a revision replays exactly what came after it.
     resumed = stub.WatchModels(pb.WatchModelsRequest(start_revision=changes[1].revision))

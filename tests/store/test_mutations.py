@@ -1,4 +1,4 @@
-"""The write transaction every mutation runs in: revisions in commit order, change and audit rows, request ids."""
+"""The write transaction of every mutation: revisions in commit order, change and audit rows, request ids."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def writer(request_id: str = "", fingerprint: bytes = b"") -> WriteRequest:
 async def test_concurrent_writers_commit_in_revision_order(database: Database) -> None:
     async def write(i: int) -> int:
         async with mutation(database, writer()) as m:
-            revision = await m.record(resource_type="thing", resource=f"things/{i}", kind="created", snapshot={"i": i})
+            revision = await m.record(
+                resource_type="thing", resource=f"things/{i}", kind="created", snapshot={"i": i}
+            )
             # Hold the transaction a moment so the other writers pile up behind the counter's row lock.
             await asyncio.sleep(0.01)
             return revision
@@ -38,16 +40,24 @@ async def test_changes_and_audit_rows_commit_with_the_write_or_not_at_all(databa
         second = await m.record(resource_type="thing", resource="things/b", kind="created", snapshot=None)
     assert first == second  # one transaction, one revision
 
-    with pytest.raises(RuntimeError):
+    async def failing_write() -> None:
         async with mutation(database, writer()) as m:
             await m.record(resource_type="thing", resource="things/c", kind="created", snapshot=None)
             raise RuntimeError("the write fails after recording")
 
+    with pytest.raises(RuntimeError):
+        await failing_write()
+
     async with database.connection() as conn:
         changes = await conn.fetch("SELECT revision, seq, resource FROM changes ORDER BY revision, seq")
-        audit = await conn.fetch("SELECT revision, actor, method, resource, request_id FROM audit_log ORDER BY id")
+        audit = await conn.fetch(
+            "SELECT revision, actor, method, resource, request_id FROM audit_log ORDER BY id"
+        )
         revision = await conn.fetchval("SELECT revision FROM revision_counter")
-    assert [(c["revision"], c["seq"], c["resource"]) for c in changes] == [(1, 0, "things/a"), (1, 1, "things/b")]
+    assert [(c["revision"], c["seq"], c["resource"]) for c in changes] == [
+        (1, 0, "things/a"),
+        (1, 1, "things/b"),
+    ]
     assert [tuple(a) for a in audit] == [
         (1, "tester", "Test", "things/a", "r-1"),
         (1, "tester", "Test", "things/b", "r-1"),
@@ -71,9 +81,12 @@ async def test_request_id_replays_the_first_result_and_refuses_another_body(data
 
 
 async def test_a_rolled_back_first_call_frees_its_request_id(database: Database) -> None:
-    with pytest.raises(RuntimeError):
+    async def failing_first_call() -> None:
         async with mutation(database, writer("retry-me", b"b")) as m:
             assert await m.replay() is None
             raise RuntimeError("fails before commit")
+
+    with pytest.raises(RuntimeError):
+        await failing_first_call()
     async with mutation(database, writer("retry-me", b"b")) as m:
         assert await m.replay() is None  # runs again: the failed call left nothing behind

@@ -42,6 +42,9 @@ MIN_CLIENT_PING_INTERVAL_MS = 10_000
 # Seconds between attempts to connect and migrate while Postgres is unreachable at start.
 CONNECT_RETRY_INTERVAL = 1.0
 
+# Seconds between turning NOT_SERVING and ending open streams, so health watchers hear it first.
+HEALTH_PROPAGATION_DELAY = 0.2
+
 # Longest wait for open streams to end after they were told to, before server.stop(grace) takes over.
 STREAM_END_WAIT = 2.0
 
@@ -145,7 +148,7 @@ class ModelplaneServer:
         if self.config.metrics_address is not None:
             self.metrics.start_endpoint(self.config.metrics_address)
         self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")
-        log.info("listening on %s:%d", host, port)
+        log.debug("listening on %s:%d", host, port)
 
     async def _become_ready(self) -> None:
         while True:
@@ -153,8 +156,7 @@ class ModelplaneServer:
                 if not self.database.is_open:
                     await self.database.open()
                 async with self.database.connection() as conn:
-                    # migrate() is typed for a plain connection; the pool's proxy forwards every call to one.
-                    applied = await migrate(conn)  # type: ignore[arg-type]
+                    applied = await migrate(conn)
                 if applied:
                     log.info("migrated the database: %s", ", ".join(applied))
                 break
@@ -183,6 +185,9 @@ class ModelplaneServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
         await self.health.shut_down()
+        # Health watchers (load balancers, orchestrators) get the NOT_SERVING update written to them
+        # before their own stream is ended below.
+        await asyncio.sleep(HEALTH_PROPAGATION_DELAY)
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
         await self.grpc_server.stop(grace)
         await self.feed.stop()
@@ -233,8 +238,6 @@ def _log_banner(server: ModelplaneServer, database: str) -> None:
         log.info("auth is on: every RPC but health and reflection needs a bearer token")
     else:
         log.warning("auth is OFF: anyone who can reach %s may call every RPC", server.target)
-    if server.metrics.endpoint_port is not None:
-        log.info("metrics on http://%s/metrics", config.metrics_address)
 
 
 async def _run(config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals]) -> None:

@@ -1,4 +1,4 @@
-"""The server's settings: one frozen value built from flags and MODELPLANE_* environment variables by the CLI."""
+"""The server's settings: one frozen value the CLI builds from flags and MODELPLANE_* variables."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Literal, TypeAlias
 
@@ -437,6 +437,12 @@ def parse_filter(text: str) -> Node | None:
             MAX_FILTER_LENGTH + 1,
             f"the filter is {len(text)} characters long; the limit is {MAX_FILTER_LENGTH}",
         )
+    for index, char in enumerate(text):
+        # Postgres text cannot hold NUL, and lone surrogates cannot be sent as UTF-8.
+        if char == "\x00" or "\ud800" <= char <= "\udfff":
+            raise _violation(
+                index + 1, f"the filter contains the character U+{ord(char):04X}, which is not allowed"
+            )
     return _Parser(text).parse()
 
 
@@ -559,7 +565,10 @@ class _Compiler:
             raise _violation(value.position, f'{expected}, found "{value.text}"') from None
         if moment.tzinfo is None:
             raise _violation(value.position, f'{expected} (with a time zone), found "{value.text}"')
-        return moment
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise _violation(value.position, f'"{value.text}" is out of the supported time range') from None
 
     def choice(self, f: FilterField, value: Value) -> str:
         spelled = value.text.upper()

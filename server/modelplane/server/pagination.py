@@ -209,7 +209,7 @@ def decode_page_token(
         raise _token_error(_MALFORMED)
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _token_error(_MALFORMED) from None
     if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
         raise _token_error(_MALFORMED)

@@ -1,4 +1,4 @@
-"""The model registry's rules: validation, compare-and-set, idempotent writes, resolution and the change stream.
+"""The model registry's rules: validation, compare-and-set, idempotent writes, resolution, changes.
 
 Every write runs in one `Mutation`: the change rows, the audit row, the alias history and the stored
 result of its request id commit together with the write, or none of them do.
@@ -201,7 +201,8 @@ class RegistryService:
             count = await store.count_versions(m.conn, model_id)
             if count and not force:
                 raise FailedPrecondition(
-                    f"{current.name} has {count} version(s); delete them first or set force to delete them too",
+                    f"{current.name} has {count} version(s); delete them first or set force to"
+                    " delete them too",
                     reason="MODEL_HAS_VERSIONS",
                     metadata={"resource": current.name, "version_count": str(count)},
                 )
@@ -587,7 +588,7 @@ class RegistryService:
                 yield Progress(position[0])
                 last_sent = clock()
             await self._feed.wait_after(
-                position[0], timeout=max(0.0, self._progress_interval - (clock() - last_sent))
+                position[0], max_wait=max(0.0, self._progress_interval - (clock() - last_sent))
             )
 
 

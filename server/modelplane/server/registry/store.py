@@ -7,7 +7,7 @@ compare-and-set lives in the `WHERE` of the `UPDATE`, never in a read before the
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -55,6 +55,7 @@ class Keyed(Generic[T]):
 
 
 _ALIAS_COLUMNS = "a.model_id, a.alias, a.version_id, a.update_time, a.updated_by"
+_ALIAS_RETURNING = "RETURNING model_id, alias, version_id, update_time, updated_by"
 
 
 def _labels(value: Any) -> dict[str, str]:
@@ -121,7 +122,8 @@ async def insert_model(conn: Connection, model_id: str, fields: ModelFields, eta
     """Creates a model; None when the id is taken."""
     try:
         await conn.execute(
-            "INSERT INTO models (id, provider, display_name, description, labels, create_time, update_time, etag)"
+            "INSERT INTO models (id, provider, display_name, description, labels, create_time,"
+            " update_time, etag)"
             " VALUES ($1, $2, $3, $4, $5, now(), now(), $6)",
             model_id,
             fields.provider,
@@ -270,7 +272,8 @@ async def ready_versions(
     """The READY versions (of one model when model_id is set) with their model's labels: the candidates
     of constraint resolution, newest first."""
     rows = await conn.fetch(
-        f"SELECT {_VERSION_COLUMNS}, m.labels AS model_labels FROM model_versions v JOIN models m ON m.id = v.model_id"
+        f"SELECT {_VERSION_COLUMNS}, m.labels AS model_labels"
+        " FROM model_versions v JOIN models m ON m.id = v.model_id"
         " WHERE v.state = 'ready' AND ($1 = '' OR v.model_id = $1)"
         " ORDER BY v.create_time DESC, v.sort_key DESC LIMIT $2",
         model_id,
@@ -358,8 +361,9 @@ async def create_alias(
 ) -> Alias | None:
     """Creates the alias; None when it exists already."""
     row = await conn.fetchrow(
-        "INSERT INTO model_aliases (model_id, alias, version_id, update_time, updated_by)"
-        f" VALUES ($1, $2, $3, now(), $4) ON CONFLICT DO NOTHING RETURNING {_ALIAS_COLUMNS.replace('a.', '')}",
+        "INSERT INTO model_aliases (model_id, alias, version_id, update_time,"
+        " updated_by)"
+        f" VALUES ($1, $2, $3, now(), $4) ON CONFLICT DO NOTHING {_ALIAS_RETURNING}",
         model_id,
         alias,
         version_id,
@@ -374,7 +378,7 @@ async def move_alias(
     """Moves the alias when it points to expected_version now; None otherwise."""
     row = await conn.fetchrow(
         "UPDATE model_aliases SET version_id = $4, update_time = now(), updated_by = $5"
-        f" WHERE model_id = $1 AND alias = $2 AND version_id = $3 RETURNING {_ALIAS_COLUMNS.replace('a.', '')}",
+        f" WHERE model_id = $1 AND alias = $2 AND version_id = $3 {_ALIAS_RETURNING}",
         model_id,
         alias,
         expected_version,
@@ -386,7 +390,8 @@ async def move_alias(
 
 async def delete_alias(conn: Connection, model_id: str, alias: str, *, expected_version: int | None) -> bool:
     status = await conn.execute(
-        "DELETE FROM model_aliases WHERE model_id = $1 AND alias = $2 AND ($3::bigint IS NULL OR version_id = $3)",
+        "DELETE FROM model_aliases WHERE model_id = $1 AND alias = $2"
+        " AND ($3::bigint IS NULL OR version_id = $3)",
         model_id,
         alias,
         expected_version,
@@ -406,7 +411,8 @@ async def record_alias_move(
     revision: int,
 ) -> None:
     await conn.execute(
-        "INSERT INTO alias_history (model_id, alias, from_version, to_version, actor, reason, move_time, revision)"
+        "INSERT INTO alias_history"
+        " (model_id, alias, from_version, to_version, actor, reason, move_time, revision)"
         " VALUES ($1, $2, $3, $4, $5, $6, now(), $7)",
         model_id,
         alias,
@@ -423,7 +429,8 @@ async def list_alias_history(
 ) -> list[AliasMove]:
     rows = await conn.fetch(
         "SELECT id, model_id, alias, from_version, to_version, actor, reason, move_time, revision"
-        " FROM alias_history WHERE model_id = $1 AND ($2 = '' OR alias = $2) AND ($3::bigint IS NULL OR id < $3)"
+        " FROM alias_history WHERE model_id = $1 AND ($2 = '' OR alias = $2)"
+        " AND ($3::bigint IS NULL OR id < $3)"
         " ORDER BY id DESC LIMIT $4",
         model_id,
         alias,

@@ -1,4 +1,4 @@
-"""Applies the numbered SQL files in schema/ at start, under an advisory lock, exactly once across replicas."""
+"""Applies the numbered SQL files in schema/ at start, under an advisory lock: once across replicas."""
 
 from __future__ import annotations
 

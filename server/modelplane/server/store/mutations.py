@@ -86,7 +86,8 @@ class Mutation:
         )
         self._changes += 1
         await self.conn.execute(
-            "INSERT INTO audit_log (revision, actor, method, resource, request_id) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO audit_log (revision, actor, method, resource, request_id) VALUES ($1,"
+            " $2, $3, $4, $5)",
             revision,
             self.write.actor,
             self.write.method,

@@ -101,7 +101,7 @@ class Database:
                 log.warning("database unavailable: %s", exc)
                 raise StorageUnavailable("the database is unavailable; retry shortly") from exc
 
-    async def ping(self, timeout: float = 1.0) -> int:
+    async def ping(self, timeout: float = 1.0) -> int:  # noqa: ASYNC109 - passed on to asyncpg
         """Returns the schema version, or raises StorageUnavailable."""
         async with self.connection() as conn:
             try:

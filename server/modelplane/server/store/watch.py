@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+
 import asyncpg
 
 from modelplane.server.store.mutations import CHANGES_CHANNEL
@@ -28,7 +29,8 @@ class ChangeFeed:
         # Without a working LISTEN connection watchers still poll at this interval.
         self._poll_interval = poll_interval
         self._latest = 0
-        self._changed = asyncio.Condition()
+        # Set (and replaced) whenever a newer revision is seen: a wake-up for everyone waiting.
+        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -42,42 +44,39 @@ class ChangeFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def wait_after(self, revision: int, timeout: float) -> None:
-        """Returns when a revision above `revision` may exist, or after `timeout` seconds at the latest."""
-        deadline = min(timeout, self._poll_interval) if self._task is None else timeout
-        async with self._changed:
-            if self._latest > revision:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._latest > revision), timeout=deadline
-                )
+    async def wait_after(self, revision: int, max_wait: float) -> None:
+        """Returns when a revision above `revision` may exist, or after `max_wait` seconds at the latest."""
+        if self._latest > revision:
+            return
+        if self._task is None:
+            max_wait = min(max_wait, self._poll_interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=max_wait)
 
-    async def _notify(self, revision: int) -> None:
-        async with self._changed:
-            if revision > self._latest:
-                self._latest = revision
-            self._changed.notify_all()
+    def _advance(self, revision: int) -> None:
+        if revision > self._latest:
+            self._latest = revision
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
 
     async def _listen(self) -> None:
         while True:
             conn: asyncpg.Connection[asyncpg.Record] | None = None
             try:
                 conn = await asyncpg.connect(self._url, timeout=2)
-                loop = asyncio.get_running_loop()
 
                 def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-                    loop.create_task(self._notify(int(str(payload))))
+                    self._advance(int(str(payload)))
 
                 await conn.add_listener(CHANGES_CHANNEL, on_notify)
                 # Catch up with what committed while no listener was connected.
                 latest = await conn.fetchval("SELECT revision FROM revision_counter")
-                await self._notify(int(latest or 0))
+                self._advance(int(latest or 0))
                 while not conn.is_closed():
                     await asyncio.sleep(self._poll_interval)
                     # A cheap liveness probe; also wakes watchers if a notification was missed.
                     latest = await conn.fetchval("SELECT revision FROM revision_counter")
-                    await self._notify(int(latest or 0))
+                    self._advance(int(latest or 0))
             except asyncio.CancelledError:
                 raise
             except _RECOVERABLE as exc:
