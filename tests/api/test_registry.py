@@ -13,14 +13,14 @@ from google.protobuf import field_mask_pb2
 
 from modelplane.v1 import common_pb2
 from modelplane.v1 import registry_pb2 as pb
-from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceStub
+from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceAsyncStub, ModelRegistryServiceStub
 from tests.support.rich_errors import RichError, rich
 
 USD = "USD"
 
 
 @pytest.fixture
-def stub(channel: grpc.aio.Channel) -> ModelRegistryServiceStub:
+def stub(channel: grpc.aio.Channel) -> ModelRegistryServiceAsyncStub:
     return ModelRegistryServiceStub(channel)
 
 
@@ -37,7 +37,7 @@ def version_spec(
     uri: str = "openai:gpt-4o",
     window: int = 128_000,
     output: int = 10_000_000,
-    capabilities: tuple[int, ...] = (pb.CAPABILITY_CHAT,),
+    capabilities: tuple[pb.Capability.ValueType, ...] = (pb.CAPABILITY_CHAT,),
     **kwargs: Any,
 ) -> pb.ModelVersion:
     return pb.ModelVersion(
@@ -52,7 +52,7 @@ def version_spec(
     )
 
 
-async def new_model(stub: ModelRegistryServiceStub, model_id: str = "chat", **kwargs: Any) -> pb.Model:
+async def new_model(stub: ModelRegistryServiceAsyncStub, model_id: str = "chat", **kwargs: Any) -> pb.Model:
     response = await stub.CreateModel(
         pb.CreateModelRequest(model_id=model_id, model=pb.Model(provider="openai", **kwargs))
     )
@@ -60,7 +60,7 @@ async def new_model(stub: ModelRegistryServiceStub, model_id: str = "chat", **kw
 
 
 async def new_version(
-    stub: ModelRegistryServiceStub, model: str = "models/chat", **kwargs: Any
+    stub: ModelRegistryServiceAsyncStub, model: str = "models/chat", **kwargs: Any
 ) -> pb.ModelVersion:
     response = await stub.CreateModelVersion(
         pb.CreateModelVersionRequest(parent=model, model_version=version_spec(**kwargs))
@@ -71,7 +71,7 @@ async def new_version(
 # ---- models
 
 
-async def test_create_and_get_model(stub: ModelRegistryServiceStub) -> None:
+async def test_create_and_get_model(stub: ModelRegistryServiceAsyncStub) -> None:
     created = await new_model(stub, display_name="Chat", labels={"team": "search"})
     assert created.name == "models/chat"
     assert created.etag
@@ -86,7 +86,7 @@ async def test_create_and_get_model(stub: ModelRegistryServiceStub) -> None:
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")
 
 
-async def test_create_model_names_every_bad_field(stub: ModelRegistryServiceStub) -> None:
+async def test_create_model_names_every_bad_field(stub: ModelRegistryServiceAsyncStub) -> None:
     error = await fails(
         stub.CreateModel(pb.CreateModelRequest(model_id="Bad_Id", model=pb.Model(provider="x")))
     )
@@ -107,7 +107,7 @@ async def test_create_model_names_every_bad_field(stub: ModelRegistryServiceStub
     assert error.code == grpc.StatusCode.NOT_FOUND
 
 
-async def test_update_model_with_mask_and_etag(stub: ModelRegistryServiceStub) -> None:
+async def test_update_model_with_mask_and_etag(stub: ModelRegistryServiceAsyncStub) -> None:
     created = await new_model(stub, description="old")
     change = pb.Model(name=created.name, description="new", display_name="ignored", etag=created.etag)
     updated = (
@@ -140,7 +140,7 @@ async def test_update_model_with_mask_and_etag(stub: ModelRegistryServiceStub) -
     assert error.field_paths == ["update_mask"]
 
 
-async def test_delete_model_needs_force_when_it_has_versions(stub: ModelRegistryServiceStub) -> None:
+async def test_delete_model_needs_force_when_it_has_versions(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     await new_version(stub)
     error = await fails(stub.DeleteModel(pb.DeleteModelRequest(name="models/chat")))
@@ -156,7 +156,7 @@ async def test_delete_model_needs_force_when_it_has_versions(stub: ModelRegistry
 # ---- versions
 
 
-async def test_versions_number_up_and_are_never_reused(stub: ModelRegistryServiceStub) -> None:
+async def test_versions_number_up_and_are_never_reused(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     first = await new_version(stub)
     second = await new_version(stub)
@@ -170,7 +170,7 @@ async def test_versions_number_up_and_are_never_reused(stub: ModelRegistryServic
     assert model.latest_version == third.name
 
 
-async def test_create_version_reports_every_bad_field(stub: ModelRegistryServiceStub) -> None:
+async def test_create_version_reports_every_bad_field(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     bad = pb.ModelVersion(
         source_uri="",
@@ -213,7 +213,7 @@ async def test_create_version_reports_every_bad_field(stub: ModelRegistryService
     assert error.reason == "MODEL_NOT_FOUND"
 
 
-async def test_update_version_state_and_archiving_rules(stub: ModelRegistryServiceStub) -> None:
+async def test_update_version_state_and_archiving_rules(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     version = await new_version(stub)
     await stub.SetAlias(pb.SetAliasRequest(name="models/chat/aliases/prod", version=version.name))
@@ -257,7 +257,7 @@ async def test_update_version_state_and_archiving_rules(stub: ModelRegistryServi
 # ---- aliases
 
 
-async def test_alias_compare_and_set_and_history(stub: ModelRegistryServiceStub) -> None:
+async def test_alias_compare_and_set_and_history(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     v1, v2 = await new_version(stub), await new_version(stub)
     name = "models/chat/aliases/prod"
@@ -308,7 +308,7 @@ async def test_alias_compare_and_set_and_history(stub: ModelRegistryServiceStub)
     assert history[0].revision > history[1].revision > history[2].revision
 
 
-async def test_alias_must_point_into_its_model(stub: ModelRegistryServiceStub) -> None:
+async def test_alias_must_point_into_its_model(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     await new_model(stub, "other")
     await new_version(stub, model="models/other")
@@ -322,7 +322,7 @@ async def test_alias_must_point_into_its_model(stub: ModelRegistryServiceStub) -
     assert error.reason == "MODEL_VERSION_NOT_FOUND"
 
 
-async def test_twenty_concurrent_moves_with_one_expectation_one_wins(stub: ModelRegistryServiceStub) -> None:
+async def test_twenty_concurrent_moves_with_one_expectation_one_wins(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     versions = [await new_version(stub) for _ in range(21)]
     name = "models/chat/aliases/prod"
@@ -346,7 +346,7 @@ async def test_twenty_concurrent_moves_with_one_expectation_one_wins(stub: Model
 # ---- request ids
 
 
-async def test_request_id_repeats_return_the_first_response(stub: ModelRegistryServiceStub) -> None:
+async def test_request_id_repeats_return_the_first_response(stub: ModelRegistryServiceAsyncStub) -> None:
     request = pb.CreateModelRequest(model_id="chat", model=pb.Model(provider="openai"), request_id="req-1")
     first = await stub.CreateModel(request)
     again = await stub.CreateModel(request)
@@ -367,7 +367,7 @@ async def test_request_id_repeats_return_the_first_response(stub: ModelRegistryS
 
 
 async def test_five_concurrent_creates_with_one_request_id(
-    stub: ModelRegistryServiceStub, database_url: str
+    stub: ModelRegistryServiceAsyncStub, database_url: str
 ) -> None:
     await new_model(stub)
     request = pb.CreateModelVersionRequest(
@@ -382,7 +382,7 @@ async def test_five_concurrent_creates_with_one_request_id(
 # ---- resolution
 
 
-async def test_resolve_by_constraints_tie_break_and_rejections(stub: ModelRegistryServiceStub) -> None:
+async def test_resolve_by_constraints_tie_break_and_rejections(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     await new_model(stub, "small", labels={"tier": "cheap"})
     cheap_old = await new_version(stub, model="models/small", window=8_000, output=1_000_000)
@@ -432,7 +432,7 @@ async def test_resolve_by_constraints_tie_break_and_rejections(stub: ModelRegist
     assert error.field_paths == ["constraints.required_capabilities[0]"]
 
 
-async def test_deprecated_versions_are_not_chosen_by_constraints(stub: ModelRegistryServiceStub) -> None:
+async def test_deprecated_versions_are_not_chosen_by_constraints(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     version = await new_version(stub)
     await stub.SetAlias(pb.SetAliasRequest(name="models/chat/aliases/prod", version=version.name))
@@ -453,7 +453,7 @@ async def test_deprecated_versions_are_not_chosen_by_constraints(stub: ModelRegi
 # ---- search
 
 
-async def test_list_models_pages_filters_and_orders(stub: ModelRegistryServiceStub) -> None:
+async def test_list_models_pages_filters_and_orders(stub: ModelRegistryServiceAsyncStub) -> None:
     for i in range(7):
         await new_model(stub, f"m{i}", labels={"team": "a" if i % 2 else "b"})
     seen: list[str] = []
@@ -488,7 +488,7 @@ async def test_list_models_pages_filters_and_orders(stub: ModelRegistryServiceSt
     assert "position" in error.message
 
 
-async def test_list_versions_across_models_with_filters(stub: ModelRegistryServiceStub) -> None:
+async def test_list_versions_across_models_with_filters(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     await new_model(stub, "embed")
     await new_version(stub, capabilities=(pb.CAPABILITY_CHAT, pb.CAPABILITY_TOOL_USE))
@@ -516,7 +516,7 @@ async def test_list_versions_across_models_with_filters(stub: ModelRegistryServi
     assert error.reason == "MODEL_NOT_FOUND"
 
 
-async def test_list_aliases_pages(stub: ModelRegistryServiceStub) -> None:
+async def test_list_aliases_pages(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     version = await new_version(stub)
     for alias in ("a", "b", "c"):
@@ -537,7 +537,7 @@ async def next_event(stream: Any) -> pb.WatchModelsResponse:
     return event
 
 
-async def test_watch_streams_changes_in_order_and_resumes(stub: ModelRegistryServiceStub) -> None:
+async def test_watch_streams_changes_in_order_and_resumes(stub: ModelRegistryServiceAsyncStub) -> None:
     stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=0))
     first = await next_event(stream)
     assert first.HasField("progress")
@@ -574,7 +574,7 @@ async def test_watch_streams_changes_in_order_and_resumes(stub: ModelRegistrySer
     assert [e.change.resource for e in replay] == ["models/chat/aliases/prod", version.name]
 
 
-async def test_watch_sends_progress_while_idle(stub: ModelRegistryServiceStub) -> None:
+async def test_watch_sends_progress_while_idle(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
     stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=1))
     event = await next_event(stream)
@@ -584,7 +584,7 @@ async def test_watch_sends_progress_while_idle(stub: ModelRegistryServiceStub) -
 
 
 async def test_watch_from_a_compacted_revision_is_out_of_range(
-    stub: ModelRegistryServiceStub, database_url: str
+    stub: ModelRegistryServiceAsyncStub, database_url: str
 ) -> None:
     await new_model(stub)
     await new_version(stub)

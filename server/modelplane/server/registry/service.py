@@ -467,7 +467,8 @@ class RegistryService:
             if not await store.delete_alias(m.conn, model_id, alias, expected_version=expected):
                 now = await store.get_alias(m.conn, model_id, alias)
                 raise Aborted(
-                    f"{current.name} points to {now.version if now else 'nothing'}, not to {expected_version}",
+                    f"{current.name} points to {now.version if now else 'nothing'}, "
+                    f"not to {expected_version}",
                     reason="ALIAS_CONFLICT",
                     metadata={"resource": current.name, "current_version": now.version if now else ""},
                 )

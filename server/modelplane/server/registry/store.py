@@ -218,7 +218,8 @@ async def insert_version(
         return None
     p = fields.pricing
     await conn.execute(
-        "INSERT INTO model_versions (model_id, version_id, description, source_uri, source_sha256, capabilities,"
+        "INSERT INTO model_versions"
+        " (model_id, version_id, description, source_uri, source_sha256, capabilities,"
         " context_window, max_output_tokens, currency_code, input_price, output_price, cached_input_price,"
         " reasoning_price, state, labels, parent_version, source_run, create_time, update_time, etag)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,"
