@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,11 +28,14 @@ from modelplane.client.channel import channel_options
 from modelplane.v1 import registry_pb2
 from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceStub
 
+if TYPE_CHECKING:
+    # Only in the generated type stubs: ModelRegistryServiceStub(aio_channel) is typed as this.
+    from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceAsyncStub
+
 # The RPC that does nothing: what the gRPC stack, the interceptor and Python cost on their own.
 BASELINE = "Health/Check"
 READS = ("GetModelVersion", "ResolveModel(alias)", "ResolveModel(constraints)")
 WRITE = "CreateModelVersion"
-RPCS = (BASELINE, *READS, WRITE)
 
 # How long the server may take to report SERVING (it connects and migrates in the background).
 READY_TIMEOUT = 60.0
@@ -56,13 +61,21 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile of an ascending sequence (0.0 when it is empty)."""
     if not sorted_values:
         return 0.0
-    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values) + 0.5) - 1))
+    rank = max(0, min(len(sorted_values) - 1, math.ceil(fraction * len(sorted_values)) - 1))
     return sorted_values[rank]
 
 
-async def _drive(call: Call, concurrency: int, seconds: float) -> tuple[list[float], Counter[str], float]:
-    """`concurrency` callers, each calling in a loop until `seconds` are up: latencies of successful
-    calls, counts of failed ones by status code, and the time the callers really ran."""
+@dataclass(frozen=True)
+class Slice:
+    """What the callers of one stretch of time saw."""
+
+    latencies: list[float]
+    errors: Counter[str]
+    seconds: float
+
+
+async def _drive(call: Call, concurrency: int, seconds: float) -> Slice:
+    """`concurrency` callers, each calling in a loop until `seconds` are up."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     started = time.perf_counter()
@@ -81,29 +94,47 @@ async def _drive(call: Call, concurrency: int, seconds: float) -> tuple[list[flo
             latencies.append(time.perf_counter() - begin)
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return latencies, errors, time.perf_counter() - started
+    # The callers stop at the first call that ends after `end`, so the slice lasts a little longer.
+    return Slice(latencies, errors, time.perf_counter() - started)
 
 
-async def measure(rpc: str, call: Call, concurrency: int, warmup: float, duration: float) -> Cell:
-    """Warms the path up (connections in the pool, prepared statements, caches), then measures it."""
-    if warmup > 0:
-        await _drive(call, concurrency, warmup)
-    latencies, errors, elapsed = await _drive(call, concurrency, duration)
-    latencies.sort()
+def summarize(rpc: str, concurrency: int, slices: Sequence[Slice]) -> Cell:
+    """One cell from the slices it was measured in."""
+    latencies = sorted(latency for piece in slices for latency in piece.latencies)
+    errors: Counter[str] = Counter()
+    for piece in slices:
+        errors.update(piece.errors)
+    seconds = sum(piece.seconds for piece in slices)
     return Cell(
         rpc=rpc,
         concurrency=concurrency,
         calls=len(latencies),
         errors=dict(errors),
-        seconds=elapsed,
-        qps=len(latencies) / elapsed,
+        seconds=seconds,
+        qps=len(latencies) / seconds,
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
     )
 
 
+async def measure_level(
+    calls: Mapping[str, Call], concurrency: int, warmup: float, duration: float, rounds: int
+) -> list[Cell]:
+    """Measures every RPC of `calls` at one concurrency. Each RPC's time is cut into `rounds` slices taken
+    in turn with the others', so a neighbour's load on this machine weighs on the baseline and the reads
+    alike and their ratio stays meaningful."""
+    for call in calls.values():
+        # Fills the pool's connections, the prepared statements and the channel before anything counts.
+        await _drive(call, concurrency, warmup)
+    slices: dict[str, list[Slice]] = {rpc: [] for rpc in calls}
+    for _ in range(rounds):
+        for rpc, call in calls.items():
+            slices[rpc].append(await _drive(call, concurrency, duration / rounds))
+    return [summarize(rpc, concurrency, pieces) for rpc, pieces in slices.items()]
+
+
 def _calls(
-    channel: grpc.aio.Channel, registry: ModelRegistryServiceStub, seeded: SeededRegistry
+    channel: grpc.aio.Channel, registry: ModelRegistryServiceAsyncStub, seeded: SeededRegistry
 ) -> dict[str, Call]:
     """One call function per RPC; requests are built beforehand, as the baseline's is, and rotate over
     the seeded names so the server does not answer the same row every time."""
@@ -158,18 +189,20 @@ async def run_load(args: argparse.Namespace) -> dict[str, object]:
     async with grpc.aio.insecure_channel(args.target, options=channel_options()) as channel:
         await wait_serving(channel)
         registry = ModelRegistryServiceStub(channel)
-        print(
-            f"seeding {args.models} models x {args.versions} versions with aliases ...", file=sys.stderr
-        )
+        print(f"seeding {args.models} models x {args.versions} versions with aliases ...", file=sys.stderr)
         seeded = await seed_registry(registry, models=args.models, versions_per_model=args.versions)
         try:
             calls = _calls(channel, registry, seeded)
+            reads = {rpc: calls[rpc] for rpc in (BASELINE, *READS)}
             cells: list[Cell] = []
             # Reads before the write: versions published by the write would add candidates to resolution.
-            for rpc in RPCS:
-                for concurrency in args.concurrency:
-                    print(f"  {rpc} at concurrency {concurrency} ...", file=sys.stderr)
-                    cells.append(await measure(rpc, calls[rpc], concurrency, args.warmup, args.duration))
+            for concurrency in args.concurrency:
+                print(f"  baseline and reads at concurrency {concurrency} ...", file=sys.stderr)
+                cells += await measure_level(reads, concurrency, args.warmup, args.duration, args.rounds)
+            for concurrency in args.concurrency:
+                print(f"  {WRITE} at concurrency {concurrency} ...", file=sys.stderr)
+                write = {WRITE: calls[WRITE]}
+                cells += await measure_level(write, concurrency, args.warmup, args.duration, args.rounds)
         finally:
             if not args.keep_seed:
                 await remove_seed(registry, seeded)
@@ -196,11 +229,16 @@ def _concurrencies(value: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="registry_load", description=__doc__)
-    parser.add_argument("--target", required=True, help="HOST:PORT of a running modelplane server without auth")
+    parser.add_argument(
+        "--target", required=True, help="HOST:PORT of a running modelplane server without auth"
+    )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell (default 3)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up per cell (default 0.5)")
     parser.add_argument(
         "--concurrency", type=_concurrencies, default=[1, 16], help="callers per cell, e.g. 1,16 (default)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="slices each cell's time is cut into, taken in turn (default 3)"
     )
     parser.add_argument("--models", type=int, default=50, help="models to seed (default 50)")
     parser.add_argument("--versions", type=int, default=3, help="versions per model (default 3)")

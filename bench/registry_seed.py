@@ -10,12 +10,16 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import field_mask_pb2
 
 from modelplane.v1 import common_pb2, registry_pb2
-from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceStub
+
+if TYPE_CHECKING:
+    # Only in the generated type stubs: ModelRegistryServiceStub(aio_channel) is typed as this.
+    from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceAsyncStub
 
 Cap = registry_pb2.Capability
 
@@ -127,7 +131,7 @@ def _constraints(first_chat_model: str) -> tuple[registry_pb2.ModelConstraints, 
 
 
 async def seed_registry(
-    stub: ModelRegistryServiceStub, *, models: int, versions_per_model: int
+    stub: ModelRegistryServiceAsyncStub, *, models: int, versions_per_model: int
 ) -> SeededRegistry:
     """Writes the registry; raises RuntimeError when a constraint request of the load would match nothing."""
     rng = random.Random(RANDOM_SEED)
@@ -156,7 +160,8 @@ async def seed_registry(
         for number in range(1, versions_per_model + 1):
             response = await stub.CreateModelVersion(
                 registry_pb2.CreateModelVersionRequest(
-                    parent=f"models/{model_id}", model_version=_version(rng, model_id, min(number, 3), embedding)
+                    parent=f"models/{model_id}",
+                    model_version=_version(rng, model_id, min(number, 3), embedding),
                 ),
                 timeout=CALL_TIMEOUT,
             )
@@ -187,9 +192,13 @@ async def seed_registry(
     constraints = _constraints(next(m for m in model_ids if "-chat-" in m))
     for i, wanted in enumerate(constraints):
         try:
-            await stub.ResolveModel(registry_pb2.ResolveModelRequest(constraints=wanted), timeout=CALL_TIMEOUT)
+            await stub.ResolveModel(
+                registry_pb2.ResolveModelRequest(constraints=wanted), timeout=CALL_TIMEOUT
+            )
         except grpc.aio.AioRpcError as exc:
-            raise RuntimeError(f"constraint request {i} of the load matches nothing: {exc.details()}") from exc
+            raise RuntimeError(
+                f"constraint request {i} of the load matches nothing: {exc.details()}"
+            ) from exc
     return SeededRegistry(
         prefix=prefix,
         models=tuple(model_ids),
@@ -199,7 +208,7 @@ async def seed_registry(
     )
 
 
-async def remove_seed(stub: ModelRegistryServiceStub, seeded: SeededRegistry) -> None:
+async def remove_seed(stub: ModelRegistryServiceAsyncStub, seeded: SeededRegistry) -> None:
     """Deletes every seeded model with its versions, aliases and history (and what the load added)."""
     for model_id in seeded.models:
         await stub.DeleteModel(

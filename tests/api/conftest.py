@@ -6,25 +6,21 @@ servers with other settings (auth on, a metrics endpoint, another database URL);
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
 
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
+from tests.support import StartServer
 
 
-class StartServer(Protocol):
-    def __call__(self, *, wait_serving: bool = True, **overrides: Any) -> Awaitable[ModelplaneServer]: ...
-
-
-def server_config(database_url: str, **overrides: Any) -> ServerConfig:
+def server_config(**overrides: Any) -> ServerConfig:
     """Settings for a server under test: loopback, any free port, auth off, a quick health probe."""
     settings: dict[str, Any] = {
         "address": "127.0.0.1:0",
-        "database_url": database_url,
         "auth": False,
         "health_probe_interval": 0.1,
         "shutdown_grace": 1.0,
@@ -40,7 +36,7 @@ async def start_server(database_url: str) -> AsyncIterator[StartServer]:
     started: list[ModelplaneServer] = []
 
     async def start(*, wait_serving: bool = True, **overrides: Any) -> ModelplaneServer:
-        server = build_server(server_config(database_url, **overrides))
+        server = build_server(server_config(**{"database_url": database_url, **overrides}))
         await server.start()
         started.append(server)
         if wait_serving:

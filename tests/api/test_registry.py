@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import grpc
@@ -13,8 +13,11 @@ from google.protobuf import field_mask_pb2
 
 from modelplane.v1 import common_pb2
 from modelplane.v1 import registry_pb2 as pb
-from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceAsyncStub, ModelRegistryServiceStub
+from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceStub
 from tests.support.rich_errors import RichError, rich
+
+if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
+    from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceAsyncStub
 
 USD = "USD"
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import any_pb2, duration_pb2
@@ -18,8 +19,8 @@ from grpc_status import rpc_status
 
 from modelplane.client import NO_RETRY, ModelRegistryClient, RetryPolicy, connect, errors
 from modelplane.client.errors import ShuttingDown, TokenMissing
-from modelplane.server.app import build_server
-from modelplane.server.config import ServerConfig
+from modelplane.server.app import ModelplaneServer
+from modelplane.server.auth.store import create_token
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
 
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.02)
@@ -273,22 +274,8 @@ async def test_closing_a_watch_early_cancels_the_stream(scripted: tuple[Scripted
 
 
 @pytest.fixture
-async def live_target(database_url: str) -> AsyncIterator[str]:
-    config = ServerConfig(
-        address="127.0.0.1:0", database_url=database_url, auth=False, watch_progress_interval=0.2
-    )
-    server = build_server(config)
-    await server.start()
-    try:
-        await server.wait_serving()
-        yield server.target
-    finally:
-        await server.stop(grace=0)
-
-
-@pytest.fixture
-async def registry(live_target: str) -> AsyncIterator[ModelRegistryClient]:
-    async with connect(live_target, retry=FAST_RETRY) as connection:
+async def registry(server: ModelplaneServer) -> AsyncIterator[ModelRegistryClient]:
+    async with connect(server.target, retry=FAST_RETRY) as connection:
         yield connection.registry
 
 
@@ -475,10 +462,10 @@ class LoseFirstResponse(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[t
         return call
 
 
-async def test_retried_create_returns_the_first_result(live_target: str) -> None:
+async def test_retried_create_returns_the_first_result(server: ModelplaneServer) -> None:
     lose = LoseFirstResponse("/CreateModel")
     # grpc-stubs leaves the interceptor type open and asks for a cast.
-    channel = grpc.aio.insecure_channel(live_target, interceptors=[cast(Any, lose)])
+    channel = grpc.aio.insecure_channel(server.target, interceptors=[cast(Any, lose)])
     async with ModelRegistryClient(channel, retry=FAST_RETRY) as client:
         # No request id given: the client's own keeps the retry from failing with ALREADY_EXISTS.
         model = await client.create_model(model_id="chat", model=registry_pb2.Model(provider="openai"))
@@ -516,3 +503,27 @@ async def test_watch_models_sees_a_change(registry: ModelRegistryClient) -> None
     assert change.kind == registry_pb2.CHANGE_KIND_CREATED
     assert change.revision > first.progress.revision
     assert change.model.provider == "openai"
+
+
+async def test_bearer_token_against_a_server_with_auth(
+    start_server: Callable[..., Awaitable[ModelplaneServer]], database_url: str
+) -> None:
+    server = await start_server(auth=True)
+    conn = await asyncpg.connect(database_url)
+    try:
+        _, reader_secret = await create_token(conn, "client-reader", "reader")
+    finally:
+        await conn.close()
+
+    async with connect(server.target) as anonymous:
+        with pytest.raises(errors.TokenMissing):
+            await anonymous.registry.get_model(name="models/chat")
+    async with connect(server.target, token="not-a-token") as forged:
+        with pytest.raises(errors.TokenInvalid):
+            await forged.registry.get_model(name="models/chat")
+    async with connect(server.target, token=reader_secret) as reader:
+        # Past authentication: the registry itself answers.
+        with pytest.raises(errors.ModelNotFound):
+            await reader.registry.get_model(name="models/chat")
+        with pytest.raises(errors.RoleNotAllowed):
+            await reader.registry.create_model(model_id="chat", model=registry_pb2.Model(provider="openai"))

@@ -1,12 +1,15 @@
-"""The server runtime over real gRPC: health, reflection, request ids, error statuses, auth, metrics, shutdown."""
+"""The server runtime over real gRPC: health, reflection, request ids, errors, auth, metrics, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import shutil
+import subprocess
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,13 +17,21 @@ import pytest
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import error_info, field_violations, health_status, metadata_value, retry_info, rich_status
 
 from modelplane.server.app import ModelplaneServer, build_server
-from modelplane.server.config import ServerConfig
+from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.context import caller
 from modelplane.server.errors import InvalidArgument, StorageUnavailable
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
+from tests.support import (
+    StartServer,
+    error_info,
+    field_violations,
+    health_status,
+    metadata_value,
+    retry_info,
+    rich_status,
+)
 
 REGISTRY = "modelplane.v1.ModelRegistryService"
 FAULTY = "/modelplane.test.Faulty/"
@@ -48,7 +59,9 @@ async def _who(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> b
     return f"{current.actor}|{current.method}|{current.trace_request_id}".encode()
 
 
-async def _stream_then_crash(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+async def _stream_then_crash(
+    request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[bytes]:
     yield b"first"
     raise RuntimeError("secret detail mid-stream")
 
@@ -103,7 +116,7 @@ async def faulty(faulty_server: ModelplaneServer) -> AsyncIterator[grpc.aio.Chan
 
 async def _unary_error(channel: grpc.aio.Channel, name: str) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await channel.unary_unary(FAULTY + name)(b"", timeout=10)
+        await channel.unary_unary(FAULTY + name, None, None)(b"", timeout=10)
     return raised.value
 
 
@@ -153,12 +166,16 @@ async def test_request_id_is_generated_when_missing_or_unusable(channel: grpc.ai
 
 async def test_request_id_is_echoed_on_a_failed_call(faulty: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await faulty.unary_unary(FAULTY + "BadField")(b"", metadata=(("x-request-id", "req-err"),), timeout=10)
+        await faulty.unary_unary(FAULTY + "BadField", None, None)(
+            b"", metadata=(("x-request-id", "req-err"),), timeout=10
+        )
     assert metadata_value(raised.value.trailing_metadata(), "x-request-id") == "req-err"
 
 
 async def test_handler_sees_the_caller_and_request_id(faulty: grpc.aio.Channel) -> None:
-    reply = await faulty.unary_unary(FAULTY + "Who")(b"", metadata=(("x-request-id", "req-who"),), timeout=10)
+    reply = await faulty.unary_unary(FAULTY + "Who", None, None)(
+        b"", metadata=(("x-request-id", "req-who"),), timeout=10
+    )
     assert reply == b"anonymous|/modelplane.test.Faulty/Who|req-who"
 
 
@@ -202,18 +219,16 @@ async def test_abort_by_the_handler_passes_through(faulty: grpc.aio.Channel) -> 
 
 
 async def test_error_in_the_middle_of_a_stream_is_internal(faulty: grpc.aio.Channel) -> None:
-    call = faulty.unary_stream(FAULTY + "StreamThenCrash")(b"", timeout=10)
-    received = []
+    call = faulty.unary_stream(FAULTY + "StreamThenCrash", None, None)(b"", timeout=10)
+    assert await call.read() == b"first"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async for message in call:
-            received.append(message)
-    assert received == [b"first"]
+        await call.read()
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     assert raised.value.details() == "internal error"
 
 
 async def test_bidirectional_stream_passes_through_the_wrapper(faulty: grpc.aio.Channel) -> None:
-    call = faulty.stream_stream(FAULTY + "Echo")(iter([b"a", b"b", b"c"]), timeout=10)
+    call = faulty.stream_stream(FAULTY + "Echo", None, None)(iter([b"a", b"b", b"c"]), timeout=10)
     assert [message async for message in call] == [b"a", b"b", b"c"]
     assert await call.code() == grpc.StatusCode.OK
 
@@ -221,19 +236,20 @@ async def test_bidirectional_stream_passes_through_the_wrapper(faulty: grpc.aio.
 async def test_client_cancel_is_not_an_internal_error(
     faulty_server: ModelplaneServer, faulty: grpc.aio.Channel
 ) -> None:
-    call = faulty.unary_stream(FAULTY + "Hang")(b"", timeout=10)
+    call = faulty.unary_stream(FAULTY + "Hang", None, None)(b"", timeout=10)
     assert await call.read() == b"started"
     call.cancel()
-    calls = faulty_server.metrics.calls
+    registry = faulty_server.metrics.registry
+    labels = {"method": FAULTY + "Hang"}
     async with asyncio.timeout(10):
-        while calls.labels(method=FAULTY + "Hang", code="CANCELLED")._value.get() < 1:
+        while not registry.get_sample_value("modelplane_rpc_calls_total", {**labels, "code": "CANCELLED"}):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-    assert calls.labels(method=FAULTY + "Hang", code="INTERNAL")._value.get() == 0
+    assert registry.get_sample_value("modelplane_rpc_calls_total", {**labels, "code": "INTERNAL"}) is None
 
 
 async def test_unknown_method_is_unimplemented(channel: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await channel.unary_unary("/modelplane.v1.NoSuchService/Nothing")(b"", timeout=5)
+        await channel.unary_unary("/modelplane.v1.NoSuchService/Nothing", None, None)(b"", timeout=5)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -250,7 +266,7 @@ async def test_access_log_has_one_line_per_call(
     assert "request_id=req-log" in lines[0]
 
 
-async def test_metrics_endpoint_counts_calls_by_method_and_code(start_server: Any) -> None:
+async def test_metrics_endpoint_counts_calls_by_method_and_code(start_server: StartServer) -> None:
     server: ModelplaneServer = await start_server(metrics_address="127.0.0.1:0")
     async with grpc.aio.insecure_channel(server.target) as channel:
         assert await health_status(channel) == "SERVING"
@@ -270,7 +286,7 @@ async def test_metrics_endpoint_counts_calls_by_method_and_code(start_server: An
     assert 'modelplane_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Check"} 2.0' in text
 
 
-async def test_auth_on_refuses_a_call_without_token_but_not_health(start_server: Any) -> None:
+async def test_auth_on_refuses_a_call_without_token_but_not_health(start_server: StartServer) -> None:
     server: ModelplaneServer = await start_server(auth=True)
     async with grpc.aio.insecure_channel(server.target) as channel:
         assert await health_status(channel) == "SERVING"
@@ -286,7 +302,7 @@ async def test_stop_ends_open_streams_with_a_resumable_status(server: Modelplane
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
         seen = [await watch.read()]
         stopping = asyncio.create_task(server.stop(grace=1))
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:  # noqa: PT012 - read until the stream ends
             while True:
                 seen.append(await watch.read())
         await stopping
@@ -299,7 +315,7 @@ async def test_stop_ends_open_streams_with_a_resumable_status(server: Modelplane
 
 
 async def test_refuses_to_listen_beyond_loopback_without_auth(database_url: str) -> None:
-    with pytest.raises(ValueError, match="refusing to listen on 0.0.0.0:0 with auth off"):
+    with pytest.raises(ValueError, match=r"refusing to listen on 0\.0\.0\.0:0 with auth off"):
         build_server(ServerConfig(address="0.0.0.0:0", database_url=database_url, auth=False))
     # Said in so many words, or with auth on, or on loopback, it is allowed.
     for config in (
@@ -313,3 +329,42 @@ async def test_refuses_to_listen_beyond_loopback_without_auth(database_url: str)
 def test_build_server_needs_a_database_url() -> None:
     with pytest.raises(ValueError, match="database_url"):
         build_server(ServerConfig(address="127.0.0.1:0", database_url=None))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl tool to make a certificate")
+async def test_tls_server_answers_a_tls_client(start_server: StartServer, tmp_path: Path) -> None:
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    server = await start_server(tls=TlsConfig(cert_file=cert, key_file=key))
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    async with grpc.aio.secure_channel(server.target, credentials) as channel:
+        assert await health_status(channel) == "SERVING"
+    async with grpc.aio.insecure_channel(server.target) as plaintext:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await health_status(plaintext)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -13,6 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 M = TypeVar("M", bound=Message)
+
+if TYPE_CHECKING:
+    from modelplane.server.app import ModelplaneServer
+
+
+class StartServer(Protocol):
+    """The `start_server` fixture: starts a server with ServerConfig overrides, stopped after the test."""
+
+    def __call__(self, *, wait_serving: bool = True, **overrides: Any) -> Awaitable[ModelplaneServer]: ...
 
 
 def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:

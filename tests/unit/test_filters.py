@@ -173,6 +173,9 @@ INVALID = [
     ("state = gone", 9, "expected one of: READY, DEPRECATED, ARCHIVED", True),
     ("provider:open", 9, 'operator ":" is not supported on provider', True),
     ("labels.x = y weight > 3", 14, 'unknown field "weight"', True),
+    ('create_time > "0001-01-01T00:00:00+01:00"', 15, "out of the supported time range", True),
+    ('provider = "a\x00b"', 14, "the character U+0000, which is not allowed", False),
+    ("provider = \udcff", 12, "the character U+DCFF", False),
 ]
 
 

@@ -140,6 +140,14 @@ def test_edited_token_is_rejected() -> None:
     assert rejected >= len(token) - 1
 
 
+def test_deeply_nested_token_body_is_rejected() -> None:
+    # The checksum is not a secret, so a well-checksummed hostile body must still fail cleanly.
+    body = b"[" * 3000
+    checksum = hashlib.blake2b(body, digest_size=8, person=b"mp-page-token").digest()
+    token = base64.urlsafe_b64encode(body + checksum).decode().rstrip("=")
+    assert "not a page token" in _reject(token, "fp", [str])
+
+
 def test_token_keys_must_match_the_order_types() -> None:
     token = encode_page_token("fp", ["gpt", 10])
     _reject(token, "fp", [str])

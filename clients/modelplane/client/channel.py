@@ -18,7 +18,7 @@ from typing import Any, Self
 
 import grpc
 
-from modelplane.client.registry import ModelRegistryClient
+from modelplane.client.registry import DEFAULT_TIMEOUT, ModelRegistryClient
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 __all__ = [
@@ -37,8 +37,6 @@ __all__ = [
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-# Seconds a unary call may take, retries included, unless the caller says otherwise.
-DEFAULT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelRegistryClient"]
 
+# Seconds a unary call may take, retries included, unless the caller says otherwise.
 DEFAULT_TIMEOUT = 10.0
 
 RequestT = TypeVar("RequestT")

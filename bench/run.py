@@ -1,0 +1,286 @@
+"""`make bench`: the registry benchmark. Starts a modelplane server in its own process on a Postgres, runs
+the load (bench/registry_load.py) from another process, and prints QPS and latencies per RPC and concurrency.
+
+The database is --database-url, else MODELPLANE_BENCH_DATABASE_URL, else a throw-away database on the local
+Postgres (127.0.0.1:5432, dropped at the end), else an embedded Postgres under a temporary directory. The
+benchmark only prints figures: it never fails because a figure is low.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DATABASE_ENV = "MODELPLANE_BENCH_DATABASE_URL"
+BASELINE = "Health/Check"
+# A read is good enough when it keeps this share of the throughput of an RPC that does nothing.
+READ_TARGET = 0.7
+READS = ("GetModelVersion", "ResolveModel(alias)", "ResolveModel(constraints)")
+SERVER_STOP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    url: str
+    description: str
+
+
+async def _answers(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _with_database(url: str, database: str) -> str:
+    # Imported here: the server half of the package is only needed when the benchmark makes its database.
+    from modelplane.server.store.urls import with_database
+
+    return with_database(url, database)
+
+
+@contextlib.contextmanager
+def bench_database(given: str | None, *, embedded_only: bool = False) -> Iterator[BenchDatabase]:
+    """The database to run on, made and removed here unless the caller gave one."""
+    url = given or os.environ.get(DATABASE_ENV)
+    if url:
+        yield BenchDatabase(url, "the given database (seeded models are removed at the end)")
+        return
+    if not embedded_only and asyncio.run(_answers(LOCAL_ADMIN_URL)):
+        name = f"mp_bench_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_execute(LOCAL_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+        try:
+            yield BenchDatabase(
+                _with_database(LOCAL_ADMIN_URL, name), f"throw-away database {name} on 127.0.0.1:5432"
+            )
+        finally:
+            asyncio.run(_execute(LOCAL_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        return
+    from modelplane.server.store.embedded import start_embedded
+
+    # pgserver keeps a lock directory under XDG_RUNTIME_DIR and touches it again at exit, after the
+    # temporary directory is gone; the system's temporary directory outlives the process.
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix="modelplane-bench-") as tmp:
+        embedded = start_embedded(Path(tmp) / "pgdata")
+        try:
+            yield BenchDatabase(embedded.url, f"embedded Postgres in {embedded.data_dir}")
+        finally:
+            embedded.handle.cleanup()
+
+
+def free_port() -> int:
+    """A port nothing listens on now; the server binds it a moment later (good enough on loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def server_process(database_url: str, log_level: str, log_file: IO[str]) -> Iterator[str]:
+    """`modelplane serve` without auth on a loopback port; yields its target; SIGTERM at the end."""
+    target = f"127.0.0.1:{free_port()}"
+    command = [
+        sys.executable,
+        "-m",
+        "modelplane.server.cli",
+        "serve",
+        "--address",
+        target,
+        "--database-url",
+        database_url,
+        "--no-auth",
+        "--log-level",
+        log_level,
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        yield target
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(SERVER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_load(target: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Runs bench/registry_load.py in a process of its own and returns what it measured."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.registry_load",
+        "--target",
+        target,
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--concurrency",
+        ",".join(str(level) for level in args.concurrency),
+        "--rounds",
+        str(args.rounds),
+        "--models",
+        str(args.models),
+        "--versions",
+        str(args.versions),
+    ]
+    # Progress (stderr) goes straight to the terminal; stdout carries the JSON result.
+    finished = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
+    if finished.returncode != 0:
+        raise RuntimeError(f"the load process failed with exit code {finished.returncode}")
+    result: dict[str, Any] = json.loads(finished.stdout)
+    return result
+
+
+def format_report(result: dict[str, Any], args: argparse.Namespace, database: str) -> str:
+    """The table: one block per concurrency, each read's QPS also as a share of the baseline's."""
+    seed = result["seed"]
+    cells: list[dict[str, Any]] = result["cells"]
+    baseline = {cell["concurrency"]: cell["qps"] for cell in cells if cell["rpc"] == BASELINE}
+    lines = [
+        "modelplane registry benchmark",
+        f"  registry: {seed['models']} models, {seed['versions']} versions, {seed['aliases']} aliases, "
+        f"{seed['constraint_requests']} constraint requests in rotation",
+        f"  server and client in separate processes on this machine ({os.cpu_count()} CPUs); "
+        "one channel, asyncio callers",
+        f"  database: {database}",
+        f"  {args.duration:g} s measured per cell in {args.rounds} slices taken in turn with the other RPCs, "
+        f"after {args.warmup:g} s of warm-up; "
+        f"server log level {args.server_log_level}",
+        "",
+    ]
+    header = f"{'RPC':<28}{'conc':>5}{'QPS':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs base':>9}  {'errors':<8}"
+    below: list[str] = []
+    for concurrency in args.concurrency:
+        lines.append(header)
+        for cell in (c for c in cells if c["concurrency"] == concurrency):
+            rpc = cell["rpc"]
+            ratio = ""
+            if rpc in READS and baseline.get(concurrency):
+                share = cell["qps"] / baseline[concurrency]
+                ok = share >= READ_TARGET
+                ratio = f"{share:.2f} {'ok' if ok else '<-'}"
+                if not ok:
+                    below.append(f"{rpc} at concurrency {concurrency} ({share:.2f})")
+            errors = ",".join(f"{code}={n}" for code, n in sorted(cell["errors"].items())) or "0"
+            label = f"{rpc} (baseline)" if rpc == BASELINE else rpc
+            lines.append(
+                f"{label:<28}{concurrency:>5}{cell['qps']:>10.0f}{cell['p50_ms']:>9.2f}{cell['p99_ms']:>9.2f}"
+                f"{ratio:>9}  {errors:<8}"
+            )
+        lines.append("")
+    lines.append(
+        f"target: each read at {READ_TARGET:.1f} of the baseline's QPS at the same concurrency or better "
+        "(vs base = read QPS / Health/Check QPS)"
+    )
+    lines.append("below target: " + ("; ".join(below) if below else "none"))
+    return "\n".join(lines)
+
+
+def _positive(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {value!r}")
+    return int(value)
+
+
+def _concurrencies(value: str) -> list[int]:
+    try:
+        levels = [int(part) for part in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"every concurrency must be 1 or more, got {value!r}")
+    return levels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--database-url", help=f"Postgres to run on (else ${DATABASE_ENV}, else a throw-away database)"
+    )
+    parser.add_argument(
+        "--embedded", action="store_true", help="use an embedded Postgres even when 127.0.0.1:5432 answers"
+    )
+    parser.add_argument("--duration", type=_positive, default=3.0, help="seconds measured per cell (3)")
+    parser.add_argument("--warmup", type=_positive, default=0.5, help="seconds of warm-up per cell (0.5)")
+    parser.add_argument(
+        "--concurrency", type=_concurrencies, default=[1, 16], help="callers per cell, comma-separated (1,16)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="slices each cell is cut into, taken in turn with the others (3)",
+    )
+    parser.add_argument("--models", type=_count, default=50, help="models to seed (50)")
+    parser.add_argument("--versions", type=_count, default=3, help="versions per seeded model (3)")
+    parser.add_argument(
+        "--server-log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the server's --log-level; INFO (its default) writes an access-log line per call",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with tempfile.NamedTemporaryFile("w+", prefix="modelplane-bench-server-", suffix=".log") as log_file:
+        try:
+            with (
+                bench_database(args.database_url, embedded_only=args.embedded) as database,
+                server_process(database.url, args.server_log_level, log_file) as target,
+            ):
+                print(f"server on {target}; database: {database.description}", file=sys.stderr)
+                result = run_load(target, args)
+        except RuntimeError as exc:
+            log_file.seek(0)
+            tail = log_file.read().splitlines()[-30:]
+            print(f"bench: {exc}; the server's last log lines:", *tail, sep="\n  ", file=sys.stderr)
+            return 1
+    print(format_report(result, args, database.description))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
