@@ -175,7 +175,10 @@ class _CallScope:
 
     async def _admit(self) -> None:
         try:
-            await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
+            if self._streaming:
+                # A stream's caller may want the id before the stream ends; a unary call gets it with its
+                # trailers, which saves a metadata frame on the hot path.
+                await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
             open_method = is_open_method(self._method)
             if self._interceptor._draining and not open_method:
                 raise Unavailable("the server is shutting down; retry", reason=SHUTTING_DOWN)

@@ -2,7 +2,8 @@
 
 Constraints are checked in a fixed order, and a rejected candidate names only the first it failed, so a
 caller sees at once which constraint to relax. Among matches the tie-break is the lowest output price,
-then the newest version (create_time), then the version name, so the answer is deterministic.
+then the newest version (create_time), then the highest model id and version number, so the answer is
+deterministic. registry/store.py's best_match is the same rule in SQL.
 """
 
 from __future__ import annotations
@@ -76,6 +77,6 @@ def choose(
             rejections.append(failure)
     if not matches:
         return None, rejections
-    newest_first = sorted(matches, key=lambda v: (v.create_time, v.name), reverse=True)
+    newest_first = sorted(matches, key=lambda v: (v.create_time, v.model_id, v.version_id), reverse=True)
     best = min(newest_first, key=lambda v: v.pricing.output)
     return best, rejections

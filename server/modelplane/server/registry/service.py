@@ -7,6 +7,7 @@ result of its request id commit together with the write, or none of them do.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MODEL_MASK = frozenset({"provider", "display_name", "description", "labels"})
 VERSION_MASK = frozenset({"description", "state", "labels"})
@@ -511,16 +513,11 @@ class RegistryService:
 
     async def resolve_alias(self, name: str) -> Resolution:
         model_id, alias = names.parse_alias(name, "alias")
-        async with (
-            self._db.connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            found = await store.get_alias(conn, model_id, alias)
-            if found is None:
-                raise _alias_not_found(model_id, alias)
-            version = await store.get_version(conn, model_id, found.version_id)
-            revision, _ = await store.current_revision(conn)
-        assert version is not None, "an alias always points to an existing version"
+        async with self._db.connection() as conn:
+            found = await store.version_of_alias(conn, model_id, alias)
+        if found is None:
+            raise _alias_not_found(model_id, alias)
+        version, revision = found
         if version.state is VersionState.ARCHIVED:
             raise FailedPrecondition(
                 f"{name} points to {version.name}, which is ARCHIVED",
@@ -533,16 +530,23 @@ class RegistryService:
         raise InvalidArgument.field("alias", "set either alias or constraints to say how to choose a version")
 
     async def resolve_constraints(self, constraints: Constraints) -> Resolution:
-        async with (
-            self._db.connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            candidates = await store.ready_versions(conn, model_id=constraints.model_id, limit=MAX_CANDIDATES)
-            revision, _ = await store.current_revision(conn)
+        # The common case, a match, is one indexed statement. Only when nothing matches are the
+        # candidates loaded, to say for each why not; resolution.choose is the reference the SQL is
+        # tested against, and it has the last word should they ever disagree.
+        async with self._db.connection() as conn:
+            found = await store.best_match(conn, constraints)
+            if found is not None:
+                return Resolution(*found)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                candidates = await store.ready_versions(
+                    conn, model_id=constraints.model_id, limit=MAX_CANDIDATES
+                )
+                revision, _ = await store.current_revision(conn)
         best, rejections = choose(candidates, constraints)
-        if best is None:
-            raise NoMatchingModel(rejections, len(candidates))
-        return Resolution(best, revision)
+        if best is not None:
+            log.error("constraint resolution in SQL found nothing, but %s matches %s", best.name, constraints)
+            return Resolution(best, revision)
+        raise NoMatchingModel(rejections, len(candidates))
 
     # ---- watch
 

@@ -16,6 +16,7 @@ import asyncpg
 from modelplane.server.registry.domain import (
     Alias,
     AliasMove,
+    Constraints,
     Model,
     ModelFields,
     ModelVersion,
@@ -265,6 +266,51 @@ async def list_versions(
         *params,
     )
     return [Keyed(_version(r), r) for r in rows]
+
+
+async def version_of_alias(conn: Connection, model_id: str, alias: str) -> tuple[ModelVersion, int] | None:
+    """The version an alias points to, with the revision it was read at (one statement, one snapshot)."""
+    row = await conn.fetchrow(
+        f"SELECT {_VERSION_COLUMNS}, (SELECT revision FROM revision_counter) AS revision"
+        " FROM model_aliases target"
+        " JOIN model_versions v ON v.model_id = target.model_id AND v.version_id = target.version_id"
+        " JOIN models m ON m.id = v.model_id"
+        " WHERE target.model_id = $1 AND target.alias = $2",
+        model_id,
+        alias,
+    )
+    return None if row is None else (_version(row), int(row["revision"]))
+
+
+async def best_match(conn: Connection, c: Constraints) -> tuple[ModelVersion, int] | None:
+    """The READY version satisfying every constraint under the documented tie-break, with the revision.
+
+    Mirrors resolution.first_failure and resolution.choose (a property test holds them to it): labels
+    are the model's overlaid with the version's; cheapest output price, then newest, then highest name.
+    """
+    row = await conn.fetchrow(
+        f"SELECT {_VERSION_COLUMNS}, (SELECT revision FROM revision_counter) AS revision"
+        " FROM model_versions v JOIN models m ON m.id = v.model_id"
+        " WHERE v.state = 'ready'"
+        " AND ($1 = '' OR v.model_id = $1)"
+        " AND ($2 = '' OR m.provider = $2)"
+        " AND v.capabilities @> $3::text[]"
+        " AND v.context_window >= $4"
+        " AND ($5::text IS NULL OR (v.currency_code = $5 AND v.input_price <= $6))"
+        " AND ($7::text IS NULL OR (v.currency_code = $7 AND v.output_price <= $8))"
+        " AND (m.labels || v.labels) @> $9::jsonb"
+        " ORDER BY v.output_price, v.create_time DESC, v.model_id DESC, v.version_id DESC LIMIT 1",
+        c.model_id,
+        c.provider,
+        list(c.required_capabilities),
+        c.min_context_window,
+        None if c.max_input_price is None else c.max_input_price.currency_code,
+        None if c.max_input_price is None else c.max_input_price.micros,
+        None if c.max_output_price is None else c.max_output_price.currency_code,
+        None if c.max_output_price is None else c.max_output_price.micros,
+        json.dumps(dict(c.labels)),
+    )
+    return None if row is None else (_version(row), int(row["revision"]))
 
 
 async def ready_versions(

@@ -35,6 +35,18 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+async def _reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What a connection needs before it goes back to the pool.
+
+    asyncpg's default reset (UNLISTEN, RESET ALL, advisory unlock, CLOSE ALL) is one more round trip per
+    borrow. Pooled connections here keep no session state: LISTEN runs on the change feed's own
+    connection, the migration lock is released explicitly, and every transaction is a managed block.
+    So only a transaction left open (a cancelled call) needs undoing.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 @dataclass(frozen=True)
 class PoolSettings:
     """Timeouts are short on purpose: a client must hear UNAVAILABLE within 2 s when Postgres is gone."""
@@ -65,6 +77,7 @@ class Database:
             # Statements are re-prepared after a reconnect; a small cache keeps memory flat.
             statement_cache_size=256,
             server_settings={"application_name": "modelplane"},
+            reset=_reset_connection,
         )
 
     @property
