@@ -31,7 +31,7 @@ async def _seed(conn: Connection, rng: random.Random) -> None:
         )
         for _ in range(rng.randint(0, 4)):
             window = rng.choice((4_000, 8_000, 32_000, 128_000))
-            fields = VersionFields(
+            version = VersionFields(
                 source_uri="x",
                 context_window=window,
                 max_output_tokens=window // 4,
@@ -44,7 +44,7 @@ async def _seed(conn: Connection, rng: random.Random) -> None:
                 state=rng.choice((VersionState.READY, VersionState.READY, VersionState.DEPRECATED)),
                 labels={k: rng.choice(LABEL_VALUES) for k in ("tier",) if rng.random() < 0.4},
             )
-            await store.insert_version(conn, model_id, fields, "e")
+            await store.insert_version(conn, model_id, version, "e")
 
 
 def _constraints(rng: random.Random) -> Constraints:

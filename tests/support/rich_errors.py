@@ -1,13 +1,17 @@
-"""Reads the rich error model (ErrorInfo, BadRequest, RetryInfo, typed details) off a failed call."""
+"""One failed call's rich error model (ErrorInfo, BadRequest, RetryInfo, typed details) as a plain value."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
-from grpc_status import rpc_status
+
+from tests.support import field_violations, retry_info, rich_status
+
+M = TypeVar("M", bound=Message)
 
 
 @dataclass
@@ -21,38 +25,28 @@ class RichError:
     retry_delay: float | None = None
     details: list[object] = field(default_factory=list)
 
-    def detail(self, message_type: type[Message]) -> Message | None:
-        for d in self.details:
-            if isinstance(d, message_type):
-                return d
+    def detail(self, message_type: type[M]) -> M | None:
+        """The first detail of this type, unpacked."""
+        for packed in self.details:
+            message = message_type()
+            if packed.Unpack(message):  # type: ignore[attr-defined]
+                return message
         return None
 
 
 def rich(error: grpc.aio.AioRpcError) -> RichError:
     """The status of a failed call with its details unpacked."""
-    result = RichError(code=error.code(), message=error.details() or "")
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return result
-    from modelplane.v1 import registry_pb2
-
-    known: list[type[Message]] = [
-        error_details_pb2.ErrorInfo,
-        error_details_pb2.BadRequest,
-        error_details_pb2.RetryInfo,
-        registry_pb2.ResolveModelFailure,
-    ]
-    for any_detail in status.details:
-        for message_type in known:
-            if any_detail.Is(message_type.DESCRIPTOR):
-                message = message_type()
-                any_detail.Unpack(message)
-                result.details.append(message)
-                if isinstance(message, error_details_pb2.ErrorInfo):
-                    result.reason, result.domain = message.reason, message.domain
-                    result.metadata = dict(message.metadata)
-                elif isinstance(message, error_details_pb2.BadRequest):
-                    result.field_paths = [v.field for v in message.field_violations]
-                elif isinstance(message, error_details_pb2.RetryInfo):
-                    result.retry_delay = message.retry_delay.ToTimedelta().total_seconds()
+    status = rich_status(error)
+    result = RichError(
+        code=error.code(),
+        message=error.details() or "",
+        field_paths=field_violations(error),
+        details=list(status.details),
+    )
+    info = result.detail(error_details_pb2.ErrorInfo)
+    if info is not None:
+        result.reason, result.domain, result.metadata = info.reason, info.domain, dict(info.metadata)
+    retry = retry_info(error)
+    if retry is not None:
+        result.retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
     return result
