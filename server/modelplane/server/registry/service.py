@@ -43,6 +43,7 @@ from modelplane.server.registry.domain import (
 from modelplane.server.registry.resolution import choose
 from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
 from modelplane.server.store.pool import Database
+from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
 
@@ -102,6 +103,8 @@ class RegistryService:
         self._db = database
         self._feed = feed
         self._progress_interval = progress_interval
+        # Versions and resolutions, keyed by what was asked; see store/read_cache.py for when it is valid.
+        self._cache: ReadCache[ModelVersion | Resolution] = ReadCache(feed)
 
     async def _write(
         self,
@@ -119,7 +122,9 @@ class RegistryService:
                 return from_json(result_type, replayed.result)
             result = await body(m)
             await m.remember(None if result is None else to_json(result))
-            return result
+        if m.taken_revision is not None:
+            self._cache.written(m.taken_revision)
+        return result
 
     @staticmethod
     async def _record(m: Mutation, kind: str, resource_type: str, resource: str, value: Any) -> int:
@@ -249,11 +254,17 @@ class RegistryService:
 
     async def get_version(self, name: str) -> ModelVersion:
         model_id, number = names.parse_version(name, "name")
+        key = ("version", model_id, number)
+        cached = self._cache.get(key)
+        if isinstance(cached, ModelVersion):
+            return cached
         async with self._db.connection() as conn:
-            found = await store.get_version(conn, model_id, number)
+            found = await store.get_version_at(conn, model_id, number)
         if found is None:
             raise _version_not_found(model_id, number)
-        return found
+        version, revision = found
+        self._cache.put(key, version, revision)
+        return version
 
     async def list_versions(
         self, *, parent: str, page_size: int, page_token: str, filter_text: str, order_by: str
@@ -513,6 +524,10 @@ class RegistryService:
 
     async def resolve_alias(self, name: str) -> Resolution:
         model_id, alias = names.parse_alias(name, "alias")
+        key = ("alias", model_id, alias)
+        cached = self._cache.get(key)
+        if isinstance(cached, Resolution):
+            return cached
         async with self._db.connection() as conn:
             found = await store.version_of_alias(conn, model_id, alias)
         if found is None:
@@ -524,7 +539,9 @@ class RegistryService:
                 reason="VERSION_ARCHIVED",
                 metadata={"resource": version.name},
             )
-        return Resolution(version, revision)
+        resolution = Resolution(version, revision)
+        self._cache.put(key, resolution, revision)
+        return resolution
 
     async def resolve_nothing(self) -> Resolution:
         raise InvalidArgument.field("alias", "set either alias or constraints to say how to choose a version")
@@ -533,10 +550,26 @@ class RegistryService:
         # The common case, a match, is one indexed statement. Only when nothing matches are the
         # candidates loaded, to say for each why not; resolution.choose is the reference the SQL is
         # tested against, and it has the last word should they ever disagree.
+        c = constraints
+        key = (
+            "constraints",
+            c.model_id,
+            c.provider,
+            c.required_capabilities,
+            c.min_context_window,
+            c.max_input_price,
+            c.max_output_price,
+            tuple(sorted(c.labels.items())),
+        )
+        cached = self._cache.get(key)
+        if isinstance(cached, Resolution):
+            return cached
         async with self._db.connection() as conn:
             found = await store.best_match(conn, constraints)
             if found is not None:
-                return Resolution(*found)
+                resolution = Resolution(*found)
+                self._cache.put(key, resolution, resolution.revision)
+                return resolution
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 candidates = await store.ready_versions(
                     conn, model_id=constraints.model_id, limit=MAX_CANDIDATES

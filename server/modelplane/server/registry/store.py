@@ -257,6 +257,18 @@ async def get_version(conn: Connection, model_id: str, version_id: int) -> Model
     return None if row is None else _version(row)
 
 
+async def get_version_at(conn: Connection, model_id: str, version_id: int) -> tuple[ModelVersion, int] | None:
+    """A version with the revision it was read at (one statement, one snapshot)."""
+    row = await conn.fetchrow(
+        f"SELECT {_VERSION_COLUMNS}, (SELECT revision FROM revision_counter) AS revision"
+        " FROM model_versions v JOIN models m ON m.id = v.model_id"
+        " WHERE v.model_id = $1 AND v.version_id = $2",
+        model_id,
+        version_id,
+    )
+    return None if row is None else (_version(row), int(row["revision"]))
+
+
 async def list_versions(
     conn: Connection, *, where: str, params: Sequence[object], order_sql: str, limit: int
 ) -> list[Keyed[ModelVersion]]:

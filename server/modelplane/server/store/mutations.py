@@ -49,6 +49,11 @@ class Mutation:
         self._revision: int | None = None
         self._changes = 0
 
+    @property
+    def taken_revision(self) -> int | None:
+        """The revision this transaction took, if it changed anything."""
+        return self._revision
+
     async def revision(self) -> int:
         """The revision of this transaction, taken on first use.
 

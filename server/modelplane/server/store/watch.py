@@ -29,6 +29,8 @@ class ChangeFeed:
         # Without a working LISTEN connection watchers still poll at this interval.
         self._poll_interval = poll_interval
         self._latest = 0
+        # True while the LISTEN connection is up and caught up: only then is `latest` current.
+        self._live = False
         # Set (and replaced) whenever a newer revision is seen: a wake-up for everyone waiting.
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -43,6 +45,16 @@ class ChangeFeed:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    @property
+    def latest(self) -> int:
+        """The newest revision seen committed."""
+        return self._latest
+
+    @property
+    def live(self) -> bool:
+        """Whether every commit is being heard of now (a notification arrives within milliseconds)."""
+        return self._live
 
     async def wait_after(self, revision: int, max_wait: float) -> None:
         """Returns when a revision above `revision` may exist, or after `max_wait` seconds at the latest."""
@@ -63,7 +75,7 @@ class ChangeFeed:
         while True:
             conn: asyncpg.Connection[asyncpg.Record] | None = None
             try:
-                conn = await asyncpg.connect(self._url, timeout=2)
+                conn = await asyncpg.connect(self._url, timeout=2, command_timeout=2)
 
                 def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
                     self._advance(int(str(payload)))
@@ -72,6 +84,7 @@ class ChangeFeed:
                 # Catch up with what committed while no listener was connected.
                 latest = await conn.fetchval("SELECT revision FROM revision_counter")
                 self._advance(int(latest or 0))
+                self._live = True
                 while not conn.is_closed():
                     await asyncio.sleep(self._poll_interval)
                     # A cheap liveness probe; also wakes watchers if a notification was missed.
@@ -83,6 +96,7 @@ class ChangeFeed:
                 log.debug("change feed reconnecting: %s", exc)
                 await asyncio.sleep(self._poll_interval)
             finally:
+                self._live = False
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), timeout=1)

@@ -1,0 +1,52 @@
+"""A per-replica cache of reads, valid until the change feed hears of any newer commit.
+
+Every entry was read at the revision the change feed reports as the latest, so it is exactly what
+Postgres holds until the next commit; the first notification of a newer revision empties the cache.
+Writes made through this replica empty it at once, so a caller reads its own writes here; a write made
+through another replica is seen once its notification arrives (milliseconds). Without a live LISTEN
+connection nothing is cached and every read goes to Postgres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from modelplane.server.store.watch import ChangeFeed
+
+V = TypeVar("V")
+
+
+class ReadCache(Generic[V]):
+    def __init__(self, feed: ChangeFeed, *, max_entries: int = 10_000) -> None:
+        self._feed = feed
+        self._max_entries = max_entries
+        self._entries: dict[Hashable, V] = {}
+        # The revision every entry was read at.
+        self._revision = -1
+        # No read older than this may be cached or served: this replica wrote it.
+        self._floor = 0
+
+    def get(self, key: Hashable) -> V | None:
+        latest = self._feed.latest
+        if not self._feed.live or latest < self._floor:
+            return None
+        if latest != self._revision:
+            self._entries.clear()
+            self._revision = latest
+            return None
+        return self._entries.get(key)
+
+    def put(self, key: Hashable, value: V, read_revision: int) -> None:
+        """Keeps a value read at read_revision, if that is still the newest revision known."""
+        if not self._feed.live or read_revision != self._feed.latest or read_revision < self._floor:
+            return
+        if read_revision != self._revision or len(self._entries) >= self._max_entries:
+            self._entries.clear()
+            self._revision = read_revision
+        self._entries[key] = value
+
+    def written(self, revision: int) -> None:
+        """This replica committed `revision`: forget everything older at once."""
+        self._floor = max(self._floor, revision)
+        self._entries.clear()
