@@ -17,6 +17,16 @@ from grpc_status import rpc_status
 from modelplane.server.errors import DOMAIN, InvalidArgument, ModelplaneError, Unavailable, status_code_of
 
 INTERNAL_MESSAGE = "internal error"
+# A status travels in trailers, which clients cap (grpc's default: 16 KiB of metadata). These bounds
+# keep every status well under it whatever a message or description quotes.
+MAX_MESSAGE = 1000
+MAX_DESCRIPTION = 500
+MAX_METADATA_VALUE = 200
+MAX_VIOLATIONS = 20
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _packed(message: Message) -> any_pb2.Any:
@@ -26,7 +36,8 @@ def _packed(message: Message) -> any_pb2.Any:
 
 
 def _error_info(reason: str, metadata: Mapping[str, str]) -> any_pb2.Any:
-    return _packed(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=dict(metadata)))
+    bounded = {key: _cut(value, MAX_METADATA_VALUE) for key, value in metadata.items()}
+    return _packed(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=bounded))
 
 
 def _retry_delay(seconds: float) -> duration_pb2.Duration:
@@ -54,8 +65,11 @@ def to_status(error: ModelplaneError) -> grpc.Status:
             _packed(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                        for v in error.violations
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=_cut(v.field, MAX_DESCRIPTION),
+                            description=_cut(v.description, MAX_DESCRIPTION),
+                        )
+                        for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
             )
@@ -63,7 +77,7 @@ def to_status(error: ModelplaneError) -> grpc.Status:
     if isinstance(error, Unavailable):
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=_retry_delay(error.retry_after))))
     details.extend(_packed(detail) for detail in error.details)
-    return _grpc_status(code, error.message, details)
+    return _grpc_status(code, _cut(error.message, MAX_MESSAGE), details)
 
 
 def internal_status() -> grpc.Status:

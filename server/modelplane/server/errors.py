@@ -16,6 +16,13 @@ from google.protobuf.message import Message
 DOMAIN = "modelplane"
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """A caller's value quoted for an error message, cut short: a message never echoes a huge input."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad field: its path in the request (e.g. "model_version.pricing.currency_code") and what to do."""

@@ -23,6 +23,7 @@ from modelplane.server import error_status
 from modelplane.server.context import ANONYMOUS, Caller, current_caller
 from modelplane.server.errors import ModelplaneError, Unavailable
 from modelplane.server.metrics import ServerMetrics
+from modelplane.server.request_text import check_request_text
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("modelplane.access")
@@ -99,11 +100,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=False):
+                check_request_text(request)
                 result = behaviour(request, context)
                 return await result if inspect.isawaitable(result) else result
 
         async def streaming_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=True):
+                check_request_text(request)
                 result = behaviour(request, context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from modelplane.server.errors import InvalidArgument
+from modelplane.server.errors import InvalidArgument, shown
 
 # A model id, an alias: 1 to 63 lower-case letters, digits and "-", starting with a letter.
 ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -17,7 +17,7 @@ _ID_RULE = "1 to 63 lower-case letters, digits or '-', starting with a letter"
 
 def check_id(value: str, path: str, what: str = "id") -> str:
     if not ID_PATTERN.fullmatch(value):
-        raise InvalidArgument.field(path, f"{what} {value!r} is not valid: use {_ID_RULE}")
+        raise InvalidArgument.field(path, f"{what} {shown(value)} is not valid: use {_ID_RULE}")
     return value
 
 
@@ -25,7 +25,7 @@ def parse_model(name: str, path: str) -> str:
     """The model id of "models/{model}"."""
     match = _MODEL.fullmatch(name)
     if not match:
-        raise InvalidArgument.field(path, f"{name!r} is not a model name; expected models/{{model}}")
+        raise InvalidArgument.field(path, f"{shown(name)} is not a model name; expected models/{{model}}")
     return check_id(match["model"], path, "model id")
 
 
@@ -34,7 +34,7 @@ def parse_version(name: str, path: str) -> tuple[str, int]:
     match = _VERSION.fullmatch(name)
     if not match or not match["version"].isdigit() or int(match["version"]) < 1 or len(match["version"]) > 18:
         raise InvalidArgument.field(
-            path, f"{name!r} is not a version name; expected models/{{model}}/versions/{{n}} with n >= 1"
+            path, f"{shown(name)} is not a version name; expected models/{{model}}/versions/{{n}} with n >= 1"
         )
     return check_id(match["model"], path, "model id"), int(match["version"])
 
@@ -44,6 +44,6 @@ def parse_alias(name: str, path: str) -> tuple[str, str]:
     match = _ALIAS.fullmatch(name)
     if not match:
         raise InvalidArgument.field(
-            path, f"{name!r} is not an alias name; expected models/{{model}}/aliases/{{alias}}"
+            path, f"{shown(name)} is not an alias name; expected models/{{model}}/aliases/{{alias}}"
         )
     return check_id(match["model"], path, "model id"), check_id(match["alias"], path, "alias")
