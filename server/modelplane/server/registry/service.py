@@ -96,6 +96,19 @@ def _etag_mismatch(resource: str, current: str) -> Aborted:
     )
 
 
+def _expected_version(model_id: str, expected_version: str | None, reason: str) -> int | None:
+    """The number of an alias move's expected version (None: absent or empty), checked with the reason."""
+    expected: int | None = None
+    if expected_version:
+        expected_model, expected = names.parse_version(expected_version, "expected_version")
+        if expected_model != model_id:
+            raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
+    v = validation.Violations()
+    validation.check_text(v, "reason", reason, 1000)
+    v.raise_if_any()
+    return expected
+
+
 class RegistryService:
     """The registry's use cases, independent of gRPC and of SQL."""
 
@@ -353,14 +366,7 @@ class RegistryService:
             raise InvalidArgument.field(
                 "version", f"must be a version of models/{model_id}, not of models/{target_model}"
             )
-        expected: int | None = None
-        if expected_version:
-            expected_model, expected = names.parse_version(expected_version, "expected_version")
-            if expected_model != model_id:
-                raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
-        v = validation.Violations()
-        validation.check_text(v, "reason", reason, 1000)
-        v.raise_if_any()
+        expected = _expected_version(model_id, expected_version, reason)
 
         async def body(m: Mutation) -> Alias:
             target = await store.get_version(m.conn, model_id, number)
@@ -464,14 +470,7 @@ class RegistryService:
 
     async def delete_alias(self, name: str, expected_version: str, reason: str, write: WriteRequest) -> None:
         model_id, alias = names.parse_alias(name, "name")
-        expected: int | None = None
-        if expected_version:
-            expected_model, expected = names.parse_version(expected_version, "expected_version")
-            if expected_model != model_id:
-                raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
-        v = validation.Violations()
-        validation.check_text(v, "reason", reason, 1000)
-        v.raise_if_any()
+        expected = _expected_version(model_id, expected_version, reason)
 
         async def body(m: Mutation) -> None:
             current = await store.get_alias(m.conn, model_id, alias)
