@@ -116,8 +116,9 @@ class RegistryService:
         self._db = database
         self._feed = feed
         self._progress_interval = progress_interval
-        # Versions and resolutions, keyed by what was asked; see store/read_cache.py for when it is valid.
-        self._cache: ReadCache[ModelVersion | Resolution] = ReadCache(feed)
+        # Versions and resolutions, keyed by what was asked; see store/read_cache.py for when they are valid.
+        self._versions: ReadCache[ModelVersion] = ReadCache(feed)
+        self._resolutions: ReadCache[Resolution] = ReadCache(feed)
 
     async def _write(
         self,
@@ -136,7 +137,8 @@ class RegistryService:
             result = await body(m)
             await m.remember(None if result is None else to_json(result))
         if m.taken_revision is not None:
-            self._cache.written(m.taken_revision)
+            self._versions.written(m.taken_revision)
+            self._resolutions.written(m.taken_revision)
         return result
 
     @staticmethod
@@ -267,16 +269,14 @@ class RegistryService:
 
     async def get_version(self, name: str) -> ModelVersion:
         model_id, number = names.parse_version(name, "name")
-        key = ("version", model_id, number)
-        cached = self._cache.get(key)
-        if isinstance(cached, ModelVersion):
-            return cached
-        async with self._db.connection() as conn:
-            found = await store.get_version_at(conn, model_id, number)
-        if found is None:
+
+        async def load() -> tuple[ModelVersion, int] | None:
+            async with self._db.connection() as conn:
+                return await store.get_version_at(conn, model_id, number)
+
+        version = await self._versions.read((model_id, number), load)
+        if version is None:
             raise _version_not_found(model_id, number)
-        version, revision = found
-        self._cache.put(key, version, revision)
         return version
 
     async def list_versions(
@@ -523,32 +523,27 @@ class RegistryService:
 
     async def resolve_alias(self, name: str) -> Resolution:
         model_id, alias = names.parse_alias(name, "alias")
-        key = ("alias", model_id, alias)
-        cached = self._cache.get(key)
-        if isinstance(cached, Resolution):
-            return cached
-        async with self._db.connection() as conn:
-            found = await store.version_of_alias(conn, model_id, alias)
-        if found is None:
+
+        async def load() -> tuple[Resolution, int] | None:
+            async with self._db.connection() as conn:
+                found = await store.version_of_alias(conn, model_id, alias)
+            return None if found is None else (Resolution(*found), found[1])
+
+        resolution = await self._resolutions.read(("alias", model_id, alias), load)
+        if resolution is None:
             raise _alias_not_found(model_id, alias)
-        version, revision = found
-        if version.state is VersionState.ARCHIVED:
+        if resolution.version.state is VersionState.ARCHIVED:
             raise FailedPrecondition(
-                f"{name} points to {version.name}, which is ARCHIVED",
+                f"{name} points to {resolution.version.name}, which is ARCHIVED",
                 reason="VERSION_ARCHIVED",
-                metadata={"resource": version.name},
+                metadata={"resource": resolution.version.name},
             )
-        resolution = Resolution(version, revision)
-        self._cache.put(key, resolution, revision)
         return resolution
 
     async def resolve_nothing(self) -> Resolution:
         raise InvalidArgument.field("alias", "set either alias or constraints to say how to choose a version")
 
     async def resolve_constraints(self, constraints: Constraints) -> Resolution:
-        # The common case, a match, is one indexed statement. Only when nothing matches are the
-        # candidates loaded, to say for each why not; resolution.choose is the reference the SQL is
-        # tested against, and it has the last word should they ever disagree.
         c = constraints
         key = (
             "constraints",
@@ -560,20 +555,24 @@ class RegistryService:
             c.max_output_price,
             tuple(sorted(c.labels.items())),
         )
-        cached = self._cache.get(key)
-        if isinstance(cached, Resolution):
-            return cached
-        async with self._db.connection() as conn:
-            found = await store.best_match(conn, constraints)
-            if found is not None:
-                resolution = Resolution(*found)
-                self._cache.put(key, resolution, resolution.revision)
-                return resolution
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                candidates = await store.ready_versions(
-                    conn, model_id=constraints.model_id, limit=MAX_CANDIDATES
-                )
-                revision, _ = await store.current_revision(conn)
+
+        async def load() -> tuple[Resolution, int] | None:
+            async with self._db.connection() as conn:
+                found = await store.best_match(conn, constraints)
+            return None if found is None else (Resolution(*found), found[1])
+
+        # The common case, a match, is one indexed statement (cached). Only when nothing matches are the
+        # candidates loaded, to say for each why not; resolution.choose is the reference the SQL is
+        # tested against, and it has the last word should they ever disagree.
+        resolution = await self._resolutions.read(key, load)
+        if resolution is not None:
+            return resolution
+        async with (
+            self._db.connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            candidates = await store.ready_versions(conn, model_id=constraints.model_id, limit=MAX_CANDIDATES)
+            revision, _ = await store.current_revision(conn)
         best, rejections = choose(candidates, constraints)
         if best is not None:
             log.error("constraint resolution in SQL found nothing, but %s matches %s", best.name, constraints)

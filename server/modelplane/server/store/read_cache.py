@@ -9,7 +9,7 @@ connection nothing is cached and every read goes to Postgres.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from modelplane.server.store.watch import ChangeFeed
@@ -50,3 +50,15 @@ class ReadCache(Generic[V]):
         """This replica committed `revision`: forget everything older at once."""
         self._floor = max(self._floor, revision)
         self._entries.clear()
+
+    async def read(self, key: Hashable, load: Callable[[], Awaitable[tuple[V, int] | None]]) -> V | None:
+        """The cached value, or what `load` returns (the value and its read revision), kept if it may be."""
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        loaded = await load()
+        if loaded is None:
+            return None
+        value, revision = loaded
+        self.put(key, value, revision)
+        return value
