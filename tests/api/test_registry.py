@@ -325,7 +325,9 @@ async def test_alias_must_point_into_its_model(stub: ModelRegistryServiceAsyncSt
     assert error.reason == "MODEL_VERSION_NOT_FOUND"
 
 
-async def test_twenty_concurrent_moves_with_one_expectation_one_wins(stub: ModelRegistryServiceAsyncStub) -> None:
+async def test_twenty_concurrent_moves_with_one_expectation_one_wins(
+    stub: ModelRegistryServiceAsyncStub,
+) -> None:
     await new_model(stub)
     versions = [await new_version(stub) for _ in range(21)]
     name = "models/chat/aliases/prod"

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from modelplane.server.app import ModelplaneServer, build_server
+from modelplane.server.app import MODELPLANE_SERVICES, ModelplaneServer, build_server
 from modelplane.server.auth.store import create_token
 from modelplane.server.config import ServerConfig
 from modelplane.v1 import registry_pb2
@@ -89,8 +89,9 @@ async def open_server(database_url: str) -> AsyncIterator[ModelplaneServer]:
 async def test_list_shows_every_service(open_server: ModelplaneServer) -> None:
     run = await grpcurl("-plaintext", open_server.target, "list")
     assert run.exit_code == 0, run.stderr
+    assert REGISTRY in MODELPLANE_SERVICES
     assert set(run.stdout.split()) == {
-        REGISTRY,
+        *MODELPLANE_SERVICES,
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
@@ -102,10 +103,8 @@ async def test_describe_shows_every_rpc(open_server: ModelplaneServer) -> None:
     assert run.stdout.startswith(f"{REGISTRY} is a service:")
     for method in SERVICE.methods:
         stream = "stream " if method.server_streaming else ""
-        assert (
-            f"rpc {method.name} ( .{method.input_type.full_name} ) returns ( {stream}.{method.output_type.full_name} );"
-            in run.stdout
-        ), method.name
+        request, response = method.input_type.full_name, method.output_type.full_name
+        assert f"rpc {method.name} ( .{request} ) returns ( {stream}.{response} );" in run.stdout, run.stdout
 
 
 async def test_health_check(open_server: ModelplaneServer) -> None:
@@ -125,11 +124,11 @@ async def test_create_then_get_a_model(open_server: ModelplaneServer) -> None:
     )
     model = created.json()["model"]
     assert model["name"] == "models/chat-large"
-    assert model["displayName"] == "Chat large"
+    assert model["display_name"] == "Chat large"
     assert model["provider"] == "openai"
     assert model["labels"] == {"team": "assistants"}
     assert model["etag"]
-    assert model["createTime"].endswith("Z")
+    assert model["create_time"].endswith("Z")
 
     got = await grpcurl("-plaintext", "-d", '{"name": "models/chat-large"}', target, f"{REGISTRY}/GetModel")
     assert got.json() == {"model": model}
@@ -155,11 +154,11 @@ async def test_the_readme_walkthrough(open_server: ModelplaneServer) -> None:
             ' "max_output_tokens": 16384, "pricing": {"currency_code": "USD",'
             ' "input_micros_per_million": 2500000, "output_micros_per_million": 10000000}}}',
         )
-    ).json()["modelVersion"]
+    ).json()["model_version"]
     assert version["name"] == "models/chat-large/versions/1"
     assert version["capabilities"] == ["CAPABILITY_CHAT", "CAPABILITY_TOOL_USE"]
-    # int64 travels as a JSON string in the proto3 JSON mapping.
-    assert version["pricing"]["outputMicrosPerMillion"] == "10000000"
+    # grpcurl prints the proto field names, and int64 as a string (the proto3 JSON mapping).
+    assert version["pricing"]["output_micros_per_million"] == "10000000"
 
     alias = (
         await call(
@@ -171,22 +170,23 @@ async def test_the_readme_walkthrough(open_server: ModelplaneServer) -> None:
     assert alias["version"] == "models/chat-large/versions/1"
 
     by_alias = (await call("ResolveModel", '{"alias": "models/chat-large/aliases/prod"}')).json()
-    assert by_alias["modelVersion"]["name"] == "models/chat-large/versions/1"
-    assert by_alias["modelVersion"]["aliases"] == ["prod"]
+    assert by_alias["model_version"]["name"] == "models/chat-large/versions/1"
+    assert by_alias["model_version"]["aliases"] == ["prod"]
     by_constraints = (
         await call(
             "ResolveModel",
-            '{"constraints": {"required_capabilities": ["CAPABILITY_TOOL_USE"], "min_context_window": 32000}}',
+            '{"constraints": {"required_capabilities": ["CAPABILITY_TOOL_USE"],'
+            ' "min_context_window": 32000}}',
         )
     ).json()
-    assert by_constraints["modelVersion"]["name"] == "models/chat-large/versions/1"
+    assert by_constraints["model_version"]["name"] == "models/chat-large/versions/1"
 
     found = (
         await call(
             "ListModelVersions", '{"parent": "models/-", "filter": "capabilities:tool_use AND alias:prod"}'
         )
     ).json()
-    assert [v["name"] for v in found["modelVersions"]] == ["models/chat-large/versions/1"]
+    assert [v["name"] for v in found["model_versions"]] == ["models/chat-large/versions/1"]
 
     no_match = await call("ResolveModel", '{"constraints": {"min_context_window": 1000000}}')
     assert no_match.exit_code == EXIT_NOT_FOUND, no_match.stderr

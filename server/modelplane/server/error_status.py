@@ -17,16 +17,36 @@ from grpc_status import rpc_status
 from modelplane.server.errors import DOMAIN, InvalidArgument, ModelplaneError, Unavailable, status_code_of
 
 INTERNAL_MESSAGE = "internal error"
-# A status travels in trailers, which clients cap (grpc's default: 16 KiB of metadata). These bounds
-# keep every status well under it whatever a message or description quotes.
-MAX_MESSAGE = 1000
-MAX_DESCRIPTION = 500
-MAX_METADATA_VALUE = 200
-MAX_VIOLATIONS = 20
+# A status travels in trailers, which clients cap (grpc's default: 16 KiB of metadata). The message is
+# percent-encoded (a non-ASCII byte takes three) and the details are base64'd, so the bounds are in
+# UTF-8 bytes: at most 3 x 512 for the message and 4/3 x 6 KiB for the details, whatever the input quoted.
+MAX_MESSAGE_BYTES = 512
+MAX_FIELD_BYTES = 256
+MAX_METADATA_VALUE_BYTES = 256
+MAX_DETAILS_BYTES = 6 * 1024
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """The text cut to at most `limit` UTF-8 bytes, at a character boundary."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "..."
+
+
+def _bounded_violations(error: InvalidArgument) -> error_details_pb2.BadRequest:
+    """As many of the field violations as fit the details budget, each cut short."""
+    bad_request = error_details_pb2.BadRequest()
+    used = 0
+    for v in error.violations:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=_cut(v.field, MAX_FIELD_BYTES), description=_cut(v.description, MAX_FIELD_BYTES)
+        )
+        used += violation.ByteSize()
+        if used > MAX_DETAILS_BYTES // 2 and bad_request.field_violations:
+            break
+        bad_request.field_violations.append(violation)
+    return bad_request
 
 
 def _packed(message: Message) -> any_pb2.Any:
@@ -36,7 +56,9 @@ def _packed(message: Message) -> any_pb2.Any:
 
 
 def _error_info(reason: str, metadata: Mapping[str, str]) -> any_pb2.Any:
-    bounded = {key: _cut(value, MAX_METADATA_VALUE) for key, value in metadata.items()}
+    bounded = {
+        _cut(key, MAX_FIELD_BYTES): _cut(value, MAX_METADATA_VALUE_BYTES) for key, value in metadata.items()
+    }
     return _packed(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=bounded))
 
 
@@ -61,23 +83,18 @@ def to_status(error: ModelplaneError) -> grpc.Status:
         return internal_status()
     details = [_error_info(error.reason, error.metadata)]
     if isinstance(error, InvalidArgument):
-        details.append(
-            _packed(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=_cut(v.field, MAX_DESCRIPTION),
-                            description=_cut(v.description, MAX_DESCRIPTION),
-                        )
-                        for v in error.violations[:MAX_VIOLATIONS]
-                    ]
-                )
-            )
-        )
+        details.append(_packed(_bounded_violations(error)))
     if isinstance(error, Unavailable):
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=_retry_delay(error.retry_after))))
-    details.extend(_packed(detail) for detail in error.details)
-    return _grpc_status(code, _cut(error.message, MAX_MESSAGE), details)
+    # A typed detail (e.g. ResolveModelFailure) is sent whole or not at all: one that would push the
+    # trailers past what a default client accepts is left out, and ErrorInfo still says what happened.
+    used = sum(d.ByteSize() for d in details)
+    for detail in error.details:
+        packed = _packed(detail)
+        if used + packed.ByteSize() <= MAX_DETAILS_BYTES:
+            details.append(packed)
+            used += packed.ByteSize()
+    return _grpc_status(code, _cut(error.message, MAX_MESSAGE_BYTES), details)
 
 
 def internal_status() -> grpc.Status:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from modelplane.server.errors import shown
 from modelplane.server.registry.domain import Constraints, ModelVersion, PriceCap, Rejection
 
 MAX_REJECTIONS = 100
@@ -32,7 +33,7 @@ def first_failure(version: ModelVersion, model_labels: Mapping[str, str], c: Con
         failure = Rejection("", "constraints.model", f"belongs to models/{version.model_id}")
     elif c.provider and version.provider != c.provider:
         failure = Rejection(
-            "", "constraints.provider", f"provider is {version.provider!r}, not {c.provider!r}"
+            "", "constraints.provider", f"provider is {shown(version.provider)}, not {shown(c.provider)}"
         )
     elif missing := [cap for cap in c.required_capabilities if cap not in version.capabilities]:
         failure = Rejection("", "constraints.required_capabilities", f"lacks {', '.join(missing)}")
@@ -53,9 +54,11 @@ def first_failure(version: ModelVersion, model_labels: Mapping[str, str], c: Con
             for key, want in sorted(c.labels.items()):
                 have = version.labels.get(key, model_labels.get(key))
                 if have != want:
-                    shown = "missing" if have is None else repr(have)
+                    now = "missing" if have is None else shown(have)
                     failure = Rejection(
-                        "", f"constraints.labels[{key!r}]", f"label {key} is {shown}, not {want!r}"
+                        "",
+                        f"constraints.labels[{shown(key)}]",
+                        f"label {shown(key)} is {now}, not {shown(want)}",
                     )
                     break
     if failure is None:
