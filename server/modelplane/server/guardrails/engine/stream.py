@@ -1,0 +1,127 @@
+"""StreamCheck: checks a text that arrives in chunks, reporting a BLOCK as soon as it is certain.
+
+Each chunk is scanned together with a bounded tail of the text before it, so a match that spans two
+chunks is found and the work per chunk does not grow with the text. A match counts before the end only
+when no later text can undo it: it ends at least two characters before the current end (so the word
+boundary and separator after it are known), it starts past the tail's left margin (so its left context
+is known), and its rule is one whose matches later text cannot remove (banned terms, expressions, the
+token-based PII detectors, a maximum length). `finish()` checks the whole text once, so its result is
+always exactly `check()` of the same text, whatever the chunking.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modelplane.server.guardrails.engine.redaction import merge_spans
+from modelplane.server.guardrails.engine.rules import (
+    BannedTerms,
+    CheckResult,
+    Decision,
+    Length,
+    Pattern,
+    Pii,
+    StreamProgress,
+    Violation,
+)
+
+if TYPE_CHECKING:
+    from modelplane.server.guardrails.engine.compile import CompiledPolicy
+
+# Characters of earlier text scanned again with each chunk; matches longer than the tail minus the margin
+# are only found by finish().
+LEFT_MARGIN = 64
+MIN_TAIL = 1024
+# A match must end this many characters before the end of the text seen so far to be settled.
+SETTLE = 2
+
+
+class StreamCheck:
+    """One streamed text; feed() its chunks in order, then finish(). Not safe for concurrent use."""
+
+    def __init__(self, policy: CompiledPolicy) -> None:
+        from modelplane.server.guardrails.engine.compile import check_size
+
+        self._policy = policy
+        self._check_size = check_size
+        self._chunks: list[str] = []
+        self._length = 0
+        self._tail = ""
+        self._tail_size = max(MIN_TAIL, LEFT_MARGIN + 2 * policy.longest_term + SETTLE)
+        self._seen: set[tuple[int, int, int]] = set()
+        self._length_reported: set[int] = set()
+        self._so_far: list[Violation] = []
+        self._certain: Decision | None = None
+        self._finished = False
+
+    def feed(self, chunk: str) -> StreamProgress:
+        """Adds the next chunk; raises InvalidArgument once the text passes MAX_TEXT_CHARS."""
+        if self._finished:
+            raise RuntimeError("the stream check is finished")
+        self._check_size(self._length + len(chunk))
+        self._chunks.append(chunk)
+        previous = self._length
+        self._length += len(chunk)
+        if chunk and self._certain is None:
+            self._scan_new_text(chunk, previous)
+        self._check_lengths()
+        return StreamProgress(tuple(self._so_far), self._certain)
+
+    def finish(self) -> CheckResult:
+        """The result of the whole text: always equal to `check()` of the joined chunks."""
+        self._finished = True
+        text = "".join(self._chunks)
+        self._chunks = [text]
+        return self._policy.check(text)
+
+    def _scan_new_text(self, chunk: str, previous: int) -> None:
+        policy = self._policy
+        region = self._tail + chunk
+        base = previous - len(self._tail)
+        self._tail = region[-self._tail_size :]
+        if not policy.has_local_rules:
+            return
+        scan_from = LEFT_MARGIN if base > 0 else 0
+        hits, _ = policy.scan(region, scan_from)
+        limit = len(region) - SETTLE
+        masked = merge_spans([(hit.start, hit.end) for hit in hits])
+        for hit in sorted(hits, key=lambda hit: (hit.start, hit.rule, hit.end)):
+            key = (hit.rule, base + hit.start, base + hit.end)
+            kind = policy.rules[hit.rule].kind
+            if (
+                hit.end > limit
+                or not hit.early
+                or key in self._seen
+                or not isinstance(kind, BannedTerms | Pattern | Pii)
+            ):
+                continue
+            self._seen.add(key)
+            self._add(policy.violation(region, hit, masked, base))
+
+    def _check_lengths(self) -> None:
+        for index, rule in enumerate(self._policy.rules):
+            kind = rule.kind
+            if (
+                isinstance(kind, Length)
+                and kind.max_chars
+                and self._length > kind.max_chars
+                and index not in self._length_reported
+            ):
+                self._length_reported.add(index)
+                self._add(
+                    Violation(
+                        rule_id=rule.id,
+                        severity=rule.severity,
+                        category=rule.category,
+                        start=kind.max_chars,
+                        end=self._length,
+                        excerpt="",
+                        matched_text="",
+                        decision=self._policy.decisions[rule.severity],
+                    )
+                )
+
+    def _add(self, violation: Violation) -> None:
+        self._so_far.append(violation)
+        if violation.decision == Decision.BLOCK:
+            self._certain = Decision.BLOCK
