@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,22 +34,28 @@ async def _answers(url: str) -> bool:
     return True
 
 
-def _admin_url(tmp_root: Path) -> str:
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    """A URL of the test Postgres with the right to create databases."""
     if os.environ.get("MODELPLANE_TEST_EMBEDDED") != "1":
         url = os.environ.get("MODELPLANE_TEST_DATABASE_URL")
         if url:
-            return url
+            yield url
+            return
         if asyncio.run(_answers(LOCAL_URL)):
-            return LOCAL_URL
+            yield LOCAL_URL
+            return
     from modelplane.server.store.embedded import start_embedded
 
-    return start_embedded(tmp_root / "pgdata").url
-
-
-@pytest.fixture(scope="session")
-def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A URL of the test Postgres with the right to create databases."""
-    return _admin_url(tmp_path_factory.mktemp("postgres"))
+    # Not under pytest's basetemp: another pytest run on the machine prunes old basetemps, and would
+    # pull the data directory from under the running Postgres.
+    root = Path(tempfile.mkdtemp(prefix="modelplane-test-pg-"))
+    embedded = start_embedded(root / "pgdata")
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _execute(url: str, sql: str) -> None:

@@ -24,6 +24,10 @@ class EmbeddedPostgres:
     data_dir: Path
     handle: Any
 
+    def stop(self) -> None:
+        """Stops the embedded Postgres now (unless another process still uses it)."""
+        self.handle.cleanup()
+
 
 def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     """Starts (or reuses) the embedded Postgres whose data lives in data_dir; blocks until it accepts."""
