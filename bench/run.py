@@ -1,5 +1,6 @@
-"""`make bench`: the registry benchmark. Starts a modelplane server in its own process on a Postgres, runs
-the load (bench/registry_load.py) from another process, and prints QPS and latencies per RPC and concurrency.
+"""`make bench`: the registry benchmark, then the guardrails benchmarks. Starts a modelplane server in its own
+process on a Postgres, runs the load (bench/registry_load.py) from another process, and prints QPS and
+latencies per RPC and concurrency.
 
 The database is --database-url, else MODELPLANE_BENCH_DATABASE_URL, else a throw-away database on the local
 Postgres (127.0.0.1:5432, dropped at the end), else an embedded Postgres under a temporary directory. The
@@ -278,8 +279,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             tail = log_file.read().splitlines()[-30:]
             print(f"bench: {exc}; the server's last log lines:", *tail, sep="\n  ", file=sys.stderr)
             return 1
-    print(format_report(result, args, database.description))
-    return 0
+    print(format_report(result, args, database.description), flush=True)
+    return run_guardrail_benchmarks(args)
+
+
+def run_guardrail_benchmarks(args: argparse.Namespace) -> int:
+    """The guardrails benchmarks after the registry's, each in processes of its own: the rule engine alone
+    (bench/guardrails_engine.py), then CheckContent over gRPC on a server of its own
+    (bench/guardrails_grpc.py)."""
+    grpc_options = [
+        *(["--database-url", args.database_url] if args.database_url else []),
+        *(["--embedded"] if args.embedded else []),
+        *("--duration", str(args.duration), "--warmup", str(args.warmup), "--rounds", str(args.rounds)),
+        *("--concurrency", ",".join(str(level) for level in args.concurrency)),
+        *("--server-log-level", args.server_log_level),
+    ]
+    exit_code = 0
+    for command in (["bench.guardrails_engine"], ["bench.guardrails_grpc", *grpc_options]):
+        print(flush=True)
+        finished = subprocess.run([sys.executable, "-m", *command], cwd=REPO, check=False)
+        exit_code = exit_code or finished.returncode
+    return exit_code
 
 
 if __name__ == "__main__":

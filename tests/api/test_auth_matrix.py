@@ -1,8 +1,9 @@
-"""Every ModelRegistryService RPC against every role and every kind of bad credential, with auth on.
+"""Every RPC of every modelplane service against every role and every kind of bad credential, with auth on.
 
-The RPC list comes from the generated descriptor, so a new RPC joins the matrix by itself. The expected
-outcome comes from the roles table, and a few expectations are spelled out by hand as well, so that a wrong
-table cannot make the matrix agree with itself.
+The services come from the server's own list (`MODELPLANE_SERVICES`) and their RPCs from the descriptor pool,
+so a new service or RPC joins the matrix by itself and fails it until it has a rule and a minimal call. The
+expected outcome comes from the roles table, and a few expectations are spelled out by hand as well, so
+that a wrong table cannot make the matrix agree with itself.
 """
 
 from __future__ import annotations
@@ -16,25 +17,31 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
-from google.protobuf import field_mask_pb2
-from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf import descriptor_pool, field_mask_pb2, message_factory
+from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from modelplane.server.app import ModelplaneServer, build_server
+from modelplane.server.app import MODELPLANE_SERVICES, ModelplaneServer, build_server
 from modelplane.server.auth.roles import Role, allowed_roles, method_path
 from modelplane.server.auth.store import create_token, revoke_token
 from modelplane.server.config import ServerConfig
 from modelplane.server.store.urls import with_database
+from modelplane.v1 import guardrails_pb2 as gpb
 from modelplane.v1 import registry_pb2 as pb
 from tests.support.rich_errors import RichError, rich
 
 # Every async test shares the loop of the module's server.
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
-SERVICE = pb.DESCRIPTOR.services_by_name["ModelRegistryService"]
-METHODS: list[MethodDescriptor] = list(SERVICE.methods)
+# The server registers its services' generated modules, which puts their descriptors in the default pool.
+SERVICES: list[ServiceDescriptor] = [
+    descriptor_pool.Default().FindServiceByName(name) for name in MODELPLANE_SERVICES
+]
+METHODS: list[tuple[ServiceDescriptor, MethodDescriptor]] = [
+    (service, method) for service in SERVICES for method in service.methods
+]
 ROLES: list[Role] = list(Role)
 
 # A call that passes auth must never come back with one of these.
@@ -44,6 +51,7 @@ AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
 CALL_TIMEOUT = 10.0
 
 MISSING = "models/auth-matrix-missing"
+MISSING_POLICY = "policies/auth-matrix-missing"
 
 
 def _version_spec() -> pb.ModelVersion:
@@ -58,80 +66,144 @@ def _version_spec() -> pb.ModelVersion:
     )
 
 
-# The smallest request of each RPC that reaches the service without changing anything, and the code it
-# gets once auth lets it through: NOT_FOUND on a missing model proves that auth passed and the store ran.
-MINIMAL_CALLS: dict[str, tuple[Message, grpc.StatusCode]] = {
-    "CreateModel": (
-        pb.CreateModelRequest(model_id="Not A Model Id", model=pb.Model(provider="openai")),
-        grpc.StatusCode.INVALID_ARGUMENT,
-    ),
-    "GetModel": (pb.GetModelRequest(name=MISSING), grpc.StatusCode.NOT_FOUND),
-    "ListModels": (pb.ListModelsRequest(), grpc.StatusCode.OK),
-    "UpdateModel": (
-        pb.UpdateModelRequest(
-            model=pb.Model(name=MISSING, display_name="x"),
-            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+# By service name, then RPC name: the smallest request of each RPC that reaches the service without changing
+# anything, and the code it gets once auth lets it through. NOT_FOUND on a missing resource proves that auth
+# passed and the store ran. A bidirectional stream sends its one request and then closes its side.
+MINIMAL_CALLS: dict[str, dict[str, tuple[Message, grpc.StatusCode]]] = {
+    "ModelRegistryService": {
+        "CreateModel": (
+            pb.CreateModelRequest(model_id="Not A Model Id", model=pb.Model(provider="openai")),
+            grpc.StatusCode.INVALID_ARGUMENT,
         ),
-        grpc.StatusCode.NOT_FOUND,
-    ),
-    "DeleteModel": (pb.DeleteModelRequest(name=MISSING), grpc.StatusCode.NOT_FOUND),
-    "CreateModelVersion": (
-        pb.CreateModelVersionRequest(parent=MISSING, model_version=_version_spec()),
-        grpc.StatusCode.NOT_FOUND,
-    ),
-    "GetModelVersion": (pb.GetModelVersionRequest(name=f"{MISSING}/versions/1"), grpc.StatusCode.NOT_FOUND),
-    "ListModelVersions": (pb.ListModelVersionsRequest(parent="models/-"), grpc.StatusCode.OK),
-    "UpdateModelVersion": (
-        pb.UpdateModelVersionRequest(
-            model_version=pb.ModelVersion(name=f"{MISSING}/versions/1", description="x"),
-            update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+        "GetModel": (pb.GetModelRequest(name=MISSING), grpc.StatusCode.NOT_FOUND),
+        "ListModels": (pb.ListModelsRequest(), grpc.StatusCode.OK),
+        "UpdateModel": (
+            pb.UpdateModelRequest(
+                model=pb.Model(name=MISSING, display_name="x"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            grpc.StatusCode.NOT_FOUND,
         ),
-        grpc.StatusCode.NOT_FOUND,
-    ),
-    "DeleteModelVersion": (
-        pb.DeleteModelVersionRequest(name=f"{MISSING}/versions/1"),
-        grpc.StatusCode.NOT_FOUND,
-    ),
-    "SetAlias": (
-        pb.SetAliasRequest(name=f"{MISSING}/aliases/prod", version=f"{MISSING}/versions/1"),
-        grpc.StatusCode.NOT_FOUND,
-    ),
-    "GetAlias": (pb.GetAliasRequest(name=f"{MISSING}/aliases/prod"), grpc.StatusCode.NOT_FOUND),
-    "ListAliases": (pb.ListAliasesRequest(parent=MISSING), grpc.StatusCode.NOT_FOUND),
-    "DeleteAlias": (pb.DeleteAliasRequest(name=f"{MISSING}/aliases/prod"), grpc.StatusCode.NOT_FOUND),
-    "ListAliasHistory": (pb.ListAliasHistoryRequest(parent=MISSING), grpc.StatusCode.NOT_FOUND),
-    "ResolveModel": (
-        pb.ResolveModelRequest(alias=f"{MISSING}/aliases/prod"),
-        grpc.StatusCode.NOT_FOUND,
-    ),
-    # start_revision 0: the first message is a progress mark, sent at once.
-    "WatchModels": (pb.WatchModelsRequest(start_revision=0), grpc.StatusCode.OK),
+        "DeleteModel": (pb.DeleteModelRequest(name=MISSING), grpc.StatusCode.NOT_FOUND),
+        "CreateModelVersion": (
+            pb.CreateModelVersionRequest(parent=MISSING, model_version=_version_spec()),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "GetModelVersion": (
+            pb.GetModelVersionRequest(name=f"{MISSING}/versions/1"),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "ListModelVersions": (pb.ListModelVersionsRequest(parent="models/-"), grpc.StatusCode.OK),
+        "UpdateModelVersion": (
+            pb.UpdateModelVersionRequest(
+                model_version=pb.ModelVersion(name=f"{MISSING}/versions/1", description="x"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "DeleteModelVersion": (
+            pb.DeleteModelVersionRequest(name=f"{MISSING}/versions/1"),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "SetAlias": (
+            pb.SetAliasRequest(name=f"{MISSING}/aliases/prod", version=f"{MISSING}/versions/1"),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "GetAlias": (pb.GetAliasRequest(name=f"{MISSING}/aliases/prod"), grpc.StatusCode.NOT_FOUND),
+        "ListAliases": (pb.ListAliasesRequest(parent=MISSING), grpc.StatusCode.NOT_FOUND),
+        "DeleteAlias": (pb.DeleteAliasRequest(name=f"{MISSING}/aliases/prod"), grpc.StatusCode.NOT_FOUND),
+        "ListAliasHistory": (pb.ListAliasHistoryRequest(parent=MISSING), grpc.StatusCode.NOT_FOUND),
+        "ResolveModel": (
+            pb.ResolveModelRequest(alias=f"{MISSING}/aliases/prod"),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        # start_revision 0: the first message is a progress mark, sent at once.
+        "WatchModels": (pb.WatchModelsRequest(start_revision=0), grpc.StatusCode.OK),
+    },
+    "GuardrailService": {
+        "CreatePolicy": (
+            gpb.CreatePolicyRequest(
+                policy_id="Not A Policy Id", policy=gpb.Policy(fail_mode=gpb.FAIL_MODE_CLOSED)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        "GetPolicy": (gpb.GetPolicyRequest(name=MISSING_POLICY), grpc.StatusCode.NOT_FOUND),
+        "ListPolicies": (gpb.ListPoliciesRequest(), grpc.StatusCode.OK),
+        "UpdatePolicy": (
+            gpb.UpdatePolicyRequest(
+                policy=gpb.Policy(name=MISSING_POLICY, display_name="x"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "DeletePolicy": (gpb.DeletePolicyRequest(name=MISSING_POLICY), grpc.StatusCode.NOT_FOUND),
+        "ListPolicyRevisions": (
+            gpb.ListPolicyRevisionsRequest(name=MISSING_POLICY),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "CheckContent": (
+            gpb.CheckContentRequest(policy=MISSING_POLICY, text="hello"),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        # The start alone: the policy is looked up as soon as it arrives.
+        "CheckStream": (
+            gpb.CheckStreamRequest(start=gpb.CheckStreamStart(policy=MISSING_POLICY)),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "ListViolations": (gpb.ListViolationsRequest(), grpc.StatusCode.OK),
+        "AggregateViolations": (gpb.AggregateViolationsRequest(), grpc.StatusCode.OK),
+    },
 }
 
-# Written out independently of roles.py: if the table drifts from these, both the table check and the
-# live check below fail.
-HAND_WRITTEN_RULES: list[tuple[str, Role, bool]] = [
-    ("CreateModel", Role.READER, False),
-    ("CreateModel", Role.SERVICE, False),
-    ("DeleteModel", Role.SERVICE, False),
-    ("SetAlias", Role.READER, False),
-    ("SetAlias", Role.OPERATOR, True),
-    ("DeleteModelVersion", Role.OPERATOR, True),
-    ("ResolveModel", Role.SERVICE, True),
-    ("ResolveModel", Role.READER, True),
-    ("GetModel", Role.READER, True),
-    ("WatchModels", Role.SERVICE, True),
-    ("CreateModel", Role.ADMIN, True),
+# Written out independently of roles.py and the README: if the table drifts from these, both the table
+# check and the live check below fail.
+HAND_WRITTEN_RULES: list[tuple[str, str, Role, bool]] = [
+    ("ModelRegistryService", "CreateModel", Role.READER, False),
+    ("ModelRegistryService", "CreateModel", Role.SERVICE, False),
+    ("ModelRegistryService", "DeleteModel", Role.SERVICE, False),
+    ("ModelRegistryService", "SetAlias", Role.READER, False),
+    ("ModelRegistryService", "SetAlias", Role.OPERATOR, True),
+    ("ModelRegistryService", "DeleteModelVersion", Role.OPERATOR, True),
+    ("ModelRegistryService", "ResolveModel", Role.SERVICE, True),
+    ("ModelRegistryService", "ResolveModel", Role.READER, True),
+    ("ModelRegistryService", "GetModel", Role.READER, True),
+    ("ModelRegistryService", "WatchModels", Role.SERVICE, True),
+    ("ModelRegistryService", "CreateModel", Role.ADMIN, True),
+    # README "Guardrails": policy writes need admin or operator; checks admin, operator or service;
+    # reads anyone.
+    ("GuardrailService", "CheckContent", Role.READER, False),
+    ("GuardrailService", "CheckContent", Role.SERVICE, True),
+    ("GuardrailService", "CheckStream", Role.READER, False),
+    ("GuardrailService", "CheckStream", Role.SERVICE, True),
+    ("GuardrailService", "CreatePolicy", Role.READER, False),
+    ("GuardrailService", "CreatePolicy", Role.SERVICE, False),
+    ("GuardrailService", "CreatePolicy", Role.OPERATOR, True),
+    ("GuardrailService", "UpdatePolicy", Role.OPERATOR, True),
+    ("GuardrailService", "UpdatePolicy", Role.SERVICE, False),
+    ("GuardrailService", "DeletePolicy", Role.SERVICE, False),
+    ("GuardrailService", "GetPolicy", Role.READER, True),
+    ("GuardrailService", "ListViolations", Role.READER, True),
+    ("GuardrailService", "AggregateViolations", Role.READER, True),
+    ("GuardrailService", "CheckContent", Role.ADMIN, True),
 ]
 
 
-def _minimal_request(method: MethodDescriptor) -> Message:
-    if method.name in MINIMAL_CALLS:
-        return MINIMAL_CALLS[method.name][0]
+def _message_class(descriptor: Descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
+
+
+def _minimal_request(service: ServiceDescriptor, method: MethodDescriptor) -> Message:
+    entry = MINIMAL_CALLS.get(service.name, {}).get(method.name)
+    if entry is not None:
+        return entry[0]
     # An RPC without an entry still runs through the matrix with an empty request;
-    # test_every_rpc_has_a_minimal_call says which entry to add.
-    message_class: type[Message] = getattr(pb, method.input_type.name)
-    return message_class()
+    # test_every_rpc_has_a_rule_and_a_minimal_call says which entry to add.
+    return _message_class(method.input_type)()
+
+
+def _expected_code(service: ServiceDescriptor, method: MethodDescriptor) -> grpc.StatusCode | None:
+    entry = MINIMAL_CALLS.get(service.name, {}).get(method.name)
+    return None if entry is None else entry[1]
 
 
 @dataclass
@@ -141,17 +213,30 @@ class AuthServer:
     server: ModelplaneServer
     channels: dict[str, grpc.aio.Channel]
 
-    async def call(self, credential: str, method: MethodDescriptor, request: Message) -> RichError | None:
+    async def call(
+        self, credential: str, service: ServiceDescriptor, method: MethodDescriptor, request: Message
+    ) -> RichError | None:
         """None when the call succeeds (the first message, for a stream); the rich error otherwise."""
         channel = self.channels[credential]
-        output_class: type[Message] = getattr(pb, method.output_type.name)
-        path = method_path(SERVICE, method.name)
+        output_class = _message_class(method.output_type)
+        path = method_path(service, method.name)
         try:
-            if method.server_streaming:
+            if method.client_streaming and method.server_streaming:
+                # The one request, then a half-close; the first response or the end of the stream follows.
+                bidi = channel.stream_stream(
+                    path, request_serializer=_serialize, response_deserializer=output_class.FromString
+                )(iter([request]), timeout=CALL_TIMEOUT)
+                try:
+                    await bidi.read()
+                finally:
+                    bidi.cancel()
+            elif method.client_streaming:
+                await channel.stream_unary(
+                    path, request_serializer=_serialize, response_deserializer=output_class.FromString
+                )(iter([request]), timeout=CALL_TIMEOUT)
+            elif method.server_streaming:
                 stream = channel.unary_stream(
-                    path,
-                    request_serializer=_serialize,
-                    response_deserializer=output_class.FromString,
+                    path, request_serializer=_serialize, response_deserializer=output_class.FromString
                 )(request, timeout=CALL_TIMEOUT)
                 try:
                     await stream.read()
@@ -159,9 +244,7 @@ class AuthServer:
                     stream.cancel()
             else:
                 await channel.unary_unary(
-                    path,
-                    request_serializer=_serialize,
-                    response_deserializer=output_class.FromString,
+                    path, request_serializer=_serialize, response_deserializer=output_class.FromString
                 )(request, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as error:
             return rich(error)
@@ -254,30 +337,38 @@ async def auth_server(admin_url: str, template_database: str) -> AsyncIterator[A
         await _drop_database(admin_url, name)
 
 
-def _method(name: str) -> MethodDescriptor:
-    return SERVICE.methods_by_name[name]
+def _service(name: str) -> ServiceDescriptor:
+    return next(service for service in SERVICES if service.name == name)
+
+
+def _method_id(pair: tuple[ServiceDescriptor, MethodDescriptor]) -> str:
+    return f"{pair[0].name}.{pair[1].name}"
 
 
 @module_loop
-@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+@pytest.mark.parametrize("pair", METHODS, ids=_method_id)
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value)
-async def test_role_matrix(auth_server: AuthServer, method: MethodDescriptor, role: Role) -> None:
-    error = await auth_server.call(role.value, method, _minimal_request(method))
-    if role in allowed_roles(method_path(SERVICE, method.name)):
+async def test_role_matrix(
+    auth_server: AuthServer, pair: tuple[ServiceDescriptor, MethodDescriptor], role: Role
+) -> None:
+    service, method = pair
+    path = method_path(service, method.name)
+    error = await auth_server.call(role.value, service, method, _minimal_request(service, method))
+    if role in allowed_roles(path):
         assert error is None or error.code not in AUTH_CODES, f"{role.value} was refused: {error}"
-        if method.name in MINIMAL_CALLS:
-            expected = MINIMAL_CALLS[method.name][1]
+        expected = _expected_code(service, method)
+        if expected is not None:
             assert (grpc.StatusCode.OK if error is None else error.code) == expected, error
     else:
-        assert error is not None, f"{role.value} may not call {method.name}, yet the call succeeded"
+        assert error is not None, f"{role.value} may not call {path}, yet the call succeeded"
         assert error.code == grpc.StatusCode.PERMISSION_DENIED, error
         assert (error.domain, error.reason) == ("modelplane", "ROLE_NOT_ALLOWED")
         assert error.metadata["role"] == role.value
-        assert error.metadata["method"] == method_path(SERVICE, method.name)
+        assert error.metadata["method"] == path
 
 
 @module_loop
-@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+@pytest.mark.parametrize("pair", METHODS, ids=_method_id)
 @pytest.mark.parametrize(
     ("credential", "reason"),
     [
@@ -288,22 +379,24 @@ async def test_role_matrix(auth_server: AuthServer, method: MethodDescriptor, ro
     ],
 )
 async def test_no_valid_token_is_unauthenticated(
-    auth_server: AuthServer, method: MethodDescriptor, credential: str, reason: str
+    auth_server: AuthServer, pair: tuple[ServiceDescriptor, MethodDescriptor], credential: str, reason: str
 ) -> None:
-    error = await auth_server.call(credential, method, _minimal_request(method))
-    assert error is not None, f"{method.name} answered without a valid token"
+    service, method = pair
+    error = await auth_server.call(credential, service, method, _minimal_request(service, method))
+    assert error is not None, f"{method.full_name} answered without a valid token"
     assert error.code == grpc.StatusCode.UNAUTHENTICATED, error
     assert (error.domain, error.reason) == ("modelplane", reason)
 
 
 @module_loop
-@pytest.mark.parametrize(("method_name", "role", "allowed"), HAND_WRITTEN_RULES)
+@pytest.mark.parametrize(("service_name", "method_name", "role", "allowed"), HAND_WRITTEN_RULES)
 async def test_hand_written_rules(
-    auth_server: AuthServer, method_name: str, role: Role, allowed: bool
+    auth_server: AuthServer, service_name: str, method_name: str, role: Role, allowed: bool
 ) -> None:
-    method = _method(method_name)
-    assert (role in allowed_roles(method_path(SERVICE, method_name))) is allowed, "the roles table disagrees"
-    error = await auth_server.call(role.value, method, _minimal_request(method))
+    service = _service(service_name)
+    method = service.methods_by_name[method_name]
+    assert (role in allowed_roles(method_path(service, method_name))) is allowed, "the roles table disagrees"
+    error = await auth_server.call(role.value, service, method, _minimal_request(service, method))
     if allowed:
         assert error is None or error.code not in AUTH_CODES, error
     else:
@@ -312,27 +405,48 @@ async def test_hand_written_rules(
 
 
 def test_every_rpc_has_a_rule_and_a_minimal_call() -> None:
-    for method in METHODS:
-        path = method_path(SERVICE, method.name)
+    for service, method in METHODS:
+        path = method_path(service, method.name)
         # Admin owns the installation: an RPC it cannot call has no rule at all.
         assert Role.ADMIN in allowed_roles(path), f"no rule for {path} in modelplane/server/auth/roles.py"
-        assert method.name in MINIMAL_CALLS, f"add a minimal request for {method.name} to MINIMAL_CALLS"
+        assert _expected_code(service, method) is not None, (
+            f"add a minimal request for {path} to MINIMAL_CALLS[{service.name!r}]"
+        )
+        request = _minimal_request(service, method)
+        assert request.DESCRIPTOR is method.input_type, f"MINIMAL_CALLS has the wrong request type for {path}"
+
+
+def test_no_minimal_call_is_stale() -> None:
+    # An entry for a renamed or removed RPC would otherwise sit here unnoticed.
+    known = {(service.name, method.name) for service, method in METHODS}
+    listed = {(service, method) for service, calls in MINIMAL_CALLS.items() for method in calls}
+    assert listed - known == set()
 
 
 def test_the_matrix_covers_each_kind_of_rpc() -> None:
     # Guards the descriptor walk itself: an empty or truncated method list would make the matrix vacuous.
-    names = {method.name for method in METHODS}
-    assert {"CreateModel", "GetModel", "SetAlias", "ResolveModel", "WatchModels"} <= names
-    assert any(method.server_streaming for method in METHODS)
+    names = {(service.name, method.name) for service, method in METHODS}
+    assert {service.full_name for service in SERVICES} == set(MODELPLANE_SERVICES)
+    assert {"ModelRegistryService", "GuardrailService"} <= {service.name for service in SERVICES}
+    assert {
+        ("ModelRegistryService", "CreateModel"),
+        ("ModelRegistryService", "ResolveModel"),
+        ("ModelRegistryService", "WatchModels"),
+        ("GuardrailService", "CreatePolicy"),
+        ("GuardrailService", "CheckContent"),
+        ("GuardrailService", "CheckStream"),
+    } <= names
+    assert any(method.server_streaming and not method.client_streaming for _, method in METHODS)
+    assert any(method.server_streaming and method.client_streaming for _, method in METHODS)
 
 
 @module_loop
 @pytest.mark.parametrize("credential", ["none", "unknown", "reader"])
 async def test_health_answers_without_a_token(auth_server: AuthServer, credential: str) -> None:
     stub = health_pb2_grpc.HealthStub(auth_server.channels[credential])
-    for service in ("", SERVICE.full_name):
+    for service in ("", *MODELPLANE_SERVICES):
         response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=CALL_TIMEOUT)
-        assert response.status == health_pb2.HealthCheckResponse.SERVING
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
 @module_loop
@@ -341,13 +455,17 @@ async def test_reflection_answers_without_a_token(auth_server: AuthServer, crede
     stub = reflection_pb2_grpc.ServerReflectionStub(auth_server.channels[credential])
     requests: list[Any] = [
         reflection_pb2.ServerReflectionRequest(list_services=""),
-        reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE.full_name),
+        *(
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
+            for service in MODELPLANE_SERVICES
+        ),
     ]
     responses = [
         response async for response in stub.ServerReflectionInfo(iter(requests), timeout=CALL_TIMEOUT)
     ]
-    assert len(responses) == 2
+    assert len(responses) == len(requests)
     listed = {service.name for service in responses[0].list_services_response.service}
-    assert SERVICE.full_name in listed
+    assert set(MODELPLANE_SERVICES) <= listed
     assert "grpc.health.v1.Health" in listed
-    assert responses[1].file_descriptor_response.file_descriptor_proto, responses[1]
+    for response in responses[1:]:
+        assert response.file_descriptor_response.file_descriptor_proto, response

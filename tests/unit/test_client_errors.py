@@ -200,10 +200,10 @@ def test_no_matching_model_count_from_error_info_metadata() -> None:
 
 
 def test_unknown_reason_falls_back_to_the_code_class() -> None:
-    error = from_rpc_error(rpc_error(grpc.StatusCode.NOT_FOUND, "gone", [_error_info("POLICY_NOT_FOUND")]))
+    error = from_rpc_error(rpc_error(grpc.StatusCode.NOT_FOUND, "gone", [_error_info("SOME_FUTURE_REASON")]))
 
     assert type(error) is NotFound
-    assert error.reason == "POLICY_NOT_FOUND"
+    assert error.reason == "SOME_FUTURE_REASON"
 
 
 def test_reason_sent_with_another_code_does_not_hide_the_code() -> None:

@@ -2,14 +2,17 @@
 
 from modelplane.client.channel import Connection, TlsOptions, connect
 from modelplane.client.errors import FieldViolation, ModelplaneError, from_rpc_error
+from modelplane.client.guardrails import CheckStreamSession, GuardrailClient
 from modelplane.client.registry import ModelRegistryClient
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, NO_RETRY, RetryPolicy
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
     "NO_RETRY",
+    "CheckStreamSession",
     "Connection",
     "FieldViolation",
+    "GuardrailClient",
     "ModelRegistryClient",
     "ModelplaneError",
     "RetryPolicy",

@@ -1,10 +1,10 @@
 """Connecting to a modelplane server: one grpc.aio channel with the server's keepalive and size limits.
 
 `connect()` returns a `Connection`, an async context manager that owns the channel and hands out the typed
-service clients (`connection.registry`). The bearer token travels as `authorization: Bearer <token>`: as
-call credentials over TLS, and as per-call metadata on a plaintext channel, because gRPC refuses call
-credentials on an insecure channel. A token sent in plaintext is readable on the wire: use TLS beyond
-loopback.
+service clients (`connection.registry`, `connection.guardrails`). The bearer token travels as
+`authorization: Bearer <token>`: as call credentials over TLS, and as per-call metadata on a plaintext
+channel, because gRPC refuses call credentials on an insecure channel. A token sent in plaintext is
+readable on the wire: use TLS beyond loopback.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Self
 
 import grpc
 
+from modelplane.client.guardrails import GuardrailClient
 from modelplane.client.registry import DEFAULT_TIMEOUT, ModelRegistryClient
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
@@ -104,6 +105,7 @@ class Connection:
         self.timeout = timeout
         self.retry = retry
         self._registry: ModelRegistryClient | None = None
+        self._guardrails: GuardrailClient | None = None
 
     @property
     def registry(self) -> ModelRegistryClient:
@@ -113,6 +115,15 @@ class Connection:
                 self.channel, metadata=self.metadata, timeout=self.timeout, retry=self.retry
             )
         return self._registry
+
+    @property
+    def guardrails(self) -> GuardrailClient:
+        """The guardrails monitor's client on this connection."""
+        if self._guardrails is None:
+            self._guardrails = GuardrailClient(
+                self.channel, metadata=self.metadata, timeout=self.timeout, retry=self.retry
+            )
+        return self._guardrails
 
     async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Waits until the channel is connected; raises TimeoutError after `timeout` seconds."""

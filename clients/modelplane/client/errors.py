@@ -37,12 +37,14 @@ __all__ = [
     "DeadlineExceeded",
     "EtagMismatch",
     "FailedPrecondition",
+    "FallbackBreaksPolicy",
     "FieldViolation",
     "Internal",
     "InvalidArgument",
     "InvalidField",
     "InvalidFilter",
     "InvalidPageToken",
+    "InvalidRule",
     "ModelAlreadyExists",
     "ModelHasVersions",
     "ModelNotFound",
@@ -52,12 +54,16 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
+    "PolicyAlreadyExists",
+    "PolicyNotFound",
+    "PolicyRevisionNotFound",
     "RequestIdReused",
     "ResourceExhausted",
     "RevisionCompacted",
     "RoleNotAllowed",
     "ShuttingDown",
     "StorageUnavailable",
+    "TextTooLarge",
     "TokenInvalid",
     "TokenMissing",
     "Unauthenticated",
@@ -239,8 +245,22 @@ class NoMatchingModel(NotFound):
         return int(count) if count.isdigit() else 0
 
 
+class PolicyNotFound(NotFound):
+    default_reason = "POLICY_NOT_FOUND"
+
+
+class PolicyRevisionNotFound(NotFound):
+    """The policy exists but not at the revision asked for."""
+
+    default_reason = "POLICY_REVISION_NOT_FOUND"
+
+
 class ModelAlreadyExists(AlreadyExists):
     default_reason = "MODEL_ALREADY_EXISTS"
+
+
+class PolicyAlreadyExists(AlreadyExists):
+    default_reason = "POLICY_ALREADY_EXISTS"
 
 
 class EtagMismatch(Aborted):
@@ -279,6 +299,25 @@ class RequestIdReused(InvalidArgument):
     """The request id was used before for a different request; pick a new one."""
 
     default_reason = "REQUEST_ID_REUSED"
+
+
+class InvalidRule(InvalidArgument):
+    """A policy rule does not compile (bad regular expression, JSON schema, too many terms, a duplicate id);
+    `field_violations` name the rule's field, e.g. "policy.rules[3].regex.pattern"."""
+
+    default_reason = "INVALID_RULE"
+
+
+class FallbackBreaksPolicy(InvalidArgument):
+    """A policy's fallback content would itself be blocked or redacted by the policy's own rules."""
+
+    default_reason = "FALLBACK_BREAKS_POLICY"
+
+
+class TextTooLarge(InvalidArgument):
+    """The text to check is over the server's documented size limit; `field_violations` name the field."""
+
+    default_reason = "TEXT_TOO_LARGE"
 
 
 class RevisionCompacted(OutOfRange):
@@ -330,7 +369,10 @@ _REASON_CLASSES: tuple[type[ModelplaneError], ...] = (
     ModelVersionNotFound,
     AliasNotFound,
     NoMatchingModel,
+    PolicyNotFound,
+    PolicyRevisionNotFound,
     ModelAlreadyExists,
+    PolicyAlreadyExists,
     EtagMismatch,
     AliasConflict,
     ModelHasVersions,
@@ -340,6 +382,9 @@ _REASON_CLASSES: tuple[type[ModelplaneError], ...] = (
     InvalidFilter,
     InvalidPageToken,
     RequestIdReused,
+    InvalidRule,
+    FallbackBreaksPolicy,
+    TextTooLarge,
     RevisionCompacted,
     StorageUnavailable,
     ShuttingDown,

@@ -68,3 +68,43 @@ class InferenceEvent:
     # event_id lets log collection drop a batch that is sent twice; it is unique per event.
     event_id: str = field(default_factory=_new_event_id)
     event_time: datetime = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class GuardrailEvent:
+    """One guardrail check of generated text, as seen by the caller: what was decided, by which policy
+    revision, and the typed ids that join it to the model call it checked. It never holds the text itself.
+
+    Emitted once per check, also when the monitor could not be reached (status "error", checked False),
+    so violation and outage rates can be computed from the same stream.
+    """
+
+    # policy is the policy's resource name ("policies/kids-safe"); policy_revision is the revision the
+    # monitor used, 0 when it did not answer.
+    policy: str
+    policy_revision: int
+    # decision is "allow", "redact" or "block" as applied to what the caller returned; "" when no check
+    # decided (the monitor did not answer and the fail mode chose).
+    decision: str
+    violation_count: int
+    # highest_severity is "info", "warning", "error" or "critical"; "" when nothing was found.
+    highest_severity: str
+    # checked is False when the text went out (or was replaced) without a verdict of the monitor.
+    checked: bool
+    status: EventStatus
+    # latency_seconds is measured around the check alone.
+    latency_seconds: float
+    # rule_ids lists the rules that found something, in the order the monitor reported them, once each.
+    rule_ids: tuple[str, ...] = ()
+    # fail_mode is "open" or "closed" when it decided the outcome because the monitor did not answer.
+    fail_mode: str = ""
+    error_type: str = ""
+    error_message: str = ""
+    model_version: str = ""
+    deployment: str = ""
+    # traffic_slot is "stable" or "canary" ("" when no deployment routed the call).
+    traffic_slot: str = ""
+    trace_id: str = ""
+    request_id: str = ""
+    event_id: str = field(default_factory=_new_event_id)
+    event_time: datetime = field(default_factory=_now)

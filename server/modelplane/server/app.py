@@ -20,6 +20,8 @@ from grpc_reflection.v1alpha import reflection
 
 from modelplane.server.auth.service import Authenticator
 from modelplane.server.config import ServerConfig, TlsConfig
+from modelplane.server.guardrails.service import GuardrailService
+from modelplane.server.guardrails.servicer import GuardrailServicer
 from modelplane.server.health import HealthReporter
 from modelplane.server.interceptors import CallInterceptor
 from modelplane.server.metrics import ServerMetrics
@@ -28,7 +30,7 @@ from modelplane.server.registry.servicer import ModelRegistryServicer
 from modelplane.server.store.migrations import migrate
 from modelplane.server.store.pool import Database
 from modelplane.server.store.watch import ChangeFeed
-from modelplane.v1 import registry_pb2, registry_pb2_grpc
+from modelplane.v1 import guardrails_pb2, guardrails_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ STREAM_END_WAIT = 2.0
 # Every modelplane service this server runs: health reports each one, reflection lists each one.
 MODELPLANE_SERVICES: tuple[str, ...] = (
     registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name,
+    guardrails_pb2.DESCRIPTOR.services_by_name["GuardrailService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -102,6 +105,7 @@ class ModelplaneServer:
         metrics: ServerMetrics,
         interceptor: CallInterceptor,
         grpc_server: grpc.aio.Server,
+        guardrails: GuardrailService | None = None,
     ) -> None:
         self.config = config
         self.database = database
@@ -111,6 +115,7 @@ class ModelplaneServer:
         self.interceptor = interceptor
         # Exposed so that a caller can add handlers before start() (tests, future capabilities).
         self.grpc_server = grpc_server
+        self.guardrails = guardrails
         self._port: int | None = None
         self._background: asyncio.Task[None] | None = None
         self._stopped = False
@@ -190,6 +195,8 @@ class ModelplaneServer:
         await asyncio.sleep(HEALTH_PROPAGATION_DELAY)
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
         await self.grpc_server.stop(grace)
+        if self.guardrails is not None:
+            await self.guardrails.close()
         await self.feed.stop()
         await asyncio.to_thread(self.metrics.stop_endpoint)
         await self.database.close()
@@ -210,11 +217,13 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
     database = Database(config.database_url)
     feed = ChangeFeed(config.database_url)
     registry = RegistryService(database, feed, progress_interval=config.watch_progress_interval)
+    guardrails = GuardrailService(database, feed)
     health = HealthReporter(database, MODELPLANE_SERVICES, probe_interval=config.health_probe_interval)
     metrics = ServerMetrics()
     interceptor = CallInterceptor(Authenticator(database, enabled=config.auth), metrics)
     grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
+    guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, grpc_server)
     reflection.enable_server_reflection(
         [*MODELPLANE_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
@@ -227,6 +236,7 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
         metrics=metrics,
         interceptor=interceptor,
         grpc_server=grpc_server,
+        guardrails=guardrails,
     )
 
 

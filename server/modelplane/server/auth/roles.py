@@ -13,7 +13,7 @@ from enum import StrEnum
 from google.protobuf.descriptor import ServiceDescriptor
 
 from modelplane.server.errors import InvalidArgument
-from modelplane.v1 import registry_pb2
+from modelplane.v1 import guardrails_pb2, registry_pb2
 
 
 class Role(StrEnum):
@@ -60,9 +60,25 @@ REGISTRY_RULES: Mapping[str, frozenset[Role]] = {
     "DeleteModelVersion": WRITERS,
 }
 
+# Policy writes are for people and pipelines that own policies; checks are for consumer services too.
+CHECKERS: frozenset[Role] = frozenset({Role.ADMIN, Role.OPERATOR, Role.SERVICE})
+GUARDRAIL_RULES: Mapping[str, frozenset[Role]] = {
+    "GetPolicy": EVERYONE,
+    "ListPolicies": EVERYONE,
+    "ListPolicyRevisions": EVERYONE,
+    "ListViolations": EVERYONE,
+    "AggregateViolations": EVERYONE,
+    "CreatePolicy": WRITERS,
+    "UpdatePolicy": WRITERS,
+    "DeletePolicy": WRITERS,
+    "CheckContent": CHECKERS,
+    "CheckStream": CHECKERS,
+}
+
 # Every modelplane service with its rules by short method name.
 _SERVICES: tuple[tuple[ServiceDescriptor, Mapping[str, frozenset[Role]]], ...] = (
     (registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"], REGISTRY_RULES),
+    (guardrails_pb2.DESCRIPTOR.services_by_name["GuardrailService"], GUARDRAIL_RULES),
 )
 
 

@@ -1,0 +1,1 @@
+"""The guardrails monitor: policies of rules checked on generated text."""

@@ -1,0 +1,410 @@
+"""Conversions between the guardrails monitor's proto messages and its domain values, in one place.
+
+Enum values that are UNSPECIFIED or unknown on input are refused here with the field's path, so no
+proto enum number ever reaches the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.guardrails.domain import (
+    DEFAULT_TIME_BUDGET_MS,
+    AggregateQuery,
+    FailMode,
+    FoundViolation,
+    GroupBy,
+    Links,
+    Policy,
+    PolicyFields,
+    StreamProgress,
+    TrafficSlot,
+    Verdict,
+    ViolationGroup,
+    ViolationRecord,
+    policy_name,
+)
+from modelplane.server.guardrails.engine import (
+    DEFAULT_DECISIONS,
+    BannedTerms,
+    Decision,
+    Json,
+    Length,
+    Pattern,
+    Pii,
+    PiiKind,
+    RequiredPattern,
+    RuleSpec,
+    Severity,
+)
+from modelplane.server.guardrails.service import StreamChunk, StreamEnd, StreamEvent, StreamStart
+from modelplane.v1 import common_pb2
+from modelplane.v1 import guardrails_pb2 as pb
+
+_SEVERITY_TO_PROTO = {
+    Severity.INFO: pb.SEVERITY_INFO,
+    Severity.WARNING: pb.SEVERITY_WARNING,
+    Severity.ERROR: pb.SEVERITY_ERROR,
+    Severity.CRITICAL: pb.SEVERITY_CRITICAL,
+}
+_SEVERITY_FROM_PROTO = {number: s for s, number in _SEVERITY_TO_PROTO.items()}
+_DECISION_TO_PROTO = {
+    Decision.ALLOW: pb.DECISION_ALLOW,
+    Decision.REDACT: pb.DECISION_REDACT,
+    Decision.BLOCK: pb.DECISION_BLOCK,
+}
+_DECISION_FROM_PROTO = {number: d for d, number in _DECISION_TO_PROTO.items()}
+_FAIL_MODE_TO_PROTO = {FailMode.OPEN: pb.FAIL_MODE_OPEN, FailMode.CLOSED: pb.FAIL_MODE_CLOSED}
+_FAIL_MODE_FROM_PROTO = {number: m for m, number in _FAIL_MODE_TO_PROTO.items()}
+_PII_TO_PROTO = {kind: pb.PiiKind.Value(f"PII_KIND_{kind.name}") for kind in PiiKind}
+_PII_FROM_PROTO = {number: kind for kind, number in _PII_TO_PROTO.items()}
+_SLOT_TO_PROTO = {
+    TrafficSlot.NONE: common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
+    TrafficSlot.STABLE: common_pb2.TRAFFIC_SLOT_STABLE,
+    TrafficSlot.CANARY: common_pb2.TRAFFIC_SLOT_CANARY,
+}
+_SLOT_FROM_PROTO = {number: slot for slot, number in _SLOT_TO_PROTO.items()}
+_GROUP_FROM_PROTO = {
+    pb.VIOLATION_GROUP_BY_POLICY: GroupBy.POLICY,
+    pb.VIOLATION_GROUP_BY_RULE: GroupBy.RULE,
+    pb.VIOLATION_GROUP_BY_SEVERITY: GroupBy.SEVERITY,
+    pb.VIOLATION_GROUP_BY_MODEL_VERSION: GroupBy.MODEL_VERSION,
+    pb.VIOLATION_GROUP_BY_DEPLOYMENT: GroupBy.DEPLOYMENT,
+    pb.VIOLATION_GROUP_BY_TRAFFIC_SLOT: GroupBy.TRAFFIC_SLOT,
+    pb.VIOLATION_GROUP_BY_TIME_BUCKET: GroupBy.TIME_BUCKET,
+}
+_DECISION_FIELDS = (
+    ("info", Severity.INFO),
+    ("warning", Severity.WARNING),
+    ("error", Severity.ERROR),
+    ("critical", Severity.CRITICAL),
+)
+_SEVERITY_CHOICES = "INFO, WARNING, ERROR or CRITICAL"
+_DECISION_CHOICES = "ALLOW, REDACT or BLOCK"
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def mask_paths(mask: Iterable[str]) -> frozenset[str]:
+    return frozenset(mask)
+
+
+def _millis(value: duration_pb2.Duration, path: str, found: list[FieldViolation]) -> int:
+    if value.seconds < 0 or value.nanos < 0 or value.nanos % 1_000_000:
+        found.append(FieldViolation(path, "must be a positive whole number of milliseconds"))
+        return 0
+    return value.seconds * 1000 + value.nanos // 1_000_000
+
+
+# ---- rules and policies
+
+
+def _kind(
+    rule: pb.Rule, path: str, found: list[FieldViolation]
+) -> BannedTerms | Pattern | Pii | Length | Json | RequiredPattern | None:
+    which = rule.WhichOneof("kind")
+    if which == "banned_terms":
+        terms = rule.banned_terms
+        return BannedTerms(
+            tuple(terms.terms), case_sensitive=terms.case_sensitive, whole_words=not terms.match_inside_words
+        )
+    if which == "regex":
+        return Pattern(rule.regex.pattern, case_sensitive=not rule.regex.case_insensitive)
+    if which == "pii":
+        kinds: list[PiiKind] = []
+        for i, number in enumerate(rule.pii.kinds):
+            kind = _PII_FROM_PROTO.get(number)
+            if kind is None:
+                found.append(FieldViolation(f"{path}.pii.kinds[{i}]", "must be a PII kind, not UNSPECIFIED"))
+            elif kind in kinds:
+                found.append(FieldViolation(f"{path}.pii.kinds[{i}]", f"{kind.name} is listed twice"))
+            else:
+                kinds.append(kind)
+        return Pii(tuple(kinds))
+    if which == "length":
+        length = rule.length
+        if length.min_chars < 0 or length.max_chars < 0:
+            found.append(FieldViolation(f"{path}.length", "bounds must not be negative"))
+            return None
+        return Length(min_chars=length.min_chars, max_chars=length.max_chars)
+    if which == "json":
+        return Json(rule.json.schema)
+    if which == "required_pattern":
+        return RequiredPattern(rule.required_pattern.pattern)
+    found.append(
+        FieldViolation(
+            f"{path}.kind", "set exactly one of banned_terms, regex, pii, length, json, required_pattern"
+        )
+    )
+    return None
+
+
+def policy_fields(policy: pb.Policy, prefix: str, paths: frozenset[str] | None = None) -> PolicyFields:
+    """The fields of a policy message (only those in `paths` are read and checked when given)."""
+    found: list[FieldViolation] = []
+
+    def wanted(name: str) -> bool:
+        return paths is None or name in paths or "*" in paths
+
+    rules: list[RuleSpec] = []
+    if wanted("rules"):
+        for i, rule in enumerate(policy.rules):
+            path = f"{prefix}.rules[{i}]"
+            severity = _SEVERITY_FROM_PROTO.get(rule.severity)
+            if severity is None:
+                found.append(FieldViolation(f"{path}.severity", f"must be {_SEVERITY_CHOICES}"))
+            kind = _kind(rule, path, found)
+            if severity is not None and kind is not None:
+                rules.append(RuleSpec(id=rule.id, severity=severity, category=rule.category, kind=kind))
+    decisions = dict(DEFAULT_DECISIONS)
+    if wanted("decisions") and policy.HasField("decisions"):
+        for field_name, severity in _DECISION_FIELDS:
+            decision = _DECISION_FROM_PROTO.get(getattr(policy.decisions, field_name))
+            if decision is None:
+                found.append(
+                    FieldViolation(f"{prefix}.decisions.{field_name}", f"must be {_DECISION_CHOICES}")
+                )
+            else:
+                decisions[severity] = decision
+    fail_mode = FailMode.CLOSED
+    if wanted("fail_mode"):
+        chosen = _FAIL_MODE_FROM_PROTO.get(policy.fail_mode)
+        if chosen is None:
+            found.append(FieldViolation(f"{prefix}.fail_mode", "must be OPEN or CLOSED"))
+        else:
+            fail_mode = chosen
+    budget = 0
+    if wanted("time_budget") and policy.HasField("time_budget"):
+        budget = _millis(policy.time_budget, f"{prefix}.time_budget", found)
+    if found:
+        raise InvalidArgument(found)
+    return PolicyFields(
+        display_name=policy.display_name,
+        description=policy.description,
+        rules=tuple(rules),
+        rule_descriptions=tuple(r.description for r in policy.rules),
+        decisions=decisions,
+        fallback_content=dict(policy.fallback_content),
+        default_fallback=policy.default_fallback,
+        fail_mode=fail_mode,
+        time_budget_ms=budget,
+    )
+
+
+def _kind_to_proto(
+    rule: pb.Rule, kind: BannedTerms | Pattern | Pii | Length | Json | RequiredPattern
+) -> None:
+    if isinstance(kind, BannedTerms):
+        rule.banned_terms.terms.extend(kind.terms)
+        rule.banned_terms.case_sensitive = kind.case_sensitive
+        rule.banned_terms.match_inside_words = not kind.whole_words
+    elif isinstance(kind, Pattern):
+        rule.regex.pattern = kind.pattern
+        rule.regex.case_insensitive = not kind.case_sensitive
+    elif isinstance(kind, Pii):
+        rule.pii.SetInParent()
+        rule.pii.kinds.extend(_PII_TO_PROTO[k] for k in kind.kinds)
+    elif isinstance(kind, Length):
+        rule.length.min_chars = kind.min_chars
+        rule.length.max_chars = kind.max_chars
+    elif isinstance(kind, Json):
+        rule.json.schema = kind.schema
+    else:
+        rule.required_pattern.pattern = kind.pattern
+
+
+def policy_to_proto(policy: Policy) -> pb.Policy:
+    fields = policy.fields
+    message = pb.Policy(
+        name=policy.name,
+        display_name=fields.display_name,
+        description=fields.description,
+        decisions=pb.DecisionTable(
+            **{name: _DECISION_TO_PROTO[fields.decisions[severity]] for name, severity in _DECISION_FIELDS}
+        ),
+        fallback_content=dict(fields.fallback_content),
+        default_fallback=fields.default_fallback,
+        fail_mode=_FAIL_MODE_TO_PROTO[fields.fail_mode],
+        revision=policy.revision,
+        create_time=timestamp(policy.create_time),
+        update_time=timestamp(policy.update_time),
+        etag=policy.etag,
+    )
+    budget = fields.time_budget_ms or DEFAULT_TIME_BUDGET_MS
+    message.time_budget.FromMilliseconds(budget)
+    for i, spec in enumerate(fields.rules):
+        rule = message.rules.add(
+            id=spec.id,
+            severity=_SEVERITY_TO_PROTO[spec.severity],
+            category=spec.category,
+            description=fields.rule_descriptions[i] if i < len(fields.rule_descriptions) else "",
+        )
+        _kind_to_proto(rule, spec.kind)
+    return message
+
+
+# ---- checks
+
+
+def links(message: common_pb2.EventLinks, prefix: str) -> Links:
+    slot = _SLOT_FROM_PROTO.get(message.traffic_slot)
+    if slot is None:
+        raise InvalidArgument.field(f"{prefix}.traffic_slot", "must be STABLE, CANARY or unset")
+    return Links(
+        model_version=message.model_version,
+        deployment=message.deployment,
+        traffic_slot=slot,
+        trace_id=message.trace_id,
+    )
+
+
+def _violation_to_proto(v: FoundViolation) -> pb.Violation:
+    return pb.Violation(
+        rule_id=v.rule_id,
+        severity=_SEVERITY_TO_PROTO[v.severity],
+        category=v.category,
+        decision=_DECISION_TO_PROTO[v.decision],
+        span=pb.TextSpan(start=v.start, end=v.end),
+        excerpt=v.excerpt,
+    )
+
+
+def verdict_to_proto(verdict: Verdict) -> pb.CheckVerdict:
+    return pb.CheckVerdict(
+        decision=_DECISION_TO_PROTO[verdict.decision],
+        violations=[_violation_to_proto(v) for v in verdict.violations],
+        redacted_text=verdict.redacted_text,
+        fallback_content=verdict.fallback_content,
+        policy=policy_name(verdict.policy_id),
+        policy_revision=verdict.policy_revision,
+        highest_severity=(
+            pb.SEVERITY_UNSPECIFIED
+            if verdict.highest_severity is None
+            else _SEVERITY_TO_PROTO[verdict.highest_severity]
+        ),
+        unchecked=verdict.unchecked,
+        fail_mode=_FAIL_MODE_TO_PROTO[verdict.fail_mode],
+        check_id=verdict.check_id,
+        final=verdict.final,
+    )
+
+
+def stream_response(item: StreamProgress | Verdict) -> pb.CheckStreamResponse:
+    if isinstance(item, Verdict):
+        return pb.CheckStreamResponse(verdict=verdict_to_proto(item))
+    return pb.CheckStreamResponse(
+        progress=pb.CheckStreamProgress(
+            violations=[_violation_to_proto(v) for v in item.violations], received_chars=item.received_chars
+        )
+    )
+
+
+async def stream_events(requests: AsyncIterator[pb.CheckStreamRequest]) -> AsyncIterator[StreamEvent]:
+    """The domain events of a CheckStream's requests; a message with nothing set is refused."""
+    async for request in requests:
+        which = request.WhichOneof("event")
+        if which == "start":
+            start = request.start
+            yield StreamStart(
+                policy=start.policy,
+                policy_revision=start.policy_revision,
+                links=replace(links(start.links, "start.links"), request_id=start.request_id),
+            )
+        elif which == "chunk":
+            yield StreamChunk(request.chunk)
+        elif which == "end":
+            yield StreamEnd()
+        else:
+            raise InvalidArgument.field("event", "set one of start, chunk or end")
+
+
+# ---- records
+
+
+def record_to_proto(record: ViolationRecord) -> pb.ViolationRecord:
+    return pb.ViolationRecord(
+        name=record.name,
+        check_id=record.check_id,
+        policy=policy_name(record.policy_id),
+        policy_revision=record.policy_revision,
+        rule_id=record.rule_id,
+        severity=_SEVERITY_TO_PROTO[record.severity],
+        category=record.category,
+        decision=_DECISION_TO_PROTO[record.decision],
+        check_decision=_DECISION_TO_PROTO[record.check_decision],
+        links=common_pb2.EventLinks(
+            model_version=record.links.model_version,
+            deployment=record.links.deployment,
+            traffic_slot=_SLOT_TO_PROTO[record.links.traffic_slot],
+            policy=policy_name(record.policy_id),
+            policy_revision=record.policy_revision,
+            trace_id=record.links.trace_id,
+        ),
+        span=pb.TextSpan(start=record.start, end=record.end),
+        excerpt=record.excerpt,
+        matched_hash=record.matched_hash.hex(),
+        create_time=timestamp(record.create_time),
+    )
+
+
+def aggregate_query(request: pb.AggregateViolationsRequest) -> AggregateQuery:
+    found: list[FieldViolation] = []
+    groups: list[GroupBy] = []
+    for i, number in enumerate(request.group_by):
+        group = _GROUP_FROM_PROTO.get(number)
+        if group is None:
+            found.append(
+                FieldViolation(f"group_by[{i}]", "must be a ViolationGroupBy value, not UNSPECIFIED")
+            )
+        else:
+            groups.append(group)
+    bucket_seconds = 0
+    if request.HasField("bucket_width"):
+        width = request.bucket_width
+        if width.nanos or width.seconds <= 0:
+            found.append(FieldViolation("bucket_width", "must be a positive whole number of seconds"))
+        else:
+            bucket_seconds = width.seconds
+    policy_id = ""
+    if request.policy:
+        if not request.policy.startswith("policies/"):
+            found.append(FieldViolation("policy", "must be a policy name, policies/{policy}, or empty"))
+        policy_id = request.policy.removeprefix("policies/")
+    if found:
+        raise InvalidArgument(found)
+    return AggregateQuery(
+        group_by=tuple(groups),
+        start_time=request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
+        end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+        bucket_seconds=bucket_seconds,
+        policy_id=policy_id,
+    )
+
+
+def group_to_proto(group: ViolationGroup) -> pb.ViolationGroup:
+    message = pb.ViolationGroup(
+        policy=policy_name(group.policy_id) if group.policy_id else "",
+        rule_id=group.rule_id,
+        severity=pb.SEVERITY_UNSPECIFIED if group.severity is None else _SEVERITY_TO_PROTO[group.severity],
+        model_version=group.model_version,
+        deployment=group.deployment,
+        traffic_slot=_SLOT_TO_PROTO[group.traffic_slot],
+        checks=group.checks,
+        checks_with_violations=group.checks_with_violations,
+        violations=group.violations,
+        blocked_checks=group.blocked_checks,
+        violation_rate=group.violation_rate,
+        block_rate=group.block_rate,
+    )
+    if group.bucket_start is not None:
+        message.bucket_start.CopyFrom(timestamp(group.bucket_start))
+    return message

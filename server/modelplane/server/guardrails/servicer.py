@@ -1,0 +1,107 @@
+"""GuardrailService over gRPC: converts each request, awaits the guardrails service, converts the result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from modelplane.server.guardrails import convert
+from modelplane.server.guardrails.service import GuardrailService
+from modelplane.server.registry.convert import write_request
+from modelplane.v1 import guardrails_pb2 as pb
+from modelplane.v1 import guardrails_pb2_grpc
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+class GuardrailServicer(guardrails_pb2_grpc.GuardrailServiceServicer):
+    def __init__(self, service: GuardrailService) -> None:
+        self._service = service
+
+    async def CreatePolicy(
+        self, request: pb.CreatePolicyRequest, context: Context
+    ) -> pb.CreatePolicyResponse:
+        policy = await self._service.create_policy(
+            request.policy_id,
+            convert.policy_fields(request.policy, "policy"),
+            write_request(request, "CreatePolicy"),
+        )
+        return pb.CreatePolicyResponse(policy=convert.policy_to_proto(policy))
+
+    async def GetPolicy(self, request: pb.GetPolicyRequest, context: Context) -> pb.GetPolicyResponse:
+        policy = await self._service.get_policy(request.name, request.revision)
+        return pb.GetPolicyResponse(policy=convert.policy_to_proto(policy))
+
+    async def ListPolicies(
+        self, request: pb.ListPoliciesRequest, context: Context
+    ) -> pb.ListPoliciesResponse:
+        page = await self._service.list_policies(
+            page_size=request.page_size, page_token=request.page_token, filter_text=request.filter
+        )
+        return pb.ListPoliciesResponse(
+            policies=[convert.policy_to_proto(p) for p in page.items], next_page_token=page.next_page_token
+        )
+
+    async def UpdatePolicy(
+        self, request: pb.UpdatePolicyRequest, context: Context
+    ) -> pb.UpdatePolicyResponse:
+        paths = convert.mask_paths(request.update_mask.paths)
+        policy = await self._service.update_policy(
+            request.policy.name,
+            convert.policy_fields(request.policy, "policy", paths),
+            paths,
+            request.policy.etag,
+            write_request(request, "UpdatePolicy"),
+        )
+        return pb.UpdatePolicyResponse(policy=convert.policy_to_proto(policy))
+
+    async def DeletePolicy(
+        self, request: pb.DeletePolicyRequest, context: Context
+    ) -> pb.DeletePolicyResponse:
+        await self._service.delete_policy(request.name, request.etag, write_request(request, "DeletePolicy"))
+        return pb.DeletePolicyResponse()
+
+    async def ListPolicyRevisions(
+        self, request: pb.ListPolicyRevisionsRequest, context: Context
+    ) -> pb.ListPolicyRevisionsResponse:
+        page = await self._service.list_revisions(
+            request.name, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListPolicyRevisionsResponse(
+            policies=[convert.policy_to_proto(p) for p in page.items], next_page_token=page.next_page_token
+        )
+
+    async def CheckContent(
+        self, request: pb.CheckContentRequest, context: Context
+    ) -> pb.CheckContentResponse:
+        verdict = await self._service.check_content(
+            request.policy,
+            request.policy_revision,
+            request.text,
+            convert.links(request.links, "links"),
+            request.request_id,
+        )
+        return pb.CheckContentResponse(verdict=convert.verdict_to_proto(verdict))
+
+    async def CheckStream(
+        self, request_iterator: AsyncIterator[pb.CheckStreamRequest], context: Context
+    ) -> AsyncIterator[pb.CheckStreamResponse]:
+        async for item in self._service.check_stream(convert.stream_events(request_iterator)):
+            yield convert.stream_response(item)
+
+    async def ListViolations(
+        self, request: pb.ListViolationsRequest, context: Context
+    ) -> pb.ListViolationsResponse:
+        page = await self._service.list_violations(
+            page_size=request.page_size, page_token=request.page_token, filter_text=request.filter
+        )
+        return pb.ListViolationsResponse(
+            violations=[convert.record_to_proto(r) for r in page.items], next_page_token=page.next_page_token
+        )
+
+    async def AggregateViolations(
+        self, request: pb.AggregateViolationsRequest, context: Context
+    ) -> pb.AggregateViolationsResponse:
+        groups = await self._service.aggregate_violations(convert.aggregate_query(request))
+        return pb.AggregateViolationsResponse(groups=[convert.group_to_proto(g) for g in groups])

@@ -1,0 +1,426 @@
+"""The guardrails monitor's SQL: the only module of the guardrails wing that talks to Postgres.
+
+Every function takes the connection of the caller's transaction; compare-and-set lives in the `WHERE`
+of the `UPDATE`. Nothing here ever receives the checked text or a matched text: records arrive with
+their spans, masked excerpts and keyed hashes already computed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+
+from modelplane.server.guardrails.domain import (
+    AggregateQuery,
+    GroupBy,
+    Links,
+    Policy,
+    PolicyFields,
+    TrafficSlot,
+    ViolationGroup,
+    ViolationRecord,
+    decision_of,
+    fields_from_json,
+    fields_to_json,
+    severity_of,
+)
+from modelplane.server.store.pool import Connection
+
+T = TypeVar("T")
+
+HASH_KEY_NAME = "violation_hash_key"
+
+_POLICY_COLUMNS = """
+    p.id, r.revision, r.body, p.create_time, r.create_time AS update_time, p.etag
+"""
+
+_VIOLATION_COLUMNS = """
+    v.id, v.check_id, v.policy_id, v.policy_revision, v.rule_id, v.severity, v.category, v.decision,
+    v.check_decision, v.model_version, v.deployment, v.traffic_slot, v.trace_id, v.span_start, v.span_end,
+    v.excerpt, v.matched_hash, v.create_time
+"""
+
+
+@dataclass(frozen=True)
+class Keyed(Generic[T]):
+    """A listed value with its selected row, from which pagination reads the keyset key columns."""
+
+    value: T
+    row: asyncpg.Record
+
+    def __getitem__(self, key: str, /) -> Any:
+        return self.row[key]
+
+
+@dataclass(frozen=True)
+class PolicyHead:
+    """Where a live policy stands: its latest revision and the first revision that belongs to it."""
+
+    revision: int
+    first_revision: int
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check record, written only for checks that found something or ran out of time."""
+
+    id: str
+    policy_id: str
+    policy_revision: int
+    decision: str
+    highest_severity: str
+    violation_count: int
+    unchecked: bool
+    links: Links
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class ViolationRow:
+    id: str
+    rule_id: str
+    severity: str
+    category: str
+    decision: str
+    start: int
+    end: int
+    excerpt: str
+    matched_hash: bytes
+
+
+@dataclass(frozen=True)
+class CountKey:
+    """What clean checks are counted by: the second they were made in, the policy revision, the links."""
+
+    bucket_time: datetime
+    policy_id: str
+    policy_revision: int
+    model_version: str
+    deployment: str
+    traffic_slot: str
+
+
+def _body(value: Any) -> Mapping[str, Any]:
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def _policy(row: asyncpg.Record) -> Policy:
+    return Policy(
+        id=row["id"],
+        revision=row["revision"],
+        fields=fields_from_json(_body(row["body"])),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        etag=row["etag"],
+    )
+
+
+# ---- the hash key
+
+
+async def hash_key(conn: Connection) -> bytes:
+    """The HMAC key of matched texts, created by the first replica to ask; every replica reads the same."""
+    await conn.execute(
+        "INSERT INTO server_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        HASH_KEY_NAME,
+        secrets.token_bytes(32),
+    )
+    value = await conn.fetchval("SELECT secret FROM server_secrets WHERE name = $1", HASH_KEY_NAME)
+    return bytes(value)
+
+
+# ---- policies
+
+
+async def insert_policy(conn: Connection, policy_id: str, fields: PolicyFields, etag: str) -> Policy | None:
+    """Creates a policy at the revision after any of a deleted policy of the same id; None if it exists."""
+    row = await conn.fetchrow(
+        "INSERT INTO policies (id, revision, first_revision, display_name, description, create_time,"
+        " update_time, etag)"
+        " SELECT $1, n, n, $2, $3, now(), now(), $4 FROM (SELECT coalesce(max(revision), 0) + 1 AS n"
+        "  FROM policy_revisions WHERE policy_id = $1) AS next"
+        " ON CONFLICT (id) DO NOTHING RETURNING revision",
+        policy_id,
+        fields.display_name,
+        fields.description,
+        etag,
+    )
+    if row is None:
+        return None
+    await _insert_revision(conn, policy_id, row["revision"], fields)
+    return await get_policy(conn, policy_id)
+
+
+async def _insert_revision(conn: Connection, policy_id: str, revision: int, fields: PolicyFields) -> None:
+    await conn.execute(
+        "INSERT INTO policy_revisions (policy_id, revision, body, create_time) VALUES ($1, $2, $3, now())",
+        policy_id,
+        revision,
+        json.dumps(fields_to_json(fields)),
+    )
+
+
+async def get_head(conn: Connection, policy_id: str, *, for_update: bool = False) -> PolicyHead | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT revision, first_revision FROM policies WHERE id = $1{lock}", policy_id)
+    return None if row is None else PolicyHead(row["revision"], row["first_revision"])
+
+
+async def get_head_at(conn: Connection, policy_id: str) -> tuple[PolicyHead | None, int]:
+    """A policy's head with the revision it was read at (one statement, one snapshot)."""
+    row = await conn.fetchrow(
+        "SELECT p.revision, p.first_revision, c.revision AS read_revision"
+        " FROM revision_counter c LEFT JOIN policies p ON p.id = $1",
+        policy_id,
+    )
+    assert row is not None, "revision_counter has one row"
+    head = None if row["revision"] is None else PolicyHead(row["revision"], row["first_revision"])
+    return head, int(row["read_revision"])
+
+
+async def get_policy(conn: Connection, policy_id: str, revision: int = 0) -> Policy | None:
+    """A live policy at `revision` (0: the latest); None if the policy or that revision of it is unknown."""
+    row = await conn.fetchrow(
+        f"SELECT {_POLICY_COLUMNS} FROM policies p JOIN policy_revisions r ON r.policy_id = p.id"
+        " AND r.revision = CASE WHEN $2 = 0 THEN p.revision ELSE $2 END"
+        " WHERE p.id = $1 AND r.revision >= p.first_revision",
+        policy_id,
+        revision,
+    )
+    return None if row is None else _policy(row)
+
+
+async def list_policies(
+    conn: Connection, *, where: str, params: Sequence[object], order_sql: str, limit: int
+) -> list[Keyed[Policy]]:
+    rows = await conn.fetch(
+        f"SELECT {_POLICY_COLUMNS} FROM policies p JOIN policy_revisions r"
+        " ON r.policy_id = p.id AND r.revision = p.revision"
+        f" WHERE {where} ORDER BY {order_sql} LIMIT {int(limit)}",
+        *params,
+    )
+    return [Keyed(_policy(r), r) for r in rows]
+
+
+async def list_revisions(
+    conn: Connection, policy_id: str, *, before: int | None, limit: int
+) -> list[Keyed[Policy]]:
+    """Revisions of a live policy, newest first, older than `before` when given."""
+    rows = await conn.fetch(
+        f"SELECT {_POLICY_COLUMNS} FROM policies p JOIN policy_revisions r ON r.policy_id = p.id"
+        " WHERE p.id = $1 AND r.revision >= p.first_revision AND ($2::bigint IS NULL OR r.revision < $2)"
+        f" ORDER BY r.revision DESC LIMIT {int(limit)}",
+        policy_id,
+        before,
+    )
+    return [Keyed(_policy(r), r) for r in rows]
+
+
+async def update_policy(
+    conn: Connection, policy_id: str, fields: PolicyFields, *, expected_etag: str, new_etag: str
+) -> Policy | None:
+    """Makes the next revision with `fields`; None if the policy is missing or its etag does not match."""
+    row = await conn.fetchrow(
+        "UPDATE policies SET revision = revision + 1, display_name = $2, description = $3,"
+        " update_time = now(), etag = $4 WHERE id = $1 AND ($5 = '' OR etag = $5) RETURNING revision",
+        policy_id,
+        fields.display_name,
+        fields.description,
+        new_etag,
+        expected_etag,
+    )
+    if row is None:
+        return None
+    await _insert_revision(conn, policy_id, row["revision"], fields)
+    return await get_policy(conn, policy_id)
+
+
+async def delete_policy(conn: Connection, policy_id: str) -> None:
+    await conn.execute("DELETE FROM policies WHERE id = $1", policy_id)
+
+
+# ---- records
+
+
+async def insert_check(conn: Connection, check: CheckRow, violations: Sequence[ViolationRow]) -> bool:
+    """Stores a check and its violations; False (storing nothing) when its request id was seen before."""
+    links = check.links
+    stored = await conn.fetchval(
+        "INSERT INTO guardrail_checks (id, policy_id, policy_revision, decision, highest_severity,"
+        " violation_count, unchecked, model_version, deployment, traffic_slot, trace_id, request_id,"
+        " create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING RETURNING true",
+        check.id,
+        check.policy_id,
+        check.policy_revision,
+        check.decision,
+        check.highest_severity,
+        check.violation_count,
+        check.unchecked,
+        links.model_version,
+        links.deployment,
+        links.traffic_slot.value,
+        links.trace_id,
+        links.request_id,
+        check.create_time,
+    )
+    if not stored:
+        return False
+    if violations:
+        await conn.executemany(
+            "INSERT INTO guardrail_violations (id, check_id, policy_id, policy_revision, rule_id, severity,"
+            " category, decision, check_decision, model_version, deployment, traffic_slot, trace_id,"
+            " span_start, span_end, excerpt, matched_hash, create_time)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            [
+                (
+                    v.id,
+                    check.id,
+                    check.policy_id,
+                    check.policy_revision,
+                    v.rule_id,
+                    v.severity,
+                    v.category,
+                    v.decision,
+                    check.decision,
+                    links.model_version,
+                    links.deployment,
+                    links.traffic_slot.value,
+                    links.trace_id,
+                    v.start,
+                    v.end,
+                    v.excerpt,
+                    v.matched_hash,
+                    check.create_time,
+                )
+                for v in violations
+            ],
+        )
+    return True
+
+
+async def add_check_counts(conn: Connection, counts: Mapping[CountKey, int]) -> None:
+    """Adds counts of clean checks to their buckets."""
+    await conn.executemany(
+        "INSERT INTO guardrail_check_counts (bucket_time, policy_id, policy_revision, model_version,"
+        " deployment, traffic_slot, checks) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (bucket_time, policy_id, policy_revision, model_version, deployment, traffic_slot)"
+        " DO UPDATE SET checks = guardrail_check_counts.checks + EXCLUDED.checks",
+        [
+            (k.bucket_time, k.policy_id, k.policy_revision, k.model_version, k.deployment, k.traffic_slot, n)
+            for k, n in counts.items()
+        ],
+    )
+
+
+def _violation(row: asyncpg.Record) -> ViolationRecord:
+    return ViolationRecord(
+        id=row["id"],
+        check_id=row["check_id"],
+        policy_id=row["policy_id"],
+        policy_revision=row["policy_revision"],
+        rule_id=row["rule_id"],
+        severity=severity_of(row["severity"]),
+        category=row["category"],
+        decision=decision_of(row["decision"]),
+        check_decision=decision_of(row["check_decision"]),
+        links=Links(
+            model_version=row["model_version"],
+            deployment=row["deployment"],
+            traffic_slot=TrafficSlot(row["traffic_slot"]),
+            trace_id=row["trace_id"],
+        ),
+        start=row["span_start"],
+        end=row["span_end"],
+        excerpt=row["excerpt"],
+        matched_hash=bytes(row["matched_hash"]),
+        create_time=row["create_time"],
+    )
+
+
+async def list_violations(
+    conn: Connection, *, where: str, params: Sequence[object], order_sql: str, limit: int
+) -> list[Keyed[ViolationRecord]]:
+    rows = await conn.fetch(
+        f"SELECT {_VIOLATION_COLUMNS} FROM guardrail_violations v"
+        f" WHERE {where} ORDER BY {order_sql} LIMIT {int(limit)}",
+        *params,
+    )
+    return [Keyed(_violation(r), r) for r in rows]
+
+
+# Facts the aggregate sums: one row per recorded check (or per check and rule when grouping by rule),
+# plus the per-second counts of clean checks.
+_CHECK_FACTS = """
+    SELECT policy_id, '' AS rule_id, highest_severity AS severity, model_version, deployment, traffic_slot,
+           create_time AS t, 1::bigint AS checks, (violation_count > 0)::int AS with_violations,
+           violation_count::bigint AS violations, (decision = 'block')::int AS blocked
+    FROM guardrail_checks
+    UNION ALL
+    SELECT policy_id, '', '', model_version, deployment, traffic_slot, bucket_time, checks, 0, 0, 0
+    FROM guardrail_check_counts
+"""
+_RULE_FACTS = """
+    SELECT c.policy_id, v.rule_id, min(v.severity) AS severity, c.model_version, c.deployment,
+           c.traffic_slot, c.create_time AS t, 1::bigint AS checks, 1 AS with_violations,
+           count(*) AS violations, (c.decision = 'block')::int AS blocked
+    FROM guardrail_violations v JOIN guardrail_checks c ON c.id = v.check_id
+    GROUP BY c.id, v.rule_id
+"""
+_GROUP_COLUMNS: Mapping[GroupBy, str] = {
+    GroupBy.POLICY: "policy_id",
+    GroupBy.RULE: "rule_id",
+    GroupBy.SEVERITY: "severity",
+    GroupBy.MODEL_VERSION: "model_version",
+    GroupBy.DEPLOYMENT: "deployment",
+    GroupBy.TRAFFIC_SLOT: "traffic_slot",
+    GroupBy.TIME_BUCKET: "date_bin($4::interval, t, TIMESTAMPTZ '1970-01-01 00:00:00+00')",
+}
+
+
+async def aggregate(conn: Connection, query: AggregateQuery) -> list[ViolationGroup]:
+    groups = list(query.group_by)
+    if GroupBy.RULE in groups and GroupBy.POLICY not in groups:
+        # A rule id is only unique within its policy.
+        groups.insert(0, GroupBy.POLICY)
+    facts = _RULE_FACTS if GroupBy.RULE in groups else _CHECK_FACTS
+    keys = [f"{_GROUP_COLUMNS[g]} AS {g.value}" for g in groups]
+    group_sql = f" GROUP BY {', '.join(g.value for g in groups)}" if groups else ""
+    order_sql = f" ORDER BY {', '.join(g.value for g in groups)}" if groups else ""
+    params: list[object] = [query.start_time, query.end_time, query.policy_id]
+    if GroupBy.TIME_BUCKET in groups:
+        params.append(timedelta(seconds=query.bucket_seconds))
+    rows = await conn.fetch(
+        f"SELECT {', '.join([*keys, ''])} sum(checks) AS checks, sum(with_violations) AS with_violations,"
+        " sum(violations) AS violations, sum(blocked) AS blocked"
+        f" FROM ({facts}) AS f"
+        " WHERE ($1::timestamptz IS NULL OR t >= $1) AND ($2::timestamptz IS NULL OR t < $2)"
+        f" AND ($3 = '' OR policy_id = $3){group_sql} HAVING sum(checks) > 0{order_sql}",
+        *params,
+    )
+    result: list[ViolationGroup] = []
+    for row in rows:
+        values = dict(row)
+        severity = values.get("severity") or ""
+        result.append(
+            ViolationGroup(
+                policy_id=values.get("policy", "") or "",
+                rule_id=values.get("rule", "") or "",
+                severity=severity_of(severity) if severity else None,
+                model_version=values.get("model_version", "") or "",
+                deployment=values.get("deployment", "") or "",
+                traffic_slot=TrafficSlot(values.get("traffic_slot", "") or ""),
+                bucket_start=values.get("time_bucket"),
+                checks=int(values["checks"]),
+                checks_with_violations=int(values["with_violations"]),
+                violations=int(values["violations"]),
+                blocked_checks=int(values["blocked"]),
+            )
+        )
+    return result

@@ -1,0 +1,155 @@
+"""Field rules of the guardrails monitor's inputs; each broken rule is reported with its request field path.
+
+What a rule checks (terms, expressions, schemas) is judged by the engine when it compiles the policy;
+this module checks everything around it: names, ids, sizes, the decision table, budgets and links.
+"""
+
+from __future__ import annotations
+
+import re
+
+from modelplane.server.errors import FieldViolation, InvalidArgument, shown
+from modelplane.server.guardrails.domain import MAX_TIME_BUDGET_MS, POLICY_PREFIX, Links, PolicyFields
+from modelplane.server.guardrails.engine import MAX_TEXT_CHARS, Severity
+
+# A policy id: 1 to 63 lower-case letters, digits and "-", starting with a letter (like a model id).
+POLICY_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
+# Rule ids and categories: 1 to 63 lower-case letters, digits, "_" and "-".
+RULE_ID = re.compile(r"[a-z0-9_-]{1,63}")
+_POLICY_NAME = re.compile(r"policies/(?P<policy>[^/]+)")
+_MODEL_VERSION = re.compile(r"models/[a-z][a-z0-9-]{0,62}/versions/[1-9][0-9]{0,17}")
+_DEPLOYMENT = re.compile(r"deployments/[a-z][a-z0-9-]{0,62}")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+MAX_RULES = 1000
+MAX_FALLBACK_CHARS = 10_000
+MAX_REQUEST_ID = 128
+TEXT_TOO_LARGE = "TEXT_TOO_LARGE"
+
+POLICY_MASK = frozenset(
+    {
+        "display_name",
+        "description",
+        "rules",
+        "decisions",
+        "fallback_content",
+        "default_fallback",
+        "fail_mode",
+        "time_budget",
+    }
+)
+
+
+class Violations:
+    """Collects every broken rule of one request, so the caller fixes them all in one go."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(FieldViolation(path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+
+def _check_text(v: Violations, path: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        v.add(path, f"is {len(value)} characters long; at most {limit} are allowed")
+
+
+def check_policy_id(value: str, path: str) -> str:
+    if not POLICY_ID.fullmatch(value):
+        raise InvalidArgument.field(
+            path,
+            f"policy id {shown(value)} is not valid: use 1 to 63 lower-case letters, digits or '-',"
+            " starting with a letter",
+        )
+    return value
+
+
+def parse_policy_name(name: str, path: str) -> str:
+    """The policy id of "policies/{policy}"."""
+    match = _POLICY_NAME.fullmatch(name)
+    if not match:
+        raise InvalidArgument.field(
+            path, f"{shown(name)} is not a policy name; expected {POLICY_PREFIX}{{policy}}"
+        )
+    return check_policy_id(match["policy"], path)
+
+
+def check_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument.field(
+            "request_id", f"must be at most {MAX_REQUEST_ID} characters; a UUID is advised"
+        )
+
+
+def check_revision(revision: int, path: str) -> None:
+    if revision < 0:
+        raise InvalidArgument.field(path, "must be 0 (the latest) or a revision number")
+
+
+def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str] | None = None) -> None:
+    """Checks the fields of a policy (only those in `paths` when given: an update mask)."""
+    v = Violations()
+
+    def wanted(name: str) -> bool:
+        return paths is None or name in paths
+
+    if wanted("display_name"):
+        _check_text(v, f"{prefix}.display_name", fields.display_name, 200)
+    if wanted("description"):
+        _check_text(v, f"{prefix}.description", fields.description, 4000)
+    if wanted("rules"):
+        if len(fields.rules) > MAX_RULES:
+            v.add(f"{prefix}.rules", f"has {len(fields.rules)} rules; at most {MAX_RULES} are allowed")
+        for i, rule in enumerate(fields.rules):
+            path = f"{prefix}.rules[{i}]"
+            if not RULE_ID.fullmatch(rule.id):
+                v.add(f"{path}.id", "must be 1 to 63 lower-case letters, digits, '_' or '-'")
+            if not RULE_ID.fullmatch(rule.category):
+                v.add(f"{path}.category", "must be 1 to 63 lower-case letters, digits, '_' or '-'")
+        for i, description in enumerate(fields.rule_descriptions):
+            _check_text(v, f"{prefix}.rules[{i}].description", description, 1000)
+    if wanted("decisions"):
+        for severity in Severity:
+            if severity not in fields.decisions:
+                v.add(f"{prefix}.decisions.{severity.name.lower()}", "must be ALLOW, REDACT or BLOCK")
+    if wanted("fallback_content"):
+        for category, content in fields.fallback_content.items():
+            path = f"{prefix}.fallback_content[{category!r}]"
+            if not RULE_ID.fullmatch(category):
+                v.add(path, "key must be a rule category: 1 to 63 lower-case letters, digits, '_' or '-'")
+            _check_text(v, path, content, MAX_FALLBACK_CHARS)
+    if wanted("default_fallback"):
+        _check_text(v, f"{prefix}.default_fallback", fields.default_fallback, MAX_FALLBACK_CHARS)
+    if wanted("time_budget") and not 0 <= fields.time_budget_ms <= MAX_TIME_BUDGET_MS:
+        v.add(
+            f"{prefix}.time_budget",
+            f"must be from 0 (the default, 1 s) to {MAX_TIME_BUDGET_MS // 1000} s, in whole milliseconds",
+        )
+    v.raise_if_any()
+
+
+def check_links(links: Links, prefix: str) -> None:
+    v = Violations()
+    if links.model_version and not _MODEL_VERSION.fullmatch(links.model_version):
+        v.add(f"{prefix}.model_version", "must be a version name, models/{model}/versions/{n}, or empty")
+    if links.deployment and not _DEPLOYMENT.fullmatch(links.deployment):
+        v.add(f"{prefix}.deployment", "must be a deployment name, deployments/{deployment}, or empty")
+    if links.trace_id and not _TRACE_ID.fullmatch(links.trace_id):
+        v.add(f"{prefix}.trace_id", "must be a W3C trace id of 32 lower-case hex digits, or empty")
+    _check_text(v, f"{prefix}.request_id", links.request_id, MAX_REQUEST_ID)
+    v.raise_if_any()
+
+
+def check_text_size(size: int, path: str) -> None:
+    """Refuses a text over the documented limit before any engine sees it."""
+    if size > MAX_TEXT_CHARS:
+        raise InvalidArgument.field(
+            path,
+            f"is {size} characters long; at most {MAX_TEXT_CHARS} are checked: split the text",
+            reason=TEXT_TOO_LARGE,
+        )
