@@ -560,3 +560,18 @@ async def test_repeated_request_id_stores_one_record(
     assert first.decision == second.decision == pb.DECISION_BLOCK
     listed = await stub.ListViolations(pb.ListViolationsRequest())
     assert len(listed.violations) == 1
+
+
+async def test_records_keep_the_callers_request_id_apart_from_the_retry_key(
+    stub: GuardrailServiceAsyncStub,
+) -> None:
+    await create(stub)
+    caller = common_pb2.EventLinks(request_id="req-of-the-story", trace_id="a" * 32)
+    # Two checks of one caller request (say, two paragraphs), each with its own retry key: both are kept,
+    # and both records join the caller's request.
+    await check(stub, "They kill.", links=caller, request_id="check-1")
+    await check(stub, "They kill again.", links=caller, request_id="check-2")
+    await check(stub, "They kill.", links=caller, request_id="check-1")  # a retry: stores nothing
+    listed = await stub.ListViolations(pb.ListViolationsRequest())
+    assert len(listed.violations) == 2
+    assert {v.links.request_id for v in listed.violations} == {"req-of-the-story"}

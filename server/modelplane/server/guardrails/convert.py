@@ -7,7 +7,6 @@ proto enum number ever reaches the service.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -264,6 +263,7 @@ def links(message: common_pb2.EventLinks, prefix: str) -> Links:
         deployment=message.deployment,
         traffic_slot=slot,
         trace_id=message.trace_id,
+        request_id=message.request_id,
     )
 
 
@@ -317,7 +317,8 @@ async def stream_events(requests: AsyncIterator[pb.CheckStreamRequest]) -> Async
             yield StreamStart(
                 policy=start.policy,
                 policy_revision=start.policy_revision,
-                links=replace(links(start.links, "start.links"), request_id=start.request_id),
+                links=links(start.links, "start.links"),
+                request_id=start.request_id,
             )
         elif which == "chunk":
             yield StreamChunk(request.chunk)
@@ -348,6 +349,7 @@ def record_to_proto(record: ViolationRecord) -> pb.ViolationRecord:
             policy=policy_name(record.policy_id),
             policy_revision=record.policy_revision,
             trace_id=record.links.trace_id,
+            request_id=record.links.request_id,
         ),
         span=pb.TextSpan(start=record.start, end=record.end),
         excerpt=record.excerpt,

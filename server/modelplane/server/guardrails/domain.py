@@ -117,7 +117,7 @@ class Links:
     deployment: str = ""
     traffic_slot: TrafficSlot = TrafficSlot.NONE
     trace_id: str = ""
-    # The check's own request_id (CheckContentRequest.request_id): a repeat stores no second record.
+    # The caller's request id (EventLinks.request_id), so records join with the request's other events.
     request_id: str = ""
 
 

@@ -239,6 +239,8 @@ class StreamStart:
     policy: str
     policy_revision: int
     links: Links
+    # The stream's own request id: a repeat of the stream stores no second record.
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -501,7 +503,7 @@ class GuardrailService:
         validation.check_request_id(request_id)
         chosen, compiled = await self._policy_for_check(policy_id, revision)
         verdict, result = await self._run_check(chosen, compiled, text)
-        return await self._keep_record(chosen, verdict, result, replace(links, request_id=request_id))
+        return await self._keep_record(chosen, verdict, result, links, request_id)
 
     async def check_stream(
         self, events: AsyncIterator[StreamEvent]
@@ -514,7 +516,7 @@ class GuardrailService:
         policy_id = validation.parse_policy_name(first.policy, "start.policy")
         validation.check_revision(first.policy_revision, "start.policy_revision")
         validation.check_links(first.links, "start.links")
-        validation.check_request_id(first.links.request_id)
+        validation.check_request_id(first.request_id)
         chosen, compiled = await self._policy_for_check(policy_id, first.policy_revision)
         stream: StreamCheck = compiled.stream()
         received = 0
@@ -528,7 +530,9 @@ class GuardrailService:
                     result = await asyncio.to_thread(stream.finish)
                 else:
                     result = stream.finish()
-                yield await self._keep_record(chosen, verdict_of(chosen, result), result, first.links)
+                yield await self._keep_record(
+                    chosen, verdict_of(chosen, result), result, first.links, first.request_id
+                )
                 return
             received += len(event.text)
             validation.check_text_size(received, "chunk")
@@ -564,9 +568,9 @@ class GuardrailService:
         return self._hash_key
 
     async def _keep_record(
-        self, policy: Policy, verdict: Verdict, result: CheckResult | None, links: Links
+        self, policy: Policy, verdict: Verdict, result: CheckResult | None, links: Links, request_id: str
     ) -> Verdict:
-        """Stores the records of a check that found something; counts one that found nothing."""
+        """Stores the records of a check that found something (once per request id); counts a clean one."""
         now = datetime.now(UTC)
         if not verdict.violations and not verdict.unchecked:
             self._count_clean(policy, links, now)
@@ -597,6 +601,7 @@ class GuardrailService:
             violation_count=len(rows),
             unchecked=verdict.unchecked,
             links=links,
+            check_request_id=request_id,
             create_time=now,
         )
         async with self._db.transaction() as conn:

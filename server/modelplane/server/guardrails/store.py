@@ -42,7 +42,8 @@ _POLICY_COLUMNS = """
 
 _VIOLATION_COLUMNS = """
     v.id, v.check_id, v.policy_id, v.policy_revision, v.rule_id, v.severity, v.category, v.decision,
-    v.check_decision, v.model_version, v.deployment, v.traffic_slot, v.trace_id, v.span_start, v.span_end,
+    v.check_decision, v.model_version, v.deployment, v.traffic_slot, v.trace_id, v.request_id, v.span_start,
+    v.span_end,
     v.excerpt, v.matched_hash, v.create_time
 """
 
@@ -78,6 +79,8 @@ class CheckRow:
     violation_count: int
     unchecked: bool
     links: Links
+    # The check's own request id: a repeat stores nothing.
+    check_request_id: str
     create_time: datetime
 
 
@@ -254,8 +257,8 @@ async def insert_check(conn: Connection, check: CheckRow, violations: Sequence[V
     stored = await conn.fetchval(
         "INSERT INTO guardrail_checks (id, policy_id, policy_revision, decision, highest_severity,"
         " violation_count, unchecked, model_version, deployment, traffic_slot, trace_id, request_id,"
-        " create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING RETURNING true",
+        " check_request_id, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        " ON CONFLICT (check_request_id) WHERE check_request_id <> '' DO NOTHING RETURNING true",
         check.id,
         check.policy_id,
         check.policy_revision,
@@ -268,6 +271,7 @@ async def insert_check(conn: Connection, check: CheckRow, violations: Sequence[V
         links.traffic_slot.value,
         links.trace_id,
         links.request_id,
+        check.check_request_id,
         check.create_time,
     )
     if not stored:
@@ -276,8 +280,8 @@ async def insert_check(conn: Connection, check: CheckRow, violations: Sequence[V
         await conn.executemany(
             "INSERT INTO guardrail_violations (id, check_id, policy_id, policy_revision, rule_id, severity,"
             " category, decision, check_decision, model_version, deployment, traffic_slot, trace_id,"
-            " span_start, span_end, excerpt, matched_hash, create_time)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            " request_id, span_start, span_end, excerpt, matched_hash, create_time)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
             [
                 (
                     v.id,
@@ -293,6 +297,7 @@ async def insert_check(conn: Connection, check: CheckRow, violations: Sequence[V
                     links.deployment,
                     links.traffic_slot.value,
                     links.trace_id,
+                    links.request_id,
                     v.start,
                     v.end,
                     v.excerpt,
@@ -335,6 +340,7 @@ def _violation(row: asyncpg.Record) -> ViolationRecord:
             deployment=row["deployment"],
             traffic_slot=TrafficSlot(row["traffic_slot"]),
             trace_id=row["trace_id"],
+            request_id=row["request_id"],
         ),
         start=row["span_start"],
         end=row["span_end"],

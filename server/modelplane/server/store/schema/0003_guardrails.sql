@@ -48,10 +48,12 @@ CREATE TABLE guardrail_checks (
     deployment text NOT NULL DEFAULT '',
     traffic_slot text NOT NULL DEFAULT '' CHECK (traffic_slot IN ('', 'stable', 'canary')),
     trace_id text NOT NULL DEFAULT '',
-    request_id text NOT NULL DEFAULT '',    -- the CheckContent request_id; a repeat stores nothing
+    request_id text NOT NULL DEFAULT '',    -- the caller's links.request_id, to join with its other events
+    check_request_id text NOT NULL DEFAULT '',  -- the CheckContent request_id; a repeat stores nothing
     create_time timestamptz NOT NULL
 );
-CREATE UNIQUE INDEX guardrail_checks_request_id ON guardrail_checks (request_id) WHERE request_id <> '';
+CREATE UNIQUE INDEX guardrail_checks_check_request_id ON guardrail_checks (check_request_id)
+    WHERE check_request_id <> '';
 CREATE INDEX guardrail_checks_time ON guardrail_checks (create_time);
 CREATE INDEX guardrail_checks_policy_time ON guardrail_checks (policy_id, create_time);
 
@@ -70,6 +72,7 @@ CREATE TABLE guardrail_violations (
     deployment text NOT NULL DEFAULT '',
     traffic_slot text NOT NULL DEFAULT '',
     trace_id text NOT NULL DEFAULT '',
+    request_id text NOT NULL DEFAULT '',
     span_start bigint NOT NULL,
     span_end bigint NOT NULL,
     excerpt text NOT NULL,              -- masked: the matched part is never in it
