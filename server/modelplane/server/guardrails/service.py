@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from modelplane.server import pagination
+from modelplane.server import field_rules, pagination
 from modelplane.server.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from modelplane.server.filters import (
     FilterSchema,
@@ -285,7 +285,7 @@ class GuardrailService:
         self, write: WriteRequest, body: Callable[[Mutation], Awaitable[Policy | None]]
     ) -> Policy | None:
         """Runs body in one write transaction, at most once per request id."""
-        validation.check_request_id(write.request_id)
+        field_rules.check_request_id(write.request_id)
         async with mutation(self._db, write) as m:
             replayed = await m.replay()
             if replayed is not None:
@@ -366,7 +366,7 @@ class GuardrailService:
         self, name: str, given: PolicyFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Policy:
         policy_id = validation.parse_policy_name(name, "policy.name")
-        paths = _check_mask(paths)
+        paths = field_rules.check_mask(paths, validation.POLICY_MASK)
         validation.check_policy_fields(given, "policy", paths)
         for _ in range(_UPDATE_ATTEMPTS):
             async with self._db.connection() as conn:
@@ -500,7 +500,7 @@ class GuardrailService:
         validation.check_revision(revision, "policy_revision")
         validation.check_text_size(len(text), "text")
         validation.check_links(links, "links")
-        validation.check_request_id(request_id)
+        field_rules.check_request_id(request_id)
         chosen, compiled = await self._policy_for_check(policy_id, revision)
         verdict, result = await self._run_check(chosen, compiled, text)
         return await self._keep_record(chosen, verdict, result, links, request_id)
@@ -516,7 +516,7 @@ class GuardrailService:
         policy_id = validation.parse_policy_name(first.policy, "start.policy")
         validation.check_revision(first.policy_revision, "start.policy_revision")
         validation.check_links(first.links, "start.links")
-        validation.check_request_id(first.request_id)
+        field_rules.check_request_id(first.request_id)
         chosen, compiled = await self._policy_for_check(policy_id, first.policy_revision)
         stream: StreamCheck = compiled.stream()
         received = 0
@@ -688,7 +688,7 @@ MAX_BUCKET_SECONDS = 31 * 24 * 3600
 
 
 def _check_aggregate(query: AggregateQuery) -> None:
-    v = validation.Violations()
+    v = field_rules.Violations()
     seen: set[str] = set()
     for i, group in enumerate(query.group_by):
         if group in seen:
@@ -699,19 +699,3 @@ def _check_aggregate(query: AggregateQuery) -> None:
     if query.start_time and query.end_time and query.end_time <= query.start_time:
         v.add("end_time", "must be after start_time")
     v.raise_if_any()
-
-
-def _check_mask(paths: frozenset[str]) -> frozenset[str]:
-    allowed = validation.POLICY_MASK
-    if not paths:
-        raise InvalidArgument.field(
-            "update_mask", f"is required: name the fields to change among {sorted(allowed)}"
-        )
-    if "*" in paths:
-        return allowed
-    unknown = sorted(paths - allowed)
-    if unknown:
-        raise InvalidArgument.field(
-            "update_mask.paths", f"{unknown} cannot be updated; updatable fields are {sorted(allowed)}"
-        )
-    return paths

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -30,6 +30,7 @@ from modelplane.server.guardrails.domain import (
     fields_to_json,
     severity_of,
 )
+from modelplane.server.store.keyed import Keyed
 from modelplane.server.store.pool import Connection
 
 T = TypeVar("T")
@@ -46,17 +47,6 @@ _VIOLATION_COLUMNS = """
     v.span_end,
     v.excerpt, v.matched_hash, v.create_time
 """
-
-
-@dataclass(frozen=True)
-class Keyed(Generic[T]):
-    """A listed value with its selected row, from which pagination reads the keyset key columns."""
-
-    value: T
-    row: asyncpg.Record
-
-    def __getitem__(self, key: str, /) -> Any:
-        return self.row[key]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from modelplane.server.errors import FieldViolation, InvalidArgument, shown
+from modelplane.server.errors import InvalidArgument, shown
+from modelplane.server.field_rules import MAX_REQUEST_ID, Violations, check_text
 from modelplane.server.guardrails.domain import MAX_TIME_BUDGET_MS, POLICY_PREFIX, Links, PolicyFields
 from modelplane.server.guardrails.engine import MAX_TEXT_CHARS, Severity
 
@@ -23,7 +24,6 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 MAX_RULES = 1000
 MAX_FALLBACK_CHARS = 10_000
-MAX_REQUEST_ID = 128
 TEXT_TOO_LARGE = "TEXT_TOO_LARGE"
 
 POLICY_MASK = frozenset(
@@ -38,25 +38,6 @@ POLICY_MASK = frozenset(
         "time_budget",
     }
 )
-
-
-class Violations:
-    """Collects every broken rule of one request, so the caller fixes them all in one go."""
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, path: str, description: str) -> None:
-        self.items.append(FieldViolation(path, description))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument(self.items)
-
-
-def _check_text(v: Violations, path: str, value: str, limit: int) -> None:
-    if len(value) > limit:
-        v.add(path, f"is {len(value)} characters long; at most {limit} are allowed")
 
 
 def check_policy_id(value: str, path: str) -> str:
@@ -79,13 +60,6 @@ def parse_policy_name(name: str, path: str) -> str:
     return check_policy_id(match["policy"], path)
 
 
-def check_request_id(request_id: str) -> None:
-    if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument.field(
-            "request_id", f"must be at most {MAX_REQUEST_ID} characters; a UUID is advised"
-        )
-
-
 def check_revision(revision: int, path: str) -> None:
     if revision < 0:
         raise InvalidArgument.field(path, "must be 0 (the latest) or a revision number")
@@ -99,9 +73,9 @@ def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str]
         return paths is None or name in paths
 
     if wanted("display_name"):
-        _check_text(v, f"{prefix}.display_name", fields.display_name, 200)
+        check_text(v, f"{prefix}.display_name", fields.display_name, 200)
     if wanted("description"):
-        _check_text(v, f"{prefix}.description", fields.description, 4000)
+        check_text(v, f"{prefix}.description", fields.description, 4000)
     if wanted("rules"):
         if len(fields.rules) > MAX_RULES:
             v.add(f"{prefix}.rules", f"has {len(fields.rules)} rules; at most {MAX_RULES} are allowed")
@@ -112,7 +86,7 @@ def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str]
             if not RULE_ID.fullmatch(rule.category):
                 v.add(f"{path}.category", "must be 1 to 63 lower-case letters, digits, '_' or '-'")
         for i, description in enumerate(fields.rule_descriptions):
-            _check_text(v, f"{prefix}.rules[{i}].description", description, 1000)
+            check_text(v, f"{prefix}.rules[{i}].description", description, 1000)
     if wanted("decisions"):
         for severity in Severity:
             if severity not in fields.decisions:
@@ -122,9 +96,9 @@ def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str]
             path = f"{prefix}.fallback_content[{category!r}]"
             if not RULE_ID.fullmatch(category):
                 v.add(path, "key must be a rule category: 1 to 63 lower-case letters, digits, '_' or '-'")
-            _check_text(v, path, content, MAX_FALLBACK_CHARS)
+            check_text(v, path, content, MAX_FALLBACK_CHARS)
     if wanted("default_fallback"):
-        _check_text(v, f"{prefix}.default_fallback", fields.default_fallback, MAX_FALLBACK_CHARS)
+        check_text(v, f"{prefix}.default_fallback", fields.default_fallback, MAX_FALLBACK_CHARS)
     if wanted("time_budget") and not 0 <= fields.time_budget_ms <= MAX_TIME_BUDGET_MS:
         v.add(
             f"{prefix}.time_budget",
@@ -141,7 +115,7 @@ def check_links(links: Links, prefix: str) -> None:
         v.add(f"{prefix}.deployment", "must be a deployment name, deployments/{deployment}, or empty")
     if links.trace_id and not _TRACE_ID.fullmatch(links.trace_id):
         v.add(f"{prefix}.trace_id", "must be a W3C trace id of 32 lower-case hex digits, or empty")
-    _check_text(v, f"{prefix}.request_id", links.request_id, MAX_REQUEST_ID)
+    check_text(v, f"{prefix}.request_id", links.request_id, MAX_REQUEST_ID)
     v.raise_if_any()
 
 

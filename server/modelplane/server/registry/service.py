@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from modelplane.server import pagination
+from modelplane.server import field_rules, pagination
 from modelplane.server.errors import (
     Aborted,
     AlreadyExists,
@@ -103,8 +103,8 @@ def _expected_version(model_id: str, expected_version: str | None, reason: str) 
         expected_model, expected = names.parse_version(expected_version, "expected_version")
         if expected_model != model_id:
             raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
-    v = validation.Violations()
-    validation.check_text(v, "reason", reason, 1000)
+    v = field_rules.Violations()
+    field_rules.check_text(v, "reason", reason, 1000)
     v.raise_if_any()
     return expected
 
@@ -127,7 +127,7 @@ class RegistryService:
         body: Callable[[Mutation], Awaitable[T]],
     ) -> T:
         """Runs body in one write transaction, at most once per request id."""
-        validation.check_request_id(write.request_id)
+        field_rules.check_request_id(write.request_id)
         async with mutation(self._db, write) as m:
             replayed = await m.replay()
             if replayed is not None:
@@ -194,7 +194,7 @@ class RegistryService:
         self, name: str, fields: ModelFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Model:
         model_id = names.parse_model(name, "model.name")
-        paths = validation.check_mask(paths, MODEL_MASK)
+        paths = field_rules.check_mask(paths, MODEL_MASK)
         validation.check_model_fields(fields, "model", paths)
 
         async def body(m: Mutation) -> Model:
@@ -303,14 +303,14 @@ class RegistryService:
         self, name: str, update: VersionUpdate, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> ModelVersion:
         model_id, number = names.parse_version(name, "model_version.name")
-        paths = validation.check_mask(paths, VERSION_MASK)
-        v = validation.Violations()
+        paths = field_rules.check_mask(paths, VERSION_MASK)
+        v = field_rules.Violations()
         if "state" in paths and update.state is None:
             v.add("model_version.state", "must be READY, DEPRECATED or ARCHIVED")
         if "description" in paths:
-            validation.check_text(v, "model_version.description", update.description, 4000)
+            field_rules.check_text(v, "model_version.description", update.description, 4000)
         if "labels" in paths:
-            validation.check_labels(v, "model_version.labels", update.labels)
+            field_rules.check_labels(v, "model_version.labels", update.labels)
         v.raise_if_any()
 
         async def body(m: Mutation) -> ModelVersion:

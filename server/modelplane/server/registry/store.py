@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -25,6 +24,7 @@ from modelplane.server.registry.domain import (
     VersionState,
     VersionUpdate,
 )
+from modelplane.server.store.keyed import Keyed
 from modelplane.server.store.pool import Connection
 
 _MODEL_COLUMNS = """
@@ -42,17 +42,6 @@ _VERSION_COLUMNS = """
 """
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Keyed(Generic[T]):
-    """A listed value with its selected row, from which pagination reads the keyset key columns."""
-
-    value: T
-    row: asyncpg.Record
-
-    def __getitem__(self, key: str, /) -> Any:
-        return self.row[key]
 
 
 _ALIAS_COLUMNS = "a.model_id, a.alias, a.version_id, a.update_time, a.updated_by"

@@ -3,54 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
-from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.errors import InvalidArgument
+from modelplane.server.field_rules import Violations, check_labels, check_text
 from modelplane.server.registry import names
 from modelplane.server.registry.domain import CAPABILITIES, ModelFields, Pricing, VersionFields
 
-_LABEL_KEY = re.compile(r"[a-z0-9_-]{1,63}")
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-MAX_LABELS = 64
-MAX_REQUEST_ID = 128
-
-
-class Violations:
-    """Collects every broken rule of one request, so the caller fixes them all in one go."""
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, path: str, description: str) -> None:
-        self.items.append(FieldViolation(path, description))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument(self.items)
-
-
-def check_text(v: Violations, path: str, value: str, limit: int) -> None:
-    if len(value) > limit:
-        v.add(path, f"is {len(value)} characters long; at most {limit} are allowed")
-
-
-def check_labels(v: Violations, path: str, labels: Mapping[str, str]) -> None:
-    if len(labels) > MAX_LABELS:
-        v.add(path, f"has {len(labels)} entries; at most {MAX_LABELS} are allowed")
-    for key, value in labels.items():
-        if not _LABEL_KEY.fullmatch(key):
-            v.add(f"{path}[{key!r}]", "key must be 1 to 63 lower-case letters, digits, '_' or '-'")
-        if len(value) > 63:
-            v.add(f"{path}[{key!r}]", "value must be at most 63 characters")
-
-
-def check_request_id(request_id: str) -> None:
-    if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument.field(
-            "request_id", f"must be at most {MAX_REQUEST_ID} characters; a UUID is advised"
-        )
 
 
 def check_model_fields(fields: ModelFields, prefix: str, paths: frozenset[str] | None = None) -> None:
@@ -120,19 +81,3 @@ def check_version_fields(fields: VersionFields, prefix: str, pricing_given: bool
             v.items.extend(exc.violations)
     check_text(v, f"{prefix}.lineage.source_run", fields.source_run, 1000)
     v.raise_if_any()
-
-
-def check_mask(paths: frozenset[str], allowed: frozenset[str]) -> frozenset[str]:
-    """The paths to apply: "*" means every allowed field; an empty or unknown path is refused."""
-    if not paths:
-        raise InvalidArgument.field(
-            "update_mask", f"is required: name the fields to change among {sorted(allowed)}"
-        )
-    if "*" in paths:
-        return allowed
-    unknown = sorted(paths - allowed)
-    if unknown:
-        raise InvalidArgument.field(
-            "update_mask.paths", f"{unknown} cannot be updated; updatable fields are {sorted(allowed)}"
-        )
-    return paths
