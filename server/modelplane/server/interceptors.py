@@ -54,6 +54,20 @@ class CallAuthenticator(Protocol):
     async def authenticate(self, method: str, authorization: str | None) -> Caller: ...
 
 
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for message in requests:
+        check_request_text(message)
+        yield message
+
+
+def _checked(request: Any, streaming: bool) -> Any:
+    """The request, or the stream of requests, with every text field checked before the handler sees it."""
+    if streaming:
+        return _checked_stream(request)
+    check_request_text(request)
+    return request
+
+
 def is_open_method(method: str) -> bool:
     return method.startswith(OPEN_METHOD_PREFIXES)
 
@@ -100,14 +114,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=False):
-                check_request_text(request)
-                result = behaviour(request, context)
+                result = behaviour(_checked(request, handler.request_streaming), context)
                 return await result if inspect.isawaitable(result) else result
 
         async def streaming_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=True):
-                check_request_text(request)
-                result = behaviour(request, context)
+                result = behaviour(_checked(request, handler.request_streaming), context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.
                 if inspect.isawaitable(result):

@@ -7,7 +7,7 @@ proto enum number ever reaches the service.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -42,6 +42,7 @@ from modelplane.server.guardrails.engine import (
     Severity,
 )
 from modelplane.server.guardrails.service import StreamChunk, StreamEnd, StreamEvent, StreamStart
+from modelplane.server.proto_time import datetime_from
 from modelplane.v1 import common_pb2
 from modelplane.v1 import guardrails_pb2 as pb
 
@@ -376,6 +377,10 @@ def aggregate_query(request: pb.AggregateViolationsRequest) -> AggregateQuery:
             found.append(FieldViolation("bucket_width", "must be a positive whole number of seconds"))
         else:
             bucket_seconds = width.seconds
+    start_time = (
+        datetime_from(request.start_time, "start_time", found) if request.HasField("start_time") else None
+    )
+    end_time = datetime_from(request.end_time, "end_time", found) if request.HasField("end_time") else None
     policy_id = ""
     if request.policy:
         if not request.policy.startswith("policies/"):
@@ -385,8 +390,8 @@ def aggregate_query(request: pb.AggregateViolationsRequest) -> AggregateQuery:
         raise InvalidArgument(found)
     return AggregateQuery(
         group_by=tuple(groups),
-        start_time=request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
-        end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+        start_time=start_time,
+        end_time=end_time,
         bucket_seconds=bucket_seconds,
         policy_id=policy_id,
     )

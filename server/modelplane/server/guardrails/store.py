@@ -181,7 +181,7 @@ async def get_policy(conn: Connection, policy_id: str, revision: int = 0) -> Pol
     """A live policy at `revision` (0: the latest); None if the policy or that revision of it is unknown."""
     row = await conn.fetchrow(
         f"SELECT {_POLICY_COLUMNS} FROM policies p JOIN policy_revisions r ON r.policy_id = p.id"
-        " AND r.revision = CASE WHEN $2 = 0 THEN p.revision ELSE $2 END"
+        " AND r.revision = CASE WHEN $2::bigint = 0 THEN p.revision ELSE $2::bigint END"
         " WHERE p.id = $1 AND r.revision >= p.first_revision",
         policy_id,
         revision,

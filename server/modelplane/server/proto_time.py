@@ -1,0 +1,21 @@
+"""Times and durations from requests, refused with the field's path when out of range instead of raising."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from modelplane.server.errors import FieldViolation
+
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_SECONDS = -62_135_596_800
+MAX_SECONDS = 253_402_300_799
+
+
+def datetime_from(value: timestamp_pb2.Timestamp, path: str, found: list[FieldViolation]) -> datetime | None:
+    """The timestamp as an aware datetime; None (and a violation added) when it is out of range."""
+    if not MIN_SECONDS <= value.seconds <= MAX_SECONDS or not 0 <= value.nanos <= 999_999_999:
+        found.append(FieldViolation(path, "must be a timestamp between 0001-01-01 and 9999-12-31"))
+        return None
+    return value.ToDatetime(tzinfo=UTC)
