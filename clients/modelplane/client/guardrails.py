@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Self
 
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
+from modelplane.client.base import ServiceClient, ensure_request_id
 from modelplane.client.errors import ModelplaneError, from_rpc_error
-from modelplane.client.registry import DEFAULT_TIMEOUT
-from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
+from modelplane.client.retry import RetryPolicy
 from modelplane.v1 import common_pb2, guardrails_pb2, guardrails_pb2_grpc
 
 if TYPE_CHECKING:
@@ -46,14 +45,8 @@ __all__ = ["DEFAULT_STREAM_TIMEOUT", "CheckStreamSession", "GuardrailClient"]
 # short enough that a forgotten stream does not hold a server slot for ever.
 DEFAULT_STREAM_TIMEOUT = 300.0
 
-RequestT = TypeVar("RequestT")
-ResponseT = TypeVar("ResponseT")
 
 _CallT = grpc.aio.StreamStreamCall[guardrails_pb2.CheckStreamRequest, guardrails_pb2.CheckStreamResponse]
-
-
-def _request_id(given: str | None) -> str:
-    return given if given is not None else str(uuid.uuid4())
 
 
 def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -74,7 +67,7 @@ def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
     return duration
 
 
-class GuardrailClient:
+class GuardrailClient(ServiceClient):
     """Client of GuardrailService, built from a `Connection` or from a grpc.aio channel.
 
     Used as `async with`, it closes what it was built from (the connection or the channel) on exit; do not
@@ -89,52 +82,8 @@ class GuardrailClient:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        if isinstance(source, grpc.aio.Channel):
-            channel = source
-            default_metadata: tuple[tuple[str, str], ...] = ()
-            default_timeout = DEFAULT_TIMEOUT
-            default_retry = DEFAULT_RETRY_POLICY
-        else:
-            channel = source.channel
-            default_metadata = source.metadata
-            default_timeout = source.timeout
-            default_retry = source.retry
-        self._source = source
-        self._stub: GuardrailServiceAsyncStub = guardrails_pb2_grpc.GuardrailServiceStub(channel)
-        self.metadata: tuple[tuple[str, str], ...] = default_metadata if metadata is None else tuple(metadata)
-        self.timeout: float = default_timeout if timeout is None else timeout
-        self.retry: RetryPolicy = default_retry if retry is None else retry
-
-    async def close(self) -> None:
-        """Closes the connection or channel this client was built from."""
-        await self._source.close(None)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def _unary(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        request: RequestT,
-        timeout: float | None,
-    ) -> ResponseT:
-        async def attempt(remaining: float | None) -> ResponseT:
-            try:
-                return await method(request, timeout=remaining, metadata=self.metadata)
-            except grpc.RpcError as error:
-                raise from_rpc_error(error) from error
-
-        return await call_with_retry(
-            attempt, timeout=self.timeout if timeout is None else timeout, policy=self.retry
-        )
+        super().__init__(source, metadata=metadata, timeout=timeout, retry=retry)
+        self._stub: GuardrailServiceAsyncStub = guardrails_pb2_grpc.GuardrailServiceStub(self._channel)
 
     # Policies.
 
@@ -149,7 +98,7 @@ class GuardrailClient:
         """Creates "policies/{policy_id}" at revision 1. Raises PolicyAlreadyExists, InvalidRule (a rule that
         does not compile, with its field path), FallbackBreaksPolicy, InvalidArgument."""
         request = guardrails_pb2.CreatePolicyRequest(
-            policy_id=policy_id, policy=policy, request_id=_request_id(request_id)
+            policy_id=policy_id, policy=policy, request_id=ensure_request_id(request_id)
         )
         response = await self._unary(self._stub.CreatePolicy, request, timeout)
         return response.policy
@@ -201,7 +150,7 @@ class GuardrailClient:
         request = guardrails_pb2.UpdatePolicyRequest(
             policy=policy,
             update_mask=field_mask_pb2.FieldMask(paths=list(update_mask)),
-            request_id=_request_id(request_id),
+            request_id=ensure_request_id(request_id),
         )
         response = await self._unary(self._stub.UpdatePolicy, request, timeout)
         return response.policy
@@ -211,7 +160,9 @@ class GuardrailClient:
     ) -> None:
         """Deletes a policy and its revisions (its violation records are kept). Raises PolicyNotFound,
         EtagMismatch."""
-        request = guardrails_pb2.DeletePolicyRequest(name=name, etag=etag, request_id=_request_id(request_id))
+        request = guardrails_pb2.DeletePolicyRequest(
+            name=name, etag=etag, request_id=ensure_request_id(request_id)
+        )
         await self._unary(self._stub.DeletePolicy, request, timeout)
 
     async def list_policy_revisions_page(
@@ -258,7 +209,7 @@ class GuardrailClient:
             policy_revision=policy_revision,
             text=text,
             links=links,
-            request_id=_request_id(request_id),
+            request_id=ensure_request_id(request_id),
         )
         response = await self._unary(self._stub.CheckContent, request, timeout)
         return response.verdict
@@ -275,7 +226,10 @@ class GuardrailClient:
         """A CheckStream to use as `async with`; `timeout` (None: no deadline) bounds the whole stream.
         Its errors (PolicyNotFound, TextTooLarge, ...) are raised by `send`, `wait_blocked` or `finish`."""
         start = guardrails_pb2.CheckStreamStart(
-            policy=policy, policy_revision=policy_revision, links=links, request_id=_request_id(request_id)
+            policy=policy,
+            policy_revision=policy_revision,
+            links=links,
+            request_id=ensure_request_id(request_id),
         )
         return CheckStreamSession(self._stub, start, metadata=self.metadata, timeout=timeout)
 

@@ -20,20 +20,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import AsyncGenerator, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import field_mask_pb2
 
+from modelplane.client.base import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from modelplane.client.base import ServiceClient, ensure_request_id
 from modelplane.client.errors import ModelplaneError, from_rpc_error
 from modelplane.client.retry import (
-    DEFAULT_RETRY_POLICY,
     RetryPolicy,
     backoff_ceilings,
-    call_with_retry,
     is_retryable,
     retry_delay,
 )
@@ -46,17 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["ModelRegistryClient"]
 
 # Seconds a unary call may take, retries included, unless the caller says otherwise.
-DEFAULT_TIMEOUT = 10.0
-
-RequestT = TypeVar("RequestT")
-ResponseT = TypeVar("ResponseT")
 
 
-def _request_id(given: str | None) -> str:
-    return given if given is not None else str(uuid.uuid4())
-
-
-class ModelRegistryClient:
+class ModelRegistryClient(ServiceClient):
     """Client of ModelRegistryService, built from a `Connection` or from a grpc.aio channel.
 
     Used as `async with`, it closes what it was built from (the connection or the channel) on exit; do not
@@ -71,52 +61,8 @@ class ModelRegistryClient:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        if isinstance(source, grpc.aio.Channel):
-            channel = source
-            default_metadata: tuple[tuple[str, str], ...] = ()
-            default_timeout = DEFAULT_TIMEOUT
-            default_retry = DEFAULT_RETRY_POLICY
-        else:
-            channel = source.channel
-            default_metadata = source.metadata
-            default_timeout = source.timeout
-            default_retry = source.retry
-        self._source = source
-        self._stub: ModelRegistryServiceAsyncStub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
-        self.metadata: tuple[tuple[str, str], ...] = default_metadata if metadata is None else tuple(metadata)
-        self.timeout: float = default_timeout if timeout is None else timeout
-        self.retry: RetryPolicy = default_retry if retry is None else retry
-
-    async def close(self) -> None:
-        """Closes the connection or channel this client was built from."""
-        await self._source.close(None)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def _unary(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        request: RequestT,
-        timeout: float | None,
-    ) -> ResponseT:
-        async def attempt(remaining: float | None) -> ResponseT:
-            try:
-                return await method(request, timeout=remaining, metadata=self.metadata)
-            except grpc.RpcError as error:
-                raise from_rpc_error(error) from error
-
-        return await call_with_retry(
-            attempt, timeout=self.timeout if timeout is None else timeout, policy=self.retry
-        )
+        super().__init__(source, metadata=metadata, timeout=timeout, retry=retry)
+        self._stub: ModelRegistryServiceAsyncStub = registry_pb2_grpc.ModelRegistryServiceStub(self._channel)
 
     # Models.
 
@@ -130,7 +76,7 @@ class ModelRegistryClient:
     ) -> registry_pb2.Model:
         """Creates a model named "models/{model_id}". Raises ModelAlreadyExists, InvalidArgument."""
         request = registry_pb2.CreateModelRequest(
-            model_id=model_id, model=model, request_id=_request_id(request_id)
+            model_id=model_id, model=model, request_id=ensure_request_id(request_id)
         )
         response = await self._unary(self._stub.CreateModel, request, timeout)
         return response.model
@@ -183,7 +129,7 @@ class ModelRegistryClient:
         request = registry_pb2.UpdateModelRequest(
             model=model,
             update_mask=field_mask_pb2.FieldMask(paths=list(update_mask)),
-            request_id=_request_id(request_id),
+            request_id=ensure_request_id(request_id),
         )
         response = await self._unary(self._stub.UpdateModel, request, timeout)
         return response.model
@@ -200,7 +146,7 @@ class ModelRegistryClient:
         """Deletes a model; with force, its versions, aliases and alias history too.
         Raises ModelNotFound, ModelHasVersions, EtagMismatch."""
         request = registry_pb2.DeleteModelRequest(
-            name=name, etag=etag, force=force, request_id=_request_id(request_id)
+            name=name, etag=etag, force=force, request_id=ensure_request_id(request_id)
         )
         await self._unary(self._stub.DeleteModel, request, timeout)
 
@@ -216,7 +162,7 @@ class ModelRegistryClient:
     ) -> registry_pb2.ModelVersion:
         """Adds the next version to the model `parent`. Raises ModelNotFound, InvalidArgument."""
         request = registry_pb2.CreateModelVersionRequest(
-            parent=parent, model_version=model_version, request_id=_request_id(request_id)
+            parent=parent, model_version=model_version, request_id=ensure_request_id(request_id)
         )
         response = await self._unary(self._stub.CreateModelVersion, request, timeout)
         return response.model_version
@@ -285,7 +231,7 @@ class ModelRegistryClient:
         request = registry_pb2.UpdateModelVersionRequest(
             model_version=model_version,
             update_mask=field_mask_pb2.FieldMask(paths=list(update_mask)),
-            request_id=_request_id(request_id),
+            request_id=ensure_request_id(request_id),
         )
         response = await self._unary(self._stub.UpdateModelVersion, request, timeout)
         return response.model_version
@@ -295,7 +241,7 @@ class ModelRegistryClient:
     ) -> None:
         """Deletes a version. Raises ModelVersionNotFound, EtagMismatch, VersionHasAliases."""
         request = registry_pb2.DeleteModelVersionRequest(
-            name=name, etag=etag, request_id=_request_id(request_id)
+            name=name, etag=etag, request_id=ensure_request_id(request_id)
         )
         await self._unary(self._stub.DeleteModelVersion, request, timeout)
 
@@ -315,7 +261,7 @@ class ModelRegistryClient:
         points to, "" requires that the alias does not exist yet, anything else that it points there now.
         Raises AliasConflict, ModelNotFound, ModelVersionNotFound, VersionArchived."""
         request = registry_pb2.SetAliasRequest(
-            name=name, version=version, reason=reason, request_id=_request_id(request_id)
+            name=name, version=version, reason=reason, request_id=ensure_request_id(request_id)
         )
         if expected_version is not None:
             request.expected_version = expected_version
@@ -361,7 +307,10 @@ class ModelRegistryClient:
         """Deletes an alias; a non-empty expected_version must be where it points now.
         Raises AliasNotFound, AliasConflict."""
         request = registry_pb2.DeleteAliasRequest(
-            name=name, expected_version=expected_version, reason=reason, request_id=_request_id(request_id)
+            name=name,
+            expected_version=expected_version,
+            reason=reason,
+            request_id=ensure_request_id(request_id),
         )
         await self._unary(self._stub.DeleteAlias, request, timeout)
 
