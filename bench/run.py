@@ -295,7 +295,17 @@ def run_guardrail_benchmarks(args: argparse.Namespace) -> int:
         *("--server-log-level", args.server_log_level),
     ]
     exit_code = 0
-    for command in (["bench.guardrails_engine"], ["bench.guardrails_grpc", *grpc_options]):
+    database_options = [
+        *(["--database-url", args.database_url] if args.database_url else []),
+        *(["--embedded"] if args.embedded else []),
+    ]
+    deployments_command = ["bench.deployments_routing", *database_options, "--duration", str(args.duration)]
+    for command in (
+        ["bench.guardrails_engine"],
+        ["bench.guardrails_grpc", *grpc_options],
+        deployments_command,
+        ["bench.logs_ingest", *database_options],
+    ):
         print(flush=True)
         finished = subprocess.run([sys.executable, "-m", *command], cwd=REPO, check=False)
         exit_code = exit_code or finished.returncode

@@ -1,10 +1,10 @@
 """Connecting to a modelplane server: one grpc.aio channel with the server's keepalive and size limits.
 
 `connect()` returns a `Connection`, an async context manager that owns the channel and hands out the typed
-service clients (`connection.registry`, `connection.guardrails`). The bearer token travels as
-`authorization: Bearer <token>`: as call credentials over TLS, and as per-call metadata on a plaintext
-channel, because gRPC refuses call credentials on an insecure channel. A token sent in plaintext is
-readable on the wire: use TLS beyond loopback.
+service clients (`connection.registry`, `connection.guardrails`, `connection.deployments`). The bearer
+token travels as `authorization: Bearer <token>`: as call credentials over TLS, and as per-call metadata
+on a plaintext channel, because gRPC refuses call credentials on an insecure channel. A token sent in
+plaintext is readable on the wire: use TLS beyond loopback.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from typing import Any, Self
 
 import grpc
 
+from modelplane.client.base import DEFAULT_TIMEOUT
+from modelplane.client.deployments import DeploymentClient
 from modelplane.client.guardrails import GuardrailClient
-from modelplane.client.registry import DEFAULT_TIMEOUT, ModelRegistryClient
+from modelplane.client.logs import LogClient
+from modelplane.client.registry import ModelRegistryClient
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 __all__ = [
@@ -106,6 +109,8 @@ class Connection:
         self.retry = retry
         self._registry: ModelRegistryClient | None = None
         self._guardrails: GuardrailClient | None = None
+        self._deployments: DeploymentClient | None = None
+        self._logs: LogClient | None = None
 
     @property
     def registry(self) -> ModelRegistryClient:
@@ -124,6 +129,24 @@ class Connection:
                 self.channel, metadata=self.metadata, timeout=self.timeout, retry=self.retry
             )
         return self._guardrails
+
+    @property
+    def deployments(self) -> DeploymentClient:
+        """The deployment manager's client on this connection."""
+        if self._deployments is None:
+            self._deployments = DeploymentClient(
+                self.channel, metadata=self.metadata, timeout=self.timeout, retry=self.retry
+            )
+        return self._deployments
+
+    @property
+    def logs(self) -> LogClient:
+        """Log collection's client on this connection (to ship events, use LogShipper)."""
+        if self._logs is None:
+            self._logs = LogClient(
+                self.channel, metadata=self.metadata, timeout=self.timeout, retry=self.retry
+            )
+        return self._logs
 
     async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Waits until the channel is connected; raises TimeoutError after `timeout` seconds."""

@@ -32,13 +32,17 @@ __all__ = [
     "AliasConflict",
     "AliasNotFound",
     "AlreadyExists",
+    "BatchTooLarge",
     "Cancelled",
     "DataLoss",
     "DeadlineExceeded",
+    "DeploymentAlreadyExists",
+    "DeploymentNotFound",
     "EtagMismatch",
     "FailedPrecondition",
     "FallbackBreaksPolicy",
     "FieldViolation",
+    "IllegalTransition",
     "Internal",
     "InvalidArgument",
     "InvalidField",
@@ -51,6 +55,7 @@ __all__ = [
     "ModelVersionNotFound",
     "ModelplaneError",
     "NoMatchingModel",
+    "NoReadyEndpoint",
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
@@ -61,6 +66,8 @@ __all__ = [
     "ResourceExhausted",
     "RevisionCompacted",
     "RoleNotAllowed",
+    "RolloutInProgress",
+    "RolloutNotFound",
     "ShuttingDown",
     "StorageUnavailable",
     "TextTooLarge",
@@ -255,6 +262,38 @@ class PolicyRevisionNotFound(NotFound):
     default_reason = "POLICY_REVISION_NOT_FOUND"
 
 
+class DeploymentNotFound(NotFound):
+    default_reason = "DEPLOYMENT_NOT_FOUND"
+
+
+class RolloutNotFound(NotFound):
+    default_reason = "ROLLOUT_NOT_FOUND"
+
+
+class DeploymentAlreadyExists(AlreadyExists):
+    """The deployment id is taken, or another deployment already serves the same model and environment."""
+
+    default_reason = "DEPLOYMENT_ALREADY_EXISTS"
+
+
+class RolloutInProgress(FailedPrecondition):
+    """The deployment has an active rollout; finish, roll back or abort it first."""
+
+    default_reason = "ROLLOUT_IN_PROGRESS"
+
+
+class IllegalTransition(FailedPrecondition):
+    """The rollout's state does not allow this action (promoting a finished rollout, say)."""
+
+    default_reason = "ILLEGAL_TRANSITION"
+
+
+class NoReadyEndpoint(FailedPrecondition):
+    """ResolveRoute found no endpoint that is not NOT_READY in either slot of the deployment."""
+
+    default_reason = "NO_READY_ENDPOINT"
+
+
 class ModelAlreadyExists(AlreadyExists):
     default_reason = "MODEL_ALREADY_EXISTS"
 
@@ -320,6 +359,12 @@ class TextTooLarge(InvalidArgument):
     default_reason = "TEXT_TOO_LARGE"
 
 
+class BatchTooLarge(InvalidArgument):
+    """A log batch holds more than 1,000 events; split it."""
+
+    default_reason = "BATCH_TOO_LARGE"
+
+
 class RevisionCompacted(OutOfRange):
     """A watch asked for changes older than the oldest kept; re-read the state and watch from its revision."""
 
@@ -371,6 +416,12 @@ _REASON_CLASSES: tuple[type[ModelplaneError], ...] = (
     NoMatchingModel,
     PolicyNotFound,
     PolicyRevisionNotFound,
+    DeploymentNotFound,
+    RolloutNotFound,
+    DeploymentAlreadyExists,
+    RolloutInProgress,
+    IllegalTransition,
+    NoReadyEndpoint,
     ModelAlreadyExists,
     PolicyAlreadyExists,
     EtagMismatch,
@@ -385,6 +436,7 @@ _REASON_CLASSES: tuple[type[ModelplaneError], ...] = (
     InvalidRule,
     FallbackBreaksPolicy,
     TextTooLarge,
+    BatchTooLarge,
     RevisionCompacted,
     StorageUnavailable,
     ShuttingDown,

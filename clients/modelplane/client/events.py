@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol, runtime_checkable
 
 EventStatus = Literal["ok", "error"]
+# How a routed call ended; the values are RoutingOutcome's stored forms (modelplane.v1.logs).
+RoutingOutcome = Literal["ok", "error", "timeout", "no_endpoint", "fallback"]
 
 
 @runtime_checkable
@@ -104,6 +106,37 @@ class GuardrailEvent:
     deployment: str = ""
     # traffic_slot is "stable" or "canary" ("" when no deployment routed the call).
     traffic_slot: str = ""
+    trace_id: str = ""
+    request_id: str = ""
+    event_id: str = field(default_factory=_new_event_id)
+    event_time: datetime = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class RoutingEvent:
+    """One call that a ServiceCoordinator routed through a deployment's traffic table: where it went, why
+    there, and how it ended. Emitted once per routed call, also when no endpoint could take it."""
+
+    # deployment is the deployment's resource name ("deployments/chat-prod").
+    deployment: str
+    # traffic_slot is "stable" or "canary"; "" when no slot could be chosen (outcome "no_endpoint").
+    traffic_slot: str
+    # endpoint is the address the call went to; "" when there was none.
+    endpoint: str
+    # model_version is the registry version the slot serves ("models/chat/versions/3"), "" when unknown
+    # (a static route that names no version).
+    model_version: str
+    outcome: RoutingOutcome
+    # latency_seconds is measured around the endpoint call alone (0 when there was none).
+    latency_seconds: float
+    # rollout is the resource name of the rollout in progress when the call was routed, "" when none.
+    rollout: str = ""
+    # routed_by is "deployment_manager" (a table from WatchDeployment) or "static" (a configured route).
+    routed_by: str = ""
+    # table_revision is the revision of the traffic table used; 0 for a static route.
+    table_revision: int = 0
+    error_type: str = ""
+    error_message: str = ""
     trace_id: str = ""
     request_id: str = ""
     event_id: str = field(default_factory=_new_event_id)

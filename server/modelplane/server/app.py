@@ -20,17 +20,32 @@ from grpc_reflection.v1alpha import reflection
 
 from modelplane.server.auth.service import Authenticator
 from modelplane.server.config import ServerConfig, TlsConfig
+from modelplane.server.deployments.driver import RolloutDriver
+from modelplane.server.deployments.service import DeploymentService
+from modelplane.server.deployments.servicer import DeploymentServicer
 from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
 from modelplane.server.health import HealthReporter
 from modelplane.server.interceptors import CallInterceptor
-from modelplane.server.metrics import ServerMetrics
+from modelplane.server.logs.maintenance import LogMaintenance
+from modelplane.server.logs.service import LogService, LogSettings
+from modelplane.server.logs.servicer import LogServicer
+from modelplane.server.metrics import LogIngestionMetrics, ServerMetrics
 from modelplane.server.registry.service import RegistryService
 from modelplane.server.registry.servicer import ModelRegistryServicer
 from modelplane.server.store.migrations import migrate
 from modelplane.server.store.pool import Database
 from modelplane.server.store.watch import ChangeFeed
-from modelplane.v1 import guardrails_pb2, guardrails_pb2_grpc, registry_pb2, registry_pb2_grpc
+from modelplane.v1 import (
+    deployments_pb2,
+    deployments_pb2_grpc,
+    guardrails_pb2,
+    guardrails_pb2_grpc,
+    logs_pb2,
+    logs_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +69,8 @@ STREAM_END_WAIT = 2.0
 MODELPLANE_SERVICES: tuple[str, ...] = (
     registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name,
     guardrails_pb2.DESCRIPTOR.services_by_name["GuardrailService"].full_name,
+    deployments_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
+    logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -106,6 +123,9 @@ class ModelplaneServer:
         interceptor: CallInterceptor,
         grpc_server: grpc.aio.Server,
         guardrails: GuardrailService | None = None,
+        rollout_driver: RolloutDriver | None = None,
+        logs: LogService | None = None,
+        log_maintenance: LogMaintenance | None = None,
     ) -> None:
         self.config = config
         self.database = database
@@ -116,6 +136,9 @@ class ModelplaneServer:
         # Exposed so that a caller can add handlers before start() (tests, future capabilities).
         self.grpc_server = grpc_server
         self.guardrails = guardrails
+        self.rollout_driver = rollout_driver
+        self.logs = logs
+        self.log_maintenance = log_maintenance
         self._port: int | None = None
         self._background: asyncio.Task[None] | None = None
         self._stopped = False
@@ -150,6 +173,9 @@ class ModelplaneServer:
         await self.health.set_serving(False)
         await self.grpc_server.start()
         await self.feed.start()
+        if self.log_maintenance is not None:
+            # Retries by itself until the database is ready.
+            self.log_maintenance.start()
         if self.config.metrics_address is not None:
             self.metrics.start_endpoint(self.config.metrics_address)
         self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")
@@ -172,6 +198,9 @@ class ModelplaneServer:
                 # answer UNAVAILABLE meanwhile, and try again.
                 log.warning("database not ready (%s: %s); retrying", type(exc).__name__, exc)
                 await asyncio.sleep(CONNECT_RETRY_INTERVAL)
+        if self.rollout_driver is not None:
+            # Timed rollout steps advance only once the schema is there.
+            self.rollout_driver.start()
         await self.health.run()
 
     async def wait_serving(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a plain bound for tests
@@ -195,8 +224,12 @@ class ModelplaneServer:
         await asyncio.sleep(HEALTH_PROPAGATION_DELAY)
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
         await self.grpc_server.stop(grace)
+        if self.rollout_driver is not None:
+            await self.rollout_driver.stop()
         if self.guardrails is not None:
             await self.guardrails.close()
+        if self.log_maintenance is not None:
+            await self.log_maintenance.stop()
         await self.feed.stop()
         await asyncio.to_thread(self.metrics.stop_endpoint)
         await self.database.close()
@@ -218,12 +251,23 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
     feed = ChangeFeed(config.database_url)
     registry = RegistryService(database, feed, progress_interval=config.watch_progress_interval)
     guardrails = GuardrailService(database, feed)
+    deployments = DeploymentService(
+        database, feed, registry, progress_interval=config.watch_progress_interval
+    )
     health = HealthReporter(database, MODELPLANE_SERVICES, probe_interval=config.health_probe_interval)
     metrics = ServerMetrics()
+    log_settings = LogSettings(
+        retention_days=config.log_retention_days,
+        partition_lead_days=config.log_partition_lead_days,
+        stream_queue_batches=config.log_stream_queue_batches,
+    )
+    logs = LogService(database, log_settings, observer=LogIngestionMetrics(metrics.registry))
     interceptor = CallInterceptor(Authenticator(database, enabled=config.auth), metrics)
     grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
     guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
+    deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), grpc_server)
+    logs_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(logs), grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, grpc_server)
     reflection.enable_server_reflection(
         [*MODELPLANE_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
@@ -237,6 +281,9 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
         interceptor=interceptor,
         grpc_server=grpc_server,
         guardrails=guardrails,
+        rollout_driver=RolloutDriver(deployments),
+        logs=logs,
+        log_maintenance=LogMaintenance(database, log_settings),
     )
 
 

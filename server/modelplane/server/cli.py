@@ -84,6 +84,23 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
+    return number
+
+
+def _positive_count(value: str) -> int:
+    number = _count(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError("expected a whole number >= 1, got 0")
+    return number
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in LOG_LEVELS:
@@ -143,6 +160,21 @@ SERVE_SETTINGS = (
         "--shutdown-grace", "seconds in-flight calls get to finish on SIGTERM", _seconds, 10.0, metavar="S"
     ),
     Setting("--log-level", f"one of {', '.join(LOG_LEVELS)}", _log_level, "INFO", metavar="LEVEL"),
+    Setting(
+        "--log-retention-days",
+        "days log events are kept; older daily partitions are dropped (0 keeps everything)",
+        _count,
+        30,
+        metavar="DAYS",
+    ),
+    Setting("--log-partition-lead-days", "days of log partitions created ahead", _count, 3, metavar="DAYS"),
+    Setting(
+        "--log-stream-queue",
+        "batches one StreamLogEvents call queues before it stops reading (flow control)",
+        _positive_count,
+        8,
+        metavar="BATCHES",
+    ),
 )
 
 
@@ -224,6 +256,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         tls=tls,
         metrics_address=args.metrics_address,
         shutdown_grace=args.shutdown_grace,
+        log_retention_days=args.log_retention_days,
+        log_partition_lead_days=args.log_partition_lead_days,
+        log_stream_queue_batches=args.log_stream_queue,
     )
     if not config.auth and not config.is_loopback and not config.insecure:
         raise UsageError(

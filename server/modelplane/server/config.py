@@ -39,6 +39,12 @@ class ServerConfig:
     health_probe_interval: float = 1.0
     # Largest message accepted or sent, in bytes; model artifacts never travel in messages.
     max_message_bytes: int = 4 * 1024 * 1024
+    # Log collection: days events are kept (whole daily partitions older are dropped; 0 keeps all),
+    # days of partitions created ahead, and the batches one StreamLogEvents call queues before it
+    # stops reading from the client (flow control).
+    log_retention_days: int = 30
+    log_partition_lead_days: int = 3
+    log_stream_queue_batches: int = 8
 
     @property
     def host(self) -> str:

@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
+
+
+class IngestionCounts(Protocol):
+    """What one log ingestion commit counted (modelplane.server.logs.store.Stored)."""
+
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def gaps(self) -> int: ...
+
 
 # Control-plane calls are short; the top buckets catch watch streams and slow storage.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -71,3 +86,60 @@ class ServerMetrics:
         if self._thread is not None:
             thread, self._thread = self._thread, None
             thread.join(timeout=5)
+
+
+class LogIngestionMetrics:
+    """The log collector's ingestion counters per client, as this replica committed them.
+
+    Every replica counts what it stored; sum over replicas for the fleet (GetIngestionStats reads the
+    shared totals from the store). Client ids past `max_clients` are counted under "other", so a
+    misbehaving fleet of shippers cannot blow up the number of series.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, max_clients: int = 1000) -> None:
+        labels = ["client_id"]
+        self.received = Counter(
+            "modelplane_log_events_received",
+            "Log events received, resends included.",
+            labels,
+            registry=registry,
+        )
+        self.accepted = Counter(
+            "modelplane_log_events_accepted", "Log events stored.", labels, registry=registry
+        )
+        self.duplicates = Counter(
+            "modelplane_log_events_duplicates",
+            "Log events received that were already stored.",
+            labels,
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "modelplane_log_events_dropped_by_clients",
+            "Log events clients reported dropping before sending (dropped_since_last).",
+            labels,
+            registry=registry,
+        )
+        self.gaps = Counter(
+            "modelplane_log_batch_sequence_gaps",
+            "Batch sequence numbers skipped by clients.",
+            labels,
+            registry=registry,
+        )
+        self._max_clients = max_clients
+        self._clients: set[str] = set()
+
+    def _label(self, client_id: str) -> str:
+        if client_id in self._clients:
+            return client_id
+        if len(self._clients) < self._max_clients:
+            self._clients.add(client_id)
+            return client_id
+        return "other"
+
+    def observe(self, client_id: str, received: int, stored: IngestionCounts) -> None:
+        label = self._label(client_id)
+        self.received.labels(label).inc(received)
+        self.accepted.labels(label).inc(stored.accepted)
+        self.duplicates.labels(label).inc(stored.duplicates)
+        self.dropped.labels(label).inc(stored.dropped)
+        self.gaps.labels(label).inc(stored.gaps)

@@ -13,7 +13,7 @@ from enum import StrEnum
 from google.protobuf.descriptor import ServiceDescriptor
 
 from modelplane.server.errors import InvalidArgument
-from modelplane.v1 import guardrails_pb2, registry_pb2
+from modelplane.v1 import deployments_pb2, guardrails_pb2, logs_pb2, registry_pb2
 
 
 class Role(StrEnum):
@@ -75,10 +75,46 @@ GUARDRAIL_RULES: Mapping[str, frozenset[Role]] = {
     "CheckStream": CHECKERS,
 }
 
+# Services ship logs; everyone may read them.
+LOG_RULES: Mapping[str, frozenset[Role]] = {
+    "WriteLogEvents": CHECKERS,
+    "StreamLogEvents": CHECKERS,
+    "QueryLogEvents": EVERYONE,
+    "TailLogEvents": EVERYONE,
+    "AggregateLogEvents": EVERYONE,
+    "GetIngestionStats": EVERYONE,
+}
+
+# Deployments: people and pipelines change deployments and drive rollouts; consumer services (the
+# ServiceCoordinator) report endpoint health and resolve routes; everyone reads and watches.
+ROUTERS: frozenset[Role] = frozenset({Role.ADMIN, Role.OPERATOR, Role.SERVICE})
+DEPLOYMENT_RULES: Mapping[str, frozenset[Role]] = {
+    "GetDeployment": EVERYONE,
+    "ListDeployments": EVERYONE,
+    "GetRollout": EVERYONE,
+    "ListRollouts": EVERYONE,
+    "PlanRollout": EVERYONE,
+    "ListDeploymentHistory": EVERYONE,
+    "WatchDeployment": EVERYONE,
+    "CreateDeployment": WRITERS,
+    "UpdateDeployment": WRITERS,
+    "DeleteDeployment": WRITERS,
+    "StartRollout": WRITERS,
+    "PromoteRollout": WRITERS,
+    "PauseRollout": WRITERS,
+    "ResumeRollout": WRITERS,
+    "RollbackRollout": WRITERS,
+    "AbortRollout": WRITERS,
+    "ReportEndpointHealth": ROUTERS,
+    "ResolveRoute": ROUTERS,
+}
+
 # Every modelplane service with its rules by short method name.
 _SERVICES: tuple[tuple[ServiceDescriptor, Mapping[str, frozenset[Role]]], ...] = (
     (registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"], REGISTRY_RULES),
     (guardrails_pb2.DESCRIPTOR.services_by_name["GuardrailService"], GUARDRAIL_RULES),
+    (deployments_pb2.DESCRIPTOR.services_by_name["DeploymentService"], DEPLOYMENT_RULES),
+    (logs_pb2.DESCRIPTOR.services_by_name["LogService"], LOG_RULES),
 )
 
 

@@ -6,7 +6,6 @@ result of its request id commit together with the write, or none of them do.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +18,6 @@ from modelplane.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    OutOfRange,
 )
 from modelplane.server.registry import names, search, store, validation
 from modelplane.server.registry.domain import (
@@ -41,6 +39,7 @@ from modelplane.server.registry.domain import (
     version_name,
 )
 from modelplane.server.registry.resolution import choose
+from modelplane.server.store import changes
 from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
@@ -60,8 +59,6 @@ SNAPSHOT_TYPES: dict[str, type[Model | ModelVersion | Alias]] = {
 }
 # Constraint resolution considers at most this many READY versions (newest first).
 MAX_CANDIDATES = 5000
-WATCH_BATCH = 500
-END_OF_REVISION = 2**31 - 1
 
 
 def new_etag() -> str:
@@ -369,80 +366,105 @@ class RegistryService:
         expected = _expected_version(model_id, expected_version, reason)
 
         async def body(m: Mutation) -> Alias:
-            target = await store.get_version(m.conn, model_id, number)
-            if target is None:
-                if await store.get_model(m.conn, model_id) is None:
-                    raise _model_not_found(model_id)
-                raise _version_not_found(model_id, number)
-            if target.state is VersionState.ARCHIVED:
-                raise FailedPrecondition(
-                    f"{target.name} is ARCHIVED and cannot be aliased; pick a READY or DEPRECATED version",
-                    reason="VERSION_ARCHIVED",
-                    metadata={"resource": target.name},
-                )
-            moved: Alias | None
-            previous: int | None
-            if expected_version is None:
-                # No guard asked for: a compare-and-set loop on whatever the alias points to now.
-                for _ in range(16):
-                    current = await store.get_alias(m.conn, model_id, alias)
-                    previous = None if current is None else current.version_id
-                    if previous is None:
-                        moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
-                    else:
-                        moved = await store.move_alias(
-                            m.conn,
-                            model_id,
-                            alias,
-                            expected_version=previous,
-                            version_id=number,
-                            actor=m.write.actor,
-                        )
-                    if moved is not None:
-                        break
-                else:  # pragma: no cover - needs 16 lost races in one call
-                    raise Aborted("the alias keeps moving; retry", reason="ALIAS_CONFLICT")
-            elif expected is None:
-                previous = None
-                moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
-            else:
-                previous = expected
-                moved = await store.move_alias(
-                    m.conn, model_id, alias, expected_version=expected, version_id=number, actor=m.write.actor
-                )
-            if moved is None:
-                current = await store.get_alias(m.conn, model_id, alias)
-                now = "nothing (the alias does not exist)" if current is None else current.version
-                raise Aborted(
-                    f"{alias_name(model_id, alias)} points to {now}, not to "
-                    f"{expected_version or 'nothing'}; read it again and retry",
-                    reason="ALIAS_CONFLICT",
-                    metadata={
-                        "resource": alias_name(model_id, alias),
-                        "current_version": "" if current is None else current.version,
-                    },
-                )
-            kind = "created" if previous is None else "updated"
-            revision = await self._record(m, kind, "alias", moved.name, moved)
-            await store.record_alias_move(
-                m.conn,
-                model_id=model_id,
-                alias=alias,
-                from_version=previous,
-                to_version=number,
-                actor=m.write.actor,
-                reason=reason,
-                revision=revision,
-            )
-            # The versions' alias lists changed too: watchers of versions see it.
-            for changed in {previous, number} - {None}:
-                assert changed is not None
-                snapshot = await store.get_version(m.conn, model_id, changed)
-                if snapshot is not None:
-                    await self._record(m, "updated", "model_version", snapshot.name, snapshot)
-            return moved
+            return await self._point_alias(m, model_id, alias, number, expected_version, expected, reason)
 
         return await self._write(write, Alias, body)
+
+    async def move_alias_in(
+        self, m: Mutation, model_id: str, alias: str, version_id: int, reason: str
+    ) -> Alias:
+        """Points an alias at a version inside the caller's write transaction (a deployment's rollout
+        succeeding), with the rules, change rows and history of SetAlias. The caller calls `written` with
+        the revision once it has committed."""
+        return await self._point_alias(m, model_id, alias, version_id, None, None, reason)
+
+    def written(self, revision: int) -> None:
+        """A write through another capability's transaction committed `revision`: drop older cached reads."""
+        self._versions.written(revision)
+        self._resolutions.written(revision)
+
+    async def _point_alias(
+        self,
+        m: Mutation,
+        model_id: str,
+        alias: str,
+        number: int,
+        expected_version: str | None,
+        expected: int | None,
+        reason: str,
+    ) -> Alias:
+        target = await store.get_version(m.conn, model_id, number)
+        if target is None:
+            if await store.get_model(m.conn, model_id) is None:
+                raise _model_not_found(model_id)
+            raise _version_not_found(model_id, number)
+        if target.state is VersionState.ARCHIVED:
+            raise FailedPrecondition(
+                f"{target.name} is ARCHIVED and cannot be aliased; pick a READY or DEPRECATED version",
+                reason="VERSION_ARCHIVED",
+                metadata={"resource": target.name},
+            )
+        moved: Alias | None
+        previous: int | None
+        if expected_version is None:
+            # No guard asked for: a compare-and-set loop on whatever the alias points to now.
+            for _ in range(16):
+                current = await store.get_alias(m.conn, model_id, alias)
+                previous = None if current is None else current.version_id
+                if previous is None:
+                    moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
+                else:
+                    moved = await store.move_alias(
+                        m.conn,
+                        model_id,
+                        alias,
+                        expected_version=previous,
+                        version_id=number,
+                        actor=m.write.actor,
+                    )
+                if moved is not None:
+                    break
+            else:  # pragma: no cover - needs 16 lost races in one call
+                raise Aborted("the alias keeps moving; retry", reason="ALIAS_CONFLICT")
+        elif expected is None:
+            previous = None
+            moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
+        else:
+            previous = expected
+            moved = await store.move_alias(
+                m.conn, model_id, alias, expected_version=expected, version_id=number, actor=m.write.actor
+            )
+        if moved is None:
+            current = await store.get_alias(m.conn, model_id, alias)
+            now = "nothing (the alias does not exist)" if current is None else current.version
+            raise Aborted(
+                f"{alias_name(model_id, alias)} points to {now}, not to "
+                f"{expected_version or 'nothing'}; read it again and retry",
+                reason="ALIAS_CONFLICT",
+                metadata={
+                    "resource": alias_name(model_id, alias),
+                    "current_version": "" if current is None else current.version,
+                },
+            )
+        kind = "created" if previous is None else "updated"
+        revision = await self._record(m, kind, "alias", moved.name, moved)
+        await store.record_alias_move(
+            m.conn,
+            model_id=model_id,
+            alias=alias,
+            from_version=previous,
+            to_version=number,
+            actor=m.write.actor,
+            reason=reason,
+            revision=revision,
+        )
+        # The versions' alias lists changed too: watchers of versions see it.
+        for changed in {previous, number} - {None}:
+            assert changed is not None
+            snapshot = await store.get_version(m.conn, model_id, changed)
+            if snapshot is not None:
+                await self._record(m, "updated", "model_version", snapshot.name, snapshot)
+        return moved
 
     async def get_alias(self, name: str) -> Alias:
         model_id, alias = names.parse_alias(name, "name")
@@ -583,49 +605,19 @@ class RegistryService:
 
     async def watch(self, start_revision: int) -> AsyncIterator[Change | Progress]:
         """Every change after start_revision in revision order, with a progress mark when idle."""
-        if start_revision < 0:
-            raise InvalidArgument.field("start_revision", "must be zero or more")
-        async with self._db.connection() as conn:
-            latest, compacted = await store.current_revision(conn)
-        if start_revision and start_revision < compacted:
-            raise OutOfRange(
-                f"changes up to revision {compacted} are no longer kept; read the current state and watch"
-                " from its revision",
-                reason="REVISION_COMPACTED",
-                metadata={"compacted_through": str(compacted)},
-            )
-        # The stream's position: (revision, seq) of the last change sent; END_OF_REVISION: all of it.
-        position = (latest if start_revision == 0 else start_revision, END_OF_REVISION)
-        clock = asyncio.get_running_loop().time
-        if start_revision == 0:
-            yield Progress(latest)
-        last_sent = clock()
-        while True:
-            async with self._db.connection() as conn:
-                latest, rows = await store.changes_after(
-                    conn,
-                    revision=position[0],
-                    seq=position[1],
-                    resource_types=tuple(SNAPSHOT_TYPES),
-                    limit=WATCH_BATCH,
-                )
-            for row in rows:
-                snapshot_type = SNAPSHOT_TYPES[row["resource_type"]]
-                snapshot = None if row["snapshot"] is None else from_json(snapshot_type, row["snapshot"])
-                yield Change(row["revision"], row["kind"], row["resource"], row["change_time"], snapshot)
-                position = (row["revision"], row["seq"])
-                last_sent = clock()
-            if len(rows) == WATCH_BATCH:
+        async for event in changes.watch_changes(
+            self._db,
+            self._feed,
+            start_revision=start_revision,
+            resource_types=tuple(SNAPSHOT_TYPES),
+            progress_interval=self._progress_interval,
+        ):
+            if isinstance(event, changes.ProgressMark):
+                yield Progress(event.revision)
                 continue
-            # The rows were read in the snapshot that saw `latest`: everything up to it has been sent.
-            if latest > position[0]:
-                position = (latest, END_OF_REVISION)
-            if clock() - last_sent >= self._progress_interval:
-                yield Progress(position[0])
-                last_sent = clock()
-            await self._feed.wait_after(
-                position[0], max_wait=max(0.0, self._progress_interval - (clock() - last_sent))
-            )
+            snapshot_type = SNAPSHOT_TYPES[event.resource_type]
+            snapshot = None if event.snapshot is None else from_json(snapshot_type, event.snapshot)
+            yield Change(event.revision, event.kind, event.resource, event.change_time, snapshot)
 
 
 class NoMatchingModel(NotFound):

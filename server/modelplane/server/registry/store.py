@@ -496,31 +496,3 @@ async def current_revision(conn: Connection) -> tuple[int, int]:
     row = await conn.fetchrow("SELECT revision, compacted_through FROM revision_counter")
     assert row is not None
     return int(row["revision"]), int(row["compacted_through"])
-
-
-async def changes_after(
-    conn: Connection, *, revision: int, seq: int, resource_types: Sequence[str], limit: int
-) -> tuple[int, list[dict[str, Any]]]:
-    """The changes after (revision, seq), and the latest revision, read in one snapshot.
-
-    One statement sees one snapshot, and a transaction's changes commit with its revision, so every
-    change up to the returned revision is either in the list or after its last entry.
-    """
-    rows = await conn.fetch(
-        "WITH cur AS (SELECT revision FROM revision_counter)"
-        " SELECT cur.revision AS latest, c.revision, c.seq, c.resource_type, c.resource, c.kind, c.snapshot,"
-        " c.change_time FROM cur LEFT JOIN LATERAL ("
-        "   SELECT * FROM changes WHERE (revision, seq) > ($1, $2) AND resource_type = ANY($3)"
-        "   ORDER BY revision, seq LIMIT $4) c ON true",
-        revision,
-        seq,
-        list(resource_types),
-        limit,
-    )
-    latest = int(rows[0]["latest"]) if rows else 0
-    changes = [
-        {**dict(r), "snapshot": None if r["snapshot"] is None else json.loads(r["snapshot"])}
-        for r in rows
-        if r["revision"] is not None
-    ]
-    return latest, changes

@@ -99,6 +99,17 @@ class Mutation:
             resource,
             self.write.request_id,
         )
+        # The change is also a control-plane event in the log store, committed or rolled back with it,
+        # so alias moves, policy revisions and rollouts show up next to the services' own events.
+        await self.conn.execute(
+            "SELECT log_control_plane_change($1, $2, $3, $4, $5, $6)",
+            revision,
+            self._changes - 1,
+            resource_type,
+            resource,
+            kind,
+            self.write.actor,
+        )
         return revision
 
     async def replay(self) -> Replayed | None:

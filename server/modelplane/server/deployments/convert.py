@@ -1,0 +1,270 @@
+"""Conversions between the deployment manager's proto messages and its domain values, in one place.
+
+Enum values that are UNSPECIFIED or unknown on input are refused here with the field's path, and so is a
+step whose `advance` is missing or a `pause_until_promoted` set to false: no field is ignored silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from modelplane.server.deployments.domain import (
+    Deployment,
+    DeploymentChange,
+    DeploymentFields,
+    Endpoint,
+    EndpointHealth,
+    HistoryRecord,
+    Plan,
+    RollbackMode,
+    Rollout,
+    RolloutSpec,
+    RolloutState,
+    RolloutStrategy,
+    Route,
+    SlotTraffic,
+    Step,
+    TrafficTable,
+    Transition,
+    rollout_name,
+)
+from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.registry.convert import write_request
+from modelplane.server.store.changes import ProgressMark
+from modelplane.v1 import common_pb2, registry_pb2
+from modelplane.v1 import deployments_pb2 as pb
+
+__all__ = ["write_request"]
+
+_HEALTH = {
+    EndpointHealth.UNKNOWN: pb.ENDPOINT_HEALTH_UNSPECIFIED,
+    EndpointHealth.READY: pb.ENDPOINT_HEALTH_READY,
+    EndpointHealth.NOT_READY: pb.ENDPOINT_HEALTH_NOT_READY,
+}
+_STRATEGY = {
+    RolloutStrategy.CANARY: pb.ROLLOUT_STRATEGY_CANARY,
+    RolloutStrategy.BLUE_GREEN: pb.ROLLOUT_STRATEGY_BLUE_GREEN,
+    RolloutStrategy.IMMEDIATE: pb.ROLLOUT_STRATEGY_IMMEDIATE,
+}
+_STRATEGY_FROM: dict[int, RolloutStrategy] = {int(number): s for s, number in _STRATEGY.items()}
+_STATE = {state: pb.RolloutState.Value(f"ROLLOUT_STATE_{state.name}") for state in RolloutState}
+_MODE = {RollbackMode.INSTANT: pb.ROLLBACK_MODE_INSTANT, RollbackMode.STEPPED: pb.ROLLBACK_MODE_STEPPED}
+_MODE_FROM: dict[int, RollbackMode] = {int(number): mode for mode, number in _MODE.items()}
+_TRANSITION = {t: pb.DeploymentTransition.Value(f"DEPLOYMENT_TRANSITION_{t.name}") for t in Transition}
+_SLOT = {"stable": common_pb2.TRAFFIC_SLOT_STABLE, "canary": common_pb2.TRAFFIC_SLOT_CANARY}
+_CHANGE_KINDS = {
+    "created": registry_pb2.CHANGE_KIND_CREATED,
+    "updated": registry_pb2.CHANGE_KIND_UPDATED,
+    "deleted": registry_pb2.CHANGE_KIND_DELETED,
+}
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def mask_paths(mask: Iterable[str]) -> frozenset[str]:
+    return frozenset(mask)
+
+
+# ---- to the domain
+
+
+def endpoints_from_proto(endpoints: Iterable[pb.Endpoint]) -> tuple[Endpoint, ...]:
+    # health is output only (AIP-203): what a caller sends there is not theirs to set.
+    return tuple(Endpoint(address=e.address, labels=dict(e.labels)) for e in endpoints)
+
+
+def deployment_fields(d: pb.Deployment) -> DeploymentFields:
+    return DeploymentFields(
+        environment=d.environment,
+        model=d.model,
+        stable_version=d.traffic.stable.model_version,
+        stable_endpoints=endpoints_from_proto(d.traffic.stable.endpoints),
+        stable_weight_bp=d.traffic.stable.weight_bp,
+        canary_given=d.traffic.HasField("canary"),
+        description=d.description,
+        labels=dict(d.labels),
+    )
+
+
+def _seconds(value: duration_pb2.Duration) -> float:
+    return value.seconds + value.nanos / 1e9
+
+
+def rollout_spec(r: pb.Rollout) -> RolloutSpec:
+    found: list[FieldViolation] = []
+    strategy = _STRATEGY_FROM.get(r.strategy)
+    steps: list[Step] = []
+    for i, step in enumerate(r.steps):
+        which = step.WhichOneof("advance")
+        if which is None:
+            found.append(
+                FieldViolation(
+                    f"rollout.steps[{i}]", "set pause_until_promoted or duration: how the step ends"
+                )
+            )
+            continue
+        if which == "pause_until_promoted" and not step.pause_until_promoted:
+            found.append(
+                FieldViolation(
+                    f"rollout.steps[{i}].pause_until_promoted",
+                    "must be true when set; or set duration instead",
+                )
+            )
+            continue
+        seconds = _seconds(step.duration) if which == "duration" else None
+        if seconds is not None and seconds <= 0:
+            found.append(FieldViolation(f"rollout.steps[{i}].duration", "must be more than 0"))
+            continue
+        steps.append(Step(weight_bp=step.weight_bp, duration=seconds))
+    if found:
+        raise InvalidArgument(found)
+    return RolloutSpec(
+        target_version=r.target_version,
+        endpoints=endpoints_from_proto(r.endpoints),
+        strategy=strategy,
+        steps=tuple(steps),
+        reason=r.reason,
+    )
+
+
+def rollback_mode(value: int) -> RollbackMode | None:
+    return _MODE_FROM.get(value)
+
+
+def step_interval(request: pb.RollbackRolloutRequest) -> float | None:
+    return _seconds(request.step_interval) if request.HasField("step_interval") else None
+
+
+# ---- to protos
+
+
+def endpoint_to_proto(e: Endpoint) -> pb.Endpoint:
+    return pb.Endpoint(address=e.address, labels=dict(e.labels), health=_HEALTH[e.health])
+
+
+def slot_to_proto(s: SlotTraffic) -> pb.SlotTraffic:
+    return pb.SlotTraffic(
+        model_version=s.model_version,
+        endpoints=[endpoint_to_proto(e) for e in s.endpoints],
+        weight_bp=s.weight_bp,
+    )
+
+
+def table_to_proto(t: TrafficTable) -> pb.TrafficTable:
+    table = pb.TrafficTable(stable=slot_to_proto(t.stable))
+    if t.canary is not None:
+        table.canary.CopyFrom(slot_to_proto(t.canary))
+    return table
+
+
+def deployment_to_proto(d: Deployment) -> pb.Deployment:
+    return pb.Deployment(
+        name=d.name,
+        environment=d.environment,
+        model=f"models/{d.model_id}",
+        traffic=table_to_proto(d.traffic),
+        description=d.description,
+        labels=dict(d.labels),
+        active_rollout="" if d.active_rollout is None else rollout_name(d.id, d.active_rollout),
+        revision=d.revision,
+        create_time=timestamp(d.create_time),
+        update_time=timestamp(d.update_time),
+        etag=d.etag,
+    )
+
+
+def step_to_proto(s: Step) -> pb.RolloutStep:
+    if s.duration is None:
+        return pb.RolloutStep(weight_bp=s.weight_bp, pause_until_promoted=True)
+    return pb.RolloutStep(weight_bp=s.weight_bp, duration=duration(s.duration))
+
+
+def rollout_to_proto(r: Rollout) -> pb.Rollout:
+    message = pb.Rollout(
+        name=r.name,
+        target_version=r.target_version,
+        endpoints=[endpoint_to_proto(e) for e in r.endpoints],
+        strategy=_STRATEGY[r.strategy],
+        steps=[step_to_proto(s) for s in r.steps],
+        reason=r.reason,
+        state=_STATE[r.state],
+        current_step=r.current_step,
+        from_version=r.from_version,
+        rollback_mode=pb.ROLLBACK_MODE_UNSPECIFIED if r.rollback_mode is None else _MODE[r.rollback_mode],
+        started_by=r.started_by,
+        create_time=timestamp(r.create_time),
+        update_time=timestamp(r.update_time),
+        etag=r.etag,
+    )
+    if r.next_step_time is not None:
+        message.next_step_time.CopyFrom(timestamp(r.next_step_time))
+    if r.end_time is not None:
+        message.end_time.CopyFrom(timestamp(r.end_time))
+    if r.rollback_interval is not None:
+        message.rollback_interval.CopyFrom(duration(r.rollback_interval))
+    return message
+
+
+def plan_to_proto(plan: Plan) -> pb.PlanRolloutResponse:
+    response = pb.PlanRolloutResponse(rollout=rollout_to_proto(plan.rollout))
+    response.rollout.name = ""
+    for stage in plan.stages:
+        message = pb.PlannedStage(
+            state=_STATE[stage.state], step=stage.step, traffic=table_to_proto(stage.traffic)
+        )
+        if stage.advance is not None:
+            message.advance.CopyFrom(step_to_proto(stage.advance))
+        response.stages.append(message)
+    return response
+
+
+def history_to_proto(h: HistoryRecord) -> pb.DeploymentHistoryEntry:
+    entry = pb.DeploymentHistoryEntry(
+        name=h.name,
+        transition=_TRANSITION[h.transition],
+        rollout="" if h.rollout is None else rollout_name(h.deployment_id, h.rollout),
+        rollout_state=pb.ROLLOUT_STATE_UNSPECIFIED if h.rollout_state is None else _STATE[h.rollout_state],
+        actor=h.actor,
+        reason=h.reason,
+        traffic_after=table_to_proto(h.traffic_after),
+        revision=h.revision,
+        create_time=timestamp(h.create_time),
+    )
+    if h.traffic_before is not None:
+        entry.traffic_before.CopyFrom(table_to_proto(h.traffic_before))
+    return entry
+
+
+def route_to_proto(route: Route) -> pb.ResolveRouteResponse:
+    return pb.ResolveRouteResponse(
+        endpoint=endpoint_to_proto(route.endpoint),
+        model_version=route.model_version,
+        slot=_SLOT[route.slot],
+        revision=route.revision,
+    )
+
+
+def watch_event(event: DeploymentChange | ProgressMark) -> pb.WatchDeploymentResponse:
+    if isinstance(event, ProgressMark):
+        return pb.WatchDeploymentResponse(progress=registry_pb2.WatchProgress(revision=event.revision))
+    change = pb.DeploymentChange(
+        revision=event.revision, kind=_CHANGE_KINDS[event.kind], change_time=timestamp(event.change_time)
+    )
+    if event.deployment is not None:
+        change.deployment.CopyFrom(deployment_to_proto(event.deployment))
+    else:
+        change.deployment.name = event.resource
+    return pb.WatchDeploymentResponse(change=change)

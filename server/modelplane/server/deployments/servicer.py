@@ -1,0 +1,181 @@
+"""DeploymentService over gRPC: converts each request, awaits the deployment service, converts the result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from modelplane.server.deployments import convert
+from modelplane.server.deployments.convert import write_request
+from modelplane.server.deployments.domain import RolloutResult
+from modelplane.server.deployments.service import DeploymentService
+from modelplane.v1 import deployments_pb2 as pb
+from modelplane.v1 import deployments_pb2_grpc
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+def _result(result: RolloutResult) -> tuple[pb.Rollout, pb.Deployment]:
+    return convert.rollout_to_proto(result.rollout), convert.deployment_to_proto(result.deployment)
+
+
+class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
+    def __init__(self, service: DeploymentService) -> None:
+        self._service = service
+
+    async def CreateDeployment(
+        self, request: pb.CreateDeploymentRequest, context: Context
+    ) -> pb.CreateDeploymentResponse:
+        deployment = await self._service.create_deployment(
+            request.deployment_id,
+            convert.deployment_fields(request.deployment),
+            write_request(request, "CreateDeployment"),
+        )
+        return pb.CreateDeploymentResponse(deployment=convert.deployment_to_proto(deployment))
+
+    async def GetDeployment(
+        self, request: pb.GetDeploymentRequest, context: Context
+    ) -> pb.GetDeploymentResponse:
+        deployment = await self._service.get_deployment(request.name)
+        return pb.GetDeploymentResponse(deployment=convert.deployment_to_proto(deployment))
+
+    async def ListDeployments(
+        self, request: pb.ListDeploymentsRequest, context: Context
+    ) -> pb.ListDeploymentsResponse:
+        page = await self._service.list_deployments(
+            page_size=request.page_size, page_token=request.page_token, model=request.model
+        )
+        return pb.ListDeploymentsResponse(
+            deployments=[convert.deployment_to_proto(d) for d in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def UpdateDeployment(
+        self, request: pb.UpdateDeploymentRequest, context: Context
+    ) -> pb.UpdateDeploymentResponse:
+        deployment = await self._service.update_deployment(
+            request.deployment.name,
+            convert.deployment_fields(request.deployment),
+            convert.mask_paths(request.update_mask.paths),
+            request.deployment.etag,
+            write_request(request, "UpdateDeployment"),
+        )
+        return pb.UpdateDeploymentResponse(deployment=convert.deployment_to_proto(deployment))
+
+    async def DeleteDeployment(
+        self, request: pb.DeleteDeploymentRequest, context: Context
+    ) -> pb.DeleteDeploymentResponse:
+        await self._service.delete_deployment(
+            request.name, request.etag, write_request(request, "DeleteDeployment")
+        )
+        return pb.DeleteDeploymentResponse()
+
+    async def StartRollout(
+        self, request: pb.StartRolloutRequest, context: Context
+    ) -> pb.StartRolloutResponse:
+        result = await self._service.start_rollout(
+            request.parent, convert.rollout_spec(request.rollout), write_request(request, "StartRollout")
+        )
+        rollout, deployment = _result(result)
+        return pb.StartRolloutResponse(rollout=rollout, deployment=deployment)
+
+    async def PlanRollout(self, request: pb.PlanRolloutRequest, context: Context) -> pb.PlanRolloutResponse:
+        plan = await self._service.plan_rollout(request.parent, convert.rollout_spec(request.rollout))
+        return convert.plan_to_proto(plan)
+
+    async def GetRollout(self, request: pb.GetRolloutRequest, context: Context) -> pb.GetRolloutResponse:
+        rollout = await self._service.get_rollout(request.name)
+        return pb.GetRolloutResponse(rollout=convert.rollout_to_proto(rollout))
+
+    async def ListRollouts(
+        self, request: pb.ListRolloutsRequest, context: Context
+    ) -> pb.ListRolloutsResponse:
+        page = await self._service.list_rollouts(request.parent, request.page_size, request.page_token)
+        return pb.ListRolloutsResponse(
+            rollouts=[convert.rollout_to_proto(r) for r in page.items], next_page_token=page.next_page_token
+        )
+
+    async def PromoteRollout(
+        self, request: pb.PromoteRolloutRequest, context: Context
+    ) -> pb.PromoteRolloutResponse:
+        result = await self._service.promote_rollout(
+            request.name,
+            request.to_end,
+            request.reason,
+            request.etag,
+            write_request(request, "PromoteRollout"),
+        )
+        rollout, deployment = _result(result)
+        return pb.PromoteRolloutResponse(rollout=rollout, deployment=deployment)
+
+    async def PauseRollout(
+        self, request: pb.PauseRolloutRequest, context: Context
+    ) -> pb.PauseRolloutResponse:
+        result = await self._service.pause_rollout(
+            request.name, request.reason, request.etag, write_request(request, "PauseRollout")
+        )
+        rollout, deployment = _result(result)
+        return pb.PauseRolloutResponse(rollout=rollout, deployment=deployment)
+
+    async def ResumeRollout(
+        self, request: pb.ResumeRolloutRequest, context: Context
+    ) -> pb.ResumeRolloutResponse:
+        result = await self._service.resume_rollout(
+            request.name, request.reason, request.etag, write_request(request, "ResumeRollout")
+        )
+        rollout, deployment = _result(result)
+        return pb.ResumeRolloutResponse(rollout=rollout, deployment=deployment)
+
+    async def RollbackRollout(
+        self, request: pb.RollbackRolloutRequest, context: Context
+    ) -> pb.RollbackRolloutResponse:
+        result = await self._service.rollback_rollout(
+            request.name,
+            convert.rollback_mode(request.mode),
+            convert.step_interval(request),
+            request.reason,
+            request.etag,
+            write_request(request, "RollbackRollout"),
+        )
+        rollout, deployment = _result(result)
+        return pb.RollbackRolloutResponse(rollout=rollout, deployment=deployment)
+
+    async def AbortRollout(
+        self, request: pb.AbortRolloutRequest, context: Context
+    ) -> pb.AbortRolloutResponse:
+        result = await self._service.abort_rollout(
+            request.name, request.reason, request.etag, write_request(request, "AbortRollout")
+        )
+        rollout, deployment = _result(result)
+        return pb.AbortRolloutResponse(rollout=rollout, deployment=deployment)
+
+    async def ReportEndpointHealth(
+        self, request: pb.ReportEndpointHealthRequest, context: Context
+    ) -> pb.ReportEndpointHealthResponse:
+        result = await self._service.report_health(
+            request.deployment, request.address, request.ready, write_request(request, "ReportEndpointHealth")
+        )
+        return pb.ReportEndpointHealthResponse(
+            changed=result.changed, deployment=convert.deployment_to_proto(result.deployment)
+        )
+
+    async def ListDeploymentHistory(
+        self, request: pb.ListDeploymentHistoryRequest, context: Context
+    ) -> pb.ListDeploymentHistoryResponse:
+        page = await self._service.list_history(request.parent, request.page_size, request.page_token)
+        return pb.ListDeploymentHistoryResponse(
+            entries=[convert.history_to_proto(h) for h in page.items], next_page_token=page.next_page_token
+        )
+
+    async def ResolveRoute(
+        self, request: pb.ResolveRouteRequest, context: Context
+    ) -> pb.ResolveRouteResponse:
+        route = await self._service.resolve_route(request.deployment, request.routing_key)
+        return convert.route_to_proto(route)
+
+    async def WatchDeployment(
+        self, request: pb.WatchDeploymentRequest, context: Context
+    ) -> AsyncIterator[pb.WatchDeploymentResponse]:
+        async for event in self._service.watch(request.deployment, request.start_revision):
+            yield convert.watch_event(event)

@@ -1,0 +1,183 @@
+"""Names and field rules of the deployment manager's inputs; each broken rule is reported with its path."""
+
+from __future__ import annotations
+
+import re
+
+from modelplane.server.deployments.domain import (
+    FULL_WEIGHT_BP,
+    DeploymentFields,
+    Endpoint,
+    RollbackMode,
+    RolloutSpec,
+    RolloutStrategy,
+)
+from modelplane.server.errors import InvalidArgument, shown
+from modelplane.server.field_rules import Violations, check_labels, check_text
+from modelplane.server.registry import names
+
+_DEPLOYMENT = re.compile(r"deployments/(?P<deployment>[^/]+)")
+_ROLLOUT = re.compile(r"deployments/(?P<deployment>[^/]+)/rollouts/(?P<rollout>[^/]+)")
+_ADDRESS = re.compile(r"\S{1,512}")
+MAX_ENDPOINTS = 256
+MAX_STEPS = 100
+MAX_STEP_SECONDS = 30 * 24 * 3600.0
+MAX_ROLLBACK_INTERVAL = 24 * 3600.0
+MAX_ROUTING_KEY = 1024
+
+
+def parse_deployment(name: str, path: str) -> str:
+    """The deployment id of "deployments/{deployment}"."""
+    match = _DEPLOYMENT.fullmatch(name)
+    if not match:
+        raise InvalidArgument.field(
+            path, f"{shown(name)} is not a deployment name; expected deployments/{{deployment}}"
+        )
+    return names.check_id(match["deployment"], path, "deployment id")
+
+
+def parse_rollout(name: str, path: str) -> tuple[str, int]:
+    """(deployment id, rollout number) of "deployments/{deployment}/rollouts/{n}"."""
+    match = _ROLLOUT.fullmatch(name)
+    number = match["rollout"] if match else ""
+    if not match or not number.isdigit() or len(number) > 18 or int(number) < 1:
+        raise InvalidArgument.field(
+            path, f"{shown(name)} is not a rollout name; expected deployments/{{deployment}}/rollouts/{{n}}"
+        )
+    return names.check_id(match["deployment"], path, "deployment id"), int(number)
+
+
+def check_address(v: Violations, path: str, address: str) -> None:
+    if not _ADDRESS.fullmatch(address):
+        v.add(path, "must be 1 to 512 characters without whitespace, e.g. '10.0.0.7:8000'")
+
+
+def check_endpoints(v: Violations, path: str, endpoints: tuple[Endpoint, ...]) -> None:
+    if not endpoints:
+        v.add(path, "is required: at least one endpoint")
+    if len(endpoints) > MAX_ENDPOINTS:
+        v.add(path, f"has {len(endpoints)} endpoints; at most {MAX_ENDPOINTS} are allowed")
+    seen: set[str] = set()
+    for i, endpoint in enumerate(endpoints):
+        check_address(v, f"{path}[{i}].address", endpoint.address)
+        if endpoint.address in seen:
+            v.add(f"{path}[{i}].address", f"{shown(endpoint.address)} is listed twice")
+        seen.add(endpoint.address)
+        check_labels(v, f"{path}[{i}].labels", endpoint.labels)
+
+
+def check_version_of(v: Violations, path: str, version: str, model_id: str) -> int | None:
+    """The version number when `version` names a version of model_id; a violation otherwise."""
+    try:
+        owner, number = names.parse_version(version, path)
+    except InvalidArgument as exc:
+        v.items.extend(exc.violations)
+        return None
+    if owner != model_id:
+        v.add(path, f"must be a version of models/{model_id}, not of models/{owner}")
+        return None
+    return number
+
+
+def check_deployment(deployment_id: str, fields: DeploymentFields) -> tuple[str, int]:
+    """Checks a new deployment; returns its model id and its stable version's number."""
+    v = Violations()
+    if not names.ID_PATTERN.fullmatch(deployment_id):
+        v.add(
+            "deployment_id",
+            f"{shown(deployment_id)} is not valid: use 1 to 63 lower-case letters, digits or '-'",
+        )
+    if not names.ID_PATTERN.fullmatch(fields.environment):
+        v.add(
+            "deployment.environment",
+            "is required: the environment's name (also the alias moved on success), e.g. 'prod'",
+        )
+    model_id = ""
+    try:
+        model_id = names.parse_model(fields.model, "deployment.model")
+    except InvalidArgument as exc:
+        v.items.extend(exc.violations)
+    number = None
+    if model_id:
+        number = check_version_of(
+            v, "deployment.traffic.stable.model_version", fields.stable_version, model_id
+        )
+    check_endpoints(v, "deployment.traffic.stable.endpoints", fields.stable_endpoints)
+    if fields.stable_weight_bp not in (0, FULL_WEIGHT_BP):
+        v.add(
+            "deployment.traffic.stable.weight_bp",
+            "must be 0 or 10000: a new deployment's stable slot takes all the traffic;"
+            " start a rollout to split it",
+        )
+    if fields.canary_given:
+        v.add("deployment.traffic.canary", "must be unset: a canary comes from StartRollout")
+    check_text(v, "deployment.description", fields.description, 4000)
+    check_labels(v, "deployment.labels", fields.labels)
+    v.raise_if_any()
+    assert number is not None
+    return model_id, number
+
+
+def check_rollout(spec: RolloutSpec, model_id: str) -> int:
+    """Checks a StartRollout / PlanRollout spec; returns the target version's number."""
+    v = Violations()
+    number = check_version_of(v, "rollout.target_version", spec.target_version, model_id)
+    check_endpoints(v, "rollout.endpoints", spec.endpoints)
+    if spec.strategy is None:
+        v.add("rollout.strategy", "is required: CANARY, BLUE_GREEN or IMMEDIATE")
+    elif spec.strategy is RolloutStrategy.CANARY:
+        if not spec.steps:
+            v.add("rollout.steps", "is required for CANARY: at least one step")
+        if len(spec.steps) > MAX_STEPS:
+            v.add("rollout.steps", f"has {len(spec.steps)} steps; at most {MAX_STEPS} are allowed")
+        previous = 0
+        for i, step in enumerate(spec.steps):
+            path = f"rollout.steps[{i}]"
+            if not 1 <= step.weight_bp <= FULL_WEIGHT_BP:
+                v.add(f"{path}.weight_bp", f"must be 1 to {FULL_WEIGHT_BP} basis points")
+            elif step.weight_bp <= previous:
+                v.add(f"{path}.weight_bp", f"must be above the previous step's weight ({previous})")
+            previous = max(previous, step.weight_bp)
+            if step.duration is not None and not 0 < step.duration <= MAX_STEP_SECONDS:
+                v.add(f"{path}.duration", "must be more than 0 and at most 30 days")
+    elif spec.steps:
+        v.add("rollout.steps", f"must be empty for {spec.strategy.name}: only CANARY has steps")
+    check_text(v, "rollout.reason", spec.reason, 1000)
+    v.raise_if_any()
+    assert number is not None
+    return number
+
+
+def check_rollback(mode: RollbackMode | None, interval: float | None) -> None:
+    if mode is None:
+        raise InvalidArgument.field("mode", "is required: INSTANT or STEPPED")
+    if mode is RollbackMode.INSTANT and interval is not None:
+        raise InvalidArgument.field("step_interval", "must be unset for an INSTANT rollback")
+    if mode is RollbackMode.STEPPED and (interval is None or not 0 < interval <= MAX_ROLLBACK_INTERVAL):
+        raise InvalidArgument.field("step_interval", "is required for STEPPED: more than 0, at most 1 day")
+
+
+def check_reason(reason: str, path: str = "reason") -> None:
+    v = Violations()
+    check_text(v, path, reason, 1000)
+    v.raise_if_any()
+
+
+def parse_rollout_target(version: str) -> tuple[str, int]:
+    return names.parse_version(version, "rollout.target_version")
+
+
+def parse_model_filter(model: str) -> str:
+    """The model id of ListDeployments' `model` field; empty for all models."""
+    return names.parse_model(model, "model") if model else ""
+
+
+def check_update(fields: DeploymentFields, paths: frozenset[str]) -> None:
+    v = Violations()
+    if "description" in paths:
+        check_text(v, "deployment.description", fields.description, 4000)
+    if "labels" in paths:
+        check_labels(v, "deployment.labels", fields.labels)
+    if "traffic.stable.endpoints" in paths:
+        check_endpoints(v, "deployment.traffic.stable.endpoints", fields.stable_endpoints)
+    v.raise_if_any()

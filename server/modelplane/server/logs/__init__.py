@@ -1,0 +1,1 @@
+"""Log collection: typed events from every service, ingested in idempotent batches, queried and aggregated."""

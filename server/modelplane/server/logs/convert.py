@@ -1,0 +1,414 @@
+"""Conversions between the log collector's proto messages and its domain values, in one place.
+
+Enum values that are UNSPECIFIED or unknown on input, and missing required messages, are refused here
+with the field's path (every problem of a batch, up to a bound), so no proto enum number reaches the
+service. The rules on values (lengths, patterns, time window) are the service's, in validation.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.logs.domain import (
+    AggregateQuery,
+    ControlPlaneChange,
+    Decision,
+    EventKind,
+    GroupBy,
+    Guardrail,
+    Inference,
+    InferenceStatus,
+    IngestionStats,
+    Links,
+    LogAck,
+    LogBatch,
+    LogEvent,
+    LogGroup,
+    LogLevel,
+    Money,
+    Payload,
+    Routing,
+    RoutingOutcome,
+    Severity,
+    TrafficSlot,
+)
+from modelplane.server.logs.validation import MAX_REPORTED_VIOLATIONS
+from modelplane.v1 import common_pb2, guardrails_pb2
+from modelplane.v1 import logs_pb2 as pb
+
+E = TypeVar("E")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_LEVEL_TO_PROTO = {
+    LogLevel.DEBUG: pb.LOG_LEVEL_DEBUG,
+    LogLevel.INFO: pb.LOG_LEVEL_INFO,
+    LogLevel.WARNING: pb.LOG_LEVEL_WARNING,
+    LogLevel.ERROR: pb.LOG_LEVEL_ERROR,
+    LogLevel.FATAL: pb.LOG_LEVEL_FATAL,
+}
+_LEVEL_FROM_PROTO = {number: level for level, number in _LEVEL_TO_PROTO.items()}
+_KIND_TO_PROTO = {
+    EventKind.MESSAGE: pb.LOG_EVENT_KIND_MESSAGE,
+    EventKind.INFERENCE: pb.LOG_EVENT_KIND_INFERENCE,
+    EventKind.ROUTING: pb.LOG_EVENT_KIND_ROUTING,
+    EventKind.GUARDRAIL: pb.LOG_EVENT_KIND_GUARDRAIL,
+    EventKind.CONTROL_PLANE_CHANGE: pb.LOG_EVENT_KIND_CONTROL_PLANE_CHANGE,
+}
+_STATUS_TO_PROTO = {
+    InferenceStatus.OK: pb.INFERENCE_STATUS_OK,
+    InferenceStatus.ERROR: pb.INFERENCE_STATUS_ERROR,
+    InferenceStatus.TIMEOUT: pb.INFERENCE_STATUS_TIMEOUT,
+    InferenceStatus.CANCELLED: pb.INFERENCE_STATUS_CANCELLED,
+}
+_STATUS_FROM_PROTO = {number: s for s, number in _STATUS_TO_PROTO.items()}
+_OUTCOME_TO_PROTO = {
+    RoutingOutcome.OK: pb.ROUTING_OUTCOME_OK,
+    RoutingOutcome.ERROR: pb.ROUTING_OUTCOME_ERROR,
+    RoutingOutcome.TIMEOUT: pb.ROUTING_OUTCOME_TIMEOUT,
+    RoutingOutcome.NO_ENDPOINT: pb.ROUTING_OUTCOME_NO_ENDPOINT,
+    RoutingOutcome.FALLBACK: pb.ROUTING_OUTCOME_FALLBACK,
+}
+_OUTCOME_FROM_PROTO = {number: o for o, number in _OUTCOME_TO_PROTO.items()}
+_SLOT_TO_PROTO = {
+    TrafficSlot.NONE: common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
+    TrafficSlot.STABLE: common_pb2.TRAFFIC_SLOT_STABLE,
+    TrafficSlot.CANARY: common_pb2.TRAFFIC_SLOT_CANARY,
+}
+_SLOT_FROM_PROTO = {number: s for s, number in _SLOT_TO_PROTO.items()}
+_DECISION_TO_PROTO = {
+    Decision.ALLOW: guardrails_pb2.DECISION_ALLOW,
+    Decision.REDACT: guardrails_pb2.DECISION_REDACT,
+    Decision.BLOCK: guardrails_pb2.DECISION_BLOCK,
+}
+_DECISION_FROM_PROTO = {number: d for d, number in _DECISION_TO_PROTO.items()}
+_SEVERITY_TO_PROTO = {
+    Severity.INFO: guardrails_pb2.SEVERITY_INFO,
+    Severity.WARNING: guardrails_pb2.SEVERITY_WARNING,
+    Severity.ERROR: guardrails_pb2.SEVERITY_ERROR,
+    Severity.CRITICAL: guardrails_pb2.SEVERITY_CRITICAL,
+}
+_SEVERITY_FROM_PROTO = {number: s for s, number in _SEVERITY_TO_PROTO.items()}
+_GROUP_TO_PROTO = {
+    GroupBy.SERVICE: pb.LOG_GROUP_BY_SERVICE,
+    GroupBy.MODEL_VERSION: pb.LOG_GROUP_BY_MODEL_VERSION,
+    GroupBy.DEPLOYMENT: pb.LOG_GROUP_BY_DEPLOYMENT,
+    GroupBy.TRAFFIC_SLOT: pb.LOG_GROUP_BY_TRAFFIC_SLOT,
+    GroupBy.POLICY: pb.LOG_GROUP_BY_POLICY,
+    GroupBy.KIND: pb.LOG_GROUP_BY_KIND,
+    GroupBy.TIME_BUCKET: pb.LOG_GROUP_BY_TIME_BUCKET,
+}
+_GROUP_FROM_PROTO = {number: g for g, number in _GROUP_TO_PROTO.items()}
+
+
+def _time(ts: timestamp_pb2.Timestamp) -> datetime:
+    # Faster than Timestamp.ToDatetime, which matters at tens of thousands of events a second.
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    delta = moment - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
+
+
+def _micros(d: duration_pb2.Duration) -> int:
+    return d.seconds * 1_000_000 + d.nanos // 1000
+
+
+def _duration(micros: int) -> duration_pb2.Duration:
+    seconds, rest = divmod(micros, 1_000_000)
+    return duration_pb2.Duration(seconds=seconds, nanos=rest * 1000)
+
+
+def _enum(found: list[FieldViolation], path: str, table: Mapping[Any, E], number: int, name: str) -> E | None:
+    value = table.get(number)
+    if value is None:
+        found.append(FieldViolation(path, f"must be a {name} value, not UNSPECIFIED or unknown ({number})"))
+    return value
+
+
+def _payload(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> Payload:
+    which = message.WhichOneof("payload")
+    if which is None:
+        return None
+    if which == "inference":
+        p = message.inference
+        path = f"{prefix}.inference"
+        status = _enum(found, f"{path}.status", _STATUS_FROM_PROTO, p.status, "InferenceStatus")
+        return Inference(
+            provider=p.provider,
+            model_version=p.model_version,
+            input_tokens=p.input_tokens,
+            output_tokens=p.output_tokens,
+            cached_input_tokens=p.cached_input_tokens,
+            reasoning_tokens=p.reasoning_tokens,
+            latency_us=_micros(p.latency) if p.HasField("latency") else None,
+            cost=Money(p.cost.currency_code, p.cost.micros) if p.HasField("cost") else None,
+            status=status or InferenceStatus.OK,
+        )
+    if which == "routing":
+        r = message.routing
+        path = f"{prefix}.routing"
+        outcome = _enum(found, f"{path}.outcome", _OUTCOME_FROM_PROTO, r.outcome, "RoutingOutcome")
+        slot = _enum(found, f"{path}.slot", _SLOT_FROM_PROTO, r.slot, "TrafficSlot")
+        return Routing(
+            deployment=r.deployment,
+            rollout=r.rollout,
+            slot=slot or TrafficSlot.NONE,
+            endpoint=r.endpoint,
+            outcome=outcome or RoutingOutcome.OK,
+            latency_us=_micros(r.latency) if r.HasField("latency") else None,
+        )
+    if which == "guardrail":
+        g = message.guardrail
+        path = f"{prefix}.guardrail"
+        decision = _enum(found, f"{path}.decision", _DECISION_FROM_PROTO, g.decision, "Decision")
+        severity: Severity | None = None
+        if g.highest_severity != guardrails_pb2.SEVERITY_UNSPECIFIED:
+            severity = _enum(
+                found, f"{path}.highest_severity", _SEVERITY_FROM_PROTO, g.highest_severity, "Severity"
+            )
+        return Guardrail(
+            policy=g.policy,
+            revision=g.revision,
+            decision=decision or Decision.ALLOW,
+            violation_count=g.violation_count,
+            highest_severity=severity,
+        )
+    c = message.control_plane_change
+    return ControlPlaneChange(resource=c.resource, action=c.action, actor=c.actor, revision=c.revision)
+
+
+def event(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> LogEvent:
+    """The domain event; appends what cannot be converted to `found` (the result is then discarded)."""
+    if message.HasField("event_time"):
+        event_time = _time(message.event_time)
+    else:
+        found.append(FieldViolation(f"{prefix}.event_time", "is required"))
+        event_time = _EPOCH
+    level = _LEVEL_FROM_PROTO.get(message.level)
+    if level is None:
+        found.append(FieldViolation(f"{prefix}.level", "must be a LogLevel value, not UNSPECIFIED"))
+        level = LogLevel.INFO
+    links = Links()
+    if message.HasField("links"):
+        m = message.links
+        slot = _SLOT_FROM_PROTO.get(m.traffic_slot)
+        if slot is None:
+            found.append(FieldViolation(f"{prefix}.links.traffic_slot", "must be STABLE, CANARY or unset"))
+            slot = TrafficSlot.NONE
+        links = Links(
+            model_version=m.model_version,
+            deployment=m.deployment,
+            traffic_slot=slot,
+            policy=m.policy,
+            policy_revision=m.policy_revision,
+            trace_id=m.trace_id,
+            request_id=m.request_id,
+        )
+    return LogEvent(
+        event_id=message.event_id,
+        event_time=event_time,
+        service=message.service,
+        level=level,
+        instance=message.instance,
+        message=message.message,
+        links=links,
+        attributes=dict(message.attributes),
+        payload=_payload(message, prefix, found),
+    )
+
+
+def batch(message: pb.LogBatch, prefix: str, *, metadata: dict[str, str] | None = None) -> LogBatch:
+    """The domain batch; InvalidArgument naming every field that cannot be converted."""
+    found: list[FieldViolation] = []
+    events: list[LogEvent] = []
+    for i, item in enumerate(message.events):
+        events.append(event(item, f"{prefix}.events[{i}]", found))
+        if len(found) >= MAX_REPORTED_VIOLATIONS:
+            break
+    if found:
+        raise InvalidArgument(found[:MAX_REPORTED_VIOLATIONS], metadata=metadata)
+    return LogBatch(
+        client_id=message.client_id,
+        sequence=message.sequence,
+        dropped_since_last=message.dropped_since_last,
+        events=tuple(events),
+    )
+
+
+async def stream_batches(requests: AsyncIterator[pb.StreamLogEventsRequest]) -> AsyncIterator[LogBatch]:
+    async for request in requests:
+        yield batch(request.batch, "batch", metadata={"sequence": str(request.batch.sequence)})
+
+
+def ack_to_proto(ack: LogAck) -> pb.LogAck:
+    return pb.LogAck(
+        sequence=ack.sequence, accepted=ack.accepted, duplicates=ack.duplicates, batches=ack.batches
+    )
+
+
+def event_to_proto(e: LogEvent) -> pb.LogEvent:
+    links = e.links
+    message = pb.LogEvent(
+        event_id=e.event_id,
+        event_time=timestamp(e.event_time),
+        service=e.service,
+        instance=e.instance,
+        level=_LEVEL_TO_PROTO[e.level],
+        message=e.message,
+        links=common_pb2.EventLinks(
+            model_version=links.model_version,
+            deployment=links.deployment,
+            traffic_slot=_SLOT_TO_PROTO[links.traffic_slot],
+            policy=links.policy,
+            policy_revision=links.policy_revision,
+            trace_id=links.trace_id,
+            request_id=links.request_id,
+        ),
+        attributes=dict(e.attributes),
+    )
+    if e.ingest_time is not None:
+        message.ingest_time.CopyFrom(timestamp(e.ingest_time))
+    p = e.payload
+    if isinstance(p, Inference):
+        message.inference.CopyFrom(
+            pb.InferencePayload(
+                provider=p.provider,
+                model_version=p.model_version,
+                input_tokens=p.input_tokens,
+                output_tokens=p.output_tokens,
+                cached_input_tokens=p.cached_input_tokens,
+                reasoning_tokens=p.reasoning_tokens,
+                status=_STATUS_TO_PROTO[p.status],
+                cost_from_registry=p.cost_from_registry,
+            )
+        )
+        if p.latency_us is not None:
+            message.inference.latency.CopyFrom(_duration(p.latency_us))
+        if p.cost is not None:
+            message.inference.cost.CopyFrom(
+                common_pb2.Money(currency_code=p.cost.currency_code, micros=p.cost.micros)
+            )
+    elif isinstance(p, Routing):
+        message.routing.CopyFrom(
+            pb.RoutingPayload(
+                deployment=p.deployment,
+                rollout=p.rollout,
+                slot=_SLOT_TO_PROTO[p.slot],
+                endpoint=p.endpoint,
+                outcome=_OUTCOME_TO_PROTO[p.outcome],
+            )
+        )
+        if p.latency_us is not None:
+            message.routing.latency.CopyFrom(_duration(p.latency_us))
+    elif isinstance(p, Guardrail):
+        message.guardrail.CopyFrom(
+            pb.GuardrailPayload(
+                policy=p.policy,
+                revision=p.revision,
+                decision=_DECISION_TO_PROTO[p.decision],
+                violation_count=p.violation_count,
+                highest_severity=(
+                    guardrails_pb2.SEVERITY_UNSPECIFIED
+                    if p.highest_severity is None
+                    else _SEVERITY_TO_PROTO[p.highest_severity]
+                ),
+            )
+        )
+    elif isinstance(p, ControlPlaneChange):
+        message.control_plane_change.CopyFrom(
+            pb.ControlPlaneChange(resource=p.resource, action=p.action, actor=p.actor, revision=p.revision)
+        )
+    return message
+
+
+def aggregate_query(request: pb.AggregateLogEventsRequest) -> AggregateQuery:
+    found: list[FieldViolation] = []
+    groups: list[GroupBy] = []
+    for i, number in enumerate(request.group_by):
+        group = _GROUP_FROM_PROTO.get(number)
+        if group is None:
+            found.append(FieldViolation(f"group_by[{i}]", "must be a LogGroupBy value, not UNSPECIFIED"))
+        elif group in groups:
+            found.append(FieldViolation(f"group_by[{i}]", f"repeats {group.name}"))
+        else:
+            groups.append(group)
+    bucket_seconds = 0
+    if request.HasField("bucket_width"):
+        width = request.bucket_width
+        if width.nanos or width.seconds <= 0 or width.seconds > 31 * 86_400:
+            found.append(
+                FieldViolation("bucket_width", "must be a whole number of seconds from 1 second to 31 days")
+            )
+        else:
+            bucket_seconds = width.seconds
+    if GroupBy.TIME_BUCKET in groups and not bucket_seconds and not found:
+        found.append(FieldViolation("bucket_width", "is required when grouping by LOG_GROUP_BY_TIME_BUCKET"))
+    currency = request.currency_code or "USD"
+    if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+        found.append(FieldViolation("currency_code", "must be an ISO 4217 code like USD, or empty"))
+    if found:
+        raise InvalidArgument(found)
+    return AggregateQuery(
+        filter_text=request.filter,
+        group_by=tuple(groups),
+        bucket_seconds=bucket_seconds,
+        currency_code=currency,
+    )
+
+
+def group_to_proto(group: LogGroup) -> pb.LogGroup:
+    message = pb.LogGroup(
+        service=group.service,
+        model_version=group.model_version,
+        deployment=group.deployment,
+        traffic_slot=_SLOT_TO_PROTO[group.traffic_slot],
+        policy=group.policy,
+        kind=pb.LOG_EVENT_KIND_UNSPECIFIED if group.kind is None else _KIND_TO_PROTO[group.kind],
+        count=group.count,
+        error_count=group.error_count,
+        error_rate=group.error_rate,
+        latency_count=group.latency_count,
+        input_tokens=group.input_tokens,
+        output_tokens=group.output_tokens,
+        cached_input_tokens=group.cached_input_tokens,
+        reasoning_tokens=group.reasoning_tokens,
+        cost=common_pb2.Money(currency_code=group.cost.currency_code, micros=group.cost.micros),
+        guardrail_checks=group.guardrail_checks,
+        guardrail_blocks=group.guardrail_blocks,
+        guardrail_block_rate=group.guardrail_block_rate,
+    )
+    if group.bucket_start is not None:
+        message.bucket_start.CopyFrom(timestamp(group.bucket_start))
+    for field, value in (
+        ("latency_p50", group.latency_p50_us),
+        ("latency_p95", group.latency_p95_us),
+        ("latency_p99", group.latency_p99_us),
+    ):
+        if value is not None:
+            getattr(message, field).CopyFrom(_duration(value))
+    return message
+
+
+def stats_to_proto(stats: IngestionStats) -> pb.IngestionStats:
+    message = pb.IngestionStats(
+        client_id=stats.client_id,
+        received=stats.received,
+        accepted=stats.accepted,
+        duplicates=stats.duplicates,
+        dropped=stats.dropped,
+        sequence_gaps=stats.sequence_gaps,
+        batches=stats.batches,
+        last_sequence=stats.last_sequence,
+    )
+    if stats.last_batch_time is not None:
+        message.last_batch_time.CopyFrom(timestamp(stats.last_batch_time))
+    return message

@@ -1,0 +1,576 @@
+"""SQL of the log collector: idempotent batch ingestion, partitions, retention, queries, tail and aggregates.
+
+Ingestion COPYs a group of batches into a per-connection staging table and moves them with one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING` into the partitioned `log_events`: a resent event (same
+event_time and event_id) is skipped, so the difference between rows staged and rows inserted is the
+number of duplicates. The per-client counters and the tail feed's entry are written in the same
+transaction, so what a client is told after COMMIT is exactly what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from modelplane.server.errors import StorageUnavailable
+from modelplane.server.logs.domain import (
+    ControlPlaneChange,
+    Decision,
+    EventKind,
+    GroupBy,
+    Guardrail,
+    Inference,
+    InferenceStatus,
+    IngestionStats,
+    Links,
+    LogBatch,
+    LogEvent,
+    LogGroup,
+    LogLevel,
+    Money,
+    Routing,
+    RoutingOutcome,
+    Severity,
+    TrafficSlot,
+)
+from modelplane.server.store.pool import CONNECTION_ERRORS, Connection, Database
+
+# Serialises maintenance across replicas (a transaction-level try-lock: one replica works, the rest skip).
+MAINTENANCE_LOCK_KEY = 0x6D706C6F6773  # "mplogs"
+PARTITION_PREFIX = "log_events_p"
+_PARTITION_NAME = re.compile(r"log_events_p(\d{8})")
+# Tail feed entries are needed only by tails running now; a day is a generous margin.
+TAIL_FEED_KEEP = timedelta(days=1)
+
+# Columns written by ingestion, in COPY order; ingest_time and ingest_batch are set by the INSERT.
+_COLUMNS = (
+    "event_time",
+    "event_id",
+    "service",
+    "instance",
+    "level",
+    "kind",
+    "message",
+    "model_version",
+    "deployment",
+    "traffic_slot",
+    "policy",
+    "policy_revision",
+    "trace_id",
+    "request_id",
+    "attributes",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "latency_us",
+    "cost_micros",
+    "cost_currency",
+    "cost_from_registry",
+    "status",
+    "rollout",
+    "endpoint",
+    "decision",
+    "violation_count",
+    "highest_severity",
+    "change_resource",
+    "change_action",
+    "change_actor",
+    "change_revision",
+    "is_error",
+)
+_COLUMN_LIST = ", ".join(_COLUMNS)
+SELECT_COLUMNS = f"{_COLUMN_LIST}, ingest_time"
+
+# Backend pids whose session already has the staging table. A pid reused by a new session is caught
+# by the UndefinedTableError retry in `ingest`.
+_staged_sessions: set[int] = set()
+
+
+def partition_name(day: date) -> str:
+    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+
+
+def utc_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _row(event: LogEvent) -> tuple[Any, ...]:
+    links = event.links
+    p = event.payload
+    provider = input_tokens = output_tokens = cached = reasoning = latency = None
+    cost_micros = cost_currency = cost_from_registry = None
+    status: str | None = None
+    rollout = endpoint = decision = violation_count = highest = None
+    resource = action = actor = revision = None
+    if isinstance(p, Inference):
+        provider, input_tokens, output_tokens = p.provider, p.input_tokens, p.output_tokens
+        cached, reasoning, latency = p.cached_input_tokens, p.reasoning_tokens, p.latency_us
+        status = p.status.value
+        cost_from_registry = p.cost_from_registry
+        if p.cost is not None:
+            cost_micros, cost_currency = p.cost.micros, p.cost.currency_code
+    elif isinstance(p, Routing):
+        rollout, endpoint, status, latency = p.rollout, p.endpoint, p.outcome.value, p.latency_us
+    elif isinstance(p, Guardrail):
+        decision = p.decision.name.lower()
+        violation_count = p.violation_count
+        highest = "" if p.highest_severity is None else p.highest_severity.name.lower()
+    elif isinstance(p, ControlPlaneChange):
+        resource, action, actor, revision = p.resource, p.action, p.actor, p.revision
+    return (
+        event.event_time,
+        event.event_id,
+        event.service,
+        event.instance,
+        event.level.value,
+        event.kind.value,
+        event.message,
+        links.model_version,
+        links.deployment,
+        links.traffic_slot.value,
+        links.policy,
+        links.policy_revision,
+        links.trace_id,
+        links.request_id,
+        json.dumps(dict(event.attributes), separators=(",", ":")) if event.attributes else "{}",
+        provider,
+        input_tokens,
+        output_tokens,
+        cached,
+        reasoning,
+        latency,
+        cost_micros,
+        cost_currency,
+        cost_from_registry,
+        status,
+        rollout,
+        endpoint,
+        decision,
+        violation_count,
+        highest,
+        resource,
+        action,
+        actor,
+        revision,
+        event.is_error,
+    )
+
+
+def event_of(row: Any) -> LogEvent:
+    """The domain event of a selected row (selected with SELECT_COLUMNS)."""
+    kind = EventKind(row["kind"])
+    payload: Inference | Routing | Guardrail | ControlPlaneChange | None = None
+    if kind is EventKind.INFERENCE:
+        cost = None
+        if row["cost_micros"] is not None:
+            cost = Money(row["cost_currency"], int(row["cost_micros"]))
+        payload = Inference(
+            provider=row["provider"] or "",
+            model_version=row["model_version"],
+            input_tokens=int(row["input_tokens"] or 0),
+            output_tokens=int(row["output_tokens"] or 0),
+            cached_input_tokens=int(row["cached_input_tokens"] or 0),
+            reasoning_tokens=int(row["reasoning_tokens"] or 0),
+            latency_us=row["latency_us"],
+            cost=cost,
+            status=InferenceStatus(row["status"]),
+            cost_from_registry=bool(row["cost_from_registry"]),
+        )
+    elif kind is EventKind.ROUTING:
+        payload = Routing(
+            deployment=row["deployment"],
+            rollout=row["rollout"] or "",
+            slot=TrafficSlot(row["traffic_slot"]),
+            endpoint=row["endpoint"] or "",
+            outcome=RoutingOutcome(row["status"]),
+            latency_us=row["latency_us"],
+        )
+    elif kind is EventKind.GUARDRAIL:
+        highest = row["highest_severity"] or ""
+        payload = Guardrail(
+            policy=row["policy"],
+            revision=int(row["policy_revision"]),
+            decision=Decision[row["decision"].upper()],
+            violation_count=int(row["violation_count"] or 0),
+            highest_severity=Severity[highest.upper()] if highest else None,
+        )
+    elif kind is EventKind.CONTROL_PLANE_CHANGE:
+        payload = ControlPlaneChange(
+            resource=row["change_resource"] or "",
+            action=row["change_action"] or "",
+            actor=row["change_actor"] or "",
+            revision=int(row["change_revision"] or 0),
+        )
+    attributes = row["attributes"]
+    return LogEvent(
+        event_id=row["event_id"],
+        event_time=row["event_time"],
+        service=row["service"],
+        level=LogLevel(row["level"]),
+        instance=row["instance"],
+        message=row["message"],
+        links=Links(
+            model_version=row["model_version"],
+            deployment=row["deployment"],
+            traffic_slot=TrafficSlot(row["traffic_slot"]),
+            policy=row["policy"],
+            policy_revision=int(row["policy_revision"]),
+            trace_id=row["trace_id"],
+            request_id=row["request_id"],
+        ),
+        attributes=json.loads(attributes) if isinstance(attributes, str) else dict(attributes or {}),
+        payload=payload,
+        ingest_time=row["ingest_time"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Partitions and retention
+
+
+async def ensure_partitions(database: Database, days: Iterable[date]) -> None:
+    """Creates the daily partitions of `days` that do not exist, in a short transaction of its own.
+
+    Kept out of the ingestion transaction: creating a partition locks the parent table, and holding
+    that lock through an ingestion would stall every other writer.
+    """
+    async with database.transaction() as conn:
+        for day in sorted(set(days)):
+            await conn.execute("SELECT log_ensure_partition($1)", day)
+
+
+async def partition_days(conn: Connection) -> list[date]:
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'log_events'::regclass"
+    )
+    days: list[date] = []
+    for row in rows:
+        match = _PARTITION_NAME.fullmatch(row["relname"])
+        if match:
+            days.append(datetime.strptime(match.group(1), "%Y%m%d").date())
+    return sorted(days)
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    created: tuple[date, ...]
+    dropped: tuple[date, ...]
+
+
+async def maintain(
+    database: Database, *, now: datetime, retention_days: int, lead_days: int
+) -> MaintenanceReport | None:
+    """Creates partitions through `lead_days` ahead and drops every partition wholly older than the
+    retention window; None when another replica holds the maintenance lock (it does the work)."""
+    async with database.transaction() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MAINTENANCE_LOCK_KEY):
+            return None
+        today = utc_day(now)
+        existing = set(await partition_days(conn))
+        wanted = [today + timedelta(days=d) for d in range(-1, lead_days + 1)]
+        created = tuple(day for day in wanted if day not in existing)
+        for day in created:
+            await conn.execute("SELECT log_ensure_partition($1)", day)
+        dropped: list[date] = []
+        if retention_days > 0:
+            cutoff = now - timedelta(days=retention_days)
+            for day in sorted(existing):
+                # A partition holds [day, day + 1); it goes only when all of it is older than the cutoff.
+                end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+                if end <= cutoff:
+                    await conn.execute(f'DROP TABLE "{partition_name(day)}"')
+                    dropped.append(day)
+            await conn.execute("DELETE FROM log_ingestion_clients WHERE last_batch_time < $1", cutoff)
+        await conn.execute("DELETE FROM log_tail_batches WHERE commit_time < $1", now - TAIL_FEED_KEEP)
+        return MaintenanceReport(created=created, dropped=tuple(dropped))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ingestion
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one ingestion transaction did; dropped and gaps as counted for the client (resends: 0)."""
+
+    accepted: int
+    duplicates: int
+    dropped: int = 0
+    gaps: int = 0
+
+
+async def _ensure_staging(conn: Connection) -> None:
+    pid = conn.get_server_pid()
+    if pid in _staged_sessions:
+        return
+    # ON COMMIT DELETE ROWS: the staging rows vanish with each transaction, the table stays for the next.
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS log_staging ON COMMIT DELETE ROWS"
+        f" AS SELECT {_COLUMN_LIST} FROM log_events WITH NO DATA"
+    )
+    _staged_sessions.add(pid)
+
+
+async def _store(conn: Connection, batches: Sequence[LogBatch]) -> Stored:
+    client_id = batches[0].client_id
+    head = await conn.fetchrow(
+        "SELECT nextval('log_ingest_batches') AS batch,"
+        " (SELECT last_sequence FROM log_ingestion_clients WHERE client_id = $1 FOR UPDATE) AS last",
+        client_id,
+    )
+    assert head is not None
+    batch_id = int(head["batch"])
+    rows = [_row(event) for batch in batches for event in batch.events]
+    inserted = 0
+    if rows:
+        await conn.copy_records_to_table("log_staging", records=rows, columns=_COLUMNS)
+        result = await conn.fetchrow(
+            "WITH ins AS ("
+            f" INSERT INTO log_events ({_COLUMN_LIST}, ingest_batch)"
+            f" SELECT {_COLUMN_LIST}, $1 FROM log_staging"
+            " ON CONFLICT DO NOTHING RETURNING event_time)"
+            " SELECT count(*) AS n, min(event_time) AS lo, max(event_time) AS hi FROM ins",
+            batch_id,
+        )
+        assert result is not None
+        inserted = int(result["n"])
+        if inserted:
+            await conn.execute("SELECT log_publish_batch($1, $2, $3)", batch_id, result["lo"], result["hi"])
+    duplicates = len(rows) - inserted
+    gaps = dropped = 0
+    if client_id:
+        last = int(head["last"] or 0)
+        for batch in batches:
+            if batch.sequence == 0:
+                dropped += batch.dropped_since_last
+            elif batch.sequence > last:
+                gaps += batch.sequence - last - 1
+                dropped += batch.dropped_since_last
+                last = batch.sequence
+            # else: a resend; its drops were counted when it first arrived.
+        await conn.execute(
+            "INSERT INTO log_ingestion_clients AS c (client_id, received, accepted, duplicates, dropped,"
+            " sequence_gaps, batches, last_sequence, last_batch_time)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())"
+            " ON CONFLICT (client_id) DO UPDATE SET received = c.received + EXCLUDED.received,"
+            " accepted = c.accepted + EXCLUDED.accepted, duplicates = c.duplicates + EXCLUDED.duplicates,"
+            " dropped = c.dropped + EXCLUDED.dropped,"
+            " sequence_gaps = c.sequence_gaps + EXCLUDED.sequence_gaps,"
+            " batches = c.batches + EXCLUDED.batches,"
+            " last_sequence = greatest(c.last_sequence, EXCLUDED.last_sequence), last_batch_time = now()",
+            client_id,
+            len(rows),
+            inserted,
+            duplicates,
+            dropped,
+            gaps,
+            len(batches),
+            last,
+        )
+    return Stored(accepted=inserted, duplicates=duplicates, dropped=dropped, gaps=gaps)
+
+
+async def ingest(database: Database, batches: Sequence[LogBatch]) -> Stored:
+    """Stores the events of `batches` (all of one client) in one transaction; returns after COMMIT.
+
+    A missing daily partition (an event from a day not created yet) is created in its own transaction
+    and the ingestion runs again; nothing of the first attempt was kept.
+    """
+    for attempt in range(3):
+        try:
+            async with database.connection() as conn:
+                await _ensure_staging(conn)
+                try:
+                    async with conn.transaction():
+                        return await _store(conn, batches)
+                except CONNECTION_ERRORS as exc:
+                    raise StorageUnavailable("the database is unavailable; retry shortly") from exc
+        except asyncpg.CheckViolationError:
+            # The only check on log_events is partition routing: "no partition of relation found".
+            if attempt == 2:
+                raise
+            await ensure_partitions(database, (utc_day(e.event_time) for b in batches for e in b.events))
+        except asyncpg.UndefinedTableError:
+            # A new session reusing a pid we knew: forget it, create the staging table, try again.
+            _staged_sessions.clear()
+    raise AssertionError("unreachable")
+
+
+async def version_prices(conn: Connection, versions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Any]:
+    """TokenPricing columns of the given (model id, version number) pairs that exist."""
+    rows = await conn.fetch(
+        "SELECT model_id, version_id, currency_code, input_price, output_price, cached_input_price,"
+        " reasoning_price FROM model_versions"
+        " WHERE (model_id, version_id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+        [m for m, _ in versions],
+        [v for _, v in versions],
+    )
+    return {(r["model_id"], int(r["version_id"])): r for r in rows}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+async def query(
+    conn: Connection, *, where: str, params: Sequence[object], order_sql: str, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {SELECT_COLUMNS} FROM log_events WHERE {where} ORDER BY {order_sql} LIMIT {int(limit)}",
+        *params,
+    )
+
+
+async def tail_position(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT number FROM log_tail_counter"))
+
+
+async def tail_after(
+    conn: Connection, after: int, *, where: str, params: Sequence[object], limit: int
+) -> tuple[int, list[asyncpg.Record]]:
+    """Events of the batches committed after tail position `after` that match `where`; the new position.
+
+    Reads at most `limit` batches per call, so a burst is served in several rounds.
+    """
+    batches = await conn.fetch(
+        "SELECT number, ingest_batch, min_time, max_time FROM log_tail_batches"
+        " WHERE number > $1 ORDER BY number LIMIT $2",
+        after,
+        limit,
+    )
+    if not batches:
+        return after, []
+    first = len(params) + 1
+    rows = await conn.fetch(
+        f"SELECT {SELECT_COLUMNS} FROM log_events WHERE ({where})"
+        f" AND ingest_batch = ANY(${first}::bigint[])"
+        f" AND event_time >= ${first + 1} AND event_time <= ${first + 2}"
+        " ORDER BY ingest_batch, event_time, event_id",
+        *params,
+        [b["ingest_batch"] for b in batches],
+        min(b["min_time"] for b in batches),
+        max(b["max_time"] for b in batches),
+    )
+    return int(batches[-1]["number"]), rows
+
+
+_GROUP_SQL: Mapping[GroupBy, str] = {
+    GroupBy.SERVICE: "service",
+    GroupBy.MODEL_VERSION: "model_version",
+    GroupBy.DEPLOYMENT: "deployment",
+    GroupBy.TRAFFIC_SLOT: "traffic_slot",
+    GroupBy.POLICY: "policy",
+    GroupBy.KIND: "kind",
+}
+
+
+async def aggregate(
+    conn: Connection,
+    *,
+    where: str,
+    params: Sequence[object],
+    group_by: Sequence[GroupBy],
+    bucket_seconds: int,
+    currency_code: str,
+) -> list[LogGroup]:
+    args: list[object] = list(params)
+    args.append(currency_code)
+    currency = f"${len(args)}"
+    keys: list[str] = []
+    for group in group_by:
+        if group is GroupBy.TIME_BUCKET:
+            args.append(timedelta(seconds=bucket_seconds))
+            expression = f"date_bin(${len(args)}::interval, event_time, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+        else:
+            expression = _GROUP_SQL[group]
+        keys.append(f"{expression} AS {group.value}")
+    names = ", ".join(g.value for g in group_by)
+    rows = await conn.fetch(
+        f"SELECT {''.join(k + ', ' for k in keys)}"
+        " count(*) AS n, count(*) FILTER (WHERE is_error) AS errors, count(latency_us) AS latencies,"
+        " percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_us) AS pct,"
+        " coalesce(sum(input_tokens), 0)::bigint AS input_tokens,"
+        " coalesce(sum(output_tokens), 0)::bigint AS output_tokens,"
+        " coalesce(sum(cached_input_tokens), 0)::bigint AS cached_input_tokens,"
+        " coalesce(sum(reasoning_tokens), 0)::bigint AS reasoning_tokens,"
+        f" coalesce(sum(cost_micros) FILTER (WHERE cost_currency = {currency}), 0)::bigint AS cost,"
+        " count(*) FILTER (WHERE kind = 'guardrail') AS checks,"
+        " count(*) FILTER (WHERE kind = 'guardrail' AND decision = 'block') AS blocks"
+        f" FROM log_events WHERE {where}"
+        + (f" GROUP BY {names} ORDER BY {names}" if group_by else "")
+        + (" HAVING count(*) > 0" if not group_by else ""),
+        *args,
+    )
+    groups: list[LogGroup] = []
+    for row in rows:
+        values = dict(row)
+        pct = values["pct"] or [None, None, None]
+        kind = values.get("kind")
+        groups.append(
+            LogGroup(
+                service=values.get("service") or "",
+                model_version=values.get("model_version") or "",
+                deployment=values.get("deployment") or "",
+                traffic_slot=TrafficSlot(values.get("traffic_slot") or ""),
+                policy=values.get("policy") or "",
+                kind=EventKind(kind) if kind else None,
+                bucket_start=values.get("time_bucket"),
+                count=int(values["n"]),
+                error_count=int(values["errors"]),
+                latency_count=int(values["latencies"]),
+                latency_p50_us=pct[0],
+                latency_p95_us=pct[1],
+                latency_p99_us=pct[2],
+                input_tokens=int(values["input_tokens"]),
+                output_tokens=int(values["output_tokens"]),
+                cached_input_tokens=int(values["cached_input_tokens"]),
+                reasoning_tokens=int(values["reasoning_tokens"]),
+                cost=Money(currency_code, int(values["cost"])),
+                guardrail_checks=int(values["checks"]),
+                guardrail_blocks=int(values["blocks"]),
+            )
+        )
+    return groups
+
+
+def _stats(row: Any, client_id: str | None = None) -> IngestionStats:
+    return IngestionStats(
+        client_id=row["client_id"] if client_id is None else client_id,
+        received=int(row["received"] or 0),
+        accepted=int(row["accepted"] or 0),
+        duplicates=int(row["duplicates"] or 0),
+        dropped=int(row["dropped"] or 0),
+        sequence_gaps=int(row["sequence_gaps"] or 0),
+        batches=int(row["batches"] or 0),
+        last_sequence=int(row["last_sequence"] or 0),
+        last_batch_time=row["last_batch_time"],
+    )
+
+
+async def ingestion_stats(
+    conn: Connection, client_id: str, limit: int
+) -> tuple[list[IngestionStats], IngestionStats]:
+    rows = await conn.fetch(
+        "SELECT * FROM (SELECT * FROM log_ingestion_clients WHERE ($1 = '' OR client_id = $1)"
+        " ORDER BY last_batch_time DESC LIMIT $2) AS recent ORDER BY client_id",
+        client_id,
+        limit,
+    )
+    total = await conn.fetchrow(
+        "SELECT sum(received) AS received, sum(accepted) AS accepted, sum(duplicates) AS duplicates,"
+        " sum(dropped) AS dropped, sum(sequence_gaps) AS sequence_gaps, sum(batches) AS batches,"
+        " max(last_sequence) AS last_sequence, max(last_batch_time) AS last_batch_time"
+        " FROM log_ingestion_clients WHERE ($1 = '' OR client_id = $1)",
+        client_id,
+    )
+    assert total is not None
+    return [_stats(r) for r in rows], _stats(total, client_id="")

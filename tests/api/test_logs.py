@@ -1,0 +1,198 @@
+"""LogService through a real server: acknowledgement after commit, resends after a lost server, bad
+input with field paths, the tail, control-plane events and the metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from modelplane.server.app import ModelplaneServer
+from modelplane.v1 import common_pb2, logs_pb2_grpc, registry_pb2_grpc
+from modelplane.v1 import logs_pb2 as lpb
+from modelplane.v1 import registry_pb2 as rpb
+from tests.support import StartServer
+from tests.support.rich_errors import rich
+
+
+def event(i: int, *, service: str = "llm-client", level: int = lpb.LOG_LEVEL_INFO) -> lpb.LogEvent:
+    now = timestamp_pb2.Timestamp()
+    now.FromDatetime(datetime.now(UTC))
+    return lpb.LogEvent(
+        event_id=f"{uuid.uuid4()}-{i}",
+        event_time=now,
+        service=service,
+        level=level,  # type: ignore[arg-type]
+        message=f"call {i}",
+        links=common_pb2.EventLinks(trace_id="0af7651916cd43dd8448eb211c80319c"),
+        attributes={"region": "eu"},
+        inference=lpb.InferencePayload(
+            provider="local",
+            model_version="models/chat/versions/1",
+            input_tokens=10,
+            output_tokens=5,
+            latency=duration_pb2.Duration(nanos=2_000_000),
+            status=lpb.INFERENCE_STATUS_OK,
+        ),
+    )
+
+
+async def stored(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM log_events WHERE service = 'llm-client'"))
+    finally:
+        await conn.close()
+
+
+async def test_an_unacknowledged_batch_resent_after_the_server_died_is_not_duplicated(
+    start_server: StartServer, database_url: str
+) -> None:
+    first = await start_server()
+    batch = lpb.LogBatch(client_id="shipper-1", sequence=1, events=[event(i) for i in range(20)])
+    async with grpc.aio.insecure_channel(first.target) as channel:
+        stub = logs_pb2_grpc.LogServiceStub(channel)
+        never = asyncio.Event()
+
+        async def one_batch() -> AsyncIterator[lpb.StreamLogEventsRequest]:
+            yield lpb.StreamLogEventsRequest(batch=batch)
+            await never.wait()
+
+        call = stub.StreamLogEvents(one_batch())
+        # The batch commits; its acknowledgement is never read: the server goes away first.
+        for _ in range(500):
+            if await stored(database_url) == 20:
+                break
+            await asyncio.sleep(0.02)
+        await first.stop(grace=0)
+        call.cancel()
+    second = await start_server()
+    async with grpc.aio.insecure_channel(second.target) as channel:
+        stub = logs_pb2_grpc.LogServiceStub(channel)
+
+        async def resend() -> AsyncIterator[lpb.StreamLogEventsRequest]:
+            yield lpb.StreamLogEventsRequest(batch=batch)
+            yield lpb.StreamLogEventsRequest(
+                batch=lpb.LogBatch(client_id="shipper-1", sequence=2, events=[event(100)])
+            )
+
+        acks = [response.ack async for response in stub.StreamLogEvents(resend())]
+        stats = await stub.GetIngestionStats(lpb.GetIngestionStatsRequest(client_id="shipper-1"))
+    assert acks[-1].sequence == 2
+    assert sum(a.accepted for a in acks) == 1
+    assert sum(a.duplicates for a in acks) == 20
+    assert await stored(database_url) == 21
+    (client,) = stats.clients
+    assert (client.received, client.accepted, client.duplicates, client.sequence_gaps) == (41, 21, 20, 0)
+
+
+async def test_a_bad_event_is_refused_with_its_path_and_nothing_of_the_batch_is_stored(
+    channel: grpc.aio.Channel, database_url: str
+) -> None:
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    bad = event(1, level=lpb.LOG_LEVEL_UNSPECIFIED)
+    worse = event(2)
+    worse.attributes.update({f"k{i}": "v" for i in range(20)})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=[event(0), bad])))
+    error = rich(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.field_paths == ["batch.events[1].level"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=[worse])))
+    assert rich(caught.value).field_paths == ["batch.events[0].attributes"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=[event(0)] * 1001)))
+    assert rich(caught.value).reason == "BATCH_TOO_LARGE"
+    assert await stored(database_url) == 0
+
+
+async def test_a_bad_batch_ends_the_stream_after_the_good_ones_commit(channel: grpc.aio.Channel) -> None:
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+
+    async def batches() -> AsyncIterator[lpb.StreamLogEventsRequest]:
+        yield lpb.StreamLogEventsRequest(batch=lpb.LogBatch(client_id="c", sequence=1, events=[event(1)]))
+        # Wait for the first acknowledgement, so the two batches do not commit as one group.
+        await first_ack.wait()
+        yield lpb.StreamLogEventsRequest(
+            batch=lpb.LogBatch(client_id="c", sequence=2, events=[event(2, service="Bad Name")])
+        )
+
+    first_ack = asyncio.Event()
+    acks: list[lpb.LogAck] = []
+
+    async def read_acks() -> None:
+        async for response in stub.StreamLogEvents(batches()):
+            acks.append(response.ack)
+            first_ack.set()
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read_acks()
+    error = rich(caught.value)
+    assert [a.sequence for a in acks] == [1]
+    assert error.field_paths == ["batch.events[0].service"]
+    assert error.metadata["sequence"] == "2"
+
+
+async def test_tail_streams_matching_events_as_they_commit(channel: grpc.aio.Channel) -> None:
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    tail = stub.TailLogEvents(lpb.TailLogEventsRequest(filter="level = ERROR AND attributes.region = eu"))
+    # The tail starts at the commit position when the call arrives; let it get there first.
+    await asyncio.sleep(0.3)
+    await stub.WriteLogEvents(
+        lpb.WriteLogEventsRequest(
+            batch=lpb.LogBatch(events=[event(1), event(2, level=lpb.LOG_LEVEL_ERROR), event(3)])
+        )
+    )
+    response = await asyncio.wait_for(tail.read(), timeout=10)
+    tail.cancel()
+    assert isinstance(response, lpb.TailLogEventsResponse)
+    assert [e.message for e in response.events] == ["call 2"]
+    assert response.events[0].inference.latency.nanos == 2_000_000
+    assert response.events[0].HasField("ingest_time")
+
+
+async def test_query_pages_newest_first_and_registry_changes_appear_as_events(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    await stub.WriteLogEvents(
+        lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=[event(i) for i in range(5)]))
+    )
+    first = await stub.QueryLogEvents(lpb.QueryLogEventsRequest(filter='service = "llm-client"', page_size=3))
+    rest = await stub.QueryLogEvents(
+        lpb.QueryLogEventsRequest(
+            filter='service = "llm-client"', page_size=3, page_token=first.next_page_token
+        )
+    )
+    times = [(e.event_time.ToDatetime(), e.event_id) for e in [*first.events, *rest.events]]
+    assert len(times) == 5
+    assert rest.next_page_token == ""
+    assert times == sorted(times, reverse=True)
+    registry = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+    await registry.CreateModel(rpb.CreateModelRequest(model_id="logged", model=rpb.Model(provider="local")))
+    changes = await stub.QueryLogEvents(lpb.QueryLogEventsRequest(filter="kind = CONTROL_PLANE_CHANGE"))
+    assert [e.control_plane_change.resource for e in changes.events] == ["models/logged"]
+    assert changes.events[0].control_plane_change.action == "created"
+
+
+async def test_ingestion_counters_are_on_the_metrics_endpoint(start_server: StartServer) -> None:
+    server: ModelplaneServer = await start_server(metrics_address="127.0.0.1:0")
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = logs_pb2_grpc.LogServiceStub(channel)
+        batch = lpb.LogBatch(client_id="metered", sequence=3, dropped_since_last=7, events=[event(1)])
+        await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=batch))
+        await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=batch))
+    url = f"http://127.0.0.1:{server.metrics.endpoint_port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    assert 'modelplane_log_events_accepted_total{client_id="metered"} 1.0' in text
+    assert 'modelplane_log_events_duplicates_total{client_id="metered"} 1.0' in text
+    assert 'modelplane_log_events_dropped_by_clients_total{client_id="metered"} 7.0' in text
+    assert 'modelplane_log_batch_sequence_gaps_total{client_id="metered"} 2.0' in text
