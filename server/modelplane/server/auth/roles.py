@@ -60,8 +60,8 @@ REGISTRY_RULES: Mapping[str, frozenset[Role]] = {
     "DeleteModelVersion": WRITERS,
 }
 
-# Policy writes are for people and pipelines that own policies; checks are for consumer services too.
-CHECKERS: frozenset[Role] = frozenset({Role.ADMIN, Role.OPERATOR, Role.SERVICE})
+# What consumer services call (checks, log shipping, routes and endpoint health), besides the writers.
+WRITERS_AND_SERVICES: frozenset[Role] = frozenset({Role.ADMIN, Role.OPERATOR, Role.SERVICE})
 GUARDRAIL_RULES: Mapping[str, frozenset[Role]] = {
     "GetPolicy": EVERYONE,
     "ListPolicies": EVERYONE,
@@ -71,14 +71,14 @@ GUARDRAIL_RULES: Mapping[str, frozenset[Role]] = {
     "CreatePolicy": WRITERS,
     "UpdatePolicy": WRITERS,
     "DeletePolicy": WRITERS,
-    "CheckContent": CHECKERS,
-    "CheckStream": CHECKERS,
+    "CheckContent": WRITERS_AND_SERVICES,
+    "CheckStream": WRITERS_AND_SERVICES,
 }
 
 # Services ship logs; everyone may read them.
 LOG_RULES: Mapping[str, frozenset[Role]] = {
-    "WriteLogEvents": CHECKERS,
-    "StreamLogEvents": CHECKERS,
+    "WriteLogEvents": WRITERS_AND_SERVICES,
+    "StreamLogEvents": WRITERS_AND_SERVICES,
     "QueryLogEvents": EVERYONE,
     "TailLogEvents": EVERYONE,
     "AggregateLogEvents": EVERYONE,
@@ -87,7 +87,6 @@ LOG_RULES: Mapping[str, frozenset[Role]] = {
 
 # Deployments: people and pipelines change deployments and drive rollouts; consumer services (the
 # ServiceCoordinator) report endpoint health and resolve routes; everyone reads and watches.
-ROUTERS: frozenset[Role] = frozenset({Role.ADMIN, Role.OPERATOR, Role.SERVICE})
 DEPLOYMENT_RULES: Mapping[str, frozenset[Role]] = {
     "GetDeployment": EVERYONE,
     "ListDeployments": EVERYONE,
@@ -105,8 +104,8 @@ DEPLOYMENT_RULES: Mapping[str, frozenset[Role]] = {
     "ResumeRollout": WRITERS,
     "RollbackRollout": WRITERS,
     "AbortRollout": WRITERS,
-    "ReportEndpointHealth": ROUTERS,
-    "ResolveRoute": ROUTERS,
+    "ReportEndpointHealth": WRITERS_AND_SERVICES,
+    "ResolveRoute": WRITERS_AND_SERVICES,
 }
 
 # Every modelplane service with its rules by short method name.
