@@ -1,4 +1,4 @@
-"""Times and durations from requests, refused with the field's path when out of range instead of raising."""
+"""Timestamps to and from requests; one out of range is refused with the field's path instead of raising."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from modelplane.server.errors import FieldViolation
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 MIN_SECONDS = -62_135_596_800
 MAX_SECONDS = 253_402_300_799
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """A datetime as a google.protobuf.Timestamp."""
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
 
 
 def datetime_from(value: timestamp_pb2.Timestamp, path: str, found: list[FieldViolation]) -> datetime | None:

@@ -7,9 +7,8 @@ step whose `advance` is missing or a `pause_until_promoted` set to false: no fie
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from modelplane.server.deployments.domain import (
     Deployment,
@@ -32,6 +31,7 @@ from modelplane.server.deployments.domain import (
     rollout_name,
 )
 from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.proto_time import timestamp
 from modelplane.server.registry.convert import write_request
 from modelplane.server.store.changes import ProgressMark
 from modelplane.v1 import common_pb2, registry_pb2
@@ -62,20 +62,10 @@ _CHANGE_KINDS = {
 }
 
 
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def duration(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(seconds * 1e9))
     return d
-
-
-def mask_paths(mask: Iterable[str]) -> frozenset[str]:
-    return frozenset(mask)
 
 
 # ---- to the domain

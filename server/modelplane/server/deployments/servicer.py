@@ -57,7 +57,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
         deployment = await self._service.update_deployment(
             request.deployment.name,
             convert.deployment_fields(request.deployment),
-            convert.mask_paths(request.update_mask.paths),
+            frozenset(request.update_mask.paths),
             request.deployment.etag,
             write_request(request, "UpdateDeployment"),
         )

@@ -6,10 +6,9 @@ proto enum number ever reaches the service.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
+from collections.abc import AsyncIterator
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.guardrails.domain import (
@@ -42,7 +41,7 @@ from modelplane.server.guardrails.engine import (
     Severity,
 )
 from modelplane.server.guardrails.service import StreamChunk, StreamEnd, StreamEvent, StreamStart
-from modelplane.server.proto_time import datetime_from
+from modelplane.server.proto_time import datetime_from, timestamp
 from modelplane.v1 import common_pb2
 from modelplane.v1 import guardrails_pb2 as pb
 
@@ -86,16 +85,6 @@ _DECISION_FIELDS = (
 )
 _SEVERITY_CHOICES = "INFO, WARNING, ERROR or CRITICAL"
 _DECISION_CHOICES = "ALLOW, REDACT or BLOCK"
-
-
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def mask_paths(mask: Iterable[str]) -> frozenset[str]:
-    return frozenset(mask)
 
 
 def _millis(value: duration_pb2.Duration, path: str, found: list[FieldViolation]) -> int:

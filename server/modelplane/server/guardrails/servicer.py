@@ -46,7 +46,7 @@ class GuardrailServicer(guardrails_pb2_grpc.GuardrailServiceServicer):
     async def UpdatePolicy(
         self, request: pb.UpdatePolicyRequest, context: Context
     ) -> pb.UpdatePolicyResponse:
-        paths = convert.mask_paths(request.update_mask.paths)
+        paths = frozenset(request.update_mask.paths)
         policy = await self._service.update_policy(
             request.policy.name,
             convert.policy_fields(request.policy, "policy", paths),

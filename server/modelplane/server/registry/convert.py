@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
 
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from modelplane.server.context import caller
 from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.proto_time import timestamp
 from modelplane.server.registry import names
 from modelplane.server.registry.domain import (
     Alias,
@@ -51,12 +50,6 @@ _CHANGE_KINDS = {
 }
 
 
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def write_request(request: Message, method: str) -> WriteRequest:
     """Who writes, and the request id with a digest of the rest of the request (AIP-155)."""
     request_id = str(getattr(request, "request_id", ""))
@@ -67,10 +60,6 @@ def write_request(request: Message, method: str) -> WriteRequest:
         copy.ClearField("request_id")
         fingerprint = hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
     return WriteRequest(actor=caller().actor, method=method, request_id=request_id, fingerprint=fingerprint)
-
-
-def mask_paths(mask: Iterable[str]) -> frozenset[str]:
-    return frozenset(mask)
 
 
 # ---- capabilities and states

@@ -44,7 +44,7 @@ class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         model = await self._service.update_model(
             request.model.name,
             convert.model_fields(request.model),
-            convert.mask_paths(request.update_mask.paths),
+            frozenset(request.update_mask.paths),
             request.model.etag,
             write_request(request, "UpdateModel"),
         )
@@ -91,7 +91,7 @@ class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
     async def UpdateModelVersion(
         self, request: pb.UpdateModelVersionRequest, context: Context
     ) -> pb.UpdateModelVersionResponse:
-        paths = convert.mask_paths(request.update_mask.paths)
+        paths = frozenset(request.update_mask.paths)
         version = await self._service.update_version(
             request.model_version.name,
             convert.version_update(request.model_version, paths),
