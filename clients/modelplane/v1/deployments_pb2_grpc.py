@@ -281,7 +281,10 @@ class DeploymentServiceServicer:
     def ResumeRollout(self, request, context):
         """ResumeRollout continues a PAUSED rollout; a timed step starts its
         duration afresh. Returns NOT_FOUND, ABORTED on a stale etag,
-        FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state.
+        FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state, and
+        FAILED_PRECONDITION (reason VERSION_ARCHIVED) when resuming would complete
+        the rollout but its target version was archived meanwhile (nothing
+        changes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -316,7 +319,9 @@ class DeploymentServiceServicer:
         WAITING_READY canary start, or take the weight off a canary that is no
         longer ready). An address not in the table yet is remembered for when a
         rollout adds it. Returns NOT_FOUND (reason DEPLOYMENT_NOT_FOUND),
-        INVALID_ARGUMENT for a bad address.
+        INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION (reason
+        VERSION_ARCHIVED) when the report would complete a BLUE_GREEN rollout
+        whose target version was archived meanwhile (nothing changes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -131,7 +131,10 @@ class DeploymentServiceStub:
     ResumeRollout: _grpc.UnaryUnaryMultiCallable[_deployments_pb2.ResumeRolloutRequest, _deployments_pb2.ResumeRolloutResponse]
     """ResumeRollout continues a PAUSED rollout; a timed step starts its
     duration afresh. Returns NOT_FOUND, ABORTED on a stale etag,
-    FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state.
+    FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state, and
+    FAILED_PRECONDITION (reason VERSION_ARCHIVED) when resuming would complete
+    the rollout but its target version was archived meanwhile (nothing
+    changes).
     """
     RollbackRollout: _grpc.UnaryUnaryMultiCallable[_deployments_pb2.RollbackRolloutRequest, _deployments_pb2.RollbackRolloutResponse]
     """RollbackRollout returns the traffic to the stable slot: INSTANT removes
@@ -154,7 +157,9 @@ class DeploymentServiceStub:
     WAITING_READY canary start, or take the weight off a canary that is no
     longer ready). An address not in the table yet is remembered for when a
     rollout adds it. Returns NOT_FOUND (reason DEPLOYMENT_NOT_FOUND),
-    INVALID_ARGUMENT for a bad address.
+    INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION (reason
+    VERSION_ARCHIVED) when the report would complete a BLUE_GREEN rollout
+    whose target version was archived meanwhile (nothing changes).
     """
     ListDeploymentHistory: _grpc.UnaryUnaryMultiCallable[_deployments_pb2.ListDeploymentHistoryRequest, _deployments_pb2.ListDeploymentHistoryResponse]
     """ListDeploymentHistory lists every transition of a deployment's traffic
@@ -283,7 +288,10 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     ResumeRollout: _aio.UnaryUnaryMultiCallable[_deployments_pb2.ResumeRolloutRequest, _deployments_pb2.ResumeRolloutResponse]  # type: ignore[assignment]
     """ResumeRollout continues a PAUSED rollout; a timed step starts its
     duration afresh. Returns NOT_FOUND, ABORTED on a stale etag,
-    FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state.
+    FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state, and
+    FAILED_PRECONDITION (reason VERSION_ARCHIVED) when resuming would complete
+    the rollout but its target version was archived meanwhile (nothing
+    changes).
     """
     RollbackRollout: _aio.UnaryUnaryMultiCallable[_deployments_pb2.RollbackRolloutRequest, _deployments_pb2.RollbackRolloutResponse]  # type: ignore[assignment]
     """RollbackRollout returns the traffic to the stable slot: INSTANT removes
@@ -306,7 +314,9 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     WAITING_READY canary start, or take the weight off a canary that is no
     longer ready). An address not in the table yet is remembered for when a
     rollout adds it. Returns NOT_FOUND (reason DEPLOYMENT_NOT_FOUND),
-    INVALID_ARGUMENT for a bad address.
+    INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION (reason
+    VERSION_ARCHIVED) when the report would complete a BLUE_GREEN rollout
+    whose target version was archived meanwhile (nothing changes).
     """
     ListDeploymentHistory: _aio.UnaryUnaryMultiCallable[_deployments_pb2.ListDeploymentHistoryRequest, _deployments_pb2.ListDeploymentHistoryResponse]  # type: ignore[assignment]
     """ListDeploymentHistory lists every transition of a deployment's traffic
@@ -504,7 +514,10 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_deployments_pb2.ResumeRolloutResponse, _abc.Awaitable[_deployments_pb2.ResumeRolloutResponse]]:
         """ResumeRollout continues a PAUSED rollout; a timed step starts its
         duration afresh. Returns NOT_FOUND, ABORTED on a stale etag,
-        FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state.
+        FAILED_PRECONDITION (reason ILLEGAL_TRANSITION) in any other state, and
+        FAILED_PRECONDITION (reason VERSION_ARCHIVED) when resuming would complete
+        the rollout but its target version was archived meanwhile (nothing
+        changes).
         """
 
     @_abc_1.abstractmethod
@@ -545,7 +558,9 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         WAITING_READY canary start, or take the weight off a canary that is no
         longer ready). An address not in the table yet is remembered for when a
         rollout adds it. Returns NOT_FOUND (reason DEPLOYMENT_NOT_FOUND),
-        INVALID_ARGUMENT for a bad address.
+        INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION (reason
+        VERSION_ARCHIVED) when the report would complete a BLUE_GREEN rollout
+        whose target version was archived meanwhile (nothing changes).
         """
 
     @_abc_1.abstractmethod

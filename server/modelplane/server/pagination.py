@@ -175,15 +175,24 @@ def _token_error(description: str) -> InvalidArgument:
 _MALFORMED = "is not a page token this server issued; pass next_page_token back unchanged"
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _key_value(raw: object, key_type: KeyType) -> KeyValue:
     if key_type is datetime and isinstance(raw, str):
         moment = datetime.fromisoformat(raw)
         if moment.tzinfo is None:
             raise ValueError("naive timestamp")
         return moment
+    # A token's checksum is no secret, so its keys are checked like any input: within a bigint, and text
+    # Postgres can hold.
     if key_type is int and isinstance(raw, int) and not isinstance(raw, bool):
+        if not _INT64_MIN <= raw <= _INT64_MAX:
+            raise ValueError("integer key out of range")
         return raw
     if key_type is str and isinstance(raw, str):
+        if "\x00" in raw:
+            raise ValueError("text key with a NUL character")
         return raw
     raise ValueError(f"expected {key_type.__name__}")
 

@@ -31,7 +31,7 @@ from modelplane.server.deployments.domain import (
     rollout_name,
 )
 from modelplane.server.errors import FieldViolation, InvalidArgument
-from modelplane.server.proto_time import timestamp
+from modelplane.server.proto_time import duration_valid, timestamp
 from modelplane.server.registry.convert import write_request
 from modelplane.server.store.changes import ProgressMark
 from modelplane.v1 import common_pb2, registry_pb2
@@ -89,7 +89,11 @@ def deployment_fields(d: pb.Deployment) -> DeploymentFields:
     )
 
 
-def _seconds(value: duration_pb2.Duration) -> float:
+def _seconds(value: duration_pb2.Duration, path: str, found: list[FieldViolation]) -> float | None:
+    """The duration in seconds; None (and a violation) when it is not a valid google.protobuf.Duration."""
+    if not duration_valid(value):
+        found.append(FieldViolation(path, "must be a valid duration: nanos within one second, same sign"))
+        return None
     return value.seconds + value.nanos / 1e9
 
 
@@ -114,7 +118,11 @@ def rollout_spec(r: pb.Rollout) -> RolloutSpec:
                 )
             )
             continue
-        seconds = _seconds(step.duration) if which == "duration" else None
+        seconds = None
+        if which == "duration":
+            seconds = _seconds(step.duration, f"rollout.steps[{i}].duration", found)
+            if seconds is None:
+                continue
         if seconds is not None and seconds <= 0:
             found.append(FieldViolation(f"rollout.steps[{i}].duration", "must be more than 0"))
             continue
@@ -135,7 +143,13 @@ def rollback_mode(value: int) -> RollbackMode | None:
 
 
 def step_interval(request: pb.RollbackRolloutRequest) -> float | None:
-    return _seconds(request.step_interval) if request.HasField("step_interval") else None
+    if not request.HasField("step_interval"):
+        return None
+    found: list[FieldViolation] = []
+    seconds = _seconds(request.step_interval, "step_interval", found)
+    if found:
+        raise InvalidArgument(found)
+    return seconds
 
 
 # ---- to protos

@@ -40,7 +40,7 @@ def parse_rollout(name: str, path: str) -> tuple[str, int]:
     """(deployment id, rollout number) of "deployments/{deployment}/rollouts/{n}"."""
     match = _ROLLOUT.fullmatch(name)
     number = match["rollout"] if match else ""
-    if not match or not number.isdigit() or len(number) > 18 or int(number) < 1:
+    if not match or not names.NUMBER.fullmatch(number) or int(number) < 1:
         raise InvalidArgument.field(
             path, f"{shown(name)} is not a rollout name; expected deployments/{{deployment}}/rollouts/{{n}}"
         )

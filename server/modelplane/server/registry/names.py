@@ -10,6 +10,8 @@ from modelplane.server.errors import InvalidArgument, shown
 ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _MODEL = re.compile(r"models/(?P<model>[^/]+)")
 _VERSION = re.compile(r"models/(?P<model>[^/]+)/versions/(?P<version>[^/]+)")
+# A resource number: 1 to 18 ASCII digits (int64 holds it).
+NUMBER = re.compile(r"[0-9]{1,18}")
 _ALIAS = re.compile(r"models/(?P<model>[^/]+)/aliases/(?P<alias>[^/]+)")
 
 _ID_RULE = "1 to 63 lower-case letters, digits or '-', starting with a letter"
@@ -32,7 +34,8 @@ def parse_model(name: str, path: str) -> str:
 def parse_version(name: str, path: str) -> tuple[str, int]:
     """(model id, version number) of "models/{model}/versions/{n}"."""
     match = _VERSION.fullmatch(name)
-    if not match or not match["version"].isdigit() or int(match["version"]) < 1 or len(match["version"]) > 18:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not match or not NUMBER.fullmatch(match["version"]) or int(match["version"]) < 1:
         raise InvalidArgument.field(
             path, f"{shown(name)} is not a version name; expected models/{{model}}/versions/{{n}} with n >= 1"
         )
