@@ -35,20 +35,41 @@ class Cost:
         return common_pb2.Money(currency_code=self.currency_code, micros=self.micros)
 
 
-def cost_micros(pricing: registry_pb2.TokenPricing, usage: TokenUsage) -> int:
+@dataclass(frozen=True)
+class Prices:
+    """A version's prices per million tokens in micro-units of `currency_code`, as plain values.
+
+    None: cached input tokens cost the input price, reasoning tokens the output price.
+    """
+
+    currency_code: str
+    input: int
+    output: int
+    cached_input: int | None = None
+    reasoning: int | None = None
+
+    @classmethod
+    def of(cls, pricing: registry_pb2.TokenPricing) -> Prices:
+        return cls(
+            currency_code=pricing.currency_code,
+            input=pricing.input_micros_per_million,
+            output=pricing.output_micros_per_million,
+            cached_input=pricing.cached_input_micros_per_million
+            if pricing.HasField("cached_input_micros_per_million")
+            else None,
+            reasoning=pricing.reasoning_micros_per_million
+            if pricing.HasField("reasoning_micros_per_million")
+            else None,
+        )
+
+
+def cost_micros(pricing: registry_pb2.TokenPricing | Prices, usage: TokenUsage) -> int:
     """The cost of `usage` under `pricing` in micro-units, rounded once to the nearest (half up)."""
-    input_price = pricing.input_micros_per_million
-    output_price = pricing.output_micros_per_million
-    cached_price = (
-        pricing.cached_input_micros_per_million
-        if pricing.HasField("cached_input_micros_per_million")
-        else input_price
-    )
-    reasoning_price = (
-        pricing.reasoning_micros_per_million
-        if pricing.HasField("reasoning_micros_per_million")
-        else output_price
-    )
+    prices = pricing if isinstance(pricing, Prices) else Prices.of(pricing)
+    input_price = prices.input
+    output_price = prices.output
+    cached_price = input_price if prices.cached_input is None else prices.cached_input
+    reasoning_price = output_price if prices.reasoning is None else prices.reasoning
     for name, price in (
         ("input", input_price),
         ("output", output_price),

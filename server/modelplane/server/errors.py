@@ -68,6 +68,9 @@ class InvalidArgument(ModelplaneError):
         message = "; ".join(f"{v.field}: {v.description}" for v in violations)
         super().__init__(message, reason=reason, metadata=metadata)
         self.violations = tuple(violations)
+        # The message of a client stream that was refused, so the capability can name it in its own terms
+        # (a log batch's sequence, say); None for a unary request.
+        self.stream_message: Message | None = None
 
     @classmethod
     def field(cls, path: str, description: str, *, reason: str | None = None) -> InvalidArgument:

@@ -21,7 +21,7 @@ import grpc
 
 from modelplane.server import error_status
 from modelplane.server.context import ANONYMOUS, Caller, current_caller
-from modelplane.server.errors import ModelplaneError, Unavailable
+from modelplane.server.errors import InvalidArgument, ModelplaneError, Unavailable
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.request_text import check_request_text
 
@@ -56,7 +56,11 @@ class CallAuthenticator(Protocol):
 
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for message in requests:
-        check_request_text(message)
+        try:
+            check_request_text(message)
+        except InvalidArgument as exc:
+            exc.stream_message = message
+            raise
         yield message
 
 

@@ -15,6 +15,11 @@ _NUL = "\x00"
 
 
 def _walk(message: Message, prefix: str, found: list[FieldViolation]) -> None:
+    # A NUL inside a string is a 0x00 byte on the wire. Most messages have none at all, and serializing is
+    # done in C, so this skips the field-by-field walk (the costly part) for them; a 0x00 that is not a
+    # NUL (an empty sub-message, a zero varint) only means the walk runs.
+    if b"\x00" not in message.SerializeToString():
+        return
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
         if field.message_type is not None and field.message_type.GetOptions().map_entry:

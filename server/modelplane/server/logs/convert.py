@@ -7,6 +7,8 @@ service. The rules on values (lengths, patterns, time window) are the service's,
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -15,6 +17,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.logs.domain import (
+    MAX_BATCH_EVENTS,
     AggregateQuery,
     ControlPlaneChange,
     Decision,
@@ -34,10 +37,25 @@ from modelplane.server.logs.domain import (
     Payload,
     Routing,
     RoutingOutcome,
+    Row,
+    RowBatch,
     Severity,
     TrafficSlot,
 )
-from modelplane.server.logs.validation import MAX_REPORTED_VIOLATIONS
+from modelplane.server.logs.validation import (
+    ATTRIBUTE_KEY,
+    EVENT_ID,
+    MAX_ATTRIBUTE_VALUE_LENGTH,
+    MAX_ATTRIBUTES,
+    MAX_DROPPED_PER_BATCH,
+    MAX_ID_LENGTH,
+    MAX_MESSAGE_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_REPORTED_VIOLATIONS,
+    SERVICE_NAME,
+    SHORT_NAME,
+)
+from modelplane.server.proto_time import MAX_SECONDS, MIN_SECONDS, duration_valid
 from modelplane.v1 import common_pb2, guardrails_pb2
 from modelplane.v1 import logs_pb2 as pb
 
@@ -118,8 +136,15 @@ def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     )
 
 
-def _micros(d: duration_pb2.Duration) -> int:
+def _micros(d: duration_pb2.Duration, path: str, found: list[FieldViolation]) -> int | None:
+    if not duration_valid(d):
+        found.append(FieldViolation(path, "must be a valid duration: nanos within one second, same sign"))
+        return None
     return d.seconds * 1_000_000 + d.nanos // 1000
+
+
+def _time_valid(ts: timestamp_pb2.Timestamp) -> bool:
+    return MIN_SECONDS <= ts.seconds <= MAX_SECONDS and 0 <= ts.nanos <= 999_999_999
 
 
 def _duration(micros: int) -> duration_pb2.Duration:
@@ -149,7 +174,7 @@ def _payload(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> 
             output_tokens=p.output_tokens,
             cached_input_tokens=p.cached_input_tokens,
             reasoning_tokens=p.reasoning_tokens,
-            latency_us=_micros(p.latency) if p.HasField("latency") else None,
+            latency_us=_micros(p.latency, f"{path}.latency", found) if p.HasField("latency") else None,
             cost=Money(p.cost.currency_code, p.cost.micros) if p.HasField("cost") else None,
             status=status or InferenceStatus.OK,
         )
@@ -164,7 +189,7 @@ def _payload(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> 
             slot=slot or TrafficSlot.NONE,
             endpoint=r.endpoint,
             outcome=outcome or RoutingOutcome.OK,
-            latency_us=_micros(r.latency) if r.HasField("latency") else None,
+            latency_us=_micros(r.latency, f"{path}.latency", found) if r.HasField("latency") else None,
         )
     if which == "guardrail":
         g = message.guardrail
@@ -188,7 +213,10 @@ def _payload(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> 
 
 def event(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> LogEvent:
     """The domain event; appends what cannot be converted to `found` (the result is then discarded)."""
-    if message.HasField("event_time"):
+    if message.HasField("event_time") and not _time_valid(message.event_time):
+        found.append(FieldViolation(f"{prefix}.event_time", "must be a timestamp between 0001 and 9999"))
+        event_time = _EPOCH
+    elif message.HasField("event_time"):
         event_time = _time(message.event_time)
     else:
         found.append(FieldViolation(f"{prefix}.event_time", "is required"))
@@ -244,9 +272,243 @@ def batch(message: pb.LogBatch, prefix: str, *, metadata: dict[str, str] | None 
     )
 
 
-async def stream_batches(requests: AsyncIterator[pb.StreamLogEventsRequest]) -> AsyncIterator[LogBatch]:
-    async for request in requests:
-        yield batch(request.batch, "batch", metadata={"sequence": str(request.batch.sequence)})
+# The stored forms of proto enum numbers, for the rows of the ingestion hot path.
+_LEVEL_STORED = {number: level.value for number, level in _LEVEL_FROM_PROTO.items()}
+_ERROR_LEVELS = frozenset({pb.LOG_LEVEL_ERROR, pb.LOG_LEVEL_FATAL})
+_SLOT_STORED = {number: slot.value for number, slot in _SLOT_FROM_PROTO.items()}
+_STATUS_STORED = {number: status.value for number, status in _STATUS_FROM_PROTO.items()}
+_OUTCOME_STORED = {number: outcome.value for number, outcome in _OUTCOME_FROM_PROTO.items()}
+_OUTCOME_NOT_ERROR = frozenset({pb.ROUTING_OUTCOME_OK, pb.ROUTING_OUTCOME_FALLBACK})
+_DECISION_STORED = {number: decision.name.lower() for number, decision in _DECISION_FROM_PROTO.items()}
+_SEVERITY_STORED = {number: severity.name.lower() for number, severity in _SEVERITY_FROM_PROTO.items()}
+_SEVERITY_STORED[guardrails_pb2.SEVERITY_UNSPECIFIED] = ""
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_MAX_MICROS = timedelta.max // timedelta(microseconds=1)
+
+
+class _Refused(Exception):
+    """An event the hot path does not take; the batch goes the long way, which names every problem."""
+
+
+def _fast_row(m: pb.LogEvent) -> tuple[Row, bool]:
+    """The ingestion row of an event that follows every rule but the time window, and whether it is an
+    inference event without a cost; _Refused for anything else.
+
+    The same rules as `event` and validation.checked_event, read once from the message with no object
+    per event; a refused event is then converted and checked the long way, so what a client is told
+    about a bad batch does not depend on this path.
+    """
+    if not m.HasField("event_time") or not _time_valid(m.event_time):
+        raise _Refused
+    ts = m.event_time
+    event_time = _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    event_id = m.event_id
+    service = m.service
+    instance = m.instance
+    text = m.message
+    level_number = m.level
+    level = _LEVEL_STORED.get(level_number)
+    if (
+        level is None
+        or not EVENT_ID.fullmatch(event_id)
+        or not SERVICE_NAME.fullmatch(service)
+        or len(instance) > MAX_ID_LENGTH
+        or len(text) > MAX_MESSAGE_LENGTH
+    ):
+        raise _Refused
+    model_version = deployment = policy = trace_id = request_id = ""
+    slot = ""
+    policy_revision = 0
+    if m.HasField("links"):
+        links = m.links
+        model_version, deployment, policy = links.model_version, links.deployment, links.policy
+        trace_id, request_id, policy_revision = links.trace_id, links.request_id, links.policy_revision
+        found_slot = _SLOT_STORED.get(links.traffic_slot)
+        if (
+            found_slot is None
+            or len(model_version) > MAX_NAME_LENGTH
+            or len(deployment) > MAX_NAME_LENGTH
+            or len(policy) > MAX_NAME_LENGTH
+            or len(trace_id) > MAX_ID_LENGTH
+            or len(request_id) > MAX_ID_LENGTH
+            or policy_revision < 0
+        ):
+            raise _Refused
+        slot = found_slot
+    attributes = "{}"
+    if m.attributes:
+        items = dict(m.attributes)
+        if len(items) > MAX_ATTRIBUTES:
+            raise _Refused
+        for key, value in items.items():
+            if not ATTRIBUTE_KEY.fullmatch(key) or len(value) > MAX_ATTRIBUTE_VALUE_LENGTH:
+                raise _Refused
+        attributes = json.dumps(items, separators=(",", ":"))
+    is_error = level_number in _ERROR_LEVELS
+    unpriced = False
+    which = m.WhichOneof("payload")
+    if which is None:
+        return (
+            event_time, event_id, service, instance, level, "message", text, model_version, deployment,
+            slot, policy, policy_revision, trace_id, request_id, attributes,
+            None, None, None, None, None, None, None, None, None, None, None, None, None, None, None,
+            None, None, None, None, is_error,
+        ), False  # fmt: skip
+    if which == "inference":
+        p = m.inference
+        status = _STATUS_STORED.get(p.status)
+        provider, version = p.provider, p.model_version
+        tokens_in, tokens_out = p.input_tokens, p.output_tokens
+        cached, reasoning = p.cached_input_tokens, p.reasoning_tokens
+        if (
+            status is None
+            or len(provider) > 63
+            or tokens_in < 0
+            or tokens_out < 0
+            or cached < 0
+            or reasoning < 0
+            or cached > tokens_in
+            or reasoning > tokens_out
+            or (version and model_version and version != model_version)
+        ):
+            raise _Refused
+        latency = None
+        if p.HasField("latency"):
+            d = p.latency
+            if not duration_valid(d):
+                raise _Refused
+            latency = d.seconds * 1_000_000 + d.nanos // 1000
+            if latency < 0:
+                raise _Refused
+        cost_micros: int | None = None
+        currency: str | None = None
+        if p.HasField("cost"):
+            cost_micros, currency = p.cost.micros, p.cost.currency_code
+            if cost_micros < 0 or not _CURRENCY.fullmatch(currency):
+                raise _Refused
+        else:
+            unpriced = True
+        return (
+            event_time, event_id, service, instance, level, "inference", text, model_version or version,
+            deployment, slot, policy, policy_revision, trace_id, request_id, attributes,
+            provider, tokens_in, tokens_out, cached, reasoning, latency, cost_micros, currency, False,
+            status, None, None, None, None, None, None, None, None, None,
+            is_error or status != "ok",
+        ), unpriced  # fmt: skip
+    if which == "routing":
+        r = m.routing
+        outcome = _OUTCOME_STORED.get(r.outcome)
+        route_slot = _SLOT_STORED.get(r.slot)
+        rollout, endpoint, route_deployment = r.rollout, r.endpoint, r.deployment
+        if (
+            outcome is None
+            or route_slot is None
+            or len(rollout) > MAX_ID_LENGTH
+            or len(endpoint) > MAX_NAME_LENGTH
+            or (route_deployment and deployment and route_deployment != deployment)
+            or (route_slot and slot and route_slot != slot)
+        ):
+            raise _Refused
+        latency = None
+        if r.HasField("latency"):
+            d = r.latency
+            if not duration_valid(d):
+                raise _Refused
+            latency = d.seconds * 1_000_000 + d.nanos // 1000
+            if latency < 0:
+                raise _Refused
+        return (
+            event_time, event_id, service, instance, level, "routing", text, model_version,
+            deployment or route_deployment, slot or route_slot, policy, policy_revision, trace_id,
+            request_id, attributes,
+            None, None, None, None, None, latency, None, None, None,
+            outcome, rollout, endpoint, None, None, None, None, None, None, None,
+            is_error or r.outcome not in _OUTCOME_NOT_ERROR,
+        ), False  # fmt: skip
+    if which == "guardrail":
+        g = m.guardrail
+        decision = _DECISION_STORED.get(g.decision)
+        severity = _SEVERITY_STORED.get(g.highest_severity)
+        check_policy, revision, violations = g.policy, g.revision, g.violation_count
+        if (
+            decision is None
+            or severity is None
+            or revision < 0
+            or violations < 0
+            or (check_policy and policy and check_policy != policy)
+            or (revision and policy_revision and revision != policy_revision)
+        ):
+            raise _Refused
+        return (
+            event_time, event_id, service, instance, level, "guardrail", text, model_version, deployment,
+            slot, policy or check_policy, policy_revision or revision, trace_id, request_id, attributes,
+            None, None, None, None, None, None, None, None, None,
+            None, None, None, decision, violations, severity, None, None, None, None,
+            is_error,
+        ), False  # fmt: skip
+    c = m.control_plane_change
+    resource, action, actor, change_revision = c.resource, c.action, c.actor, c.revision
+    if (
+        not resource
+        or len(resource) > MAX_NAME_LENGTH
+        or not action
+        or not SHORT_NAME.fullmatch(action)
+        or len(actor) > MAX_NAME_LENGTH
+        or change_revision < 0
+    ):
+        raise _Refused
+    return (
+        event_time, event_id, service, instance, level, "control_plane_change", text, model_version,
+        deployment, slot, policy, policy_revision, trace_id, request_id, attributes,
+        None, None, None, None, None, None, None, None, None, None, None, None, None, None, None,
+        resource, action, actor, change_revision,
+        is_error,
+    ), False  # fmt: skip
+
+
+def batch_rows(
+    message: pb.LogBatch, prefix: str, *, client_required: bool, metadata: dict[str, str] | None = None
+) -> LogBatch | RowBatch:
+    """The batch as rows when every event follows the rules (all but the time window, which is the
+    service's to check), else the domain batch, whose conversion and checks name every problem."""
+    client_id, sequence, dropped = message.client_id, message.sequence, message.dropped_since_last
+    events = message.events
+    if (
+        len(events) <= MAX_BATCH_EVENTS
+        and sequence >= 0
+        and 0 <= dropped <= MAX_DROPPED_PER_BATCH
+        and (EVENT_ID.fullmatch(client_id) if client_id or client_required else True)
+    ):
+        rows: list[Row] = []
+        unpriced: list[int] = []
+        try:
+            for i, item in enumerate(events):
+                row, needs_price = _fast_row(item)
+                rows.append(row)
+                if needs_price:
+                    unpriced.append(i)
+        except (_Refused, OverflowError, ValueError):
+            pass
+        else:
+            return RowBatch(client_id, sequence, dropped, tuple(rows), tuple(unpriced))
+    return batch(message, prefix, metadata=metadata)
+
+
+async def stream_batches(
+    requests: AsyncIterator[pb.StreamLogEventsRequest],
+) -> AsyncIterator[LogBatch | RowBatch]:
+    try:
+        async for request in requests:
+            message = request.batch
+            yield batch_rows(
+                message, "batch", client_required=True, metadata={"sequence": str(message.sequence)}
+            )
+    except InvalidArgument as exc:
+        # Refused before it reached us (a NUL character): still name the batch, as for any bad batch.
+        refused = exc.stream_message
+        if isinstance(refused, pb.StreamLogEventsRequest):
+            exc.metadata.setdefault("sequence", str(refused.batch.sequence))
+        raise
 
 
 def ack_to_proto(ack: LogAck) -> pb.LogAck:

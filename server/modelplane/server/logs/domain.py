@@ -171,6 +171,71 @@ class LogBatch:
     events: tuple[LogEvent, ...]
 
 
+# The stored columns of one event, in the order of an ingestion row (see RowBatch).
+EVENT_COLUMNS = (
+    "event_time",
+    "event_id",
+    "service",
+    "instance",
+    "level",
+    "kind",
+    "message",
+    "model_version",
+    "deployment",
+    "traffic_slot",
+    "policy",
+    "policy_revision",
+    "trace_id",
+    "request_id",
+    "attributes",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "latency_us",
+    "cost_micros",
+    "cost_currency",
+    "cost_from_registry",
+    "status",
+    "rollout",
+    "endpoint",
+    "decision",
+    "violation_count",
+    "highest_severity",
+    "change_resource",
+    "change_action",
+    "change_actor",
+    "change_revision",
+    "is_error",
+)
+# Positions in an ingestion row that pricing reads and writes; the three cost columns are adjacent.
+ROW_MODEL_VERSION = EVENT_COLUMNS.index("model_version")
+ROW_INPUT_TOKENS = EVENT_COLUMNS.index("input_tokens")
+ROW_OUTPUT_TOKENS = EVENT_COLUMNS.index("output_tokens")
+ROW_CACHED_INPUT_TOKENS = EVENT_COLUMNS.index("cached_input_tokens")
+ROW_REASONING_TOKENS = EVENT_COLUMNS.index("reasoning_tokens")
+ROW_COST = EVENT_COLUMNS.index("cost_micros")
+
+Row: TypeAlias = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RowBatch:
+    """A batch already checked against every rule but the time window, as rows of EVENT_COLUMNS.
+
+    The ingestion hot path: tens of thousands of events a second leave no room for an object per event,
+    so events that pass every check go straight to the stored form. `unpriced` lists the rows of
+    inference events without a cost, which the service prices before storing.
+    """
+
+    client_id: str
+    sequence: int
+    dropped_since_last: int
+    rows: tuple[Row, ...]
+    unpriced: tuple[int, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class LogAck:
     """What one commit stored: the last batch's sequence, and counts over every batch it covers."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from modelplane.inference.pricing import cost_micros
+from modelplane.inference.pricing import Prices, cost_micros
 from modelplane.inference.providers import TokenUsage
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.filters import (
@@ -27,6 +27,12 @@ from modelplane.server.filters import (
 from modelplane.server.logs import store, validation
 from modelplane.server.logs.domain import (
     MAX_BATCH_EVENTS,
+    ROW_CACHED_INPUT_TOKENS,
+    ROW_COST,
+    ROW_INPUT_TOKENS,
+    ROW_MODEL_VERSION,
+    ROW_OUTPUT_TOKENS,
+    ROW_REASONING_TOKENS,
     AggregateQuery,
     EventKind,
     Inference,
@@ -36,13 +42,12 @@ from modelplane.server.logs.domain import (
     LogEvent,
     LogGroup,
     LogLevel,
-    Money,
     Page,
+    RowBatch,
     TrafficSlot,
 )
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.pool import Database
-from modelplane.v1 import registry_pb2
 
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
 TAIL_BATCHES_PER_ROUND = 100
@@ -114,19 +119,16 @@ class _Keyed:
         return getattr(self.event, key)
 
 
-def _pricing_of(row: Any) -> registry_pb2.TokenPricing:
+def _pricing_of(row: Any) -> Prices:
     # cost_micros is the client's pricing arithmetic; the server calls the same function so that a
     # client-side and a server-side price of one call can never differ.
-    pricing = registry_pb2.TokenPricing(
+    return Prices(
         currency_code=row["currency_code"],
-        input_micros_per_million=row["input_price"],
-        output_micros_per_million=row["output_price"],
+        input=row["input_price"],
+        output=row["output_price"],
+        cached_input=row["cached_input_price"],
+        reasoning=row["reasoning_price"],
     )
-    if row["cached_input_price"] is not None:
-        pricing.cached_input_micros_per_million = row["cached_input_price"]
-    if row["reasoning_price"] is not None:
-        pricing.reasoning_micros_per_million = row["reasoning_price"]
-    return pricing
 
 
 class LogService:
@@ -143,11 +145,20 @@ class LogService:
         self._observer = observer
         self._clock = clock
         # A version's prices are immutable, so what was read once is right forever: no invalidation.
-        self._prices: dict[tuple[str, int], registry_pb2.TokenPricing] = {}
+        self._prices: dict[tuple[str, int], Prices] = {}
 
     # -- ingestion ---------------------------------------------------------------------------------------
 
-    def _checked(self, batch: LogBatch, prefix: str, *, client_required: bool) -> LogBatch:
+    def _window(self) -> tuple[datetime, datetime | None]:
+        """The server's clock and the start of the retention window (None: everything is kept)."""
+        now = self._clock()
+        retention = self.settings.retention_days
+        return now, (now - timedelta(days=retention) if retention > 0 else None)
+
+    def _checked(self, batch: LogBatch | RowBatch, prefix: str, *, client_required: bool) -> RowBatch:
+        """The batch as ingestion rows; InvalidArgument naming every broken rule."""
+        if isinstance(batch, RowBatch):
+            return self._checked_times(batch, prefix)
         if len(batch.events) > MAX_BATCH_EVENTS:
             raise InvalidArgument.field(
                 f"{prefix}.events",
@@ -155,9 +166,7 @@ class LogService:
                 reason="BATCH_TOO_LARGE",
             )
         found = validation.check_batch_header(batch, prefix, client_required=client_required)
-        now = self._clock()
-        retention = self.settings.retention_days
-        oldest = now - timedelta(days=retention) if retention > 0 else None
+        now, oldest = self._window()
         events: list[LogEvent] = []
         for i, event in enumerate(batch.events):
             events.append(
@@ -167,53 +176,81 @@ class LogService:
                 break
         if found:
             raise InvalidArgument(found[: validation.MAX_REPORTED_VIOLATIONS])
-        return dataclasses.replace(batch, events=tuple(events))
+        unpriced = tuple(
+            i for i, e in enumerate(events) if isinstance(e.payload, Inference) and e.payload.cost is None
+        )
+        return RowBatch(
+            client_id=batch.client_id,
+            sequence=batch.sequence,
+            dropped_since_last=batch.dropped_since_last,
+            rows=tuple(store._row(e) for e in events),
+            unpriced=unpriced,
+        )
 
-    async def _priced(self, batches: Sequence[LogBatch]) -> list[LogBatch]:
+    def _checked_times(self, batch: RowBatch, prefix: str) -> RowBatch:
+        """A batch checked on conversion, checked against the time window: the one rule that needs the
+        server's clock and settings."""
+        now, oldest = self._window()
+        times: list[datetime] = [row[0] for row in batch.rows]  # type: ignore[misc]
+        if not times or (
+            max(times) <= now + validation.MAX_FUTURE_SKEW and (oldest is None or min(times) >= oldest)
+        ):
+            return batch
+        found: list[FieldViolation] = []
+        for i, moment in enumerate(times):
+            violation = validation.event_time_violation(
+                f"{prefix}.events[{i}].event_time", moment, now=now, oldest=oldest
+            )
+            if violation is not None:
+                found.append(violation)
+                if len(found) >= validation.MAX_REPORTED_VIOLATIONS:
+                    break
+        raise InvalidArgument(found)
+
+    async def _priced(self, batches: Sequence[RowBatch]) -> list[RowBatch]:
         """Batches whose inference events without a cost carry the registry's price of their tokens."""
+        if not any(b.unpriced for b in batches):
+            return list(batches)
         wanted: set[tuple[str, int]] = set()
         for b in batches:
-            for e in b.events:
-                p = e.payload
-                if isinstance(p, Inference) and p.cost is None:
-                    match = _VERSION_NAME.fullmatch(e.links.model_version)
-                    if match:
-                        key = (match.group(1), int(match.group(2)))
-                        if key not in self._prices:
-                            wanted.add(key)
+            for i in b.unpriced:
+                match = _VERSION_NAME.fullmatch(str(b.rows[i][ROW_MODEL_VERSION]))
+                if match:
+                    key = (match.group(1), int(match.group(2)))
+                    if key not in self._prices:
+                        wanted.add(key)
         if wanted:
             async with self._db.connection() as conn:
                 found = await store.version_prices(conn, sorted(wanted))
             for key, row in found.items():
                 self._prices[key] = _pricing_of(row)
-        priced: list[LogBatch] = []
+        priced: list[RowBatch] = []
         for b in batches:
-            events = list(b.events)
-            for i, e in enumerate(events):
-                p = e.payload
-                if not isinstance(p, Inference) or p.cost is not None:
-                    continue
-                match = _VERSION_NAME.fullmatch(e.links.model_version)
+            if not b.unpriced:
+                priced.append(b)
+                continue
+            rows = list(b.rows)
+            for i in b.unpriced:
+                row = rows[i]
+                match = _VERSION_NAME.fullmatch(str(row[ROW_MODEL_VERSION]))
                 pricing = self._prices.get((match.group(1), int(match.group(2)))) if match else None
                 if pricing is None:
                     continue
                 usage = TokenUsage(
-                    input_tokens=p.input_tokens,
-                    output_tokens=p.output_tokens,
-                    cached_input_tokens=p.cached_input_tokens,
-                    reasoning_tokens=p.reasoning_tokens,
+                    input_tokens=int(row[ROW_INPUT_TOKENS]),  # type: ignore[call-overload]
+                    output_tokens=int(row[ROW_OUTPUT_TOKENS]),  # type: ignore[call-overload]
+                    cached_input_tokens=int(row[ROW_CACHED_INPUT_TOKENS]),  # type: ignore[call-overload]
+                    reasoning_tokens=int(row[ROW_REASONING_TOKENS]),  # type: ignore[call-overload]
                 )
-                cost = Money(pricing.currency_code, cost_micros(pricing, usage))
-                events[i] = dataclasses.replace(
-                    e, payload=dataclasses.replace(p, cost=cost, cost_from_registry=True)
-                )
-            priced.append(dataclasses.replace(b, events=tuple(events)))
+                cost = (cost_micros(pricing, usage), pricing.currency_code, True)
+                rows[i] = row[:ROW_COST] + cost + row[ROW_COST + 3 :]
+            priced.append(dataclasses.replace(b, rows=tuple(rows), unpriced=()))
         return priced
 
-    async def _commit(self, batches: Sequence[LogBatch]) -> LogAck:
+    async def _commit(self, batches: Sequence[RowBatch]) -> LogAck:
         priced = await self._priced(batches)
         stored = await store.ingest(self._db, priced)
-        received = sum(len(b.events) for b in batches)
+        received = sum(len(b.rows) for b in batches)
         if self._observer is not None:
             self._observer.observe(batches[0].client_id, received, stored)
         return LogAck(
@@ -223,11 +260,11 @@ class LogService:
             batches=len(batches),
         )
 
-    async def write(self, batch: LogBatch) -> LogAck:
+    async def write(self, batch: LogBatch | RowBatch) -> LogAck:
         """Stores one batch; returns after COMMIT."""
         return await self._commit([self._checked(batch, "batch", client_required=False)])
 
-    async def stream(self, batches: AsyncIterator[LogBatch]) -> AsyncIterator[LogAck]:
+    async def stream(self, batches: AsyncIterator[LogBatch | RowBatch]) -> AsyncIterator[LogAck]:
         """Commits batches in arrival order, acknowledging after each commit.
 
         A reader task moves batches into a queue of `stream_queue_batches`; when it is full the reader
@@ -235,7 +272,7 @@ class LogService:
         that queued up meanwhile are committed together in one transaction and one acknowledgement.
         """
         bound = max(1, self.settings.stream_queue_batches)
-        queue: asyncio.Queue[LogBatch | Exception | None] = asyncio.Queue(maxsize=bound)
+        queue: asyncio.Queue[LogBatch | RowBatch | Exception | None] = asyncio.Queue(maxsize=bound)
 
         async def read() -> None:
             try:
@@ -254,9 +291,11 @@ class LogService:
         try:
             while True:
                 items = [await queue.get()]
-                while len(items) < bound and isinstance(items[-1], LogBatch) and not queue.empty():
+                while (
+                    len(items) < bound and isinstance(items[-1], (LogBatch, RowBatch)) and not queue.empty()
+                ):
                     items.append(queue.get_nowait())
-                ready: list[LogBatch] = []
+                ready: list[RowBatch] = []
                 failure: Exception | None = None
                 finished = False
                 for item in items:

@@ -21,7 +21,7 @@ class LogServicer(logs_pb2_grpc.LogServiceServicer):
     async def WriteLogEvents(
         self, request: pb.WriteLogEventsRequest, context: Context
     ) -> pb.WriteLogEventsResponse:
-        ack = await self._service.write(convert.batch(request.batch, "batch"))
+        ack = await self._service.write(convert.batch_rows(request.batch, "batch", client_required=False))
         return pb.WriteLogEventsResponse(ack=convert.ack_to_proto(ack))
 
     async def StreamLogEvents(

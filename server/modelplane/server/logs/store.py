@@ -20,6 +20,7 @@ import asyncpg
 
 from modelplane.server.errors import StorageUnavailable
 from modelplane.server.logs.domain import (
+    EVENT_COLUMNS,
     ControlPlaneChange,
     Decision,
     EventKind,
@@ -29,13 +30,14 @@ from modelplane.server.logs.domain import (
     InferenceStatus,
     IngestionStats,
     Links,
-    LogBatch,
     LogEvent,
     LogGroup,
     LogLevel,
     Money,
     Routing,
     RoutingOutcome,
+    Row,
+    RowBatch,
     Severity,
     TrafficSlot,
 )
@@ -48,45 +50,10 @@ _PARTITION_NAME = re.compile(r"log_events_p(\d{8})")
 # Tail feed entries are needed only by tails running now; a day is a generous margin.
 TAIL_FEED_KEEP = timedelta(days=1)
 
-# Columns written by ingestion, in COPY order; ingest_time and ingest_batch are set by the INSERT.
-_COLUMNS = (
-    "event_time",
-    "event_id",
-    "service",
-    "instance",
-    "level",
-    "kind",
-    "message",
-    "model_version",
-    "deployment",
-    "traffic_slot",
-    "policy",
-    "policy_revision",
-    "trace_id",
-    "request_id",
-    "attributes",
-    "provider",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "reasoning_tokens",
-    "latency_us",
-    "cost_micros",
-    "cost_currency",
-    "cost_from_registry",
-    "status",
-    "rollout",
-    "endpoint",
-    "decision",
-    "violation_count",
-    "highest_severity",
-    "change_resource",
-    "change_action",
-    "change_actor",
-    "change_revision",
-    "is_error",
-)
+# Columns written by ingestion, in COPY order; ingest_time and ingest_batch are set by the store.
+_COLUMNS = EVENT_COLUMNS
 _COLUMN_LIST = ", ".join(_COLUMNS)
+_DIRECT_COLUMNS = (*_COLUMNS, "ingest_batch")
 SELECT_COLUMNS = f"{_COLUMN_LIST}, ingest_time"
 
 # Backend pids whose session already has the staging table. A pid reused by a new session is caught
@@ -102,7 +69,8 @@ def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def _row(event: LogEvent) -> tuple[Any, ...]:
+def _row(event: LogEvent) -> Row:
+    """The ingestion row (EVENT_COLUMNS) of a checked domain event."""
     links = event.links
     p = event.payload
     provider = input_tokens = output_tokens = cached = reasoning = latency = None
@@ -320,7 +288,32 @@ async def _ensure_staging(conn: Connection) -> None:
     _staged_sessions.add(pid)
 
 
-async def _store(conn: Connection, batches: Sequence[LogBatch]) -> Stored:
+async def _copy_direct(conn: Connection, rows: Sequence[Row], batch_id: int) -> int:
+    """COPYs the rows straight into log_events; the number stored. Raises UniqueViolationError when
+    one of them is stored already, which aborts the transaction."""
+    tail = (batch_id,)
+    status = await conn.copy_records_to_table(
+        "log_events", records=[row + tail for row in rows], columns=_DIRECT_COLUMNS
+    )
+    return int(status.rpartition(" ")[2])
+
+
+async def _copy_deduplicated(conn: Connection, rows: Sequence[Row], batch_id: int) -> tuple[int, Any, Any]:
+    """Stores the rows that are not stored yet; their number and the range of their event times."""
+    await conn.copy_records_to_table("log_staging", records=rows, columns=_COLUMNS)
+    result = await conn.fetchrow(
+        "WITH ins AS ("
+        f" INSERT INTO log_events ({_COLUMN_LIST}, ingest_batch)"
+        f" SELECT {_COLUMN_LIST}, $1 FROM log_staging"
+        " ON CONFLICT DO NOTHING RETURNING event_time)"
+        " SELECT count(*) AS n, min(event_time) AS lo, max(event_time) AS hi FROM ins",
+        batch_id,
+    )
+    assert result is not None
+    return int(result["n"]), result["lo"], result["hi"]
+
+
+async def _store(conn: Connection, batches: Sequence[RowBatch], *, deduplicate: bool) -> Stored:
     client_id = batches[0].client_id
     head = await conn.fetchrow(
         "SELECT nextval('log_ingest_batches') AS batch,"
@@ -329,22 +322,16 @@ async def _store(conn: Connection, batches: Sequence[LogBatch]) -> Stored:
     )
     assert head is not None
     batch_id = int(head["batch"])
-    rows = [_row(event) for batch in batches for event in batch.events]
+    rows = [row for batch in batches for row in batch.rows]
     inserted = 0
+    lo = hi = None
     if rows:
-        await conn.copy_records_to_table("log_staging", records=rows, columns=_COLUMNS)
-        result = await conn.fetchrow(
-            "WITH ins AS ("
-            f" INSERT INTO log_events ({_COLUMN_LIST}, ingest_batch)"
-            f" SELECT {_COLUMN_LIST}, $1 FROM log_staging"
-            " ON CONFLICT DO NOTHING RETURNING event_time)"
-            " SELECT count(*) AS n, min(event_time) AS lo, max(event_time) AS hi FROM ins",
-            batch_id,
-        )
-        assert result is not None
-        inserted = int(result["n"])
-        if inserted:
-            await conn.execute("SELECT log_publish_batch($1, $2, $3)", batch_id, result["lo"], result["hi"])
+        if deduplicate:
+            inserted, lo, hi = await _copy_deduplicated(conn, rows, batch_id)
+        else:
+            inserted = await _copy_direct(conn, rows, batch_id)
+            times = [row[0] for row in rows]
+            lo, hi = min(times), max(times)  # type: ignore[type-var]
     duplicates = len(rows) - inserted
     gaps = dropped = 0
     if client_id:
@@ -376,29 +363,44 @@ async def _store(conn: Connection, batches: Sequence[LogBatch]) -> Stored:
             len(batches),
             last,
         )
+    if inserted:
+        # Last, so the tail counter's row lock is held only through COMMIT.
+        await conn.execute("SELECT log_publish_batch($1, $2, $3)", batch_id, lo, hi)
     return Stored(accepted=inserted, duplicates=duplicates, dropped=dropped, gaps=gaps)
 
 
-async def ingest(database: Database, batches: Sequence[LogBatch]) -> Stored:
-    """Stores the events of `batches` (all of one client) in one transaction; returns after COMMIT.
+async def ingest(database: Database, batches: Sequence[RowBatch]) -> Stored:
+    """Stores the rows of `batches` (all of one client) in one transaction; returns after COMMIT.
 
-    A missing daily partition (an event from a day not created yet) is created in its own transaction
-    and the ingestion runs again; nothing of the first attempt was kept.
+    The rows are first COPYed straight into log_events, the cheapest way in; resends are rare, so
+    only when that COPY meets an event stored already does the transaction run again through the
+    staging table, which skips what is stored. A missing daily partition (an event from a day not
+    created yet) is created in its own transaction and the ingestion runs again; nothing of a failed
+    attempt was kept.
     """
-    for attempt in range(3):
+    deduplicate = False
+    for attempt in range(4):
         try:
             async with database.connection() as conn:
-                await _ensure_staging(conn)
                 try:
+                    if deduplicate:
+                        await _ensure_staging(conn)
                     async with conn.transaction():
-                        return await _store(conn, batches)
+                        return await _store(conn, batches, deduplicate=deduplicate)
                 except CONNECTION_ERRORS as exc:
                     raise StorageUnavailable("the database is unavailable; retry shortly") from exc
+        except asyncpg.UniqueViolationError:
+            if deduplicate:
+                raise
+            deduplicate = True
         except asyncpg.CheckViolationError:
             # The only check on log_events is partition routing: "no partition of relation found".
-            if attempt == 2:
+            if attempt == 3:
                 raise
-            await ensure_partitions(database, (utc_day(e.event_time) for b in batches for e in b.events))
+            await ensure_partitions(
+                database,
+                (utc_day(row[0]) for b in batches for row in b.rows),  # type: ignore[arg-type]
+            )
         except asyncpg.UndefinedTableError:
             # A new session reusing a pid we knew: forget it, create the staging table, try again.
             _staged_sessions.clear()

@@ -32,13 +32,16 @@ MAX_ATTRIBUTE_VALUE_LENGTH = 256
 MAX_NAME_LENGTH = 256
 # How far ahead of the server's clock an event may be: clocks drift, but not by days.
 MAX_FUTURE_SKEW = timedelta(days=1)
+# A client reports at most this many drops in one batch: far beyond any queue, and summed over clients
+# and batches the counters stay within a bigint.
+MAX_DROPPED_PER_BATCH = 10**12
 # A batch stops being checked after this many problems: the status would only grow.
 MAX_REPORTED_VIOLATIONS = 20
 
-_EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SERVICE = re.compile(r"[a-z0-9._-]{1,63}")
-_ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_.]{0,62}")
-_SHORT_NAME = re.compile(r"[A-Za-z0-9._:/-]{0,63}")
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SERVICE_NAME = re.compile(r"[a-z0-9._-]{1,63}")
+ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_.]{0,62}")
+SHORT_NAME = re.compile(r"[A-Za-z0-9._:/-]{0,63}")
 
 
 def _text(found: list[FieldViolation], path: str, value: str, limit: int) -> None:
@@ -88,7 +91,7 @@ def _attributes(found: list[FieldViolation], path: str, attributes: Mapping[str,
             )
         )
     for key, value in attributes.items():
-        if not _ATTRIBUTE_KEY.fullmatch(key):
+        if not ATTRIBUTE_KEY.fullmatch(key):
             found.append(
                 FieldViolation(
                     f"{path}[{key[:64]!r}]",
@@ -136,10 +139,23 @@ def _payload(found: list[FieldViolation], prefix: str, event: LogEvent) -> None:
         if not payload.resource:
             found.append(FieldViolation(f"{path}.resource", "is required"))
         _text(found, f"{path}.resource", payload.resource, MAX_NAME_LENGTH)
-        if not _SHORT_NAME.fullmatch(payload.action) or not payload.action:
+        if not SHORT_NAME.fullmatch(payload.action) or not payload.action:
             found.append(FieldViolation(f"{path}.action", "must be 1 to 63 letters, digits or '._:/-'"))
         _text(found, f"{path}.actor", payload.actor, MAX_NAME_LENGTH)
         _count(found, f"{path}.revision", payload.revision)
+
+
+def event_time_violation(
+    path: str, event_time: datetime, *, now: datetime, oldest: datetime | None
+) -> FieldViolation | None:
+    """What is wrong with an event time outside the accepted window; None when it is inside."""
+    if event_time > now + MAX_FUTURE_SKEW:
+        return FieldViolation(path, "must be at most one day ahead of the server's clock")
+    if oldest is not None and event_time < oldest:
+        return FieldViolation(
+            path, f"is older than the retention window, which starts at {oldest.isoformat()}"
+        )
+    return None
 
 
 def checked_event(
@@ -149,22 +165,14 @@ def checked_event(
 
     `oldest` is the start of the retention window (None: everything is kept).
     """
-    if not _EVENT_ID.fullmatch(event.event_id):
+    if not EVENT_ID.fullmatch(event.event_id):
         found.append(
             FieldViolation(f"{prefix}.event_id", "must be 1 to 128 letters, digits, '-', '_', '.' or ':'")
         )
-    if event.event_time > now + MAX_FUTURE_SKEW:
-        found.append(
-            FieldViolation(f"{prefix}.event_time", "must be at most one day ahead of the server's clock")
-        )
-    elif oldest is not None and event.event_time < oldest:
-        found.append(
-            FieldViolation(
-                f"{prefix}.event_time",
-                f"is older than the retention window, which starts at {oldest.isoformat()}",
-            )
-        )
-    if not _SERVICE.fullmatch(event.service):
+    time_violation = event_time_violation(f"{prefix}.event_time", event.event_time, now=now, oldest=oldest)
+    if time_violation is not None:
+        found.append(time_violation)
+    if not SERVICE_NAME.fullmatch(event.service):
         found.append(
             FieldViolation(f"{prefix}.service", "must be 1 to 63 lower-case letters, digits, '-', '_' or '.'")
         )
@@ -188,12 +196,16 @@ def checked_event(
 
 def check_batch_header(batch: LogBatch, prefix: str, *, client_required: bool) -> list[FieldViolation]:
     found: list[FieldViolation] = []
-    if (batch.client_id or client_required) and not _EVENT_ID.fullmatch(batch.client_id):
+    if (batch.client_id or client_required) and not EVENT_ID.fullmatch(batch.client_id):
         found.append(
             FieldViolation(f"{prefix}.client_id", "must be 1 to 128 letters, digits, '-', '_', '.' or ':'")
         )
     _count(found, f"{prefix}.sequence", batch.sequence)
     _count(found, f"{prefix}.dropped_since_last", batch.dropped_since_last)
+    if batch.dropped_since_last > MAX_DROPPED_PER_BATCH:
+        found.append(
+            FieldViolation(f"{prefix}.dropped_since_last", f"must be at most {MAX_DROPPED_PER_BATCH}")
+        )
     if len(batch.events) > MAX_BATCH_EVENTS:
         found.append(
             FieldViolation(f"{prefix}.events", f"at most {MAX_BATCH_EVENTS} events, got {len(batch.events)}")

@@ -1,0 +1,1628 @@
+"""Random requests to every LogService RPC get only documented statuses, with the promised details.
+
+Requests are built from the generated descriptors, so a new RPC or field is fuzzed without a change here.
+Strings are drawn by field name: event ids, service names, client ids, resource names, attribute keys,
+messages up to one character over the limit, filters over every log field, order_by and page tokens;
+enums take unknown numbers, integers the int64 extremes, timestamps and durations any int64 seconds and
+any int32 nanos. StreamLogEvents gets random sequences of batches. Whatever comes back must be OK or a
+documented code with a documented reason, never INTERNAL or UNKNOWN; every error carries ErrorInfo in the
+"modelplane" domain, and every INVALID_ARGUMENT names its fields.
+
+Hypothesis drives plain (synchronous) tests, so the module owns one event loop and one server on it and runs
+each example on that loop; pytest-asyncio's per-test loops never touch the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import itertools
+import string
+import time
+import uuid
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf import duration_pb2, message_factory, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+
+from modelplane.inference.pricing import cost_micros
+from modelplane.inference.providers import TokenUsage
+from modelplane.server.app import ModelplaneServer, build_server
+from modelplane.server.auth.roles import method_path
+from modelplane.server.config import ServerConfig
+from modelplane.server.logs.validation import MAX_DROPPED_PER_BATCH
+from modelplane.server.proto_time import MAX_DURATION_SECONDS
+from modelplane.server.store.urls import with_database
+from modelplane.v1 import common_pb2, guardrails_pb2
+from modelplane.v1 import logs_pb2 as pb
+from modelplane.v1 import registry_pb2 as rpb
+from modelplane.v1.logs_pb2_grpc import LogServiceStub
+from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceStub
+from tests.support.rich_errors import RichError, rich
+
+T = TypeVar("T")
+
+SERVICE = pb.DESCRIPTOR.services_by_name["LogService"]
+METHODS: list[MethodDescriptor] = list(SERVICE.methods)
+
+# The codes and reasons a log RPC may answer with when storage is up and the caller may call it (README,
+# "Errors" and "Logs", and the RPC comments of logs.proto).
+DOCUMENTED: dict[grpc.StatusCode, frozenset[str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: frozenset(
+        {"INVALID_FIELD", "INVALID_FILTER", "INVALID_PAGE_TOKEN", "BATCH_TOO_LARGE"}
+    ),
+}
+
+# Bounds one call so that a hang fails the example instead of the whole run; not a performance bound.
+CALL_TIMEOUT = 20.0
+# TailLogEvents never ends by itself: a tail still open after this long has accepted its filter.
+TAIL_WINDOW = 0.3
+# Requests stay below the server's 4 MiB receive limit: RESOURCE_EXHAUSTED from gRPC itself is not the
+# collector's answer.
+MAX_REQUEST_BYTES = 3_000_000
+EXAMPLES = 30
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Values
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+UINT32_MAX, UINT64_MAX = 2**32 - 1, 2**64 - 1
+
+# Seeded by the module fixture: a priced registry version, so that inference events without a cost are
+# priced, and events of every payload kind.
+PRICED_VERSION = "models/chat/versions/1"
+INPUT_PRICE, OUTPUT_PRICE = 2_500_000, 10_000_000
+SEED_CLIENT = "seed-shipper"
+SEED_INSTANCE = "seed-pod"
+# Page tokens from real queries at seed time; a token sent with another filter or order must fail cleanly.
+REAL_PAGE_TOKENS: list[str] = []
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NOW = int(time.time())
+DAY = 86_400
+# Times inside the retention window (30 days back, one day ahead) and just outside it.
+GOOD_TIMES = [NOW, NOW - 60, NOW - 29 * DAY, NOW + DAY // 2]
+EDGE_TIMES = [NOW - 31 * DAY, NOW + 2 * DAY, 0, -1]
+
+# Everything but lone surrogates, which a protobuf string cannot hold. NUL is in.
+UNICODE = st.characters(exclude_categories=["Cs"])
+
+small_text = st.text(UNICODE, max_size=40)
+ascii_text = st.text(string.printable, max_size=40)
+huge_text = st.builds(lambda char, count: char * count, UNICODE, st.integers(1_000, 120_000))
+special_text = st.sampled_from(
+    ["", " ", "\t", "\x00", "*", "-", "/", "%", "_", "'", '"', "\\", "é", "\U0001d54f", "\u202e", "\ufeff"]
+)
+any_text = st.one_of(small_text, ascii_text, special_text, huge_text)
+
+
+def _limit(size: int) -> st.SearchStrategy[str]:
+    """Texts at, and one character over, a length limit, in one- and four-byte characters."""
+    return st.sampled_from(["x" * size, "x" * (size + 1), "\U0001d54f" * size, "\U0001d54f" * (size + 1)])
+
+
+event_ids = st.one_of(
+    st.uuids().map(str),
+    st.from_regex(r"\A[A-Za-z0-9._:-]{1,20}\Z"),
+    st.sampled_from(["", "a b", "é", "id/1", "revision-1-0"]),
+    _limit(128),
+    any_text,
+)
+client_ids = st.one_of(
+    st.uuids().map(lambda u: f"shipper-{u}"),
+    st.sampled_from([SEED_CLIENT, "", "a b", "é", "c:1", "x.y_z-0"]),
+    _limit(128),
+    any_text,
+)
+service_names = st.one_of(
+    st.sampled_from(["llm-client", "storyteller", "modelplane", "Upper", "a b", "", "é"]),
+    st.from_regex(r"\A[a-z0-9._-]{1,20}\Z"),
+    _limit(63),
+    any_text,
+)
+model_versions = st.one_of(
+    st.sampled_from(
+        [
+            PRICED_VERSION,
+            "models/chat/versions/2",
+            "models/chat/versions/0",
+            "models/chat/versions/" + "9" * 18,
+            "models/chat/versions/" + "9" * 19,
+            "models/missing/versions/1",
+            "models/chat",
+            "",
+        ]
+    ),
+    _limit(256),
+    any_text,
+)
+attribute_keys = st.one_of(
+    st.sampled_from(["region", "tenant.tier", "Region", "", "1a", "a-b", "_x", "é"]),
+    _limit(63),
+    small_text,
+)
+currency_codes = st.one_of(st.sampled_from(["USD", "EUR", "usd", "", "US", "USDX", "U$D", "ÄÖÜ"]), small_text)
+
+FILTER_FIELDS = [
+    "event_time",
+    "service",
+    "instance",
+    "level",
+    "kind",
+    "event_id",
+    "model_version",
+    "deployment",
+    "traffic_slot",
+    "policy",
+    "policy_revision",
+    "trace_id",
+    "request_id",
+    "provider",
+    "attributes.region",
+    "attributes",
+    "attributes.",
+    "message",
+    "ingest_time",
+    "unknown",
+    "",
+]
+FILTER_OPERATORS = ["=", "!=", "<", "<=", ">", ">=", ":", "==", "~"]
+FILTER_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            '"llm-client"',
+            "llm-client",
+            '"llm-*"',
+            "ERROR",
+            "error",
+            "LOG_LEVEL_FATAL",
+            "INFERENCE",
+            "LOG_EVENT_KIND_CONTROL_PLANE_CHANGE",
+            "CANARY",
+            "TRAFFIC_SLOT_STABLE",
+            "UNSPECIFIED",
+            "bogus",
+            "*",
+            "timeout",
+            "42",
+            "-1",
+            "0",
+            str(INT64_MAX),
+            str(2**63),
+            str(-(2**63) - 1),
+            '"2025-01-01T00:00:00Z"',
+            '"0001-01-01T00:00:00Z"',
+            '"9999-12-31T23:59:59Z"',
+            '"2025-13-40T99:00:00Z"',
+            '"not a time"',
+            f'"{PRICED_VERSION}"',
+            '"0af7651916cd43dd8448eb211c80319c"',
+            '"unterminated',
+            "AND",
+            "NOT",
+            '""',
+            "()",
+        ]
+    ),
+    st.builds(lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"', small_text),
+    st.integers(INT64_MIN - 10, INT64_MAX + 10).map(str),
+)
+comparisons = st.builds(
+    "{}{}{}{}{}".format,
+    st.sampled_from(FILTER_FIELDS),
+    st.sampled_from(["", " "]),
+    st.sampled_from(FILTER_OPERATORS),
+    st.sampled_from(["", " "]),
+    FILTER_VALUES,
+)
+filters = st.one_of(
+    st.recursive(
+        comparisons,
+        lambda inner: st.one_of(
+            st.builds("({})".format, inner),
+            st.builds("{} AND {}".format, inner, inner),
+            st.builds("{} OR {}".format, inner, inner),
+            st.builds("{} {}".format, inner, inner),
+            st.builds("NOT {}".format, inner),
+            st.builds("-{}".format, inner),
+        ),
+        max_leaves=8,
+    ),
+    st.integers(1, 60).map(lambda depth: "(" * depth + "level = ERROR" + ")" * depth),
+    st.sampled_from(["", "(", ")", "AND", "NOT", "a =", "= b", "message:", "x" * 2001, "(" * 5000]),
+    any_text,
+)
+orders = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "event_time",
+            "event_time desc",
+            "event_time asc",
+            "event_time DESC",
+            "event_time  desc",
+            " event_time desc ",
+            "event_time desc, event_id",
+            "event_id",
+            "ingest_time",
+            "desc",
+            "event_time sideways",
+            ",",
+        ]
+    ),
+    any_text,
+)
+
+
+def _mutated(token: str, position: int, char: str) -> str:
+    if not token:
+        return char
+    index = position % len(token)
+    return token[:index] + char + token[index + 1 :]
+
+
+# Deferred: the real tokens exist only once the module's server has been seeded.
+page_tokens = st.one_of(
+    st.deferred(lambda: st.sampled_from(REAL_PAGE_TOKENS or [""])),
+    st.builds(
+        _mutated,
+        st.deferred(lambda: st.sampled_from(REAL_PAGE_TOKENS or ["x"])),
+        st.integers(0, 500),
+        st.sampled_from(list("AZaz09-_=+/.")),
+    ),
+    st.binary(max_size=300).map(lambda raw: base64.urlsafe_b64encode(raw).decode()),
+    st.sampled_from(["e30", "bnVsbA", "W10", "MQ", "eyJ2IjogOTl9"]),  # {}, null, [], 1, {"v": 99}
+    any_text,
+)
+
+# String fields by name: the values that reach deep into the service, mixed with anything at all.
+TEXT_BY_FIELD: dict[str, st.SearchStrategy[str]] = {
+    "event_id": event_ids,
+    "client_id": client_ids,
+    "service": service_names,
+    "instance": st.one_of(st.sampled_from(["pod-1", ""]), _limit(128), any_text),
+    "message": st.one_of(
+        st.sampled_from(["chat call", "timeout talking to provider"]), _limit(4096), any_text
+    ),
+    "model_version": model_versions,
+    "deployment": st.one_of(
+        st.sampled_from(["deployments/web", "deployments/", "web"]), _limit(256), any_text
+    ),
+    "policy": st.one_of(st.sampled_from(["policies/stories", "policies/", ""]), _limit(256), any_text),
+    "trace_id": st.one_of(
+        st.sampled_from(["0af7651916cd43dd8448eb211c80319c", "0AF7651916CD43DD8448EB211C80319C"]),
+        st.text("0123456789abcdefg", max_size=34),
+        _limit(128),
+    ),
+    "request_id": st.one_of(st.uuids().map(str), _limit(128), any_text),
+    "provider": st.one_of(st.sampled_from(["openai", "local", ""]), _limit(63), any_text),
+    "rollout": st.one_of(st.sampled_from(["", "r-1"]), _limit(128), any_text),
+    "endpoint": st.one_of(st.sampled_from(["http://10.0.0.1:8080", ""]), _limit(256), any_text),
+    "resource": st.one_of(st.sampled_from(["models/chat/aliases/prod", ""]), _limit(256), any_text),
+    "action": st.one_of(st.sampled_from(["created", "updated", "a b", ""]), _limit(63), any_text),
+    "actor": st.one_of(st.sampled_from(["release-pipeline", ""]), _limit(256), any_text),
+    "currency_code": currency_codes,
+    "filter": filters,
+    "order_by": orders,
+    "page_token": page_tokens,
+}
+
+
+def _ints(low: int, high: int) -> st.SearchStrategy[int]:
+    edges = [
+        value
+        for value in (0, 1, -1, 2, 50, 999, 1000, 1001, 60_000, low, high, low + 1, high - 1)
+        if low <= value <= high
+    ]
+    return st.one_of(
+        st.sampled_from(edges), st.integers(low, high), st.integers(max(low, -10), min(high, 100))
+    )
+
+
+INTS: dict[int, st.SearchStrategy[int]] = {
+    FieldDescriptor.TYPE_INT64: _ints(INT64_MIN, INT64_MAX),
+    FieldDescriptor.TYPE_SINT64: _ints(INT64_MIN, INT64_MAX),
+    FieldDescriptor.TYPE_SFIXED64: _ints(INT64_MIN, INT64_MAX),
+    FieldDescriptor.TYPE_INT32: _ints(INT32_MIN, INT32_MAX),
+    FieldDescriptor.TYPE_SINT32: _ints(INT32_MIN, INT32_MAX),
+    FieldDescriptor.TYPE_SFIXED32: _ints(INT32_MIN, INT32_MAX),
+    FieldDescriptor.TYPE_UINT32: _ints(0, UINT32_MAX),
+    FieldDescriptor.TYPE_FIXED32: _ints(0, UINT32_MAX),
+    FieldDescriptor.TYPE_UINT64: _ints(0, UINT64_MAX),
+    FieldDescriptor.TYPE_FIXED64: _ints(0, UINT64_MAX),
+}
+
+# Durations and timestamps as the wire allows them (any int64 seconds, any int32 nanos), not only as the
+# well-known types' rules allow them.
+TIMESTAMP_SECONDS = st.one_of(
+    st.sampled_from([*GOOD_TIMES, *EDGE_TIMES]),
+    st.sampled_from([253_402_300_799, 253_402_300_800, -62_135_596_800, -62_135_596_801]),
+    st.sampled_from([INT64_MAX, INT64_MIN]),
+    st.integers(INT64_MIN, INT64_MAX),
+    st.integers(NOW - 40 * DAY, NOW + 3 * DAY),
+)
+NANOS = st.one_of(
+    st.sampled_from([0, 1, 999_999_999, 1_000_000_000, -1, 500_000_000, INT32_MIN, INT32_MAX]),
+    st.integers(INT32_MIN, INT32_MAX),
+)
+timestamps = st.builds(
+    lambda seconds, nanos: timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos), TIMESTAMP_SECONDS, NANOS
+)
+DURATION_SECONDS = st.one_of(
+    st.sampled_from(
+        [
+            0,
+            1,
+            -1,
+            60,
+            61,
+            3600,
+            31 * DAY,
+            31 * DAY + 1,
+            315_537_897_599,
+            315_576_000_001,
+            INT64_MAX,
+            INT64_MIN,
+        ]
+    ),
+    st.integers(INT64_MIN, INT64_MAX),
+    st.integers(0, 100),
+)
+durations = st.builds(
+    lambda seconds, nanos: duration_pb2.Duration(seconds=seconds, nanos=nanos),
+    DURATION_SECONDS,
+    st.one_of(st.sampled_from([0, 1_000_000, 500_000_000, 1, -1_000_000]), NANOS),
+)
+WELL_KNOWN: dict[str, st.SearchStrategy[Message]] = {
+    timestamp_pb2.Timestamp.DESCRIPTOR.full_name: timestamps,
+    duration_pb2.Duration.DESCRIPTOR.full_name: durations,
+}
+
+
+def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return TEXT_BY_FIELD.get(field.name, any_text)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=100)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None, field.full_name
+        known = [value.number for value in field.enum_type.values]
+        # Open enums carry any int32 on the wire; a number no version of the contract knows must be refused.
+        return st.one_of(st.sampled_from(known), st.integers(INT32_MIN, INT32_MAX))
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return st.floats(width=32 if field.type == FieldDescriptor.TYPE_FLOAT else 64)
+    return INTS[field.type]
+
+
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None, field.full_name
+    return field.message_type
+
+
+def _message_class(descriptor: Descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry
+
+
+def _field_value(field: FieldDescriptor, depth: int, sparse: bool) -> st.SearchStrategy[Any]:
+    if _is_map(field):
+        key_field = _message_type(field).fields_by_name["key"]
+        value_field = _message_type(field).fields_by_name["value"]
+        keys = attribute_keys if key_field.type == FieldDescriptor.TYPE_STRING else _scalar(key_field)
+        values = (
+            st.one_of(_limit(256), any_text)
+            if value_field.type == FieldDescriptor.TYPE_STRING
+            else _single_value(value_field, depth, sparse)
+        )
+        # Up to 17 keys: one over the limit of 16.
+        return st.dictionaries(keys, values, max_size=17)
+    if field.is_repeated:
+        return st.lists(_single_value(field, depth, sparse), max_size=4)
+    return _single_value(field, depth, sparse)
+
+
+def _single_value(field: FieldDescriptor, depth: int, sparse: bool) -> st.SearchStrategy[Any]:
+    if field.type != FieldDescriptor.TYPE_MESSAGE:
+        return _scalar(field)
+    target = _message_type(field)
+    if target.full_name in WELL_KNOWN:
+        return WELL_KNOWN[target.full_name]
+    return messages(target, depth + 1, sparse=sparse)
+
+
+def _build(descriptor: Descriptor, values: dict[str, Any]) -> Message:
+    message = _message_class(descriptor)()
+    for name, value in values.items():
+        field = descriptor.fields_by_name[name]
+        target = getattr(message, name)
+        if _is_map(field):
+            if _message_type(field).fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+                for key, item in value.items():
+                    target[key].CopyFrom(item)
+            else:
+                target.update(value)
+        elif field.is_repeated:
+            target.extend(value)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            # Setting one member of a oneof clears the others: the last one drawn wins.
+            target.CopyFrom(value)
+        else:
+            setattr(message, name, value)
+    return message
+
+
+MAX_DEPTH = 4
+
+
+def messages(descriptor: Descriptor, depth: int = 0, *, sparse: bool = False) -> st.SearchStrategy[Message]:
+    """Messages of `descriptor` with random values in any subset of their fields, or in at most two."""
+    if depth > MAX_DEPTH:
+        return st.just(_message_class(descriptor)())
+    if sparse:
+        return (
+            st.lists(st.sampled_from([field.name for field in descriptor.fields]), unique=True, max_size=2)
+            .flatmap(
+                lambda names: st.fixed_dictionaries(
+                    {name: _field_value(descriptor.fields_by_name[name], depth, sparse) for name in names}
+                )
+            )
+            .map(lambda values: _build(descriptor, values))
+        )
+    fields = {field.name: _field_value(field, depth, sparse) for field in descriptor.fields}
+    return st.fixed_dictionaries({}, optional=fields).map(lambda values: _build(descriptor, values))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Valid requests: events of every payload kind, which mutations then take past conversion into the store
+
+
+def _at(seconds: int, nanos: int = 0) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+def _ms(milliseconds: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=milliseconds // 1000, nanos=(milliseconds % 1000) * 1_000_000)
+
+
+def inference(**fields: Any) -> pb.LogEvent:
+    payload = pb.InferencePayload(
+        **{
+            "provider": "openai",
+            "model_version": PRICED_VERSION,
+            "input_tokens": 1200,
+            "output_tokens": 300,
+            "cached_input_tokens": 200,
+            "reasoning_tokens": 100,
+            "latency": _ms(840),
+            "status": pb.INFERENCE_STATUS_OK,
+            **fields,
+        }
+    )
+    return _event(inference=payload)
+
+
+def routing(**fields: Any) -> pb.LogEvent:
+    payload = pb.RoutingPayload(
+        **{
+            "deployment": "deployments/web",
+            "rollout": "r-1",
+            "slot": common_pb2.TRAFFIC_SLOT_CANARY,
+            "endpoint": "http://10.0.0.1:8080",
+            "outcome": pb.ROUTING_OUTCOME_FALLBACK,
+            "latency": _ms(120),
+            **fields,
+        }
+    )
+    return _event(routing=payload)
+
+
+def guardrail(**fields: Any) -> pb.LogEvent:
+    payload = pb.GuardrailPayload(
+        **{
+            "policy": "policies/stories",
+            "revision": 2,
+            "decision": guardrails_pb2.DECISION_BLOCK,
+            "violation_count": 3,
+            "highest_severity": guardrails_pb2.SEVERITY_CRITICAL,
+            **fields,
+        }
+    )
+    return _event(guardrail=payload)
+
+
+def change(**fields: Any) -> pb.LogEvent:
+    payload = pb.ControlPlaneChange(
+        **{
+            "resource": "models/chat/aliases/prod",
+            "action": "updated",
+            "actor": "ops",
+            "revision": 7,
+            **fields,
+        }
+    )
+    return _event(control_plane_change=payload)
+
+
+def plain(**fields: Any) -> pb.LogEvent:
+    return _event(**fields)
+
+
+def _event(**fields: Any) -> pb.LogEvent:
+    return pb.LogEvent(
+        **{
+            "event_id": str(uuid.uuid4()),
+            "event_time": _at(NOW),
+            "service": "llm-client",
+            "instance": "pod-1",
+            "level": pb.LOG_LEVEL_INFO,
+            "message": "chat call",
+            "links": common_pb2.EventLinks(trace_id="0af7651916cd43dd8448eb211c80319c"),
+            "attributes": {"region": "eu"},
+            **fields,
+        }
+    )
+
+
+def _fresh(message: pb.LogEvent, seconds: int) -> pb.LogEvent:
+    # A new id per draw: a valid event is then stored, not counted as a duplicate of an earlier example.
+    copy = pb.LogEvent()
+    copy.CopyFrom(message)
+    copy.event_id = str(uuid.uuid4())
+    copy.event_time.CopyFrom(_at(seconds))
+    return copy
+
+
+KINDS = [inference, routing, guardrail, change, plain]
+valid_events = st.builds(
+    _fresh,
+    st.sampled_from(KINDS).map(lambda make: make()),
+    st.sampled_from(GOOD_TIMES),
+)
+valid_batches = st.builds(
+    lambda client, sequence, dropped, events: pb.LogBatch(
+        client_id=client, sequence=sequence, dropped_since_last=dropped, events=events
+    ),
+    st.one_of(st.just(""), st.uuids().map(lambda u: f"fuzz-{u}")),
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.lists(valid_events, max_size=4),
+)
+
+# A valid request of each RPC against the seeded data. Most fully random requests fail validation on their
+# first field, so half of the examples start from one of these and change at most two fields (at each
+# nesting level), which takes them past conversion into validation, pricing and the store.
+VALID_REQUESTS: dict[str, st.SearchStrategy[Message]] = {
+    "WriteLogEvents": valid_batches.map(lambda batch: pb.WriteLogEventsRequest(batch=batch)),
+    "QueryLogEvents": st.builds(
+        lambda filter_text, order, size: pb.QueryLogEventsRequest(
+            filter=filter_text, order_by=order, page_size=size
+        ),
+        st.sampled_from(
+            [
+                "",
+                "kind = INFERENCE AND level >= WARNING",
+                'service = "llm-*" OR traffic_slot = CANARY',
+                f'model_version = "{PRICED_VERSION}" message:timeout',
+                'event_time >= "2020-01-01T00:00:00Z" attributes.region = "eu"',
+                "policy_revision > 1 NOT kind = MESSAGE",
+            ]
+        ),
+        st.sampled_from(["", "event_time asc", "event_time desc"]),
+        st.sampled_from([0, 1, 2, 1000, 1001]),
+    ),
+    "TailLogEvents": st.builds(
+        lambda filter_text: pb.TailLogEventsRequest(filter=filter_text),
+        st.sampled_from(["", "kind = GUARDRAIL", 'service = "llm-client" level = ERROR']),
+    ),
+    "AggregateLogEvents": st.builds(
+        lambda groups, width, currency: pb.AggregateLogEventsRequest(
+            group_by=groups, bucket_width=duration_pb2.Duration(seconds=width), currency_code=currency
+        ),
+        st.lists(st.sampled_from(range(1, 8)), unique=True, max_size=3),
+        st.sampled_from([1, 60, 3600, DAY, 31 * DAY]),
+        st.sampled_from(["", "USD", "EUR"]),
+    ),
+    "GetIngestionStats": st.sampled_from(
+        [pb.GetIngestionStatsRequest(), pb.GetIngestionStatsRequest(client_id=SEED_CLIENT)]
+    ),
+}
+
+
+def _merged(base: Message, change: Message) -> Message:
+    merged = type(base)()
+    merged.CopyFrom(base)
+    merged.MergeFrom(change)
+    return merged
+
+
+def _numbered(batches: list[pb.LogBatch], client: str) -> list[Message]:
+    for number, batch in enumerate(batches, start=1):
+        batch.client_id = client
+        batch.sequence = number
+    return [pb.StreamLogEventsRequest(batch=batch) for batch in batches]
+
+
+stream_requests = messages(pb.StreamLogEventsRequest.DESCRIPTOR)
+near_valid_stream_requests = st.builds(
+    _merged,
+    valid_batches.map(lambda batch: pb.StreamLogEventsRequest(batch=batch)),
+    messages(pb.StreamLogEventsRequest.DESCRIPTOR, sparse=True),
+)
+
+# A StreamLogEvents as a list of its requests: well-numbered streams of valid batches of one client, the
+# same with a near-valid or random batch slipped in, and lists of anything at all.
+log_streams: st.SearchStrategy[list[Message]] = st.one_of(
+    st.builds(_numbered, st.lists(valid_batches, max_size=4), st.uuids().map(lambda u: f"stream-{u}")),
+    st.builds(
+        lambda head, odd, tail: [*head, odd, *tail],
+        st.builds(_numbered, st.lists(valid_batches, max_size=2), st.just(SEED_CLIENT)),
+        st.one_of(near_valid_stream_requests, stream_requests),
+        st.lists(near_valid_stream_requests, max_size=2),
+    ),
+    st.lists(stream_requests, max_size=3),
+)
+
+
+@functools.cache
+def requests_of(method: MethodDescriptor) -> st.SearchStrategy[Message | Sequence[Message]]:
+    """Fully random requests, and valid ones with a few fields changed to random values."""
+
+    def define() -> st.SearchStrategy[Message | Sequence[Message]]:
+        if method.client_streaming:
+            return log_streams
+        base = VALID_REQUESTS.get(method.name, st.just(_message_class(method.input_type)()))
+        near_valid = st.builds(_merged, base, messages(method.input_type, sparse=True))
+        return st.one_of(messages(method.input_type), near_valid, base)
+
+    return st.deferred(define)
+
+
+def _size(request: Message | Sequence[Message]) -> int:
+    return request.ByteSize() if isinstance(request, Message) else sum(m.ByteSize() for m in request)
+
+
+def _batches(request: Message | Sequence[Message]) -> list[pb.LogBatch]:
+    items = [request] if isinstance(request, Message) else list(request)
+    return [
+        item.batch
+        for item in items
+        if isinstance(item, (pb.WriteLogEventsRequest, pb.StreamLogEventsRequest))
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The server
+
+
+@dataclass
+class LiveServer:
+    """A server with auth off on the module's own event loop, a channel to it, and its database's URL."""
+
+    loop: asyncio.AbstractEventLoop
+    server: ModelplaneServer
+    channel: grpc.aio.Channel
+    database_url: str
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    async def call(
+        self, method: MethodDescriptor, request: Message | Sequence[Message]
+    ) -> tuple[RichError | None, list[Message]]:
+        """The rich error (None on OK) and every response message received.
+
+        A TailLogEvents still open after TAIL_WINDOW is cancelled and counts as OK: it never ends by itself.
+        """
+        output_class = _message_class(method.output_type)
+        path = method_path(SERVICE, method.name)
+        responses: list[Message] = []
+        try:
+            if method.client_streaming:
+                assert not isinstance(request, Message)
+                stream = self.channel.stream_stream(
+                    path, request_serializer=_serialize, response_deserializer=output_class.FromString
+                )(iter(request), timeout=CALL_TIMEOUT)
+                async for response in stream:
+                    responses.append(response)
+            elif method.server_streaming:
+                assert isinstance(request, Message)
+                tail = self.channel.unary_stream(
+                    path, request_serializer=_serialize, response_deserializer=output_class.FromString
+                )(request, timeout=CALL_TIMEOUT)
+                try:
+                    async with asyncio.timeout(TAIL_WINDOW):
+                        async for response in tail:
+                            responses.append(response)
+                except TimeoutError:
+                    tail.cancel()
+            else:
+                assert isinstance(request, Message)
+                responses.append(
+                    await self.channel.unary_unary(
+                        path, request_serializer=_serialize, response_deserializer=output_class.FromString
+                    )(request, timeout=CALL_TIMEOUT)
+                )
+        except grpc.aio.AioRpcError as error:
+            return rich(error), responses
+        return None, responses
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        conn = await asyncpg.connect(self.database_url, timeout=10)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+
+def _aggregate(**fields: Any) -> pb.AggregateLogEventsRequest:
+    """An AggregateLogEventsRequest from plain values, enum numbers the contract may not know included."""
+    return pb.AggregateLogEventsRequest(**fields)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def _seed(channel: grpc.aio.Channel) -> list[str]:
+    """A priced registry version, events of every payload kind and level, and page tokens from queries."""
+    registry = ModelRegistryServiceStub(channel)
+    await registry.CreateModel(rpb.CreateModelRequest(model_id="chat", model=rpb.Model(provider="openai")))
+    await registry.CreateModelVersion(
+        rpb.CreateModelVersionRequest(
+            parent="models/chat",
+            model_version=rpb.ModelVersion(
+                source_uri="openai:gpt-4o",
+                context_window=128_000,
+                max_output_tokens=4096,
+                capabilities=[rpb.CAPABILITY_CHAT],
+                pricing=rpb.TokenPricing(
+                    currency_code="USD",
+                    input_micros_per_million=INPUT_PRICE,
+                    output_micros_per_million=OUTPUT_PRICE,
+                ),
+            ),
+        )
+    )
+    stub = LogServiceStub(channel)
+    events = [
+        inference(),
+        inference(
+            status=pb.INFERENCE_STATUS_TIMEOUT, cost=common_pb2.Money(currency_code="EUR", micros=1500)
+        ),
+        inference(model_version="", latency=_ms(0)),
+        routing(),
+        routing(outcome=pb.ROUTING_OUTCOME_NO_ENDPOINT, slot=common_pb2.TRAFFIC_SLOT_STABLE),
+        guardrail(),
+        guardrail(
+            decision=guardrails_pb2.DECISION_ALLOW, highest_severity=guardrails_pb2.SEVERITY_UNSPECIFIED
+        ),
+        change(),
+        plain(level=pb.LOG_LEVEL_ERROR, message="timeout talking to provider"),
+        plain(level=pb.LOG_LEVEL_FATAL, service="storyteller", attributes={}),
+    ]
+    for i, item in enumerate(events):
+        item.event_time.CopyFrom(_at(NOW - 3600 * i))
+        item.instance = SEED_INSTANCE
+    ack = await stub.WriteLogEvents(
+        pb.WriteLogEventsRequest(batch=pb.LogBatch(client_id=SEED_CLIENT, sequence=1, events=events))
+    )
+    assert ack.ack.accepted == len(events), ack
+    tokens = [
+        (await stub.QueryLogEvents(pb.QueryLogEventsRequest(page_size=1))).next_page_token,
+        (
+            await stub.QueryLogEvents(pb.QueryLogEventsRequest(page_size=1, order_by="event_time asc"))
+        ).next_page_token,
+        (
+            await stub.QueryLogEvents(pb.QueryLogEventsRequest(page_size=1, filter="kind = INFERENCE"))
+        ).next_page_token,
+    ]
+    assert all(tokens), tokens
+    return tokens
+
+
+async def _start_server(admin_url: str, template: str) -> tuple[str, ModelplaneServer, grpc.aio.Channel]:
+    name = f"mp_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    server = build_server(
+        ServerConfig(
+            address="127.0.0.1:0",
+            database_url=with_database(admin_url, name),
+            auth=False,
+            health_probe_interval=0.1,
+            shutdown_grace=1.0,
+            watch_progress_interval=0.2,
+        )
+    )
+    await server.start()
+    await server.wait_serving(timeout=30)
+    return name, server, grpc.aio.insecure_channel(server.target)
+
+
+async def _stop(admin_url: str, name: str, server: ModelplaneServer, channel: grpc.aio.Channel) -> None:
+    await channel.close(grace=None)
+    await server.stop(grace=0)
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def live(admin_url: str, template_database: str) -> Iterator[LiveServer]:
+    """One seeded server for the module on a loop of its own, so that hypothesis examples can share it."""
+    loop = asyncio.new_event_loop()
+    try:
+        name, server, channel = loop.run_until_complete(_start_server(admin_url, template_database))
+        try:
+            REAL_PAGE_TOKENS[:] = loop.run_until_complete(_seed(channel))
+            yield LiveServer(loop, server, channel, with_database(admin_url, name))
+        finally:
+            loop.run_until_complete(_stop(admin_url, name, server, channel))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The property
+
+
+def check_outcome(
+    method: MethodDescriptor,
+    request: Message | Sequence[Message],
+    error: RichError | None,
+    responses: list[Message],
+) -> None:
+    where = f"{method.name}({request!r:.2000})"
+    if error is None:
+        if not method.server_streaming:
+            assert responses, f"no response from {where}"
+        if method.name == "StreamLogEvents":
+            # Every acknowledgement names a batch that was sent, in the order they were sent.
+            sent = [batch.sequence for batch in _batches(request)]
+            acked = [r.ack.sequence for r in responses]  # type: ignore[attr-defined]
+            assert all(s in sent for s in acked), f"an acknowledgement of a batch never sent: {where}"
+        return
+    assert error.code in DOCUMENTED, f"{error.code.name} from {where}: {error.message}"
+    assert error.domain == "modelplane", (
+        f"no ErrorInfo in the modelplane domain on {error.code.name} from {where}"
+    )
+    assert error.reason in DOCUMENTED[error.code], (
+        f"undocumented {error.code.name} {error.reason} from {where}"
+    )
+    if error.code == grpc.StatusCode.INVALID_ARGUMENT:
+        assert error.field_paths, f"INVALID_ARGUMENT without field violations from {where}: {error.message}"
+        assert all(path.strip() for path in error.field_paths), f"an empty field path from {where}: {error}"
+        # A NUL character is refused before the batch is read, without its sequence: a known bug, pinned
+        # by test_a_nul_character_in_a_streamed_batch_names_its_sequence.
+        if method.name == "StreamLogEvents" and error.reason != "INVALID_FILTER" and not _has_nul(request):
+            assert "sequence" in error.metadata, f"a refused batch not named in the metadata: {where}"
+
+
+def _has_nul(request: Message | Sequence[Message]) -> bool:
+    items = [request] if isinstance(request, Message) else list(request)
+    return any(b"\x00" in item.SerializeToString() for item in items)
+
+
+def _core_race(method: MethodDescriptor, error: RichError | None) -> bool:
+    # Seen rarely, not reproducible on its own: a stream the server ends early while the client is still
+    # sending comes back from the client's own gRPC core as INTERNAL "Internal error from Core", with none
+    # of the server's details. The server never sent that status.
+    return (
+        method.client_streaming
+        and error is not None
+        and error.code == grpc.StatusCode.INTERNAL
+        and error.message == "Internal error from Core"
+        and not error.details
+    )
+
+
+# Known server bugs, each pinned by an xfail(strict=True) case below. The random tests recognise exactly
+# the inputs (or stored state) that set them off, so that they keep looking for other failures meanwhile.
+
+
+def _time_overflows(value: timestamp_pb2.Timestamp) -> bool:
+    # convert._time's own arithmetic: outside datetime's range it raises OverflowError.
+    try:
+        _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+    except OverflowError:
+        return True
+    return False
+
+
+def _latency_overflows(value: duration_pb2.Duration) -> bool:
+    # convert._micros' own arithmetic: store COPYs the microseconds into a bigint column.
+    return value.seconds * 1_000_000 + value.nanos // 1000 > INT64_MAX
+
+
+def _price_overflows(event: pb.LogEvent) -> bool:
+    """An unpriced inference of the seeded version whose registry price does not fit in a bigint."""
+    p = event.inference
+    version = event.links.model_version or p.model_version
+    if event.WhichOneof("payload") != "inference" or p.HasField("cost") or version != PRICED_VERSION:
+        return False
+    pricing = rpb.TokenPricing(
+        currency_code="USD", input_micros_per_million=INPUT_PRICE, output_micros_per_million=OUTPUT_PRICE
+    )
+    usage = TokenUsage(
+        input_tokens=p.input_tokens,
+        output_tokens=p.output_tokens,
+        cached_input_tokens=p.cached_input_tokens,
+        reasoning_tokens=p.reasoning_tokens,
+    )
+    return not INT64_MIN <= cost_micros(pricing, usage) <= INT64_MAX
+
+
+async def _known_bug(live: LiveServer, method: MethodDescriptor, request: Message | Sequence[Message]) -> str:
+    """Which known bug explains an INTERNAL answer to `request`, or "" when none does."""
+    if method.name in ("WriteLogEvents", "StreamLogEvents"):
+        batches = _batches(request)
+        events = [e for b in batches for e in b.events]
+        if any(_time_overflows(e.event_time) for e in events):
+            return "event_time beyond datetime's range"
+        for e in events:
+            kind = e.WhichOneof("payload")
+            if kind in ("inference", "routing") and _latency_overflows(getattr(e, kind).latency):
+                return "latency beyond a bigint of microseconds"
+        if any(_price_overflows(e) for e in events):
+            return "registry price beyond a bigint"
+        for client in {b.client_id for b in batches if b.client_id}:
+            stored = await live.fetchval(
+                "SELECT dropped FROM log_ingestion_clients WHERE client_id = $1", client
+            )
+            sent = sum(max(0, b.dropped_since_last) for b in batches if b.client_id == client)
+            if int(stored or 0) + sent > INT64_MAX:
+                return "dropped counter beyond a bigint"
+    if method.name == "AggregateLogEvents":
+        over = await live.fetchval(
+            "SELECT greatest(sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
+            " sum(reasoning_tokens), (SELECT max(s) FROM (SELECT sum(cost_micros) AS s FROM log_events"
+            " GROUP BY cost_currency) AS c)) > $1 FROM log_events",
+            INT64_MAX,
+        )
+        if over:
+            return "stored sums beyond a bigint"
+    if method.name == "GetIngestionStats":
+        over = await live.fetchval(
+            "SELECT greatest(sum(received), sum(accepted), sum(duplicates), sum(dropped), sum(sequence_gaps),"
+            " sum(batches)) > $1 FROM log_ingestion_clients",
+            INT64_MAX,
+        )
+        if over:
+            return "ingestion counter totals beyond a bigint"
+    return ""
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+@given(data=st.data())
+def test_only_documented_statuses(live: LiveServer, method: MethodDescriptor, data: st.DataObject) -> None:
+    request = data.draw(requests_of(method), label="request")
+    assume(_size(request) < MAX_REQUEST_BYTES)
+    error, responses = live.run(live.call(method, request))
+    # Shown by --hypothesis-show-statistics: how deep the random requests get.
+    event("OK" if error is None else f"{error.code.name} {error.reason}")
+    if _core_race(method, error):
+        event("client core race")
+        return
+    if error is not None and error.code == grpc.StatusCode.INTERNAL:
+        known = live.run(_known_bug(live, method, request))
+        if known:
+            event(f"known bug: {known}")
+            return
+    check_outcome(method, request, error, responses)
+
+
+def test_the_seeded_tokens_are_real(live: LiveServer) -> None:
+    # The fuzzer mixes these in; they must be tokens the server itself made.
+    assert len(REAL_PAGE_TOKENS) == 3
+    error, responses = live.run(
+        live.call(
+            SERVICE.methods_by_name["QueryLogEvents"],
+            pb.QueryLogEventsRequest(page_token=REAL_PAGE_TOKENS[0]),
+        )
+    )
+    assert error is None, error
+    assert responses[0].events  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fixed cases: each documented edge once, with the code, reason and path it must get
+
+
+def _expect(
+    live: LiveServer, method_name: str, request: Message | Sequence[Message]
+) -> tuple[RichError | None, list[Message]]:
+    method = SERVICE.methods_by_name[method_name]
+    error, responses = live.run(live.call(method, request))
+    check_outcome(method, request, error, responses)
+    return error, responses
+
+
+def _write(*events: pb.LogEvent, **batch: Any) -> pb.WriteLogEventsRequest:
+    return pb.WriteLogEventsRequest(batch=pb.LogBatch(events=events, **batch))
+
+
+def _refused(live: LiveServer, request: pb.WriteLogEventsRequest, path: str) -> RichError:
+    error, _ = _expect(live, "WriteLogEvents", request)
+    assert error is not None, f"{request!r:.500} was accepted"
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"), error
+    assert path in error.field_paths, error.field_paths
+    return error
+
+
+def _links(**fields: Any) -> common_pb2.EventLinks:
+    return common_pb2.EventLinks(**fields)
+
+
+BAD_EVENTS = [
+    pytest.param(plain(level=0), "batch.events[0].level", id="level-unspecified"),
+    pytest.param(plain(level=99), "batch.events[0].level", id="level-unknown"),
+    pytest.param(plain(level=INT32_MIN), "batch.events[0].level", id="level-int32-min"),
+    pytest.param(plain(event_id=""), "batch.events[0].event_id", id="event-id-empty"),
+    pytest.param(plain(event_id="x" * 129), "batch.events[0].event_id", id="event-id-too-long"),
+    pytest.param(plain(event_id="é"), "batch.events[0].event_id", id="event-id-unicode"),
+    pytest.param(plain(service="Upper"), "batch.events[0].service", id="service-upper"),
+    pytest.param(plain(service="x" * 64), "batch.events[0].service", id="service-too-long"),
+    pytest.param(plain(instance="x" * 129), "batch.events[0].instance", id="instance-too-long"),
+    pytest.param(plain(message="\U0001d54f" * 4097), "batch.events[0].message", id="message-too-long"),
+    pytest.param(
+        plain(attributes={f"k{i}": "v" for i in range(17)}), "batch.events[0].attributes", id="17-attributes"
+    ),
+    pytest.param(plain(attributes={"Region": "eu"}), "batch.events[0].attributes['Region']", id="key-upper"),
+    pytest.param(
+        plain(attributes={"region": "v" * 257}), "batch.events[0].attributes['region']", id="value-long"
+    ),
+    pytest.param(
+        plain(links=_links(traffic_slot=99)), "batch.events[0].links.traffic_slot", id="links-slot-unknown"
+    ),
+    pytest.param(
+        plain(links=_links(policy_revision=INT64_MIN)),
+        "batch.events[0].links.policy_revision",
+        id="links-revision-negative",
+    ),
+    pytest.param(
+        plain(links=_links(request_id="r" * 129)),
+        "batch.events[0].links.request_id",
+        id="links-request-id-long",
+    ),
+    pytest.param(inference(status=0), "batch.events[0].inference.status", id="inference-status-unspecified"),
+    pytest.param(
+        inference(status=INT32_MAX), "batch.events[0].inference.status", id="inference-status-unknown"
+    ),
+    pytest.param(
+        inference(input_tokens=INT64_MIN), "batch.events[0].inference.input_tokens", id="tokens-int64-min"
+    ),
+    pytest.param(
+        inference(input_tokens=10, cached_input_tokens=11),
+        "batch.events[0].inference.cached_input_tokens",
+        id="cached-over-input",
+    ),
+    pytest.param(
+        inference(output_tokens=10, reasoning_tokens=11),
+        "batch.events[0].inference.reasoning_tokens",
+        id="reasoning-over-output",
+    ),
+    pytest.param(
+        inference(latency=duration_pb2.Duration(seconds=INT64_MIN)),
+        "batch.events[0].inference.latency",
+        id="latency-int64-min",
+    ),
+    pytest.param(
+        inference(cost=common_pb2.Money(currency_code="usd", micros=1)),
+        "batch.events[0].inference.cost.currency_code",
+        id="cost-currency-lower",
+    ),
+    pytest.param(
+        inference(cost=common_pb2.Money(currency_code="USD", micros=INT64_MIN)),
+        "batch.events[0].inference.cost.micros",
+        id="cost-negative",
+    ),
+    pytest.param(
+        _event(
+            links=_links(model_version="models/a/versions/1"),
+            inference=pb.InferencePayload(model_version="models/b/versions/1", status=pb.INFERENCE_STATUS_OK),
+        ),
+        "batch.events[0].inference.model_version",
+        id="inference-version-disagrees",
+    ),
+    pytest.param(routing(outcome=0), "batch.events[0].routing.outcome", id="routing-outcome-unspecified"),
+    pytest.param(routing(slot=-1), "batch.events[0].routing.slot", id="routing-slot-unknown"),
+    pytest.param(routing(endpoint="e" * 257), "batch.events[0].routing.endpoint", id="endpoint-too-long"),
+    pytest.param(
+        _event(
+            links=_links(traffic_slot=common_pb2.TRAFFIC_SLOT_STABLE),
+            routing=pb.RoutingPayload(slot=common_pb2.TRAFFIC_SLOT_CANARY, outcome=pb.ROUTING_OUTCOME_OK),
+        ),
+        "batch.events[0].routing.slot",
+        id="routing-slot-disagrees",
+    ),
+    pytest.param(guardrail(decision=0), "batch.events[0].guardrail.decision", id="decision-unspecified"),
+    pytest.param(
+        guardrail(highest_severity=99), "batch.events[0].guardrail.highest_severity", id="severity-unknown"
+    ),
+    pytest.param(
+        guardrail(violation_count=-1), "batch.events[0].guardrail.violation_count", id="violations-negative"
+    ),
+    pytest.param(
+        change(resource=""), "batch.events[0].control_plane_change.resource", id="change-no-resource"
+    ),
+    pytest.param(change(action="a b"), "batch.events[0].control_plane_change.action", id="change-bad-action"),
+    pytest.param(
+        change(revision=INT64_MIN),
+        "batch.events[0].control_plane_change.revision",
+        id="change-revision-negative",
+    ),
+    pytest.param(_event(event_time=None), "batch.events[0].event_time", id="event-time-missing"),
+    pytest.param(
+        plain(event_time=_at(NOW - 31 * DAY)), "batch.events[0].event_time", id="older-than-retention"
+    ),
+    pytest.param(plain(event_time=_at(NOW + 2 * DAY)), "batch.events[0].event_time", id="two-days-ahead"),
+]
+
+
+@pytest.mark.parametrize(("event_", "path"), BAD_EVENTS)
+def test_a_bad_event_is_refused_by_path(live: LiveServer, event_: pb.LogEvent, path: str) -> None:
+    # The bad event comes second to a good one: the whole batch is refused, and the path counts from 0.
+    request = _write(plain(), event_)
+    error = _refused(live, request, path.replace("events[0]", "events[1]"))
+    assert all(p.startswith("batch.events[1]") for p in error.field_paths), error.field_paths
+    good = request.batch.events[0].event_id
+    _, responses = _expect(live, "QueryLogEvents", pb.QueryLogEventsRequest(filter=f'event_id = "{good}"'))
+    assert not responses[0].events, "an event of a refused batch was stored"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("batch", "path"),
+    [
+        pytest.param({"client_id": "a b"}, "batch.client_id", id="client-id-space"),
+        pytest.param({"client_id": "c" * 129}, "batch.client_id", id="client-id-too-long"),
+        pytest.param({"sequence": INT64_MIN}, "batch.sequence", id="sequence-negative"),
+        pytest.param({"dropped_since_last": -1}, "batch.dropped_since_last", id="dropped-negative"),
+    ],
+)
+def test_a_bad_batch_header_is_refused_by_path(live: LiveServer, batch: dict[str, Any], path: str) -> None:
+    _refused(live, _write(plain(), **batch), path)
+
+
+@pytest.mark.parametrize(
+    ("event_", "path"),
+    [
+        pytest.param(plain(message="a\x00b"), "batch.events[0].message", id="message"),
+        pytest.param(plain(event_id="a\x00"), "batch.events[0].event_id", id="event-id"),
+        pytest.param(
+            plain(attributes={"region": "\x00"}), "batch.events[0].attributes['region']", id="value"
+        ),
+        pytest.param(plain(attributes={"a\x00": "v"}), "batch.events[0].attributes", id="key"),
+        pytest.param(inference(provider="\x00"), "batch.events[0].inference.provider", id="provider"),
+        pytest.param(change(actor="\x00"), "batch.events[0].control_plane_change.actor", id="actor"),
+    ],
+)
+def test_a_nul_character_is_refused_by_path(live: LiveServer, event_: pb.LogEvent, path: str) -> None:
+    _refused(live, _write(event_), path)
+
+
+def test_a_nul_character_in_a_streamed_batch_is_refused(live: LiveServer) -> None:
+    first = pb.LogBatch(events=[plain()])
+    batches = _numbered([first, pb.LogBatch(events=[plain(message="\x00")])], f"nul-{uuid.uuid4()}")
+    error, _ = _expect(live, "StreamLogEvents", batches)
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert "batch.events[0].message" in error.field_paths, error.field_paths
+    # The batch before it stays stored.
+    query = pb.QueryLogEventsRequest(filter=f'event_id = "{first.events[0].event_id}"')
+    assert _expect(live, "QueryLogEvents", query)[1][0].events  # type: ignore[attr-defined]
+
+
+def test_a_nul_character_in_a_streamed_batch_names_its_sequence(live: LiveServer) -> None:
+    batches = _numbered([pb.LogBatch(events=[plain()]), pb.LogBatch(events=[plain(message="\x00")])], "nul-2")
+    error, _ = live.run(live.call(SERVICE.methods_by_name["StreamLogEvents"], batches))
+    assert error is not None
+    assert error.metadata.get("sequence") == "2", error.metadata
+
+
+def test_a_batch_over_1000_events_is_too_large(live: LiveServer) -> None:
+    error, _ = _expect(live, "WriteLogEvents", _write(*(plain() for _ in range(1001))))
+    assert error is not None
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE"), error
+    assert error.field_paths == ["batch.events"]
+
+
+def test_a_batch_of_1000_events_is_stored(live: LiveServer) -> None:
+    error, responses = _expect(live, "WriteLogEvents", _write(*(plain() for _ in range(1000))))
+    assert error is None, error
+    assert responses[0].ack.accepted == 1000  # type: ignore[attr-defined]
+
+
+def test_a_resent_batch_is_all_duplicates(live: LiveServer) -> None:
+    request = _write(*(make() for make in KINDS), client_id=f"resend-{uuid.uuid4()}", sequence=1)
+    first = _expect(live, "WriteLogEvents", request)[1][0]
+    again = _expect(live, "WriteLogEvents", request)[1][0]
+    assert (first.ack.accepted, first.ack.duplicates) == (len(KINDS), 0)  # type: ignore[attr-defined]
+    assert (again.ack.accepted, again.ack.duplicates) == (0, len(KINDS))  # type: ignore[attr-defined]
+
+
+def test_a_bad_batch_ends_the_stream_naming_its_sequence(live: LiveServer) -> None:
+    client = f"stream-{uuid.uuid4()}"
+    good = pb.LogBatch(events=[plain()])
+    bad = pb.LogBatch(events=[plain(level=42)])
+    error, _ = _expect(live, "StreamLogEvents", _numbered([good, bad], client))
+    assert error is not None
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"), error
+    assert error.metadata.get("sequence") == "2", error.metadata
+    assert "batch.events[0].level" in error.field_paths, error.field_paths
+    # The batch before the bad one stays stored.
+    query = pb.QueryLogEventsRequest(filter=f'event_id = "{good.events[0].event_id}"')
+    assert _expect(live, "QueryLogEvents", query)[1][0].events  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        pytest.param([pb.LogBatch(sequence=1, events=[plain()])], id="no-client-id"),
+        pytest.param(
+            [pb.LogBatch(client_id="one", sequence=1), pb.LogBatch(client_id="two", sequence=2)],
+            id="client-id-changes",
+        ),
+    ],
+)
+def test_a_stream_needs_one_client_id(live: LiveServer, batches: list[pb.LogBatch]) -> None:
+    requests = [pb.StreamLogEventsRequest(batch=b) for b in batches]
+    error, _ = _expect(live, "StreamLogEvents", requests)
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert "batch.client_id" in error.field_paths, error.field_paths
+    assert error.metadata.get("sequence") == str(batches[-1].sequence), error.metadata
+
+
+def test_an_empty_stream_ends_ok(live: LiveServer) -> None:
+    error, responses = _expect(live, "StreamLogEvents", [])
+    assert (error, responses) == (None, [])
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        pytest.param(pb.QueryLogEventsRequest(filter="level = LOUD"), "INVALID_FILTER", id="unknown-level"),
+        pytest.param(
+            pb.QueryLogEventsRequest(filter="ingest_time > 0"), "INVALID_FILTER", id="unknown-field"
+        ),
+        pytest.param(pb.QueryLogEventsRequest(filter="x" * 2001), "INVALID_FILTER", id="filter-too-long"),
+        pytest.param(
+            pb.QueryLogEventsRequest(filter="(" * 33 + "kind = ROUTING" + ")" * 33),
+            "INVALID_FILTER",
+            id="deep",
+        ),
+        pytest.param(
+            pb.QueryLogEventsRequest(filter=f"policy_revision > {2**63}"),
+            "INVALID_FILTER",
+            id="revision-over-int64",
+        ),
+        pytest.param(
+            pb.QueryLogEventsRequest(filter='event_time > "10000-01-01T00:00:00Z"'),
+            "INVALID_FILTER",
+            id="year-10000",
+        ),
+        pytest.param(pb.QueryLogEventsRequest(order_by="service"), None, id="order-by-other-field"),
+        pytest.param(
+            pb.QueryLogEventsRequest(order_by="event_time sideways"), None, id="order-by-bad-direction"
+        ),
+        pytest.param(pb.QueryLogEventsRequest(page_size=-1), None, id="page-size-negative"),
+        pytest.param(
+            pb.QueryLogEventsRequest(page_token="not a token"), "INVALID_PAGE_TOKEN", id="junk-token"
+        ),
+    ],
+)
+def test_a_bad_query_is_refused(
+    live: LiveServer, request_: pb.QueryLogEventsRequest, reason: str | None
+) -> None:
+    error, _ = _expect(live, "QueryLogEvents", request_)
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    if reason is not None:
+        assert error.reason == reason, error
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(pb.QueryLogEventsRequest(filter="kind = INFERENCE"), id="another-filter"),
+        pytest.param(pb.QueryLogEventsRequest(order_by="event_time asc"), id="another-order"),
+    ],
+)
+def test_a_page_token_is_bound_to_its_query(live: LiveServer, request_: pb.QueryLogEventsRequest) -> None:
+    # REAL_PAGE_TOKENS[0] came from the default query: no filter, newest first.
+    request_.page_token = REAL_PAGE_TOKENS[0]
+    error, _ = _expect(live, "QueryLogEvents", request_)
+    assert error is not None
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN"), error
+
+
+@pytest.mark.parametrize("size", [INT32_MAX, 1001], ids=["int32-max", "over-1000"])
+def test_a_huge_page_size_is_capped(live: LiveServer, size: int) -> None:
+    error, responses = _expect(live, "QueryLogEvents", pb.QueryLogEventsRequest(page_size=size))
+    assert error is None, error
+    assert 0 < len(responses[0].events) <= 1000  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("request_", "path"),
+    [
+        pytest.param(_aggregate(group_by=[0]), "group_by[0]", id="unspecified-group"),
+        pytest.param(_aggregate(group_by=[99]), "group_by[0]", id="unknown-group"),
+        pytest.param(_aggregate(group_by=[INT32_MIN]), "group_by[0]", id="int32-min-group"),
+        pytest.param(_aggregate(group_by=[1, 1]), "group_by[1]", id="duplicate-group"),
+        pytest.param(_aggregate(group_by=[7]), "bucket_width", id="bucket-missing"),
+        pytest.param(
+            _aggregate(group_by=[7], bucket_width=duration_pb2.Duration(seconds=31 * DAY + 1)),
+            "bucket_width",
+            id="bucket-too-wide",
+        ),
+        pytest.param(
+            _aggregate(bucket_width=duration_pb2.Duration(seconds=1, nanos=1)),
+            "bucket_width",
+            id="bucket-fraction",
+        ),
+        pytest.param(
+            _aggregate(bucket_width=duration_pb2.Duration(seconds=INT64_MIN)),
+            "bucket_width",
+            id="bucket-int64-min",
+        ),
+        pytest.param(
+            _aggregate(bucket_width=duration_pb2.Duration(seconds=INT64_MAX)),
+            "bucket_width",
+            id="bucket-int64-max",
+        ),
+        pytest.param(_aggregate(currency_code="usd"), "currency_code", id="currency-lower"),
+    ],
+)
+def test_a_bad_aggregation_is_refused_by_path(
+    live: LiveServer, request_: pb.AggregateLogEventsRequest, path: str
+) -> None:
+    error, _ = _expect(live, "AggregateLogEvents", request_)
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert path in error.field_paths, error.field_paths
+
+
+def test_every_payload_kind_is_aggregated(live: LiveServer) -> None:
+    request = pb.AggregateLogEventsRequest(
+        group_by=[pb.LOG_GROUP_BY_KIND, pb.LOG_GROUP_BY_TIME_BUCKET],
+        bucket_width=duration_pb2.Duration(seconds=31 * DAY),
+        # Only the seeded events: the random ones may hold sums beyond int64 (a known bug below).
+        filter=f'event_time >= "2000-01-01T00:00:00Z" instance = "{SEED_INSTANCE}"',
+    )
+    error, responses = _expect(live, "AggregateLogEvents", request)
+    assert error is None, error
+    kinds = {group.kind for group in responses[0].groups}  # type: ignore[attr-defined]
+    assert kinds >= {
+        pb.LOG_EVENT_KIND_MESSAGE,
+        pb.LOG_EVENT_KIND_INFERENCE,
+        pb.LOG_EVENT_KIND_ROUTING,
+        pb.LOG_EVENT_KIND_GUARDRAIL,
+        pb.LOG_EVENT_KIND_CONTROL_PLANE_CHANGE,
+    }, kinds
+
+
+@pytest.mark.parametrize("client_id", ["a b", "x" * 129, "é"], ids=["space", "too-long", "unicode"])
+def test_a_bad_client_id_in_stats_is_refused(live: LiveServer, client_id: str) -> None:
+    error, _ = _expect(live, "GetIngestionStats", pb.GetIngestionStatsRequest(client_id=client_id))
+    assert error is not None
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"), error
+    assert error.field_paths == ["client_id"]
+
+
+@pytest.mark.parametrize("filter_", ["level = LOUD", "(", "x" * 2001], ids=["unknown-level", "open", "long"])
+def test_a_tail_with_a_bad_filter_is_refused(live: LiveServer, filter_: str) -> None:
+    error, _ = _expect(live, "TailLogEvents", pb.TailLogEventsRequest(filter=filter_))
+    assert error is not None
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FILTER"), error
+
+
+def test_a_tail_sees_matching_events_committed_after_it_started(live: LiveServer) -> None:
+    marker = f"tail-{uuid.uuid4().hex}"
+    written: list[str] = []
+
+    async def scenario() -> list[str]:
+        stub = LogServiceStub(live.channel)
+        tail = stub.TailLogEvents(pb.TailLogEventsRequest(filter=f'message:"{marker}"'), timeout=CALL_TIMEOUT)
+
+        async def keep_writing() -> None:
+            # The tail starts from the moment the server runs it, which the client cannot observe: write
+            # until one matching event arrives.
+            for n in itertools.count():
+                written.append(f"{marker} {n}")
+                await stub.WriteLogEvents(
+                    _write(plain(message=f"other {uuid.uuid4()}"), plain(message=written[-1]))
+                )
+                await asyncio.sleep(0.1)
+
+        writer = asyncio.create_task(keep_writing())
+        try:
+            response = await tail.read()
+        finally:
+            writer.cancel()
+            tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        assert isinstance(response, pb.TailLogEventsResponse), response
+        return [e.message for e in response.events]
+
+    seen = live.run(scenario())
+    assert seen, "an empty tail message"
+    assert set(seen) <= set(written), seen
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Known bugs, one case each (strict: the day one is fixed, its mark has to go)
+
+
+def _bug(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        pytest.param(INT64_MAX, 0, id="int64-max"),
+        pytest.param(INT64_MIN, 0, id="int64-min"),
+        pytest.param(253_402_300_800, 0, id="year-10000"),
+        pytest.param(-62_135_596_801, 0, id="year-0"),
+        pytest.param(
+            NOW,
+            -1,
+            id="nanos-negative",
+        ),
+        pytest.param(
+            NOW,
+            1_000_000_000,
+            id="nanos-too-big",
+        ),
+    ],
+)
+def test_an_event_time_out_of_range_is_refused_by_path(live: LiveServer, seconds: int, nanos: int) -> None:
+    error, _ = live.run(
+        live.call(SERVICE.methods_by_name["WriteLogEvents"], _write(plain(event_time=_at(seconds, nanos))))
+    )
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert "batch.events[0].event_time" in error.field_paths, error.field_paths
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        pytest.param(
+            INT64_MAX,
+            0,
+            id="int64-max",
+        ),
+        pytest.param(
+            315_576_000_001,
+            0,
+            id="beyond-duration-range",
+        ),
+        pytest.param(
+            1,
+            1_000_000_000,
+            id="nanos-too-big",
+        ),
+    ],
+)
+def test_a_latency_out_of_range_is_refused_by_path(live: LiveServer, seconds: int, nanos: int) -> None:
+    latency = duration_pb2.Duration(seconds=seconds, nanos=nanos)
+    error, _ = live.run(
+        live.call(
+            SERVICE.methods_by_name["WriteLogEvents"],
+            _write(inference(latency=latency, cost=common_pb2.Money(currency_code="USD", micros=1))),
+        )
+    )
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert "batch.events[0].inference.latency" in error.field_paths, error.field_paths
+
+
+@_bug(
+    "WriteLogEvents of an inference of a priced registry version without cost and input_tokens ="
+    " output_tokens = INT64_MAX ends INTERNAL: service.py _priced computes a cost beyond a bigint and"
+    " store.py COPY fails with OverflowError; it should refuse the tokens (or the cost) by path"
+)
+def test_a_registry_price_beyond_int64_is_refused_by_path(live: LiveServer) -> None:
+    event_ = inference(
+        input_tokens=INT64_MAX, output_tokens=INT64_MAX, cached_input_tokens=0, reasoning_tokens=0
+    )
+    assert _price_overflows(event_)
+    error, _ = live.run(live.call(SERVICE.methods_by_name["WriteLogEvents"], _write(event_)))
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+
+
+async def _fails(call: Any) -> RichError | None:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return rich(error)
+    return None
+
+
+async def test_int64_extremes_are_stored_and_read_back(channel: grpc.aio.Channel) -> None:
+    # Its own server: a sum over this event and any other overflows (the known bug below), and the module's
+    # server aggregates.
+    extreme = inference(
+        input_tokens=INT64_MAX,
+        output_tokens=INT64_MAX,
+        cached_input_tokens=INT64_MAX,
+        reasoning_tokens=INT64_MAX,
+        latency=duration_pb2.Duration(seconds=MAX_DURATION_SECONDS),
+        cost=common_pb2.Money(currency_code="XTS", micros=INT64_MAX),
+        model_version="models/extreme/versions/1",
+    )
+    extreme.links.policy_revision = INT64_MAX
+    stub = LogServiceStub(channel)
+    ack = await stub.WriteLogEvents(_write(extreme))
+    assert ack.ack.accepted == 1
+    (stored,) = (await stub.QueryLogEvents(pb.QueryLogEventsRequest())).events
+    assert stored.inference.input_tokens == INT64_MAX
+    assert stored.inference.cost.micros == INT64_MAX
+    assert stored.links.policy_revision == INT64_MAX
+    assert stored.inference.latency.seconds == MAX_DURATION_SECONDS
+    (group,) = (await stub.AggregateLogEvents(pb.AggregateLogEventsRequest(currency_code="XTS"))).groups
+    assert (group.input_tokens, group.cost.micros) == (INT64_MAX, INT64_MAX)
+
+
+@_bug(
+    'AggregateLogEvents(filter: service = "overflow") over two stored inference events of input_tokens'
+    " INT64_MAX ends INTERNAL: store.py aggregate casts sum(...) to bigint, NumericValueOutOfRangeError"
+)
+async def test_token_sums_beyond_int64_do_not_end_internal(channel: grpc.aio.Channel) -> None:
+    stub = LogServiceStub(channel)
+    big = {"input_tokens": INT64_MAX, "cost": common_pb2.Money(currency_code="USD", micros=1)}
+    events = [inference(**big), inference(**big)]
+    for item in events:
+        item.service = "overflow"
+    await stub.WriteLogEvents(_write(*events))
+    error = await _fails(stub.AggregateLogEvents(pb.AggregateLogEventsRequest(filter='service = "overflow"')))
+    assert error is None or error.code != grpc.StatusCode.INTERNAL, error
+
+
+async def test_drops_beyond_the_per_batch_bound_are_refused_by_path(channel: grpc.aio.Channel) -> None:
+    # A bound far beyond any queue keeps the per-client counters and their totals within a bigint.
+    stub = LogServiceStub(channel)
+    batch = pb.LogBatch(client_id="c", dropped_since_last=INT64_MAX)
+    error = await _fails(stub.WriteLogEvents(pb.WriteLogEventsRequest(batch=batch)))
+    assert error is not None
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert error.field_paths == ["batch.dropped_since_last"]
+    for client in ("a", "b"):
+        for sequence in (1, 2):
+            most = pb.LogBatch(client_id=client, sequence=sequence, dropped_since_last=MAX_DROPPED_PER_BATCH)
+            await stub.WriteLogEvents(pb.WriteLogEventsRequest(batch=most))
+    stats = await stub.GetIngestionStats(pb.GetIngestionStatsRequest())
+    assert stats.total.dropped == 4 * MAX_DROPPED_PER_BATCH
