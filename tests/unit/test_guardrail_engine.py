@@ -367,3 +367,14 @@ def test_non_ascii_offsets_are_characters() -> None:
     text = "ünïcödé → bob@example.com ✓"
     (violation,) = policy.check(text).violations
     assert text[violation.start : violation.end] == "bob@example.com"
+
+
+def test_a_json_schema_naming_an_unknown_draft_is_refused() -> None:
+    unknown = Json('{"$schema": "https://example.com/unknown-draft", "type": "object"}')
+    with pytest.raises(InvalidArgument) as info:
+        compile_policy([RuleSpec("shape", Severity.ERROR, "format", unknown)])
+    assert [v.field for v in info.value.violations] == ["policy.rules[0].json.schema"]
+    known = Json('{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}')
+    policy = compile_policy([RuleSpec("shape", Severity.ERROR, "format", known)])
+    assert policy.check("{}").decision == Decision.ALLOW
+    assert policy.check("[]").decision == Decision.REDACT

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -61,6 +61,9 @@ CONNECT_RETRY_INTERVAL = 1.0
 
 # Seconds between turning NOT_SERVING and ending open streams, so health watchers hear it first.
 HEALTH_PROPAGATION_DELAY = 0.2
+
+# Longest any other step of the stop sequence may take: a stop never hangs on one part.
+STOP_STEP_LIMIT = 10.0
 
 # Longest wait for open streams to end after they were told to, before server.stop(grace) takes over.
 STREAM_END_WAIT = 2.0
@@ -223,17 +226,25 @@ class ModelplaneServer:
         # before their own stream is ended below.
         await asyncio.sleep(HEALTH_PROPAGATION_DELAY)
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
-        await self.grpc_server.stop(grace)
+        await _bounded("the gRPC server", self.grpc_server.stop(grace), grace + STOP_STEP_LIMIT)
         if self.rollout_driver is not None:
-            await self.rollout_driver.stop()
+            await _bounded("the rollout driver", self.rollout_driver.stop())
         if self.guardrails is not None:
-            await self.guardrails.close()
+            await _bounded("the guardrails monitor", self.guardrails.close())
         if self.log_maintenance is not None:
-            await self.log_maintenance.stop()
-        await self.feed.stop()
-        await asyncio.to_thread(self.metrics.stop_endpoint)
-        await self.database.close()
+            await _bounded("log maintenance", self.log_maintenance.stop())
+        await _bounded("the change feed", self.feed.stop())
+        await _bounded("the metrics endpoint", asyncio.to_thread(self.metrics.stop_endpoint))
+        await _bounded("the database pool", self.database.close())
         log.info("stopped")
+
+
+async def _bounded(what: str, step: Awaitable[None], seconds: float | None = None) -> None:
+    """One step of the stop sequence; a step that hangs is logged and left, so a stop always ends."""
+    try:
+        await asyncio.wait_for(step, STOP_STEP_LIMIT if seconds is None else seconds)
+    except TimeoutError:
+        log.error("stopping %s took over %.0f s; going on without it", what, seconds or STOP_STEP_LIMIT)
 
 
 def build_server(config: ServerConfig) -> ModelplaneServer:

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ahocorasick  # type: ignore[import-not-found]  # no typing information is published
 import jsonschema
@@ -195,8 +195,17 @@ def _compile_schema(schema: str, path: str, errors: list[FieldViolation]) -> _Js
     if "patternProperties" in keys or "$dynamicRef" in keys:
         errors.append(FieldViolation(path, "must not use patternProperties or $dynamicRef"))
         return None
+    # A $schema naming no draft jsonschema knows is refused: otherwise it would guess the latest draft
+    # (with a deprecation warning) and check the policy against rules its author did not write for.
+    validator_for: Any = jsonschema.validators.validator_for(document, default=cast(Any, None))
+    if validator_for is None:
+        if isinstance(document, dict) and "$schema" in document:
+            errors.append(
+                FieldViolation(path, "names a $schema this server does not know; use a JSON Schema draft URI")
+            )
+            return None
+        validator_for = jsonschema.validators.validator_for({})
     try:
-        validator_for: Any = jsonschema.validators.validator_for(document)
         validator_for.check_schema(document)
         if isinstance(document, dict):
             for pattern in _schema_patterns(document):
