@@ -2,6 +2,7 @@
 
 Postgres comes from MODELPLANE_TEST_DATABASE_URL when set, else from 127.0.0.1:5432 when it answers,
 else from an embedded Postgres (pgserver); MODELPLANE_TEST_EMBEDDED=1 forces the embedded one.
+Property tests draw a fixed set of examples unless HYPOTHESIS_PROFILE=explore.
 Every database this run creates is dropped at its end.
 """
 
@@ -17,12 +18,19 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings
 
 from modelplane.server.store.migrations import migrate
 from modelplane.server.store.pool import Database
 from modelplane.server.store.urls import with_database
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# `make test` draws the same examples on every run, so a red build always means a change, never a draw;
+# HYPOTHESIS_PROFILE=explore draws new ones each time, to look for what the fixed draw does not reach.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 async def _answers(url: str) -> bool:
