@@ -283,10 +283,21 @@ async def test_metrics_endpoint_counts_calls_by_method_and_code(start_server: St
             body: bytes = response.read()
             return body.decode()
 
-    text = await asyncio.to_thread(scrape)
-    assert 'modelplane_rpc_calls_total{code="OK",method="/grpc.health.v1.Health/Check"} 1.0' in text
-    assert 'modelplane_rpc_calls_total{code="NOT_FOUND",method="/grpc.health.v1.Health/Check"} 1.0' in text
-    assert 'modelplane_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Check"} 2.0' in text
+    expected = [
+        'modelplane_rpc_calls_total{code="OK",method="/grpc.health.v1.Health/Check"} 1.0',
+        'modelplane_rpc_calls_total{code="NOT_FOUND",method="/grpc.health.v1.Health/Check"} 1.0',
+        'modelplane_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Check"} 2.0',
+    ]
+    # A call is counted as its handler ends, which may be just after its client has the answer: scrape
+    # until both calls are in (bounded), then check every figure.
+    text = ""
+    for _ in range(50):
+        text = await asyncio.to_thread(scrape)
+        if all(line in text for line in expected):
+            break
+        await asyncio.sleep(0.1)
+    for line in expected:
+        assert line in text
 
 
 async def test_auth_on_refuses_a_call_without_token_but_not_health(start_server: StartServer) -> None:
