@@ -7,7 +7,6 @@ NOT_SERVING, and connects and migrates in the background; health turns SERVING w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -36,6 +35,7 @@ from modelplane.server.registry.servicer import ModelRegistryServicer
 from modelplane.server.store.migrations import migrate
 from modelplane.server.store.pool import Database
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.server.tasks import cancel_and_wait
 from modelplane.v1 import (
     deployments_pb2,
     deployments_pb2_grpc,
@@ -217,10 +217,7 @@ class ModelplaneServer:
             return
         self._stopped = True
         grace = self.config.shutdown_grace if grace is None else grace
-        if self._background is not None:
-            self._background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._background
+        await cancel_and_wait(self._background)
         await self.health.shut_down()
         # Health watchers (load balancers, orchestrators) get the NOT_SERVING update written to them
         # before their own stream is ended below.

@@ -8,10 +8,10 @@ only if it still waits on the step it was found on, so a step happens exactly on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from modelplane.server.deployments.service import DeploymentService
+from modelplane.server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ class RolloutDriver:
     async def stop(self) -> None:
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

@@ -9,7 +9,6 @@ masked excerpts, keyed hashes, never the text); checks that find nothing are onl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -64,6 +63,7 @@ from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.server.tasks import cancel_and_wait
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -652,10 +652,7 @@ class GuardrailService:
 
     async def close(self) -> None:
         """Stops the periodic flush and writes what is left, if Postgres is there to take it."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await cancel_and_wait(self._flusher)
         try:
             await self.flush_counts()
         except Exception as exc:

@@ -8,7 +8,6 @@ no row-by-row vacuum work, and a day goes only once all of it is older than the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from modelplane.server.logs import store
 from modelplane.server.logs.service import LogSettings
 from modelplane.server.store.pool import Database
+from modelplane.server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,4 @@ class LogMaintenance:
     async def stop(self) -> None:
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

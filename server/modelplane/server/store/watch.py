@@ -15,6 +15,7 @@ import asyncpg
 
 from modelplane.server.store.mutations import CHANGES_CHANNEL
 from modelplane.server.store.pool import CONNECTION_ERRORS
+from modelplane.server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ class ChangeFeed:
     async def stop(self) -> None:
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @property
     def latest(self) -> int:
