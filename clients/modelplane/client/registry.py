@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf import field_mask_pb2
 
-from modelplane.client.base import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from modelplane.client.base import ServiceClient, ensure_request_id
 from modelplane.client.errors import ModelplaneError, from_rpc_error
 from modelplane.client.retry import (
