@@ -546,9 +546,15 @@ class LogShipper:
             await self._ship(call, reader)
         except (grpc.RpcError, asyncio.InvalidStateError, _StreamStalled) as error:
             # A failed write says little; the status the server ended the call with, which the reader
-            # holds, says why (INVALID_ARGUMENT naming a batch, UNAVAILABLE, ...).
-            done, _ = await asyncio.wait({reader}, timeout=1.0)
-            status = reader.exception() if done and not reader.cancelled() else None
+            # holds, says why (INVALID_ARGUMENT naming a batch, UNAVAILABLE, ...). Not waited for past a
+            # close: close bounds its wait, and what it leaves unacknowledged is counted only once the
+            # sender has ended.
+            stopping = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait({reader, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            status = reader.exception() if reader.done() and not reader.cancelled() else None
             if status is not None:
                 raise status from error
             raise
