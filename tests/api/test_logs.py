@@ -196,3 +196,36 @@ async def test_ingestion_counters_are_on_the_metrics_endpoint(start_server: Star
     assert 'modelplane_log_events_duplicates_total{client_id="metered"} 1.0' in text
     assert 'modelplane_log_events_dropped_by_clients_total{client_id="metered"} 7.0' in text
     assert 'modelplane_log_batch_sequence_gaps_total{client_id="metered"} 2.0' in text
+
+
+async def test_aggregates_are_exact_through_the_api(channel: grpc.aio.Channel) -> None:
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    # Version 1: latencies 1..100 ms, costs 1..100 micros, odd ones in USD and even ones in EUR.
+    events = []
+    for i in range(1, 101):
+        item = event(i)
+        item.inference.latency.CopyFrom(duration_pb2.Duration(nanos=i * 1_000_000))
+        item.inference.cost.CopyFrom(common_pb2.Money(currency_code="USD" if i % 2 else "EUR", micros=i))
+        events.append(item)
+    # Version 2: one call without a latency, counted but not among the latencies.
+    unmeasured = event(0)
+    unmeasured.inference.ClearField("latency")
+    unmeasured.inference.model_version = "models/chat/versions/2"
+    events.append(unmeasured)
+    await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=events)))
+    request = lpb.AggregateLogEventsRequest(
+        filter="kind = INFERENCE", group_by=[lpb.LOG_GROUP_BY_MODEL_VERSION], currency_code="EUR"
+    )
+    v1, v2 = (await stub.AggregateLogEvents(request)).groups
+    assert v1.model_version == "models/chat/versions/1"
+    assert (v1.count, v1.latency_count, v1.input_tokens) == (100, 100, 1000)
+    # Nearest rank: p95 is the smallest latency with 95 of the 100 at or below it.
+    percentiles = (
+        v1.latency_p50.ToMicroseconds(),
+        v1.latency_p95.ToMicroseconds(),
+        v1.latency_p99.ToMicroseconds(),
+    )
+    assert percentiles == (50_000, 95_000, 99_000)
+    assert (v1.cost.currency_code, v1.cost.micros) == ("EUR", sum(range(2, 101, 2)))
+    assert (v2.model_version, v2.count, v2.latency_count) == ("models/chat/versions/2", 1, 0)
+    assert not v2.HasField("latency_p50")

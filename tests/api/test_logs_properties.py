@@ -63,6 +63,11 @@ DOCUMENTED: dict[grpc.StatusCode, frozenset[str]] = {
         {"INVALID_FIELD", "INVALID_FILTER", "INVALID_PAGE_TOKEN", "BATCH_TOO_LARGE"}
     ),
 }
+# And those only one RPC may answer with: an aggregate whose sum is beyond the contract's int64 (the random
+# events include tokens and costs of INT64_MAX).
+DOCUMENTED_BY_METHOD: dict[str, dict[grpc.StatusCode, frozenset[str]]] = {
+    "AggregateLogEvents": {grpc.StatusCode.OUT_OF_RANGE: frozenset({"SUM_OUT_OF_RANGE"})},
+}
 
 # Bounds one call so that a hang fails the example instead of the whole run; not a performance bound.
 CALL_TIMEOUT = 20.0
@@ -764,13 +769,6 @@ class LiveServer:
             return rich(error), responses
         return None, responses
 
-    async def fetchval(self, sql: str, *args: object) -> Any:
-        conn = await asyncpg.connect(self.database_url, timeout=10)
-        try:
-            return await conn.fetchval(sql, *args)
-        finally:
-            await conn.close()
-
 
 def _aggregate(**fields: Any) -> pb.AggregateLogEventsRequest:
     """An AggregateLogEventsRequest from plain values, enum numbers the contract may not know included."""
@@ -906,11 +904,12 @@ def check_outcome(
             acked = [r.ack.sequence for r in responses]  # type: ignore[attr-defined]
             assert all(s in sent for s in acked), f"an acknowledgement of a batch never sent: {where}"
         return
-    assert error.code in DOCUMENTED, f"{error.code.name} from {where}: {error.message}"
+    documented = {**DOCUMENTED, **DOCUMENTED_BY_METHOD.get(method.name, {})}
+    assert error.code in documented, f"{error.code.name} from {where}: {error.message}"
     assert error.domain == "modelplane", (
         f"no ErrorInfo in the modelplane domain on {error.code.name} from {where}"
     )
-    assert error.reason in DOCUMENTED[error.code], (
+    assert error.reason in documented[error.code], (
         f"undocumented {error.code.name} {error.reason} from {where}"
     )
     if error.code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -940,12 +939,9 @@ def _core_race(method: MethodDescriptor, error: RichError | None) -> bool:
     )
 
 
-# Known server bugs, each pinned by an xfail(strict=True) case below. The random tests recognise exactly
-# the inputs (or stored state) that set them off, so that they keep looking for other failures meanwhile.
-
-
 def _price_overflows(event: pb.LogEvent) -> bool:
-    """An unpriced inference of the seeded version whose registry price does not fit in a bigint."""
+    """An unpriced inference of the seeded version whose registry price does not fit in a bigint: an event
+    the server must refuse by path."""
     p = event.inference
     version = event.links.model_version or p.model_version
     if event.WhichOneof("payload") != "inference" or p.HasField("cost") or version != PRICED_VERSION:
@@ -960,24 +956,6 @@ def _price_overflows(event: pb.LogEvent) -> bool:
         reasoning_tokens=p.reasoning_tokens,
     )
     return not INT64_MIN <= cost_micros(pricing, usage) <= INT64_MAX
-
-
-async def _known_bug(live: LiveServer, method: MethodDescriptor, request: Message | Sequence[Message]) -> str:
-    """Which known (still open) bug explains an INTERNAL answer to `request`, or "" when none does."""
-    if method.name in ("WriteLogEvents", "StreamLogEvents"):
-        events = [e for b in _batches(request) for e in b.events]
-        if any(_price_overflows(e) for e in events):
-            return "registry price beyond a bigint"
-    if method.name == "AggregateLogEvents":
-        over = await live.fetchval(
-            "SELECT greatest(sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
-            " sum(reasoning_tokens), (SELECT max(s) FROM (SELECT sum(cost_micros) AS s FROM log_events"
-            " GROUP BY cost_currency) AS c)) > $1 FROM log_events",
-            INT64_MAX,
-        )
-        if over:
-            return "stored sums beyond a bigint"
-    return ""
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
@@ -996,11 +974,6 @@ def test_only_documented_statuses(live: LiveServer, method: MethodDescriptor, da
     if _core_race(method, error):
         event("client core race")
         return
-    if error is not None and error.code == grpc.StatusCode.INTERNAL:
-        known = live.run(_known_bug(live, method, request))
-        if known:
-            event(f"known bug: {known}")
-            return
     check_outcome(method, request, error, responses)
 
 
@@ -1365,6 +1338,7 @@ def test_a_huge_page_size_is_capped(live: LiveServer, size: int) -> None:
             id="bucket-int64-max",
         ),
         pytest.param(_aggregate(currency_code="usd"), "currency_code", id="currency-lower"),
+        pytest.param(_aggregate(currency_code="ÄÖÜ"), "currency_code", id="currency-not-ascii"),
     ],
 )
 def test_a_bad_aggregation_is_refused_by_path(
@@ -1380,7 +1354,7 @@ def test_every_payload_kind_is_aggregated(live: LiveServer) -> None:
     request = pb.AggregateLogEventsRequest(
         group_by=[pb.LOG_GROUP_BY_KIND, pb.LOG_GROUP_BY_TIME_BUCKET],
         bucket_width=duration_pb2.Duration(seconds=31 * DAY),
-        # Only the seeded events: the random ones may hold sums beyond int64 (a known bug below).
+        # Only the seeded events: sums over the random ones may be beyond int64 (OUT_OF_RANGE).
         filter=f'event_time >= "2000-01-01T00:00:00Z" instance = "{SEED_INSTANCE}"',
     )
     error, responses = _expect(live, "AggregateLogEvents", request)
@@ -1445,11 +1419,7 @@ def test_a_tail_sees_matching_events_committed_after_it_started(live: LiveServer
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Known bugs, one case each (strict: the day one is fixed, its mark has to go)
-
-
-def _bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
+# Values at and beyond the int64 range, one case each, with the code, reason and path they must get
 
 
 @pytest.mark.parametrize(
@@ -1513,19 +1483,31 @@ def test_a_latency_out_of_range_is_refused_by_path(live: LiveServer, seconds: in
     assert "batch.events[0].inference.latency" in error.field_paths, error.field_paths
 
 
-@_bug(
-    "WriteLogEvents of an inference of a priced registry version without cost and input_tokens ="
-    " output_tokens = INT64_MAX ends INTERNAL: service.py _priced computes a cost beyond a bigint and"
-    " store.py COPY fails with OverflowError; it should refuse the tokens (or the cost) by path"
-)
 def test_a_registry_price_beyond_int64_is_refused_by_path(live: LiveServer) -> None:
     event_ = inference(
         input_tokens=INT64_MAX, output_tokens=INT64_MAX, cached_input_tokens=0, reasoning_tokens=0
     )
     assert _price_overflows(event_)
-    error, _ = live.run(live.call(SERVICE.methods_by_name["WriteLogEvents"], _write(event_)))
+    # The output price is the higher one: the output tokens make most of the cost.
+    error = _refused(live, _write(plain(), event_), "batch.events[1].inference.output_tokens")
+    assert error.field_paths == ["batch.events[1].inference.output_tokens"]
+    query = pb.QueryLogEventsRequest(filter=f'event_id = "{event_.event_id}"')
+    assert not _expect(live, "QueryLogEvents", query)[1][0].events  # type: ignore[attr-defined]
+
+
+def test_a_registry_price_beyond_int64_in_a_stream_names_its_batch(live: LiveServer) -> None:
+    good = pb.LogBatch(events=[inference()])
+    bad = pb.LogBatch(events=[plain(), inference(input_tokens=INT64_MAX, cached_input_tokens=0)])
+    assert _price_overflows(bad.events[1])
+    error, _ = _expect(live, "StreamLogEvents", _numbered([good, bad], f"price-{uuid.uuid4()}"))
     assert error is not None
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"), error
+    assert error.field_paths == ["batch.events[1].inference.input_tokens"]
+    assert error.metadata.get("sequence") == "2", error.metadata
+    # The batch before it is stored; nothing of the refused one is.
+    for item, stored in ((good.events[0], 1), (bad.events[0], 0), (bad.events[1], 0)):
+        query = pb.QueryLogEventsRequest(filter=f'event_id = "{item.event_id}"')
+        assert len(_expect(live, "QueryLogEvents", query)[1][0].events) == stored  # type: ignore[attr-defined]
 
 
 async def _fails(call: Any) -> RichError | None:
@@ -1537,8 +1519,8 @@ async def _fails(call: Any) -> RichError | None:
 
 
 async def test_int64_extremes_are_stored_and_read_back(channel: grpc.aio.Channel) -> None:
-    # Its own server: a sum over this event and any other overflows (the known bug below), and the module's
-    # server aggregates.
+    # Its own server: a sum over this event and any other is beyond int64 (OUT_OF_RANGE, below), and the
+    # module's server aggregates.
     extreme = inference(
         input_tokens=INT64_MAX,
         output_tokens=INT64_MAX,
@@ -1561,19 +1543,29 @@ async def test_int64_extremes_are_stored_and_read_back(channel: grpc.aio.Channel
     assert (group.input_tokens, group.cost.micros) == (INT64_MAX, INT64_MAX)
 
 
-@_bug(
-    'AggregateLogEvents(filter: service = "overflow") over two stored inference events of input_tokens'
-    " INT64_MAX ends INTERNAL: store.py aggregate casts sum(...) to bigint, NumericValueOutOfRangeError"
-)
-async def test_token_sums_beyond_int64_do_not_end_internal(channel: grpc.aio.Channel) -> None:
+async def test_token_sums_beyond_int64_are_out_of_range(channel: grpc.aio.Channel) -> None:
     stub = LogServiceStub(channel)
     big = {"input_tokens": INT64_MAX, "cost": common_pb2.Money(currency_code="USD", micros=1)}
     events = [inference(**big), inference(**big)]
-    for item in events:
+    for hours, item in enumerate(events):
         item.service = "overflow"
+        item.event_time.CopyFrom(_at(NOW - 3600 * hours))
     await stub.WriteLogEvents(_write(*events))
-    error = await _fails(stub.AggregateLogEvents(pb.AggregateLogEventsRequest(filter='service = "overflow"')))
-    assert error is None or error.code != grpc.StatusCode.INTERNAL, error
+    request = pb.AggregateLogEventsRequest(filter='service = "overflow"', group_by=[pb.LOG_GROUP_BY_SERVICE])
+    error = await _fails(stub.AggregateLogEvents(request))
+    assert error is not None
+    assert (error.code, error.reason, error.domain) == (
+        grpc.StatusCode.OUT_OF_RANGE,
+        "SUM_OUT_OF_RANGE",
+        "modelplane",
+    ), error
+    assert error.metadata == {"field": "input_tokens"}, error.metadata
+    assert "service 'overflow'" in error.message, error.message
+    # What the message advises: by the hour, every sum fits.
+    request.group_by.append(pb.LOG_GROUP_BY_TIME_BUCKET)
+    request.bucket_width.CopyFrom(duration_pb2.Duration(seconds=3600))
+    groups = (await stub.AggregateLogEvents(request)).groups
+    assert [g.input_tokens for g in groups] == [INT64_MAX, INT64_MAX]
 
 
 async def test_drops_beyond_the_per_batch_bound_are_refused_by_path(channel: grpc.aio.Channel) -> None:

@@ -159,7 +159,9 @@ class LogServiceServicer:
         matching a filter, grouped by any of service, model version, deployment,
         traffic slot, policy, event kind and time bucket. Returns
         INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
-        or a bad bucket width.
+        a bad bucket width or currency code, and OUT_OF_RANGE (reason
+        SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
+        narrow the time range or group by time bucket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

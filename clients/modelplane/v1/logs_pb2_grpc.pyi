@@ -94,7 +94,9 @@ class LogServiceStub:
     matching a filter, grouped by any of service, model version, deployment,
     traffic slot, policy, event kind and time bucket. Returns
     INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
-    or a bad bucket width.
+    a bad bucket width or currency code, and OUT_OF_RANGE (reason
+    SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
+    narrow the time range or group by time bucket.
     """
     GetIngestionStats: _grpc.UnaryUnaryMultiCallable[_logs_pb2.GetIngestionStatsRequest, _logs_pb2.GetIngestionStatsResponse]
     """GetIngestionStats returns the per-client ingestion counters: events
@@ -166,7 +168,9 @@ class LogServiceAsyncStub(LogServiceStub):
     matching a filter, grouped by any of service, model version, deployment,
     traffic slot, policy, event kind and time bucket. Returns
     INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
-    or a bad bucket width.
+    a bad bucket width or currency code, and OUT_OF_RANGE (reason
+    SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
+    narrow the time range or group by time bucket.
     """
     GetIngestionStats: _aio.UnaryUnaryMultiCallable[_logs_pb2.GetIngestionStatsRequest, _logs_pb2.GetIngestionStatsResponse]  # type: ignore[assignment]
     """GetIngestionStats returns the per-client ingestion counters: events
@@ -265,7 +269,9 @@ class LogServiceServicer(metaclass=_abc_1.ABCMeta):
         matching a filter, grouped by any of service, model version, deployment,
         traffic slot, policy, event kind and time bucket. Returns
         INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
-        or a bad bucket width.
+        a bad bucket width or currency code, and OUT_OF_RANGE (reason
+        SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
+        narrow the time range or group by time bucket.
         """
 
     @_abc_1.abstractmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Sequence
@@ -270,7 +271,11 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
         stream_queue_batches=config.log_stream_queue_batches,
     )
     logs = LogService(database, log_settings, observer=LogIngestionMetrics(metrics.registry))
-    interceptor = CallInterceptor(Authenticator(database, enabled=config.auth), metrics)
+    interceptor = CallInterceptor(
+        Authenticator(database, enabled=config.auth),
+        metrics,
+        text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS,
+    )
     grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
     guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
@@ -305,6 +310,21 @@ def _log_banner(server: ModelplaneServer, database: str) -> None:
         log.warning("auth is OFF: anyone who can reach %s may call every RPC", server.target)
 
 
+# Allocations (net of frees) between young-generation collections. Log ingestion holds a few thousand
+# rows of a batch alive at once; with Python's default of 700 it ran hundreds of collections a second,
+# about 7% of the server's time at 60,000 events/s, while finding almost no cycles to free.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_garbage_collection() -> None:
+    """Moves everything made at start-up out of the collector's sight (gc.freeze: it lives as long as the
+    process and would be walked by every full collection) and collects the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 async def _run(config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals]) -> None:
     server = build_server(config)
     stop = asyncio.Event()
@@ -312,6 +332,7 @@ async def _run(config: ServerConfig, database: str, stop_signals: Sequence[signa
     for signum in stop_signals:
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    _tune_garbage_collection()
     _log_banner(server, database)
     try:
         await stop.wait()

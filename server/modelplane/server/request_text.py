@@ -51,11 +51,12 @@ def _walk(message: Message, prefix: str, found: list[FieldViolation]) -> None:
                 _walk(value, f"{path}.", found)
 
 
-def check_request_text(request: object) -> None:
-    """Raises InvalidArgument naming every text field of the request that holds a NUL character."""
+def check_request_text(request: object, prefix: str = "") -> None:
+    """Raises InvalidArgument naming every text field of the request that holds a NUL character; `prefix`
+    (such as "batch.") leads each path, for a message checked apart from the request holding it."""
     if not isinstance(request, Message):
         return
     found: list[FieldViolation] = []
-    _walk(request, "", found)
+    _walk(request, prefix, found)
     if found:
         raise InvalidArgument(found)

@@ -24,7 +24,7 @@ from modelplane.server.filters import (
     text_field,
     timestamp_field,
 )
-from modelplane.server.logs import store, validation
+from modelplane.server.logs import aggregates, store, validation
 from modelplane.server.logs.domain import (
     MAX_BATCH_EVENTS,
     ROW_CACHED_INPUT_TOKENS,
@@ -52,6 +52,8 @@ from modelplane.server.store.pool import Database
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
 TAIL_BATCHES_PER_ROUND = 100
 TAIL_EVENTS_PER_MESSAGE = 1000
+# Transactions of one stream in flight at once: one COPYing while the one before it commits.
+COMMITS_IN_FLIGHT = 2
 # GetIngestionStats lists at most this many clients (the most recently active).
 MAX_STATS_CLIENTS = 1000
 
@@ -131,6 +133,18 @@ def _pricing_of(row: Any) -> Prices:
     )
 
 
+async def _abandon(commits: Sequence[asyncio.Task[LogAck]]) -> None:
+    """Cancels commits a stream no longer waits for and lets them end; their errors are not the stream's
+    (the first failure, already raised, is)."""
+    for task in commits:
+        task.cancel()
+    if commits:
+        await asyncio.wait(commits)
+    for task in commits:
+        if not task.cancelled():
+            task.exception()
+
+
 class LogService:
     def __init__(
         self,
@@ -207,10 +221,14 @@ class LogService:
                     break
         raise InvalidArgument(found)
 
-    async def _priced(self, batches: Sequence[RowBatch]) -> list[RowBatch]:
-        """Batches whose inference events without a cost carry the registry's price of their tokens."""
+    async def _priced(self, batches: Sequence[RowBatch]) -> tuple[list[RowBatch], InvalidArgument | None]:
+        """Batches whose inference events without a cost carry the registry's price of their tokens.
+
+        A price beyond what a stored cost holds refuses its batch: returned are the batches before it,
+        priced, and InvalidArgument naming the event and the batch's sequence (None when all are priced).
+        """
         if not any(b.unpriced for b in batches):
-            return list(batches)
+            return list(batches), None
         wanted: set[tuple[str, int]] = set()
         for b in batches:
             for i in b.unpriced:
@@ -242,14 +260,21 @@ class LogService:
                     cached_input_tokens=int(row[ROW_CACHED_INPUT_TOKENS]),  # type: ignore[call-overload]
                     reasoning_tokens=int(row[ROW_REASONING_TOKENS]),  # type: ignore[call-overload]
                 )
-                cost = (cost_micros(pricing, usage), pricing.currency_code, True)
+                micros = cost_micros(pricing, usage)
+                if micros > validation.MAX_COST_MICROS:
+                    # "batch" is the prefix of every ingestion path (WriteLogEvents and StreamLogEvents).
+                    violation = validation.unpriceable_violation(
+                        f"batch.events[{i}].inference", str(row[ROW_MODEL_VERSION]), pricing, usage, micros
+                    )
+                    return priced, InvalidArgument([violation], metadata={"sequence": str(b.sequence)})
+                cost = (micros, pricing.currency_code, True)
                 rows[i] = row[:ROW_COST] + cost + row[ROW_COST + 3 :]
             priced.append(dataclasses.replace(b, rows=tuple(rows), unpriced=()))
-        return priced
+        return priced, None
 
-    async def _commit(self, batches: Sequence[RowBatch]) -> LogAck:
-        priced = await self._priced(batches)
-        stored = await store.ingest(self._db, priced)
+    async def _commit(self, batches: Sequence[RowBatch], order: store.InOrder | None = None) -> LogAck:
+        """Stores priced batches in one transaction (in its stream's order, with `order`)."""
+        stored = await store.ingest(self._db, batches, order=order)
         received = sum(len(b.rows) for b in batches)
         if self._observer is not None:
             self._observer.observe(batches[0].client_id, received, stored)
@@ -262,7 +287,10 @@ class LogService:
 
     async def write(self, batch: LogBatch | RowBatch) -> LogAck:
         """Stores one batch; returns after COMMIT."""
-        return await self._commit([self._checked(batch, "batch", client_required=False)])
+        priced, refused = await self._priced([self._checked(batch, "batch", client_required=False)])
+        if refused is not None:
+            raise refused
+        return await self._commit(priced)
 
     async def stream(self, batches: AsyncIterator[LogBatch | RowBatch]) -> AsyncIterator[LogAck]:
         """Commits batches in arrival order, acknowledging after each commit.
@@ -270,6 +298,10 @@ class LogService:
         A reader task moves batches into a queue of `stream_queue_batches`; when it is full the reader
         waits, stops pulling from gRPC, and HTTP/2 flow control pushes back on the client. Batches
         that queued up meanwhile are committed together in one transaction and one acknowledgement.
+        Two such transactions overlap: one COPYs its rows while the one before it commits (the database
+        is otherwise idle through each commit's round trips), and they commit in order (store.InOrder).
+        A bad batch ends the stream after the batches before it are committed and acknowledged; none
+        after it is committed.
         """
         bound = max(1, self.settings.stream_queue_batches)
         queue: asyncio.Queue[LogBatch | RowBatch | Exception | None] = asyncio.Queue(maxsize=bound)
@@ -288,9 +320,29 @@ class LogService:
 
         reader = asyncio.create_task(read(), name="modelplane-log-stream-reader")
         client_id: str | None = None
+        # Commits started and not yet acknowledged, oldest first: at most COMMITS_IN_FLIGHT.
+        committing: list[tuple[asyncio.Task[LogAck], store.InOrder]] = []
         try:
             while True:
-                items = [await queue.get()]
+                # Acknowledge what has committed, oldest first, before waiting for more: a client may wait
+                # for an acknowledgement before it sends again.
+                while committing and committing[0][0].done():
+                    ack = committing[0][0].result()
+                    committing.pop(0)
+                    yield ack
+                if committing and queue.empty():
+                    getter = asyncio.ensure_future(queue.get())
+                    try:
+                        await asyncio.wait({getter, committing[0][0]}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        got = getter.done()
+                        if not got:
+                            getter.cancel()  # what comes stays queued for the next round
+                    if not got:
+                        continue  # the oldest commit ended: acknowledge it first
+                    items = [getter.result()]
+                else:
+                    items = [await queue.get()]
                 while (
                     len(items) < bound and isinstance(items[-1], (LogBatch, RowBatch)) and not queue.empty()
                 ):
@@ -319,7 +371,19 @@ class LogService:
                     client_id = item.client_id
                     ready.append(checked)
                 if ready:
-                    yield await self._commit(ready)
+                    priced, refused = await self._priced(ready)
+                    if priced:
+                        order = store.InOrder(committing[-1][1] if committing else None)
+                        task = asyncio.create_task(self._commit(priced, order), name="modelplane-log-commit")
+                        committing.append((task, order))
+                    failure = refused or failure
+                # A full pipeline, the end or a bad batch: acknowledge the oldest (at the end, all).
+                while committing and (
+                    len(committing) >= COMMITS_IN_FLIGHT or failure is not None or finished
+                ):
+                    ack = await committing[0][0]
+                    committing.pop(0)
+                    yield ack
                 if failure is not None:
                     raise failure
                 if finished:
@@ -328,6 +392,7 @@ class LogService:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            await _abandon([task for task, _ in committing])
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -367,9 +432,12 @@ class LogService:
                 await asyncio.sleep(self.settings.tail_poll_interval)
 
     async def aggregate(self, query: AggregateQuery) -> list[LogGroup]:
+        found = validation.aggregate_violations(query)
+        if found:
+            raise InvalidArgument(found)
         compiled = compile_filter(query.filter_text, LOG_FILTER)
         async with self._db.connection() as conn:
-            return await store.aggregate(
+            return await aggregates.aggregate(
                 conn,
                 where=compiled.sql,
                 params=compiled.params,

@@ -1,4 +1,4 @@
-"""SQL of the log collector: idempotent batch ingestion, partitions, retention, queries, tail and aggregates.
+"""SQL of the log collector: idempotent batch ingestion, partitions, retention, queries and tail.
 
 Ingestion COPYs a group of batches into a per-connection staging table and moves them with one
 `INSERT ... SELECT ... ON CONFLICT DO NOTHING` into the partitioned `log_events`: a resent event (same
@@ -9,9 +9,10 @@ transaction, so what a client is told after COMMIT is exactly what is stored.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,14 +25,12 @@ from modelplane.server.logs.domain import (
     ControlPlaneChange,
     Decision,
     EventKind,
-    GroupBy,
     Guardrail,
     Inference,
     InferenceStatus,
     IngestionStats,
     Links,
     LogEvent,
-    LogGroup,
     LogLevel,
     Money,
     Routing,
@@ -313,15 +312,47 @@ async def _copy_deduplicated(conn: Connection, rows: Sequence[Row], batch_id: in
     return int(result["n"]), result["lo"], result["hi"]
 
 
-async def _store(conn: Connection, batches: Sequence[RowBatch], *, deduplicate: bool) -> Stored:
+class PredecessorFailed(Exception):
+    """The ingestion this one was to commit after did not commit, so this one rolled back."""
+
+
+class InOrder:
+    """One of a stream's ingestions among the others, so that two of them overlap and still commit in
+    order: each starts its COPY once the one before has all its rows in (so the one before never waits
+    on this one's rows), and takes the client's counters, the tail feed and COMMIT once the one before
+    has committed."""
+
+    def __init__(self, before: InOrder | None) -> None:
+        self.before = before
+        self.rows_in = asyncio.Event()
+        self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def finish(self, committed: bool) -> None:
+        if not self.finished.done():
+            self.finished.set_result(committed)
+        self.before = None  # a long stream must not keep a chain of every ingestion alive
+
+    async def rows_may_go_in(self) -> None:
+        before = self.before
+        if before is not None and not before.finished.done():
+            rows_in: asyncio.Future[bool] = asyncio.ensure_future(before.rows_in.wait())
+            try:
+                await asyncio.wait({rows_in, before.finished}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                rows_in.cancel()
+
+    async def may_commit(self) -> None:
+        before = self.before
+        # Shielded: a cancelled follower must not cancel what the one before waits on.
+        if before is not None and not await asyncio.shield(before.finished):
+            raise PredecessorFailed("the ingestion before this one did not commit")
+
+
+async def _store(
+    conn: Connection, batches: Sequence[RowBatch], *, deduplicate: bool, order: InOrder | None
+) -> Stored:
     client_id = batches[0].client_id
-    head = await conn.fetchrow(
-        "SELECT nextval('log_ingest_batches') AS batch,"
-        " (SELECT last_sequence FROM log_ingestion_clients WHERE client_id = $1 FOR UPDATE) AS last",
-        client_id,
-    )
-    assert head is not None
-    batch_id = int(head["batch"])
+    batch_id = int(await conn.fetchval("SELECT nextval('log_ingest_batches')"))
     rows = [row for batch in batches for row in batch.rows]
     inserted = 0
     lo = hi = None
@@ -333,9 +364,17 @@ async def _store(conn: Connection, batches: Sequence[RowBatch], *, deduplicate: 
             times = [row[0] for row in rows]
             lo, hi = min(times), max(times)  # type: ignore[type-var]
     duplicates = len(rows) - inserted
+    if order is not None:
+        order.rows_in.set()
+        await order.may_commit()
     gaps = dropped = 0
     if client_id:
-        last = int(head["last"] or 0)
+        last = int(
+            await conn.fetchval(
+                "SELECT last_sequence FROM log_ingestion_clients WHERE client_id = $1 FOR UPDATE", client_id
+            )
+            or 0
+        )
         for batch in batches:
             if batch.sequence == 0:
                 dropped += batch.dropped_since_last
@@ -369,7 +408,7 @@ async def _store(conn: Connection, batches: Sequence[RowBatch], *, deduplicate: 
     return Stored(accepted=inserted, duplicates=duplicates, dropped=dropped, gaps=gaps)
 
 
-async def ingest(database: Database, batches: Sequence[RowBatch]) -> Stored:
+async def ingest(database: Database, batches: Sequence[RowBatch], *, order: InOrder | None = None) -> Stored:
     """Stores the rows of `batches` (all of one client) in one transaction; returns after COMMIT.
 
     The rows are first COPYed straight into log_events, the cheapest way in; resends are rare, so
@@ -377,16 +416,33 @@ async def ingest(database: Database, batches: Sequence[RowBatch]) -> Stored:
     staging table, which skips what is stored. A missing daily partition (an event from a day not
     created yet) is created in its own transaction and the ingestion runs again; nothing of a failed
     attempt was kept.
+
+    With `order`, this ingestion overlaps the one before it in its stream and commits after it (see
+    InOrder); PredecessorFailed, with nothing kept, when that one did not commit.
     """
+    try:
+        stored = await _ingest(database, batches, order)
+    except BaseException:
+        if order is not None:
+            order.finish(committed=False)
+        raise
+    if order is not None:
+        order.finish(committed=True)
+    return stored
+
+
+async def _ingest(database: Database, batches: Sequence[RowBatch], order: InOrder | None) -> Stored:
     deduplicate = False
     for attempt in range(4):
+        if order is not None:
+            await order.rows_may_go_in()
         try:
             async with database.connection() as conn:
                 try:
                     if deduplicate:
                         await _ensure_staging(conn)
                     async with conn.transaction():
-                        return await _store(conn, batches, deduplicate=deduplicate)
+                        return await _store(conn, batches, deduplicate=deduplicate, order=order)
                 except CONNECTION_ERRORS as exc:
                     raise StorageUnavailable("the database is unavailable; retry shortly") from exc
         except asyncpg.UniqueViolationError:
@@ -463,85 +519,6 @@ async def tail_after(
         max(b["max_time"] for b in batches),
     )
     return int(batches[-1]["number"]), rows
-
-
-_GROUP_SQL: Mapping[GroupBy, str] = {
-    GroupBy.SERVICE: "service",
-    GroupBy.MODEL_VERSION: "model_version",
-    GroupBy.DEPLOYMENT: "deployment",
-    GroupBy.TRAFFIC_SLOT: "traffic_slot",
-    GroupBy.POLICY: "policy",
-    GroupBy.KIND: "kind",
-}
-
-
-async def aggregate(
-    conn: Connection,
-    *,
-    where: str,
-    params: Sequence[object],
-    group_by: Sequence[GroupBy],
-    bucket_seconds: int,
-    currency_code: str,
-) -> list[LogGroup]:
-    args: list[object] = list(params)
-    args.append(currency_code)
-    currency = f"${len(args)}"
-    keys: list[str] = []
-    for group in group_by:
-        if group is GroupBy.TIME_BUCKET:
-            args.append(timedelta(seconds=bucket_seconds))
-            expression = f"date_bin(${len(args)}::interval, event_time, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
-        else:
-            expression = _GROUP_SQL[group]
-        keys.append(f"{expression} AS {group.value}")
-    names = ", ".join(g.value for g in group_by)
-    rows = await conn.fetch(
-        f"SELECT {''.join(k + ', ' for k in keys)}"
-        " count(*) AS n, count(*) FILTER (WHERE is_error) AS errors, count(latency_us) AS latencies,"
-        " percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_us) AS pct,"
-        " coalesce(sum(input_tokens), 0)::bigint AS input_tokens,"
-        " coalesce(sum(output_tokens), 0)::bigint AS output_tokens,"
-        " coalesce(sum(cached_input_tokens), 0)::bigint AS cached_input_tokens,"
-        " coalesce(sum(reasoning_tokens), 0)::bigint AS reasoning_tokens,"
-        f" coalesce(sum(cost_micros) FILTER (WHERE cost_currency = {currency}), 0)::bigint AS cost,"
-        " count(*) FILTER (WHERE kind = 'guardrail') AS checks,"
-        " count(*) FILTER (WHERE kind = 'guardrail' AND decision = 'block') AS blocks"
-        f" FROM log_events WHERE {where}"
-        + (f" GROUP BY {names} ORDER BY {names}" if group_by else "")
-        + (" HAVING count(*) > 0" if not group_by else ""),
-        *args,
-    )
-    groups: list[LogGroup] = []
-    for row in rows:
-        values = dict(row)
-        pct = values["pct"] or [None, None, None]
-        kind = values.get("kind")
-        groups.append(
-            LogGroup(
-                service=values.get("service") or "",
-                model_version=values.get("model_version") or "",
-                deployment=values.get("deployment") or "",
-                traffic_slot=TrafficSlot(values.get("traffic_slot") or ""),
-                policy=values.get("policy") or "",
-                kind=EventKind(kind) if kind else None,
-                bucket_start=values.get("time_bucket"),
-                count=int(values["n"]),
-                error_count=int(values["errors"]),
-                latency_count=int(values["latencies"]),
-                latency_p50_us=pct[0],
-                latency_p95_us=pct[1],
-                latency_p99_us=pct[2],
-                input_tokens=int(values["input_tokens"]),
-                output_tokens=int(values["output_tokens"]),
-                cached_input_tokens=int(values["cached_input_tokens"]),
-                reasoning_tokens=int(values["reasoning_tokens"]),
-                cost=Money(currency_code, int(values["cost"])),
-                guardrail_checks=int(values["checks"]),
-                guardrail_blocks=int(values["blocks"]),
-            )
-        )
-    return groups
 
 
 def _stats(row: Any, client_id: str | None = None) -> IngestionStats:

@@ -1,4 +1,5 @@
-"""The rules a log event must follow before it is stored, each broken rule reported with its field path.
+"""The rules a log event must follow before it is stored (and those of an aggregate request), each broken
+rule reported with its field path.
 
 Also fills the links from the payload (an inference's model version, a route's deployment and slot, a
 check's policy and revision), so that every event is linked the same way whichever place the client
@@ -12,9 +13,12 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
+from modelplane.inference.pricing import Prices
+from modelplane.inference.providers import TokenUsage
 from modelplane.server.errors import FieldViolation
 from modelplane.server.logs.domain import (
     MAX_BATCH_EVENTS,
+    AggregateQuery,
     ControlPlaneChange,
     Guardrail,
     Inference,
@@ -37,11 +41,15 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 MAX_DROPPED_PER_BATCH = 10**12
 # A batch stops being checked after this many problems: the status would only grow.
 MAX_REPORTED_VIOLATIONS = 20
+# The largest cost an event can carry: costs are stored as a bigint of micro-units.
+MAX_COST_MICROS = 2**63 - 1
 
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SERVICE_NAME = re.compile(r"[a-z0-9._-]{1,63}")
 ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_.]{0,62}")
 SHORT_NAME = re.compile(r"[A-Za-z0-9._:/-]{0,63}")
+# ASCII only: str.isupper() would also take "ÄÖÜ".
+CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
 
 def _text(found: list[FieldViolation], path: str, value: str, limit: int) -> None:
@@ -120,7 +128,7 @@ def _payload(found: list[FieldViolation], prefix: str, event: LogEvent) -> None:
         if payload.latency_us is not None:
             _count(found, f"{path}.latency", payload.latency_us)
         if payload.cost is not None:
-            if not re.fullmatch(r"[A-Z]{3}", payload.cost.currency_code):
+            if not CURRENCY_CODE.fullmatch(payload.cost.currency_code):
                 found.append(
                     FieldViolation(f"{path}.cost.currency_code", "must be an ISO 4217 code like USD")
                 )
@@ -210,4 +218,35 @@ def check_batch_header(batch: LogBatch, prefix: str, *, client_required: bool) -
         found.append(
             FieldViolation(f"{prefix}.events", f"at most {MAX_BATCH_EVENTS} events, got {len(batch.events)}")
         )
+    return found
+
+
+def unpriceable_violation(
+    path: str, version: str, prices: Prices, usage: TokenUsage, micros: int
+) -> FieldViolation:
+    """What is wrong with an inference without a cost whose tokens, at its version's registry prices, cost
+    more than MAX_COST_MICROS; `path` is the inference payload's. It names the token count with the
+    largest part of the cost: the count most likely to be wrong."""
+    cached_price = prices.input if prices.cached_input is None else prices.cached_input
+    reasoning_price = prices.output if prices.reasoning is None else prices.reasoning
+    parts = {
+        "input_tokens": (usage.input_tokens - usage.cached_input_tokens) * prices.input,
+        "cached_input_tokens": usage.cached_input_tokens * cached_price,
+        "output_tokens": (usage.output_tokens - usage.reasoning_tokens) * prices.output,
+        "reasoning_tokens": usage.reasoning_tokens * reasoning_price,
+    }
+    field = max(parts, key=lambda name: parts[name])
+    return FieldViolation(
+        f"{path}.{field}",
+        f"without a cost, the tokens are priced at the registry prices of {version}: {micros} micro-units of"
+        f" {prices.currency_code}, beyond the largest cost of {MAX_COST_MICROS}; correct the token counts or"
+        " send the cost",
+    )
+
+
+def aggregate_violations(query: AggregateQuery) -> list[FieldViolation]:
+    """What is wrong with an aggregate request beyond what conversion checks (the same rule as events')."""
+    found: list[FieldViolation] = []
+    if not CURRENCY_CODE.fullmatch(query.currency_code):
+        found.append(FieldViolation("currency_code", "must be an ISO 4217 code like USD, or empty"))
     return found
