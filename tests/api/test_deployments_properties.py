@@ -16,36 +16,47 @@ each example on that loop; pytest-asyncio's per-test loops never touch the serve
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import functools
-import string
 import uuid
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
-import asyncpg
 import grpc
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2, message_factory, timestamp_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from modelplane.server import pagination
-from modelplane.server.app import ModelplaneServer, build_server
-from modelplane.server.auth.roles import method_path
-from modelplane.server.config import ServerConfig
-from modelplane.server.store.urls import with_database
 from modelplane.v1 import deployments_pb2 as pb
 from modelplane.v1 import registry_pb2 as rpb
 from modelplane.v1.deployments_pb2_grpc import DeploymentServiceStub
 from modelplane.v1.registry_pb2_grpc import ModelRegistryServiceStub
-from tests.support.rich_errors import RichError, rich
-
-T = TypeVar("T")
+from tests.support.live_server import (
+    EXAMPLES,
+    MAX_REQUEST_BYTES,
+    LiveServer,
+    Request,
+    check_error,
+    described,
+    start_live_server,
+)
+from tests.support.proto_strategies import (
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    UNICODE,
+    ProtoStrategies,
+    any_text,
+    merged,
+    message_class,
+    page_tokens_from,
+    small_text,
+)
+from tests.support.rich_errors import RichError
 
 SERVICE = pb.DESCRIPTOR.services_by_name["DeploymentService"]
 METHODS: list[MethodDescriptor] = list(SERVICE.methods)
@@ -112,20 +123,10 @@ DOCUMENTED: dict[str, dict[grpc.StatusCode, frozenset[str]]] = {
     "WatchDeployment": {IA: _BAD_FIELD, grpc.StatusCode.OUT_OF_RANGE: frozenset({"REVISION_COMPACTED"})},
 }
 
-# Bounds one call so that a hang fails the example instead of the whole run; not a performance bound.
-CALL_TIMEOUT = 20.0
-# Requests stay below the server's 4 MiB receive limit: RESOURCE_EXHAUSTED from gRPC itself is not the
-# deployment manager's answer.
-MAX_REQUEST_BYTES = 3_000_000
-EXAMPLES = 30
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Values
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-UINT32_MAX, UINT64_MAX = 2**32 - 1, 2**64 - 1
 # google.protobuf.Duration's valid range of seconds.
 DURATION_MAX_SECONDS = 315_537_897_599
 
@@ -149,18 +150,6 @@ QUIET_MODEL = f"models/{QUIET_MODEL_ID}"
 QUIET_VERSIONS = [f"{QUIET_MODEL}/versions/{n}" for n in range(1, 4)]
 # Page tokens from real list calls at seed time; a token from one list sent to another must fail cleanly.
 REAL_PAGE_TOKENS: list[str] = []
-
-# Everything but lone surrogates, which a protobuf string cannot hold. NUL is in: Postgres text cannot hold
-# it, so it must be refused by field path before it gets there.
-UNICODE = st.characters(exclude_categories=["Cs"])
-
-small_text = st.text(UNICODE, max_size=40)
-ascii_text = st.text(string.printable, max_size=40)
-huge_text = st.builds(lambda char, count: char * count, UNICODE, st.integers(1_000, 120_000))
-special_text = st.sampled_from(
-    ["", " ", "\t", "\x00", "*", "-", "/", "%", "_", "'", '"', "\\", "é", "\U0001d54f", "\u202e", "\ufeff"]
-)
-any_text = st.one_of(small_text, ascii_text, special_text, huge_text)
 
 ids = st.one_of(
     st.sampled_from([*DEPLOYMENT_IDS, "missing", "prod", "chat", "a", "-", "Web", "web-", "9lives"]),
@@ -210,27 +199,7 @@ routing_keys = st.one_of(
     any_text,
 )
 
-
-def _mutated(token: str, position: int, char: str) -> str:
-    if not token:
-        return char
-    index = position % len(token)
-    return token[:index] + char + token[index + 1 :]
-
-
-# Deferred: the real tokens exist only once the module's server has been seeded.
-page_tokens = st.one_of(
-    st.deferred(lambda: st.sampled_from(REAL_PAGE_TOKENS or [""])),
-    st.builds(
-        _mutated,
-        st.deferred(lambda: st.sampled_from(REAL_PAGE_TOKENS or ["x"])),
-        st.integers(0, 500),
-        st.sampled_from(list("AZaz09-_=+/.")),
-    ),
-    st.binary(max_size=300).map(lambda raw: base64.urlsafe_b64encode(raw).decode()),
-    st.sampled_from(["e30", "bnVsbA", "W10", "MQ", "eyJ2IjogOTl9"]),  # {}, null, [], 1, {"v": 99}
-    any_text,
-)
+page_tokens = page_tokens_from(REAL_PAGE_TOKENS)
 request_ids = st.one_of(
     st.just(""), st.uuids().map(str), st.sampled_from(["repeat-1", "repeat-2", "r" * 129]), any_text
 )
@@ -257,47 +226,6 @@ TEXT_BY_FIELD: dict[str, st.SearchStrategy[str]] = {
     "description": st.one_of(st.sampled_from(["fuzz", "d" * 4000, "d" * 4001]), any_text),
 }
 
-
-def _ints(low: int, high: int) -> st.SearchStrategy[int]:
-    edges = [
-        value
-        for value in (
-            0,
-            1,
-            -1,
-            2,
-            50,
-            999,
-            1000,
-            1001,
-            5000,
-            9999,
-            10_000,
-            10_001,
-            low,
-            high,
-            low + 1,
-            high - 1,
-        )
-        if low <= value <= high
-    ]
-    return st.one_of(
-        st.sampled_from(edges), st.integers(low, high), st.integers(max(low, -10), min(high, 10_100))
-    )
-
-
-INTS: dict[int, st.SearchStrategy[int]] = {
-    FieldDescriptor.TYPE_INT64: _ints(INT64_MIN, INT64_MAX),
-    FieldDescriptor.TYPE_SINT64: _ints(INT64_MIN, INT64_MAX),
-    FieldDescriptor.TYPE_SFIXED64: _ints(INT64_MIN, INT64_MAX),
-    FieldDescriptor.TYPE_INT32: _ints(INT32_MIN, INT32_MAX),
-    FieldDescriptor.TYPE_SINT32: _ints(INT32_MIN, INT32_MAX),
-    FieldDescriptor.TYPE_SFIXED32: _ints(INT32_MIN, INT32_MAX),
-    FieldDescriptor.TYPE_UINT32: _ints(0, UINT32_MAX),
-    FieldDescriptor.TYPE_FIXED32: _ints(0, UINT32_MAX),
-    FieldDescriptor.TYPE_UINT64: _ints(0, UINT64_MAX),
-    FieldDescriptor.TYPE_FIXED64: _ints(0, UINT64_MAX),
-}
 
 # Durations and timestamps as the wire allows them (any int64 seconds, any int32 nanos), not only as the
 # well-known types' rules allow them.
@@ -346,9 +274,12 @@ WELL_KNOWN: dict[str, st.SearchStrategy[Message]] = {
     duration_pb2.Duration.DESCRIPTOR.full_name: durations,
 }
 
-
-def _mask_paths(target: Descriptor | None) -> st.SearchStrategy[list[str]]:
-    known = [
+proto = ProtoStrategies(
+    text_by_field=TEXT_BY_FIELD,
+    int_edges=(0, 1, -1, 2, 50, 999, 1000, 1001, 5000, 9999, 10_000, 10_001),
+    near_zero_max=10_100,
+    map_keys=label_keys,
+    mask_paths=[
         "*",
         "",
         "description",
@@ -361,119 +292,9 @@ def _mask_paths(target: Descriptor | None) -> st.SearchStrategy[list[str]]:
         "labels.team",
         "x.y",
         "*.*",
-    ]
-    if target is not None:
-        known += [field.name for field in target.fields]
-    return st.lists(st.one_of(st.sampled_from(known), small_text), max_size=5)
-
-
-def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
-    if field.type == FieldDescriptor.TYPE_STRING:
-        return TEXT_BY_FIELD.get(field.name, any_text)
-    if field.type == FieldDescriptor.TYPE_BYTES:
-        return st.binary(max_size=100)
-    if field.type == FieldDescriptor.TYPE_BOOL:
-        return st.booleans()
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        assert field.enum_type is not None, field.full_name
-        known = [value.number for value in field.enum_type.values]
-        # Open enums carry any int32 on the wire; a number no version of the contract knows must be refused.
-        return st.one_of(st.sampled_from(known), st.integers(INT32_MIN, INT32_MAX))
-    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        return st.floats(width=32 if field.type == FieldDescriptor.TYPE_FLOAT else 64)
-    return INTS[field.type]
-
-
-def _message_type(field: FieldDescriptor) -> Descriptor:
-    assert field.message_type is not None, field.full_name
-    return field.message_type
-
-
-def _message_class(descriptor: Descriptor) -> type[Message]:
-    return message_factory.GetMessageClass(descriptor)
-
-
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == FieldDescriptor.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry
-
-
-def _field_value(
-    field: FieldDescriptor, owner: Descriptor, depth: int, sparse: bool
-) -> st.SearchStrategy[Any]:
-    if _is_map(field):
-        key_field = _message_type(field).fields_by_name["key"]
-        value_field = _message_type(field).fields_by_name["value"]
-        keys = label_keys if key_field.type == FieldDescriptor.TYPE_STRING else _scalar(key_field)
-        return st.dictionaries(keys, _single_value(value_field, owner, depth, sparse), max_size=4)
-    if field.is_repeated:
-        return st.lists(_single_value(field, owner, depth, sparse), max_size=4)
-    return _single_value(field, owner, depth, sparse)
-
-
-def _single_value(
-    field: FieldDescriptor, owner: Descriptor, depth: int, sparse: bool
-) -> st.SearchStrategy[Any]:
-    if field.type != FieldDescriptor.TYPE_MESSAGE:
-        return _scalar(field)
-    target = _message_type(field)
-    if target.full_name in WELL_KNOWN:
-        return WELL_KNOWN[target.full_name]
-    if target.full_name == field_mask_pb2.FieldMask.DESCRIPTOR.full_name:
-        # A mask names fields of the resource it updates: the message-typed field beside it.
-        targets = [
-            _message_type(f)
-            for f in owner.fields
-            if f.type == FieldDescriptor.TYPE_MESSAGE and f is not field
-        ]
-        return _mask_paths(targets[0] if targets else None).map(
-            lambda paths: field_mask_pb2.FieldMask(paths=paths)
-        )
-    return messages(target, depth + 1, sparse=sparse)
-
-
-def _build(descriptor: Descriptor, values: dict[str, Any]) -> Message:
-    message = _message_class(descriptor)()
-    for name, value in values.items():
-        field = descriptor.fields_by_name[name]
-        target = getattr(message, name)
-        if _is_map(field):
-            if _message_type(field).fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
-                for key, item in value.items():
-                    target[key].CopyFrom(item)
-            else:
-                target.update(value)
-        elif field.is_repeated:
-            target.extend(value)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            # Setting one member of a oneof clears the others: the last one drawn wins.
-            target.CopyFrom(value)
-        else:
-            setattr(message, name, value)
-    return message
-
-
-MAX_DEPTH = 3
-
-
-def messages(descriptor: Descriptor, depth: int = 0, *, sparse: bool = False) -> st.SearchStrategy[Message]:
-    """Messages of `descriptor` with random values in any subset of their fields, or in at most two."""
-    if depth > MAX_DEPTH:
-        return st.just(_message_class(descriptor)())
-    if sparse:
-        return (
-            st.lists(st.sampled_from([field.name for field in descriptor.fields]), unique=True, max_size=2)
-            .flatmap(
-                lambda names: st.fixed_dictionaries(
-                    {
-                        name: _field_value(descriptor.fields_by_name[name], descriptor, depth, sparse)
-                        for name in names
-                    }
-                )
-            )
-            .map(lambda values: _build(descriptor, values))
-        )
-    fields = {field.name: _field_value(field, descriptor, depth, sparse) for field in descriptor.fields}
-    return st.fixed_dictionaries({}, optional=fields).map(lambda values: _build(descriptor, values))
+    ],
+    well_known=WELL_KNOWN,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -635,79 +456,20 @@ VALID_REQUESTS: dict[str, st.SearchStrategy[Message]] = {
 }
 
 
-def _merged(base: Message, change: Message) -> Message:
-    merged = type(base)()
-    merged.CopyFrom(base)
-    merged.MergeFrom(change)
-    return merged
-
-
 @functools.cache
 def requests_of(method: MethodDescriptor) -> st.SearchStrategy[Message]:
     """Fully random requests, valid ones, and valid ones with a few fields changed to random values."""
 
     def define() -> st.SearchStrategy[Message]:
         base = VALID_REQUESTS[method.name]
-        near_valid = st.builds(_merged, base, messages(method.input_type, sparse=True))
-        return st.one_of(messages(method.input_type), near_valid, base)
+        near_valid = st.builds(merged, base, proto.messages(method.input_type, sparse=True))
+        return st.one_of(proto.messages(method.input_type), near_valid, base)
 
     return st.deferred(define)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The server
-
-
-@dataclass
-class LiveServer:
-    """A server with auth off on the module's own event loop, and a channel to it."""
-
-    loop: asyncio.AbstractEventLoop
-    server: ModelplaneServer
-    channel: grpc.aio.Channel
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
-
-    async def call(
-        self, method: MethodDescriptor, request: Message
-    ) -> tuple[RichError | None, list[Message]]:
-        """The rich error (None on OK) and the response (a stream's first message, then it is cancelled)."""
-        output_class = _message_class(method.output_type)
-        path = method_path(SERVICE, method.name)
-        responses: list[Message] = []
-        try:
-            if method.server_streaming:
-                stream = self.channel.unary_stream(
-                    path, request_serializer=_serialize, response_deserializer=output_class.FromString
-                )(request, timeout=CALL_TIMEOUT)
-                try:
-                    first = await stream.read()
-                    # Anything but a message is the end of the stream (grpc.aio.EOF).
-                    if isinstance(first, Message):
-                        responses.append(first)
-                finally:
-                    stream.cancel()
-            else:
-                responses.append(
-                    await self.channel.unary_unary(
-                        path, request_serializer=_serialize, response_deserializer=output_class.FromString
-                    )(request, timeout=CALL_TIMEOUT)
-                )
-        except grpc.aio.AioRpcError as error:
-            return rich(error), responses
-        return None, responses
-
-    def expect(self, method_name: str, request: Message) -> tuple[RichError | None, list[Message]]:
-        """One call checked against the property; its outcome for the case's own assertions."""
-        method = SERVICE.methods_by_name[method_name]
-        error, responses = self.run(self.call(method, request))
-        check_outcome(method, request, error, responses)
-        return error, responses
-
-
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
 
 
 def _version_request(parent: str, uri: str) -> rpb.CreateModelVersionRequest:
@@ -821,52 +583,12 @@ async def _seed(channel: grpc.aio.Channel) -> list[str]:
     return tokens
 
 
-async def _start_server(admin_url: str, template: str) -> tuple[str, ModelplaneServer, grpc.aio.Channel]:
-    name = f"mp_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await conn.close()
-    server = build_server(
-        ServerConfig(
-            address="127.0.0.1:0",
-            database_url=with_database(admin_url, name),
-            auth=False,
-            health_probe_interval=0.1,
-            shutdown_grace=1.0,
-            watch_progress_interval=0.2,
-        )
-    )
-    await server.start()
-    await server.wait_serving(timeout=30)
-    return name, server, grpc.aio.insecure_channel(server.target)
-
-
-async def _stop(admin_url: str, name: str, server: ModelplaneServer, channel: grpc.aio.Channel) -> None:
-    await channel.close(grace=None)
-    await server.stop(grace=0)
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def live(admin_url: str, template_database: str) -> Iterator[LiveServer]:
     """One seeded server for the module on a loop of its own, so that hypothesis examples can share it."""
-    loop = asyncio.new_event_loop()
-    try:
-        name, server, channel = loop.run_until_complete(_start_server(admin_url, template_database))
-        try:
-            REAL_PAGE_TOKENS[:] = loop.run_until_complete(_seed(channel))
-            yield LiveServer(loop, server, channel)
-        finally:
-            loop.run_until_complete(_stop(admin_url, name, server, channel))
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+    with start_live_server(admin_url, template_database, SERVICE, check_outcome) as server:
+        REAL_PAGE_TOKENS[:] = server.run(_seed(server.channel))
+        yield server
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -874,22 +596,14 @@ def live(admin_url: str, template_database: str) -> Iterator[LiveServer]:
 
 
 def check_outcome(
-    method: MethodDescriptor, request: Message, error: RichError | None, responses: list[Message]
+    method: MethodDescriptor, request: Request, error: RichError | None, responses: list[Message]
 ) -> None:
-    where = f"{method.name}({request!r:.2000})"
+    where = described(method, request)
     if error is None:
         # A watch that is still open has always sent something first: the deployment or a progress mark.
         assert responses, f"no response from {where}"
         return
-    allowed = DOCUMENTED[method.name]
-    assert error.code in allowed, f"{error.code.name} from {where}: {error.message}"
-    assert error.domain == "modelplane", (
-        f"no ErrorInfo in the modelplane domain on {error.code.name} from {where}"
-    )
-    assert error.reason in allowed[error.code], f"undocumented {error.code.name} {error.reason} from {where}"
-    if error.code == grpc.StatusCode.INVALID_ARGUMENT:
-        assert error.field_paths, f"INVALID_ARGUMENT without field violations from {where}: {error.message}"
-        assert all(path.strip() for path in error.field_paths), f"an empty field path from {where}: {error}"
+    check_error(error, where, DOCUMENTED[method.name])
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
@@ -1333,7 +1047,7 @@ def _forged_token(fingerprint: str, key: object) -> str:
 
 
 def _forged_list(method_name: str, parent: str, key: object) -> Message:
-    request_class = _message_class(SERVICE.methods_by_name[method_name].input_type)
+    request_class = message_class(SERVICE.methods_by_name[method_name].input_type)
     token = _forged_token(pagination.query_fingerprint(method_name, parent), key)
     return request_class(parent=parent, page_token=token)
 
@@ -1404,7 +1118,7 @@ def test_a_negative_start_revision_is_refused(live: LiveServer, revision: int) -
 @pytest.mark.parametrize("method_name", ["ListDeployments", "ListRollouts", "ListDeploymentHistory"])
 @pytest.mark.parametrize("size", [INT32_MIN, -1])
 def test_a_negative_page_size_is_refused(live: LiveServer, method_name: str, size: int) -> None:
-    request_class = _message_class(SERVICE.methods_by_name[method_name].input_type)
+    request_class = message_class(SERVICE.methods_by_name[method_name].input_type)
     request = request_class(page_size=size)
     if method_name != "ListDeployments":
         request.parent = "deployments/web"  # type: ignore[attr-defined]
