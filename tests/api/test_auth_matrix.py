@@ -8,7 +8,6 @@ that a wrong table cannot make the matrix agree with itself.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import guardrails_pb2 as gpb
 from modelplane.v1 import logs_pb2 as lpb
 from modelplane.v1 import registry_pb2 as pb
+from tests.support.live_server import create_database, drop_database
 from tests.support.rich_errors import RichError, rich
 
 # Every async test shares the loop of the module's server.
@@ -375,28 +375,10 @@ def _channel(target: str, authorization: str | None) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials)
 
 
-async def _create_database(admin_url: str, template: str) -> str:
-    name = f"mp_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await conn.close()
-    return name
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def auth_server(admin_url: str, template_database: str) -> AsyncIterator[AuthServer]:
     """One server with auth on for the whole module, with a token per role, a revoked and two bad ones."""
-    name = await _create_database(admin_url, template_database)
+    name = await create_database(admin_url, template_database)
     url = with_database(admin_url, name)
     authorizations: dict[str, str | None] = {"none": None}
     conn = await asyncpg.connect(url, timeout=10)
@@ -434,7 +416,7 @@ async def auth_server(admin_url: str, template_database: str) -> AsyncIterator[A
         for channel in channels.values():
             await channel.close(grace=None)
         await server.stop(grace=0)
-        await _drop_database(admin_url, name)
+        await drop_database(admin_url, name)
 
 
 def _service(name: str) -> ServiceDescriptor:

@@ -148,13 +148,27 @@ def start_live_server(
         loop.close()
 
 
-async def _start(admin_url: str, template: str) -> tuple[str, ModelplaneServer, grpc.aio.Channel]:
+async def create_database(admin_url: str, template: str) -> str:
+    """A new database copied from `template` (migrated, maybe seeded); its name."""
     name = f"mp_test_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     finally:
         await conn.close()
+    return name
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _start(admin_url: str, template: str) -> tuple[str, ModelplaneServer, grpc.aio.Channel]:
+    name = await create_database(admin_url, template)
     server = build_server(
         ServerConfig(
             address="127.0.0.1:0",
@@ -173,11 +187,7 @@ async def _start(admin_url: str, template: str) -> tuple[str, ModelplaneServer, 
 async def _stop(admin_url: str, name: str, server: ModelplaneServer, channel: grpc.aio.Channel) -> None:
     await channel.close(grace=None)
     await server.stop(grace=0)
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(admin_url, name)
 
 
 # ---------------------------------------------------------------------------------------------------------
