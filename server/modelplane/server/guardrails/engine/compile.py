@@ -5,15 +5,21 @@ terms, so the text is read once by a DFA; only the patterns the set reports run 
 spans, and validators (Luhn, mod-97, ...) run on those candidates only. Banned terms of every rule live in
 one Aho-Corasick automaton over a case-folded copy of the text; it runs when the prefilter saw a term (or
 always, for non-ASCII text, where the automaton's folding is the reference).
+
+A check of a short text costs microseconds, so the scan calls the RE2 extension (`re2._re2`) directly
+rather than through the `re2` module's `re`-like wrapper, whose generators, match objects and offset
+decoding cost more than the matching itself.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import ahocorasick  # type: ignore[import-not-found]  # no typing information is published
 import jsonschema
@@ -23,7 +29,7 @@ import re2  # type: ignore[import-untyped]  # no typing information is published
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.guardrails.engine.detectors import DETECTORS, Detector
-from modelplane.server.guardrails.engine.redaction import excerpt, merge_spans, redact
+from modelplane.server.guardrails.engine.redaction import excerpt, mask, merge_spans, redact
 from modelplane.server.guardrails.engine.rules import (
     DEFAULT_DECISIONS,
     MAX_PATTERN_CHARS,
@@ -57,10 +63,14 @@ _SET_MEMORY = 512 << 20
 # Texts around every empty-width context RE2 knows (text edges, word and non-word characters, line
 # ends): a pattern that matches empty in none of them cannot match empty anywhere.
 _EMPTY_PROBES = tuple(a + b for a in ("", "a", " ", "\n") for b in ("", "a", " ", "\n"))
+_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
+# The automaton walks a long text in slices of this many characters: pyahocorasick holds the GIL while it
+# searches, and between slices the interpreter can hand the GIL to a thread that waits for it (the
+# server's event loop, when a large text is checked on a worker thread).
+TERM_SLICE = 1 << 16
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """A match before it becomes a Violation: rule position in the policy, character span, how many
     trailing characters an excerpt keeps, whether a stream may trust it before the text is complete."""
 
@@ -69,6 +79,10 @@ class Hit:
     end: int
     keep_last: int
     early: bool
+
+
+# Hits are reported in this order: by start, then rule position, then end.
+_HIT_ORDER = operator.itemgetter(0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,7 @@ class _SetEntry:
 
     role: str  # "regex", "pii", "required" or "terms"
     rules: tuple[int, ...]
-    regex: Any = None  # re2 compiled pattern on bytes
+    regex: Any = None  # re2._re2.RE2 on bytes, compiled without capturing groups
     detector: Detector | None = None
 
 
@@ -126,7 +140,20 @@ def _compile_regex(pattern: str, case_sensitive: bool, path: str, errors: list[F
         if any(m.start() == m.end() for m in compiled.finditer(probe.encode())):
             errors.append(FieldViolation(path, "must not match the empty text"))
             return None
-    return compiled
+    return _scanner(pattern, options)
+
+
+def _scanner(pattern: str, options: Any) -> Any:
+    """The RE2 object the scan runs: without capturing groups, RE2 finds a match's span with its DFAs
+    alone instead of its slower submatch engines; groups never change where a match is."""
+    scan_options = re2.Options()
+    for name in re2.Options.NAMES:
+        setattr(scan_options, name, getattr(options, name))
+    scan_options.never_capture = True
+    regexp = re2._re2.RE2(pattern.encode(), scan_options)
+    if not regexp.ok():
+        raise re2.error(regexp.error())
+    return regexp
 
 
 def _set_pattern(pattern: str, case_sensitive: bool) -> str:
@@ -247,7 +274,23 @@ class CompiledPolicy:
         self.rules = rules
         self.decisions: Mapping[Severity, Decision] = dict(decisions)
         self._entries = entries
-        self._set = pattern_set
+        self._set_match = None if pattern_set is None else pattern_set.Match
+        # Per pattern of the set, what the scan needs in the order it needs it: role, rules, RE2 object,
+        # bytes of which each match holds one, validator, kept characters, early.
+        self._plan = tuple(
+            (entry.role, entry.rules, entry.regex, b"", None, 0, True)
+            if entry.detector is None
+            else (
+                entry.role,
+                entry.rules,
+                entry.regex,
+                entry.detector.needs,
+                entry.detector.validator,
+                entry.detector.keep_last,
+                entry.detector.early,
+            )
+            for entry in entries
+        )
         self._automaton = automaton
         self._terms_prefiltered = any(entry.role == "terms" for entry in entries)
         self._json = dict(json_checks)
@@ -257,6 +300,18 @@ class CompiledPolicy:
         self._required = tuple(
             index for index, rule in enumerate(rules) if isinstance(rule.kind, RequiredPattern)
         )
+        self._whole_text_rules = bool(self._length_rules or self._json or self._required)
+        # What a violation of each rule carries, and whether its matches are local (masked in excerpts).
+        self._rule_facts = tuple(
+            (
+                rule.id,
+                rule.severity,
+                rule.category,
+                self.decisions[rule.severity],
+                isinstance(rule.kind, BannedTerms | Pattern | Pii),
+            )
+            for rule in rules
+        )
         self.has_local_rules = automaton is not None or any(e.role in ("regex", "pii") for e in entries)
         self.longest_term = longest_term
 
@@ -264,7 +319,8 @@ class CompiledPolicy:
         """Checks `text` (at most MAX_TEXT_CHARS characters) against every rule."""
         check_size(len(text))
         hits, present = self.scan(text, 0)
-        hits.extend(self._whole_text_hits(text, present))
+        if self._whole_text_rules:
+            hits.extend(self._whole_text_hits(text, present))
         return self.result(text, hits)
 
     def stream(self) -> StreamCheck:
@@ -281,39 +337,56 @@ class CompiledPolicy:
         except UnicodeEncodeError:
             raise InvalidArgument.field("text", "is not valid Unicode text") from None
         ascii_only = len(encoded) == len(text)
-        reported: list[int] = []
-        if self._set is not None:
-            reported = self._set.Match(encoded) or []
         hits: list[Hit] = []
         present: set[int] = set()
-        spans: list[tuple[_SetEntry, int, int]] = []
         run_terms = self._automaton is not None and (not ascii_only or not self._terms_prefiltered)
-        byte_from = scan_from if ascii_only else len(text[:scan_from].encode())
-        for index in reported:
-            entry = self._entries[index]
-            if entry.role == "terms":
-                run_terms = True
-            elif entry.role == "required":
-                present.update(entry.rules)
-            else:
-                for match in entry.regex.finditer(encoded, byte_from):
-                    start, end = match.span()
-                    if end > start:
-                        spans.append((entry, start, end))
-        if spans and not ascii_only:
-            offsets = _char_offsets(encoded, {offset for _, start, end in spans for offset in (start, end)})
-            spans = [(entry, offsets[start], offsets[end]) for entry, start, end in spans]
-        for entry, start, end in spans:
-            detector = entry.detector
-            if detector is None:
-                hits.extend(Hit(start, rule, end, 0, True) for rule in entry.rules)
-                continue
-            if detector.validator is not None:
-                valid = detector.validator(text[start:end])
-                if valid is None:
-                    continue
-                start, end = start + valid[0], start + valid[1]
-            hits.extend(Hit(start, rule, end, detector.keep_last, detector.early) for rule in entry.rules)
+        reported = () if self._set_match is None else self._set_match(encoded)
+        if reported:
+            plan = self._plan
+            size = len(encoded)
+            byte_from = scan_from if ascii_only else len(text[:scan_from].encode())
+            spans: list[tuple[int, int, int]] = []
+            last_needed: dict[bytes, int] = {}
+            for index in reported:
+                role, rules, regexp, needs, _, _, _ = plan[index]
+                if role == "terms":
+                    run_terms = True
+                elif role == "required":
+                    present.update(rules)
+                else:
+                    # Every match holds one of `needs`: a search starting past the last of them cannot
+                    # succeed, and skipping it spares the last search of each pattern, the one that reads
+                    # the rest of the text to find nothing.
+                    last = size
+                    if needs:
+                        last = last_needed.get(needs, -2)
+                        if last == -2:
+                            last = last_needed[needs] = max(map(encoded.rfind, needs))
+                    # The steps of the re2 module's finditer, which this must agree with on every pattern.
+                    pos = byte_from
+                    while pos <= last:
+                        start, end = regexp.Match(_UNANCHORED, encoded, pos, size)[0]
+                        if start < 0:
+                            break
+                        if end > start:
+                            spans.append((index, start, end))
+                        if pos == size:
+                            break
+                        pos = pos + 1 if pos == end else end
+            if spans and not ascii_only:
+                offsets = _char_offsets(
+                    encoded, {offset for _, start, end in spans for offset in (start, end)}
+                )
+                spans = [(index, offsets[start], offsets[end]) for index, start, end in spans]
+            for index, start, end in spans:
+                _, rules, _, _, validator, keep_last, early = plan[index]
+                if validator is not None:
+                    valid = validator(text[start:end])
+                    if valid is None:
+                        continue
+                    start, end = start + valid[0], start + valid[1]
+                for rule in rules:
+                    hits.append(Hit(start, rule, end, keep_last, early))
         if run_terms:
             hits.extend(self._term_hits(text, scan_from))
         return hits, present
@@ -322,7 +395,9 @@ class CompiledPolicy:
         folded = _fold(text)
         found: dict[int, list[tuple[int, int]]] = {}
         length = len(text)
-        for last, (key_length, entries) in self._automaton.iter(folded, scan_from):
+        for last, (key_length, entries) in _automaton_matches(
+            self._automaton, folded, scan_from, self.longest_term
+        ):
             start, end = last + 1 - key_length, last + 1
             for entry in entries:
                 if entry.case_sensitive and text[start:end] != entry.term:
@@ -357,40 +432,78 @@ class CompiledPolicy:
         hits.extend(Hit(0, index, 0, 0, False) for index in self._required if index not in present)
         return hits
 
-    def violation(self, text: str, hit: Hit, masked: Sequence[tuple[int, int]], offset: int = 0) -> Violation:
-        """The Violation of `hit` found in `text`, which starts at `offset` of the whole text."""
-        rule = self.rules[hit.rule]
-        local = isinstance(rule.kind, BannedTerms | Pattern | Pii)
+    def violation(self, text: str, hit: Hit, masked: str, offset: int = 0) -> Violation:
+        """The Violation of `hit` found in `text`, which starts at `offset` of the whole text; `masked` is
+        `text` with the spans of every local hit masked (see redaction.mask), for the excerpt."""
+        start, rule, end, keep_last, _ = hit
+        rule_id, severity, category, decision, local = self._rule_facts[rule]
         return Violation(
-            rule_id=rule.id,
-            severity=rule.severity,
-            category=rule.category,
-            start=hit.start + offset,
-            end=hit.end + offset,
-            excerpt=excerpt(text, hit.start, hit.end, hit.keep_last, masked) if local else "",
-            matched_text=text[hit.start : hit.end],
-            decision=self.decisions[rule.severity],
+            rule_id,
+            severity,
+            category,
+            start + offset,
+            end + offset,
+            excerpt(text, masked, start, end, keep_last) if local else "",
+            text[start:end],
+            decision,
         )
 
     def result(self, text: str, hits: list[Hit]) -> CheckResult:
-        hits.sort(key=lambda hit: (hit.start, hit.rule, hit.end))
-        masked = merge_spans(
-            [
-                (hit.start, hit.end)
-                for hit in hits
-                if isinstance(self.rules[hit.rule].kind, BannedTerms | Pattern | Pii)
-            ]
-        )
-        violations = tuple(self.violation(text, hit, masked) for hit in hits)
-        if not violations:
+        if not hits:
             return CheckResult(Decision.ALLOW, (), None, None)
-        decision = max(v.decision for v in violations)
-        redacted = None
-        if decision == Decision.REDACT:
-            redacted = redact(
-                text, [(v.start, v.end, v.category) for v in violations if v.decision == Decision.REDACT]
+        hits.sort(key=_HIT_ORDER)
+        facts = self._rule_facts
+        masked = mask(text, merge_spans([(hit.start, hit.end) for hit in hits if facts[hit.rule][4]]))
+        violations: list[Violation] = []
+        decision = Decision.ALLOW
+        highest = Severity.INFO
+        redacted_spans: list[tuple[int, int, str]] = []
+        # What violation() does for each hit, inline: a check with findings spends much of its time here.
+        for start, rule, end, keep_last, _ in hits:
+            rule_id, severity, category, rule_decision, local = facts[rule]
+            violations.append(
+                Violation(
+                    rule_id,
+                    severity,
+                    category,
+                    start,
+                    end,
+                    excerpt(text, masked, start, end, keep_last) if local else "",
+                    text[start:end],
+                    rule_decision,
+                )
             )
-        return CheckResult(decision, violations, redacted, max(v.severity for v in violations))
+            decision = max(decision, rule_decision)
+            highest = max(highest, severity)
+            if rule_decision == Decision.REDACT:
+                redacted_spans.append((start, end, category))
+        redacted = redact(text, redacted_spans) if decision == Decision.REDACT else None
+        return CheckResult(decision, tuple(violations), redacted, highest)
+
+
+def _automaton_matches(automaton: Any, folded: str, scan_from: int, longest: int) -> Iterator[Any]:
+    """What `automaton.iter(folded, scan_from)` yields, in the same order, walked in slices.
+
+    A slice starts `longest - 1` characters before the previous one stopped and reports only keys
+    ending past that stop. From there on the slice's automaton state is the whole walk's state: a state
+    is the longest suffix of the text read that begins a key, at most `longest` characters, and the slice
+    has read at least that many. So each key ends in exactly one slice and is reported as before."""
+    size = len(folded)
+    # Each slice must move past the last: it starts `longest - 1` characters back.
+    slice_chars = max(TERM_SLICE, 2 * longest)
+    if size - scan_from <= slice_chars:
+        yield from automaton.iter(folded, scan_from)
+        return
+    begin = reported_to = scan_from
+    while True:
+        stop = min(size, begin + slice_chars)
+        for item in automaton.iter(folded, begin, stop):
+            if item[0] >= reported_to:
+                yield item
+        if stop == size:
+            return
+        reported_to = stop
+        begin = stop - (longest - 1)
 
 
 def check_size(length: int) -> None:
@@ -506,9 +619,7 @@ def compile_policy(
         raise InvalidArgument(errors)
     for detector_index, rule_indexes in detector_rules.items():
         detector = DETECTORS[detector_index]
-        entries.append(
-            _SetEntry("pii", tuple(rule_indexes), re2.compile(detector.pattern.encode()), detector)
-        )
+        entries.append(_SetEntry("pii", tuple(rule_indexes), _detector_scanner(detector_index), detector))
         set_patterns.append(detector.pattern)
     automaton = None
     if terms:
@@ -532,15 +643,18 @@ def _build_set(entries: list[_SetEntry], patterns: list[str]) -> tuple[tuple[_Se
         options = re2.Options()
         options.max_mem = _SET_MEMORY
         options.log_errors = False
-        pattern_set = re2.Set.SearchSet(options)
-        try:
-            for pattern in patterns:
-                pattern_set.Add(pattern.encode())
-            pattern_set.Compile()
-        except re2.error:
+        pattern_set = re2._re2.Set(_UNANCHORED, options)
+        added = all(pattern_set.Add(pattern.encode()) >= 0 for pattern in patterns)
+        if not added or not pattern_set.Compile():
             if entries[-1].role != "terms":
-                raise
+                raise re2.error("the patterns do not fit in one RE2 set")
             entries, patterns = entries[:-1], patterns[:-1]
             continue
         return tuple(entries), pattern_set
     return tuple(entries), None
+
+
+@functools.cache
+def _detector_scanner(index: int) -> Any:
+    """The scan's RE2 object of DETECTORS[index], built once per process: RE2 objects are thread-safe."""
+    return _scanner(DETECTORS[index].pattern, re2.Options())

@@ -21,13 +21,20 @@ Validator = Callable[[str], tuple[int, int] | None]
 @dataclass(frozen=True)
 class Detector:
     """One PII kind: `pattern` finds candidates (RE2 syntax), `validator` confirms them, `keep_last`
-    characters stay readable in an excerpt, `early`: a stream check may report a match before the end."""
+    characters stay readable in an excerpt, `early`: a stream check may report a match before the end.
+
+    `needs`: ASCII bytes of which every match of `pattern` contains at least one (empty: no such
+    promise). Once the text has none of them left, the scan stops looking for further matches."""
 
     kind: PiiKind
     pattern: str
     validator: Validator | None
     keep_last: int
     early: bool
+    needs: bytes = b""
+
+
+_DIGITS = b"0123456789"
 
 
 def luhn_valid(digits: str) -> bool:
@@ -142,6 +149,7 @@ DETECTORS: tuple[Detector, ...] = (
         None,
         0,
         True,
+        b"@",
     ),
     Detector(
         PiiKind.PHONE_NUMBER,
@@ -149,20 +157,23 @@ DETECTORS: tuple[Detector, ...] = (
         # dashes or dots: bare groups of digits separated by spaces are more often something else.
         r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
         r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\b\d{3}[.-]\d{3}[.-]\d{4})\b",
-        lambda c: (0, len(c)) if 10 <= sum(ch.isdigit() for ch in c) <= 15 else None,
+        lambda c: (0, len(c)) if 10 <= sum(map(str.isdigit, c)) <= 15 else None,
         2,
         False,
+        _DIGITS,
     ),
-    Detector(PiiKind.PAYMENT_CARD, r"\b\d+(?:[ -]\d+)*\b", _card, 4, True),
-    Detector(PiiKind.IBAN, r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b", _iban, 4, False),
-    Detector(PiiKind.US_SSN, r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b", _ssn, 0, False),
-    Detector(PiiKind.IP_ADDRESS, r"\b\d+(?:\.\d+)+\b", _ipv4, 0, True),
+    Detector(PiiKind.PAYMENT_CARD, r"\b\d+(?:[ -]\d+)*\b", _card, 4, True, _DIGITS),
+    Detector(PiiKind.IBAN, r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b", _iban, 4, False, _DIGITS),
+    Detector(PiiKind.US_SSN, r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b", _ssn, 0, False, _DIGITS),
+    Detector(PiiKind.IP_ADDRESS, r"\b\d+(?:\.\d+)+\b", _ipv4, 0, True, _DIGITS),
     Detector(
         PiiKind.IP_ADDRESS,
         r"(?:[0-9A-Fa-f]{1,4}|:)(?::[0-9A-Fa-f]{0,4}){1,7}",
         _ipv6,
         0,
         False,
+        b":",
     ),
-    Detector(PiiKind.SECRET, _SECRETS, None, 0, True),
+    # sk-, xox?- and the key armour hold a '-', gh?_ a '_', AKIA, ASIA and AIza an 'A', a JWT its 'J'.
+    Detector(PiiKind.SECRET, _SECRETS, None, 0, True, b"-_AJ"),
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 
 EXCERPT_CONTEXT = 18
@@ -21,31 +20,37 @@ def merge_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def excerpt(text: str, start: int, end: int, keep_last: int, masked: Sequence[tuple[int, int]]) -> str:
+def mask(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """`text` with every character of `spans` (sorted and disjoint, see merge_spans) replaced by '*'."""
+    parts: list[str] = []
+    position = 0
+    for start, end in spans:
+        parts.append(text[position:start])
+        parts.append("*" * (end - start))
+        position = end
+    if not parts:
+        return text
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def excerpt(text: str, masked: str, start: int, end: int, keep_last: int) -> str:
     """A window of `text` around [start, end) with that span masked (its last `keep_last` characters kept
-    when the span is short) and every span of `masked` (sorted and disjoint, see merge_spans) in the
-    window masked as well."""
+    when the span is short); the rest of the window comes from `masked`, `text` with the spans of every
+    violation masked (see mask)."""
     if end <= start:
         return ""
-    before_start = max(0, start - EXCERPT_CONTEXT)
-    after_end = min(len(text), end + EXCERPT_CONTEXT)
-    window = list(text[before_start:after_end])
-    first = max(0, bisect.bisect_right(masked, (before_start, len(text) + 1)) - 1)
-    for span_start, span_end in masked[first:]:
-        if span_start >= after_end:
-            break
-        low, high = max(span_start, before_start), min(span_end, after_end)
-        for index in range(low - before_start, high - before_start):
-            window[index] = "*"
     length = end - start
     if length <= EXCERPT_MATCH:
         kept = text[end - keep_last : end] if 0 < keep_last < length else ""
         match = "*" * (length - len(kept)) + kept
     else:
         match = "*" * EXCERPT_MATCH + "..."
-    before = "".join(window[: start - before_start])
-    after = "".join(window[end - before_start :])
-    return (before + match + after).translate(_BLANKS)
+    window = masked[max(0, start - EXCERPT_CONTEXT) : start] + match + masked[end : end + EXCERPT_CONTEXT]
+    # translate() reads a non-ASCII text one dictionary lookup per character; most windows need none.
+    if "\n" in window or "\r" in window or "\t" in window:
+        return window.translate(_BLANKS)
+    return window
 
 
 def redact(text: str, spans: Sequence[tuple[int, int, str]]) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelplane.server.guardrails.engine.redaction import merge_spans
+from modelplane.server.guardrails.engine.redaction import mask, merge_spans
 from modelplane.server.guardrails.engine.rules import (
     BannedTerms,
     CheckResult,
@@ -84,7 +84,7 @@ class StreamCheck:
         scan_from = LEFT_MARGIN if base > 0 else 0
         hits, _ = policy.scan(region, scan_from)
         limit = len(region) - SETTLE
-        masked = merge_spans([(hit.start, hit.end) for hit in hits])
+        masked = None
         for hit in sorted(hits, key=lambda hit: (hit.start, hit.rule, hit.end)):
             key = (hit.rule, base + hit.start, base + hit.end)
             kind = policy.rules[hit.rule].kind
@@ -96,6 +96,8 @@ class StreamCheck:
             ):
                 continue
             self._seen.add(key)
+            if masked is None:
+                masked = mask(region, merge_spans([(hit.start, hit.end) for hit in hits]))
             self._add(policy.violation(region, hit, masked, base))
 
     def _check_lengths(self) -> None:
