@@ -64,10 +64,13 @@ _SET_MEMORY = 512 << 20
 # ends): a pattern that matches empty in none of them cannot match empty anywhere.
 _EMPTY_PROBES = tuple(a + b for a in ("", "a", " ", "\n") for b in ("", "a", " ", "\n"))
 _UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
-# The automaton walks a long text in slices of this many characters: pyahocorasick holds the GIL while it
-# searches, and between slices the interpreter can hand the GIL to a thread that waits for it (the
-# server's event loop, when a large text is checked on a worker thread).
-TERM_SLICE = 1 << 16
+# A long text is case-folded and walked by the automaton in slices of about this many characters: str.lower
+# and pyahocorasick hold the GIL for all their work, and between slices the interpreter can hand the GIL to
+# a thread waiting for it (the server's event loop, when a large text is checked on a worker thread).
+SLICE_CHARS = 1 << 16
+# Where a long text may be cut for lower-casing: between two characters that are neither a capital sigma
+# nor case-ignorable (see _lower).
+_SAFE_CUT = re.compile(r"[A-Za-z0-9 \n]{2}")
 
 
 class Hit(NamedTuple):
@@ -110,10 +113,29 @@ def _word_char(char: str) -> bool:
 
 def _fold(text: str) -> str:
     """A lower-case copy with the same length, so offsets in it are offsets in `text`."""
-    folded = text.lower()
+    folded = _lower(text)
     if len(folded) == len(text):
         return folded
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+def _lower(text: str) -> str:
+    """text.lower(), a slice at a time for a long text.
+
+    str.lower maps each character on its own but a capital sigma, which becomes final or not after a look
+    at the nearest characters on both sides that are not case-ignorable ('.', ':', combining marks, ...).
+    A cut between two ASCII letters, digits, spaces or newlines (neither sigma nor case-ignorable) stops
+    those looks on the same characters as in the whole text, so the slices lower to the same characters."""
+    if len(text) <= SLICE_CHARS:
+        return text.lower()
+    parts: list[str] = []
+    begin = 0
+    while begin < len(text):
+        found = _SAFE_CUT.search(text, begin + SLICE_CHARS)
+        cut = len(text) if found is None else found.start() + 1
+        parts.append(text[begin:cut].lower())
+        begin = cut
+    return "".join(parts)
 
 
 def _compile_regex(pattern: str, case_sensitive: bool, path: str, errors: list[FieldViolation]) -> Any | None:
@@ -359,9 +381,10 @@ class CompiledPolicy:
                     # the rest of the text to find nothing.
                     last = size
                     if needs:
-                        last = last_needed.get(needs, -2)
-                        if last == -2:
-                            last = last_needed[needs] = max(map(encoded.rfind, needs))
+                        known = last_needed.get(needs)
+                        if known is None:
+                            known = last_needed[needs] = max(map(encoded.rfind, needs))
+                        last = known
                     # The steps of the re2 module's finditer, which this must agree with on every pattern.
                     pos = byte_from
                     while pos <= last:
@@ -490,7 +513,7 @@ def _automaton_matches(automaton: Any, folded: str, scan_from: int, longest: int
     has read at least that many. So each key ends in exactly one slice and is reported as before."""
     size = len(folded)
     # Each slice must move past the last: it starts `longest - 1` characters back.
-    slice_chars = max(TERM_SLICE, 2 * longest)
+    slice_chars = max(SLICE_CHARS, 2 * longest)
     if size - scan_from <= slice_chars:
         yield from automaton.iter(folded, scan_from)
         return
