@@ -520,9 +520,10 @@ def _automaton_matches(automaton: Any, folded: str, scan_from: int, longest: int
     begin = reported_to = scan_from
     while True:
         stop = min(size, begin + slice_chars)
-        for item in automaton.iter(folded, begin, stop):
-            if item[0] >= reported_to:
-                yield item
+        # The slice is copied: pyahocorasick's own start argument costs time in proportion to the start.
+        for last, value in automaton.iter(folded[begin:stop]):
+            if last + begin >= reported_to:
+                yield last + begin, value
         if stop == size:
             return
         reported_to = stop
