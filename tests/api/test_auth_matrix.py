@@ -31,7 +31,7 @@ from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import guardrails_pb2 as gpb
 from modelplane.v1 import logs_pb2 as lpb
 from modelplane.v1 import registry_pb2 as pb
-from tests.support.live_server import create_database, drop_database
+from tests.support.live_server import client_core_race, create_database, drop_database
 from tests.support.rich_errors import RichError, rich
 
 # Every async test shares the loop of the module's server.
@@ -294,7 +294,7 @@ class AuthServer:
         """None when the call succeeds (the first message, for a stream); the rich error otherwise."""
         for _ in range(CORE_RACE_ATTEMPTS):
             error = await self._call_once(credential, service, method, request)
-            if not _client_core_race(method, error):
+            if not client_core_race(method, error):
                 return error
         return error
 
@@ -339,16 +339,6 @@ class AuthServer:
 # its message now and then comes back from that core as INTERNAL "Internal error from Core", with none of
 # the server's details; the server never sent it. Such an attempt is made again.
 CORE_RACE_ATTEMPTS = 5
-
-
-def _client_core_race(method: MethodDescriptor, error: RichError | None) -> bool:
-    return (
-        method.client_streaming
-        and error is not None
-        and error.code == grpc.StatusCode.INTERNAL
-        and error.message == "Internal error from Core"
-        and not error.details
-    )
 
 
 def _serialize(message: Message) -> bytes:
