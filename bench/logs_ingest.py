@@ -33,6 +33,7 @@ from bench.run import REPO, bench_database, server_process
 from modelplane.client.channel import channel_options
 from modelplane.server.logs import store
 from modelplane.server.logs.domain import Inference, InferenceStatus, Links, LogEvent, LogLevel, Money
+from modelplane.server.store.pool import exchange_timestamps_as_micros
 from modelplane.v1 import common_pb2, logs_pb2_grpc
 from modelplane.v1 import logs_pb2 as lpb
 
@@ -94,6 +95,8 @@ def domain_rows(count: int, run: str, start: datetime, spread: timedelta) -> lis
 async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
     conn = await asyncpg.connect(url)
     try:
+        # The rows carry their event time as the server's ingestion connections exchange it.
+        await exchange_timestamps_as_micros(conn)
         started = time.perf_counter()
         for first in range(0, len(rows), 5 * BATCH):
             async with conn.transaction():

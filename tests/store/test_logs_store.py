@@ -132,14 +132,17 @@ async def test_stream_reads_only_as_fast_as_it_commits(database: Database) -> No
         await tx.start()
         await blocker.execute("SELECT number FROM log_tail_counter FOR UPDATE")
         task = asyncio.create_task(consume())
-        for _ in range(1000):
-            waiting = await blocker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            if waiting:
-                break
-            await asyncio.sleep(0.01)
+        # Watched from outside the blocker's transaction, which would see one snapshot of the activity.
+        async with database.connection() as watcher:
+            for _ in range(1000):
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+        assert waiting, "no ingestion came to wait on the tail counter's lock"
         # Give a reader that ignored the bound time to run ahead; it must not.
         await asyncio.sleep(0.2)
         # The commits in flight (each of at most the queue's size), the queue full, one batch in the

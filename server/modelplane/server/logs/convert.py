@@ -58,6 +58,7 @@ from modelplane.server.logs.validation import (
 )
 from modelplane.server.proto_time import MAX_DURATION_SECONDS, MAX_SECONDS, MIN_SECONDS, duration_valid
 from modelplane.server.request_text import check_request_text
+from modelplane.server.store.pg_time import PG_EPOCH_UNIX_SECONDS
 from modelplane.v1 import common_pb2, guardrails_pb2
 from modelplane.v1 import logs_pb2 as pb
 
@@ -126,27 +127,8 @@ _GROUP_TO_PROTO = {
 _GROUP_FROM_PROTO = {number: g for g, number in _GROUP_TO_PROTO.items()}
 
 
-# The calendar fields of recently seen whole seconds. Events of a stream cluster in time, so most
-# conversions build their datetime from cached fields, about three times faster than epoch arithmetic,
-# which matters at tens of thousands of events a second. Cleared when full, so it stays small.
-_SECOND_FIELDS: dict[int, tuple[int, int, int, int, int, int]] = {}
-_SECOND_FIELDS_MAX = 4096
-
-
-def _utc(seconds: int, micros: int) -> datetime:
-    """The aware UTC datetime `seconds` after the epoch plus `micros` (0 to 999,999)."""
-    f = _SECOND_FIELDS.get(seconds)
-    if f is None:
-        moment = _EPOCH + timedelta(0, seconds)
-        f = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
-        if len(_SECOND_FIELDS) >= _SECOND_FIELDS_MAX:
-            _SECOND_FIELDS.clear()
-        _SECOND_FIELDS[seconds] = f
-    return datetime(f[0], f[1], f[2], f[3], f[4], f[5], micros, UTC)
-
-
 def _time(ts: timestamp_pb2.Timestamp) -> datetime:
-    return _utc(ts.seconds, ts.nanos // 1000)
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -345,7 +327,7 @@ def _fast_row(m: pb.LogEvent) -> tuple[Row, bool]:
         MIN_SECONDS <= seconds <= MAX_SECONDS and 0 <= nanos <= 999_999_999
     ):
         raise _Refused
-    event_time = _utc(seconds, nanos // 1000)
+    event_time = (seconds - PG_EPOCH_UNIX_SECONDS) * 1_000_000 + nanos // 1000
     event_id = m.event_id
     service = m.service
     instance = m.instance

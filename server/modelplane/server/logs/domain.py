@@ -171,7 +171,8 @@ class LogBatch:
     events: tuple[LogEvent, ...]
 
 
-# The stored columns of one event, in the order of an ingestion row (see RowBatch).
+# The stored columns of one event, in the order of an ingestion row (see RowBatch). A row's event_time
+# is in Postgres's form (store/pg_time.py), which the bulk pool's connections exchange.
 EVENT_COLUMNS = (
     "event_time",
     "event_id",
@@ -210,6 +211,7 @@ EVENT_COLUMNS = (
     "is_error",
 )
 # Positions in an ingestion row that pricing reads and writes; the three cost columns are adjacent.
+ROW_EVENT_TIME = EVENT_COLUMNS.index("event_time")
 ROW_MODEL_VERSION = EVENT_COLUMNS.index("model_version")
 ROW_INPUT_TOKENS = EVENT_COLUMNS.index("input_tokens")
 ROW_OUTPUT_TOKENS = EVENT_COLUMNS.index("output_tokens")

@@ -29,6 +29,7 @@ from modelplane.server.logs.domain import (
     MAX_BATCH_EVENTS,
     ROW_CACHED_INPUT_TOKENS,
     ROW_COST,
+    ROW_EVENT_TIME,
     ROW_INPUT_TOKENS,
     ROW_MODEL_VERSION,
     ROW_OUTPUT_TOKENS,
@@ -47,6 +48,7 @@ from modelplane.server.logs.domain import (
     TrafficSlot,
 )
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
+from modelplane.server.store.pg_time import from_pg_micros, pg_micros
 from modelplane.server.store.pool import Database
 
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
@@ -205,15 +207,16 @@ class LogService:
         """A batch checked on conversion, checked against the time window: the one rule that needs the
         server's clock and settings."""
         now, oldest = self._window()
-        times: list[datetime] = [row[0] for row in batch.rows]  # type: ignore[misc]
+        times: list[int] = [row[ROW_EVENT_TIME] for row in batch.rows]  # type: ignore[misc]
         if not times or (
-            max(times) <= now + validation.MAX_FUTURE_SKEW and (oldest is None or min(times) >= oldest)
+            max(times) <= pg_micros(now + validation.MAX_FUTURE_SKEW)
+            and (oldest is None or min(times) >= pg_micros(oldest))
         ):
             return batch
         found: list[FieldViolation] = []
-        for i, moment in enumerate(times):
+        for i, micros in enumerate(times):
             violation = validation.event_time_violation(
-                f"{prefix}.events[{i}].event_time", moment, now=now, oldest=oldest
+                f"{prefix}.events[{i}].event_time", from_pg_micros(micros), now=now, oldest=oldest
             )
             if violation is not None:
                 found.append(violation)

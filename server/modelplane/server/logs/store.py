@@ -1,10 +1,12 @@
 """SQL of the log collector: idempotent batch ingestion, partitions, retention, queries and tail.
 
-Ingestion COPYs a group of batches into a per-connection staging table and moves them with one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING` into the partitioned `log_events`: a resent event (same
-event_time and event_id) is skipped, so the difference between rows staged and rows inserted is the
-number of duplicates. The per-client counters and the tail feed's entry are written in the same
-transaction, so what a client is told after COMMIT is exactly what is stored.
+Ingestion COPYs a group of batches straight into the partitioned `log_events`, on a connection of the
+bulk pool (rows carry their event time in Postgres's form, store/pg_time.py). When one of the rows is
+stored already (a resend), the transaction runs again through a per-connection staging table and one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING`: a resent event (same event_time and event_id) is
+skipped, so the difference between rows staged and rows inserted is the number of duplicates. The
+per-client counters and the tail feed's entry are written in the same transaction, so what a client is
+told after COMMIT is exactly what is stored.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncpg
 from modelplane.server.errors import StorageUnavailable
 from modelplane.server.logs.domain import (
     EVENT_COLUMNS,
+    ROW_EVENT_TIME,
     ControlPlaneChange,
     Decision,
     EventKind,
@@ -40,6 +43,7 @@ from modelplane.server.logs.domain import (
     Severity,
     TrafficSlot,
 )
+from modelplane.server.store.pg_time import pg_micros, pg_utc_day
 from modelplane.server.store.pool import CONNECTION_ERRORS, Connection, Database
 
 # Serialises maintenance across replicas (a transaction-level try-lock: one replica works, the rest skip).
@@ -93,7 +97,7 @@ def _row(event: LogEvent) -> Row:
     elif isinstance(p, ControlPlaneChange):
         resource, action, actor, revision = p.resource, p.action, p.actor, p.revision
     return (
-        event.event_time,
+        pg_micros(event.event_time),
         event.event_id,
         event.service,
         event.instance,
@@ -361,8 +365,8 @@ async def _store(
             inserted, lo, hi = await _copy_deduplicated(conn, rows, batch_id)
         else:
             inserted = await _copy_direct(conn, rows, batch_id)
-            times = [row[0] for row in rows]
-            lo, hi = min(times), max(times)  # type: ignore[type-var]
+            times: list[int] = [row[ROW_EVENT_TIME] for row in rows]  # type: ignore[misc]
+            lo, hi = min(times), max(times)
     duplicates = len(rows) - inserted
     if order is not None:
         order.rows_in.set()
@@ -437,7 +441,7 @@ async def _ingest(database: Database, batches: Sequence[RowBatch], order: InOrde
         if order is not None:
             await order.rows_may_go_in()
         try:
-            async with database.connection() as conn:
+            async with database.bulk_connection() as conn:
                 try:
                     if deduplicate:
                         await _ensure_staging(conn)
@@ -455,7 +459,7 @@ async def _ingest(database: Database, batches: Sequence[RowBatch], order: InOrde
                 raise
             await ensure_partitions(
                 database,
-                (utc_day(row[0]) for b in batches for row in b.rows),  # type: ignore[arg-type]
+                (pg_utc_day(row[ROW_EVENT_TIME]) for b in batches for row in b.rows),  # type: ignore[arg-type]
             )
         except asyncpg.UndefinedTableError:
             # A new session reusing a pid we knew: forget it, create the staging table, try again.

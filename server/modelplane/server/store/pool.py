@@ -47,57 +47,92 @@ async def _reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         await conn.execute("ROLLBACK")
 
 
+async def exchange_timestamps_as_micros(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Makes the connection exchange timestamptz values as integers: microseconds since 2000-01-01 UTC,
+    the form Postgres stores (see pg_time.py). asyncpg then encodes them as it encodes a bigint, about
+    ten times faster than a datetime, which is a third of a COPY's encoding of a log event."""
+    await conn.set_builtin_type_codec("timestamptz", schema="pg_catalog", codec_name="int8")
+
+
 @dataclass(frozen=True)
 class PoolSettings:
-    """Timeouts are short on purpose: a client must hear UNAVAILABLE within 2 s when Postgres is gone."""
+    """Timeouts are short on purpose: a client must hear UNAVAILABLE within 2 s when Postgres is gone.
+
+    The bulk pool serves bulk writes (log ingestion) alone, so a flood of them never holds the
+    connections that every other call needs; it connects only when first used.
+    """
 
     min_size: int = 2
     max_size: int = 10
+    bulk_max_size: int = 8
     connect_timeout: float = 1.0
     acquire_timeout: float = 1.5
     command_timeout: float = 10.0
 
 
 class Database:
-    """Owns the pool; `connection()` and `transaction()` hand out connections or raise StorageUnavailable."""
+    """Owns the pools; `connection()`, `bulk_connection()` and `transaction()` hand out connections or
+    raise StorageUnavailable."""
 
     def __init__(self, url: str, settings: PoolSettings | None = None) -> None:
         self.url = url
         self.settings = settings or PoolSettings()
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._bulk_pool: asyncpg.Pool[asyncpg.Record] | None = None
 
-    async def open(self) -> None:
+    async def _create_pool(
+        self, min_size: int, max_size: int, *, timestamps_as_micros: bool = False
+    ) -> asyncpg.Pool[asyncpg.Record]:
         s = self.settings
-        self._pool = await asyncpg.create_pool(
+        return await asyncpg.create_pool(
             self.url,
-            min_size=s.min_size,
-            max_size=s.max_size,
+            min_size=min_size,
+            max_size=max_size,
             timeout=s.connect_timeout,
             command_timeout=s.command_timeout,
             # Statements are re-prepared after a reconnect; a small cache keeps memory flat.
             statement_cache_size=256,
             server_settings={"application_name": "modelplane"},
             reset=_reset_connection,
+            init=exchange_timestamps_as_micros if timestamps_as_micros else None,
         )
+
+    async def open(self) -> None:
+        s = self.settings
+        self._pool = await self._create_pool(s.min_size, s.max_size)
+        self._bulk_pool = await self._create_pool(0, s.bulk_max_size, timestamps_as_micros=True)
 
     @property
     def is_open(self) -> bool:
         return self._pool is not None
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            try:
-                await asyncio.wait_for(pool.close(), timeout=5)
-            except CONNECTION_ERRORS:
-                pool.terminate()
+        pools, self._pool, self._bulk_pool = (self._bulk_pool, self._pool), None, None
+        for pool in pools:
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=5)
+                except CONNECTION_ERRORS:
+                    pool.terminate()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        if self._pool is None:
+        async with self._borrow(self._pool) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def bulk_connection(self) -> AsyncIterator[Connection]:
+        """A connection of the bulk pool, which exchanges timestamptz values as integers (see
+        exchange_timestamps_as_micros)."""
+        async with self._borrow(self._bulk_pool) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _borrow(self, pool: asyncpg.Pool[asyncpg.Record] | None) -> AsyncIterator[Connection]:
+        if pool is None:
             raise StorageUnavailable("the database is not connected yet; retry shortly")
         try:
-            async with self._pool.acquire(timeout=self.settings.acquire_timeout) as conn:
+            async with pool.acquire(timeout=self.settings.acquire_timeout) as conn:
                 yield conn
         except CONNECTION_ERRORS as exc:
             log.warning("database unavailable: %s", exc)
