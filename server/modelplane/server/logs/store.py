@@ -56,7 +56,6 @@ TAIL_FEED_KEEP = timedelta(days=1)
 # Columns written by ingestion, in COPY order; ingest_time and ingest_batch are set by the store.
 _COLUMNS = EVENT_COLUMNS
 _COLUMN_LIST = ", ".join(_COLUMNS)
-_DIRECT_COLUMNS = (*_COLUMNS, "ingest_batch")
 SELECT_COLUMNS = f"{_COLUMN_LIST}, ingest_time"
 
 # Backend pids whose session already has the staging table. A pid reused by a new session is caught
@@ -291,13 +290,11 @@ async def _ensure_staging(conn: Connection) -> None:
     _staged_sessions.add(pid)
 
 
-async def _copy_direct(conn: Connection, rows: Sequence[Row], batch_id: int) -> int:
-    """COPYs the rows straight into log_events; the number stored. Raises UniqueViolationError when
+async def _copy_direct(conn: Connection, rows: Sequence[Row]) -> int:
+    """COPYs the rows straight into log_events, where each takes the transaction's batch number from
+    the column's default (the session's currval); the number stored. Raises UniqueViolationError when
     one of them is stored already, which aborts the transaction."""
-    tail = (batch_id,)
-    status = await conn.copy_records_to_table(
-        "log_events", records=[row + tail for row in rows], columns=_DIRECT_COLUMNS
-    )
+    status = await conn.copy_records_to_table("log_events", records=rows, columns=_COLUMNS)
     return int(status.rpartition(" ")[2])
 
 
@@ -364,7 +361,7 @@ async def _store(
         if deduplicate:
             inserted, lo, hi = await _copy_deduplicated(conn, rows, batch_id)
         else:
-            inserted = await _copy_direct(conn, rows, batch_id)
+            inserted = await _copy_direct(conn, rows)
             times: list[int] = [row[ROW_EVENT_TIME] for row in rows]  # type: ignore[misc]
             lo, hi = min(times), max(times)
     duplicates = len(rows) - inserted
