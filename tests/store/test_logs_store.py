@@ -16,7 +16,7 @@ import pytest
 
 from modelplane.server.errors import InvalidArgument, OutOfRange
 from modelplane.server.filters import compile_filter
-from modelplane.server.logs import aggregates, store
+from modelplane.server.logs import aggregates, convert, store
 from modelplane.server.logs.domain import (
     AggregateQuery,
     ControlPlaneChange,
@@ -36,6 +36,7 @@ from modelplane.server.logs.domain import (
     Payload,
     Routing,
     RoutingOutcome,
+    RowBatch,
     Severity,
     TrafficSlot,
 )
@@ -44,6 +45,7 @@ from modelplane.server.store.migrations import migrate
 from modelplane.server.store.mutations import WriteRequest, mutation
 from modelplane.server.store.pool import Database
 from modelplane.server.store.urls import with_database
+from modelplane.v1 import logs_pb2 as pb
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -282,6 +284,53 @@ async def test_late_events_get_their_partition_on_demand(database: Database) -> 
     ack = await service.write(batch(0, [event], client=""))
     assert ack.accepted == 1
     assert date(2001, 2, 3) in await _partition_days(database)
+
+
+# Instants around which the bulk connections' integer form of a timestamptz could go wrong: the first
+# representable microsecond, either side of Postgres's epoch and of the Unix epoch, and the latest time
+# the service accepts (a day ahead of its clock).
+EDGES_OF_TIME = [
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(2000, 1, 1, tzinfo=UTC),
+    datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    NOW + timedelta(hours=23, microseconds=123_457),
+]
+
+
+async def test_event_times_at_the_edges_are_stored_exactly_by_both_ingestion_paths(
+    database: Database,
+) -> None:
+    service = LogService(database, LogSettings(retention_days=0))
+    # The long way: domain events, checked and turned into rows one by one.
+    long_way = [
+        LogEvent(event_id=f"long-{i}", event_time=moment, service="svc", level=LogLevel.INFO)
+        for i, moment in enumerate(EDGES_OF_TIME)
+    ]
+    assert (await service.write(batch(0, long_way, client=""))).accepted == len(EDGES_OF_TIME)
+    # The hot path: protobuf events straight to rows.
+    message = pb.LogBatch()
+    for i, moment in enumerate(EDGES_OF_TIME):
+        event = message.events.add(event_id=f"hot-{i}", service="svc", level=pb.LOG_LEVEL_INFO)
+        event.event_time.FromDatetime(moment)
+    rows = convert.batch_rows(message, "batch", client_required=False)
+    assert isinstance(rows, RowBatch)
+    assert (await service.write(rows)).accepted == len(EDGES_OF_TIME)
+
+    page = await service.query(filter_text="", order_by="event_time asc", page_size=100, page_token="")
+    stored: dict[str, datetime] = {e.event_id: e.event_time for e in page.items}
+    for i, moment in enumerate(EDGES_OF_TIME):
+        assert stored[f"long-{i}"] == moment
+        assert stored[f"hot-{i}"] == moment
+    # Each event went to the partition of its own UTC day.
+    async with database.connection() as conn:
+        placed = await conn.fetch(
+            "SELECT event_id, tableoid::regclass::text AS part FROM log_events WHERE event_id LIKE '%-%'"
+        )
+    for row in placed:
+        moment = EDGES_OF_TIME[int(row["event_id"].rpartition("-")[2])]
+        assert row["part"] == store.partition_name(moment.date())
 
 
 async def test_every_control_plane_change_is_a_log_event_in_the_same_transaction(database: Database) -> None:

@@ -64,7 +64,9 @@ _staged_sessions: set[int] = set()
 
 
 def partition_name(day: date) -> str:
-    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+    """The partition of a UTC day, named as log_ensure_partition names it (the year always in four
+    digits, which strftime's %Y does not promise before 1000)."""
+    return f"{PARTITION_PREFIX}{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 def utc_day(moment: datetime) -> date:
@@ -214,7 +216,13 @@ async def ensure_partitions(database: Database, days: Iterable[date]) -> None:
     """
     async with database.transaction() as conn:
         for day in sorted(set(days)):
-            await conn.execute("SELECT log_ensure_partition($1)", day)
+            await _ensure_partition(conn, day)
+
+
+async def _ensure_partition(conn: Connection, day: date) -> None:
+    # As text: asyncpg sends date.min and date.max as -infinity and infinity, and an event may be
+    # from 0001-01-01.
+    await conn.execute("SELECT log_ensure_partition($1::text::date)", day.isoformat())
 
 
 async def partition_days(conn: Connection) -> list[date]:
@@ -249,7 +257,7 @@ async def maintain(
         wanted = [today + timedelta(days=d) for d in range(-1, lead_days + 1)]
         created = tuple(day for day in wanted if day not in existing)
         for day in created:
-            await conn.execute("SELECT log_ensure_partition($1)", day)
+            await _ensure_partition(conn, day)
         dropped: list[date] = []
         if retention_days > 0:
             cutoff = now - timedelta(days=retention_days)
