@@ -5,8 +5,9 @@
 3. WriteLogEvents through the server, batches of 500, four calls in flight;
 each as a ratio of the raw COPY of its round (three rounds by default, medians printed); then
 AggregateLogEvents over 1,000,000 stored events grouped by model version and hour (`--aggregate-only`
-measures just that). `python -m bench.logs_ingest` starts a server process on a database (as bench/run.py
-does) and drives it from a second process. It only prints figures.
+measures just that); then every page of one model version's events, and one trace found by its id.
+`python -m bench.logs_ingest` starts a server process on a database (as bench/run.py does) and drives it
+from a second process. It only prints figures.
 """
 
 from __future__ import annotations
@@ -174,7 +175,42 @@ async def drive(
         result["aggregate_timings"] = timings
         result["aggregate_events"] = sum(g.count for g in response.groups)
         result["aggregate_groups"] = len(response.groups)
+        if not aggregate_only:
+            result.update(await paging(stub, start))
     return result
+
+
+async def paging(stub: Any, start: datetime) -> dict[str, Any]:
+    """Every page of one model version's events of the last day, newest first, 1,000 a page (the
+    time of each page tells whether depth costs), then one trace's events found by trace id alone."""
+    since = start.isoformat().replace("+00:00", "Z")
+    request = lpb.QueryLogEventsRequest(
+        filter=f'model_version = "{VERSIONS[3]}" AND event_time >= "{since}"', page_size=1000
+    )
+    timings: list[float] = []
+    events = 0
+    trace_id = ""
+    while True:
+        started = time.perf_counter()
+        page = await stub.QueryLogEvents(request, timeout=60)
+        timings.append(time.perf_counter() - started)
+        events += len(page.events)
+        if len(timings) == 50 and page.events:
+            trace_id = page.events[-1].links.trace_id
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    started = time.perf_counter()
+    found = await stub.QueryLogEvents(
+        lpb.QueryLogEventsRequest(filter=f'trace_id = "{trace_id}"'), timeout=60
+    )
+    trace_seconds = time.perf_counter() - started
+    return {
+        "paging_timings": timings,
+        "paged_events": events,
+        "trace_seconds": trace_seconds,
+        "trace_events": len(found.events),
+    }
 
 
 async def ingestion(url: str, stub: Any, run: str, now: datetime, events: int, rounds: int) -> dict[str, Any]:
@@ -255,6 +291,18 @@ def report(result: dict[str, Any]) -> str:
         f" ({result['aggregate_groups']} groups): {statistics.median(timings):.3f} s, median of"
         f" {len(timings)} ({min(timings):.3f} to {max(timings):.3f}) (target < 1 s)"
     )
+    if "paging_timings" in result:
+        pages = result["paging_timings"]
+        lines.append(
+            f"QueryLogEvents, every page of one model version ({result['paged_events']:,} events,"
+            " 1,000 a page):"
+            f" first {pages[0] * 1000:.1f} ms, median {statistics.median(pages) * 1000:.1f} ms,"
+            f" slowest {max(pages) * 1000:.1f} ms, last {pages[-1] * 1000:.1f} ms"
+        )
+        lines.append(
+            f"QueryLogEvents by trace id alone ({result['trace_events']} event) over"
+            f" {result['aggregate_events']:,}: {result['trace_seconds'] * 1000:.1f} ms"
+        )
     return "\n".join(lines)
 
 
