@@ -53,7 +53,8 @@ _PARTITION_NAME = re.compile(r"log_events_p(\d{8})")
 # Tail feed entries are needed only by tails running now; a day is a generous margin.
 TAIL_FEED_KEEP = timedelta(days=1)
 
-# Columns written by ingestion, in COPY order; ingest_time and ingest_batch are set by the store.
+# Columns written by ingestion, in COPY order; ingest_time and ingest_batch come from their defaults
+# (now() and the session's currval of log_ingest_batches), or from the staging path's INSERT.
 _COLUMNS = EVENT_COLUMNS
 _COLUMN_LIST = ", ".join(_COLUMNS)
 SELECT_COLUMNS = f"{_COLUMN_LIST}, ingest_time"
@@ -361,6 +362,7 @@ async def _store(
     conn: Connection, batches: Sequence[RowBatch], *, deduplicate: bool, order: InOrder | None
 ) -> Stored:
     client_id = batches[0].client_id
+    # Also the session's currval, which the direct COPY's rows take as their ingest_batch.
     batch_id = int(await conn.fetchval("SELECT nextval('log_ingest_batches')"))
     rows = [row for batch in batches for row in batch.rows]
     inserted = 0
