@@ -3,9 +3,10 @@
 1. raw asyncpg COPY of the same rows straight into log_events (the ceiling: no gRPC, no checks);
 2. StreamLogEvents through the server, batches of 500, acknowledged after commit;
 3. WriteLogEvents through the server, batches of 500, four calls in flight;
-each as a ratio of the raw COPY of its round (three rounds by default, medians printed); then
-AggregateLogEvents over 1,000,000 stored events grouped by model version and hour (`--aggregate-only`
-measures just that); then every page of one model version's events, and one trace found by its id.
+each as a ratio of the raw COPY of its round (three rounds by default, after one that warms up the
+server; medians printed); then AggregateLogEvents over 1,000,000 stored events grouped by model version
+and hour (`--aggregate-only` measures just that); then every page of one model version's events, and one
+trace found by its id.
 `python -m bench.logs_ingest` starts a server process on a database (as bench/run.py does) and drives it
 from a second process. It only prints figures.
 """
@@ -39,6 +40,7 @@ from modelplane.v1 import common_pb2, logs_pb2_grpc
 from modelplane.v1 import logs_pb2 as lpb
 
 BATCH = 500
+WARMUP_EVENTS = 10 * BATCH
 VERSIONS = [f"models/chat/versions/{v}" for v in range(1, 9)]
 
 
@@ -217,6 +219,9 @@ async def ingestion(url: str, stub: Any, run: str, now: datetime, events: int, r
     """Events per second by the three roads, in `rounds` rounds of all three back to back: a ratio is
     taken within its round, so a load that comes and goes on the machine moves both of its figures."""
     result: dict[str, Any] = {"raw_copy": [], "stream": [], "write": []}
+    # A round nobody counts first: a fresh server opens its ingestion connections, prepares its
+    # statements and fills its caches on the first batches, which would otherwise weigh on round one.
+    await ingestion_round(url, stub, f"{run}-warmup", now, WARMUP_EVENTS)
     for number in range(max(1, rounds)):
         for road, rate in (await ingestion_round(url, stub, f"{run}-{number}", now, events)).items():
             result[road].append(rate)
