@@ -3,7 +3,7 @@
 1. raw asyncpg COPY of the same rows straight into log_events (the ceiling: no gRPC, no checks);
 2. StreamLogEvents through the server, batches of 500, acknowledged after commit;
 3. WriteLogEvents through the server, batches of 500, four calls in flight;
-each as a ratio of the raw COPY of its round (three rounds by default, after one that warms up the
+each as a ratio of the raw COPY of its round (five rounds by default, after one that warms up the
 server; medians printed); then AggregateLogEvents over 1,000,000 stored events grouped by model version
 and hour (`--aggregate-only` measures just that); then every page of one model version's events, and one
 trace found by its id.
@@ -157,15 +157,17 @@ async def drive(
         run = uuid.uuid4().hex[:8]
         if not aggregate_only:
             result.update(await ingestion(url, stub, run, now, events, ingest_rounds))
-        # The aggregate's data: a million events over the last day, stored the fastest way.
+        # The aggregate's data: a million events in the 23 hours before `now`, stored the fastest way. The
+        # ingestion roads stored theirs from `now` on, in the same partition, outside the aggregate's range.
         start = now - timedelta(hours=23)
         await store_partitions(url, start)
         await raw_copy(url, domain_rows(aggregate_events, f"agg-{run}", start, timedelta(hours=23)))
         conn = await asyncpg.connect(url)
         await conn.execute("ANALYZE log_events")
+        result["stored_events"] = int(await conn.fetchval("SELECT count(*) FROM log_events"))
         await conn.close()
         request = lpb.AggregateLogEventsRequest(
-            filter=f'event_time >= "{start.isoformat().replace("+00:00", "Z")}"',
+            filter=f'event_time >= "{_rfc3339(start)}" AND event_time < "{_rfc3339(now)}"',
             group_by=[lpb.LOG_GROUP_BY_MODEL_VERSION, lpb.LOG_GROUP_BY_TIME_BUCKET],
             bucket_width=duration_pb2.Duration(seconds=3600),
         )
@@ -182,12 +184,15 @@ async def drive(
     return result
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 async def paging(stub: Any, start: datetime) -> dict[str, Any]:
     """Every page of one model version's events of the last day, newest first, 1,000 a page (the
     time of each page tells whether depth costs), then one trace's events found by trace id alone."""
-    since = start.isoformat().replace("+00:00", "Z")
     request = lpb.QueryLogEventsRequest(
-        filter=f'model_version = "{VERSIONS[3]}" AND event_time >= "{since}"', page_size=1000
+        filter=f'model_version = "{VERSIONS[3]}" AND event_time >= "{_rfc3339(start)}"', page_size=1000
     )
     timings: list[float] = []
     events = 0
@@ -305,8 +310,8 @@ def report(result: dict[str, Any]) -> str:
             f" slowest {max(pages) * 1000:.1f} ms, last {pages[-1] * 1000:.1f} ms"
         )
         lines.append(
-            f"QueryLogEvents by trace id alone ({result['trace_events']} event) over"
-            f" {result['aggregate_events']:,}: {result['trace_seconds'] * 1000:.1f} ms"
+            f"QueryLogEvents by trace id alone ({result['trace_events']} event) among the"
+            f" {result['stored_events']:,} stored: {result['trace_seconds'] * 1000:.1f} ms"
         )
     return "\n".join(lines)
 
@@ -326,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--aggregate-only", action="store_true", help="measure only AggregateLogEvents, not ingestion"
     )
     parser.add_argument("--aggregate-rounds", type=int, default=3, help="AggregateLogEvents calls timed")
-    parser.add_argument("--ingest-rounds", type=int, default=3, help="rounds of the three ingestion roads")
+    parser.add_argument("--ingest-rounds", type=int, default=5, help="rounds of the three ingestion roads")
     parser.add_argument("--server-log-level", default="WARNING")
     parser.add_argument("--drive", nargs=2, metavar=("TARGET", "DATABASE_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
