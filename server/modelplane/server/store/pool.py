@@ -1,4 +1,5 @@
-"""The asyncpg pool behind every capability, and the one place where a lost database becomes UNAVAILABLE."""
+"""The asyncpg pools (one for every call, one for bulk writes) and the one place where a lost database
+becomes UNAVAILABLE."""
 
 from __future__ import annotations
 
