@@ -1,4 +1,5 @@
-"""Field rules every capability shares: collecting violations, text sizes, labels, request ids, masks.
+"""Field rules every capability shares: collecting violations, text sizes, labels, request ids, masks,
+the int64 range and currency codes.
 
 Each broken rule is reported with its request field path, and every rule of a request is reported at
 once, so the caller fixes them all in one go.
@@ -12,6 +13,10 @@ from collections.abc import Mapping
 from modelplane.server.errors import FieldViolation, InvalidArgument
 
 _LABEL_KEY = re.compile(r"[a-z0-9_-]{1,63}")
+# The range of an int64 field, and of a Postgres bigint.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# An ISO 4217 currency code, in ASCII only: str.isupper() would also take "ÄÖÜ".
+CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 MAX_LABELS = 64
 MAX_REQUEST_ID = 128
 

@@ -41,6 +41,7 @@ from enum import Enum
 from typing import Literal, TypeAlias
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.field_rules import INT64_MAX, INT64_MIN
 
 MAX_FILTER_LENGTH = 2000
 MAX_NESTING_DEPTH = 32
@@ -55,7 +56,6 @@ _KEYWORDS = frozenset({"AND", "OR", "NOT"})
 # Characters that end a word: the operator characters, quotes and parentheses.
 _DELIMITERS = frozenset("()\"'=!<>:")
 _INTEGER = re.compile(r"-?[0-9]+")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _violation(position: int, message: str) -> InvalidArgument:
@@ -551,7 +551,7 @@ class _Compiler:
             shown = "*" if value.kind == "star" else f'"{value.text}"'
             raise _violation(value.position, f"expected an integer for {f.name}, found {shown}")
         number = int(value.text)
-        if not _INT64_MIN <= number <= _INT64_MAX:
+        if not INT64_MIN <= number <= INT64_MAX:
             raise _violation(value.position, f"{value.text} is out of the 64-bit integer range")
         return number
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from modelplane.server.errors import InvalidArgument
+from modelplane.server.field_rules import INT64_MAX, INT64_MIN
 from modelplane.server.filters import FilterSchema, SqlFragment, compile_filter
 
 DEFAULT_PAGE_SIZE = 50
@@ -175,9 +176,6 @@ def _token_error(description: str) -> InvalidArgument:
 _MALFORMED = "is not a page token this server issued; pass next_page_token back unchanged"
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
 def _key_value(raw: object, key_type: KeyType) -> KeyValue:
     if key_type is datetime and isinstance(raw, str):
         moment = datetime.fromisoformat(raw)
@@ -187,7 +185,7 @@ def _key_value(raw: object, key_type: KeyType) -> KeyValue:
     # A token's checksum is no secret, so its keys are checked like any input: within a bigint, and text
     # Postgres can hold.
     if key_type is int and isinstance(raw, int) and not isinstance(raw, bool):
-        if not _INT64_MIN <= raw <= _INT64_MAX:
+        if not INT64_MIN <= raw <= INT64_MAX:
             raise ValueError("integer key out of range")
         return raw
     if key_type is str and isinstance(raw, str):

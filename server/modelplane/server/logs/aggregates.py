@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from modelplane.server.errors import OutOfRange, shown
+from modelplane.server.field_rules import INT64_MAX, INT64_MIN
 from modelplane.server.logs.domain import EventKind, GroupBy, LogGroup, Money, TrafficSlot
 from modelplane.server.store.pool import Connection
 
@@ -34,8 +35,6 @@ _GROUP_SQL: Mapping[GroupBy, str] = {
     GroupBy.POLICY: "policy",
     GroupBy.KIND: "kind",
 }
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # The summed metrics: the LogGroup field a sum fills (also its name in the error), and its SQL; $currency
 # stands for the parameter of the requested currency.
@@ -79,7 +78,7 @@ def aggregate_sql(
     sums = "".join(f" coalesce({sql.replace('$currency', currency)}, 0) AS {name}," for name, sql in _SUMS)
     # A sum outside the int64 range comes back as NULL, which `aggregate` refuses.
     checked = "".join(
-        f" CASE WHEN {name} BETWEEN {_INT64_MIN} AND {_INT64_MAX} THEN {name}::bigint END AS {name},"
+        f" CASE WHEN {name} BETWEEN {INT64_MIN} AND {INT64_MAX} THEN {name}::bigint END AS {name},"
         for name, _ in _SUMS
     )
     sql = (

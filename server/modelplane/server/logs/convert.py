@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.field_rules import CURRENCY_CODE
 from modelplane.server.logs.domain import (
     MAX_BATCH_EVENTS,
     AggregateQuery,
@@ -284,9 +285,7 @@ _OUTCOME_NOT_ERROR = frozenset({pb.ROUTING_OUTCOME_OK, pb.ROUTING_OUTCOME_FALLBA
 _DECISION_STORED = {number: decision.name.lower() for number, decision in _DECISION_FROM_PROTO.items()}
 _SEVERITY_STORED = {number: severity.name.lower() for number, severity in _SEVERITY_FROM_PROTO.items()}
 _SEVERITY_STORED[guardrails_pb2.SEVERITY_UNSPECIFIED] = ""
-_CURRENCY = re.compile(r"[A-Z]{3}")
 _NUL = "\x00"
-_MAX_MICROS = timedelta.max // timedelta(microseconds=1)
 
 
 # Service names and currency codes passed their pattern once; a stream repeats the same few, and a set
@@ -422,7 +421,7 @@ def _fast_row(m: pb.LogEvent) -> tuple[Row, bool]:
         cost_micros: int | None = money.micros
         if currency:
             if cost_micros < 0 or (  # type: ignore[operator]
-                currency not in _CURRENCIES_SEEN and not _seen(_CURRENCIES_SEEN, currency, _CURRENCY)
+                currency not in _CURRENCIES_SEEN and not _seen(_CURRENCIES_SEEN, currency, CURRENCY_CODE)
             ):
                 raise _Refused
         elif p.HasField("cost"):

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from modelplane.inference.pricing import Prices
 from modelplane.inference.providers import TokenUsage
 from modelplane.server.errors import FieldViolation
+from modelplane.server.field_rules import CURRENCY_CODE, INT64_MAX
 from modelplane.server.logs.domain import (
     MAX_BATCH_EVENTS,
     AggregateQuery,
@@ -42,14 +43,12 @@ MAX_DROPPED_PER_BATCH = 10**12
 # A batch stops being checked after this many problems: the status would only grow.
 MAX_REPORTED_VIOLATIONS = 20
 # The largest cost an event can carry: costs are stored as a bigint of micro-units.
-MAX_COST_MICROS = 2**63 - 1
+MAX_COST_MICROS = INT64_MAX
 
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SERVICE_NAME = re.compile(r"[a-z0-9._-]{1,63}")
 ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_.]{0,62}")
 SHORT_NAME = re.compile(r"[A-Za-z0-9._:/-]{0,63}")
-# ASCII only: str.isupper() would also take "ÄÖÜ".
-CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
 
 def _text(found: list[FieldViolation], path: str, value: str, limit: int) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 
 from modelplane.server.errors import InvalidArgument
-from modelplane.server.field_rules import Violations, check_labels, check_text
+from modelplane.server.field_rules import CURRENCY_CODE, Violations, check_labels, check_text
 from modelplane.server.registry import names
 from modelplane.server.registry.domain import CAPABILITIES, ModelFields, Pricing, VersionFields
 
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 def check_model_fields(fields: ModelFields, prefix: str, paths: frozenset[str] | None = None) -> None:
@@ -39,7 +38,7 @@ def check_pricing(v: Violations, path: str, pricing: Pricing | None) -> None:
     if pricing is None:
         v.add(path, "is required: the price per million tokens (zero for a free model)")
         return
-    if not _CURRENCY.fullmatch(pricing.currency_code):
+    if not CURRENCY_CODE.fullmatch(pricing.currency_code):
         v.add(f"{path}.currency_code", "must be an ISO 4217 code of three upper-case letters, e.g. 'USD'")
     for field_name, value in (
         ("input_micros_per_million", pricing.input),
