@@ -63,28 +63,32 @@ class Prices:
         )
 
 
+def cost_parts(prices: Prices, usage: TokenUsage) -> dict[str, int]:
+    """The four parts of a call's cost before the division by a million, each named by the TokenUsage
+    field whose tokens it prices."""
+    cached_price = prices.input if prices.cached_input is None else prices.cached_input
+    reasoning_price = prices.output if prices.reasoning is None else prices.reasoning
+    return {
+        "input_tokens": (usage.input_tokens - usage.cached_input_tokens) * prices.input,
+        "cached_input_tokens": usage.cached_input_tokens * cached_price,
+        "output_tokens": (usage.output_tokens - usage.reasoning_tokens) * prices.output,
+        "reasoning_tokens": usage.reasoning_tokens * reasoning_price,
+    }
+
+
 def cost_micros(pricing: registry_pb2.TokenPricing | Prices, usage: TokenUsage) -> int:
     """The cost of `usage` under `pricing` in micro-units, rounded once to the nearest (half up)."""
     prices = pricing if isinstance(pricing, Prices) else Prices.of(pricing)
-    input_price = prices.input
-    output_price = prices.output
-    cached_price = input_price if prices.cached_input is None else prices.cached_input
-    reasoning_price = output_price if prices.reasoning is None else prices.reasoning
     for name, price in (
-        ("input", input_price),
-        ("output", output_price),
-        ("cached_input", cached_price),
-        ("reasoning", reasoning_price),
+        ("input", prices.input),
+        ("output", prices.output),
+        ("cached_input", prices.cached_input),
+        ("reasoning", prices.reasoning),
     ):
-        if price < 0:
+        if price is not None and price < 0:
             raise ValueError(f"{name} price must not be negative, got {price}")
     # Python integers do not overflow, so the sum is exact however large the counts and prices are.
-    scaled = (
-        (usage.input_tokens - usage.cached_input_tokens) * input_price
-        + usage.cached_input_tokens * cached_price
-        + (usage.output_tokens - usage.reasoning_tokens) * output_price
-        + usage.reasoning_tokens * reasoning_price
-    )
+    scaled = sum(cost_parts(prices, usage).values())
     return (scaled + TOKENS_PER_PRICE_UNIT // 2) // TOKENS_PER_PRICE_UNIT
 
 

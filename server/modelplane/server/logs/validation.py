@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from modelplane.inference.pricing import Prices
+from modelplane.inference.pricing import Prices, cost_parts
 from modelplane.inference.providers import TokenUsage
 from modelplane.server.errors import FieldViolation
 from modelplane.server.field_rules import CURRENCY_CODE, INT64_MAX
@@ -226,14 +226,7 @@ def unpriceable_violation(
     """What is wrong with an inference without a cost whose tokens, at its version's registry prices, cost
     more than MAX_COST_MICROS; `path` is the inference payload's. It names the token count with the
     largest part of the cost: the count most likely to be wrong."""
-    cached_price = prices.input if prices.cached_input is None else prices.cached_input
-    reasoning_price = prices.output if prices.reasoning is None else prices.reasoning
-    parts = {
-        "input_tokens": (usage.input_tokens - usage.cached_input_tokens) * prices.input,
-        "cached_input_tokens": usage.cached_input_tokens * cached_price,
-        "output_tokens": (usage.output_tokens - usage.reasoning_tokens) * prices.output,
-        "reasoning_tokens": usage.reasoning_tokens * reasoning_price,
-    }
+    parts = cost_parts(prices, usage)
     field = max(parts, key=lambda name: parts[name])
     return FieldViolation(
         f"{path}.{field}",
