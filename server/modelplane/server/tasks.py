@@ -18,8 +18,9 @@ CANCEL_RETRY = 0.2
 CANCEL_LIMIT = 10.0
 
 
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancels `task` and returns once it has ended (or after CANCEL_LIMIT seconds, logged)."""
+async def cancel_and_wait(task: asyncio.Task[Any] | None, *, quiet: bool = False) -> None:
+    """Cancels `task` and returns once it has ended (or after CANCEL_LIMIT seconds, logged). The error
+    the task ended with is logged, unless `quiet`: for a task whose failure its caller reports."""
     if task is None:
         return
     loop = asyncio.get_running_loop()
@@ -32,5 +33,5 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
                 "the task %s did not end within %.0f s of being cancelled", task.get_name(), CANCEL_LIMIT
             )
             return
-    if not task.cancelled() and task.exception() is not None:
+    if not task.cancelled() and task.exception() is not None and not quiet:
         log.warning("the task %s ended with %r", task.get_name(), task.exception())

@@ -4,7 +4,6 @@ queries, tail and aggregates."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -50,6 +49,7 @@ from modelplane.server.logs.domain import (
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.pg_time import from_pg_micros, pg_micros
 from modelplane.server.store.pool import Database
+from modelplane.server.tasks import cancel_and_wait
 
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
 TAIL_BATCHES_PER_ROUND = 100
@@ -133,18 +133,6 @@ def _pricing_of(row: Any) -> Prices:
         cached_input=row["cached_input_price"],
         reasoning=row["reasoning_price"],
     )
-
-
-async def _abandon(commits: Sequence[asyncio.Task[LogAck]]) -> None:
-    """Cancels commits a stream no longer waits for and lets them end; their errors are not the stream's
-    (the first failure, already raised, is)."""
-    for task in commits:
-        task.cancel()
-    if commits:
-        await asyncio.wait(commits)
-    for task in commits:
-        if not task.cancelled():
-            task.exception()
 
 
 class LogService:
@@ -392,10 +380,10 @@ class LogService:
                 if finished:
                     return
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            await _abandon([task for task, _ in committing])
+            await cancel_and_wait(reader)
+            # Commits the stream no longer waits for: their errors are not the stream's (the first
+            # failure, already raised, is).
+            await asyncio.gather(*(cancel_and_wait(task, quiet=True) for task, _ in committing))
 
     # -- reading -----------------------------------------------------------------------------------------
 
