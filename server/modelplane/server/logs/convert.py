@@ -549,10 +549,14 @@ def batch_rows(
         rows: list[Row] = []
         unpriced: list[int] = []
         if _add_rows(message.events, 0, len(message.events), rows, unpriced):
-            return RowBatch(
-                message.client_id, message.sequence, message.dropped_since_last, tuple(rows), tuple(unpriced)
-            )
+            return _row_batch(message, rows, unpriced)
     return _long_way(message, prefix, metadata)
+
+
+def _row_batch(message: pb.LogBatch, rows: list[Row], unpriced: list[int]) -> RowBatch:
+    return RowBatch(
+        message.client_id, message.sequence, message.dropped_since_last, tuple(rows), tuple(unpriced)
+    )
 
 
 def _long_way(message: pb.LogBatch, prefix: str, metadata: dict[str, str] | None) -> LogBatch:
@@ -590,13 +594,7 @@ async def stream_batches(
                 ):
                     break
             else:
-                yield RowBatch(
-                    message.client_id,
-                    message.sequence,
-                    message.dropped_since_last,
-                    tuple(rows),
-                    tuple(unpriced),
-                )
+                yield _row_batch(message, rows, unpriced)
                 continue
         yield _long_way(message, "batch", {"sequence": str(message.sequence)})
 
