@@ -1049,7 +1049,10 @@ def _forged_token(fingerprint: str, key: object) -> str:
 def _forged_list(method_name: str, parent: str, key: object) -> Message:
     request_class = message_class(SERVICE.methods_by_name[method_name].input_type)
     token = _forged_token(pagination.query_fingerprint(method_name, parent), key)
-    return request_class(parent=parent, page_token=token)
+    request = request_class()
+    request.parent = parent  # type: ignore[attr-defined]
+    request.page_token = token  # type: ignore[attr-defined]
+    return request
 
 
 @pytest.mark.parametrize(
@@ -1119,7 +1122,8 @@ def test_a_negative_start_revision_is_refused(live: LiveServer, revision: int) -
 @pytest.mark.parametrize("size", [INT32_MIN, -1])
 def test_a_negative_page_size_is_refused(live: LiveServer, method_name: str, size: int) -> None:
     request_class = message_class(SERVICE.methods_by_name[method_name].input_type)
-    request = request_class(page_size=size)
+    request = request_class()
+    request.page_size = size  # type: ignore[attr-defined]
     if method_name != "ListDeployments":
         request.parent = "deployments/web"  # type: ignore[attr-defined]
     error, _ = live.expect(method_name, request)
