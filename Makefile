@@ -1,14 +1,24 @@
 # Every target installs what it needs through .venv/.installed, so any one of them works on a fresh clone.
+# The environment comes from requirements/dev.lock (hash-checked), never from a fresh resolution.
 PY := .venv/bin/python
 BIN := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
+# One resolution for every lock: the same Python, every platform, hashes of every file of a pinned release.
+COMPILE := $(BIN)/uv pip compile -q --universal --python-version 3.11 --generate-hashes --no-header pyproject.toml
+RELEASED := $(shell cat protos/RELEASED)
 
-.PHONY: install gen check-gen third-party lint typecheck test test-embedded run bench clean
+.PHONY: install lock check-lock gen check-gen third-party lint typecheck breaking dist-check test test-embedded run bench clean
 
-.venv/.installed: pyproject.toml
-	python3 -m venv .venv && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $@
+.venv/.installed: requirements/dev.lock pyproject.toml
+	python3 -m venv .venv && $(PY) -m pip install -q --require-hashes --no-deps -r requirements/dev.lock && $(PY) -m pip install -q --no-deps --no-build-isolation -e . && touch $@
 
 install: .venv/.installed
+
+lock: .venv/.installed
+	$(COMPILE) --upgrade --extra dev -o requirements/dev.lock && $(COMPILE) -c requirements/dev.lock --extra server -o requirements/server.lock && $(COMPILE) -c requirements/dev.lock -o requirements/base.lock
+
+check-lock: .venv/.installed
+	rm -rf build/lock && mkdir -p build/lock && cp requirements/*.lock build/lock/ && $(COMPILE) --extra dev -o build/lock/dev.lock && $(COMPILE) -c build/lock/dev.lock --extra server -o build/lock/server.lock && $(COMPILE) -c build/lock/dev.lock -o build/lock/base.lock && diff -r -I '^ *#' requirements build/lock && echo "the locks match pyproject.toml"
 
 gen: .venv/.installed
 	$(PY) scripts/gen_protos.py
@@ -24,6 +34,12 @@ lint: .venv/.installed third-party
 
 typecheck: .venv/.installed
 	$(BIN)/mypy
+
+breaking: .venv/.installed third-party
+	rm -rf build/released && mkdir -p build/released && git archive $(RELEASED) protos buf.yaml | tar -x -C build/released && cp -r third_party build/released/ && $(BIN)/buf breaking --against build/released && echo "protos/ keeps the contract released at $(RELEASED)"
+
+dist-check: .venv/.installed
+	$(PY) scripts/check_dist.py
 
 test: .venv/.installed
 	$(BIN)/pytest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import google.api
+import google.api  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -43,6 +43,8 @@ def main() -> None:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     generate(out)
+    # PEP 561: the generated .pyi stubs are what type checkers of consumer services read.
+    (target / "py.typed").touch()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import logging
 from collections.abc import Sequence
 
 from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
+
+# grpc-stubs types the sync servicer only; health.aio is grpcio-health-checking's public asyncio one.
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from modelplane.server.errors import StorageUnavailable
 from modelplane.server.store.migrations import latest_version
@@ -38,7 +40,7 @@ class HealthReporter:
         probe_interval: float,
         probe_timeout: float = 1.0,
     ) -> None:
-        self.servicer = HealthServicer()
+        self.servicer = health_aio.HealthServicer()
         self._database = database
         self._names = (OVERALL, *services)
         self._interval = probe_interval
