@@ -20,19 +20,14 @@ from modelplane.server.filters import (
     timestamp_field,
 )
 from modelplane.server.pagination import ListPlan, OrderField, OrderSchema, plan_list
-from modelplane.v1 import registry_pb2
+from modelplane.server.registry.domain import CAPABILITIES, VersionState
 
 MODEL_NAME_PREFIX = "models/"
 
-
-def _stored_enum_names(enum_prefix: str, names: list[str]) -> dict[str, str]:
-    """Enum value names without prefix and UNSPECIFIED -> their stored SQL form (lower case)."""
-    short = [name.removeprefix(enum_prefix) for name in names]
-    return {name: name.lower() for name in short if name != "UNSPECIFIED"}
-
-
-CAPABILITIES = _stored_enum_names("CAPABILITY_", list(registry_pb2.Capability.keys()))
-VERSION_STATES = _stored_enum_names("MODEL_VERSION_STATE_", list(registry_pb2.ModelVersionState.keys()))
+# A filter names an enum value as the contract spells it without its prefix (`capabilities:TOOL_USE`);
+# the SQL compares the stored form. tests/unit/test_registry_vocabulary.py holds both to the contract.
+CAPABILITY_FILTER_VALUES = {capability.upper(): capability for capability in CAPABILITIES}
+VERSION_STATE_FILTER_VALUES = {state.name: state.value for state in VersionState}
 
 MODEL_FILTER = FilterSchema(
     [
@@ -50,8 +45,10 @@ VERSION_FILTER = FilterSchema(
     [
         resource_name_field("model", "v.model_id", prefix=MODEL_NAME_PREFIX),
         text_field("provider", "m.provider", operators={"=", "!="}),
-        enum_field("state", "v.state", VERSION_STATES, prefix="MODEL_VERSION_STATE_"),
-        enum_field("capabilities", "v.capabilities", CAPABILITIES, prefix="CAPABILITY_", list_column=True),
+        enum_field("state", "v.state", VERSION_STATE_FILTER_VALUES, prefix="MODEL_VERSION_STATE_"),
+        enum_field(
+            "capabilities", "v.capabilities", CAPABILITY_FILTER_VALUES, prefix="CAPABILITY_", list_column=True
+        ),
         linked_text_field(
             "alias",
             "EXISTS (SELECT 1 FROM model_aliases a WHERE a.model_id = v.model_id"
