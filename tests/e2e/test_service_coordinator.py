@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from modelplane.client import Connection, connect
+from modelplane.client import BackoffPolicy, Connection, connect
 from modelplane.client.events import RoutingEvent
 from modelplane.orchestration import (
     EndpointFailed,
     HttpTransport,
     InProcessTransport,
-    ReconnectPolicy,
     RequestRejected,
     RouteTarget,
     ServiceCoordinator,
@@ -239,7 +238,7 @@ async def test_routing_survives_the_server_going_away_and_resyncs(
         transport=transport,
         events=Sink(),
         watch=[DEPLOYMENT],
-        reconnect=ReconnectPolicy(initial_backoff=0.02, max_backoff=0.2),
+        reconnect=BackoffPolicy(initial=0.02, maximum=0.2, jitter=0.5),
         report_health=False,
     )
     async with coordinator:

@@ -39,7 +39,6 @@ import atexit
 import contextlib
 import logging
 import os
-import random
 import re
 import socket
 import threading
@@ -56,6 +55,7 @@ import grpc
 from modelplane.client.channel import Connection, TlsOptions, connect
 from modelplane.client.errors import InvalidArgument, from_rpc_error
 from modelplane.client.log_events import MAX_INSTANCE, SERVICE_PATTERN, to_log_event
+from modelplane.client.retry import Backoff, BackoffPolicy
 from modelplane.v1 import logs_pb2, logs_pb2_grpc
 
 if TYPE_CHECKING:
@@ -266,8 +266,8 @@ class LogShipper:
         self._flush_interval = flush_interval
         self._window = max_unacknowledged_batches
         self._ack_timeout = ack_timeout
-        self._initial_backoff = initial_backoff
-        self._max_backoff = max_backoff
+        # Half fixed, half jitter: replicas of a service restarted together do not reconnect in step.
+        self._reconnect = BackoffPolicy(initial=initial_backoff, maximum=max_backoff, jitter=0.5)
         self._exit_flush_timeout = exit_flush_timeout
 
         self._queue = EventQueue(queue_size)
@@ -477,9 +477,8 @@ class LogShipper:
 
     async def _run(self, connection: Connection) -> None:
         stub: LogServiceAsyncStub = logs_pb2_grpc.LogServiceStub(connection.channel)
-        failures = 0
+        backoff = Backoff(self._reconnect)
         first = True
-        rng = random.Random()
         try:
             while not self._stop.is_set():
                 if not first:
@@ -495,12 +494,10 @@ class LogShipper:
                     self._record_failure(error)
                 if self._stop.is_set():
                     break
-                failures = 0 if self._acknowledged > acknowledged_before else failures + 1
-                ceiling = min(self._initial_backoff * 2 ** max(failures - 1, 0), self._max_backoff)
-                # Half fixed, half jitter: replicas of a service restarted together do not reconnect in step.
-                delay = ceiling / 2 + rng.uniform(0.0, ceiling / 2)
+                if self._acknowledged > acknowledged_before:
+                    backoff.reset()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    await asyncio.wait_for(self._stop.wait(), backoff.next_delay())
         finally:
             # Nothing is accepted any more (close shut the queue first): what is left is lost.
             self._abandoned = self._pending_events + self._queue.clear()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -35,6 +34,7 @@ import grpc
 
 from modelplane.client.errors import DeadlineExceeded, Unavailable
 from modelplane.client.events import EventSink, EventStatus, InferenceEvent
+from modelplane.client.retry import Backoff, BackoffPolicy
 from modelplane.inference.pricing import Cost, cost_of
 from modelplane.inference.providers import (
     ChatMessage,
@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 ModelSource = Literal["registry", "configured", "configured_fallback"]
 
 _PROVIDER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?!//)")
+# The registry watch is reopened after at least half of 50 ms, doubling up to refresh_interval.
 _FIRST_RETRY_DELAY = 0.05
 _MAX_ERROR_MESSAGE = 500
 
@@ -171,7 +172,9 @@ class LLMClient:
         self._alias = alias
         self._constraints = constraints
         self._events = events
-        self._refresh_interval = refresh_interval
+        self._reconnect = BackoffPolicy(
+            initial=min(_FIRST_RETRY_DELAY, refresh_interval), maximum=refresh_interval, jitter=0.5
+        )
         self._resolve_timeout = resolve_timeout
         self._selected: SelectedModel | None = None
         self._lock = asyncio.Lock()
@@ -351,10 +354,11 @@ class LLMClient:
     async def _follow(self, revision: int | None) -> None:
         """Watch the registry for as long as the client is open; None means resolve before watching."""
         assert self._registry is not None
-        delay = _FIRST_RETRY_DELAY
+        backoff = Backoff(self._reconnect)
         if revision is None:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._reconnect.initial)
         while True:
+            failure: Exception | None = None
             try:
                 if revision is None:
                     response = await self._resolve()
@@ -363,7 +367,7 @@ class LLMClient:
                 stream = self._registry.watch_models(start_revision=revision)
                 try:
                     async for message in stream:
-                        delay = _FIRST_RETRY_DELAY
+                        backoff.reset()
                         if message.HasField("change"):
                             await self._on_change(message.change)
                 finally:
@@ -372,11 +376,13 @@ class LLMClient:
                     if aclose is not None:
                         await aclose()
             except Exception as exc:
-                # The cached choice stays in use meanwhile; the next round resolves afresh.
-                logger.warning("model registry not followed (%s); trying again in %.2f s", exc, delay)
+                failure = exc
             revision = None
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self._refresh_interval)
+            delay = backoff.next_delay()
+            if failure is not None:
+                # The cached choice stays in use meanwhile; the next round resolves afresh.
+                logger.warning("model registry not followed (%s); trying again in %.2f s", failure, delay)
+            await asyncio.sleep(delay)
 
     async def _on_change(self, change: registry_pb2.ModelChange) -> None:
         assert self._registry is not None

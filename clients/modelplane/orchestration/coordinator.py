@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from modelplane.client.events import EventSink, RoutingEvent, RoutingOutcome
+from modelplane.client.retry import Backoff, BackoffPolicy
 from modelplane.client.routing import random_point
 from modelplane.orchestration.traffic import (
     CompiledTable,
@@ -55,25 +54,15 @@ from modelplane.v1 import registry_pb2
 if TYPE_CHECKING:
     from modelplane.client.deployments import DeploymentClient
 
-__all__ = ["ReconnectPolicy", "ServiceCoordinator"]
+__all__ = ["DEFAULT_RECONNECT", "ServiceCoordinator"]
 
 logger = logging.getLogger(__name__)
 
 StaticRoute = TrafficTable | Sequence[str]
 
 
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """How a broken watch is reopened: jittered exponential backoff, for as long as the coordinator runs."""
-
-    initial_backoff: float = 0.05
-    max_backoff: float = 5.0
-    multiplier: float = 2.0
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """The wait before reconnect attempt number `failures` (1 for the first)."""
-        ceiling = min(self.initial_backoff * self.multiplier ** max(failures - 1, 0), self.max_backoff)
-        return rng.uniform(ceiling / 2, ceiling)
+# A broken watch is reopened for as long as the coordinator runs, after at least half the ceiling.
+DEFAULT_RECONNECT = BackoffPolicy(initial=0.05, multiplier=2.0, maximum=5.0, jitter=0.5)
 
 
 class _Followed:
@@ -103,7 +92,7 @@ class ServiceCoordinator:
         first_table_timeout: float = 5.0,
         unhealthy_after: int = 3,
         report_health: bool = True,
-        reconnect: ReconnectPolicy | None = None,
+        reconnect: BackoffPolicy = DEFAULT_RECONNECT,
     ) -> None:
         if deployments is None and not static_routes:
             raise ValueError("give a deployment manager (deployments=...) or static_routes, or both")
@@ -116,8 +105,7 @@ class ServiceCoordinator:
         self._first_table_timeout = first_table_timeout
         self._unhealthy_after = unhealthy_after
         self._report_health = report_health and deployments is not None
-        self._reconnect = reconnect or ReconnectPolicy()
-        self._rng = random.Random()
+        self._reconnect = reconnect
         self._static: dict[str, CompiledTable] = {}
         for name, route in (static_routes or {}).items():
             table = route if isinstance(route, TrafficTable) else static_table(name, route)
@@ -213,7 +201,7 @@ class ServiceCoordinator:
 
     async def _follow(self, deployment: str, state: _Followed) -> None:
         assert self._deployments is not None
-        failures = 0
+        backoff = Backoff(self._reconnect)
         while not self._closed:
             try:
                 # Always from revision 0: each message is a whole table, so the current state is all a
@@ -221,7 +209,7 @@ class ServiceCoordinator:
                 async for response in self._deployments.watch_deployment(
                     deployment=deployment, start_revision=0, resume=False
                 ):
-                    failures = 0
+                    backoff.reset()
                     if response.HasField("change"):
                         change = response.change
                         if change.kind == registry_pb2.CHANGE_KIND_DELETED:
@@ -234,14 +222,12 @@ class ServiceCoordinator:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                failures += 1
-                if failures == 1:
+                if backoff.failures == 0:
                     logger.warning(
                         "watch of %s broke (%s); routing on with the last table", deployment, error
                     )
             state.synced = False
-            failures = max(failures, 1)
-            await asyncio.sleep(self._reconnect.delay(failures, self._rng))
+            await asyncio.sleep(backoff.next_delay())
 
     # Routing.
 
