@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from modelplane.client.event_queue import EventQueue
 from modelplane.client.events import GuardrailEvent, InferenceEvent, RoutingEvent
 from modelplane.client.log_events import MAX_ATTRIBUTE_VALUE, MAX_MESSAGE, to_log_event
-from modelplane.client.log_shipper import EventQueue, LogShipper
+from modelplane.client.log_shipper import LogShipper
 from modelplane.v1 import common_pb2, guardrails_pb2, logs_pb2
 
 # EventQueue.
