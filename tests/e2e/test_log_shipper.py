@@ -1,13 +1,15 @@
 """LogShipper against the real server on loopback: acknowledged events are in the database once each, even
 when acknowledgements are lost after the commit and the batches are resent; drops while the server is
 down are counted by both sides and the shipper catches up when it is back; emit stays non-blocking while
-the server is stalled behind a proxy that forwards nothing."""
+the server is stalled behind a proxy that forwards nothing; a synchronous service emits, flushes and reads
+the counters from many threads at once and every event is stored once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
@@ -220,6 +222,49 @@ async def test_acknowledged_events_are_in_the_database(servers: Servers, databas
         assert stored.inference.input_tokens == 42
         assert stored.inference.cost.micros == 10
         assert stored.links.model_version == "models/chat/versions/1"
+
+
+async def test_a_synchronous_service_uses_one_shipper_from_many_threads(
+    servers: Servers, database_url: str
+) -> None:
+    server = await servers.start()
+    shipper = LogShipper(server.target, service="batch-job", batch_size=100, flush_interval=0.02)
+    workers, per_worker = 8, 400
+    start = threading.Barrier(workers)
+    flushed: list[bool] = []
+    seen_accepted: list[int] = []
+    emitted: list[list[str]] = [[] for _ in range(workers)]
+
+    def work(worker: int) -> None:
+        # Each worker emits, reads the counters and flushes, all while the others do the same.
+        start.wait()
+        for index in range(per_worker):
+            event = _event(worker * per_worker + index)
+            emitted[worker].append(event.event_id)
+            shipper.emit(event)
+            if index % 100 == 99:
+                seen_accepted.append(shipper.stats.accepted)
+                flushed.append(shipper.flush(30))
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join)
+    await asyncio.to_thread(shipper.close, 30)
+
+    total = workers * per_worker
+    ids = [event_id for ids in emitted for event_id in ids]
+    assert len(set(ids)) == total
+    assert flushed == [True] * (workers * per_worker // 100)
+    assert max(seen_accepted) <= total
+    stats = shipper.stats
+    assert (stats.accepted, stats.acknowledged, stats.dropped, stats.abandoned) == (total, total, 0, 0)
+    assert await _stored(database_url) == (total, total)
+    async with connect(server.target) as connection:
+        ingestion = await connection.logs.get_ingestion_stats(client_id=shipper.client_id)
+        (mine,) = ingestion.clients
+        assert (mine.accepted, mine.duplicates, mine.dropped, mine.sequence_gaps) == (total, 0, 0, 0)
 
 
 async def test_lost_acknowledgements_lead_to_resends_without_duplicates(

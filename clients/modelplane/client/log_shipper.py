@@ -26,9 +26,10 @@ event loop and channel: `emit` works from plain threads and from any event loop,
 never runs on the caller's loop. Given a `Connection` (whose grpc.aio channel belongs to the loop it was
 made on), the sender is an asyncio task on that running loop; `emit` still works from any thread.
 
-Threads. `emit`, `flush`, `close` and `stats` may be called from any number of threads at once (and
-`emit` from any event loop): the queue takes puts under a lock that only counts, every other piece of the
-sender's state is touched on its loop alone, and `flush` waits on a condition the sender notifies.
+Threads. `emit`, `flush` and `stats` may be called from any number of threads at once (and `emit` from
+any event loop): the queue takes puts under a lock that only counts, the sender's state is written on its
+loop alone, and `flush` waits on a condition the sender notifies. `close` may be called from any thread
+but the sender's own; calls after the first do nothing.
 
 Shutdown: `flush(timeout)` waits until every event emitted before the call is acknowledged or dropped;
 `close(timeout)` flushes and stops; `aflush` and `aclose` are their async forms. Events still
