@@ -33,7 +33,7 @@ from typing import Literal, Protocol, Self
 import grpc
 
 from modelplane.client.errors import DeadlineExceeded, Unavailable
-from modelplane.client.events import EventSink, EventStatus, InferenceEvent
+from modelplane.client.events import EventSink, EventStatus, GuardedSink, InferenceEvent
 from modelplane.client.retry import Backoff, BackoffPolicy
 from modelplane.inference.pricing import Cost, cost_of
 from modelplane.inference.providers import (
@@ -171,7 +171,7 @@ class LLMClient:
         self._registry = registry
         self._alias = alias
         self._constraints = constraints
-        self._events = events
+        self._events = GuardedSink(events, logger)
         self._reconnect = BackoffPolicy(
             initial=min(_FIRST_RETRY_DELAY, refresh_interval), maximum=refresh_interval, jitter=0.5
         )
@@ -180,12 +180,11 @@ class LLMClient:
         self._lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
-        self._sink_errors = 0
 
     @property
     def sink_errors(self) -> int:
         """How many times the event sink raised (each time the event was dropped and the call went on)."""
-        return self._sink_errors
+        return self._events.errors
 
     async def current_model(self) -> SelectedModel:
         """The model the next call will use, resolving it first if no call has yet."""
@@ -217,7 +216,7 @@ class LLMClient:
         try:
             generation = await self._provider.generate(request)
         except Exception as exc:
-            self._emit(
+            self._events.emit(
                 self._event(
                     selected,
                     "error",
@@ -232,7 +231,7 @@ class LLMClient:
         latency = time.perf_counter() - started
         usage = generation.usage
         cost = cost_of(selected.pricing, usage)
-        self._emit(
+        self._events.emit(
             self._event(
                 selected,
                 "ok",
@@ -440,14 +439,3 @@ class LLMClient:
             trace_id=trace_id,
             request_id=request_id,
         )
-
-    def _emit(self, event: InferenceEvent) -> None:
-        if self._events is None:
-            return
-        try:
-            self._events.emit(event)
-        except Exception:
-            # A sink must not raise; when one does, the event is lost but the call it describes is not.
-            self._sink_errors += 1
-            if self._sink_errors == 1:
-                logger.exception("event sink raised; dropping the event")

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from modelplane.client.events import EventSink, RoutingEvent, RoutingOutcome
+from modelplane.client.events import EventSink, GuardedSink, RoutingEvent, RoutingOutcome
 from modelplane.client.retry import Backoff, BackoffPolicy
 from modelplane.client.routing import random_point
 from modelplane.orchestration.traffic import (
@@ -100,7 +100,7 @@ class ServiceCoordinator:
             raise ValueError("unhealthy_after must be at least 1")
         self._deployments = deployments
         self._transport: Transport = transport if transport is not None else InProcessTransport()
-        self._events = events
+        self._events = GuardedSink(events, logger)
         self._call_timeout = call_timeout
         self._first_table_timeout = first_table_timeout
         self._unhealthy_after = unhealthy_after
@@ -116,7 +116,6 @@ class ServiceCoordinator:
         self._failures: dict[tuple[str, str], int] = {}
         self._reported_down: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[Any]] = set()
-        self._sink_errors = 0
         self._closed = False
         self._initial_watch = tuple(watch)
 
@@ -156,7 +155,7 @@ class ServiceCoordinator:
     @property
     def sink_errors(self) -> int:
         """How many times the event sink raised (each time the event was dropped and the call went on)."""
-        return self._sink_errors
+        return self._events.errors
 
     def table(self, deployment: str) -> TrafficTable | None:
         """The traffic table routing uses now for `deployment`, None if it has none."""
@@ -280,7 +279,7 @@ class ServiceCoordinator:
             latency = time.perf_counter() - started
             if not isinstance(failure, asyncio.CancelledError):
                 self._count_outcome(target, failure)
-            self._emit(
+            self._events.emit(
                 RoutingEvent(
                     deployment=deployment,
                     traffic_slot=target.slot,
@@ -350,23 +349,12 @@ class ServiceCoordinator:
 
     # Events.
 
-    def _emit(self, event: RoutingEvent) -> None:
-        if self._events is None:
-            return
-        try:
-            self._events.emit(event)
-        except Exception:
-            # A sink must not raise; when one does, the event is lost but the call it describes is not.
-            self._sink_errors += 1
-            if self._sink_errors == 1:
-                logger.exception("event sink raised; dropping the event")
-
     def _emit_no_endpoint(
         self, deployment: str, error: NoEndpointError, trace_id: str, request_id: str
     ) -> None:
         compiled = self._routes.get(deployment)
         table = compiled.table if compiled is not None else None
-        self._emit(
+        self._events.emit(
             RoutingEvent(
                 deployment=deployment,
                 traffic_slot="",
