@@ -11,8 +11,10 @@ import grpc
 import pytest
 
 from modelplane.client.errors import (
+    DeadlineExceeded,
     EtagMismatch,
     ModelplaneError,
+    NotFound,
     ShuttingDown,
     StorageUnavailable,
     Unavailable,
@@ -26,6 +28,7 @@ from modelplane.client.retry import (
     backoff_ceilings,
     call_with_retry,
     is_retryable,
+    is_unreachable,
     retry_delay,
 )
 
@@ -317,6 +320,40 @@ async def test_no_deadline_passes_none() -> None:
     await call_with_retry(attempts, timeout=None, clock=clock, sleep=clock.sleep)
 
     assert attempts.remaining_seen == [None, None]
+
+
+def _raw_rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "raw", None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Unavailable("down"),
+        StorageUnavailable("database away"),
+        DeadlineExceeded("slow"),
+        TimeoutError(),
+        ConnectionRefusedError(),
+        _raw_rpc_error(grpc.StatusCode.UNAVAILABLE),
+        _raw_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED),
+    ],
+)
+def test_what_did_not_reach_the_service_is_unreachable(error: BaseException) -> None:
+    assert is_unreachable(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotFound("no such alias"),
+        EtagMismatch("stale"),
+        ValueError("bad"),
+        _raw_rpc_error(grpc.StatusCode.PERMISSION_DENIED),
+        _raw_rpc_error(grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_a_refusal_is_not_unreachable(error: BaseException) -> None:
+    assert not is_unreachable(error)
 
 
 def test_retry_codes_are_status_codes() -> None:

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import grpc
 
-from modelplane.client.errors import ModelplaneError
+from modelplane.client.errors import DeadlineExceeded, ModelplaneError, Unavailable
 
 T = TypeVar("T")
 
@@ -33,6 +33,7 @@ __all__ = [
     "backoff_ceilings",
     "call_with_retry",
     "is_retryable",
+    "is_unreachable",
     "retry_delay",
 ]
 
@@ -149,6 +150,19 @@ def is_retryable(error: ModelplaneError) -> bool:
     """UNAVAILABLE is the one code meaning "nothing was done, try again" (a server shutting down, storage
     briefly away, a connection lost); every other code is the caller's to handle."""
     return error.code == grpc.StatusCode.UNAVAILABLE
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether `error` means a service could not be reached or did not answer in time (UNAVAILABLE,
+    DEADLINE_EXCEEDED, an asyncio timeout, a socket error), as opposed to a refusal (an unknown name, a
+    denied token, a bad request), which is the caller's configuration to fix. Typed errors and raw
+    grpc.RpcErrors alike."""
+    if isinstance(error, Unavailable | DeadlineExceeded | TimeoutError | OSError):
+        return True
+    if isinstance(error, grpc.RpcError):
+        code = getattr(error, "code", None)
+        return callable(code) and code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return False
 
 
 def _jittered(ceiling: float, jitter: float, rng: random.Random, at_least: float | None) -> float:

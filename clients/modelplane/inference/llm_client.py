@@ -30,11 +30,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
-import grpc
-
-from modelplane.client.errors import DeadlineExceeded, Unavailable
 from modelplane.client.events import EventSink, EventStatus, GuardedSink, InferenceEvent
-from modelplane.client.retry import Backoff, BackoffPolicy
+from modelplane.client.retry import Backoff, BackoffPolicy, is_unreachable
 from modelplane.inference.pricing import Cost, cost_of
 from modelplane.inference.providers import (
     ChatMessage,
@@ -125,16 +122,6 @@ class CompletionResult:
     cost: Cost | None
     finish_reason: str
     provider_model: str
-
-
-def registry_unreachable(error: BaseException) -> bool:
-    """Whether `error` means the registry could not be reached, as opposed to a refusal."""
-    if isinstance(error, Unavailable | DeadlineExceeded | TimeoutError | OSError):
-        return True
-    if isinstance(error, grpc.RpcError):
-        code = getattr(error, "code", None)
-        return callable(code) and code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return False
 
 
 class LLMClient:
@@ -324,7 +311,7 @@ class LLMClient:
         try:
             response = await self._resolve()
         except Exception as exc:
-            if not registry_unreachable(exc):
+            if not is_unreachable(exc):
                 raise
             logger.warning(
                 "model registry unreachable (%s); using the configured model %s until it answers",
