@@ -7,11 +7,9 @@ the counters from many threads at once and every event is stored once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
-from types import TracebackType
 
 import asyncpg
 import pytest
@@ -21,101 +19,7 @@ from modelplane.client.events import InferenceEvent
 from modelplane.client.log_shipper import LogShipper
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
-
-_CHUNK = 64 * 1024
-
-
-class ControlledProxy:
-    """A TCP proxy on loopback that a test can stall (nothing forwarded either way, connections kept open),
-    hold (requests forwarded, responses kept back) and cut (every connection dropped, new ones refused)."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
-        self._listener: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._requests_flow = asyncio.Event()
-        self._responses_flow = asyncio.Event()
-        self._requests_flow.set()
-        self._responses_flow.set()
-
-    async def __aenter__(self) -> ControlledProxy:
-        await self.restore()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.resume()
-        await self.cut()
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stall(self) -> None:
-        self._requests_flow.clear()
-        self._responses_flow.clear()
-
-    def hold_responses(self) -> None:
-        self._responses_flow.clear()
-
-    def resume(self) -> None:
-        self._requests_flow.set()
-        self._responses_flow.set()
-
-    async def restore(self) -> None:
-        if self._listener is None:
-            self._listener = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-            self.port = self._listener.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            listener.close()
-            await listener.wait_closed()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers.update((client_writer, upstream_writer))
-        for reader, writer, flow in (
-            (client_reader, upstream_writer, self._requests_flow),
-            (upstream_reader, client_writer, self._responses_flow),
-        ):
-            task = asyncio.create_task(self._pump(reader, writer, flow))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flow: asyncio.Event
-    ) -> None:
-        try:
-            while True:
-                await flow.wait()
-                data = await reader.read(_CHUNK)
-                if not data:
-                    break
-                # Bytes read just before a hold are kept back until it ends, like a stalled peer would.
-                await flow.wait()
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
+from tests.support.tcp_proxy import TcpProxy
 
 
 def _free_port() -> int:
@@ -272,7 +176,7 @@ async def test_lost_acknowledgements_lead_to_resends_without_duplicates(
 ) -> None:
     server = await servers.start()
     upstream = int(server.target.rsplit(":", 1)[1])
-    async with ControlledProxy(upstream) as proxy:
+    async with TcpProxy("127.0.0.1", upstream) as proxy:
         shipper = LogShipper(
             proxy.target,
             service="inference",
@@ -372,7 +276,7 @@ async def test_emit_stays_non_blocking_while_the_server_is_stalled(
 ) -> None:
     server = await servers.start()
     upstream = int(server.target.rsplit(":", 1)[1])
-    async with ControlledProxy(upstream) as proxy:
+    async with TcpProxy("127.0.0.1", upstream) as proxy:
         shipper = LogShipper(
             proxy.target,
             service="inference",
