@@ -7,9 +7,8 @@ the counters from many threads at once and every event is stored once."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -19,14 +18,8 @@ from modelplane.client.events import InferenceEvent
 from modelplane.client.log_shipper import LogShipper
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
+from tests.support.loopback import free_port, until
 from tests.support.tcp_proxy import TcpProxy
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _event(index: int) -> InferenceEvent:
@@ -43,12 +36,6 @@ def _event(index: int) -> InferenceEvent:
         cost_currency_code="USD",
         request_id=f"req-{index}",
     )
-
-
-async def _until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 -- the state belongs to the shipper\'s thread
-            await asyncio.sleep(0.02)
 
 
 class Servers:
@@ -223,7 +210,7 @@ async def test_lost_acknowledgements_lead_to_resends_without_duplicates(
 async def test_drops_while_the_server_is_down_are_counted_and_the_shipper_catches_up(
     servers: Servers, database_url: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = await servers.start(port)
     shipper = LogShipper(
         server.target,
@@ -246,7 +233,7 @@ async def test_drops_while_the_server_is_down_are_counted_and_the_shipper_catche
     # The queue holds 1000 and the unacknowledged window at most 8 batches of 100: the rest is dropped.
     assert stats.queued <= 1000
     assert stats.dropped >= 5000 - 1000 - 800
-    await _until(lambda: shipper.stats.last_error != "")
+    await until(lambda: shipper.stats.last_error != "")
 
     server = await servers.start(port)
     assert await shipper.aflush(20)

@@ -27,6 +27,7 @@ from modelplane.orchestration import (
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
 from modelplane.v1 import common_pb2, deployments_pb2, registry_pb2
+from tests.support.loopback import until
 
 DEPLOYMENT = "deployments/chat-prod"
 STABLE = ("10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000")
@@ -114,15 +115,6 @@ def canary_rollout(version: str, *weights: int) -> deployments_pb2.Rollout:
             deployments_pb2.RolloutStep(weight_bp=weight, pause_until_promoted=True) for weight in weights
         ],
     )
-
-
-async def until(check: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    """Waits for `check` to hold, polling; fails with `what` after `limit` seconds."""
-    for _ in range(int(limit / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    assert check(), what
 
 
 def canary_weight(coordinator: ServiceCoordinator) -> int:
@@ -276,7 +268,7 @@ async def test_routing_survives_the_server_going_away_and_resyncs(
                 and table.stable.model_version == second
             )
 
-        await until(resynced, "the coordinator resynced after the restart", limit=30)
+        await until(resynced, "the coordinator resynced after the restart", within=30)
         answer = await coordinator.call(DEPLOYMENT, {}, routing_key="u1")
         assert answer.startswith(f"{second}@")
     routed = [event for event in events if isinstance(event, RoutingEvent)]
