@@ -27,9 +27,9 @@ never runs on the caller's loop. Given a `Connection` (whose grpc.aio channel be
 made on), the sender is an asyncio task on that running loop; `emit` still works from any thread.
 
 Threads. `emit`, `flush` and `stats` may be called from any number of threads at once (and `emit` from
-any event loop): the queue takes puts under a lock that only counts, the sender's state is written on its
-loop alone, and `flush` waits on a condition the sender notifies. `close` may be called from any thread
-but the sender's own; calls after the first do nothing.
+any event loop): puts into the queue hold its lock only to append and count, the sender's state is
+written on its loop alone, and `flush` waits on a condition the sender notifies. `close` may be called
+from any thread but the sender's own; calls after the first do nothing.
 
 Shutdown: `flush(timeout)` waits until every event emitted before the call is acknowledged or dropped;
 `close(timeout)` flushes and stops; `aflush` and `aclose` are their async forms. Events still
