@@ -4,7 +4,6 @@ and the configured model as a fallback when the registry cannot be reached."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +15,7 @@ from modelplane.inference.llm_client import ModelRegistry
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
 from modelplane.v1 import registry_pb2
+from tests.support.loopback import free_port
 
 CHAT = "models/chat"
 PROD = "models/chat/aliases/prod"
@@ -207,13 +207,6 @@ FAST_RECONNECT = (
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 100),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_nothing_listening_falls_back_to_the_configured_model() -> None:

@@ -1,15 +1,14 @@
 """LogShipper against the real server on loopback: acknowledged events are in the database once each, even
 when acknowledgements are lost after the commit and the batches are resent; drops while the server is
 down are counted by both sides and the shipper catches up when it is back; emit stays non-blocking while
-the server is stalled behind a proxy that forwards nothing."""
+the server is stalled behind a proxy that forwards nothing; a synchronous service emits, flushes and reads
+the counters from many threads at once and every event is stored once."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator, Callable
-from types import TracebackType
+import threading
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -19,108 +18,8 @@ from modelplane.client.events import InferenceEvent
 from modelplane.client.log_shipper import LogShipper
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
-
-_CHUNK = 64 * 1024
-
-
-class ControlledProxy:
-    """A TCP proxy on loopback that a test can stall (nothing forwarded either way, connections kept open),
-    hold (requests forwarded, responses kept back) and cut (every connection dropped, new ones refused)."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
-        self._listener: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._requests_flow = asyncio.Event()
-        self._responses_flow = asyncio.Event()
-        self._requests_flow.set()
-        self._responses_flow.set()
-
-    async def __aenter__(self) -> ControlledProxy:
-        await self.restore()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.resume()
-        await self.cut()
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stall(self) -> None:
-        self._requests_flow.clear()
-        self._responses_flow.clear()
-
-    def hold_responses(self) -> None:
-        self._responses_flow.clear()
-
-    def resume(self) -> None:
-        self._requests_flow.set()
-        self._responses_flow.set()
-
-    async def restore(self) -> None:
-        if self._listener is None:
-            self._listener = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-            self.port = self._listener.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            listener.close()
-            await listener.wait_closed()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers.update((client_writer, upstream_writer))
-        for reader, writer, flow in (
-            (client_reader, upstream_writer, self._requests_flow),
-            (upstream_reader, client_writer, self._responses_flow),
-        ):
-            task = asyncio.create_task(self._pump(reader, writer, flow))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flow: asyncio.Event
-    ) -> None:
-        try:
-            while True:
-                await flow.wait()
-                data = await reader.read(_CHUNK)
-                if not data:
-                    break
-                # Bytes read just before a hold are kept back until it ends, like a stalled peer would.
-                await flow.wait()
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support.loopback import free_port, until
+from tests.support.tcp_proxy import TcpProxy
 
 
 def _event(index: int) -> InferenceEvent:
@@ -137,12 +36,6 @@ def _event(index: int) -> InferenceEvent:
         cost_currency_code="USD",
         request_id=f"req-{index}",
     )
-
-
-async def _until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 -- the state belongs to the shipper\'s thread
-            await asyncio.sleep(0.02)
 
 
 class Servers:
@@ -222,12 +115,55 @@ async def test_acknowledged_events_are_in_the_database(servers: Servers, databas
         assert stored.links.model_version == "models/chat/versions/1"
 
 
+async def test_a_synchronous_service_uses_one_shipper_from_many_threads(
+    servers: Servers, database_url: str
+) -> None:
+    server = await servers.start()
+    shipper = LogShipper(server.target, service="batch-job", batch_size=100, flush_interval=0.02)
+    workers, per_worker = 8, 400
+    start = threading.Barrier(workers)
+    flushed: list[bool] = []
+    seen_accepted: list[int] = []
+    emitted: list[list[str]] = [[] for _ in range(workers)]
+
+    def work(worker: int) -> None:
+        # Each worker emits, reads the counters and flushes, all while the others do the same.
+        start.wait()
+        for index in range(per_worker):
+            event = _event(worker * per_worker + index)
+            emitted[worker].append(event.event_id)
+            shipper.emit(event)
+            if index % 100 == 99:
+                seen_accepted.append(shipper.stats.accepted)
+                flushed.append(shipper.flush(30))
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join)
+    await asyncio.to_thread(shipper.close, 30)
+
+    total = workers * per_worker
+    ids = [event_id for ids in emitted for event_id in ids]
+    assert len(set(ids)) == total
+    assert flushed == [True] * (workers * per_worker // 100)
+    assert max(seen_accepted) <= total
+    stats = shipper.stats
+    assert (stats.accepted, stats.acknowledged, stats.dropped, stats.abandoned) == (total, total, 0, 0)
+    assert await _stored(database_url) == (total, total)
+    async with connect(server.target) as connection:
+        ingestion = await connection.logs.get_ingestion_stats(client_id=shipper.client_id)
+        (mine,) = ingestion.clients
+        assert (mine.accepted, mine.duplicates, mine.dropped, mine.sequence_gaps) == (total, 0, 0, 0)
+
+
 async def test_lost_acknowledgements_lead_to_resends_without_duplicates(
     servers: Servers, database_url: str
 ) -> None:
     server = await servers.start()
     upstream = int(server.target.rsplit(":", 1)[1])
-    async with ControlledProxy(upstream) as proxy:
+    async with TcpProxy("127.0.0.1", upstream) as proxy:
         shipper = LogShipper(
             proxy.target,
             service="inference",
@@ -274,7 +210,7 @@ async def test_lost_acknowledgements_lead_to_resends_without_duplicates(
 async def test_drops_while_the_server_is_down_are_counted_and_the_shipper_catches_up(
     servers: Servers, database_url: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = await servers.start(port)
     shipper = LogShipper(
         server.target,
@@ -297,7 +233,7 @@ async def test_drops_while_the_server_is_down_are_counted_and_the_shipper_catche
     # The queue holds 1000 and the unacknowledged window at most 8 batches of 100: the rest is dropped.
     assert stats.queued <= 1000
     assert stats.dropped >= 5000 - 1000 - 800
-    await _until(lambda: shipper.stats.last_error != "")
+    await until(lambda: shipper.stats.last_error != "")
 
     server = await servers.start(port)
     assert await shipper.aflush(20)
@@ -327,7 +263,7 @@ async def test_emit_stays_non_blocking_while_the_server_is_stalled(
 ) -> None:
     server = await servers.start()
     upstream = int(server.target.rsplit(":", 1)[1])
-    async with ControlledProxy(upstream) as proxy:
+    async with TcpProxy("127.0.0.1", upstream) as proxy:
         shipper = LogShipper(
             proxy.target,
             service="inference",

@@ -9,9 +9,8 @@ at an exact moment. The same behaviours against the real server are in test_log_
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -22,6 +21,7 @@ from modelplane.client.channel import connect
 from modelplane.client.events import InferenceEvent
 from modelplane.client.log_shipper import LogShipper
 from modelplane.v1 import logs_pb2, logs_pb2_grpc
+from tests.support.loopback import free_port, until
 
 
 class ScriptedLogService(logs_pb2_grpc.LogServiceServicer):
@@ -122,12 +122,6 @@ def _event(index: int) -> InferenceEvent:
     )
 
 
-async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 -- the state belongs to the shipper\'s thread
-            await asyncio.sleep(0.01)
-
-
 def _emit_range(shipper: LogShipper, start: int, stop: int) -> None:
     for index in range(start, stop):
         shipper.emit(_event(index))
@@ -136,13 +130,6 @@ def _emit_range(shipper: LogShipper, start: int, stop: int) -> None:
 def _emit_all(shipper: LogShipper, events: list[InferenceEvent]) -> None:
     for event in events:
         shipper.emit(event)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_batches_are_numbered_acknowledged_and_stored(scripted: ScriptedServer) -> None:
@@ -168,7 +155,7 @@ async def test_batches_are_numbered_acknowledged_and_stored(scripted: ScriptedSe
 
 
 async def test_drops_while_the_server_is_away_are_counted_reported_and_caught_up() -> None:
-    port = _free_port()
+    port = free_port()
     shipper = LogShipper(
         f"127.0.0.1:{port}",
         service="inference",
@@ -182,7 +169,7 @@ async def test_drops_while_the_server_is_away_are_counted_reported_and_caught_up
     events = [_event(i) for i in range(100)]
     for event in events:
         shipper.emit(event)
-    await _until(lambda: shipper.stats.last_error != "")
+    await until(lambda: shipper.stats.last_error != "")
     stats = shipper.stats
     # At most one batch (10) is held for resending and 20 are queued: the rest were pushed out.
     assert stats.dropped >= 70
@@ -194,7 +181,7 @@ async def test_drops_while_the_server_is_away_are_counted_reported_and_caught_up
     try:
         assert await shipper.aflush(10)
         # A drop is reported in the batch after it, even when no event follows: wait for that batch too.
-        await _until(lambda: server.service.reported_dropped() == shipper.stats.dropped)
+        await until(lambda: server.service.reported_dropped() == shipper.stats.dropped)
         await shipper.aclose()
     finally:
         await server.stop()
@@ -225,7 +212,7 @@ async def test_unacknowledged_batches_are_resent_unchanged_after_a_reconnect(
     for event in events:
         shipper.emit(event)
     # The server has committed everything but acknowledged nothing.
-    await _until(lambda: len(service.stored) == 50)
+    await until(lambda: len(service.stored) == 50)
     assert shipper.stats.acknowledged == 0
     service.withhold_acks = False
     assert await shipper.aflush(10)
@@ -255,7 +242,7 @@ async def test_a_refused_batch_is_dropped_and_reported_in_the_next_one(scripted:
     first = [_event(i) for i in range(5)]
     for event in first:
         shipper.emit(event)
-    await _until(lambda: shipper.stats.rejected == 5)
+    await until(lambda: shipper.stats.rejected == 5)
     second = [_event(i) for i in range(5, 10)]
     for event in second:
         shipper.emit(event)

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from modelplane.client import Connection, connect
+from modelplane.client import BackoffPolicy, Connection, connect
 from modelplane.client.events import RoutingEvent
 from modelplane.orchestration import (
     EndpointFailed,
     HttpTransport,
     InProcessTransport,
-    ReconnectPolicy,
     RequestRejected,
     RouteTarget,
     ServiceCoordinator,
@@ -28,6 +27,7 @@ from modelplane.orchestration import (
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
 from modelplane.v1 import common_pb2, deployments_pb2, registry_pb2
+from tests.support.loopback import until
 
 DEPLOYMENT = "deployments/chat-prod"
 STABLE = ("10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000")
@@ -115,15 +115,6 @@ def canary_rollout(version: str, *weights: int) -> deployments_pb2.Rollout:
             deployments_pb2.RolloutStep(weight_bp=weight, pause_until_promoted=True) for weight in weights
         ],
     )
-
-
-async def until(check: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    """Waits for `check` to hold, polling; fails with `what` after `limit` seconds."""
-    for _ in range(int(limit / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    assert check(), what
 
 
 def canary_weight(coordinator: ServiceCoordinator) -> int:
@@ -239,7 +230,7 @@ async def test_routing_survives_the_server_going_away_and_resyncs(
         transport=transport,
         events=Sink(),
         watch=[DEPLOYMENT],
-        reconnect=ReconnectPolicy(initial_backoff=0.02, max_backoff=0.2),
+        reconnect=BackoffPolicy(initial=0.02, maximum=0.2, jitter=0.5),
         report_health=False,
     )
     async with coordinator:
@@ -277,7 +268,7 @@ async def test_routing_survives_the_server_going_away_and_resyncs(
                 and table.stable.model_version == second
             )
 
-        await until(resynced, "the coordinator resynced after the restart", limit=30)
+        await until(resynced, "the coordinator resynced after the restart", within=30)
         answer = await coordinator.call(DEPLOYMENT, {}, routing_key="u1")
         assert answer.startswith(f"{second}@")
     routed = [event for event in events if isinstance(event, RoutingEvent)]

@@ -1,7 +1,9 @@
-"""A TCP proxy on loopback that a test can cut and restore, to take Postgres away from a running server.
+"""A TCP proxy on loopback that a test can cut and restore, stall or hold: a peer going away or going quiet.
 
 Cut closes every proxied connection and stops listening, so new connections are refused just as when
-Postgres is down; restore listens again on the same port.
+Postgres (or a server) is down; restore listens again on the same port. Stall forwards nothing either way
+and hold_responses nothing back, with the connections kept open, as a peer that stopped answering;
+resume lets the kept bytes through.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ _CHUNK = 64 * 1024
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to upstream_host:upstream_port until cut."""
+    """Forwards 127.0.0.1:<port> to upstream_host:upstream_port until cut, while neither stalled nor held."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream_host = upstream_host
@@ -24,6 +26,10 @@ class TcpProxy:
         self._listener: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        self._requests_flow = asyncio.Event()
+        self._responses_flow = asyncio.Event()
+        self._requests_flow.set()
+        self._responses_flow.set()
 
     @classmethod
     def for_url(cls, url: str) -> TcpProxy:
@@ -39,6 +45,11 @@ class TcpProxy:
         userinfo, at, _ = parts.netloc.rpartition("@")
         netloc = f"{userinfo}{at}127.0.0.1:{self.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    @property
+    def target(self) -> str:
+        """The proxy's "host:port", for a gRPC client."""
+        return f"127.0.0.1:{self.port}"
 
     @property
     def is_cut(self) -> bool:
@@ -62,12 +73,27 @@ class TcpProxy:
         await asyncio.gather(*self._pumps, return_exceptions=True)
         self._pumps.clear()
 
+    def stall(self) -> None:
+        """Forwards nothing either way, keeping every connection open."""
+        self._requests_flow.clear()
+        self._responses_flow.clear()
+
+    def hold_responses(self) -> None:
+        """Forwards requests and keeps every response back."""
+        self._responses_flow.clear()
+
+    def resume(self) -> None:
+        """Ends a stall or hold: what was kept back goes through."""
+        self._requests_flow.set()
+        self._responses_flow.set()
+
     async def restore(self) -> None:
         """Accepts connections again, on the same port."""
         if self._listener is None:
             await self.start()
 
     async def close(self) -> None:
+        self.resume()
         await self.cut()
 
     async def __aenter__(self) -> TcpProxy:
@@ -91,14 +117,25 @@ class TcpProxy:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, upstream_writer))
-        for reader, writer in ((client_reader, upstream_writer), (upstream_reader, client_writer)):
-            task = asyncio.create_task(self._pump(reader, writer))
+        for reader, writer, flow in (
+            (client_reader, upstream_writer, self._requests_flow),
+            (upstream_reader, client_writer, self._responses_flow),
+        ):
+            task = asyncio.create_task(self._pump(reader, writer, flow))
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flow: asyncio.Event
+    ) -> None:
         try:
-            while data := await reader.read(_CHUNK):
+            while True:
+                await flow.wait()
+                data = await reader.read(_CHUNK)
+                if not data:
+                    break
+                # Bytes read just before a stall or hold are kept back until it ends, as a quiet peer would.
+                await flow.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -11,8 +11,10 @@ import grpc
 import pytest
 
 from modelplane.client.errors import (
+    DeadlineExceeded,
     EtagMismatch,
     ModelplaneError,
+    NotFound,
     ShuttingDown,
     StorageUnavailable,
     Unavailable,
@@ -20,10 +22,13 @@ from modelplane.client.errors import (
 from modelplane.client.retry import (
     DEFAULT_RETRY_POLICY,
     NO_RETRY,
+    Backoff,
+    BackoffPolicy,
     RetryPolicy,
     backoff_ceilings,
     call_with_retry,
     is_retryable,
+    is_unreachable,
     retry_delay,
 )
 
@@ -58,6 +63,124 @@ class ScriptedAttempts:
         if self.failures:
             raise self.failures.pop(0)
         return "done"
+
+
+class FixedDraws(random.Random):
+    """A random source whose draws are given: uniform(a, b) returns a + (b - a) * the next fraction."""
+
+    def __init__(self, *fractions: float) -> None:
+        super().__init__(0)
+        self.fractions = list(fractions)
+
+    def random(self) -> float:
+        return self.fractions.pop(0)
+
+
+# BackoffPolicy and Backoff: the one schedule.
+
+
+def test_the_ceiling_grows_by_the_multiplier_up_to_the_maximum() -> None:
+    policy = BackoffPolicy(initial=0.5, multiplier=3.0, maximum=10.0)
+
+    assert [policy.ceiling(n) for n in range(1, 6)] == pytest.approx([0.5, 1.5, 4.5, 10.0, 10.0])
+
+
+def test_a_long_outage_stays_at_the_cap_without_overflowing() -> None:
+    policy = BackoffPolicy(initial=0.1, multiplier=2.0, maximum=5.0)
+
+    assert policy.ceiling(1_000_000) == 5.0
+    assert BackoffPolicy(initial=0.0, maximum=1.0).ceiling(10_000) == 0.0
+    assert BackoffPolicy(initial=0.3, multiplier=1.0, maximum=1.0).ceiling(10_000) == 0.3
+
+
+@pytest.mark.parametrize(
+    ("jitter", "fraction", "expected"),
+    [
+        (1.0, 0.0, 0.0),
+        (1.0, 0.25, 1.0),
+        (0.5, 0.0, 2.0),
+        (0.5, 0.5, 3.0),
+        (0.0, 0.9, 4.0),
+    ],
+)
+def test_jitter_is_the_random_share_of_the_ceiling(jitter: float, fraction: float, expected: float) -> None:
+    policy = BackoffPolicy(initial=4.0, maximum=4.0, jitter=jitter)
+
+    assert policy.delay(1, FixedDraws(fraction)) == pytest.approx(expected)
+
+
+def test_a_server_delay_is_the_least_wait() -> None:
+    policy = BackoffPolicy(initial=1.0, maximum=1.0)
+
+    assert policy.delay(1, FixedDraws(0.5), at_least=3.0) == 3.0
+    assert policy.delay(1, FixedDraws(0.5), at_least=0.1) == 0.5
+
+
+def test_a_seeded_source_gives_the_same_schedule() -> None:
+    policy = BackoffPolicy(initial=0.1, maximum=2.0, jitter=0.5)
+    first = Backoff(policy, rng=random.Random(11))
+    second = Backoff(policy, rng=random.Random(11))
+
+    delays = [first.next_delay() for _ in range(8)]
+
+    assert delays == [second.next_delay() for _ in range(8)]
+    assert all(policy.ceiling(n) / 2 <= d <= policy.ceiling(n) for n, d in enumerate(delays, start=1))
+
+
+def test_backoff_counts_failures_and_starts_over_after_progress() -> None:
+    backoff = Backoff(BackoffPolicy(initial=1.0, maximum=100.0, jitter=0.0))
+
+    assert [backoff.next_delay() for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert backoff.failures == 3
+    backoff.reset()
+    assert backoff.next_delay() == 1.0
+
+
+def test_a_bounded_backoff_is_exhausted_after_its_retries_until_reset() -> None:
+    backoff = Backoff(BackoffPolicy(), max_retries=2, rng=random.Random(1))
+
+    backoff.next_delay()
+    assert not backoff.exhausted
+    backoff.next_delay()
+    assert backoff.exhausted
+    backoff.reset()
+    assert not backoff.exhausted
+    assert Backoff(BackoffPolicy(), max_retries=0).exhausted
+    assert not Backoff(BackoffPolicy()).exhausted
+
+
+def test_a_retry_policy_schedules_with_full_jitter_and_its_attempts() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0.2, max_backoff=1.0, multiplier=4.0)
+    backoff = policy.schedule(FixedDraws(1.0, 1.0))
+
+    assert policy.backoff == BackoffPolicy(initial=0.2, multiplier=4.0, maximum=1.0, jitter=1.0)
+    assert [backoff.next_delay(), backoff.next_delay()] == pytest.approx([0.2, 0.8])
+    assert backoff.exhausted
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"initial": -0.1}, "initial"),
+        ({"initial": 2.0, "maximum": 1.0}, "maximum"),
+        ({"multiplier": 0.9}, "multiplier"),
+        ({"jitter": 1.5}, "jitter"),
+        ({"jitter": -0.1}, "jitter"),
+    ],
+)
+def test_bad_backoff_policies_are_refused(settings: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        BackoffPolicy(**settings)
+
+
+def test_retries_are_numbered_from_one() -> None:
+    with pytest.raises(ValueError, match="from 1"):
+        BackoffPolicy().ceiling(0)
+    with pytest.raises(ValueError, match="max_retries"):
+        Backoff(BackoffPolicy(), max_retries=-1)
+
+
+# RetryPolicy and call_with_retry.
 
 
 def test_default_schedule_doubles_from_100_ms() -> None:
@@ -197,6 +320,40 @@ async def test_no_deadline_passes_none() -> None:
     await call_with_retry(attempts, timeout=None, clock=clock, sleep=clock.sleep)
 
     assert attempts.remaining_seen == [None, None]
+
+
+def _raw_rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "raw", None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Unavailable("down"),
+        StorageUnavailable("database away"),
+        DeadlineExceeded("slow"),
+        TimeoutError(),
+        ConnectionRefusedError(),
+        _raw_rpc_error(grpc.StatusCode.UNAVAILABLE),
+        _raw_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED),
+    ],
+)
+def test_what_did_not_reach_the_service_is_unreachable(error: BaseException) -> None:
+    assert is_unreachable(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotFound("no such alias"),
+        EtagMismatch("stale"),
+        ValueError("bad"),
+        _raw_rpc_error(grpc.StatusCode.PERMISSION_DENIED),
+        _raw_rpc_error(grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_a_refusal_is_not_unreachable(error: BaseException) -> None:
+    assert not is_unreachable(error)
 
 
 def test_retry_codes_are_status_codes() -> None:

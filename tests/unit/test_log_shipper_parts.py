@@ -1,17 +1,23 @@
-"""The log shipper's parts that need no network: the bounded drop-oldest queue, the conversion of typed events
-into LogEvents, and the checks LogShipper makes on its settings before it starts anything."""
+"""The log shipper's parts that need no network: the bounded drop-oldest queue, the batch cutter, the
+acknowledgement window, the thread-to-loop bridge, the conversion of typed events into LogEvents, and the
+checks LogShipper makes on its settings before it starts anything."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from modelplane.client.event_queue import EventQueue
 from modelplane.client.events import GuardrailEvent, InferenceEvent, RoutingEvent
+from modelplane.client.log_batches import MAX_BATCH_SIZE, Batch, BatchCutter
 from modelplane.client.log_events import MAX_ATTRIBUTE_VALUE, MAX_MESSAGE, to_log_event
-from modelplane.client.log_shipper import EventQueue, LogShipper
+from modelplane.client.log_shipper import LogShipper
+from modelplane.client.log_stream import AckWindow
+from modelplane.client.sender_loop import SenderLoop
 from modelplane.v1 import common_pb2, guardrails_pb2, logs_pb2
 
 # EventQueue.
@@ -80,6 +86,222 @@ def test_puts_from_many_threads_are_counted_exactly() -> None:
 def test_the_queue_needs_room() -> None:
     with pytest.raises(ValueError, match="capacity"):
         EventQueue(0)
+
+
+# BatchCutter.
+
+
+def _cutter(queue: EventQueue, batch_size: int = 3) -> BatchCutter:
+    return BatchCutter(queue, client_id="c-1", service="svc", instance="pod-1", batch_size=batch_size)
+
+
+def _ready(event_id: str) -> logs_pb2.LogEvent:
+    return logs_pb2.LogEvent(event_id=event_id, message=event_id)
+
+
+def test_batches_are_cut_by_size_and_numbered_in_order() -> None:
+    queue = EventQueue(100)
+    cutter = _cutter(queue)
+    for index in range(7):
+        queue.put(_ready(f"e-{index}"))
+
+    batches = [cutter.next_batch() for _ in range(4)]
+
+    assert batches[3] is None
+    sent = [b for b in batches if b is not None]
+    assert [b.sequence for b in sent] == [1, 2, 3]
+    assert [b.events for b in sent] == [3, 3, 1]
+    assert [[e.event_id for e in b.request.batch.events] for b in sent] == [
+        ["e-0", "e-1", "e-2"],
+        ["e-3", "e-4", "e-5"],
+        ["e-6"],
+    ]
+    first = sent[0].request.batch
+    assert (first.client_id, first.events[0].service, first.events[0].instance) == ("c-1", "svc", "pod-1")
+
+
+def test_every_loss_is_reported_once_in_the_next_batch() -> None:
+    queue = EventQueue(2)
+    cutter = _cutter(queue)
+    for index in range(5):
+        queue.put(_ready(f"e-{index}"))  # three dropped from the full queue
+    queue.put(object())  # pushes e-3 out, and cannot be converted
+    cutter.reject(4)  # a batch of four the server refused
+
+    assert cutter.unreported_losses() == 4 + 4
+    batch = cutter.next_batch()
+    assert batch is not None
+    assert [e.event_id for e in batch.request.batch.events] == ["e-4"]
+    assert batch.request.batch.dropped_since_last == 4 + 1 + 4
+    assert (cutter.unconvertible, cutter.rejected) == (1, 4)
+    assert cutter.unreported_losses() == 0
+    assert cutter.next_batch() is None
+
+
+def test_a_batch_may_carry_only_losses() -> None:
+    queue = EventQueue(10)
+    cutter = _cutter(queue)
+    queue.put("not an event")
+
+    batch = cutter.next_batch()
+
+    assert batch is not None
+    assert (batch.sequence, batch.events, batch.request.batch.dropped_since_last) == (1, 0, 1)
+    assert cutter.next_batch() is None
+
+
+def test_the_cutter_keeps_to_the_servers_batch_limit() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        _cutter(EventQueue(1), batch_size=MAX_BATCH_SIZE + 1)
+
+
+# AckWindow.
+
+
+def _batch(sequence: int, events: int) -> Batch:
+    return Batch(sequence, logs_pb2.StreamLogEventsRequest(), events)
+
+
+def test_acknowledgements_release_batches_in_order_and_cumulatively() -> None:
+    window = AckWindow(3)
+    for sequence, events in ((1, 5), (2, 0), (3, 7)):
+        window.add(_batch(sequence, events))
+    assert window.full
+    assert window.events == 12
+
+    assert [b.sequence for b in window.acknowledge(2)] == [1, 2]
+    assert (len(window), window.events, window.full) == (1, 7, False)
+    assert window.acknowledge(2) == []
+    assert [b.sequence for b in window.acknowledge(9)] == [3]
+    assert (len(window), window.events, window.oldest_sent_at()) == (0, 0, None)
+
+
+def test_a_refused_batch_leaves_the_window_by_its_named_sequence_else_the_oldest() -> None:
+    window = AckWindow(4)
+    for sequence in (4, 5, 6):
+        window.add(_batch(sequence, sequence))
+
+    named = window.refuse("5")
+    unnamed = window.refuse("")
+
+    assert (named and named.sequence, unnamed and unnamed.sequence) == (5, 4)
+    assert [b.sequence for b in window] == [6]
+    assert window.events == 6
+    window.acknowledge(6)
+    assert window.refuse("6") is None
+
+
+def test_iterating_the_window_survives_releases_meanwhile() -> None:
+    window = AckWindow(2)
+    window.add(_batch(1, 1))
+    window.add(_batch(2, 1))
+    seen = []
+    for batch in window:
+        window.acknowledge(batch.sequence)
+        seen.append(batch.sequence)
+    assert seen == [1, 2]
+
+
+def test_the_window_needs_room() -> None:
+    with pytest.raises(ValueError, match="room"):
+        AckWindow(0)
+
+
+# SenderLoop: the thread-to-loop bridge.
+
+
+def test_a_sender_on_its_own_thread_is_woken_from_many_threads_and_stopped() -> None:
+    sender = SenderLoop(name="test-sender", own_thread=True)
+    wakeups = 0
+    loop_threads: set[int] = set()
+
+    async def main() -> None:
+        nonlocal wakeups
+        loop_threads.add(threading.get_ident())
+        while not sender.stopping.is_set():
+            await sender.wakeup.wait()
+            sender.wakeup.clear()
+            wakeups += 1
+            sender.notify()
+
+    sender.wake()  # before the start: nothing to wake, and no error
+    sender.start(main)
+    assert not sender.on_loop_thread()
+    wakers = [threading.Thread(target=sender.wake) for _ in range(8)]
+    for thread in wakers:
+        thread.start()
+    for thread in wakers:
+        thread.join()
+    # Every wake is seen: at least one wakeup follows the last of them.
+    assert sender.wait_for(lambda: wakeups >= 1, timeout=10.0)
+    sender.stop(timeout=10.0)
+
+    assert sender.loop.is_closed()
+    assert len(loop_threads) == 1
+    assert threading.get_ident() not in loop_threads
+    sender.wake()  # after the end: nothing to wake, and no error
+    sender.stop(timeout=1.0)
+
+
+def test_a_thread_waits_for_progress_the_loop_makes() -> None:
+    sender = SenderLoop(name="test-sender", own_thread=True)
+    progress = 0
+
+    async def main() -> None:
+        nonlocal progress
+        while not sender.stopping.is_set():
+            await sender.wakeup.wait()
+            sender.wakeup.clear()
+            progress += 1
+            sender.notify()
+
+    sender.start(main)
+    results: list[bool] = []
+    waiters = [
+        threading.Thread(target=lambda: results.append(sender.wait_for(lambda: progress >= 3, 10.0)))
+        for _ in range(4)
+    ]
+    for thread in waiters:
+        thread.start()
+    for step in range(1, 4):
+        # One wake at a time: wakes that arrive before the loop takes the last one are a single wakeup.
+        sender.wake()
+        assert sender.wait_for(lambda: progress >= step, 10.0)  # noqa: B023 -- used before the next step
+    for thread in waiters:
+        thread.join()
+    sender.stop(timeout=10.0)
+    assert results == [True] * 4
+    # Progress that never comes ends the wait at its timeout, with False.
+    assert sender.wait_for(lambda: progress >= 100, 0.0) is False
+
+
+async def test_a_sender_on_the_running_loop_runs_as_a_task_and_is_stopped() -> None:
+    sender = SenderLoop(name="test-sender", own_thread=False)
+    woken = asyncio.Event()
+    ended = False
+
+    async def main() -> None:
+        nonlocal ended
+        await sender.wakeup.wait()
+        woken.set()
+        await sender.stopping.wait()
+        ended = True
+
+    sender.start(main)
+    assert sender.on_loop_thread()
+    assert not sender.owns_thread
+    # From another thread, as a synchronous caller of the shipper would.
+    await asyncio.to_thread(sender.wake)
+    await asyncio.wait_for(woken.wait(), 10.0)
+    await sender.astop()
+    assert ended
+    with pytest.raises(RuntimeError, match="once"):
+        sender.start(main)
+
+
+def test_a_sender_on_the_callers_loop_needs_a_running_loop() -> None:
+    with pytest.raises(RuntimeError):
+        SenderLoop(name="test-sender", own_thread=False)
 
 
 # Conversion.

@@ -7,11 +7,12 @@ from modelplane.client.guardrails import CheckStreamSession, GuardrailClient
 from modelplane.client.log_shipper import LogShipper, ShipperStats
 from modelplane.client.logs import LogClient
 from modelplane.client.registry import ModelRegistryClient
-from modelplane.client.retry import DEFAULT_RETRY_POLICY, NO_RETRY, RetryPolicy
+from modelplane.client.retry import DEFAULT_RETRY_POLICY, NO_RETRY, BackoffPolicy, RetryPolicy
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
     "NO_RETRY",
+    "BackoffPolicy",
     "CheckStreamSession",
     "Connection",
     "DeploymentClient",

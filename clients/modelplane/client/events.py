@@ -7,6 +7,7 @@ call, because a broken sink must never break the work it observes.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,28 @@ class EventSink(Protocol):
     def emit(self, event: object) -> None:
         """Take one event (typically by putting it on a bounded queue)."""
         ...
+
+
+class GuardedSink:
+    """How a client emits: to an optional sink, and a sink that raises loses that event, never the call it
+    describes. Failures are counted in `errors`; the first is logged with its traceback on `log`."""
+
+    __slots__ = ("errors", "log", "sink")
+
+    def __init__(self, sink: EventSink | None, log: logging.Logger) -> None:
+        self.sink = sink
+        self.log = log
+        self.errors = 0
+
+    def emit(self, event: object) -> None:
+        if self.sink is None:
+            return
+        try:
+            self.sink.emit(event)
+        except Exception:
+            self.errors += 1
+            if self.errors == 1:
+                self.log.exception("event sink raised; dropping the event")
 
 
 def _new_event_id() -> str:

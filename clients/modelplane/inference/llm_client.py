@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -31,10 +30,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
-import grpc
-
-from modelplane.client.errors import DeadlineExceeded, Unavailable
-from modelplane.client.events import EventSink, EventStatus, InferenceEvent
+from modelplane.client.events import EventSink, EventStatus, GuardedSink, InferenceEvent
+from modelplane.client.retry import Backoff, BackoffPolicy, is_unreachable
 from modelplane.inference.pricing import Cost, cost_of
 from modelplane.inference.providers import (
     ChatMessage,
@@ -50,6 +47,7 @@ logger = logging.getLogger(__name__)
 ModelSource = Literal["registry", "configured", "configured_fallback"]
 
 _PROVIDER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?!//)")
+# The registry watch is reopened after at least half of 50 ms, doubling up to refresh_interval.
 _FIRST_RETRY_DELAY = 0.05
 _MAX_ERROR_MESSAGE = 500
 
@@ -126,16 +124,6 @@ class CompletionResult:
     provider_model: str
 
 
-def registry_unreachable(error: BaseException) -> bool:
-    """Whether `error` means the registry could not be reached, as opposed to a refusal."""
-    if isinstance(error, Unavailable | DeadlineExceeded | TimeoutError | OSError):
-        return True
-    if isinstance(error, grpc.RpcError):
-        code = getattr(error, "code", None)
-        return callable(code) and code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return False
-
-
 class LLMClient:
     """Completes prompts through `provider` with the model chosen as the module doc describes.
 
@@ -170,19 +158,20 @@ class LLMClient:
         self._registry = registry
         self._alias = alias
         self._constraints = constraints
-        self._events = events
-        self._refresh_interval = refresh_interval
+        self._events = GuardedSink(events, logger)
+        self._reconnect = BackoffPolicy(
+            initial=min(_FIRST_RETRY_DELAY, refresh_interval), maximum=refresh_interval, jitter=0.5
+        )
         self._resolve_timeout = resolve_timeout
         self._selected: SelectedModel | None = None
         self._lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
-        self._sink_errors = 0
 
     @property
     def sink_errors(self) -> int:
         """How many times the event sink raised (each time the event was dropped and the call went on)."""
-        return self._sink_errors
+        return self._events.errors
 
     async def current_model(self) -> SelectedModel:
         """The model the next call will use, resolving it first if no call has yet."""
@@ -214,7 +203,7 @@ class LLMClient:
         try:
             generation = await self._provider.generate(request)
         except Exception as exc:
-            self._emit(
+            self._events.emit(
                 self._event(
                     selected,
                     "error",
@@ -229,7 +218,7 @@ class LLMClient:
         latency = time.perf_counter() - started
         usage = generation.usage
         cost = cost_of(selected.pricing, usage)
-        self._emit(
+        self._events.emit(
             self._event(
                 selected,
                 "ok",
@@ -322,7 +311,7 @@ class LLMClient:
         try:
             response = await self._resolve()
         except Exception as exc:
-            if not registry_unreachable(exc):
+            if not is_unreachable(exc):
                 raise
             logger.warning(
                 "model registry unreachable (%s); using the configured model %s until it answers",
@@ -351,10 +340,11 @@ class LLMClient:
     async def _follow(self, revision: int | None) -> None:
         """Watch the registry for as long as the client is open; None means resolve before watching."""
         assert self._registry is not None
-        delay = _FIRST_RETRY_DELAY
+        backoff = Backoff(self._reconnect)
         if revision is None:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._reconnect.initial)
         while True:
+            failure: Exception | None = None
             try:
                 if revision is None:
                     response = await self._resolve()
@@ -363,7 +353,7 @@ class LLMClient:
                 stream = self._registry.watch_models(start_revision=revision)
                 try:
                     async for message in stream:
-                        delay = _FIRST_RETRY_DELAY
+                        backoff.reset()
                         if message.HasField("change"):
                             await self._on_change(message.change)
                 finally:
@@ -372,11 +362,13 @@ class LLMClient:
                     if aclose is not None:
                         await aclose()
             except Exception as exc:
-                # The cached choice stays in use meanwhile; the next round resolves afresh.
-                logger.warning("model registry not followed (%s); trying again in %.2f s", exc, delay)
+                failure = exc
             revision = None
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self._refresh_interval)
+            delay = backoff.next_delay()
+            if failure is not None:
+                # The cached choice stays in use meanwhile; the next round resolves afresh.
+                logger.warning("model registry not followed (%s); trying again in %.2f s", failure, delay)
+            await asyncio.sleep(delay)
 
     async def _on_change(self, change: registry_pb2.ModelChange) -> None:
         assert self._registry is not None
@@ -434,14 +426,3 @@ class LLMClient:
             trace_id=trace_id,
             request_id=request_id,
         )
-
-    def _emit(self, event: InferenceEvent) -> None:
-        if self._events is None:
-            return
-        try:
-            self._events.emit(event)
-        except Exception:
-            # A sink must not raise; when one does, the event is lost but the call it describes is not.
-            self._sink_errors += 1
-            if self._sink_errors == 1:
-                logger.exception("event sink raised; dropping the event")

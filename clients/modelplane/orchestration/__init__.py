@@ -1,6 +1,6 @@
 """Orchestration: ServiceCoordinator routes each request through a deployment's traffic table and calls it."""
 
-from modelplane.orchestration.coordinator import ReconnectPolicy, ServiceCoordinator
+from modelplane.orchestration.coordinator import ServiceCoordinator
 from modelplane.orchestration.traffic import (
     CompiledTable,
     NoEndpointError,
@@ -27,7 +27,6 @@ __all__ = [
     "HttpTransport",
     "InProcessTransport",
     "NoEndpointError",
-    "ReconnectPolicy",
     "RequestRejected",
     "RouteTarget",
     "ServiceCoordinator",

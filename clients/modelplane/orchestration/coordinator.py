@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from modelplane.client.events import EventSink, RoutingEvent, RoutingOutcome
+from modelplane.client.events import EventSink, GuardedSink, RoutingEvent, RoutingOutcome
+from modelplane.client.retry import Backoff, BackoffPolicy
 from modelplane.client.routing import random_point
 from modelplane.orchestration.traffic import (
     CompiledTable,
@@ -55,25 +54,15 @@ from modelplane.v1 import registry_pb2
 if TYPE_CHECKING:
     from modelplane.client.deployments import DeploymentClient
 
-__all__ = ["ReconnectPolicy", "ServiceCoordinator"]
+__all__ = ["DEFAULT_RECONNECT", "ServiceCoordinator"]
 
 logger = logging.getLogger(__name__)
 
 StaticRoute = TrafficTable | Sequence[str]
 
 
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """How a broken watch is reopened: jittered exponential backoff, for as long as the coordinator runs."""
-
-    initial_backoff: float = 0.05
-    max_backoff: float = 5.0
-    multiplier: float = 2.0
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """The wait before reconnect attempt number `failures` (1 for the first)."""
-        ceiling = min(self.initial_backoff * self.multiplier ** max(failures - 1, 0), self.max_backoff)
-        return rng.uniform(ceiling / 2, ceiling)
+# A broken watch is reopened for as long as the coordinator runs, after at least half the ceiling.
+DEFAULT_RECONNECT = BackoffPolicy(initial=0.05, multiplier=2.0, maximum=5.0, jitter=0.5)
 
 
 class _Followed:
@@ -103,7 +92,7 @@ class ServiceCoordinator:
         first_table_timeout: float = 5.0,
         unhealthy_after: int = 3,
         report_health: bool = True,
-        reconnect: ReconnectPolicy | None = None,
+        reconnect: BackoffPolicy = DEFAULT_RECONNECT,
     ) -> None:
         if deployments is None and not static_routes:
             raise ValueError("give a deployment manager (deployments=...) or static_routes, or both")
@@ -111,13 +100,12 @@ class ServiceCoordinator:
             raise ValueError("unhealthy_after must be at least 1")
         self._deployments = deployments
         self._transport: Transport = transport if transport is not None else InProcessTransport()
-        self._events = events
+        self._events = GuardedSink(events, logger)
         self._call_timeout = call_timeout
         self._first_table_timeout = first_table_timeout
         self._unhealthy_after = unhealthy_after
         self._report_health = report_health and deployments is not None
-        self._reconnect = reconnect or ReconnectPolicy()
-        self._rng = random.Random()
+        self._reconnect = reconnect
         self._static: dict[str, CompiledTable] = {}
         for name, route in (static_routes or {}).items():
             table = route if isinstance(route, TrafficTable) else static_table(name, route)
@@ -128,7 +116,6 @@ class ServiceCoordinator:
         self._failures: dict[tuple[str, str], int] = {}
         self._reported_down: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[Any]] = set()
-        self._sink_errors = 0
         self._closed = False
         self._initial_watch = tuple(watch)
 
@@ -168,7 +155,7 @@ class ServiceCoordinator:
     @property
     def sink_errors(self) -> int:
         """How many times the event sink raised (each time the event was dropped and the call went on)."""
-        return self._sink_errors
+        return self._events.errors
 
     def table(self, deployment: str) -> TrafficTable | None:
         """The traffic table routing uses now for `deployment`, None if it has none."""
@@ -213,7 +200,7 @@ class ServiceCoordinator:
 
     async def _follow(self, deployment: str, state: _Followed) -> None:
         assert self._deployments is not None
-        failures = 0
+        backoff = Backoff(self._reconnect)
         while not self._closed:
             try:
                 # Always from revision 0: each message is a whole table, so the current state is all a
@@ -221,7 +208,7 @@ class ServiceCoordinator:
                 async for response in self._deployments.watch_deployment(
                     deployment=deployment, start_revision=0, resume=False
                 ):
-                    failures = 0
+                    backoff.reset()
                     if response.HasField("change"):
                         change = response.change
                         if change.kind == registry_pb2.CHANGE_KIND_DELETED:
@@ -234,14 +221,12 @@ class ServiceCoordinator:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                failures += 1
-                if failures == 1:
+                if backoff.failures == 0:
                     logger.warning(
                         "watch of %s broke (%s); routing on with the last table", deployment, error
                     )
             state.synced = False
-            failures = max(failures, 1)
-            await asyncio.sleep(self._reconnect.delay(failures, self._rng))
+            await asyncio.sleep(backoff.next_delay())
 
     # Routing.
 
@@ -294,7 +279,7 @@ class ServiceCoordinator:
             latency = time.perf_counter() - started
             if not isinstance(failure, asyncio.CancelledError):
                 self._count_outcome(target, failure)
-            self._emit(
+            self._events.emit(
                 RoutingEvent(
                     deployment=deployment,
                     traffic_slot=target.slot,
@@ -364,23 +349,12 @@ class ServiceCoordinator:
 
     # Events.
 
-    def _emit(self, event: RoutingEvent) -> None:
-        if self._events is None:
-            return
-        try:
-            self._events.emit(event)
-        except Exception:
-            # A sink must not raise; when one does, the event is lost but the call it describes is not.
-            self._sink_errors += 1
-            if self._sink_errors == 1:
-                logger.exception("event sink raised; dropping the event")
-
     def _emit_no_endpoint(
         self, deployment: str, error: NoEndpointError, trace_id: str, request_id: str
     ) -> None:
         compiled = self._routes.get(deployment)
         table = compiled.table if compiled is not None else None
-        self._emit(
+        self._events.emit(
             RoutingEvent(
                 deployment=deployment,
                 traffic_slot="",

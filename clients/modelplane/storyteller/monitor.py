@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-import grpc
-
-from modelplane.client.errors import DeadlineExceeded, Unavailable
+from modelplane.client.retry import is_unreachable
 from modelplane.v1 import common_pb2, guardrails_pb2
 
 __all__ = [
@@ -138,9 +136,4 @@ def verdict_from_message(verdict: guardrails_pb2.CheckVerdict) -> Verdict:
 def monitor_unreachable(error: BaseException) -> bool:
     """Whether `error` means the monitor could not be reached or did not answer in time, as opposed to a
     refusal (unknown policy, denied token, bad request), which is a configuration error."""
-    if isinstance(error, Unavailable | DeadlineExceeded | TimeoutError | OSError):
-        return True
-    if isinstance(error, grpc.RpcError):
-        code = getattr(error, "code", None)
-        return callable(code) and code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return False
+    return is_unreachable(error)
