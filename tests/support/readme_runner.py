@@ -110,7 +110,9 @@ class Sandbox:
         env["MODELPLANE_ADDRESS"] = self.spare_address
         return env
 
-    def shell(self, command: ShellCommand, assignments: Sequence[ShellCommand], until: Until | None) -> Output:
+    def shell(
+        self, command: ShellCommand, assignments: Sequence[ShellCommand], until: Until | None
+    ) -> Output:
         """Runs `command` with bash after the assignments that precede it in its block.
 
         With `until`, the command is a stream: it is interrupted as soon as until(stdout, stderr) holds.
@@ -135,7 +137,8 @@ class Sandbox:
             # Its own process group, so that an interrupt reaches every process of the command.
             start_new_session=True,
         )
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         readers = [_reader(process.stdout, stdout), _reader(process.stderr, stderr)]
@@ -179,12 +182,19 @@ def _reader(stream: IO[bytes], sink: list[bytes]) -> threading.Thread:
 
 
 @contextmanager
-def started_server(argv: Sequence[str], log_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def started_server(
+    argv: Sequence[str], log_path: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
     """Starts the server command `argv` in the repository's root; yields it once health says SERVING and
     stops it with SIGTERM at the end, failing if it does not exit 0."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            list(argv), cwd=REPOSITORY, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            list(argv),
+            cwd=REPOSITORY,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     try:
         address = argv[argv.index("--address") + 1]
