@@ -137,6 +137,8 @@ def registry_described(output: Output, sandbox: Sandbox) -> None:
     assert "service ModelRegistryService {" in output.stdout, output.describe()
     assert "rpc ResolveModel" in output.stdout
     assert "returns ( stream .modelplane.v1.WatchModelsResponse )" in output.stdout
+    # Reflection's descriptors carry no comments (the next block reads them from the .proto files).
+    assert "//" not in output.stdout
 
 
 def health_serving(output: Output, sandbox: Sandbox) -> None:
@@ -245,6 +247,8 @@ def violence_blocked(output: Output, sandbox: Sandbox) -> None:
     assert verdict["decision"] == "DECISION_BLOCK"
     assert verdict["fallback_content"] == "The knight and the dragon became friends."
     assert [v["rule_id"] for v in verdict["violations"]] == ["violence"]
+    # redacted_text is set only on REDACT.
+    assert "redacted_text" not in verdict
 
 
 def violations_listed(output: Output, sandbox: Sandbox) -> None:
@@ -258,9 +262,13 @@ def violations_listed(output: Output, sandbox: Sandbox) -> None:
 
 
 def violations_aggregated(output: Output, sandbox: Sandbox) -> None:
-    groups = reply(output)["groups"]
-    assert sorted(group["rule_id"] for group in groups) == ["cards", "violence"], output.describe()
-    assert all(group["violations"] == "1" for group in groups), output.describe()
+    groups = {group["rule_id"]: group for group in reply(output)["groups"]}
+    assert sorted(groups) == ["cards", "violence"], output.describe()
+    counts = ("checks", "checks_with_violations", "violations", "blocked_checks")
+    # proto3 JSON leaves zeros out.
+    assert [groups["cards"].get(count, "0") for count in counts] == ["1", "1", "1", "0"]
+    assert [groups["violence"].get(count, "0") for count in counts] == ["1", "1", "1", "1"]
+    assert groups["violence"]["block_rate"] == 1
 
 
 def events_written(output: Output, sandbox: Sandbox) -> None:
