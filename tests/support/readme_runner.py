@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import IO
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.processes import free_port, wait_serving
 from tests.support.readme_blocks import ShellCommand
 
 __all__ = [
@@ -49,7 +48,6 @@ README_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/modelplane"
 RUN_LIMIT = 90.0
 # How long a streaming command may take to show what the test waits for before it is interrupted anyway.
 STREAM_LIMIT = 30.0
-STARTUP_LIMIT = 60.0
 
 Until = Callable[[str, str], bool]
 
@@ -74,10 +72,7 @@ class Output:
 
 def free_address() -> str:
     """A loopback address with a port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def make_recipe(target: str) -> list[str]:
@@ -197,8 +192,8 @@ def started_server(
             stdin=subprocess.DEVNULL,
         )
     try:
-        address = argv[argv.index("--address") + 1]
-        _wait_serving(process, address, log_path)
+        with grpc.insecure_channel(argv[argv.index("--address") + 1]) as channel:
+            wait_serving(process, channel, log_path)
         yield process
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=RUN_LIMIT)
@@ -207,19 +202,3 @@ def started_server(
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def _wait_serving(process: subprocess.Popen[bytes], address: str, log_path: Path) -> None:
-    give_up = time.monotonic() + STARTUP_LIMIT
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert process.poll() is None, f"the server exited early:\n{log_path.read_text()}"
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-            except grpc.RpcError:
-                reply = None
-            if reply is not None and reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-            assert time.monotonic() < give_up, f"the server never became SERVING:\n{log_path.read_text()}"
-            time.sleep(0.1)
