@@ -21,6 +21,8 @@ README order, each naming a fragment of the command it belongs to; a block that 
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import re
 import tomllib
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
@@ -216,6 +219,18 @@ def request_described_with_comments(output: Output, sandbox: Sandbox) -> None:
 def token_created(output: Output, sandbox: Sandbox) -> None:
     ok(output)
     assert re.fullmatch(r"mp_\S+\n", output.stdout), output.describe()
+    # In the server's database (MODELPLANE_DATABASE_URL), stored as its SHA-256 only.
+    query = "SELECT secret_sha256 FROM api_tokens WHERE name = 'release-pipeline'"
+    stored = asyncio.run(fetch_value(sandbox.database_url, query))
+    assert stored == hashlib.sha256(output.stdout.strip().encode()).digest()
+
+
+async def fetch_value(database_url: str, query: str) -> object:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        return await conn.fetchval(query)
+    finally:
+        await conn.close()
 
 
 def tokens_listed(output: Output, sandbox: Sandbox) -> None:
