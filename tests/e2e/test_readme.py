@@ -42,6 +42,7 @@ from tests.support.readme_runner import (
     REPOSITORY,
     Output,
     Sandbox,
+    Until,
     free_address,
     make_recipe,
     started_server,
@@ -53,7 +54,6 @@ SHELL = ("sh", "bash")
 GRPCURL_NOT_FOUND = 64 + grpc.StatusCode.NOT_FOUND.value[0]
 
 Check = Callable[[Output, Sandbox], None]
-Until = Callable[[str, str], bool]
 
 
 @dataclass(frozen=True)
@@ -538,7 +538,8 @@ def test_readme_examples_run_in_order_against_one_server(sandbox: Sandbox) -> No
             run_shell_block(block, shell_checks, sandbox)
         elif block.language == "python":
             expect = next_expect(python_checks, block.text, block.where)
-            expect.check(sandbox.python(block.text, f"readme_{block.line}.py"), sandbox)
+            output = sandbox.python(block.text, f"readme_{block.line}.py")
+            check_output(expect, output, sandbox, block.where)
         else:
             unhandled.append(block.where)
     assert not unhandled, (
@@ -560,10 +561,15 @@ def run_shell_block(block: Block, checks: Iterator[Expect], sandbox: Sandbox) ->
             f"{where}: a command marked (Ctrl-C to stop) needs a check that says when it has shown enough"
         )
         output = sandbox.shell(command, assignments, expect.until)
-        try:
-            expect.check(output, sandbox)
-        except AssertionError as error:
-            raise AssertionError(f"{where}: {error}\n{output.describe()}") from error
+        check_output(expect, output, sandbox, where)
+
+
+def check_output(expect: Expect, output: Output, sandbox: Sandbox, where: str) -> None:
+    """Runs the check; a failure names the README line and shows the whole output."""
+    try:
+        expect.check(output, sandbox)
+    except AssertionError as error:
+        raise AssertionError(f"{where}: {error}\n{output.describe()}") from error
 
 
 def next_expect(checks: Iterator[Expect], text: str, where: str) -> Expect:

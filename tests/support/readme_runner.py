@@ -35,6 +35,7 @@ __all__ = [
     "REPOSITORY",
     "Output",
     "Sandbox",
+    "Until",
     "free_address",
     "make_recipe",
     "started_server",
@@ -49,6 +50,7 @@ RUN_LIMIT = 90.0
 # How long a streaming command may take to show what the test waits for before it is interrupted anyway.
 STREAM_LIMIT = 30.0
 
+# When a streaming command has shown enough: a test of its stdout and stderr so far.
 Until = Callable[[str, str], bool]
 
 
