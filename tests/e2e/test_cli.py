@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -16,14 +14,12 @@ import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from modelplane.server.store.migrations import latest_version
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
+from tests.support.processes import free_port, wait_serving
 
-# How long a starting server may take before the test gives up; not a performance bound.
-STARTUP_LIMIT = 60.0
 SHUTDOWN_GRACE = 2.0
 
 
@@ -46,13 +42,6 @@ def modelplane(
         timeout=60,
         check=False,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _create_token(database_url: str, cwd: Path, name: str, role: str) -> str:
@@ -134,7 +123,7 @@ def test_duplicate_name_and_unknown_revoke_exit_2(database_url: str, tmp_path: P
 
 def test_unreachable_database_is_one_line_exit_1(tmp_path: Path) -> None:
     result = modelplane(
-        "token", "list", "--database-url", f"postgresql://postgres@127.0.0.1:{_free_port()}/x", cwd=tmp_path
+        "token", "list", "--database-url", f"postgresql://postgres@127.0.0.1:{free_port()}/x", cwd=tmp_path
     )
     assert result.returncode == 1
     assert result.stderr.startswith("modelplane: error: cannot use the database")
@@ -176,7 +165,7 @@ def test_serve_refuses_no_auth_beyond_loopback(
     result = modelplane(
         "serve",
         "--address",
-        f"0.0.0.0:{_free_port()}",
+        f"0.0.0.0:{free_port()}",
         "--database-url",
         database_url,
         *args,
@@ -192,7 +181,7 @@ def test_serve_refuses_no_auth_beyond_loopback(
 @pytest.fixture
 def serving(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     """`modelplane serve` on a free loopback port; yields the process, its address and its log file."""
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -221,21 +210,6 @@ def serving(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Pope
             process.wait(timeout=30)
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], channel: grpc.Channel, log_path: Path) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    give_up = time.monotonic() + STARTUP_LIMIT
-    while True:
-        assert process.poll() is None, f"serve exited early:\n{log_path.read_text()}"
-        try:
-            reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-        except grpc.RpcError:
-            reply = None
-        if reply is not None and reply.status == health_pb2.HealthCheckResponse.SERVING:
-            return
-        assert time.monotonic() < give_up, f"never SERVING:\n{log_path.read_text()}"
-        time.sleep(0.1)
-
-
 def _reason(error: grpc.RpcError) -> str:
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None
@@ -255,7 +229,7 @@ def test_serve_answers_health_checks_auth_and_exits_0_on_sigterm(
     reader_secret = _create_token(database_url, tmp_path, "dashboard", "reader")
 
     with grpc.insecure_channel(address) as channel:
-        _wait_until_serving(process, channel, log_path)
+        wait_serving(process, channel, log_path)
         registry = registry_pb2_grpc.ModelRegistryServiceStub(channel)
 
         with pytest.raises(grpc.RpcError) as missing:

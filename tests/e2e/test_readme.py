@@ -1,0 +1,638 @@
+"""README.md is a contract: every shell command and Python snippet in it runs here, in README order, against
+one live server and database, and its output is checked, so the README cannot drift from the code.
+
+How the examples run (tests/support/readme_runner.py): the server is started with the Makefile's own
+`run` command, its `127.0.0.1:50051` replaced by a free loopback port, its data directory by a temporary
+one, and `--database-url` added for the throw-away database of tests/conftest.py. Every shell command
+runs with bash in the repository's root, after the variable assignments before it in its block, with the
+README's `127.0.0.1:50051` replaced by the live server's address and its example database URL
+(`postgresql://postgres@127.0.0.1:5432/modelplane`) by the test's; the environment carries no
+MODELPLANE_* variable of the developer's, but MODELPLANE_DATABASE_URL (the test's database, which the
+token commands use) and MODELPLANE_ADDRESS (a spare port, where a `serve` without `--address` listens).
+A command whose comment says "(Ctrl-C to stop)" runs until its output shows what its check waits for,
+then gets SIGINT. Each Python snippet is written to a file and run as a program with this interpreter,
+its address replaced the same way.
+
+What is checked: every command has an entry in SHELL_CHECKS and every snippet one in PYTHON_CHECKS, in
+README order, each naming a fragment of the command it belongs to; a block that is neither run nor marked
+`<!-- readme-test: skip: REASON -->` fails the test, and so does a check left over. A block marked
+`<!-- readme-test: filters: REASON -->` is a list of filter expressions, each sent to the list RPCs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+
+from modelplane.v1 import logs_pb2, logs_pb2_grpc, registry_pb2, registry_pb2_grpc
+from tests.support.readme_blocks import Block, ShellCommand, parse_blocks, shell_commands
+from tests.support.readme_runner import (
+    README_ADDRESS,
+    REPOSITORY,
+    Output,
+    Sandbox,
+    Until,
+    free_address,
+    make_recipe,
+    started_server,
+)
+
+README = REPOSITORY / "README.md"
+SHELL = ("sh", "bash")
+# grpcurl exits with 64 + the gRPC status code of a failed call.
+GRPCURL_NOT_FOUND = 64 + grpc.StatusCode.NOT_FOUND.value[0]
+
+Check = Callable[[Output, Sandbox], None]
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What one README command or snippet must do. `fragment` is a piece of its text, so that a check
+    never lands on the wrong command; `until` says when a streaming command has shown enough."""
+
+    fragment: str
+    check: Check
+    until: Until | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading outputs
+
+
+def messages(stdout: str) -> list[Any]:
+    """The JSON objects grpcurl printed one after another; an interrupted stream's partial last one is
+    left out."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    position = 0
+    while True:
+        while position < len(stdout) and stdout[position].isspace():
+            position += 1
+        if position == len(stdout):
+            return found
+        try:
+            value, position = decoder.raw_decode(stdout, position)
+        except json.JSONDecodeError:
+            return found
+        found.append(value)
+
+
+def reply(output: Output) -> Any:
+    """The one JSON answer of a unary grpcurl call that succeeded."""
+    assert output.returncode == 0, output.describe()
+    answers = messages(output.stdout)
+    assert len(answers) == 1, output.describe()
+    return answers[0]
+
+
+def ok(output: Output) -> None:
+    assert output.returncode == 0, output.describe()
+    assert not output.interrupted, output.describe()
+
+
+def shows(count: int, key: str) -> Until:
+    """A stream has shown enough once `count` of its messages carry `key`."""
+
+    def until(stdout: str, stderr: str) -> bool:
+        return sum(key in message for message in messages(stdout)) >= count
+
+    return until
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shell commands, in README order
+
+
+def serve_on_another_database(output: Output, sandbox: Sandbox) -> None:
+    assert output.interrupted, output.describe()
+    # SIGINT stops the server as SIGTERM does: gracefully, exit code 0.
+    assert output.returncode == 0, output.describe()
+    assert f"modelplane serving on {sandbox.spare_address}" in output.stderr, output.describe()
+    assert "auth is OFF" in output.stderr
+    assert "health: SERVING" in output.stderr
+    assert "Traceback" not in output.stderr
+
+
+def service_list(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    assert set(output.stdout.split()) >= {
+        "grpc.health.v1.Health",
+        "modelplane.v1.ModelRegistryService",
+        "modelplane.v1.DeploymentService",
+        "modelplane.v1.GuardrailService",
+        "modelplane.v1.LogService",
+    }, output.describe()
+
+
+def registry_described(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    assert "service ModelRegistryService {" in output.stdout, output.describe()
+    assert "rpc ResolveModel" in output.stdout
+    assert "returns ( stream .modelplane.v1.WatchModelsResponse )" in output.stdout
+    # Reflection's descriptors carry no comments (the next block reads them from the .proto files).
+    assert "//" not in output.stdout
+
+
+def health_serving(output: Output, sandbox: Sandbox) -> None:
+    assert reply(output) == {"status": "SERVING"}
+
+
+def model_created(output: Output, sandbox: Sandbox) -> None:
+    model = reply(output)["model"]
+    assert model["name"] == "models/chat-large"
+    assert (model["provider"], model["display_name"]) == ("openai", "Chat large")
+    assert model["labels"] == {"team": "assistants"}
+
+
+def first_version_created(output: Output, sandbox: Sandbox) -> None:
+    version = reply(output)["model_version"]
+    assert version["name"] == "models/chat-large/versions/1"
+    assert version["capabilities"] == ["CAPABILITY_CHAT", "CAPABILITY_TOOL_USE"]
+    assert version["state"] == "MODEL_VERSION_STATE_READY"
+    # int64 fields print as strings (the proto3 JSON mapping).
+    assert version["pricing"]["output_micros_per_million"] == "10000000"
+
+
+def alias_set(output: Output, sandbox: Sandbox) -> None:
+    alias = reply(output)["alias"]
+    assert alias["name"] == "models/chat-large/aliases/prod"
+    assert alias["version"] == "models/chat-large/versions/1"
+
+
+def resolved_to_first_version(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    assert answer["model_version"]["name"] == "models/chat-large/versions/1"
+    assert answer["model_version"]["aliases"] == ["prod"]
+    assert int(answer["revision"]) >= 3
+
+
+def search_found_first_version(output: Output, sandbox: Sandbox) -> None:
+    names = [version["name"] for version in reply(output)["model_versions"]]
+    assert names == ["models/chat-large/versions/1"]
+
+
+def resolution_failed(output: Output, sandbox: Sandbox) -> None:
+    assert output.returncode == GRPCURL_NOT_FOUND, output.describe()
+    assert "Code: NotFound" in output.stderr
+    assert '"reason":"NO_MATCHING_MODEL"' in output.stderr, output.describe()
+    # The ResolveModelFailure detail: the version and the first constraint it failed.
+    assert '"model_version":"models/chat-large/versions/1"' in output.stderr
+    assert '"constraint":"constraints.min_context_window"' in output.stderr
+
+
+def models_watched(output: Output, sandbox: Sandbox) -> None:
+    assert output.interrupted, output.describe()
+    watched = messages(output.stdout)
+    changes = [message["change"] for message in watched if "change" in message]
+    # After revision 1 (the model's creation): the version (2), then the alias, which also changes the
+    # version's list of aliases (3).
+    assert [(c["revision"], c["kind"], c["resource"]) for c in changes] == [
+        ("2", "CHANGE_KIND_CREATED", "models/chat-large/versions/1"),
+        ("3", "CHANGE_KIND_CREATED", "models/chat-large/aliases/prod"),
+        ("3", "CHANGE_KIND_UPDATED", "models/chat-large/versions/1"),
+    ], output.describe()
+    assert "progress" in watched[-1], output.describe()
+
+
+def succeeded(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+
+
+def request_described_with_comments(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    assert "message QueryLogEventsRequest {" in output.stdout, output.describe()
+    # From the .proto files, unlike reflection, the comments come along.
+    assert "//" in output.stdout
+
+
+def token_created(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    assert re.fullmatch(r"mp_\S+\n", output.stdout), output.describe()
+    # In the server's database (MODELPLANE_DATABASE_URL), stored as its SHA-256 only.
+    query = "SELECT secret_sha256 FROM api_tokens WHERE name = 'release-pipeline'"
+    stored = asyncio.run(fetch_value(sandbox.database_url, query))
+    assert stored == hashlib.sha256(output.stdout.strip().encode()).digest()
+
+
+async def fetch_value(database_url: str, query: str) -> object:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        return await conn.fetchval(query)
+    finally:
+        await conn.close()
+
+
+def tokens_listed(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    header, *rows = output.stdout.strip().splitlines()
+    assert header.split() == ["ID", "NAME", "ROLE", "CREATED", "REVOKED"]
+    assert [row.split()[1:3] + row.split()[4:] for row in rows] == [["release-pipeline", "operator", "-"]]
+
+
+def token_revoked(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    assert "tok_" in output.stdout, output.describe()
+
+
+def policy_created(output: Output, sandbox: Sandbox) -> None:
+    policy = reply(output)["policy"]
+    assert (policy["name"], policy["revision"]) == ("policies/kids-stories", "1")
+    assert [rule["id"] for rule in policy["rules"]] == ["cards", "violence"]
+
+
+def card_redacted(output: Output, sandbox: Sandbox) -> None:
+    verdict = reply(output)["verdict"]
+    assert verdict["decision"] == "DECISION_REDACT"
+    assert verdict["redacted_text"] == "Pay with [REDACTED:pii] today."
+
+
+def violence_blocked(output: Output, sandbox: Sandbox) -> None:
+    verdict = reply(output)["verdict"]
+    assert verdict["decision"] == "DECISION_BLOCK"
+    assert verdict["fallback_content"] == "The knight and the dragon became friends."
+    assert [v["rule_id"] for v in verdict["violations"]] == ["violence"]
+    # redacted_text is set only on REDACT.
+    assert "redacted_text" not in verdict
+
+
+def violations_listed(output: Output, sandbox: Sandbox) -> None:
+    found = reply(output)["violations"]
+    # Newest first: the blocked check, then the redacted one.
+    assert [(v["rule_id"], v["severity"]) for v in found] == [
+        ("violence", "SEVERITY_CRITICAL"),
+        ("cards", "SEVERITY_ERROR"),
+    ]
+    assert found[0]["links"]["model_version"] == "models/chat-large/versions/1"
+
+
+def violations_aggregated(output: Output, sandbox: Sandbox) -> None:
+    groups = {group["rule_id"]: group for group in reply(output)["groups"]}
+    assert sorted(groups) == ["cards", "violence"], output.describe()
+    counts = ("checks", "checks_with_violations", "violations", "blocked_checks")
+    # proto3 JSON leaves zeros out.
+    assert [groups["cards"].get(count, "0") for count in counts] == ["1", "1", "1", "0"]
+    assert [groups["violence"].get(count, "0") for count in counts] == ["1", "1", "1", "1"]
+    assert groups["violence"]["block_rate"] == 1
+
+
+def events_written(output: Output, sandbox: Sandbox) -> None:
+    assert reply(output)["ack"] == {"sequence": "1", "accepted": "1", "batches": "1"}
+
+
+def events_queried(output: Output, sandbox: Sandbox) -> None:
+    (event,) = reply(output)["events"]
+    assert event["event_id"] == "3f1c0d2e-demo-1"
+    # Priced at the version's registry prices: 1200 * 2.5 + 300 * 10 micro-units.
+    assert event["inference"]["cost"] == {"currency_code": "USD", "micros": "6000"}
+    assert event["inference"]["cost_from_registry"] is True
+
+
+def events_aggregated(output: Output, sandbox: Sandbox) -> None:
+    groups = reply(output)["groups"]
+    (chat,) = [g for g in groups if g.get("model_version") == "models/chat-large/versions/1"]
+    assert (chat["input_tokens"], chat["output_tokens"]) == ("1200", "300")
+    assert chat["latency_p50"] == chat["latency_p99"] == "0.840s"
+    assert chat["cost"] == {"currency_code": "USD", "micros": "6000"}
+    assert "bucket_start" in chat
+
+
+def ingestion_counted(output: Output, sandbox: Sandbox) -> None:
+    clients = reply(output)["clients"]
+    demo = [c for c in clients if c["client_id"] == "demo-1"]
+    assert [(c["received"], c["accepted"], c["last_sequence"]) for c in demo] == [("1", "1", "1")]
+
+
+def second_version_created(output: Output, sandbox: Sandbox) -> None:
+    assert reply(output)["model_version"]["name"] == "models/chat-large/versions/2"
+
+
+def deployment_created(output: Output, sandbox: Sandbox) -> None:
+    stable = reply(output)["deployment"]["traffic"]["stable"]
+    assert stable["model_version"] == "models/chat-large/versions/1"
+    assert [e["address"] for e in stable["endpoints"]] == ["10.0.0.1:8000", "10.0.0.2:8000"]
+    assert stable["weight_bp"] == 10000
+
+
+def rollout_planned(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_PENDING"
+    assert [stage["state"] for stage in answer["stages"]] == [
+        "ROLLOUT_STATE_WAITING_READY",
+        "ROLLOUT_STATE_PROGRESSING",
+        "ROLLOUT_STATE_PROGRESSING",
+        "ROLLOUT_STATE_SUCCEEDED",
+    ]
+    assert [stage["traffic"].get("canary", {}).get("weight_bp", 0) for stage in answer["stages"]] == [
+        0,
+        1000,
+        5000,
+        0,
+    ]
+
+
+def rollout_started(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    assert answer["rollout"]["name"] == "deployments/chat-prod/rollouts/1"
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_WAITING_READY"
+    # Waiting for the canary to be ready, the stable slot keeps everything.
+    assert answer["deployment"]["traffic"]["stable"]["weight_bp"] == 10000
+
+
+def canary_ready(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    assert answer["changed"] is True
+    traffic = answer["deployment"]["traffic"]
+    assert (traffic["stable"]["weight_bp"], traffic["canary"]["weight_bp"]) == (9000, 1000)
+
+
+def route_resolved(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    by_slot = {
+        "TRAFFIC_SLOT_STABLE": ({"10.0.0.1:8000", "10.0.0.2:8000"}, "models/chat-large/versions/1"),
+        "TRAFFIC_SLOT_CANARY": ({"10.0.1.1:8000"}, "models/chat-large/versions/2"),
+    }
+    endpoints, version = by_slot[answer["slot"]]
+    assert answer["endpoint"]["address"] in endpoints, output.describe()
+    assert answer["model_version"] == version
+
+
+def rollout_promoted(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_SUCCEEDED"
+    traffic = answer["deployment"]["traffic"]
+    assert "canary" not in traffic
+    assert traffic["stable"]["model_version"] == "models/chat-large/versions/2"
+    assert [e["address"] for e in traffic["stable"]["endpoints"]] == ["10.0.1.1:8000"]
+
+
+def alias_moved(output: Output, sandbox: Sandbox) -> None:
+    assert reply(output)["alias"]["version"] == "models/chat-large/versions/2"
+
+
+def history_listed(output: Output, sandbox: Sandbox) -> None:
+    entries = reply(output)["entries"]
+    # Newest first, one entry per transition: the canary's readiness was a health change, and promoting
+    # to the end made the rollout succeed.
+    assert [entry["transition"].removeprefix("DEPLOYMENT_TRANSITION_") for entry in entries] == [
+        "SUCCEEDED",
+        "HEALTH_CHANGED",
+        "ROLLOUT_STARTED",
+        "CREATED",
+    ]
+    assert entries[0]["traffic_after"]["stable"]["model_version"] == "models/chat-large/versions/2"
+
+
+def deployment_watched(output: Output, sandbox: Sandbox) -> None:
+    assert output.interrupted, output.describe()
+    first = messages(output.stdout)[0]["change"]
+    assert first["kind"] == "CHANGE_KIND_CREATED"
+    assert first["deployment"]["traffic"]["stable"]["model_version"] == "models/chat-large/versions/2"
+
+
+SHELL_CHECKS = [
+    Expect("modelplane serve", serve_on_another_database, until=lambda out, err: "health: SERVING" in err),
+    Expect(" list", service_list),
+    Expect("describe modelplane.v1.ModelRegistryService", registry_described),
+    Expect("Health/Check", health_serving),
+    Expect("ModelRegistryService/CreateModel\n", model_created),
+    Expect("ModelRegistryService/CreateModelVersion", first_version_created),
+    Expect("ModelRegistryService/SetAlias", alias_set),
+    Expect('"alias": "models/chat-large/aliases/prod"', resolved_to_first_version),
+    Expect('"required_capabilities"', resolved_to_first_version),
+    Expect("ModelRegistryService/ListModelVersions", search_found_first_version),
+    Expect('"min_context_window": 1000000', resolution_failed),
+    Expect("ModelRegistryService/WatchModels", models_watched, until=shows(1, "progress")),
+    Expect("make third-party", succeeded),
+    Expect("describe modelplane.v1.QueryLogEventsRequest", request_described_with_comments),
+    Expect("token create", token_created),
+    Expect("token list", tokens_listed),
+    Expect("token revoke", token_revoked),
+    Expect("GuardrailService/CreatePolicy", policy_created),
+    Expect("4111 1111 1111 1111", card_redacted),
+    Expect("kill the dragon", violence_blocked),
+    Expect("GuardrailService/ListViolations", violations_listed),
+    Expect("GuardrailService/AggregateViolations", violations_aggregated),
+    Expect("LogService/WriteLogEvents", events_written),
+    Expect("LogService/QueryLogEvents", events_queried),
+    Expect("LogService/AggregateLogEvents", events_aggregated),
+    Expect("LogService/GetIngestionStats", ingestion_counted),
+    Expect("ModelRegistryService/CreateModelVersion", second_version_created),
+    Expect("DeploymentService/CreateDeployment", deployment_created),
+    Expect("DeploymentService/PlanRollout", rollout_planned),
+    Expect("DeploymentService/StartRollout", rollout_started),
+    Expect("DeploymentService/ReportEndpointHealth", canary_ready),
+    Expect("DeploymentService/ResolveRoute", route_resolved),
+    Expect("DeploymentService/PromoteRollout", rollout_promoted),
+    Expect("ModelRegistryService/GetAlias", alias_moved),
+    Expect("DeploymentService/ListDeploymentHistory", history_listed),
+    Expect("DeploymentService/WatchDeployment", deployment_watched, until=shows(1, "change")),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Python snippets, in README order
+
+
+def printed(output: Output) -> list[str]:
+    ok(output)
+    assert "Traceback" not in output.stderr, output.describe()
+    return output.stdout.splitlines()
+
+
+def registry_client(output: Output, sandbox: Sandbox) -> None:
+    versions, missing = printed(output)
+    assert versions == "models/chat-large/versions/1 []", output.describe()
+    reason, request_id = missing.split()
+    assert reason == "MODEL_NOT_FOUND"
+    assert request_id
+
+
+def llm_client(output: Output, sandbox: Sandbox) -> None:
+    chosen, usage, text = printed(output)
+    assert chosen == "models/chat-large/versions/2 registry", output.describe()
+    assert "Cost(currency_code='USD', micros=" in usage, output.describe()
+    assert text
+
+
+def narrative_generator(output: Output, sandbox: Sandbox) -> None:
+    status, reason, text = printed(output)
+    assert status == "allowed ()", output.describe()
+    assert reason == "allowed by policies/kids-stories revision 1"
+    assert text
+
+
+def service_coordinator(output: Output, sandbox: Sandbox) -> None:
+    (answer,) = printed(output)
+    assert answer == "10.0.1.1:8000 (stable, models/chat-large/versions/2) answers 'hello'", output.describe()
+
+
+def log_shipper(output: Output, sandbox: Sandbox) -> None:
+    (counts,) = printed(output)
+    assert counts == "1 0", output.describe()
+    with grpc.insecure_channel(sandbox.address) as channel:
+        logs = logs_pb2_grpc.LogServiceStub(channel)
+        found = logs.QueryLogEvents(
+            logs_pb2.QueryLogEventsRequest(filter='service = "storyteller" AND kind = INFERENCE'), timeout=10
+        )
+    (event,) = found.events
+    assert event.inference.input_tokens == 4  # "Tell me a story"
+
+
+PYTHON_CHECKS = [
+    Expect("registry.create_model(", registry_client),
+    Expect('alias="models/chat-large/aliases/prod",  # or constraints', llm_client),
+    Expect("NarrativeGenerator(", narrative_generator),
+    Expect("ServiceCoordinator(", service_coordinator),
+    Expect("LogShipper(", log_shipper),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run
+
+
+@pytest.fixture
+def sandbox(database_url: str, tmp_path: Path) -> Iterator[Sandbox]:
+    """The server started as `make run` starts it, on a free port and the test's database."""
+    address = free_address()
+    argv = make_recipe("run")
+    # What the README says of `make run`: loopback, an embedded Postgres under ./.modelplane/, auth off.
+    assert argv[1:] == ["serve", "--address", README_ADDRESS, "--data-dir", ".modelplane", "--no-auth"], argv
+    argv[argv.index(README_ADDRESS)] = address
+    argv[argv.index(".modelplane")] = str(tmp_path / "data")
+    argv += ["--database-url", database_url]
+    box = Sandbox(address=address, database_url=database_url, workdir=tmp_path)
+    log_path = tmp_path / "serve.log"
+    with started_server(argv, log_path, box.environment()):
+        # "says so in its first lines"
+        first_lines = log_path.read_text().splitlines()[:5]
+        assert any("auth is OFF" in line for line in first_lines), first_lines
+        yield box
+
+
+def readme_blocks() -> list[Block]:
+    return parse_blocks(README.read_text())
+
+
+def test_readme_examples_run_in_order_against_one_server(sandbox: Sandbox) -> None:
+    shell_checks = iter(SHELL_CHECKS)
+    python_checks = iter(PYTHON_CHECKS)
+    unhandled: list[str] = []
+    for block in readme_blocks():
+        if block.directive == "skip":
+            continue
+        if block.directive == "filters":
+            check_filters(block, sandbox)
+        elif block.language in SHELL:
+            run_shell_block(block, shell_checks, sandbox)
+        elif block.language == "python":
+            expect = next_expect(python_checks, block.text, block.where)
+            output = sandbox.python(block.text, f"readme_{block.line}.py")
+            check_output(expect, output, sandbox, block.where)
+        else:
+            unhandled.append(block.where)
+    assert not unhandled, (
+        f"README blocks neither run nor marked <!-- readme-test: skip: REASON -->: {unhandled}"
+    )
+    left = [expect.fragment for expect in [*shell_checks, *python_checks]]
+    assert not left, f"checks left over (their README examples are gone?): {left}"
+
+
+def run_shell_block(block: Block, checks: Iterator[Expect], sandbox: Sandbox) -> None:
+    assignments: list[ShellCommand] = []
+    for command in shell_commands(block):
+        where = f"README.md:{command.line} ({block.heading})"
+        if command.is_assignment:
+            assignments.append(command)
+            continue
+        expect = next_expect(checks, command.text, where)
+        assert command.streams == (expect.until is not None), (
+            f"{where}: a command marked (Ctrl-C to stop) needs a check that says when it has shown enough"
+        )
+        output = sandbox.shell(command, assignments, expect.until)
+        check_output(expect, output, sandbox, where)
+
+
+def check_output(expect: Expect, output: Output, sandbox: Sandbox, where: str) -> None:
+    """Runs the check; a failure names the README line and shows the whole output."""
+    try:
+        expect.check(output, sandbox)
+    except AssertionError as error:
+        raise AssertionError(f"{where}: {error}\n{output.describe()}") from error
+
+
+def next_expect(checks: Iterator[Expect], text: str, where: str) -> Expect:
+    expect = next(checks, None)
+    assert expect is not None, f"{where}: no check for this README example; add one in README order:\n{text}"
+    assert expect.fragment in text + "\n", (
+        f"{where}: the next check expects an example with {expect.fragment!r}; keep the checks in README "
+        f"order:\n{text}"
+    )
+    return expect
+
+
+def check_filters(block: Block, sandbox: Sandbox) -> None:
+    """Each line is a filter that ListModels or ListModelVersions accepts (the other may refuse a field it
+    does not have, with INVALID_ARGUMENT, never another error)."""
+    with grpc.insecure_channel(sandbox.address) as channel:
+        registry = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        for line in block.text.splitlines():
+            answers = {
+                "ListModels": refusal(registry.ListModels, registry_pb2.ListModelsRequest(filter=line)),
+                "ListModelVersions": refusal(
+                    registry.ListModelVersions,
+                    registry_pb2.ListModelVersionsRequest(parent="models/-", filter=line),
+                ),
+            }
+            assert set(answers.values()) <= {None, grpc.StatusCode.INVALID_ARGUMENT}, (line, answers)
+            assert None in answers.values(), f"{block.where}: no list RPC accepts the filter {line!r}"
+
+
+def refusal(method: Callable[..., object], request: object) -> grpc.StatusCode | None:
+    """The status code a unary call failed with, None when it succeeded."""
+    try:
+        method(request, timeout=10)
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()
+        return code
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the skipped blocks claim, proved another way
+
+
+def test_every_readme_block_is_run_or_marked_with_a_reason() -> None:
+    blocks = readme_blocks()
+    assert blocks, "README.md has no fenced blocks?"
+    for block in blocks:
+        runnable = block.language in (*SHELL, "python")
+        assert runnable or block.directive, (
+            f"{block.where}: a {block.language or 'plain'} block is never run; mark it "
+            "<!-- readme-test: skip: REASON --> or make it an example"
+        )
+        if block.directive:
+            assert len(block.reason) >= 20, f"{block.where}: say why in the marker, not {block.reason!r}"
+    skipped = [block for block in blocks if block.directive == "skip"]
+    # Skips stay rare: each one is proved some other way in this module.
+    assert [block.text for block in skipped] == [
+        "make run    # the server on 127.0.0.1:50051, an embedded Postgres under ./.modelplane/, auth off\n"
+        "make test   # the whole test suite against a real Postgres and real servers on loopback\n"
+    ], [block.where for block in skipped]
+
+
+def test_make_test_runs_the_suite_this_module_is_part_of() -> None:
+    assert make_recipe("test") == [".venv/bin/pytest"]
+    settings = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert any(Path(__file__).is_relative_to(REPOSITORY / path) for path in settings["testpaths"])
