@@ -21,7 +21,7 @@ import grpc
 
 from modelplane.server import error_status
 from modelplane.server.context import ANONYMOUS, Caller, current_caller
-from modelplane.server.errors import InvalidArgument, ModelplaneError, Unavailable
+from modelplane.server.errors import FieldViolation, InvalidArgument, ModelplaneError, Unavailable
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.request_text import check_request_text
 
@@ -54,23 +54,62 @@ class CallAuthenticator(Protocol):
     async def authenticate(self, method: str, authorization: str | None) -> Caller: ...
 
 
-async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for message in requests:
-        try:
-            check_request_text(message)
-        except InvalidArgument as exc:
-            exc.stream_message = message
-            raise
+MALFORMED_REQUEST = "MALFORMED_REQUEST"
+
+# Turns a request's bytes into its message; None (a handler without one) leaves them bytes.
+Parse = Callable[[bytes], Any] | None
+
+
+def _parsed(raw: bytes, parse: Parse, method: str, stream_message: int) -> Any:
+    """The request message, or InvalidArgument (MALFORMED_REQUEST) for bytes that do not parse.
+
+    gRPC itself would answer UNKNOWN with the parser's exception text, before auth, and log a traceback;
+    parsing here, inside the call's scope and after auth, gives the client a status it can act on.
+    """
+    if parse is None:
+        return raw
+    try:
+        return parse(raw)
+    except Exception:  # any failure to parse is the client's bytes, whatever the parser calls it
+        name = method.rpartition("/")[2]
+        where = f"message {stream_message} of the stream" if stream_message else "the request"
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "request",
+                    f"{where} is not a valid {name} request: its bytes do not parse or a string field is"
+                    " not UTF-8; send a message serialized by a protobuf library from this API's protos",
+                )
+            ],
+            reason=MALFORMED_REQUEST,
+            metadata={"stream_message": str(stream_message)} if stream_message else None,
+        ) from None
+
+
+async def _parsed_stream(
+    requests: AsyncIterator[bytes], parse: Parse, method: str, check_text: bool
+) -> AsyncIterator[Any]:
+    index = 0
+    async for raw in requests:
+        index += 1
+        message = _parsed(raw, parse, method, index)
+        if check_text:
+            try:
+                check_request_text(message)
+            except InvalidArgument as exc:
+                exc.stream_message = message
+                raise
         yield message
 
 
-def _checked(request: Any, streaming: bool, checked_by_handler: bool) -> Any:
-    """The request, or the stream of requests, with every text field checked before the handler sees it."""
-    if checked_by_handler:
-        return request
+def _request(raw: Any, parse: Parse, method: str, streaming: bool, checked_by_handler: bool) -> Any:
+    """The request, or the stream of requests, parsed and with every text field checked (unless the
+    handler checks its own) before the handler sees it."""
     if streaming:
-        return _checked_stream(request)
-    check_request_text(request)
+        return _parsed_stream(raw, parse, method, not checked_by_handler)
+    request = _parsed(raw, parse, method, 0)
+    if not checked_by_handler:
+        check_request_text(request)
     return request
 
 
@@ -128,15 +167,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         attribute, build = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
         behaviour: Callable[[Any, Any], Any] = getattr(handler, attribute)
         streaming, checked_by_handler = handler.request_streaming, method in self._text_checked_by_handler
+        parse: Parse = handler.request_deserializer
 
-        async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=False):
-                result = behaviour(_checked(request, streaming, checked_by_handler), context)
+                result = behaviour(_request(raw, parse, method, streaming, checked_by_handler), context)
                 return await result if inspect.isawaitable(result) else result
 
-        async def streaming_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=True):
-                result = behaviour(_checked(request, streaming, checked_by_handler), context)
+                result = behaviour(_request(raw, parse, method, streaming, checked_by_handler), context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.
                 if inspect.isawaitable(result):
@@ -149,9 +189,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         yield response
 
         wrapped = streaming_response if handler.response_streaming else unary_response
+        # gRPC hands the wrapper the request's bytes: `_request` parses them inside the call's scope.
         return build(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
