@@ -21,7 +21,13 @@ import grpc
 
 from modelplane.server import error_status
 from modelplane.server.context import ANONYMOUS, Caller, current_caller
-from modelplane.server.errors import FieldViolation, InvalidArgument, ModelplaneError, Unavailable
+from modelplane.server.errors import (
+    FieldViolation,
+    InvalidArgument,
+    ModelplaneError,
+    ResourceExhausted,
+    Unavailable,
+)
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.request_text import check_request_text
 
@@ -113,6 +119,44 @@ def _request(raw: Any, parse: Parse, method: str, streaming: bool, checked_by_ha
     return request
 
 
+RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+
+# Turns a response message into its bytes; None (a handler without one) means it already is bytes.
+Serialize = Callable[[Any], bytes] | None
+
+
+def _sent_as_is(serialize: Serialize) -> Serialize:
+    """The serializer gRPC is given: the bytes `_serialized` made pass through, and a message a handler
+    writes with context.write is serialized as before."""
+    if serialize is None:
+        return None
+
+    def serialize_unless_bytes(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serialize_unless_bytes
+
+
+def _serialized(response: Any, serialize: Serialize, limit: int | None) -> Any:
+    """The response as the bytes gRPC sends, or ResourceExhausted (RESPONSE_TOO_LARGE) over `limit`.
+
+    gRPC refuses an oversized message only while sending it, after the handler returned: the client
+    gets RESOURCE_EXHAUSTED, while the server is told nothing (no exception on a unary call, no code and
+    no cancellation on the context's done callback; a stream's generator is merely closed), so the access
+    log and metrics said OK. Serializing here, inside the call's scope, costs no more than gRPC doing it
+    and lets the scope record what the client gets.
+    """
+    data = response if serialize is None else serialize(response)
+    if limit is not None and type(data) is bytes and len(data) > limit:
+        raise ResourceExhausted(
+            f"the response is {len(data)} bytes, over this server's message limit of {limit} bytes;"
+            " ask for less at a time (a smaller page_size or a narrower filter)",
+            reason=RESPONSE_TOO_LARGE,
+            metadata={"response_bytes": str(len(data)), "max_bytes": str(limit)},
+        )
+    return data
+
+
 def is_open_method(method: str) -> bool:
     return method.startswith(OPEN_METHOD_PREFIXES)
 
@@ -140,6 +184,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         metrics: ServerMetrics,
         *,
         text_checked_by_handler: Collection[str] = (),
+        max_response_bytes: int | None = None,
     ) -> None:
         """`text_checked_by_handler`: full method names whose handlers look for the NUL character in
         their requests themselves (on a hot path, where a second walk over every field would cost more
@@ -147,6 +192,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._authenticator = authenticator
         self._metrics = metrics
         self._text_checked_by_handler = frozenset(text_checked_by_handler)
+        # The server's grpc.max_send_message_length, checked by `_serialized` before gRPC sends.
+        self._max_response_bytes = max_response_bytes
         self._draining = False
         # Tasks of calls with a streaming response, so shutdown can end them with a resumable status.
         self._streams: set[asyncio.Task[Any]] = set()
@@ -168,11 +215,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         behaviour: Callable[[Any, Any], Any] = getattr(handler, attribute)
         streaming, checked_by_handler = handler.request_streaming, method in self._text_checked_by_handler
         parse: Parse = handler.request_deserializer
+        serialize: Serialize = handler.response_serializer
+        limit = self._max_response_bytes
 
         async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=False):
                 result = behaviour(_request(raw, parse, method, streaming, checked_by_handler), context)
-                return await result if inspect.isawaitable(result) else result
+                response = await result if inspect.isawaitable(result) else result
+                return _serialized(response, serialize, limit)
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, context, streaming=True):
@@ -182,18 +232,24 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 if inspect.isawaitable(result):
                     await result
                 elif isinstance(result, AsyncIterator):
-                    async for response in result:
-                        yield response
+                    try:
+                        async for response in result:
+                            yield _serialized(response, serialize, limit)
+                    finally:
+                        # A response refused above leaves the handler's generator open: end it now.
+                        aclose = getattr(result, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
                 elif isinstance(result, Iterable):
                     for response in result:
-                        yield response
+                        yield _serialized(response, serialize, limit)
 
         wrapped = streaming_response if handler.response_streaming else unary_response
         # gRPC hands the wrapper the request's bytes: `_request` parses them inside the call's scope.
         return build(
             wrapped,
             request_deserializer=None,
-            response_serializer=handler.response_serializer,
+            response_serializer=_sent_as_is(serialize),
         )
 
     async def end_streams(self, wait: float) -> None:
