@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -30,6 +30,9 @@ from modelplane.server.errors import (
 )
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.request_text import check_request_text
+
+if TYPE_CHECKING:
+    from modelplane.server.auth.scopes import TokenScope
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("modelplane.access")
@@ -93,12 +96,14 @@ def _parsed(raw: bytes, parse: Parse, method: str, stream_message: int) -> Any:
 
 
 async def _parsed_stream(
-    requests: AsyncIterator[bytes], parse: Parse, method: str, check_text: bool
+    requests: AsyncIterator[bytes], parse: Parse, method: str, check_text: bool, scope: TokenScope | None
 ) -> AsyncIterator[Any]:
     index = 0
     async for raw in requests:
         index += 1
         message = _parsed(raw, parse, method, index)
+        if scope is not None:
+            scope.check(message)
         if check_text:
             try:
                 check_request_text(message)
@@ -108,12 +113,16 @@ async def _parsed_stream(
         yield message
 
 
-def _request(raw: Any, parse: Parse, method: str, streaming: bool, checked_by_handler: bool) -> Any:
-    """The request, or the stream of requests, parsed and with every text field checked (unless the
-    handler checks its own) before the handler sees it."""
+def _request(
+    raw: Any, parse: Parse, method: str, streaming: bool, checked_by_handler: bool, scope: TokenScope | None
+) -> Any:
+    """The request, or the stream of requests, parsed, within a scoped token's scope, and with every text
+    field checked (unless the handler checks its own) before the handler sees it."""
     if streaming:
-        return _parsed_stream(raw, parse, method, not checked_by_handler)
+        return _parsed_stream(raw, parse, method, not checked_by_handler, scope)
     request = _parsed(raw, parse, method, 0)
+    if scope is not None:
+        scope.check(request)
     if not checked_by_handler:
         check_request_text(request)
     return request
@@ -219,14 +228,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         limit = self._max_response_bytes
 
         async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=False):
-                result = behaviour(_request(raw, parse, method, streaming, checked_by_handler), context)
+            async with _CallScope(self, method, context, streaming=False) as call:
+                request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
+                result = behaviour(request, context)
                 response = await result if inspect.isawaitable(result) else result
                 return _serialized(response, serialize, limit)
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=True):
-                result = behaviour(_request(raw, parse, method, streaming, checked_by_handler), context)
+            async with _CallScope(self, method, context, streaming=True) as call:
+                request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
+                result = behaviour(request, context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.
                 if inspect.isawaitable(result):
@@ -285,6 +296,7 @@ class _CallScope:
         self._started = time.perf_counter()
         self._request_id = ""
         self._actor = ANONYMOUS
+        self.scope: TokenScope | None = None
         self._task: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> _CallScope:
@@ -320,6 +332,7 @@ class _CallScope:
             await self._fail(exc)
             raise
         self._actor = caller.actor
+        self.scope = caller.scope
         # The handler runs in this task, so the contextvar set here is what it reads; each call is its
         # own task, so there is nothing to reset afterwards.
         current_caller.set(
