@@ -7,6 +7,8 @@ and a day's age; past the bound the report is RESOURCE_EXHAUSTED and nothing is 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncpg
 import grpc
 import pytest
@@ -16,6 +18,9 @@ from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import deployments_pb2_grpc, registry_pb2_grpc
 from modelplane.v1 import registry_pb2 as pb
 from tests.support import error_info
+
+if TYPE_CHECKING:
+    from modelplane.v1.deployments_pb2_grpc import DeploymentServiceAsyncStub as DeploymentStub
 
 TIMEOUT = 10.0
 DEPLOYMENT = "deployments/chat-prod"
@@ -57,6 +62,15 @@ async def _deploy(channel: grpc.aio.Channel) -> None:
     )
 
 
+async def _deploy_with_unlisted_reports(channel: grpc.aio.Channel) -> DeploymentStub:
+    """The deployment, with as many reports for unlisted addresses (10.9.x.y:80) as it keeps."""
+    await _deploy(channel)
+    dep: DeploymentStub = deployments_pb2_grpc.DeploymentServiceStub(channel)
+    for i in range(MAX_UNLISTED_HEALTH_REPORTS):
+        await dep.ReportEndpointHealth(_report(f"10.9.{i // 256}.{i % 256}:80"), timeout=TIMEOUT)
+    return dep
+
+
 async def _stored(database_url: str) -> int:
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
@@ -72,10 +86,7 @@ def _report(address: str, ready: bool = True) -> dpb.ReportEndpointHealthRequest
 async def test_reports_for_unlisted_addresses_are_bounded(
     channel: grpc.aio.Channel, database_url: str
 ) -> None:
-    await _deploy(channel)
-    dep = deployments_pb2_grpc.DeploymentServiceStub(channel)
-    for i in range(MAX_UNLISTED_HEALTH_REPORTS):
-        await dep.ReportEndpointHealth(_report(f"10.9.{i // 256}.{i % 256}:80"), timeout=TIMEOUT)
+    dep = await _deploy_with_unlisted_reports(channel)
     assert await _stored(database_url) == MAX_UNLISTED_HEALTH_REPORTS
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await dep.ReportEndpointHealth(_report("10.8.0.1:80"), timeout=TIMEOUT)
@@ -94,10 +105,7 @@ async def test_reports_for_unlisted_addresses_are_bounded(
 async def test_unlisted_reports_older_than_a_day_make_room(
     channel: grpc.aio.Channel, database_url: str
 ) -> None:
-    await _deploy(channel)
-    dep = deployments_pb2_grpc.DeploymentServiceStub(channel)
-    for i in range(MAX_UNLISTED_HEALTH_REPORTS):
-        await dep.ReportEndpointHealth(_report(f"10.9.{i // 256}.{i % 256}:80"), timeout=TIMEOUT)
+    dep = await _deploy_with_unlisted_reports(channel)
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
         await conn.execute(
