@@ -8,6 +8,7 @@ that a wrong table cannot make the matrix agree with itself.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from modelplane.server.auth.roles import Role, allowed_roles, method_path
 from modelplane.server.auth.store import create_token, revoke_token
 from modelplane.server.config import ServerConfig
 from modelplane.server.store.urls import with_database
+from modelplane.v1 import common_pb2
 from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import guardrails_pb2 as gpb
 from modelplane.v1 import logs_pb2 as lpb
@@ -263,6 +265,78 @@ HAND_WRITTEN_RULES: list[tuple[str, str, Role, bool]] = [
 ]
 
 
+# Scoped tokens of the module's server: (credential, role, scopes). "scoped-in" names exactly what the
+# minimal calls name; "scoped-out" names other resources of each kind.
+SCOPED_TOKENS: list[tuple[str, Role, list[str]]] = [
+    (
+        "scoped-in",
+        Role.ADMIN,
+        ["deployments/auth-matrix-missing", "models/auth-matrix-missing", "services/auth-matrix"],
+    ),
+    ("scoped-out", Role.ADMIN, ["deployments/elsewhere", "models/elsewhere", "services/elsewhere"]),
+    ("scoped-service", Role.SERVICE, ["deployments/web"]),
+    ("scoped-reader", Role.READER, ["deployments/auth-matrix-missing"]),
+]
+
+# Written out by hand from MINIMAL_CALLS, independently of auth/scopes.py: the RPCs whose minimal request
+# names a deployment or a model (a name, a parent, a target or an id to create). The rest name neither.
+NAMES_A_SCOPED_RESOURCE: frozenset[str] = frozenset(
+    {
+        *(
+            f"ModelRegistryService.{name}"
+            for name in (
+                "CreateModel",
+                "GetModel",
+                "UpdateModel",
+                "DeleteModel",
+                "CreateModelVersion",
+                "GetModelVersion",
+                "ListModelVersions",
+                "UpdateModelVersion",
+                "DeleteModelVersion",
+                "SetAlias",
+                "GetAlias",
+                "ListAliases",
+                "DeleteAlias",
+                "ListAliasHistory",
+                "ResolveModel",
+            )
+        ),
+        *(
+            f"DeploymentService.{name}"
+            for name in (
+                "CreateDeployment",
+                "GetDeployment",
+                "UpdateDeployment",
+                "DeleteDeployment",
+                "StartRollout",
+                "PlanRollout",
+                "GetRollout",
+                "ListRollouts",
+                "PromoteRollout",
+                "PauseRollout",
+                "ResumeRollout",
+                "RollbackRollout",
+                "AbortRollout",
+                "ReportEndpointHealth",
+                "ListDeploymentHistory",
+                "ResolveRoute",
+                "WatchDeployment",
+            )
+        ),
+    }
+)
+# Minimal calls that name what no scope holds: an id to create ("Not A Model Id"), or every model at once
+# (parent "models/-"), which a token scoped to some models may not ask for.
+OUTSIDE_EVERY_SCOPE = frozenset(
+    {
+        "ModelRegistryService.CreateModel",
+        "ModelRegistryService.ListModelVersions",
+        "DeploymentService.CreateDeployment",
+    }
+)
+
+
 def _message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
@@ -376,6 +450,10 @@ async def auth_server(admin_url: str, template_database: str) -> AsyncIterator[A
         for role in ROLES:
             _, secret = await create_token(conn, f"matrix-{role.value}", role.value)
             authorizations[role.value] = f"Bearer {secret}"
+        # Scoped tokens: admin, so that only the scope can refuse a call, and a service one as attacked.
+        for credential, role, scopes in SCOPED_TOKENS:
+            _, scoped_secret = await create_token(conn, f"matrix-{credential}", role.value, scopes)
+            authorizations[credential] = f"Bearer {scoped_secret}"
         # An admin token, revoked before its first use, so no replica can have it cached.
         _, revoked_secret = await create_token(conn, "matrix-revoked", Role.ADMIN.value)
         await revoke_token(conn, "matrix-revoked")
@@ -541,3 +619,136 @@ async def test_reflection_answers_without_a_token(auth_server: AuthServer, crede
     assert "grpc.health.v1.Health" in listed
     for response in responses[1:]:
         assert response.file_descriptor_response.file_descriptor_proto, response
+
+
+def _assert_out_of_scope(error: RichError | None, resource: str | None = None) -> None:
+    assert error is not None, "a call outside the token's scope succeeded"
+    assert (error.code, error.domain, error.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "modelplane",
+        "OUT_OF_SCOPE",
+    ), error
+    if resource is not None:
+        assert error.metadata["resource"] == resource, error
+
+
+@module_loop
+@pytest.mark.parametrize("pair", METHODS, ids=_method_id)
+async def test_a_scoped_token_may_not_name_what_is_outside_its_scope(
+    auth_server: AuthServer, pair: tuple[ServiceDescriptor, MethodDescriptor]
+) -> None:
+    service, method = pair
+    error = await auth_server.call("scoped-out", service, method, _minimal_request(service, method))
+    if _method_id(pair) in NAMES_A_SCOPED_RESOURCE:
+        _assert_out_of_scope(error)
+    else:
+        # Naming nothing of a scoped kind, the call is what the role allows.
+        assert (grpc.StatusCode.OK if error is None else error.code) == _expected_code(service, method), error
+
+
+@module_loop
+@pytest.mark.parametrize("pair", METHODS, ids=_method_id)
+async def test_a_scoped_token_may_name_what_is_inside_its_scope(
+    auth_server: AuthServer, pair: tuple[ServiceDescriptor, MethodDescriptor]
+) -> None:
+    service, method = pair
+    error = await auth_server.call("scoped-in", service, method, _minimal_request(service, method))
+    if _method_id(pair) in OUTSIDE_EVERY_SCOPE:
+        _assert_out_of_scope(error)
+    else:
+        assert (grpc.StatusCode.OK if error is None else error.code) == _expected_code(service, method), error
+
+
+@module_loop
+async def test_a_scoped_service_token_cannot_mark_another_deployments_endpoint(
+    auth_server: AuthServer,
+) -> None:
+    service = _service("DeploymentService")
+    report = service.methods_by_name["ReportEndpointHealth"]
+    other = dpb.ReportEndpointHealthRequest(deployment=MISSING_DEPLOYMENT, address="10.0.0.1:80", ready=False)
+    _assert_out_of_scope(await auth_server.call("scoped-service", service, report, other), MISSING_DEPLOYMENT)
+    # Its own deployment passes the scope (and is then not found: the module has no deployments).
+    own = dpb.ReportEndpointHealthRequest(deployment="deployments/web", address="10.0.0.1:80", ready=False)
+    error = await auth_server.call("scoped-service", service, report, own)
+    assert error is not None
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "DEPLOYMENT_NOT_FOUND"), error
+    route = service.methods_by_name["ResolveRoute"]
+    _assert_out_of_scope(
+        await auth_server.call(
+            "scoped-service", service, route, dpb.ResolveRouteRequest(deployment=MISSING_DEPLOYMENT)
+        )
+    )
+    # The scope narrows the role, never widens it.
+    error = await auth_server.call("scoped-reader", service, report, other)
+    assert error is not None
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+
+
+def _log_event(**fields: Any) -> lpb.LogEvent:
+    settings: dict[str, Any] = {"service": "auth-matrix", **fields}
+    event = lpb.LogEvent(event_id=str(uuid.uuid4()), level=lpb.LOG_LEVEL_INFO, **settings)
+    event.event_time.GetCurrentTime()
+    return event
+
+
+@module_loop
+@pytest.mark.parametrize(
+    ("event", "path", "resource"),
+    [
+        (_log_event(), None, None),
+        (_log_event(service="elsewhere"), "batch.events[1].service", "services/elsewhere"),
+        (
+            _log_event(links=common_pb2.EventLinks(deployment="deployments/other")),
+            "batch.events[1].links.deployment",
+            "deployments/other",
+        ),
+        (
+            _log_event(inference=lpb.InferencePayload(model_version="models/other/versions/1")),
+            "batch.events[1].inference.model_version",
+            "models/other",
+        ),
+    ],
+)
+async def test_a_scoped_token_ships_log_events_only_about_its_scope(
+    auth_server: AuthServer, event: lpb.LogEvent, path: str | None, resource: str | None
+) -> None:
+    service = _service("LogService")
+    write = service.methods_by_name["WriteLogEvents"]
+    request = lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=[_log_event(), event]))
+    error = await auth_server.call("scoped-in", service, write, request)
+    if path is None:
+        assert error is None, error
+        return
+    _assert_out_of_scope(error, resource)
+    assert error is not None
+    assert error.metadata["field"] == path
+
+
+@module_loop
+async def test_a_scoped_log_stream_commits_what_came_before_a_batch_outside_its_scope(
+    auth_server: AuthServer,
+) -> None:
+    channel = auth_server.channels["scoped-in"]
+    path = method_path(_service("LogService"), "StreamLogEvents")
+    client_id = f"scoped-{uuid.uuid4().hex[:8]}"
+    batches = [
+        lpb.StreamLogEventsRequest(
+            batch=lpb.LogBatch(client_id=client_id, sequence=1, events=[_log_event()])
+        ),
+        lpb.StreamLogEventsRequest(
+            batch=lpb.LogBatch(client_id=client_id, sequence=2, events=[_log_event(service="elsewhere")])
+        ),
+    ]
+    call = channel.stream_stream(
+        path, request_serializer=_serialize, response_deserializer=lpb.StreamLogEventsResponse.FromString
+    )(iter(batches), timeout=CALL_TIMEOUT)
+    acks: list[int] = []
+
+    async def read_all() -> None:
+        async for response in call:
+            acks.append(response.ack.sequence)
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await read_all()
+    assert acks == [1]
+    _assert_out_of_scope(rich(raised.value), "services/elsewhere")

@@ -67,9 +67,9 @@ def test_token_create_list_revoke_round_trip(database_url: str, tmp_path: Path) 
     listed = modelplane("token", "list", cwd=tmp_path, env={"MODELPLANE_DATABASE_URL": database_url})
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.strip().splitlines()
-    assert header.split() == ["ID", "NAME", "ROLE", "CREATED", "REVOKED"]
-    token_id, name, role, created_at, revoked_at = row.split()
-    assert (name, role, revoked_at) == ("ci", "service", "-")
+    assert header.split() == ["ID", "NAME", "ROLE", "CREATED", "REVOKED", "SCOPES"]
+    token_id, name, role, created_at, revoked_at, scopes = row.split()
+    assert (name, role, revoked_at, scopes) == ("ci", "service", "-", "*")
     assert token_id.startswith("tok_")
     assert created_at.endswith("Z")
     assert secret not in listed.stdout
@@ -81,6 +81,27 @@ def test_token_create_list_revoke_round_trip(database_url: str, tmp_path: Path) 
     listed = modelplane("token", "list", "--database-url", database_url, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip().splitlines()[1].split()[4].endswith("Z")
+
+
+def test_a_scoped_token_lists_its_scopes(database_url: str, tmp_path: Path) -> None:
+    created = modelplane(
+        *("token", "create", "--name", "web", "--role", "service", "--database-url", database_url),
+        *("--scope", "deployments/web", "--scope", "models/chat-large", "--scope", "deployments/web"),
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    listed = modelplane("token", "list", "--database-url", database_url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip().splitlines()[1].split()[5] == "deployments/web,models/chat-large"
+    bad = modelplane(
+        *("token", "create", "--name", "bad", "--role", "service", "--database-url", database_url),
+        *("--scope", "policies/x"),
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2
+    assert "scopes[0]" in bad.stderr
+    assert "deployments/{id}" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_flag_wins_over_environment(database_url: str, tmp_path: Path) -> None:

@@ -155,6 +155,28 @@ def test_token_keys_must_match_the_order_types() -> None:
     _reject(token, "fp", [int, int])
 
 
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-01-01T00:00:00", "2026-01-01"]
+)
+def test_token_times_that_have_no_utc_datetime_are_rejected(moment: str) -> None:
+    token = encode_page_token("fp", [moment, "gpt"])
+    assert "not a page token" in _reject(token, "fp", [datetime, str])
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_token_times_come_back_in_utc(moment: datetime, offset_minutes: int) -> None:
+    aware = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    decoded = decode_page_token(encode_page_token("fp", [aware]), "fp", [datetime])
+    assert decoded is not None
+    (key,) = decoded
+    assert isinstance(key, datetime)
+    assert key == aware
+    assert key.tzinfo is UTC
+
+
 def test_token_with_another_version_is_rejected() -> None:
     body = json.dumps({"v": 2, "q": "fp", "k": ["x"]}).encode()
     checksum = hashlib.blake2b(body, digest_size=8, person=b"mp-page-token").digest()

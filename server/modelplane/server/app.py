@@ -275,6 +275,7 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
         Authenticator(database, enabled=config.auth),
         metrics,
         text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS,
+        max_response_bytes=config.max_message_bytes,
     )
     grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)

@@ -208,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     create = token_commands.add_parser("create", help="create a token and print its secret once")
     create.add_argument("--name", required=True, help="who uses the token; shown as the actor in audit logs")
     create.add_argument("--role", required=True, help=f"one of {', '.join(role.value for role in Role)}")
+    create.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="KIND/NAME",
+        help="limit the token to this deployment, model or log service (deployments/web, models/chat-large,"
+        " services/checkout); repeat for more; without it the token may name any",
+    )
     _add_settings(create, DATABASE_SETTINGS)
     create.set_defaults(settings=DATABASE_SETTINGS, run=_token_create)
 
@@ -331,7 +339,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _token_create(args: argparse.Namespace) -> int:
     async def create(conn: Connection) -> tuple[TokenInfo, str]:
-        return await create_token(conn, args.name, args.role)
+        return await create_token(conn, args.name, args.role, args.scope)
 
     token, secret = _with_database(args, create)
     # The secret alone on stdout, so `TOKEN=$(modelplane token create ...)` captures just it.
@@ -349,10 +357,18 @@ def _timestamp(value: datetime | None) -> str:
 
 
 def format_tokens(tokens: Sequence[TokenInfo]) -> str:
-    """A plain-text table: id, name, role, created, revoked."""
-    rows = [("ID", "NAME", "ROLE", "CREATED", "REVOKED")]
+    """A plain-text table: id, name, role, created, revoked, scopes ("*" for an unscoped token)."""
+    rows = [("ID", "NAME", "ROLE", "CREATED", "REVOKED", "SCOPES")]
     rows.extend(
-        (t.id, t.name, t.role.value, _timestamp(t.create_time), _timestamp(t.revoke_time)) for t in tokens
+        (
+            t.id,
+            t.name,
+            t.role.value,
+            _timestamp(t.create_time),
+            _timestamp(t.revoke_time),
+            ",".join(t.scopes) or "*",
+        )
+        for t in tokens
     )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(

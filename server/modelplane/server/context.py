@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modelplane.server.auth.scopes import TokenScope
 
 ANONYMOUS = "anonymous"
 
@@ -24,6 +28,8 @@ class Caller:
     method: str
     # The x-request-id metadata value (or a generated one); ties log lines of one call together.
     trace_request_id: str
+    # What a scoped token may name; None: whatever the role allows.
+    scope: TokenScope | None = None
 
 
 current_caller: ContextVar[Caller] = ContextVar("modelplane_caller")

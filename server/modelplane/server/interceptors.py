@@ -15,15 +15,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
 from modelplane.server import error_status
 from modelplane.server.context import ANONYMOUS, Caller, current_caller
-from modelplane.server.errors import InvalidArgument, ModelplaneError, Unavailable
+from modelplane.server.errors import (
+    FieldViolation,
+    InvalidArgument,
+    ModelplaneError,
+    ResourceExhausted,
+    Unavailable,
+)
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.request_text import check_request_text
+
+if TYPE_CHECKING:
+    from modelplane.server.auth.scopes import TokenScope
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("modelplane.access")
@@ -54,24 +63,107 @@ class CallAuthenticator(Protocol):
     async def authenticate(self, method: str, authorization: str | None) -> Caller: ...
 
 
-async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for message in requests:
-        try:
-            check_request_text(message)
-        except InvalidArgument as exc:
-            exc.stream_message = message
-            raise
+MALFORMED_REQUEST = "MALFORMED_REQUEST"
+
+# Turns a request's bytes into its message; None (a handler without one) leaves them bytes.
+Parse = Callable[[bytes], Any] | None
+
+
+def _parsed(raw: bytes, parse: Parse, method: str, stream_message: int) -> Any:
+    """The request message, or InvalidArgument (MALFORMED_REQUEST) for bytes that do not parse.
+
+    gRPC itself would answer UNKNOWN with the parser's exception text, before auth, and log a traceback;
+    parsing here, inside the call's scope and after auth, gives the client a status it can act on.
+    """
+    if parse is None:
+        return raw
+    try:
+        return parse(raw)
+    except Exception:  # any failure to parse is the client's bytes, whatever the parser calls it
+        name = method.rpartition("/")[2]
+        where = f"message {stream_message} of the stream" if stream_message else "the request"
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "request",
+                    f"{where} is not a valid {name} request: its bytes do not parse or a string field is"
+                    " not UTF-8; send a message serialized by a protobuf library from this API's protos",
+                )
+            ],
+            reason=MALFORMED_REQUEST,
+            metadata={"stream_message": str(stream_message)} if stream_message else None,
+        ) from None
+
+
+async def _parsed_stream(
+    requests: AsyncIterator[bytes], parse: Parse, method: str, check_text: bool, scope: TokenScope | None
+) -> AsyncIterator[Any]:
+    index = 0
+    async for raw in requests:
+        index += 1
+        message = _parsed(raw, parse, method, index)
+        if scope is not None:
+            scope.check(message)
+        if check_text:
+            try:
+                check_request_text(message)
+            except InvalidArgument as exc:
+                exc.stream_message = message
+                raise
         yield message
 
 
-def _checked(request: Any, streaming: bool, checked_by_handler: bool) -> Any:
-    """The request, or the stream of requests, with every text field checked before the handler sees it."""
-    if checked_by_handler:
-        return request
+def _request(
+    raw: Any, parse: Parse, method: str, streaming: bool, checked_by_handler: bool, scope: TokenScope | None
+) -> Any:
+    """The request, or the stream of requests, parsed, within a scoped token's scope, and with every text
+    field checked (unless the handler checks its own) before the handler sees it."""
     if streaming:
-        return _checked_stream(request)
-    check_request_text(request)
+        return _parsed_stream(raw, parse, method, not checked_by_handler, scope)
+    request = _parsed(raw, parse, method, 0)
+    if scope is not None:
+        scope.check(request)
+    if not checked_by_handler:
+        check_request_text(request)
     return request
+
+
+RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+
+# Turns a response message into its bytes; None (a handler without one) means it already is bytes.
+Serialize = Callable[[Any], bytes] | None
+
+
+def _sent_as_is(serialize: Serialize) -> Serialize:
+    """The serializer gRPC is given: the bytes `_serialized` made pass through, and a message a handler
+    writes with context.write is serialized as before."""
+    if serialize is None:
+        return None
+
+    def serialize_unless_bytes(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serialize_unless_bytes
+
+
+def _serialized(response: Any, serialize: Serialize, limit: int | None) -> Any:
+    """The response as the bytes gRPC sends, or ResourceExhausted (RESPONSE_TOO_LARGE) over `limit`.
+
+    gRPC refuses an oversized message only while sending it, after the handler returned: the client
+    gets RESOURCE_EXHAUSTED, while the server is told nothing (no exception on a unary call, no code and
+    no cancellation on the context's done callback; a stream's generator is merely closed), so the access
+    log and metrics said OK. Serializing here, inside the call's scope, costs no more than gRPC doing it
+    and lets the scope record what the client gets.
+    """
+    data = response if serialize is None else serialize(response)
+    if limit is not None and type(data) is bytes and len(data) > limit:
+        raise ResourceExhausted(
+            f"the response is {len(data)} bytes, over this server's message limit of {limit} bytes;"
+            " ask for less at a time (a smaller page_size or a narrower filter)",
+            reason=RESPONSE_TOO_LARGE,
+            metadata={"response_bytes": str(len(data)), "max_bytes": str(limit)},
+        )
+    return data
 
 
 def is_open_method(method: str) -> bool:
@@ -101,6 +193,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         metrics: ServerMetrics,
         *,
         text_checked_by_handler: Collection[str] = (),
+        max_response_bytes: int | None = None,
     ) -> None:
         """`text_checked_by_handler`: full method names whose handlers look for the NUL character in
         their requests themselves (on a hot path, where a second walk over every field would cost more
@@ -108,6 +201,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._authenticator = authenticator
         self._metrics = metrics
         self._text_checked_by_handler = frozenset(text_checked_by_handler)
+        # The server's grpc.max_send_message_length, checked by `_serialized` before gRPC sends.
+        self._max_response_bytes = max_response_bytes
         self._draining = False
         # Tasks of calls with a streaming response, so shutdown can end them with a resumable status.
         self._streams: set[asyncio.Task[Any]] = set()
@@ -128,31 +223,44 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         attribute, build = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
         behaviour: Callable[[Any, Any], Any] = getattr(handler, attribute)
         streaming, checked_by_handler = handler.request_streaming, method in self._text_checked_by_handler
+        parse: Parse = handler.request_deserializer
+        serialize: Serialize = handler.response_serializer
+        limit = self._max_response_bytes
 
-        async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=False):
-                result = behaviour(_checked(request, streaming, checked_by_handler), context)
-                return await result if inspect.isawaitable(result) else result
+        async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with _CallScope(self, method, context, streaming=False) as call:
+                request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
+                result = behaviour(request, context)
+                response = await result if inspect.isawaitable(result) else result
+                return _serialized(response, serialize, limit)
 
-        async def streaming_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=True):
-                result = behaviour(_checked(request, streaming, checked_by_handler), context)
+        async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with _CallScope(self, method, context, streaming=True) as call:
+                request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
+                result = behaviour(request, context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.
                 if inspect.isawaitable(result):
                     await result
                 elif isinstance(result, AsyncIterator):
-                    async for response in result:
-                        yield response
+                    try:
+                        async for response in result:
+                            yield _serialized(response, serialize, limit)
+                    finally:
+                        # A response refused above leaves the handler's generator open: end it now.
+                        aclose = getattr(result, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
                 elif isinstance(result, Iterable):
                     for response in result:
-                        yield response
+                        yield _serialized(response, serialize, limit)
 
         wrapped = streaming_response if handler.response_streaming else unary_response
+        # gRPC hands the wrapper the request's bytes: `_request` parses them inside the call's scope.
         return build(
             wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            request_deserializer=None,
+            response_serializer=_sent_as_is(serialize),
         )
 
     async def end_streams(self, wait: float) -> None:
@@ -188,6 +296,7 @@ class _CallScope:
         self._started = time.perf_counter()
         self._request_id = ""
         self._actor = ANONYMOUS
+        self.scope: TokenScope | None = None
         self._task: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> _CallScope:
@@ -223,6 +332,7 @@ class _CallScope:
             await self._fail(exc)
             raise
         self._actor = caller.actor
+        self.scope = caller.scope
         # The handler runs in this task, so the contextvar set here is what it reads; each call is its
         # own task, so there is nothing to reset afterwards.
         current_caller.set(

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from modelplane.server.errors import InvalidArgument
@@ -32,8 +32,12 @@ KeyType: TypeAlias = type[str] | type[int] | type[datetime]
 
 _TOKEN_VERSION = 1
 _TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
-# The checksum catches edited, truncated or corrupted tokens. It is deliberately not a secret: a token
-# only ever positions a query the caller may run anyway, so forging one gains nothing.
+# The checksum catches edited, truncated or corrupted tokens. It is deliberately not a secret (no HMAC
+# under a server key): a token only positions, within the query it is bound to, a query the caller may
+# run anyway (a filter on the same keys reaches the same rows), so forging one gains nothing, and an
+# unkeyed token needs no key shared by every replica and survives any key's rotation. The price is that
+# a token's keys are checked like any other input (`_key_value`): types, bigint range, no NUL, times that
+# exist in UTC, so a forged token is INVALID_PAGE_TOKEN, never a failure further in.
 _CHECKSUM_SIZE = 8
 _CHECKSUM_PERSON = b"mp-page-token"
 
@@ -181,7 +185,12 @@ def _key_value(raw: object, key_type: KeyType) -> KeyValue:
         moment = datetime.fromisoformat(raw)
         if moment.tzinfo is None:
             raise ValueError("naive timestamp")
-        return moment
+        # Postgres is asked in UTC: a time at the edge of datetime's range in a far offset
+        # (0001-01-01T00:00:00+14:00) has no UTC datetime, and would fail in the driver, not here.
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("timestamp out of range in UTC") from None
     # A token's checksum is no secret, so its keys are checked like any input: within a bigint, and text
     # Postgres can hold.
     if key_type is int and isinstance(raw, int) and not isinstance(raw, bool):

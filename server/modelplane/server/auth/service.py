@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from modelplane.server.auth.roles import Role, allowed_roles, is_open
+from modelplane.server.auth.scopes import TokenScope
 from modelplane.server.auth.store import TokenInfo, find_by_hash, hash_secret, looks_like_secret
 from modelplane.server.context import ANONYMOUS, Caller
 from modelplane.server.errors import PermissionDenied, Unauthenticated
@@ -19,7 +20,8 @@ MAX_CACHED_TOKENS = 10_000
 
 
 class Authenticator:
-    """Checks bearer tokens and roles per RPC.
+    """Checks bearer tokens and roles per RPC; a scoped token's Caller carries its scope, which the
+    interceptor checks against each request once it is parsed.
 
     Validated tokens are cached by the SHA-256 of their secret for `cache_ttl` seconds, so the hot path
     does not query Postgres on every call. The price: a revoked token keeps working on a replica that
@@ -52,7 +54,13 @@ class Authenticator:
         allowed = allowed_roles(method)
         if token.role not in allowed:
             raise _denied(method, token, allowed)
-        return Caller(actor=token.name, role=token.role.value, method=method, trace_request_id="")
+        return Caller(
+            actor=token.name,
+            role=token.role.value,
+            method=method,
+            trace_request_id="",
+            scope=TokenScope.of(token.scopes),
+        )
 
     async def _token(self, authorization: str | None) -> TokenInfo:
         if authorization is None or not authorization.strip():

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from modelplane.server.auth.roles import Role, parse_role
+from modelplane.server.auth.scopes import parse_scopes
 from modelplane.server.context import ANONYMOUS
 from modelplane.server.errors import AlreadyExists, InvalidArgument, NotFound
 from modelplane.server.store.pool import CONNECTION_ERRORS, Connection
@@ -38,6 +40,8 @@ class TokenInfo:
     role: Role
     create_time: datetime
     revoke_time: datetime | None
+    # What the token may name ("deployments/web", ...); empty: anything its role allows (auth/scopes.py).
+    scopes: tuple[str, ...] = ()
 
     @property
     def revoked(self) -> bool:
@@ -79,25 +83,31 @@ def _token(row: asyncpg.Record) -> TokenInfo:
         role=Role(row["role"]),
         create_time=row["create_time"],
         revoke_time=row["revoke_time"],
+        scopes=tuple(row["scopes"]),
     )
 
 
-_COLUMNS = "id, name, role, create_time, revoke_time"
+_COLUMNS = "id, name, role, create_time, revoke_time, scopes"
 
 
-async def create_token(conn: Connection, name: str, role: str) -> tuple[TokenInfo, str]:
-    """Creates a token; returns it and its secret, which is not kept and cannot be read again."""
+async def create_token(
+    conn: Connection, name: str, role: str, scopes: Sequence[str] = ()
+) -> tuple[TokenInfo, str]:
+    """Creates a token, scoped when `scopes` are given; returns it and its secret, which is not kept and
+    cannot be read again."""
     checked_role = parse_role(role)
     validate_name(name)
+    checked_scopes = parse_scopes(scopes)
     secret = new_secret()
     try:
         row = await conn.fetchrow(
-            f"INSERT INTO api_tokens (id, name, role, secret_sha256) VALUES ($1, $2, $3, $4)"
+            f"INSERT INTO api_tokens (id, name, role, secret_sha256, scopes) VALUES ($1, $2, $3, $4, $5)"
             f" RETURNING {_COLUMNS}",
             "tok_" + secrets.token_hex(8),
             name,
             checked_role.value,
             hash_secret(secret),
+            list(checked_scopes),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "api_tokens_name_key":

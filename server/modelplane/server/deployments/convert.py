@@ -31,7 +31,7 @@ from modelplane.server.deployments.domain import (
     rollout_name,
 )
 from modelplane.server.errors import FieldViolation, InvalidArgument
-from modelplane.server.proto_time import duration_valid, timestamp
+from modelplane.server.proto_time import check_duration, timestamp
 from modelplane.server.registry.convert import write_request
 from modelplane.server.store.changes import ProgressMark
 from modelplane.v1 import common_pb2, registry_pb2
@@ -91,8 +91,9 @@ def deployment_fields(d: pb.Deployment) -> DeploymentFields:
 
 def _seconds(value: duration_pb2.Duration, path: str, found: list[FieldViolation]) -> float | None:
     """The duration in seconds; None (and a violation) when it is not a valid google.protobuf.Duration."""
-    if not duration_valid(value):
-        found.append(FieldViolation(path, "must be a valid duration: nanos within one second, same sign"))
+    violation = check_duration(value, path)
+    if violation is not None:
+        found.append(violation)
         return None
     return value.seconds + value.nanos / 1e9
 

@@ -52,6 +52,7 @@ from modelplane.server.errors import (
     InvalidArgument,
     ModelplaneError,
     NotFound,
+    ResourceExhausted,
 )
 from modelplane.server.registry.domain import version_name
 from modelplane.server.registry.service import RegistryService
@@ -557,6 +558,8 @@ class DeploymentService:
             known = await store.health_of(m.conn, deployment_id, [address])
             if known.get(address) is health:
                 return HealthResult(False, current)
+            if address not in known:
+                await self._check_room_for_unlisted(m, current, address)
             await store.set_health(m.conn, deployment_id, address, health)
             rollout = None
             if current.active_rollout is not None:
@@ -571,6 +574,25 @@ class DeploymentService:
             return HealthResult(True, updated)
 
         return await self._write(write, HealthResult, body)
+
+    @staticmethod
+    async def _check_room_for_unlisted(m: Mutation, current: Deployment, address: str) -> None:
+        """ResourceExhausted when `address`, listed in no slot, would be one unlisted report too many."""
+        slots = (current.traffic.stable, *((current.traffic.canary,) if current.traffic.canary else ()))
+        listed = {e.address for slot in slots for e in slot.endpoints}
+        if address in listed:
+            return
+        kept = await store.unlisted_health_reports(
+            m.conn, current.id, listed, validation.UNLISTED_HEALTH_REPORT_SECONDS
+        )
+        if kept >= validation.MAX_UNLISTED_HEALTH_REPORTS:
+            name = deployment_name(current.id)
+            raise ResourceExhausted(
+                f"{name} already keeps {kept} health reports for addresses no slot lists; report for an"
+                " address of the deployment or of its rollout, or wait: such reports are kept for a day",
+                reason="TOO_MANY_UNLISTED_ENDPOINTS",
+                metadata={"resource": name, "limit": str(validation.MAX_UNLISTED_HEALTH_REPORTS)},
+            )
 
     # ---- history
 

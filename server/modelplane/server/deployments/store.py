@@ -241,6 +241,23 @@ async def set_health(conn: Connection, deployment_id: str, address: str, health:
     )
 
 
+async def unlisted_health_reports(
+    conn: Connection, deployment_id: str, listed: Iterable[str], max_age_seconds: int
+) -> int:
+    """Deletes the deployment's reports older than `max_age_seconds` for addresses not in `listed`, and
+    counts the ones younger (those that stay)."""
+    count = await conn.fetchval(
+        "WITH stale AS (DELETE FROM endpoint_health WHERE deployment_id = $1 AND NOT address = ANY($2)"
+        " AND report_time < now() - make_interval(secs => $3))"
+        " SELECT count(*) FROM endpoint_health WHERE deployment_id = $1 AND NOT address = ANY($2)"
+        " AND report_time >= now() - make_interval(secs => $3)",
+        deployment_id,
+        list(listed),
+        max_age_seconds,
+    )
+    return int(count)
+
+
 # ---- history
 
 

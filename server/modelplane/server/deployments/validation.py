@@ -24,6 +24,10 @@ MAX_STEPS = 100
 MAX_STEP_SECONDS = 30 * 24 * 3600.0
 MAX_ROLLBACK_INTERVAL = 24 * 3600.0
 MAX_ROUTING_KEY = 1024
+# ReportEndpointHealth keeps reports for addresses no slot lists (endpoints of a rollout about to start),
+# at most as many as one rollout may have, for at most a day: a caller cannot grow the table without bound.
+MAX_UNLISTED_HEALTH_REPORTS = MAX_ENDPOINTS
+UNLISTED_HEALTH_REPORT_SECONDS = 24 * 3600
 
 
 def parse_deployment(name: str, path: str) -> str:

@@ -57,7 +57,13 @@ from modelplane.server.logs.validation import (
     SERVICE_NAME,
     SHORT_NAME,
 )
-from modelplane.server.proto_time import MAX_DURATION_SECONDS, MAX_SECONDS, MIN_SECONDS, duration_valid
+from modelplane.server.proto_time import (
+    MAX_DURATION_SECONDS,
+    MAX_SECONDS,
+    MIN_SECONDS,
+    check_duration,
+    check_timestamp,
+)
 from modelplane.server.request_text import check_request_text
 from modelplane.server.store.pg_time import PG_EPOCH_UNIX_SECONDS
 from modelplane.v1 import common_pb2, guardrails_pb2
@@ -140,14 +146,11 @@ def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
 
 
 def _micros(d: duration_pb2.Duration, path: str, found: list[FieldViolation]) -> int | None:
-    if not duration_valid(d):
-        found.append(FieldViolation(path, "must be a valid duration: nanos within one second, same sign"))
+    violation = check_duration(d, path)
+    if violation is not None:
+        found.append(violation)
         return None
     return d.seconds * 1_000_000 + d.nanos // 1000
-
-
-def _time_valid(ts: timestamp_pb2.Timestamp) -> bool:
-    return MIN_SECONDS <= ts.seconds <= MAX_SECONDS and 0 <= ts.nanos <= 999_999_999
 
 
 def _duration(micros: int) -> duration_pb2.Duration:
@@ -216,10 +219,12 @@ def _payload(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> 
 
 def event(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> LogEvent:
     """The domain event; appends what cannot be converted to `found` (the result is then discarded)."""
-    if message.HasField("event_time") and not _time_valid(message.event_time):
-        found.append(FieldViolation(f"{prefix}.event_time", "must be a timestamp between 0001 and 9999"))
+    has_time = message.HasField("event_time")
+    time_violation = check_timestamp(message.event_time, f"{prefix}.event_time") if has_time else None
+    if time_violation is not None:
+        found.append(time_violation)
         event_time = _EPOCH
-    elif message.HasField("event_time"):
+    elif has_time:
         event_time = _time(message.event_time)
     else:
         found.append(FieldViolation(f"{prefix}.event_time", "is required"))
