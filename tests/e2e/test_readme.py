@@ -233,11 +233,22 @@ async def fetch_value(database_url: str, query: str) -> object:
         await conn.close()
 
 
+def scoped_token_created(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    assert re.fullmatch(r"mp_\S+\n", output.stdout), output.describe()
+    query = "SELECT scopes FROM api_tokens WHERE name = 'web-frontend'"
+    stored = asyncio.run(fetch_value(sandbox.database_url, query))
+    assert sorted(stored) == ["deployments/web", "models/chat-large"], stored  # type: ignore[call-overload]
+
+
 def tokens_listed(output: Output, sandbox: Sandbox) -> None:
     ok(output)
     header, *rows = output.stdout.strip().splitlines()
-    assert header.split() == ["ID", "NAME", "ROLE", "CREATED", "REVOKED"]
-    assert [row.split()[1:3] + row.split()[4:] for row in rows] == [["release-pipeline", "operator", "-"]]
+    assert header.split() == ["ID", "NAME", "ROLE", "CREATED", "REVOKED", "SCOPES"]
+    assert [row.split()[1:3] + row.split()[4:] for row in rows] == [
+        ["release-pipeline", "operator", "-", "*"],
+        ["web-frontend", "service", "-", "deployments/web,models/chat-large"],
+    ], output.describe()
 
 
 def token_revoked(output: Output, sandbox: Sandbox) -> None:
@@ -416,6 +427,7 @@ SHELL_CHECKS = [
     Expect("make third-party", succeeded),
     Expect("describe modelplane.v1.QueryLogEventsRequest", request_described_with_comments),
     Expect("token create", token_created),
+    Expect("token create --role service --name web-frontend", scoped_token_created),
     Expect("token list", tokens_listed),
     Expect("token revoke", token_revoked),
     Expect("GuardrailService/CreatePolicy", policy_created),
