@@ -26,8 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from modelplane.server.store.migrations import latest_version
+from modelplane.server.store.provision import create_database
 from modelplane.server.store.urls import with_database
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
+from tests.support.live_server import drop_database
 
 # How long a starting server may take before the test gives up; not a performance bound.
 STARTUP_LIMIT = 60.0
@@ -473,32 +475,16 @@ def _status_details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, 
     return info, retry
 
 
-async def _drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-async def _create_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def missing_database(admin_url: str) -> Iterator[tuple[str, str]]:
     """The name and URL of a database that does not exist (yet); dropped after the test if made."""
     name = f"mp_missing_{uuid.uuid4().hex[:12]}"
     yield name, with_database(admin_url, name)
-    asyncio.run(_drop_database(admin_url, name))
+    asyncio.run(drop_database(admin_url, name))
 
 
 def test_a_missing_database_is_said_once_and_clients_are_not_told_to_retry_shortly(
-    admin_url: str, missing_database: tuple[str, str], tmp_path: Path
+    missing_database: tuple[str, str], tmp_path: Path
 ) -> None:
     name, url = missing_database
     address = f"127.0.0.1:{_free_port()}"
@@ -524,7 +510,7 @@ def test_a_missing_database_is_said_once_and_clients_are_not_told_to_retry_short
         assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
         # Created by the operator: the server goes on by itself.
-        asyncio.run(_create_database(admin_url, name))
+        asyncio.run(create_database(url))
         _wait_until_serving(process, channel, log_path)
         text = _stop_and_check(process, log_path)
     said = [line for line in text.splitlines() if " ERROR " in line or " WARNING " in line]
