@@ -311,12 +311,14 @@ def _server_extra(extra: str = "server") -> Iterator[None]:
 def _serve(args: argparse.Namespace) -> int:
     config = server_config(args)
     with _server_extra():
-        from modelplane.server.app import serve
+        from modelplane.server.app import ListenError, serve
+    from modelplane.server.store.embedded import EmbeddedPostgresError
+
     try:
         serve(config)
-    except (OSError, RuntimeError) as exc:
-        # ListenError (an address taken), EmbeddedPostgresError, unreadable TLS files: one line each; the
-        # traceback goes to the log at DEBUG.
+    except (ListenError, EmbeddedPostgresError, OSError) as exc:
+        # An address taken, the embedded Postgres unable to run, an unreadable TLS file: one line each;
+        # the traceback goes to the log at DEBUG.
         log.debug("serve failed", exc_info=True)
         raise CommandFailed(str(exc)) from None
     return 0
