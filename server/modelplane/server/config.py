@@ -42,14 +42,14 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def require_loopback(address: str, *, what: str, risk: str, override: str) -> None:
+def require_loopback(address: str, *, what: str, risk: str, remedy: str, override: str) -> None:
     """The rule for anything that answers without a token: it listens on loopback, unless the operator
     passed `override` to accept `risk` in so many words. Raises ConfigError naming every way out."""
     if not is_loopback(address):
         raise ConfigError(
             f"refusing to listen on {address} {what}: anyone who can reach it could {risk}."
-            f" Listen on a loopback address (127.0.0.1, [::1], localhost), or pass {override} to accept"
-            " the risk"
+            f" Listen on a loopback address (127.0.0.1, [::1], localhost), {remedy}, or pass {override}"
+            " to accept the risk"
         )
 
 
@@ -93,12 +93,19 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if not self.auth and not self.insecure:
-            require_loopback(self.address, what="with auth off", risk="call every RPC", override="--insecure")
+            require_loopback(
+                self.address,
+                what="with auth off",
+                risk="call every RPC",
+                remedy="turn auth on (drop --no-auth)",
+                override="--insecure",
+            )
         if self.metrics_address is not None and not self.metrics_insecure:
             require_loopback(
                 self.metrics_address,
                 what="for the metrics endpoint, which has no auth",
                 risk="read the call counts of every method",
+                remedy="drop --metrics-address",
                 override="--metrics-insecure",
             )
 
