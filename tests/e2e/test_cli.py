@@ -1,24 +1,37 @@
-"""The `modelplane` command run as a subprocess: token management, migrate, and serve up to SIGTERM."""
+"""The `modelplane` command run as a subprocess: token management, migrate, serve up to SIGTERM, and what
+serve says at start-up (a shared data dir, a missing database, a taken address, the metrics endpoint)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from modelplane.server.store.migrations import latest_version
+from modelplane.server.store.provision import create_database
+from modelplane.server.store.urls import with_database
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
-from tests.support.processes import free_port, wait_serving
+from tests.support.live_server import drop_database
+from tests.support.loopback import free_port
+from tests.support.processes import STARTUP_LIMIT, wait_serving
 
 SHUTDOWN_GRACE = 2.0
 
@@ -30,11 +43,17 @@ def _environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _command() -> list[str]:
+    """The `modelplane` console script beside this Python (what `make run` runs), else the module."""
+    script = Path(sys.executable).with_name("modelplane")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "modelplane.server.cli"]
+
+
 def modelplane(
     *args: str, cwd: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modelplane.server.cli", *args],
+        [*_command(), *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -193,8 +212,8 @@ def test_serve_refuses_no_auth_beyond_loopback(
         cwd=tmp_path,
         env=env,
     )
-    assert result.returncode != 0
-    assert "without auth" in result.stderr
+    assert result.returncode == 2
+    assert "with auth off" in result.stderr
     assert "--insecure" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -275,8 +294,298 @@ def test_serve_answers_health_checks_auth_and_exits_0_on_sigterm(
         assert listed.code() == grpc.StatusCode.OK, listed.details()
         assert list(listed.result().models) == []
 
+    _stop_and_check(process, log_path)
+
+
+def _stop_and_check(process: subprocess.Popen[bytes], log_path: Path) -> str:
+    """SIGTERM, then the exit code must be 0 and the log free of tracebacks; returns the log."""
     process.send_signal(signal.SIGTERM)
     # A generous bound on the wait only keeps a hung server from hanging the run.
     returncode = process.wait(timeout=SHUTDOWN_GRACE + 30)
-    assert returncode == 0, log_path.read_text()
-    assert "Traceback" not in log_path.read_text()
+    text = log_path.read_text()
+    assert returncode == 0, text
+    assert "Traceback" not in text
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Start-up: the data dir, a missing database, a taken address, warnings, the metrics endpoint
+
+
+@contextmanager
+def _launched(args: list[str], cwd: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`modelplane ARGS` in the background, its output in log_path; stopped (TERM, then KILL) at the end."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [*_command(), *args], stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd, env=_environment()
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            # TERM first: the embedded Postgres is stopped by its last user's exit handler, which KILL skips.
+            process.terminate()
+            try:
+                process.wait(timeout=SHUTDOWN_GRACE + 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+
+
+def _wait_for_line(process: subprocess.Popen[bytes], log_path: Path, *fragments: str) -> str:
+    """Waits until the log holds a line with one of `fragments`; returns that line."""
+    give_up = time.monotonic() + STARTUP_LIMIT
+    while True:
+        for line in log_path.read_text().splitlines():
+            if any(fragment in line for fragment in fragments):
+                return line
+        assert process.poll() is None, f"exited early:\n{log_path.read_text()}"
+        assert time.monotonic() < give_up, f"no line with {fragments}:\n{log_path.read_text()}"
+        time.sleep(0.1)
+
+
+def _list_models(channel: grpc.Channel, token: str | None = None) -> tuple[grpc.StatusCode, str]:
+    """ListModels, with the token when one is given; the status code and message."""
+    metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+    stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+    try:
+        stub.ListModels(registry_pb2.ListModelsRequest(), metadata=metadata, timeout=10)
+    except grpc.RpcError as error:
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def _stop_stray_postgres(pgdata: Path) -> None:
+    """After a failed test, the embedded Postgres its processes left running (a killed last user)."""
+    pid_file = pgdata / "postmaster.pid"
+    if pid_file.exists():
+        with suppress(ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+
+
+def test_make_run_data_dir_is_shared_by_the_token_commands(tmp_path: Path) -> None:
+    # Not under pytest's basetemp, which another pytest run may prune from under the running Postgres.
+    root = Path(tempfile.mkdtemp(prefix="modelplane-cli-"))
+    pgdata = root / ".modelplane" / "pgdata"
+    address = f"127.0.0.1:{free_port()}"
+    make_run = ["serve", "--address", address, "--data-dir", ".modelplane", "--no-auth"]
+    token_args = ["--data-dir", ".modelplane"]
+    try:
+        with (
+            _launched(make_run, root, tmp_path / "make-run.log") as first,
+            grpc.insecure_channel(address) as channel,
+        ):
+            wait_serving(first, channel, tmp_path / "make-run.log")
+            assert _list_models(channel)[0] == grpc.StatusCode.OK
+
+            # A second `make run`: one line naming the taken address, before it touches Postgres.
+            second = subprocess.run(
+                [*_command(), *make_run],
+                capture_output=True,
+                text=True,
+                cwd=root,
+                env=_environment(),
+                timeout=60,
+            )
+            assert second.returncode == 1
+            assert second.stderr == f"modelplane: error: {address} is already in use\n"
+
+            # The token commands join the embedded Postgres the server is running.
+            created = modelplane(
+                "token", "create", "--name", "ci", "--role", "operator", *token_args, cwd=root
+            )
+            assert created.returncode == 0, created.stderr
+            secret = created.stdout.strip()
+            _stop_and_check(first, tmp_path / "make-run.log")
+
+        # The same data dir with auth on: the token made above is the one the server checks.
+        with (
+            _launched(["serve", "--address", address, *token_args], root, tmp_path / "auth.log") as authed,
+            grpc.insecure_channel(address) as channel,
+        ):
+            wait_serving(authed, channel, tmp_path / "auth.log")
+            assert _list_models(channel)[0] == grpc.StatusCode.UNAUTHENTICATED
+            assert _list_models(channel, secret) == (grpc.StatusCode.OK, "")
+            listed = modelplane("token", "list", *token_args, cwd=root)
+            assert listed.returncode == 0, listed.stderr
+            assert listed.stdout.splitlines()[1].split()[1:3] == ["ci", "operator"]
+            _stop_and_check(authed, tmp_path / "auth.log")
+
+        # The last process that used the embedded Postgres stopped it.
+        assert (pgdata / "PG_VERSION").exists()
+        assert not (pgdata / "postmaster.pid").exists()
+        assert not (root / ".modelplane" / "PG_VERSION").exists()
+    finally:
+        _stop_stray_postgres(pgdata)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_data_dir_that_is_itself_a_postgres_data_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".modelplane").mkdir()
+    (tmp_path / ".modelplane" / "PG_VERSION").write_text("16\n")
+    result = modelplane("token", "list", "--data-dir", ".modelplane", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert str(tmp_path / ".modelplane" / "pgdata") in result.stderr
+
+
+@pytest.mark.parametrize("taken", ["--address", "--metrics-address"])
+def test_serve_on_a_taken_address_says_so_in_one_line(database_url: str, tmp_path: Path, taken: str) -> None:
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        busy = f"127.0.0.1:{occupant.getsockname()[1]}"
+        addresses = {
+            "--address": f"127.0.0.1:{free_port()}",
+            "--metrics-address": f"127.0.0.1:{free_port()}",
+        }
+        addresses[taken] = busy
+        result = modelplane(
+            "serve", *(part for pair in addresses.items() for part in pair), "--database-url", database_url,
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert result.returncode == 1
+    what = "the metrics address " if taken == "--metrics-address" else ""
+    assert result.stderr == f"modelplane: error: {what}{busy} is already in use\n"
+
+
+def test_a_healthy_start_logs_no_warning(database_url: str, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    log_path = tmp_path / "serve.log"
+    args = ["serve", "--address", address, "--database-url", database_url, "--log-level", "DEBUG"]
+    with _launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process:
+        with grpc.insecure_channel(address) as channel:
+            wait_serving(process, channel, log_path)
+        # The first round of log maintenance has run (it used to fail, and warn, at every start).
+        _wait_for_line(process, log_path, "log maintenance: partitions up to date", "log partitions: created")
+        text = _stop_and_check(process, log_path)
+    assert [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line] == []
+
+
+def _status_details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+    for detail in status.details:
+        if detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+        if detail.Is(retry.DESCRIPTOR):
+            detail.Unpack(retry)
+    return info, retry
+
+
+@pytest.fixture
+def missing_database(admin_url: str) -> Iterator[tuple[str, str]]:
+    """The name and URL of a database that does not exist (yet); dropped after the test if made."""
+    name = f"mp_missing_{uuid.uuid4().hex[:12]}"
+    yield name, with_database(admin_url, name)
+    asyncio.run(drop_database(admin_url, name))
+
+
+def test_a_missing_database_is_said_once_and_clients_are_not_told_to_retry_shortly(
+    missing_database: tuple[str, str], tmp_path: Path
+) -> None:
+    name, url = missing_database
+    address = f"127.0.0.1:{free_port()}"
+    log_path = tmp_path / "serve.log"
+    args = ["serve", "--address", address, "--database-url", url, "--no-auth", "--log-level", "DEBUG"]
+    with (
+        _launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
+        grpc.insecure_channel(address) as channel,
+    ):
+        # The operator's line, then at least one quiet look again.
+        _wait_for_line(process, log_path, "database still missing")
+        with pytest.raises(grpc.RpcError) as raised:
+            registry_pb2_grpc.ModelRegistryServiceStub(channel).ListModels(
+                registry_pb2.ListModelsRequest(), timeout=10
+            )
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "does not exist" in (raised.value.details() or "")
+        assert "retry shortly" not in (raised.value.details() or "")
+        info, retry = _status_details(raised.value)
+        assert info.reason == "STORAGE_UNAVAILABLE"
+        assert retry.retry_delay.seconds >= 30
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        # Created by the operator: the server goes on by itself.
+        asyncio.run(create_database(url))
+        wait_serving(process, channel, log_path)
+        text = _stop_and_check(process, log_path)
+    said = [line for line in text.splitlines() if " ERROR " in line or " WARNING " in line]
+    assert len(said) == 2, text  # the missing database once, and auth being off
+    missing = next(line for line in said if "does not exist" in line)
+    assert f"createdb --maintenance-db={with_database(url, 'postgres')} {name}" in missing
+    assert "--create-database" in missing
+    assert "database ready" in text
+
+
+def test_migrate_names_a_missing_database_and_creates_it_when_told(
+    missing_database: tuple[str, str], tmp_path: Path
+) -> None:
+    name, url = missing_database
+    refused = modelplane("migrate", "--database-url", url, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert f"database {name!r} does not exist" in refused.stderr
+    assert "createdb" in refused.stderr
+
+    created = modelplane("migrate", "--database-url", url, "--create-database", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert asyncio.run(_schema_version(url)) == latest_version()
+
+
+def test_serve_creates_a_missing_database_when_told(
+    missing_database: tuple[str, str], tmp_path: Path
+) -> None:
+    _, url = missing_database
+    address = f"127.0.0.1:{free_port()}"
+    log_path = tmp_path / "serve.log"
+    args = ["serve", "--address", address, "--database-url", url, "--create-database", "--no-auth"]
+    with (
+        _launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
+        grpc.insecure_channel(address) as channel,
+    ):
+        wait_serving(process, channel, log_path)
+        assert _list_models(channel)[0] == grpc.StatusCode.OK
+        text = _stop_and_check(process, log_path)
+    assert "created database" in text
+    assert "does not exist" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--metrics-address", "0.0.0.0:9464"], {}),
+        ([], {"MODELPLANE_METRICS_ADDRESS": "0.0.0.0:9464"}),
+        # --insecure is about auth; it says nothing of the metrics endpoint.
+        (["--metrics-address", "0.0.0.0:9464", "--insecure"], {}),
+    ],
+)
+def test_serve_refuses_metrics_beyond_loopback(
+    database_url: str, tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    result = modelplane(
+        "serve", "--address", f"127.0.0.1:{free_port()}", "--database-url", database_url, *args,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "refusing to listen on 0.0.0.0:9464 for the metrics endpoint" in result.stderr
+    assert "--metrics-insecure" in result.stderr
+
+
+def test_metrics_insecure_serves_metrics_beyond_loopback(database_url: str, tmp_path: Path) -> None:
+    address, metrics_port = f"127.0.0.1:{free_port()}", free_port()
+    log_path = tmp_path / "serve.log"
+    args = ["serve", "--address", address, "--database-url", database_url, "--no-auth"]
+    metrics = ["--metrics-address", f"0.0.0.0:{metrics_port}", "--metrics-insecure"]
+    with (
+        _launched([*args, *metrics, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
+        grpc.insecure_channel(address) as channel,
+    ):
+        wait_serving(process, channel, log_path)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            body = response.read().decode()
+        assert "modelplane_rpc_calls_total" in body
+        _stop_and_check(process, log_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -10,18 +9,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["STARTUP_LIMIT", "free_port", "wait_serving"]
-
 # How long a starting server may take before the test gives up; not a performance bound.
 STARTUP_LIMIT = 60.0
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_serving(process: subprocess.Popen[bytes], channel: grpc.Channel, log_path: Path) -> None:

@@ -26,7 +26,8 @@ from typing import IO
 
 import grpc
 
-from tests.support.processes import free_port, wait_serving
+from tests.support.loopback import free_port
+from tests.support.processes import wait_serving
 from tests.support.readme_blocks import ShellCommand
 
 __all__ = [

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,6 +36,7 @@ from modelplane.server.registry.service import RegistryService
 from modelplane.server.registry.servicer import ModelRegistryServicer
 from modelplane.server.store.migrations import migrate
 from modelplane.server.store.pool import Database
+from modelplane.server.store.provision import DatabaseMissing, create_database, redacted_url
 from modelplane.server.store.watch import ChangeFeed
 from modelplane.server.tasks import cancel_and_wait
 from modelplane.v1 import (
@@ -59,6 +61,10 @@ MIN_CLIENT_PING_INTERVAL_MS = 10_000
 
 # Seconds between attempts to connect and migrate while Postgres is unreachable at start.
 CONNECT_RETRY_INTERVAL = 1.0
+
+# Seconds between looks for a database that does not exist: an operator creates it, then the server
+# goes on by itself.
+MISSING_DATABASE_RECHECK_INTERVAL = 5.0
 
 # Seconds between turning NOT_SERVING and ending open streams, so health watchers hear it first.
 HEALTH_PROPAGATION_DELAY = 0.2
@@ -104,13 +110,40 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     )
 
 
-def redacted_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+class ListenError(RuntimeError):
+    """An address the server cannot listen on; the message names it and why, in one line."""
+
+
+def check_can_listen(address: str, what: str = "") -> None:
+    """Binds HOST:PORT for a moment, the way gRPC will, and raises ListenError saying why it cannot.
+
+    gRPC's own bind error says only "Failed to bind ...; set GRPC_VERBOSITY=debug" after writing a line of
+    its own to stderr; this check runs first so that an operator reads one line naming the cause.
+    """
+    host, _, port = address.rpartition(":")
+    if int(port) == 0:
+        return
+    label = f"{what} {address}".strip()
+    try:
+        candidates = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {label}: {exc.strerror}") from None
+    failures: list[OSError] = []
+    for family, kind, proto, _, sockaddr in candidates:
+        with socket.socket(family, kind, proto) as probe:
+            # gRPC sets SO_REUSEADDR too, so a port in TIME_WAIT counts as free, as it will for gRPC.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ListenError(f"{label} is already in use") from None
+                failures.append(exc)
+    if len(failures) == len(candidates):
+        reason = failures[0].strerror or str(failures[0])
+        raise ListenError(f"cannot listen on {label}: {reason}")
 
 
 class ModelplaneServer:
@@ -163,47 +196,80 @@ class ModelplaneServer:
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     async def start(self) -> None:
-        """Binds and serves at once; connecting to Postgres and migrating continue in the background."""
+        """Binds and serves at once; connecting to Postgres and migrating continue in the background.
+
+        Raises ListenError, with a one-line reason, when the address or the metrics address is taken."""
         if self._port is not None:
             raise RuntimeError("the server is already started")
-        host, _, _ = self.config.address.rpartition(":")
-        if self.config.tls is not None:
-            port = self.grpc_server.add_secure_port(self.config.address, server_credentials(self.config.tls))
-        else:
-            port = self.grpc_server.add_insecure_port(self.config.address)
+        address = self.config.address
+        check_can_listen(address)
+        try:
+            if self.config.tls is not None:
+                port = self.grpc_server.add_secure_port(address, server_credentials(self.config.tls))
+            else:
+                port = self.grpc_server.add_insecure_port(address)
+        except RuntimeError:
+            # Taken between the check and now, or refused for a reason the check could not see.
+            log.debug("gRPC could not bind %s", address, exc_info=True)
+            port = 0
         if not port:
-            raise RuntimeError(f"could not listen on {self.config.address}")
+            raise ListenError(f"cannot listen on {address}")
         self._port = port
+        if self.config.metrics_address is not None:
+            check_can_listen(self.config.metrics_address, "the metrics address")
+            self.metrics.start_endpoint(self.config.metrics_address)
         await self.health.set_serving(False)
         await self.grpc_server.start()
         await self.feed.start()
-        if self.log_maintenance is not None:
-            # Retries by itself until the database is ready.
-            self.log_maintenance.start()
-        if self.config.metrics_address is not None:
-            self.metrics.start_endpoint(self.config.metrics_address)
         self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")
-        log.debug("listening on %s:%d", host, port)
+        log.debug("listening on %s", self.target)
+
+    async def _connect_and_migrate(self) -> None:
+        if not self.database.is_open:
+            try:
+                await self.database.open()
+            except DatabaseMissing as exc:
+                if not self.config.create_database:
+                    raise
+                await create_database(exc.url)
+                await self.database.open()
+        async with self.database.connection() as conn:
+            applied = await migrate(conn)
+        if applied:
+            log.info("migrated the database: %s", ", ".join(applied))
 
     async def _become_ready(self) -> None:
+        # Each problem is logged once, when it first shows or changes; the retries between are DEBUG lines.
+        problem: str | None = None
         while True:
             try:
-                if not self.database.is_open:
-                    await self.database.open()
-                async with self.database.connection() as conn:
-                    applied = await migrate(conn)
-                if applied:
-                    log.info("migrated the database: %s", ", ".join(applied))
+                await self._connect_and_migrate()
                 break
             except asyncio.CancelledError:
                 raise
+            except DatabaseMissing as exc:
+                seen, problem = problem, str(exc)
+                if problem != seen:
+                    log.error("%s; health stays NOT_SERVING and calls fail until it exists", exc)
+                else:
+                    log.debug("database still missing: %s", exc)
+                delay = MISSING_DATABASE_RECHECK_INTERVAL
             except Exception as exc:
-                # Postgres down, refusing, still starting or the database missing: keep the process up,
-                # answer UNAVAILABLE meanwhile, and try again.
-                log.warning("database not ready (%s: %s); retrying", type(exc).__name__, exc)
-                await asyncio.sleep(CONNECT_RETRY_INTERVAL)
+                # Postgres down, refusing or still starting: keep the process up, answer UNAVAILABLE
+                # meanwhile, and try again.
+                seen, problem = problem, f"{type(exc).__name__}: {exc}"
+                if problem != seen:
+                    log.warning("database not ready (%s); retrying", problem)
+                else:
+                    log.debug("database still not ready (%s)", problem)
+                delay = CONNECT_RETRY_INTERVAL
+            await asyncio.sleep(delay)
+        if problem is not None:
+            log.info("database ready")
+        # Log partitions are kept and timed rollout steps advance only once the schema is there.
+        if self.log_maintenance is not None:
+            self.log_maintenance.start()
         if self.rollout_driver is not None:
-            # Timed rollout steps advance only once the schema is there.
             self.rollout_driver.start()
         await self.health.run()
 
@@ -251,11 +317,7 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
         raise ValueError(
             "config.database_url is required: serve() starts the embedded Postgres and passes its URL"
         )
-    if not config.auth and not config.is_loopback and not config.insecure:
-        raise ValueError(
-            f"refusing to listen on {config.address} with auth off: anyone who can reach it could call every "
-            "RPC. Turn auth on, listen on a loopback address, or pass --insecure to accept the risk."
-        )
+    # ServerConfig itself refuses auth off, or a metrics endpoint, beyond loopback unless told otherwise.
     database = Database(config.database_url)
     feed = ChangeFeed(config.database_url)
     registry = RegistryService(database, feed, progress_interval=config.watch_progress_interval)
@@ -344,15 +406,25 @@ async def _run(config: ServerConfig, database: str, stop_signals: Sequence[signa
         await server.stop(config.shutdown_grace)
 
 
+def configure_logging(level: str) -> None:
+    """One line per record on stderr, at `level` and above."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
 def serve(config: ServerConfig) -> None:
-    """Runs the server until SIGTERM or SIGINT; starts the embedded Postgres when no database URL is given."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Runs the server until SIGTERM or SIGINT; starts the embedded Postgres when no database URL is given.
+
+    Raises ListenError when an address is taken, EmbeddedPostgresError when the embedded Postgres cannot
+    run; both before anything else has started."""
+    configure_logging(config.log_level)
+    check_can_listen(config.address)
+    if config.metrics_address is not None:
+        check_can_listen(config.metrics_address, "the metrics address")
     if config.database_url is None:
         # Imported here: the embedded Postgres wheel is needed only by a server started without a URL.
         from modelplane.server.store.embedded import start_embedded
 
-        embedded = start_embedded(config.data_dir / "pgdata")
+        embedded = start_embedded(config.data_dir)
         config = dataclasses.replace(config, database_url=embedded.url)
         database = f"embedded Postgres, data in {embedded.data_dir}"
     else:

@@ -17,20 +17,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+# Only the base install (grpcio, protobuf, googleapis-common-protos) may be needed here: this module is
+# the `modelplane` console script of every install. What needs the `server` extra is imported where it
+# is used, inside _server_extra(), which turns its absence into one line naming the extra.
 from modelplane.server.auth.roles import Role
-from modelplane.server.auth.store import (
-    DATABASE_ERRORS,
-    TokenInfo,
-    create_token,
-    list_tokens,
-    revoke_token,
-)
-from modelplane.server.config import ServerConfig, TlsConfig
+from modelplane.server.config import LOG_LEVELS, ConfigError, ServerConfig, TlsConfig, default_of
 from modelplane.server.errors import AlreadyExists, InvalidArgument, ModelplaneError, NotFound
-from modelplane.server.store.migrations import latest_version, migrate
-from modelplane.server.store.pool import Connection, Database, PoolSettings
+
+if TYPE_CHECKING:
+    from modelplane.server.auth.store import TokenInfo
+    from modelplane.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,6 @@ PROG = "modelplane"
 ENV_PREFIX = "MODELPLANE_"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 T = TypeVar("T")
 
@@ -140,39 +137,68 @@ class Setting:
 
 DATABASE_SETTINGS = (
     Setting(
-        "--database-url", "Postgres URL; without one, an embedded Postgres under --data-dir", metavar="URL"
+        "--database-url",
+        "Postgres URL; without one, the embedded Postgres in DIR/pgdata (see --data-dir)",
+        metavar="URL",
     ),
     Setting(
-        "--data-dir", "where the embedded Postgres keeps its data", Path, Path(".modelplane"), metavar="DIR"
+        "--data-dir",
+        "the server's files; the embedded Postgres keeps its data in DIR/pgdata, for every command",
+        Path,
+        default_of("data_dir"),
+        metavar="DIR",
+    ),
+    Setting(
+        "--create-database",
+        "create the database of --database-url when it does not exist",
+        switch=True,
     ),
 )
 
 SERVE_SETTINGS = (
-    Setting("--address", "HOST:PORT to listen on", _address, "127.0.0.1:50051", metavar="HOST:PORT"),
+    Setting("--address", "HOST:PORT to listen on", _address, default_of("address"), metavar="HOST:PORT"),
     *DATABASE_SETTINGS,
     Setting("--no-auth", "accept calls without a token (loopback only, unless --insecure)", switch=True),
     Setting("--insecure", "allow --no-auth on an address beyond loopback", switch=True),
     Setting("--tls-cert", "PEM certificate chain of the server", _existing_file, metavar="FILE"),
     Setting("--tls-key", "PEM private key of the server", _existing_file, metavar="FILE"),
     Setting("--tls-client-ca", "PEM CA for mutual TLS", _existing_file, metavar="FILE"),
-    Setting("--metrics-address", "HOST:PORT of the Prometheus endpoint", _address, metavar="HOST:PORT"),
     Setting(
-        "--shutdown-grace", "seconds in-flight calls get to finish on SIGTERM", _seconds, 10.0, metavar="S"
+        "--metrics-address",
+        "HOST:PORT of the Prometheus endpoint, which has no auth (loopback only, unless --metrics-insecure)",
+        _address,
+        metavar="HOST:PORT",
     ),
-    Setting("--log-level", f"one of {', '.join(LOG_LEVELS)}", _log_level, "INFO", metavar="LEVEL"),
+    Setting("--metrics-insecure", "allow --metrics-address beyond loopback", switch=True),
+    Setting(
+        "--shutdown-grace",
+        "seconds in-flight calls get to finish on SIGTERM",
+        _seconds,
+        default_of("shutdown_grace"),
+        metavar="S",
+    ),
+    Setting(
+        "--log-level", f"one of {', '.join(LOG_LEVELS)}", _log_level, default_of("log_level"), metavar="LEVEL"
+    ),
     Setting(
         "--log-retention-days",
         "days log events are kept; older daily partitions are dropped (0 keeps everything)",
         _count,
-        30,
+        default_of("log_retention_days"),
         metavar="DAYS",
     ),
-    Setting("--log-partition-lead-days", "days of log partitions created ahead", _count, 3, metavar="DAYS"),
+    Setting(
+        "--log-partition-lead-days",
+        "days of log partitions created ahead",
+        _count,
+        default_of("log_partition_lead_days"),
+        metavar="DAYS",
+    ),
     Setting(
         "--log-stream-queue",
         "batches one StreamLogEvents call queues before it stops reading (flow control)",
         _positive_count,
-        8,
+        default_of("log_stream_queue_batches"),
         metavar="BATCHES",
     ),
 )
@@ -255,39 +281,52 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         tls = TlsConfig(cert_file=args.tls_cert, key_file=args.tls_key, client_ca_file=args.tls_client_ca)
     elif args.tls_client_ca is not None:
         raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
-    config = ServerConfig(
-        address=args.address,
-        database_url=args.database_url or None,
-        data_dir=args.data_dir,
-        auth=not args.no_auth,
-        insecure=args.insecure,
-        tls=tls,
-        metrics_address=args.metrics_address,
-        shutdown_grace=args.shutdown_grace,
-        log_retention_days=args.log_retention_days,
-        log_partition_lead_days=args.log_partition_lead_days,
-        log_stream_queue_batches=args.log_stream_queue,
-    )
-    if not config.auth and not config.is_loopback and not config.insecure:
-        raise UsageError(
-            f"refusing to serve {config.address} without auth: anyone who can reach it could change"
-            " the registry; listen on 127.0.0.1, drop --no-auth, or pass --insecure to accept the risk"
+    try:
+        return ServerConfig(
+            address=args.address,
+            database_url=args.database_url or None,
+            data_dir=args.data_dir,
+            create_database=args.create_database,
+            auth=not args.no_auth,
+            insecure=args.insecure,
+            tls=tls,
+            metrics_address=args.metrics_address,
+            metrics_insecure=args.metrics_insecure,
+            shutdown_grace=args.shutdown_grace,
+            log_level=args.log_level,
+            log_retention_days=args.log_retention_days,
+            log_partition_lead_days=args.log_partition_lead_days,
+            log_stream_queue_batches=args.log_stream_queue,
         )
-    return config
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@contextmanager
+def _server_extra(extra: str = "server") -> Iterator[None]:
+    """Turns a missing third-party module, imported inside the block, into one line naming the extra
+    that brings it; a missing module of modelplane itself is a bug and keeps its traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] == "modelplane":
+            raise
+        raise CommandFailed(
+            f"this command needs {exc.name}, which this install lacks: pip install 'modelplane[{extra}]'"
+        ) from None
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = server_config(args)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    # Imported here: the token commands must work without the server's gRPC stack being importable.
-    from modelplane.server.app import serve
+    with _server_extra():
+        from modelplane.server.app import ListenError, serve
+    from modelplane.server.store.embedded import EmbeddedPostgresError
 
     try:
         serve(config)
-    except (OSError, RuntimeError) as exc:
-        # grpc reports a port it cannot bind as a RuntimeError; the log keeps the traceback.
+    except (ListenError, EmbeddedPostgresError, OSError) as exc:
+        # An address taken, the embedded Postgres unable to run, an unreadable TLS file: one line each;
+        # the traceback goes to the log at DEBUG.
         log.debug("serve failed", exc_info=True)
         raise CommandFailed(str(exc)) from None
     return 0
@@ -295,21 +334,39 @@ def _serve(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _database_url(args: argparse.Namespace) -> Iterator[str]:
-    """The URL to use; without one, the embedded Postgres under --data-dir, running while the block runs."""
+    """The URL to use; without one, the embedded Postgres of --data-dir (the one `serve` uses, shared
+    with it when it runs), running while the block runs."""
     if args.database_url:
         yield args.database_url
         return
-    from modelplane.server.store.embedded import start_embedded
+    from modelplane.server.store.embedded import EmbeddedPostgresError, start_embedded
 
-    embedded = start_embedded(args.data_dir)
+    try:
+        embedded = start_embedded(args.data_dir)
+    except EmbeddedPostgresError as exc:
+        raise CommandFailed(str(exc)) from None
     yield embedded.url
 
 
-async def _migrated(url: str, action: Callable[[Connection], Awaitable[T]]) -> T:
-    """Migrates the database at `url`, then runs `action` in one transaction."""
+async def _migrated(
+    url: str, action: Callable[[Connection], Awaitable[T]], *, create_database: bool = False
+) -> T:
+    """Migrates the database at `url` (creating it first when told to), then runs `action` in one
+    transaction."""
+    from modelplane.server.store.migrations import migrate
+    from modelplane.server.store.pool import Database, PoolSettings
+    from modelplane.server.store.provision import DatabaseMissing
+    from modelplane.server.store.provision import create_database as create
+
     # One connection is all a command needs; the longer timeouts suit a human at a terminal.
     database = Database(url, PoolSettings(min_size=1, max_size=1, connect_timeout=5.0, acquire_timeout=5.0))
-    await database.open()
+    try:
+        await database.open()
+    except DatabaseMissing:
+        if not create_database:
+            raise
+        await create(url)
+        await database.open()
     try:
         async with database.connection() as conn:
             await migrate(conn)
@@ -320,9 +377,14 @@ async def _migrated(url: str, action: Callable[[Connection], Awaitable[T]]) -> T
 
 
 def _with_database(args: argparse.Namespace, action: Callable[[Connection], Awaitable[T]]) -> T:
+    with _server_extra():
+        from modelplane.server.auth.store import DATABASE_ERRORS
+        from modelplane.server.store.provision import DatabaseMissing
     try:
         with _database_url(args) as url:
-            return asyncio.run(_migrated(url, action))
+            return asyncio.run(_migrated(url, action, create_database=args.create_database))
+    except DatabaseMissing as exc:
+        raise CommandFailed(str(exc)) from None
     except DATABASE_ERRORS as exc:
         log.debug("database error", exc_info=True)
         raise CommandFailed(f"cannot use the database: {exc}") from None
@@ -333,11 +395,16 @@ def _migrate(args: argparse.Namespace) -> int:
         return None
 
     _with_database(args, nothing)
+    from modelplane.server.store.migrations import latest_version
+
     print(f"schema is at version {latest_version()}")
     return 0
 
 
 def _token_create(args: argparse.Namespace) -> int:
+    with _server_extra():
+        from modelplane.server.auth.store import create_token
+
     async def create(conn: Connection) -> tuple[TokenInfo, str]:
         return await create_token(conn, args.name, args.role, args.scope)
 
@@ -377,12 +444,17 @@ def format_tokens(tokens: Sequence[TokenInfo]) -> str:
 
 
 def _token_list(args: argparse.Namespace) -> int:
+    with _server_extra():
+        from modelplane.server.auth.store import list_tokens
     tokens = _with_database(args, list_tokens)
     print(format_tokens(tokens))
     return 0
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
+    with _server_extra():
+        from modelplane.server.auth.store import revoke_token
+
     async def revoke(conn: Connection) -> TokenInfo:
         return await revoke_token(conn, args.name_or_id)
 

@@ -1,10 +1,19 @@
-"""The server's settings: one frozen value the CLI builds from flags and MODELPLANE_* variables."""
+"""The server's settings: one frozen value the CLI builds from flags and MODELPLANE_* variables, with the
+defaults of every setting and the one rule for what may listen beyond loopback."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """A setting, or a combination of settings, that the server refuses to run with."""
 
 
 @dataclass(frozen=True)
@@ -16,23 +25,59 @@ class TlsConfig:
     client_ca_file: Path | None = None
 
 
+def split_host(address: str) -> str:
+    """The host of HOST:PORT, without the brackets of an IPv6 literal."""
+    host, _, _ = address.rpartition(":")
+    return host.strip("[]")
+
+
+def is_loopback(address: str) -> bool:
+    """True when HOST:PORT can be reached from this machine only."""
+    host = split_host(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_loopback(address: str, *, what: str, risk: str, remedy: str, override: str) -> None:
+    """The rule for anything that answers without a token: it listens on loopback, unless the operator
+    passed `override` to accept `risk` in so many words. Raises ConfigError naming every way out."""
+    if not is_loopback(address):
+        raise ConfigError(
+            f"refusing to listen on {address} {what}: anyone who can reach it could {risk}."
+            f" Listen on a loopback address (127.0.0.1, [::1], localhost), {remedy}, or pass {override}"
+            " to accept the risk"
+        )
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything build_server needs; defaults are what `make run` wants on a developer's machine."""
+    """Everything build_server needs; defaults are what `make run` wants on a developer's machine, and the
+    CLI takes its defaults from here. Building one that breaks the loopback rule raises ConfigError."""
 
     # host:port to listen on; port 0 picks a free port (tests).
     address: str = "127.0.0.1:50051"
     # Postgres to use; None starts the embedded Postgres with its data under data_dir.
     database_url: str | None = None
+    # The server's own files: the embedded Postgres keeps its data in data_dir/pgdata.
     data_dir: Path = Path(".modelplane")
+    # Create the database of database_url when it does not exist (else the log says how to create it).
+    create_database: bool = False
     # Bearer-token auth; off is allowed only on loopback unless `insecure` says otherwise.
     auth: bool = True
     insecure: bool = False
     tls: TlsConfig | None = None
-    # host:port of the Prometheus endpoint; None: no endpoint.
+    # host:port of the Prometheus endpoint; None: no endpoint. It has no auth, so it listens beyond
+    # loopback only with `metrics_insecure`.
     metrics_address: str | None = None
+    metrics_insecure: bool = False
     # Seconds in-flight RPCs get to finish on SIGTERM.
     shutdown_grace: float = 10.0
+    # Lowest level of the log lines written (one of LOG_LEVELS).
+    log_level: str = "INFO"
     # Seconds between progress messages on an idle watch stream.
     watch_progress_interval: float = 5.0
     # Seconds between database health probes (health turns NOT_SERVING when one fails).
@@ -46,17 +91,32 @@ class ServerConfig:
     log_partition_lead_days: int = 3
     log_stream_queue_batches: int = 8
 
-    @property
-    def host(self) -> str:
-        host, _, _ = self.address.rpartition(":")
-        return host.strip("[]")
+    def __post_init__(self) -> None:
+        if not self.auth and not self.insecure:
+            require_loopback(
+                self.address,
+                what="with auth off",
+                risk="call every RPC",
+                remedy="turn auth on (drop --no-auth)",
+                override="--insecure",
+            )
+        if self.metrics_address is not None and not self.metrics_insecure:
+            require_loopback(
+                self.metrics_address,
+                what="for the metrics endpoint, which has no auth",
+                risk="read the call counts of every method",
+                remedy="drop --metrics-address",
+                override="--metrics-insecure",
+            )
 
     @property
-    def is_loopback(self) -> bool:
-        host = self.host
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+    def host(self) -> str:
+        return split_host(self.address)
+
+
+def default_of(setting: str) -> Any:
+    """The default of one ServerConfig field: the CLI shows and uses it, so it is written once, above."""
+    for field in dataclasses.fields(ServerConfig):
+        if field.name == setting:
+            return field.default
+    raise KeyError(setting)

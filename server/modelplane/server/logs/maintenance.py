@@ -26,6 +26,9 @@ RETRY_INTERVAL = 5.0
 
 
 class LogMaintenance:
+    """The upkeep loop of one server; started once the database is connected and migrated, so that its
+    first round does not fail (and warn) on a pool that is not there yet."""
+
     def __init__(
         self,
         database: Database,
@@ -48,12 +51,16 @@ class LogMaintenance:
             retention_days=self._settings.retention_days,
             lead_days=self._settings.partition_lead_days,
         )
-        if report is not None and (report.created or report.dropped):
+        if report is None:
+            log.debug("log maintenance: another replica holds the lock this round")
+        elif report.created or report.dropped:
             log.info(
                 "log partitions: created %s, dropped %s",
                 [d.isoformat() for d in report.created] or "none",
                 [d.isoformat() for d in report.dropped] or "none",
             )
+        else:
+            log.debug("log maintenance: partitions up to date")
         return report
 
     async def _loop(self) -> None:

@@ -14,8 +14,12 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from modelplane.server.errors import StorageUnavailable
+from modelplane.server.store.provision import DatabaseMissing
 
 log = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait while the server's database does not exist: it takes an operator.
+MISSING_DATABASE_RETRY_AFTER = 30.0
 
 # What store functions take: a plain connection or one borrowed from the pool.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -80,6 +84,8 @@ class Database:
         self.settings = settings or PoolSettings()
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._bulk_pool: asyncpg.Pool[asyncpg.Record] | None = None
+        # Set when the last open() found no such database, so calls hear that rather than "retry shortly".
+        self._missing = False
 
     async def _create_pool(
         self, min_size: int, max_size: int, *, timestamps_as_micros: bool = False
@@ -99,8 +105,14 @@ class Database:
         )
 
     async def open(self) -> None:
+        """Connects the pools; DatabaseMissing when the URL's database does not exist."""
         s = self.settings
-        self._pool = await self._create_pool(s.min_size, s.max_size)
+        try:
+            self._pool = await self._create_pool(s.min_size, s.max_size)
+        except asyncpg.InvalidCatalogNameError as exc:
+            self._missing = True
+            raise DatabaseMissing(self.url) from exc
+        self._missing = False
         self._bulk_pool = await self._create_pool(0, s.bulk_max_size, timestamps_as_micros=True)
 
     @property
@@ -131,6 +143,12 @@ class Database:
     @asynccontextmanager
     async def _borrow(self, pool: asyncpg.Pool[asyncpg.Record] | None) -> AsyncIterator[Connection]:
         if pool is None:
+            if self._missing:
+                raise StorageUnavailable(
+                    "the server's database does not exist; an operator must create it (the server's log"
+                    " says how)",
+                    retry_after=MISSING_DATABASE_RETRY_AFTER,
+                )
             raise StorageUnavailable("the database is not connected yet; retry shortly")
         try:
             async with pool.acquire(timeout=self.settings.acquire_timeout) as conn:
