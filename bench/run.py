@@ -90,7 +90,7 @@ def bench_database(given: str | None, *, embedded_only: bool = False) -> Iterato
     # temporary directory is gone; the system's temporary directory outlives the process.
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     with tempfile.TemporaryDirectory(prefix="modelplane-bench-") as tmp:
-        embedded = start_embedded(Path(tmp) / "pgdata")
+        embedded = start_embedded(Path(tmp))
         try:
             yield BenchDatabase(embedded.url, f"embedded Postgres in {embedded.data_dir}")
         finally:

@@ -53,9 +53,6 @@ asyncio.run(main())
 # Exits 0 once the server accepts connections.
 PROBE = "import grpc, sys; grpc.channel_ready_future(grpc.insecure_channel(sys.argv[1])).result(timeout=1)"
 
-# Exits 0 once the server accepts connections.
-PROBE = "import grpc, sys; grpc.channel_ready_future(grpc.insecure_channel(sys.argv[1])).result(timeout=1)"
-
 
 def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
     print("+", " ".join(str(a) for a in args), flush=True)
@@ -153,14 +150,27 @@ def serve_and_call(server_env: Path, client_env: Path) -> None:
     assert server.returncode == 0, f"the server exited {server.returncode} on SIGTERM:\n{output}"
 
 
+def serve_without_the_extra(client_env: Path) -> None:
+    """The console script is in every install; without the server extra it says, in one line, what to add."""
+    command = [str(client_env / "bin" / "modelplane"), "serve", "--database-url", ADMIN_URL, "--no-auth"]
+    print("+", " ".join(command), flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    said = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0, said
+    assert "Traceback" not in said and len(said.splitlines()) == 1, said
+    assert "pip install 'modelplane[server]'" in said, said
+    print(said)
+
+
 def main() -> None:
     shutil.rmtree(BUILD, ignore_errors=True)
     BUILD.mkdir(parents=True)
     wheel, _ = build()
     base = venv("base", "base.lock", wheel, "")
     server = venv("server", "server.lock", wheel, "[server]")
+    serve_without_the_extra(base)
     serve_and_call(server, base)
-    print("dist check passed: wheel and sdist built; base and [server] installs work")
+    print("dist check passed: wheel and sdist built; the base install names the extra serve needs; [server] serves")
 
 
 if __name__ == "__main__":

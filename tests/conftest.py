@@ -58,7 +58,7 @@ def admin_url() -> Iterator[str]:
     # Not under pytest's basetemp: another pytest run on the machine prunes old basetemps, and would
     # pull the data directory from under the running Postgres.
     root = Path(tempfile.mkdtemp(prefix="modelplane-test-pg-"))
-    embedded = start_embedded(root / "pgdata")
+    embedded = start_embedded(root)
     try:
         yield embedded.url
     finally:

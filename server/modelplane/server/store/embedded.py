@@ -61,7 +61,7 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from pgserver.postgres_server import get_server
+            from pgserver import get_server
     except ModuleNotFoundError as exc:
         raise EmbeddedPostgresError(
             f"the embedded Postgres needs {exc.name}, which this install lacks:"
