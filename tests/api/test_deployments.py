@@ -642,6 +642,15 @@ async def _next_change(stream: Any) -> dpb.DeploymentChange:
             return message.change
 
 
+async def _current_state(dep: DeploymentStub) -> dpb.DeploymentChange:
+    """The first message of a watch from now: the deployment as it is, at the revision of its last change."""
+    now = dep.WatchDeployment(dpb.WatchDeploymentRequest(deployment="deployments/chat-prod"), timeout=TIMEOUT)
+    try:
+        return await _next_change(now)
+    finally:
+        now.cancel()
+
+
 async def test_watch_from_revision_1_replays_the_deployment_from_its_creation(
     channel: grpc.aio.Channel,
 ) -> None:
@@ -649,9 +658,7 @@ async def test_watch_from_revision_1_replays_the_deployment_from_its_creation(
     await _registry(reg)
     await _deploy(dep)
     await _ready(dep, STABLE[:1], ready=False)
-    now = dep.WatchDeployment(dpb.WatchDeploymentRequest(deployment="deployments/chat-prod"), timeout=TIMEOUT)
-    current = await _next_change(now)
-    now.cancel()
+    current = await _current_state(dep)
     stream = dep.WatchDeployment(
         dpb.WatchDeploymentRequest(deployment="deployments/chat-prod", start_revision=1), timeout=TIMEOUT
     )
@@ -668,9 +675,7 @@ async def test_watch_at_revision_n_starts_with_change_n(channel: grpc.aio.Channe
     await _registry(reg)
     await _deploy(dep)
     await _ready(dep, STABLE[:1], ready=False)
-    now = dep.WatchDeployment(dpb.WatchDeploymentRequest(deployment="deployments/chat-prod"), timeout=TIMEOUT)
-    current = await _next_change(now)
-    now.cancel()
+    current = await _current_state(dep)
     await _ready(dep, STABLE[:1])
     stream = dep.WatchDeployment(
         dpb.WatchDeploymentRequest(deployment="deployments/chat-prod", start_revision=current.revision),

@@ -23,6 +23,7 @@ from modelplane.client.errors import RevisionCompacted, ShuttingDown, StorageUna
 from modelplane.client.resumable_stream import resumable_watch
 from modelplane.client.retry import RetryPolicy, backoff_ceilings
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
+from tests.support.manual_clock import ManualClock
 
 RETRY_AFTER = 0.25
 
@@ -98,24 +99,9 @@ async def stub() -> AsyncIterator[
 Fixture = tuple[list[Script], ScriptedWatch, registry_pb2_grpc.ModelRegistryServiceStub]
 
 
-class Waits:
-    """An injected sleep that records each wait and moves a hand-driven clock on by it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
 async def _watch(
     stub: registry_pb2_grpc.ModelRegistryServiceStub,
-    waits: Waits,
+    waits: ManualClock,
     *,
     start_revision: int,
     limit: int,
@@ -132,7 +118,7 @@ async def _watch(
         open_call,
         start_revision=start_revision,
         rng=random.Random(7),
-        clock=waits.clock,
+        clock=waits,
         sleep=waits.sleep,
         **options,
     )
@@ -151,7 +137,7 @@ LOG: list[Change] = [(1, 0), (2, 0), (2, 1), (2, 2), (3, 0), (5, 0), (5, 1)]
 async def test_a_stream_broken_inside_a_revision_goes_on_with_no_gap_and_no_repeat(stub: Fixture) -> None:
     scripts, servicer, channel_stub = stub
     scripts += [Script(LOG[:3]), Script(LOG[:5]), Script(LOG, end=None)]
-    waits = Waits()
+    waits = ManualClock(0.0)
 
     seen = await _watch(channel_stub, waits, start_revision=1, limit=len(LOG))
 
@@ -160,8 +146,8 @@ async def test_a_stream_broken_inside_a_revision_goes_on_with_no_gap_and_no_repe
     # then 3 (likewise).
     assert servicer.starts == [1, 2, 3]
     # Each wait honours the server's RetryInfo.
-    assert len(waits.waits) == 2
-    assert all(wait >= RETRY_AFTER for wait in waits.waits)
+    assert len(waits.sleeps) == 2
+    assert all(wait >= RETRY_AFTER for wait in waits.sleeps)
 
 
 async def test_the_waits_are_the_policy_schedule(stub: Fixture) -> None:
@@ -169,16 +155,16 @@ async def test_the_waits_are_the_policy_schedule(stub: Fixture) -> None:
     policy = RetryPolicy(max_attempts=4, initial_backoff=1.0, max_backoff=3.0)
     no_retry_info = _status(grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE")
     scripts.append(Script([], end=no_retry_info))
-    waits = Waits()
+    waits = ManualClock(0.0)
 
     with pytest.raises(StorageUnavailable):
         await _watch(channel_stub, waits, start_revision=1, limit=1, policy=policy)
 
     # max_attempts openings in all, and before each reopening a wait under that attempt's ceiling.
     assert servicer.starts == [1, 1, 1, 1]
-    assert len(waits.waits) == 3
+    assert len(waits.sleeps) == 3
     assert all(
-        0 <= wait <= ceiling for wait, ceiling in zip(waits.waits, backoff_ceilings(policy), strict=True)
+        0 <= wait <= ceiling for wait, ceiling in zip(waits.sleeps, backoff_ceilings(policy), strict=True)
     )
 
 
@@ -188,7 +174,7 @@ async def test_a_message_restores_the_whole_budget(stub: Fixture) -> None:
     scripts += [Script([(revision, 0)]) for revision in range(1, 7)]
     policy = RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.01)
 
-    seen = await _watch(channel_stub, Waits(), start_revision=1, limit=6, policy=policy)
+    seen = await _watch(channel_stub, ManualClock(0.0), start_revision=1, limit=6, policy=policy)
 
     assert seen == [(revision, 0) for revision in range(1, 7)]
     assert servicer.starts == [1, 1, 2, 3, 4, 5]
@@ -197,7 +183,7 @@ async def test_a_message_restores_the_whole_budget(stub: Fixture) -> None:
 async def test_no_reopening_is_started_past_the_deadline(stub: Fixture) -> None:
     scripts, servicer, channel_stub = stub
     scripts.append(Script([]))
-    waits = Waits()
+    waits = ManualClock(0.0)
 
     # Jitter under 0.1 s and RetryInfo asking for 0.25 s: every wait is 0.25 s. Reopenings at 0.25, 0.5
     # and 0.75 fit in 0.9 s; one at 1.0 would not, so the watch gives up after its wait is chosen.
@@ -206,30 +192,30 @@ async def test_no_reopening_is_started_past_the_deadline(stub: Fixture) -> None:
         await _watch(channel_stub, waits, start_revision=1, limit=1, timeout=0.9, policy=policy)
 
     assert len(servicer.starts) == 4
-    assert waits.waits == [RETRY_AFTER] * 3
+    assert waits.sleeps == [RETRY_AFTER] * 3
 
 
 async def test_other_errors_are_raised_at_once(stub: Fixture) -> None:
     scripts, servicer, channel_stub = stub
     scripts.append(Script([], end=COMPACTED))
-    waits = Waits()
+    waits = ManualClock(0.0)
 
     with pytest.raises(RevisionCompacted):
         await _watch(channel_stub, waits, start_revision=1, limit=1)
 
     assert servicer.starts == [1]
-    assert waits.waits == []
+    assert waits.sleeps == []
 
 
 async def test_without_resume_unavailable_is_raised(stub: Fixture) -> None:
     scripts, servicer, channel_stub = stub
     scripts.append(Script(LOG[:2]))
     seen: list[Change] = []
-    waits = Waits()
+    waits = ManualClock(0.0)
 
     with pytest.raises(ShuttingDown):
         await _watch(channel_stub, waits, start_revision=1, limit=len(LOG), seen=seen, resume=False)
 
     assert seen == LOG[:2]
     assert servicer.starts == [1]
-    assert waits.waits == []
+    assert waits.sleeps == []

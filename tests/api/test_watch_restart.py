@@ -8,7 +8,8 @@ and after, must equal the change log read afterwards by a fresh watch from revis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from typing import TypeVar
 
 from modelplane.client import RetryPolicy, connect
 from modelplane.client.channel import Connection
@@ -21,6 +22,8 @@ PATIENT = RetryPolicy(max_attempts=100, initial_backoff=0.05, max_backoff=0.5)
 # Only a guard against a hang; nothing here measures time.
 GUARD = 60
 
+ResponseT = TypeVar("ResponseT")
+EventT = TypeVar("EventT")
 ModelEvent = tuple[int, str, int]  # (revision, resource, kind)
 DeploymentEvent = tuple[int, int, int]  # (revision, kind, health of the first stable endpoint)
 
@@ -39,13 +42,21 @@ def _model_event(response: registry_pb2.WatchModelsResponse) -> ModelEvent | Non
     return change.revision, change.resource, change.kind
 
 
-async def _model_events(
-    stream: AsyncGenerator[registry_pb2.WatchModelsResponse, None], count: int
-) -> list[ModelEvent]:
-    events: list[ModelEvent] = []
+def _deployment_event(response: deployments_pb2.WatchDeploymentResponse) -> DeploymentEvent | None:
+    if not response.HasField("change"):
+        return None
+    change = response.change
+    return change.revision, change.kind, change.deployment.traffic.stable.endpoints[0].health
+
+
+async def _events(
+    stream: AsyncGenerator[ResponseT, None], event_of: Callable[[ResponseT], EventT | None], count: int
+) -> list[EventT]:
+    """The next `count` changes of a watch, as `event_of` sees them; progress marks are passed over."""
+    events: list[EventT] = []
     async with asyncio.timeout(GUARD):
         async for response in stream:
-            event = _model_event(response)
+            event = event_of(response)
             if event is not None:
                 events.append(event)
                 if len(events) == count:
@@ -53,11 +64,24 @@ async def _model_events(
     raise AssertionError(f"the watch ended after {events}")
 
 
+async def _model_with_version(writer: Connection) -> registry_pb2.ModelVersion:
+    await writer.registry.create_model(model_id="chat", model=registry_pb2.Model(provider="openai"))
+    return await writer.registry.create_model_version(
+        parent="models/chat",
+        model_version=registry_pb2.ModelVersion(
+            source_uri="openai:gpt-4o",
+            context_window=8_192,
+            max_output_tokens=1_024,
+            pricing=registry_pb2.TokenPricing(currency_code="USD"),
+        ),
+    )
+
+
 async def _registry_log(connection: Connection, count: int) -> list[ModelEvent]:
     """The first `count` registry changes, read by a watch from revision 1 without resumption."""
     stream = connection.registry.watch_models(start_revision=1, resume=False)
     try:
-        return await _model_events(stream, count)
+        return await _events(stream, _model_event, count)
     finally:
         await stream.aclose()
 
@@ -69,23 +93,14 @@ async def test_a_models_watch_resumes_across_a_restart(start_server: StartServer
         connect(first.target) as watcher,
     ):
         stream = watcher.registry.watch_models(start_revision=1, retry=PATIENT)
-        await writer.registry.create_model(model_id="chat", model=registry_pb2.Model(provider="openai"))
-        version = await writer.registry.create_model_version(
-            parent="models/chat",
-            model_version=registry_pb2.ModelVersion(
-                source_uri="openai:gpt-4o",
-                context_window=8_192,
-                max_output_tokens=1_024,
-                pricing=registry_pb2.TokenPricing(currency_code="USD"),
-            ),
-        )
+        version = await _model_with_version(writer)
         # One revision, two changes: the alias and the version it now names.
         await writer.registry.set_alias(name="models/chat/aliases/prod", version=version.name)
-        before = await _model_events(stream, 3)
+        before = await _events(stream, _model_event, 3)
 
         second = await _restart(first, start_server)
         await writer.registry.create_model(model_id="after", model=registry_pb2.Model(provider="openai"))
-        after = await _model_events(stream, 2)
+        after = await _events(stream, _model_event, 2)
         await stream.aclose()
 
         log = await _registry_log(writer, 5)
@@ -102,27 +117,6 @@ async def test_a_models_watch_resumes_across_a_restart(start_server: StartServer
     assert log[0][0] == 1
 
 
-def _deployment_event(response: deployments_pb2.WatchDeploymentResponse) -> DeploymentEvent | None:
-    if not response.HasField("change"):
-        return None
-    change = response.change
-    return change.revision, change.kind, change.deployment.traffic.stable.endpoints[0].health
-
-
-async def _deployment_events(
-    stream: AsyncGenerator[deployments_pb2.WatchDeploymentResponse, None], count: int
-) -> list[DeploymentEvent]:
-    events: list[DeploymentEvent] = []
-    async with asyncio.timeout(GUARD):
-        async for response in stream:
-            event = _deployment_event(response)
-            if event is not None:
-                events.append(event)
-                if len(events) == count:
-                    return events
-    raise AssertionError(f"the watch ended after {events}")
-
-
 async def test_a_deployment_watch_resumes_across_a_restart(start_server: StartServer) -> None:
     first = await start_server()
     name = "deployments/chat-prod"
@@ -131,16 +125,7 @@ async def test_a_deployment_watch_resumes_across_a_restart(start_server: StartSe
         connect(first.target, retry=PATIENT) as writer,
         connect(first.target) as watcher,
     ):
-        await writer.registry.create_model(model_id="chat", model=registry_pb2.Model(provider="openai"))
-        version = await writer.registry.create_model_version(
-            parent="models/chat",
-            model_version=registry_pb2.ModelVersion(
-                source_uri="openai:gpt-4o",
-                context_window=8_192,
-                max_output_tokens=1_024,
-                pricing=registry_pb2.TokenPricing(currency_code="USD"),
-            ),
-        )
+        version = await _model_with_version(writer)
         await writer.deployments.create_deployment(
             deployment_id="chat-prod",
             deployment=deployments_pb2.Deployment(
@@ -155,18 +140,18 @@ async def test_a_deployment_watch_resumes_across_a_restart(start_server: StartSe
         )
         stream = watcher.deployments.watch_deployment(deployment=name, retry=PATIENT)
         # The stream opens with its first read: the current state, before the change that follows.
-        before = await _deployment_events(stream, 1)
+        before = await _events(stream, _deployment_event, 1)
         await writer.deployments.report_endpoint_health(deployment=name, address=address, ready=False)
-        before += await _deployment_events(stream, 1)
+        before += await _events(stream, _deployment_event, 1)
 
         await _restart(first, start_server)
         await writer.deployments.report_endpoint_health(deployment=name, address=address, ready=True)
         await writer.deployments.report_endpoint_health(deployment=name, address=address, ready=False)
-        after = await _deployment_events(stream, 2)
+        after = await _events(stream, _deployment_event, 2)
         await stream.aclose()
 
         replay = writer.deployments.watch_deployment(deployment=name, start_revision=1, resume=False)
-        log = await _deployment_events(replay, 4)
+        log = await _events(replay, _deployment_event, 4)
         await replay.aclose()
 
     assert before + after == log
