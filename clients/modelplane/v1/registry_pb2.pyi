@@ -1537,7 +1537,8 @@ class ResolveModelResponse(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """revision is the registry revision the answer was read at; a client that
-    watches from it sees every later alias move.
+    watches with start_revision set to revision + 1 sees every later alias
+    move and nothing the answer already reflects.
     """
     @_builtins.property
     def model_version(self) -> Global___ModelVersion:
