@@ -622,18 +622,90 @@ async def test_watch_sends_the_table_then_each_change(channel: grpc.aio.Channel)
     assert message.change.deployment == started.deployment
     stream.cancel()
 
-    # Resuming from the first revision gets the same change again.
+    # Resuming right after the first revision gets the same change again.
     resumed = dep.WatchDeployment(
-        dpb.WatchDeploymentRequest(deployment="deployments/chat-prod", start_revision=first.change.revision),
+        dpb.WatchDeploymentRequest(
+            deployment="deployments/chat-prod", start_revision=first.change.revision + 1
+        ),
         timeout=TIMEOUT,
     )
+    assert (await _next_change(resumed)).deployment == started.deployment
+    resumed.cancel()
+
+
+async def _next_change(stream: Any) -> dpb.DeploymentChange:
+    """The next change of a deployment watch, past any progress marks."""
     while True:
-        message = await resumed.read()
+        message = await stream.read()
         assert isinstance(message, dpb.WatchDeploymentResponse)
         if message.HasField("change"):
-            break
-    assert message.change.deployment == started.deployment
-    resumed.cancel()
+            return message.change
+
+
+async def _current_state(dep: DeploymentStub) -> dpb.DeploymentChange:
+    """The first message of a watch from now: the deployment as it is, at the revision of its last change."""
+    now = dep.WatchDeployment(dpb.WatchDeploymentRequest(deployment="deployments/chat-prod"), timeout=TIMEOUT)
+    try:
+        return await _next_change(now)
+    finally:
+        now.cancel()
+
+
+async def test_watch_from_revision_1_replays_the_deployment_from_its_creation(
+    channel: grpc.aio.Channel,
+) -> None:
+    dep, reg = _stubs(channel)
+    await _registry(reg)
+    await _deploy(dep)
+    await _ready(dep, STABLE[:1], ready=False)
+    current = await _current_state(dep)
+    stream = dep.WatchDeployment(
+        dpb.WatchDeploymentRequest(deployment="deployments/chat-prod", start_revision=1), timeout=TIMEOUT
+    )
+    created, health = await _next_change(stream), await _next_change(stream)
+    stream.cancel()
+    assert created.kind == pb.CHANGE_KIND_CREATED
+    assert created.deployment.traffic.stable.endpoints[0].health != dpb.ENDPOINT_HEALTH_NOT_READY
+    assert created.revision < health.revision == current.revision
+    assert health.deployment == current.deployment
+
+
+async def test_watch_at_revision_n_starts_with_change_n(channel: grpc.aio.Channel) -> None:
+    dep, reg = _stubs(channel)
+    await _registry(reg)
+    await _deploy(dep)
+    await _ready(dep, STABLE[:1], ready=False)
+    current = await _current_state(dep)
+    await _ready(dep, STABLE[:1])
+    stream = dep.WatchDeployment(
+        dpb.WatchDeploymentRequest(deployment="deployments/chat-prod", start_revision=current.revision),
+        timeout=TIMEOUT,
+    )
+    at_n, after_n = await _next_change(stream), await _next_change(stream)
+    stream.cancel()
+    assert at_n.revision == current.revision
+    assert at_n.deployment == current.deployment
+    assert after_n.revision > current.revision
+    assert after_n.deployment.traffic.stable.endpoints[0].health == dpb.ENDPOINT_HEALTH_READY
+
+
+async def test_watch_from_0_sends_the_current_state_then_only_new_changes(channel: grpc.aio.Channel) -> None:
+    dep, reg = _stubs(channel)
+    await _registry(reg)
+    await _deploy(dep)
+    await _ready(dep, STABLE[:1], ready=False)
+    stream = dep.WatchDeployment(
+        dpb.WatchDeploymentRequest(deployment="deployments/chat-prod"), timeout=TIMEOUT
+    )
+    current = await _next_change(stream)
+    await _ready(dep, STABLE[:1])
+    after = await _next_change(stream)
+    stream.cancel()
+    assert current.kind == pb.CHANGE_KIND_CREATED
+    assert current.deployment.traffic.stable.endpoints[0].health == dpb.ENDPOINT_HEALTH_NOT_READY
+    assert after.revision > current.revision
+    assert after.kind == pb.CHANGE_KIND_UPDATED
+    assert after.deployment.traffic.stable.endpoints[0].health == dpb.ENDPOINT_HEALTH_READY
 
 
 async def _wait_state(dep: DeploymentStub, name: str, state: int, within: float = 15.0) -> dpb.Rollout:

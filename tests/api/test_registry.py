@@ -572,8 +572,8 @@ async def test_watch_streams_changes_in_order_and_resumes(stub: ModelRegistrySer
     assert revisions == sorted(revisions)
     assert revisions[0] > start
 
-    # Resuming from a revision replays exactly what came after it.
-    resumed = stub.WatchModels(pb.WatchModelsRequest(start_revision=changes[1].revision))
+    # Resuming right after a revision replays exactly what came after it.
+    resumed = stub.WatchModels(pb.WatchModelsRequest(start_revision=changes[1].revision + 1))
     replay = [await next_event(resumed) for _ in range(2)]
     resumed.cancel()
     assert [e.change.resource for e in replay] == ["models/chat/aliases/prod", version.name]
@@ -581,11 +581,59 @@ async def test_watch_streams_changes_in_order_and_resumes(stub: ModelRegistrySer
 
 async def test_watch_sends_progress_while_idle(stub: ModelRegistryServiceAsyncStub) -> None:
     await new_model(stub)
-    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=1))
+    # Revision 1 is the model's creation; from 2 on there is nothing yet.
+    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=2))
     event = await next_event(stream)
     assert event.HasField("progress")
     assert event.progress.revision >= 1
     stream.cancel()
+
+
+async def next_change(stream: Any) -> pb.ModelChange:
+    """The next change of a watch, past any progress marks."""
+    while True:
+        event = await next_event(stream)
+        if event.HasField("change"):
+            return event.change
+
+
+async def test_watch_from_revision_1_replays_the_first_change_of_a_fresh_database(
+    stub: ModelRegistryServiceAsyncStub,
+) -> None:
+    await new_model(stub, "first")
+    await new_model(stub, "second")
+    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=1))
+    replay = [await next_change(stream) for _ in range(2)]
+    stream.cancel()
+    assert [(c.revision, c.resource) for c in replay] == [(1, "models/first"), (2, "models/second")]
+
+
+async def test_watch_at_revision_n_starts_with_change_n(stub: ModelRegistryServiceAsyncStub) -> None:
+    created = [await new_model(stub, f"m{i}") for i in range(4)]
+    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=3))
+    replay = [await next_change(stream) for _ in range(2)]
+    stream.cancel()
+    assert [(c.revision, c.resource) for c in replay] == [(3, created[2].name), (4, created[3].name)]
+
+
+async def test_watch_from_0_sends_only_changes_after_the_current_revision(
+    stub: ModelRegistryServiceAsyncStub,
+) -> None:
+    await new_model(stub, "before")
+    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=0))
+    first = await next_event(stream)
+    assert first.HasField("progress")
+    assert first.progress.revision == 1
+    await new_model(stub, "after")
+    change = await next_change(stream)
+    stream.cancel()
+    assert (change.revision, change.resource) == (2, "models/after")
+
+
+async def test_a_negative_start_revision_is_refused(stub: ModelRegistryServiceAsyncStub) -> None:
+    error = await fails(stub.WatchModels(pb.WatchModelsRequest(start_revision=-1)).read())
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.field_paths == ["start_revision"]
 
 
 async def test_watch_from_a_compacted_revision_is_out_of_range(
@@ -598,10 +646,13 @@ async def test_watch_from_a_compacted_revision_is_out_of_range(
         await conn.execute("UPDATE revision_counter SET compacted_through = 2")
     finally:
         await conn.close()
-    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=1))
-    error = await fails(stream.read())
-    assert (error.code, error.reason) == (grpc.StatusCode.OUT_OF_RANGE, "REVISION_COMPACTED")
-    # From the compaction point on, the stream works.
-    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=2))
+    # Changes 1 and 2 are gone: a watch starting at either cannot be served.
+    for start in (1, 2):
+        stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=start))
+        error = await fails(stream.read())
+        assert (error.code, error.reason) == (grpc.StatusCode.OUT_OF_RANGE, "REVISION_COMPACTED")
+        assert error.metadata["compacted_through"] == "2"
+    # Right after the compaction point, the stream works.
+    stream = stub.WatchModels(pb.WatchModelsRequest(start_revision=3))
     assert (await next_event(stream)).HasField("progress")
     stream.cancel()

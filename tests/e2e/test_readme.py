@@ -195,9 +195,10 @@ def models_watched(output: Output, sandbox: Sandbox) -> None:
     assert output.interrupted, output.describe()
     watched = messages(output.stdout)
     changes = [message["change"] for message in watched if "change" in message]
-    # After revision 1 (the model's creation): the version (2), then the alias, which also changes the
-    # version's list of aliases (3).
+    # From revision 1 on, inclusive: the model's creation (1), the version (2), then the alias, which also
+    # changes the version's list of aliases (3).
     assert [(c["revision"], c["kind"], c["resource"]) for c in changes] == [
+        ("1", "CHANGE_KIND_CREATED", "models/chat-large"),
         ("2", "CHANGE_KIND_CREATED", "models/chat-large/versions/1"),
         ("3", "CHANGE_KIND_CREATED", "models/chat-large/aliases/prod"),
         ("3", "CHANGE_KIND_UPDATED", "models/chat-large/versions/1"),

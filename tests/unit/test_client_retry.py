@@ -31,21 +31,7 @@ from modelplane.client.retry import (
     is_unreachable,
     retry_delay,
 )
-
-
-class ManualClock:
-    """Time that moves only when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.support.manual_clock import ManualClock
 
 
 class ScriptedAttempts:

@@ -11,7 +11,7 @@ actions and health reports included) carries a request id, a random UUID unless 
 unchanged on each retry, so the server runs it once. PlanRollout is a dry run and changes nothing.
 
 `watch_deployment` streams a deployment's state: first the current one, then every change; with `resume`,
-a stream broken by UNAVAILABLE is reopened from the last revision received.
+a stream broken by UNAVAILABLE is reopened where it stopped (modelplane.client.resumable_stream).
 """
 
 # The `timeout` parameters are gRPC deadlines handed to the channel, not asyncio timeouts.
@@ -19,9 +19,6 @@ a stream broken by UNAVAILABLE is reopened from the last revision received.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from collections.abc import AsyncGenerator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -30,13 +27,8 @@ import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from modelplane.client.base import ServiceClient, ensure_request_id, pages
-from modelplane.client.errors import ModelplaneError, from_rpc_error
-from modelplane.client.retry import (
-    RetryPolicy,
-    backoff_ceilings,
-    is_retryable,
-    retry_delay,
-)
+from modelplane.client.resumable_stream import WATCH_RESUME_POLICY, resumable_watch
+from modelplane.client.retry import RetryPolicy
 from modelplane.v1 import deployments_pb2, deployments_pb2_grpc
 
 if TYPE_CHECKING:
@@ -336,45 +328,33 @@ class DeploymentClient(ServiceClient):
         request = deployments_pb2.ResolveRouteRequest(deployment=deployment, routing_key=routing_key)
         return await self._unary(self._stub.ResolveRoute, request, timeout)
 
-    async def watch_deployment(
-        self, *, deployment: str, start_revision: int = 0, resume: bool = True, timeout: float | None = None
+    def watch_deployment(
+        self,
+        *,
+        deployment: str,
+        start_revision: int = 0,
+        resume: bool = True,
+        timeout: float | None = None,
+        retry: RetryPolicy = WATCH_RESUME_POLICY,
     ) -> AsyncGenerator[deployments_pb2.WatchDeploymentResponse, None]:
         """A deployment's changes: with start_revision 0 first its current state (or a progress mark if it
-        does not exist), then every change in revision order, and progress marks while idle.
+        does not exist), then every change after it; otherwise every change from start_revision on
+        (inclusive: 1 replays every change kept); in revision order, and progress marks while idle.
 
-        With `resume`, a stream broken by UNAVAILABLE is reopened from the last revision received, with the
-        retry policy's backoff, so the caller sees no gap and no repeat; max_attempts bounds consecutive
-        failed reopenings. `timeout` (default: none) bounds the whole watch. Raises RevisionCompacted when
-        start_revision is older than the changes kept.
+        With `resume`, a stream broken by UNAVAILABLE is reopened where it stopped, after the waits of
+        `retry` (whose max_attempts bounds consecutive failed reopenings), so the caller sees no gap and no
+        repeat. `timeout` (default: none) bounds the whole watch. Raises RevisionCompacted when a change
+        from start_revision on is no longer kept.
         """
-        revision = start_revision
-        deadline = None if timeout is None else time.monotonic() + timeout
-        rng = random.Random()
-        ceilings = backoff_ceilings(self.retry)
-        while True:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            call = self._stub.WatchDeployment(
-                deployments_pb2.WatchDeploymentRequest(deployment=deployment, start_revision=revision),
-                timeout=remaining,
-                metadata=self.metadata,
-            )
-            try:
-                async for response in call:
-                    ceilings = backoff_ceilings(self.retry)
-                    if response.HasField("change"):
-                        revision = response.change.revision
-                    elif response.HasField("progress"):
-                        revision = response.progress.revision
-                    yield response
-                return
-            except grpc.RpcError as rpc_error:
-                error: ModelplaneError = from_rpc_error(rpc_error)
-                ceiling = next(ceilings, None)
-                if not resume or not is_retryable(error) or ceiling is None:
-                    raise error from rpc_error
-                delay = retry_delay(ceiling, error, rng)
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    raise error from rpc_error
-            finally:
-                call.cancel()
-            await asyncio.sleep(delay)
+
+        def open_call(
+            revision: int, remaining: float | None
+        ) -> grpc.aio.UnaryStreamCall[
+            deployments_pb2.WatchDeploymentRequest, deployments_pb2.WatchDeploymentResponse
+        ]:
+            request = deployments_pb2.WatchDeploymentRequest(deployment=deployment, start_revision=revision)
+            return self._stub.WatchDeployment(request, timeout=remaining, metadata=self.metadata)
+
+        return resumable_watch(
+            open_call, start_revision=start_revision, resume=resume, timeout=timeout, policy=retry
+        )

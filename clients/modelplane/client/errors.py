@@ -366,7 +366,7 @@ class BatchTooLarge(InvalidArgument):
 
 
 class RevisionCompacted(OutOfRange):
-    """A watch asked for changes older than the oldest kept; re-read the state and watch from its revision."""
+    """A watch asked for changes no longer kept; re-read the state, then watch from the revision after it."""
 
     default_reason = "REVISION_COMPACTED"
 

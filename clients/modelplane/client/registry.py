@@ -17,9 +17,6 @@ random UUID for the call and sends the same one on each retry; pass your own to 
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING
 
@@ -27,13 +24,8 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from modelplane.client.base import ServiceClient, ensure_request_id
-from modelplane.client.errors import ModelplaneError, from_rpc_error
-from modelplane.client.retry import (
-    RetryPolicy,
-    backoff_ceilings,
-    is_retryable,
-    retry_delay,
-)
+from modelplane.client.resumable_stream import WATCH_RESUME_POLICY, resumable_watch
+from modelplane.client.retry import RetryPolicy
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
 
 if TYPE_CHECKING:
@@ -364,44 +356,29 @@ class ModelRegistryClient(ServiceClient):
             request = registry_pb2.ResolveModelRequest()
         return await self._unary(self._stub.ResolveModel, request, timeout)
 
-    async def watch_models(
-        self, *, start_revision: int = 0, resume: bool = True, timeout: float | None = None
+    def watch_models(
+        self,
+        *,
+        start_revision: int = 0,
+        resume: bool = True,
+        timeout: float | None = None,
+        retry: RetryPolicy = WATCH_RESUME_POLICY,
     ) -> AsyncGenerator[registry_pb2.WatchModelsResponse, None]:
-        """Every change after start_revision (0: from now), in revision order, and progress marks while idle.
+        """Every change from start_revision on (inclusive: 1 replays every change kept; 0: only changes after
+        the current revision, announced by a progress mark), in revision order, and progress marks while idle.
 
         With `resume`, a stream broken by UNAVAILABLE (a server shutting down, a lost connection) is reopened
-        from the last revision received, with the retry policy's backoff, so the caller sees no gap and no
-        repeat; the policy's max_attempts bounds consecutive failed reopenings. `timeout` (default: none)
-        bounds the whole watch. Raises RevisionCompacted when start_revision is older than the changes kept.
+        where it stopped, after the waits of `retry` (whose max_attempts bounds consecutive failed
+        reopenings), so the caller sees no gap and no repeat. `timeout` (default: none) bounds the whole
+        watch. Raises RevisionCompacted when a change from start_revision on is no longer kept.
         """
-        revision = start_revision
-        deadline = None if timeout is None else time.monotonic() + timeout
-        rng = random.Random()
-        ceilings = backoff_ceilings(self.retry)
-        while True:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            call = self._stub.WatchModels(
-                registry_pb2.WatchModelsRequest(start_revision=revision),
-                timeout=remaining,
-                metadata=self.metadata,
-            )
-            try:
-                async for response in call:
-                    ceilings = backoff_ceilings(self.retry)
-                    if response.HasField("change"):
-                        revision = response.change.revision
-                    elif response.HasField("progress"):
-                        revision = response.progress.revision
-                    yield response
-                return
-            except grpc.RpcError as rpc_error:
-                error: ModelplaneError = from_rpc_error(rpc_error)
-                ceiling = next(ceilings, None)
-                if not resume or not is_retryable(error) or ceiling is None:
-                    raise error from rpc_error
-                delay = retry_delay(ceiling, error, rng)
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    raise error from rpc_error
-            finally:
-                call.cancel()
-            await asyncio.sleep(delay)
+
+        def open_call(
+            revision: int, remaining: float | None
+        ) -> grpc.aio.UnaryStreamCall[registry_pb2.WatchModelsRequest, registry_pb2.WatchModelsResponse]:
+            request = registry_pb2.WatchModelsRequest(start_revision=revision)
+            return self._stub.WatchModels(request, timeout=remaining, metadata=self.metadata)
+
+        return resumable_watch(
+            open_call, start_revision=start_revision, resume=resume, timeout=timeout, policy=retry
+        )

@@ -1825,10 +1825,13 @@ class WatchDeploymentRequest(_message.Message):
     deployment: _builtins.str
     """deployment is the deployment's resource name."""
     start_revision: _builtins.int
-    """start_revision: the stream sends every change of the deployment with a
-    revision greater than this one. 0 means "from now": the first message is
-    the current deployment (a change of kind CREATED at its revision) or,
-    when it does not exist, a progress mark with the current revision.
+    """start_revision is the revision to watch from (inclusive): the stream
+    begins with the deployment's change at start_revision, if any, so 1
+    replays every change of it kept. Unset (0) means "from now": the first
+    message is the current deployment (a change of kind CREATED at the
+    revision of its last change) or, when it does not exist, a progress mark
+    with the current revision, and only changes after the current revision
+    follow. Negative values are refused.
     """
     def __init__(
         self,

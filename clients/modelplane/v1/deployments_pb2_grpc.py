@@ -356,11 +356,15 @@ class DeploymentServiceServicer:
     def WatchDeployment(self, request, context):
         """WatchDeployment streams one deployment: with start_revision 0 first its
         current state (or, if it does not exist, a progress mark), then every
-        change after it in revision order with no gaps, and a progress message
-        whenever the stream has been idle for a while. Returns OUT_OF_RANGE
-        (reason REVISION_COMPACTED) if start_revision is older than the oldest
-        change kept; UNAVAILABLE when the server shuts down (resume from the
-        last revision seen).
+        change after it; otherwise every change from start_revision on
+        (inclusive); in revision order with no gaps, and a progress message
+        whenever the stream has been idle for a while. Returns INVALID_ARGUMENT
+        for a negative start_revision; OUT_OF_RANGE (reason REVISION_COMPACTED)
+        if a change at or after start_revision is no longer kept; UNAVAILABLE
+        (reason SHUTTING_DOWN) when the server shuts down: resume with
+        start_revision set to the last progress revision + 1, or to the last
+        change's revision, dropping the changes of that revision already
+        received.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

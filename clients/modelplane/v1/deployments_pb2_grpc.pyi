@@ -182,11 +182,15 @@ class DeploymentServiceStub:
     WatchDeployment: _grpc.UnaryStreamMultiCallable[_deployments_pb2.WatchDeploymentRequest, _deployments_pb2.WatchDeploymentResponse]
     """WatchDeployment streams one deployment: with start_revision 0 first its
     current state (or, if it does not exist, a progress mark), then every
-    change after it in revision order with no gaps, and a progress message
-    whenever the stream has been idle for a while. Returns OUT_OF_RANGE
-    (reason REVISION_COMPACTED) if start_revision is older than the oldest
-    change kept; UNAVAILABLE when the server shuts down (resume from the
-    last revision seen).
+    change after it; otherwise every change from start_revision on
+    (inclusive); in revision order with no gaps, and a progress message
+    whenever the stream has been idle for a while. Returns INVALID_ARGUMENT
+    for a negative start_revision; OUT_OF_RANGE (reason REVISION_COMPACTED)
+    if a change at or after start_revision is no longer kept; UNAVAILABLE
+    (reason SHUTTING_DOWN) when the server shuts down: resume with
+    start_revision set to the last progress revision + 1, or to the last
+    change's revision, dropping the changes of that revision already
+    received.
     """
 
 @_typing.type_check_only
@@ -339,11 +343,15 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     WatchDeployment: _aio.UnaryStreamMultiCallable[_deployments_pb2.WatchDeploymentRequest, _deployments_pb2.WatchDeploymentResponse]  # type: ignore[assignment]
     """WatchDeployment streams one deployment: with start_revision 0 first its
     current state (or, if it does not exist, a progress mark), then every
-    change after it in revision order with no gaps, and a progress message
-    whenever the stream has been idle for a while. Returns OUT_OF_RANGE
-    (reason REVISION_COMPACTED) if start_revision is older than the oldest
-    change kept; UNAVAILABLE when the server shuts down (resume from the
-    last revision seen).
+    change after it; otherwise every change from start_revision on
+    (inclusive); in revision order with no gaps, and a progress message
+    whenever the stream has been idle for a while. Returns INVALID_ARGUMENT
+    for a negative start_revision; OUT_OF_RANGE (reason REVISION_COMPACTED)
+    if a change at or after start_revision is no longer kept; UNAVAILABLE
+    (reason SHUTTING_DOWN) when the server shuts down: resume with
+    start_revision set to the last progress revision + 1, or to the last
+    change's revision, dropping the changes of that revision already
+    received.
     """
 
 class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -601,11 +609,15 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_deployments_pb2.WatchDeploymentResponse], _abc.AsyncIterator[_deployments_pb2.WatchDeploymentResponse]]:
         """WatchDeployment streams one deployment: with start_revision 0 first its
         current state (or, if it does not exist, a progress mark), then every
-        change after it in revision order with no gaps, and a progress message
-        whenever the stream has been idle for a while. Returns OUT_OF_RANGE
-        (reason REVISION_COMPACTED) if start_revision is older than the oldest
-        change kept; UNAVAILABLE when the server shuts down (resume from the
-        last revision seen).
+        change after it; otherwise every change from start_revision on
+        (inclusive); in revision order with no gaps, and a progress message
+        whenever the stream has been idle for a while. Returns INVALID_ARGUMENT
+        for a negative start_revision; OUT_OF_RANGE (reason REVISION_COMPACTED)
+        if a change at or after start_revision is no longer kept; UNAVAILABLE
+        (reason SHUTTING_DOWN) when the server shuts down: resume with
+        start_revision set to the last progress revision + 1, or to the last
+        change's revision, dropping the changes of that revision already
+        received.
         """
 
 def add_DeploymentServiceServicer_to_server(servicer: DeploymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -145,9 +145,12 @@ class LogServiceServicer:
     def TailLogEvents(self, request, context):
         """TailLogEvents streams events matching a filter as they are committed,
         from the moment the call starts, oldest first within each committed
-        batch. It never ends by itself; it ends with UNAVAILABLE when the
-        server shuts down or loses the store. Returns INVALID_ARGUMENT for a
-        malformed filter.
+        batch. It takes no start position: it always begins "from now", like a
+        watch with start_revision 0, and its position is not exposed. It never
+        ends by itself; it ends with UNAVAILABLE when the server shuts down or
+        loses the store, and a tail opened again begins from its own start, so
+        events committed in between are not sent: read them with
+        QueryLogEvents. Returns INVALID_ARGUMENT for a malformed filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

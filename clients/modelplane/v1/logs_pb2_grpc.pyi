@@ -84,9 +84,12 @@ class LogServiceStub:
     TailLogEvents: _grpc.UnaryStreamMultiCallable[_logs_pb2.TailLogEventsRequest, _logs_pb2.TailLogEventsResponse]
     """TailLogEvents streams events matching a filter as they are committed,
     from the moment the call starts, oldest first within each committed
-    batch. It never ends by itself; it ends with UNAVAILABLE when the
-    server shuts down or loses the store. Returns INVALID_ARGUMENT for a
-    malformed filter.
+    batch. It takes no start position: it always begins "from now", like a
+    watch with start_revision 0, and its position is not exposed. It never
+    ends by itself; it ends with UNAVAILABLE when the server shuts down or
+    loses the store, and a tail opened again begins from its own start, so
+    events committed in between are not sent: read them with
+    QueryLogEvents. Returns INVALID_ARGUMENT for a malformed filter.
     """
     AggregateLogEvents: _grpc.UnaryUnaryMultiCallable[_logs_pb2.AggregateLogEventsRequest, _logs_pb2.AggregateLogEventsResponse]
     """AggregateLogEvents computes metrics (count, error rate, exact latency
@@ -158,9 +161,12 @@ class LogServiceAsyncStub(LogServiceStub):
     TailLogEvents: _aio.UnaryStreamMultiCallable[_logs_pb2.TailLogEventsRequest, _logs_pb2.TailLogEventsResponse]  # type: ignore[assignment]
     """TailLogEvents streams events matching a filter as they are committed,
     from the moment the call starts, oldest first within each committed
-    batch. It never ends by itself; it ends with UNAVAILABLE when the
-    server shuts down or loses the store. Returns INVALID_ARGUMENT for a
-    malformed filter.
+    batch. It takes no start position: it always begins "from now", like a
+    watch with start_revision 0, and its position is not exposed. It never
+    ends by itself; it ends with UNAVAILABLE when the server shuts down or
+    loses the store, and a tail opened again begins from its own start, so
+    events committed in between are not sent: read them with
+    QueryLogEvents. Returns INVALID_ARGUMENT for a malformed filter.
     """
     AggregateLogEvents: _aio.UnaryUnaryMultiCallable[_logs_pb2.AggregateLogEventsRequest, _logs_pb2.AggregateLogEventsResponse]  # type: ignore[assignment]
     """AggregateLogEvents computes metrics (count, error rate, exact latency
@@ -253,9 +259,12 @@ class LogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_logs_pb2.TailLogEventsResponse], _abc.AsyncIterator[_logs_pb2.TailLogEventsResponse]]:
         """TailLogEvents streams events matching a filter as they are committed,
         from the moment the call starts, oldest first within each committed
-        batch. It never ends by itself; it ends with UNAVAILABLE when the
-        server shuts down or loses the store. Returns INVALID_ARGUMENT for a
-        malformed filter.
+        batch. It takes no start position: it always begins "from now", like a
+        watch with start_revision 0, and its position is not exposed. It never
+        ends by itself; it ends with UNAVAILABLE when the server shuts down or
+        loses the store, and a tail opened again begins from its own start, so
+        events committed in between are not sent: read them with
+        QueryLogEvents. Returns INVALID_ARGUMENT for a malformed filter.
         """
 
     @_abc_1.abstractmethod

@@ -1537,7 +1537,8 @@ class ResolveModelResponse(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """revision is the registry revision the answer was read at; a client that
-    watches from it sees every later alias move.
+    watches with start_revision set to revision + 1 sees every later alias
+    move and nothing the answer already reflects.
     """
     @_builtins.property
     def model_version(self) -> Global___ModelVersion:
@@ -1628,9 +1629,11 @@ class WatchModelsRequest(_message.Message):
 
     START_REVISION_FIELD_NUMBER: _builtins.int
     start_revision: _builtins.int
-    """start_revision: the stream sends every change with a revision greater
-    than this one. 0 means "from now": the first message is a progress
-    message carrying the current revision.
+    """start_revision is the revision to watch from (inclusive): the stream
+    begins with the changes whose revision equals start_revision, if any,
+    so 1 replays every change kept. Unset (0) means "from now": the first
+    message is a progress message carrying the current revision, and only
+    changes after it follow. Negative values are refused.
     """
     def __init__(
         self,
@@ -1712,7 +1715,8 @@ class WatchProgress(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """revision is the revision that the stream has caught up to; every change
-    up to it has been sent.
+    up to it has been sent, so a stream reopened with start_revision set to
+    revision + 1 goes on with no gap and no repeat.
     """
     def __init__(
         self,

@@ -284,11 +284,16 @@ class ModelRegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchModels(self, request, context):
-        """WatchModels streams every change to models, versions and aliases after
-        start_revision, in revision order with no gaps, and a progress message
-        whenever the stream has been idle for a while. Returns OUT_OF_RANGE if
-        start_revision is older than the oldest change kept; UNAVAILABLE when the
-        server shuts down (resume from the last revision seen).
+        """WatchModels streams every change to models, versions and aliases from
+        start_revision on (inclusive), in revision order with no gaps, and a
+        progress message whenever the stream has been idle for a while. Returns
+        INVALID_ARGUMENT for a negative start_revision; OUT_OF_RANGE (reason
+        REVISION_COMPACTED) if a change at or after start_revision is no longer
+        kept; UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down:
+        resume with start_revision set to the last progress revision + 1, or to
+        the last change's revision, dropping the changes of that revision already
+        received (one revision can hold several changes, and a stream can end
+        between them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

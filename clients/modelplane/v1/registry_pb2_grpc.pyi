@@ -119,11 +119,16 @@ class ModelRegistryServiceStub:
     alias; INVALID_ARGUMENT for a bad selector.
     """
     WatchModels: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchModelsRequest, _registry_pb2.WatchModelsResponse]
-    """WatchModels streams every change to models, versions and aliases after
-    start_revision, in revision order with no gaps, and a progress message
-    whenever the stream has been idle for a while. Returns OUT_OF_RANGE if
-    start_revision is older than the oldest change kept; UNAVAILABLE when the
-    server shuts down (resume from the last revision seen).
+    """WatchModels streams every change to models, versions and aliases from
+    start_revision on (inclusive), in revision order with no gaps, and a
+    progress message whenever the stream has been idle for a while. Returns
+    INVALID_ARGUMENT for a negative start_revision; OUT_OF_RANGE (reason
+    REVISION_COMPACTED) if a change at or after start_revision is no longer
+    kept; UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down:
+    resume with start_revision set to the last progress revision + 1, or to
+    the last change's revision, dropping the changes of that revision already
+    received (one revision can hold several changes, and a stream can end
+    between them).
     """
 
 @_typing.type_check_only
@@ -215,11 +220,16 @@ class ModelRegistryServiceAsyncStub(ModelRegistryServiceStub):
     alias; INVALID_ARGUMENT for a bad selector.
     """
     WatchModels: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchModelsRequest, _registry_pb2.WatchModelsResponse]  # type: ignore[assignment]
-    """WatchModels streams every change to models, versions and aliases after
-    start_revision, in revision order with no gaps, and a progress message
-    whenever the stream has been idle for a while. Returns OUT_OF_RANGE if
-    start_revision is older than the oldest change kept; UNAVAILABLE when the
-    server shuts down (resume from the last revision seen).
+    """WatchModels streams every change to models, versions and aliases from
+    start_revision on (inclusive), in revision order with no gaps, and a
+    progress message whenever the stream has been idle for a while. Returns
+    INVALID_ARGUMENT for a negative start_revision; OUT_OF_RANGE (reason
+    REVISION_COMPACTED) if a change at or after start_revision is no longer
+    kept; UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down:
+    resume with start_revision set to the last progress revision + 1, or to
+    the last change's revision, dropping the changes of that revision already
+    received (one revision can hold several changes, and a stream can end
+    between them).
     """
 
 class ModelRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -410,11 +420,16 @@ class ModelRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.WatchModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.WatchModelsResponse], _abc.AsyncIterator[_registry_pb2.WatchModelsResponse]]:
-        """WatchModels streams every change to models, versions and aliases after
-        start_revision, in revision order with no gaps, and a progress message
-        whenever the stream has been idle for a while. Returns OUT_OF_RANGE if
-        start_revision is older than the oldest change kept; UNAVAILABLE when the
-        server shuts down (resume from the last revision seen).
+        """WatchModels streams every change to models, versions and aliases from
+        start_revision on (inclusive), in revision order with no gaps, and a
+        progress message whenever the stream has been idle for a while. Returns
+        INVALID_ARGUMENT for a negative start_revision; OUT_OF_RANGE (reason
+        REVISION_COMPACTED) if a change at or after start_revision is no longer
+        kept; UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down:
+        resume with start_revision set to the last progress revision + 1, or to
+        the last change's revision, dropping the changes of that revision already
+        received (one revision can hold several changes, and a stream can end
+        between them).
         """
 
 def add_ModelRegistryServiceServicer_to_server(servicer: ModelRegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -643,7 +643,8 @@ class DeploymentService:
     async def watch(
         self, deployment: str, start_revision: int
     ) -> AsyncIterator[DeploymentChange | changes.ProgressMark]:
-        """The deployment now (start_revision 0), then each change after it, with progress marks when idle."""
+        """With start_revision 0 the deployment now, then each change after it; otherwise each change from
+        start_revision on (inclusive); progress marks when idle."""
         deployment_id = validation.parse_deployment(deployment, "deployment")
         name = deployment_name(deployment_id)
         if start_revision == 0:
@@ -651,7 +652,8 @@ class DeploymentService:
                 found, latest = await store.get_deployment_at(conn, deployment_id)
             if found is not None:
                 yield DeploymentChange(found.revision, "created", name, found.update_time, found)
-                start_revision = latest
+                # Everything up to `latest` is in that state; the stream goes on with what commits after.
+                start_revision = latest + 1
         async for event in changes.watch_changes(
             self._db,
             self._feed,

@@ -604,7 +604,8 @@ class RegistryService:
     # ---- watch
 
     async def watch(self, start_revision: int) -> AsyncIterator[Change | Progress]:
-        """Every change after start_revision in revision order, with a progress mark when idle."""
+        """Every change from start_revision on (inclusive; 0: from now) in revision order, with a progress
+        mark when idle."""
         async for event in changes.watch_changes(
             self._db,
             self._feed,

@@ -1,8 +1,9 @@
-"""The watch loop every watch RPC shares: changes after a revision, in order, with progress marks when idle.
+"""The watch loop every watch RPC shares: changes from a revision on, in order, with progress marks when idle.
 
 A capability names the resource types (and optionally the one resource) it streams and turns each
-change row's JSON snapshot into its own domain value; the rules (OUT_OF_RANGE before the compacted
-revision, no gaps, a progress mark after `progress_interval` idle seconds) live here once.
+change row's JSON snapshot into its own domain value; the rules (etcd's start_revision: inclusive, 0 for
+"from now"; OUT_OF_RANGE when a change it asks for was compacted away; no gaps; a progress mark after
+`progress_interval` idle seconds) live here once.
 """
 
 from __future__ import annotations
@@ -102,20 +103,24 @@ async def watch_changes(
     resource: str | None = None,
     progress_interval: float,
 ) -> AsyncIterator[ChangeRow | ProgressMark]:
-    """Every change after start_revision in revision order; 0 means from now, announced by a progress mark."""
+    """Every change whose revision is start_revision or later, in revision order (as etcd's start_revision:
+    inclusive, so 1 replays everything kept); 0 means from now: the changes after the current revision,
+    announced by a progress mark carrying it."""
     if start_revision < 0:
-        raise InvalidArgument.field("start_revision", "must be zero or more")
+        raise InvalidArgument.field(
+            "start_revision", "must be zero (from now) or the first revision to send (1 for every change)"
+        )
     async with database.connection() as conn:
         latest, compacted = await current_revision(conn)
-    if start_revision and start_revision < compacted:
+    if 0 < start_revision <= compacted:
         raise OutOfRange(
             f"changes up to revision {compacted} are no longer kept; read the current state and watch"
-            " from its revision",
+            " from the revision after the one it was read at",
             reason="REVISION_COMPACTED",
             metadata={"compacted_through": str(compacted)},
         )
     # The stream's position: (revision, seq) of the last change sent; END_OF_REVISION: all of it.
-    position = (latest if start_revision == 0 else start_revision, END_OF_REVISION)
+    position = (latest if start_revision == 0 else start_revision - 1, END_OF_REVISION)
     clock = asyncio.get_running_loop().time
     if start_revision == 0:
         yield ProgressMark(latest)
