@@ -75,7 +75,7 @@ class ModelRegistry(Protocol):
         ...
 
     def watch_models(self, *, start_revision: int = 0) -> AsyncIterator[registry_pb2.WatchModelsResponse]:
-        """Stream every registry change after start_revision."""
+        """Stream every registry change from start_revision on (inclusive; 0: from now)."""
         ...
 
 
@@ -350,7 +350,8 @@ class LLMClient:
                     response = await self._resolve()
                     self._use_version(response.model_version)
                     revision = response.revision
-                stream = self._registry.watch_models(start_revision=revision)
+                # The resolution saw everything up to its revision; start_revision is inclusive.
+                stream = self._registry.watch_models(start_revision=revision + 1)
                 try:
                     async for message in stream:
                         backoff.reset()
