@@ -332,7 +332,8 @@ async def test_registry_is_asked_once_lazily_then_alias_moves_are_followed() -> 
     result = await llm.complete("after the move")
     await llm.close()
     assert (result.model_version, result.provider_model) == ("models/chat/versions/2", "gpt-4o")
-    assert registry.watch_starts == [1]
+    # Resolved at revision 1, followed from the next one: start_revision is inclusive.
+    assert registry.watch_starts == [2]
 
 
 async def test_unreachable_registry_falls_back_then_recovers() -> None:
