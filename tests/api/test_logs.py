@@ -229,3 +229,80 @@ async def test_aggregates_are_exact_through_the_api(channel: grpc.aio.Channel) -
     assert (v1.cost.currency_code, v1.cost.micros) == ("EUR", sum(range(2, 101, 2)))
     assert (v2.model_version, v2.count, v2.latency_count) == ("models/chat/versions/2", 1, 0)
     assert not v2.HasField("latency_p50")
+
+
+def _forgeries() -> list[tuple[lpb.LogEvent, str]]:
+    """Events a client could use to pass for the control plane, and the field each is refused by."""
+    change = event(0)
+    change.control_plane_change.CopyFrom(
+        lpb.ControlPlaneChange(resource="models/chat/aliases/prod", action="updated", actor="sec-admin")
+    )
+    as_server = event(1, service="modelplane")
+    server_id = event(2)
+    server_id.event_id = "revision-999-0"
+    return [
+        (change, "control_plane_change"),
+        (as_server, "service"),
+        (server_id, "event_id"),
+    ]
+
+
+async def test_a_client_cannot_write_what_passes_for_a_control_plane_event(channel: grpc.aio.Channel) -> None:
+    # Only the server writes control-plane events, under its service name and its event-id namespace:
+    # neither ingestion method stores a client's imitation, whichever role the client has.
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    forged = [item for item, _ in _forgeries()]
+    whole = lpb.ControlPlaneChange(
+        resource="models/chat/aliases/prod", action="updated", actor="sec-admin", revision=999
+    )
+    complete = event(3, service="modelplane")
+    complete.event_id = "revision-999-0"
+    complete.control_plane_change.CopyFrom(whole)
+    for item, field in [*_forgeries(), (complete, "")]:
+        paths = (
+            [f"batch.events[0].{name}" for name in ("event_id", "service", "control_plane_change")]
+            if not field
+            else [f"batch.events[0].{field}"]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as write:
+            await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=[item])))
+        error = rich(write.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert sorted(error.field_paths) == sorted(paths), error
+
+        async def one(item: lpb.LogEvent = item) -> AsyncIterator[lpb.StreamLogEventsRequest]:
+            yield lpb.StreamLogEventsRequest(batch=lpb.LogBatch(client_id="c", sequence=1, events=[item]))
+
+        with pytest.raises(grpc.aio.AioRpcError) as stream:
+            async for _ in stub.StreamLogEvents(one()):
+                pass
+        error = rich(stream.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert sorted(error.field_paths) == sorted(paths), error
+    # Among valid events (the hot path) and beside an invalid one (the long way) alike.
+    too_long = event(4)
+    too_long.message = "x" * 5000
+    for batch in ([event(5), *forged], [too_long, *forged]):
+        with pytest.raises(grpc.aio.AioRpcError) as mixed:
+            await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=batch)))
+        refused = rich(mixed.value).field_paths
+        assert [p for p in refused if not p.endswith(".message")] == [
+            f"batch.events[{i}].{field}" for i, (_, field) in enumerate(_forgeries(), start=1)
+        ]
+    registry = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+    await registry.CreateModel(rpb.CreateModelRequest(model_id="real", model=rpb.Model(provider="local")))
+    found = await stub.QueryLogEvents(
+        lpb.QueryLogEventsRequest(filter='kind = CONTROL_PLANE_CHANGE OR service = "modelplane"')
+    )
+    assert [(e.service, e.control_plane_change.resource) for e in found.events] == [
+        ("modelplane", "models/real")
+    ]
+    assert found.events[0].event_id.startswith("revision-")
+    assert await stored_anything(channel) == 0
+
+
+async def stored_anything(channel: grpc.aio.Channel) -> int:
+    """How many events a client stored (every event but the control plane's own)."""
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    page = await stub.QueryLogEvents(lpb.QueryLogEventsRequest(filter='service != "modelplane"'))
+    return len(page.events)

@@ -18,6 +18,8 @@ from modelplane.server.errors import InvalidArgument, OutOfRange
 from modelplane.server.filters import compile_filter
 from modelplane.server.logs import aggregates, convert, store
 from modelplane.server.logs.domain import (
+    CONTROL_PLANE_EVENT_ID_PREFIX,
+    CONTROL_PLANE_SERVICE,
     AggregateQuery,
     ControlPlaneChange,
     Decision,
@@ -350,8 +352,9 @@ async def test_every_control_plane_change_is_a_log_event_in_the_same_transaction
         filter_text="kind = CONTROL_PLANE_CHANGE", order_by="", page_size=0, page_token=""
     )
     (event,) = page.items
-    assert event.event_id == f"revision-{revision}-0"
-    assert event.service == "modelplane"
+    # The SQL function writes what the domain reserves for the server (and refuses from clients).
+    assert event.event_id == f"{CONTROL_PLANE_EVENT_ID_PREFIX}{revision}-0"
+    assert event.service == CONTROL_PLANE_SERVICE
     assert event.links.model_version == "models/chat/versions/3"
     assert event.kind is EventKind.CONTROL_PLANE_CHANGE
     change = event.payload

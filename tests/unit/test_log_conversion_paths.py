@@ -65,7 +65,9 @@ def _valid(kind: str) -> pb.LogEvent:
     return event
 
 
-KINDS = ["message", "inference", "routing", "guardrail", "control_plane_change"]
+# Kinds a client may send; control_plane_change is the server's own, and near-valid events include it.
+CLIENT_KINDS = ["message", "inference", "routing", "guardrail"]
+KINDS = [*CLIENT_KINDS, "control_plane_change"]
 
 
 def _paths(descriptor: Descriptor, prefix: str = "") -> list[tuple[str, FieldDescriptor]]:
@@ -173,7 +175,7 @@ def test_what_the_hot_path_takes_the_long_way_takes_and_stores_alike(event: pb.L
         assert _long_way_row(event) == hot
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 def test_the_hot_path_takes_every_kind_of_valid_event(kind: str) -> None:
     event = _valid(kind)
     assert _hot_row(event) is not None
@@ -202,3 +204,33 @@ def test_a_nul_character_in_an_attribute_is_refused_by_its_path() -> None:
         with pytest.raises(InvalidArgument) as raised:
             convert.batch_rows(pb.LogBatch(events=[event]), "batch", client_required=False)
         assert [v.field for v in raised.value.violations] == [f"batch.events[0].attributes{where}"]
+
+
+def _server_id(event: pb.LogEvent) -> None:
+    event.event_id = "revision-999-0"
+
+
+def _server_service(event: pb.LogEvent) -> None:
+    event.service = "modelplane"
+
+
+@pytest.mark.parametrize(
+    ("kind", "forge", "field"),
+    [
+        ("control_plane_change", lambda e: None, "control_plane_change"),
+        ("message", _server_id, "event_id"),
+        ("message", _server_service, "service"),
+    ],
+)
+def test_what_passes_for_a_control_plane_event_takes_neither_path(kind: str, forge: Any, field: str) -> None:
+    event = _valid(kind)
+    forge(event)
+    assert _hot_row(event) is None
+    converted = convert.batch_rows(
+        pb.LogBatch(events=[_valid("message"), event]), "batch", client_required=False
+    )
+    assert not isinstance(converted, RowBatch)
+    found: list[FieldViolation] = []
+    for i, item in enumerate(converted.events):
+        validation.checked_event(item, f"batch.events[{i}]", now=item.event_time, oldest=None, found=found)
+    assert [v.field for v in found] == [f"batch.events[1].{field}"]

@@ -19,6 +19,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.field_rules import CURRENCY_CODE
 from modelplane.server.logs.domain import (
+    CONTROL_PLANE_EVENT_ID_PREFIX,
+    CONTROL_PLANE_SERVICE,
     MAX_BATCH_EVENTS,
     AggregateQuery,
     ControlPlaneChange,
@@ -55,7 +57,6 @@ from modelplane.server.logs.validation import (
     MAX_NAME_LENGTH,
     MAX_REPORTED_VIOLATIONS,
     SERVICE_NAME,
-    SHORT_NAME,
 )
 from modelplane.server.proto_time import MAX_DURATION_SECONDS, MAX_SECONDS, MIN_SECONDS, duration_valid
 from modelplane.server.request_text import check_request_text
@@ -336,7 +337,9 @@ def _fast_row(m: pb.LogEvent) -> tuple[Row, bool]:
     if (
         level is None
         or not EVENT_ID.fullmatch(event_id)
+        or event_id.startswith(CONTROL_PLANE_EVENT_ID_PREFIX)
         or (service not in _SERVICES_SEEN and not _seen(_SERVICES_SEEN, service, SERVICE_NAME))
+        or service == CONTROL_PLANE_SERVICE
         or len(instance) > MAX_ID_LENGTH
         or len(text) > MAX_MESSAGE_LENGTH
         or _NUL in instance
@@ -492,26 +495,7 @@ def _fast_row(m: pb.LogEvent) -> tuple[Row, bool]:
             None, None, None, decision, violations, severity, None, None, None, None,
             is_error,
         ), False  # fmt: skip
-    c = m.control_plane_change
-    resource, action, actor, change_revision = c.resource, c.action, c.actor, c.revision
-    if (
-        not resource
-        or len(resource) > MAX_NAME_LENGTH
-        or not action
-        or not SHORT_NAME.fullmatch(action)
-        or len(actor) > MAX_NAME_LENGTH
-        or change_revision < 0
-        or _NUL in resource
-        or _NUL in actor
-    ):
-        raise _Refused
-    return (
-        event_time, event_id, service, instance, level, "control_plane_change", text, model_version,
-        deployment, slot, policy, policy_revision, trace_id, request_id, attributes,
-        None, None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-        resource, action, actor, change_revision,
-        is_error,
-    ), False  # fmt: skip
+    raise _Refused  # a control-plane change: the server's own, never a client's
 
 
 def _header_fits(message: pb.LogBatch, *, client_required: bool) -> bool:

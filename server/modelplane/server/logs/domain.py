@@ -21,8 +21,11 @@ __all__ = ["Decision", "Severity", "TrafficSlot"]
 
 # The most events in one batch (WriteLogEvents and each StreamLogEvents message).
 MAX_BATCH_EVENTS = 1000
-# The service name the control plane's own change events carry.
+# The service name and the event-id prefix of the control plane's own change events (written by
+# log_control_plane_change in store/schema/0004_logs.sql, which test_logs_store holds to these): reserved
+# for the server, so no client event can pass for one.
 CONTROL_PLANE_SERVICE = "modelplane"
+CONTROL_PLANE_EVENT_ID_PREFIX = "revision-"
 
 
 class LogLevel(StrEnum):

@@ -18,6 +18,8 @@ from modelplane.inference.providers import TokenUsage
 from modelplane.server.errors import FieldViolation
 from modelplane.server.field_rules import CURRENCY_CODE, INT64_MAX
 from modelplane.server.logs.domain import (
+    CONTROL_PLANE_EVENT_ID_PREFIX,
+    CONTROL_PLANE_SERVICE,
     MAX_BATCH_EVENTS,
     AggregateQuery,
     ControlPlaneChange,
@@ -48,7 +50,6 @@ MAX_COST_MICROS = INT64_MAX
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SERVICE_NAME = re.compile(r"[a-z0-9._-]{1,63}")
 ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_.]{0,62}")
-SHORT_NAME = re.compile(r"[A-Za-z0-9._:/-]{0,63}")
 
 
 def _text(found: list[FieldViolation], path: str, value: str, limit: int) -> None:
@@ -142,14 +143,12 @@ def _payload(found: list[FieldViolation], prefix: str, event: LogEvent) -> None:
         _count(found, f"{prefix}.guardrail.revision", payload.revision)
         _count(found, f"{prefix}.guardrail.violation_count", payload.violation_count)
     elif isinstance(payload, ControlPlaneChange):
-        path = f"{prefix}.control_plane_change"
-        if not payload.resource:
-            found.append(FieldViolation(f"{path}.resource", "is required"))
-        _text(found, f"{path}.resource", payload.resource, MAX_NAME_LENGTH)
-        if not SHORT_NAME.fullmatch(payload.action) or not payload.action:
-            found.append(FieldViolation(f"{path}.action", "must be 1 to 63 letters, digits or '._:/-'"))
-        _text(found, f"{path}.actor", payload.actor, MAX_NAME_LENGTH)
-        _count(found, f"{path}.revision", payload.revision)
+        found.append(
+            FieldViolation(
+                f"{prefix}.control_plane_change",
+                "is written by the server only, for its own changes; send a message or another payload",
+            )
+        )
 
 
 def event_time_violation(
@@ -176,12 +175,25 @@ def checked_event(
         found.append(
             FieldViolation(f"{prefix}.event_id", "must be 1 to 128 letters, digits, '-', '_', '.' or ':'")
         )
+    elif event.event_id.startswith(CONTROL_PLANE_EVENT_ID_PREFIX):
+        found.append(
+            FieldViolation(
+                f"{prefix}.event_id",
+                f"must not start with {CONTROL_PLANE_EVENT_ID_PREFIX!r}, the server's own events' prefix",
+            )
+        )
     time_violation = event_time_violation(f"{prefix}.event_time", event.event_time, now=now, oldest=oldest)
     if time_violation is not None:
         found.append(time_violation)
     if not SERVICE_NAME.fullmatch(event.service):
         found.append(
             FieldViolation(f"{prefix}.service", "must be 1 to 63 lower-case letters, digits, '-', '_' or '.'")
+        )
+    elif event.service == CONTROL_PLANE_SERVICE:
+        found.append(
+            FieldViolation(
+                f"{prefix}.service", f"{CONTROL_PLANE_SERVICE!r} is the server's own; name your service"
+            )
         )
     _text(found, f"{prefix}.instance", event.instance, MAX_ID_LENGTH)
     _text(found, f"{prefix}.message", event.message, MAX_MESSAGE_LENGTH)
