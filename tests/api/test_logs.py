@@ -306,3 +306,84 @@ async def stored_anything(channel: grpc.aio.Channel) -> int:
     stub = logs_pb2_grpc.LogServiceStub(channel)
     page = await stub.QueryLogEvents(lpb.QueryLogEventsRequest(filter='service != "modelplane"'))
     return len(page.events)
+
+
+def _big(i: int, **fields: str) -> lpb.LogEvent:
+    """An event of some 8 KB: a message of the longest allowed, in two-byte characters."""
+    item = event(i, service="bulky")
+    item.message = "é" * 4096
+    for name, value in fields.items():
+        setattr(item.links, name, value)
+    return item
+
+
+async def _write_big(stub: logs_pb2_grpc.LogServiceStub, events: list[lpb.LogEvent]) -> None:
+    # In requests under the 4 MiB a message may have.
+    for start in range(0, len(events), 250):
+        batch = lpb.LogBatch(events=events[start : start + 250])
+        await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=batch))
+
+
+async def test_a_page_of_big_events_ends_early_under_the_message_limit(channel: grpc.aio.Channel) -> None:
+    # 1000 events of 8 KB are 8 MB: a page of 1000 is cut where it would pass the response budget, and
+    # its next_page_token goes on from there, so every event comes once.
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    await _write_big(stub, [_big(i) for i in range(1000)])
+    seen: list[str] = []
+    sizes: list[int] = []
+    token = ""
+    while True:
+        page = await stub.QueryLogEvents(
+            lpb.QueryLogEventsRequest(filter='service = "bulky"', page_size=1000, page_token=token)
+        )
+        seen += [e.event_id for e in page.events]
+        sizes.append(page.ByteSize())
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 1000
+    assert len(sizes) > 1
+    assert max(sizes) < 4 * 1024 * 1024 * 3 // 4, sizes
+
+
+async def test_a_tail_of_big_events_sends_messages_under_the_limit(channel: grpc.aio.Channel) -> None:
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    tail = stub.TailLogEvents(lpb.TailLogEventsRequest(filter='service = "bulky"'))
+    await asyncio.sleep(0.5)  # the tail's position is taken when the call starts
+    # Four batches committed at once reach the tail in one round: 1000 events, 8 MB.
+    events = [_big(i) for i in range(1000)]
+    await asyncio.gather(
+        *(
+            stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=events[s : s + 250])))
+            for s in range(0, 1000, 250)
+        )
+    )
+    received: list[str] = []
+    while len(received) < 1000:
+        message = await asyncio.wait_for(tail.read(), timeout=30)
+        assert isinstance(message, lpb.TailLogEventsResponse)
+        assert message.ByteSize() < 4 * 1024 * 1024 * 3 // 4
+        received += [e.event_id for e in message.events]
+    tail.cancel()
+    assert sorted(received) == sorted(e.event_id for e in events)
+
+
+async def test_groups_beyond_one_response_are_refused_with_advice(channel: grpc.aio.Channel) -> None:
+    # 1500 groups keyed by three names of 256 four-byte characters each: some 4.7 MB of groups.
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    names = [f"{i:04d}" + "\U0001d54f" * 252 for i in range(1500)]
+    await _write_big(
+        stub, [_big(i, deployment=name, policy=name, request_id=str(i)) for i, name in enumerate(names)]
+    )
+    request = lpb.AggregateLogEventsRequest(
+        filter='service = "bulky"', group_by=[lpb.LOG_GROUP_BY_DEPLOYMENT, lpb.LOG_GROUP_BY_POLICY]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.AggregateLogEvents(request)
+    error = rich(raised.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.OUT_OF_RANGE, "TOO_MANY_GROUPS"), error
+    assert "narrow the filter" in error.message
+    # What the message advises: grouped by fewer keys, they fit.
+    del request.group_by[1:]
+    groups = (await stub.AggregateLogEvents(request)).groups
+    assert [g.deployment for g in groups] == names

@@ -83,7 +83,7 @@ DOCUMENTED: dict[grpc.StatusCode, frozenset[str]] = {
 # And those only one RPC may answer with: an aggregate whose sum is beyond the contract's int64 (the random
 # events include tokens and costs of INT64_MAX).
 DOCUMENTED_BY_METHOD: dict[str, dict[grpc.StatusCode, frozenset[str]]] = {
-    "AggregateLogEvents": {grpc.StatusCode.OUT_OF_RANGE: frozenset({"SUM_OUT_OF_RANGE"})},
+    "AggregateLogEvents": {grpc.StatusCode.OUT_OF_RANGE: frozenset({"SUM_OUT_OF_RANGE", "TOO_MANY_GROUPS"})},
 }
 
 # TailLogEvents never ends by itself: a tail still open after this long has accepted its filter.

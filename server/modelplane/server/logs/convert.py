@@ -22,6 +22,7 @@ from modelplane.server.logs.domain import (
     CONTROL_PLANE_EVENT_ID_PREFIX,
     CONTROL_PLANE_SERVICE,
     MAX_BATCH_EVENTS,
+    MAX_RESPONSE_BYTES,
     AggregateQuery,
     ControlPlaneChange,
     Decision,
@@ -662,6 +663,35 @@ def event_to_proto(e: LogEvent) -> pb.LogEvent:
             pb.ControlPlaneChange(resource=p.resource, action=p.action, actor=p.actor, revision=p.revision)
         )
     return message
+
+
+# A repeated field's element costs its tag and its length beside its own bytes.
+_ELEMENT_OVERHEAD = 6
+
+
+def event_size(e: LogEvent) -> int:
+    """The bytes the event adds to a response's repeated events."""
+    return event_to_proto(e).ByteSize() + _ELEMENT_OVERHEAD
+
+
+def group_size(group: LogGroup) -> int:
+    """The bytes the group adds to a response's repeated groups."""
+    return group_to_proto(group).ByteSize() + _ELEMENT_OVERHEAD
+
+
+def event_messages(events: Sequence[LogEvent]) -> list[list[pb.LogEvent]]:
+    """The events in messages of at most MAX_RESPONSE_BYTES of events each (one event at least)."""
+    messages: list[list[pb.LogEvent]] = []
+    used = 0
+    for e in events:
+        message = event_to_proto(e)
+        size = message.ByteSize() + _ELEMENT_OVERHEAD
+        if not messages or (used + size > MAX_RESPONSE_BYTES and messages[-1]):
+            messages.append([])
+            used = 0
+        messages[-1].append(message)
+        used += size
+    return messages
 
 
 def aggregate_query(request: pb.AggregateLogEventsRequest) -> AggregateQuery:

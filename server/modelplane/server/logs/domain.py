@@ -21,6 +21,9 @@ __all__ = ["Decision", "Severity", "TrafficSlot"]
 
 # The most events in one batch (WriteLogEvents and each StreamLogEvents message).
 MAX_BATCH_EVENTS = 1000
+# The most encoded bytes of events (or groups) in one response message: half the 4 MiB both sides accept,
+# leaving room for the rest of the message. One event is at most some 100 KB, so a page always fits one.
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 # The service name and the event-id prefix of the control plane's own change events (written by
 # log_control_plane_change in store/schema/0004_logs.sql, which test_logs_store holds to these): reserved
 # for the server, so no client event can pass for one.

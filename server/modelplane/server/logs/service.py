@@ -9,11 +9,11 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from modelplane.inference.pricing import Prices, cost_micros
 from modelplane.inference.providers import TokenUsage
-from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.errors import FieldViolation, InvalidArgument, OutOfRange
 from modelplane.server.filters import (
     FilterSchema,
     compile_filter,
@@ -26,6 +26,7 @@ from modelplane.server.filters import (
 from modelplane.server.logs import aggregates, store, validation
 from modelplane.server.logs.domain import (
     MAX_BATCH_EVENTS,
+    MAX_RESPONSE_BYTES,
     ROW_CACHED_INPUT_TOKENS,
     ROW_COST,
     ROW_EVENT_TIME,
@@ -50,6 +51,8 @@ from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.pg_time import from_pg_micros, pg_micros
 from modelplane.server.store.pool import Database
 from modelplane.server.tasks import cancel_and_wait
+
+T = TypeVar("T")
 
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
 TAIL_BATCHES_PER_ROUND = 100
@@ -133,6 +136,16 @@ def _pricing_of(row: Any) -> Prices:
         cached_input=row["cached_input_price"],
         reasoning=row["reasoning_price"],
     )
+
+
+def within_bytes(items: Sequence[T], size_of: Callable[[T], int]) -> int:
+    """How many of `items`, from the first, fit in MAX_RESPONSE_BYTES by `size_of`; at least one."""
+    used = 0
+    for n, item in enumerate(items):
+        used += size_of(item)
+        if used > MAX_RESPONSE_BYTES and n:
+            return n
+    return len(items)
 
 
 class LogService:
@@ -388,8 +401,16 @@ class LogService:
     # -- reading -----------------------------------------------------------------------------------------
 
     async def query(
-        self, *, filter_text: str, order_by: str, page_size: int, page_token: str
+        self,
+        *,
+        filter_text: str,
+        order_by: str,
+        page_size: int,
+        page_token: str,
+        size_of: Callable[[LogEvent], int],
     ) -> Page[LogEvent]:
+        """One page of events; it ends early, with a next_page_token, where the encoded events (measured
+        by `size_of`) would pass MAX_RESPONSE_BYTES."""
         plan = plan_list(
             filter_text=filter_text,
             filter_schema=LOG_FILTER,
@@ -404,6 +425,9 @@ class LogService:
                 conn, where=plan.where, params=plan.params, order_sql=plan.order_sql, limit=plan.limit
             )
         kept, token = plan.page([_Keyed(store.event_of(r)) for r in rows])
+        fitting = within_bytes([k.event for k in kept], size_of)
+        if fitting < len(kept):
+            kept, token = kept[:fitting], plan.next_page_token(kept[fitting - 1])
         return Page(tuple(k.event for k in kept), token)
 
     async def tail(self, filter_text: str) -> AsyncIterator[tuple[LogEvent, ...]]:
@@ -422,20 +446,31 @@ class LogService:
             if position == before:
                 await asyncio.sleep(self.settings.tail_poll_interval)
 
-    async def aggregate(self, query: AggregateQuery) -> list[LogGroup]:
+    async def aggregate(self, query: AggregateQuery, *, size_of: Callable[[LogGroup], int]) -> list[LogGroup]:
+        """The groups of the query; OutOfRange (TOO_MANY_GROUPS) when there are more than MAX_GROUPS or
+        their encoding (measured by `size_of`) passes MAX_RESPONSE_BYTES: one response carries them all."""
         found = validation.aggregate_violations(query)
         if found:
             raise InvalidArgument(found)
         compiled = compile_filter(query.filter_text, LOG_FILTER)
         async with self._db.connection() as conn:
-            return await aggregates.aggregate(
+            groups = await aggregates.aggregate(
                 conn,
                 where=compiled.sql,
                 params=compiled.params,
                 group_by=query.group_by,
                 bucket_seconds=query.bucket_seconds,
                 currency_code=query.currency_code,
+                limit=aggregates.MAX_GROUPS + 1,
             )
+        if len(groups) > aggregates.MAX_GROUPS or within_bytes(groups, size_of) < len(groups):
+            raise OutOfRange(
+                f"the groups do not fit in one response (at most {aggregates.MAX_GROUPS}, and"
+                f" {MAX_RESPONSE_BYTES} bytes); narrow the filter's time range, group by fewer keys or"
+                " use a wider bucket_width",
+                reason="TOO_MANY_GROUPS",
+            )
+        return groups
 
     async def ingestion_stats(self, client_id: str) -> tuple[list[IngestionStats], IngestionStats]:
         if client_id and not _CLIENT_ID.fullmatch(client_id):

@@ -45,6 +45,7 @@ class LogServicer(logs_pb2_grpc.LogServiceServicer):
             order_by=request.order_by,
             page_size=request.page_size,
             page_token=request.page_token,
+            size_of=convert.event_size,
         )
         return pb.QueryLogEventsResponse(
             events=[convert.event_to_proto(e) for e in page.items], next_page_token=page.next_page_token
@@ -54,12 +55,13 @@ class LogServicer(logs_pb2_grpc.LogServiceServicer):
         self, request: pb.TailLogEventsRequest, context: Context
     ) -> AsyncIterator[pb.TailLogEventsResponse]:
         async for events in self._service.tail(request.filter):
-            yield pb.TailLogEventsResponse(events=[convert.event_to_proto(e) for e in events])
+            for message in convert.event_messages(events):
+                yield pb.TailLogEventsResponse(events=message)
 
     async def AggregateLogEvents(
         self, request: pb.AggregateLogEventsRequest, context: Context
     ) -> pb.AggregateLogEventsResponse:
-        groups = await self._service.aggregate(convert.aggregate_query(request))
+        groups = await self._service.aggregate(convert.aggregate_query(request), size_of=convert.group_size)
         return pb.AggregateLogEventsResponse(groups=[convert.group_to_proto(g) for g in groups])
 
     async def GetIngestionStats(
