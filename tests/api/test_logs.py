@@ -317,7 +317,7 @@ def _big(i: int, **fields: str) -> lpb.LogEvent:
     return item
 
 
-async def _write_big(stub: logs_pb2_grpc.LogServiceStub, events: list[lpb.LogEvent]) -> None:
+async def _write_big(stub: logs_pb2_grpc.LogServiceAsyncStub, events: list[lpb.LogEvent]) -> None:
     # In requests under the 4 MiB a message may have.
     for start in range(0, len(events), 250):
         batch = lpb.LogBatch(events=events[start : start + 250])
