@@ -31,8 +31,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from modelplane.inference.pricing import cost_micros
-from modelplane.inference.providers import TokenUsage
+from modelplane.pricing import TokenUsage, cost_micros
 from modelplane.server.logs.validation import MAX_DROPPED_PER_BATCH
 from modelplane.server.proto_time import MAX_DURATION_SECONDS
 from modelplane.v1 import common_pb2, guardrails_pb2

@@ -35,7 +35,6 @@ import grpc
 
 from modelplane.client.errors import DeadlineExceeded, Unavailable
 from modelplane.client.events import EventSink, EventStatus, InferenceEvent
-from modelplane.inference.pricing import Cost, cost_of
 from modelplane.inference.providers import (
     ChatMessage,
     GenerationRequest,
@@ -43,6 +42,7 @@ from modelplane.inference.providers import (
     TokenUsage,
     as_messages,
 )
+from modelplane.pricing import Cost, cost_of
 from modelplane.v1 import registry_pb2
 
 logger = logging.getLogger(__name__)

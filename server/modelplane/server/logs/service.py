@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from modelplane.inference.pricing import Prices, cost_micros
-from modelplane.inference.providers import TokenUsage
+from modelplane.pricing import Prices, TokenUsage, cost_micros
 from modelplane.server.errors import FieldViolation, InvalidArgument, OutOfRange
 from modelplane.server.filters import (
     FilterSchema,

@@ -13,8 +13,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from modelplane.inference.pricing import Prices, cost_parts
-from modelplane.inference.providers import TokenUsage
+from modelplane.pricing import Prices, TokenUsage, cost_parts
 from modelplane.server.errors import FieldViolation
 from modelplane.server.field_rules import CURRENCY_CODE, INT64_MAX
 from modelplane.server.logs.domain import (
