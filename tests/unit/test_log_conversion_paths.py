@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.logs import convert, store, validation
 from modelplane.server.logs.domain import RowBatch
+from modelplane.server.nul_characters import refuse_nul_characters
 from modelplane.server.proto_time import MAX_DURATION_SECONDS, MAX_SECONDS, MIN_SECONDS
-from modelplane.server.request_text import check_request_text
 from modelplane.v1 import common_pb2, guardrails_pb2
 from modelplane.v1 import logs_pb2 as pb
 
@@ -145,7 +145,7 @@ def near_valid_events(draw: st.DrawFn) -> pb.LogEvent:
 def _long_way_row(message: pb.LogEvent) -> tuple[object, ...] | None:
     """The row the long way stores for the event, or None when it refuses it (the time window aside)."""
     try:
-        check_request_text(message)
+        refuse_nul_characters(message)
     except InvalidArgument:
         return None
     found: list[FieldViolation] = []

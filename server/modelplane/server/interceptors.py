@@ -23,7 +23,7 @@ from modelplane.server import error_status
 from modelplane.server.context import ANONYMOUS, Caller, current_caller
 from modelplane.server.errors import InvalidArgument, ModelplaneError, Unavailable
 from modelplane.server.metrics import ServerMetrics
-from modelplane.server.request_text import check_request_text
+from modelplane.server.nul_characters import refuse_nul_characters
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("modelplane.access")
@@ -57,7 +57,7 @@ class CallAuthenticator(Protocol):
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for message in requests:
         try:
-            check_request_text(message)
+            refuse_nul_characters(message)
         except InvalidArgument as exc:
             exc.stream_message = message
             raise
@@ -70,7 +70,7 @@ def _checked(request: Any, streaming: bool, checked_by_handler: bool) -> Any:
         return request
     if streaming:
         return _checked_stream(request)
-    check_request_text(request)
+    refuse_nul_characters(request)
     return request
 
 

@@ -59,8 +59,8 @@ from modelplane.server.logs.validation import (
     MAX_REPORTED_VIOLATIONS,
     SERVICE_NAME,
 )
+from modelplane.server.nul_characters import refuse_nul_characters
 from modelplane.server.proto_time import MAX_DURATION_SECONDS, MAX_SECONDS, MIN_SECONDS, duration_valid
-from modelplane.server.request_text import check_request_text
 from modelplane.server.store.pg_time import PG_EPOCH_UNIX_SECONDS
 from modelplane.v1 import common_pb2, guardrails_pb2
 from modelplane.v1 import logs_pb2 as pb
@@ -549,7 +549,7 @@ def _long_way(message: pb.LogBatch, prefix: str, metadata: dict[str, str] | None
     character, as the server reports it for any other request (the ingestion methods are exempt from
     the interceptor's check, see LogServicer.TEXT_CHECKED_METHODS), then everything else."""
     try:
-        check_request_text(message, f"{prefix}.")
+        refuse_nul_characters(message, f"{prefix}.")
     except InvalidArgument as exc:
         exc.metadata.update(metadata or {})
         raise
