@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -46,10 +47,10 @@ from modelplane.server.logs.domain import (
     RowBatch,
     TrafficSlot,
 )
+from modelplane.server.logs.pipeline import CommitPipeline, End, InOrder, QueuedReader
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.pg_time import from_pg_micros, pg_micros
 from modelplane.server.store.pool import Database
-from modelplane.server.tasks import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -275,7 +276,7 @@ class LogService:
             priced.append(dataclasses.replace(b, rows=tuple(rows), unpriced=()))
         return priced, None
 
-    async def _commit(self, batches: Sequence[RowBatch], order: store.InOrder | None = None) -> LogAck:
+    async def _commit(self, batches: Sequence[RowBatch], order: InOrder | None = None) -> LogAck:
         """Stores priced batches in one transaction (in its stream's order, with `order`)."""
         stored = await store.ingest(self._db, batches, order=order)
         received = sum(len(b.rows) for b in batches)
@@ -298,104 +299,73 @@ class LogService:
     async def stream(self, batches: AsyncIterator[LogBatch | RowBatch]) -> AsyncIterator[LogAck]:
         """Commits batches in arrival order, acknowledging after each commit.
 
-        A reader task moves batches into a queue of `stream_queue_batches`; when it is full the reader
-        waits, stops pulling from gRPC, and HTTP/2 flow control pushes back on the client. Batches
-        that queued up meanwhile are committed together in one transaction and one acknowledgement.
-        Two such transactions overlap: one COPYs its rows while the one before it commits (the database
-        is otherwise idle through each commit's round trips), and they commit in order (store.InOrder).
+        A QueuedReader holds at most `stream_queue_batches` batches; when it is full it stops pulling
+        from gRPC, and HTTP/2 flow control pushes back on the client. Batches that queued up meanwhile
+        are committed together in one transaction and one acknowledgement. COMMITS_IN_FLIGHT such
+        transactions overlap in a CommitPipeline: one COPYs its rows while the one before it commits
+        (the database is otherwise idle through each commit's round trips), and they commit in order.
         A bad batch ends the stream after the batches before it are committed and acknowledged; none
         after it is committed.
         """
-        bound = max(1, self.settings.stream_queue_batches)
-        queue: asyncio.Queue[LogBatch | RowBatch | Exception | None] = asyncio.Queue(maxsize=bound)
-
-        async def read() -> None:
-            try:
-                async for item in batches:
-                    await queue.put(item)
-                await queue.put(None)
-            except asyncio.CancelledError:
-                raise
-            except (
-                Exception
-            ) as exc:  # handed to the writer, which raises it after committing what came before
-                await queue.put(exc)
-
-        reader = asyncio.create_task(read(), name="modelplane-log-stream-reader")
+        reader = QueuedReader(
+            batches, self.settings.stream_queue_batches, name="modelplane-log-stream-reader"
+        )
+        commits: CommitPipeline[LogAck] = CommitPipeline(COMMITS_IN_FLIGHT, name="modelplane-log-commit")
         client_id: str | None = None
-        # Commits started and not yet acknowledged, oldest first: at most COMMITS_IN_FLIGHT.
-        committing: list[tuple[asyncio.Task[LogAck], store.InOrder]] = []
         try:
             while True:
-                # Acknowledge what has committed, oldest first, before waiting for more: a client may wait
-                # for an acknowledgement before it sends again.
-                while committing and committing[0][0].done():
-                    ack = committing[0][0].result()
-                    committing.pop(0)
+                # Acknowledge what has committed before waiting for more: a client may wait for an
+                # acknowledgement before it sends again.
+                for ack in commits.take_finished():
                     yield ack
-                if committing and queue.empty():
-                    getter = asyncio.ensure_future(queue.get())
-                    try:
-                        await asyncio.wait({getter, committing[0][0]}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        got = getter.done()
-                        if not got:
-                            getter.cancel()  # what comes stays queued for the next round
-                    if not got:
-                        continue  # the oldest commit ended: acknowledge it first
-                    items = [getter.result()]
-                else:
-                    items = [await queue.get()]
-                while (
-                    len(items) < bound and isinstance(items[-1], (LogBatch, RowBatch)) and not queue.empty()
-                ):
-                    items.append(queue.get_nowait())
+                items = await reader.take(unless=commits.oldest())
+                if not items:
+                    continue  # the oldest commit ended first: acknowledge it
                 ready: list[RowBatch] = []
                 failure: Exception | None = None
                 finished = False
                 for item in items:
-                    if item is None:
+                    if isinstance(item, End):
                         finished = True
                         break
                     if isinstance(item, Exception):
                         failure = item
                         break
                     try:
-                        checked = self._checked(item, "batch", client_required=True)
-                        if client_id is not None and item.client_id != client_id:
-                            raise InvalidArgument.field(
-                                "batch.client_id",
-                                f"changed from {client_id!r} within one stream; open a stream per client",
-                            )
+                        ready.append(self._checked_in_stream(item, client_id))
                     except InvalidArgument as exc:
-                        exc.metadata["sequence"] = str(item.sequence)
                         failure = exc
                         break
                     client_id = item.client_id
-                    ready.append(checked)
                 if ready:
                     priced, refused = await self._priced(ready)
                     if priced:
-                        order = store.InOrder(committing[-1][1] if committing else None)
-                        task = asyncio.create_task(self._commit(priced, order), name="modelplane-log-commit")
-                        committing.append((task, order))
+                        commits.start(functools.partial(self._commit, priced))
                     failure = refused or failure
                 # A full pipeline, the end or a bad batch: acknowledge the oldest (at the end, all).
-                while committing and (
-                    len(committing) >= COMMITS_IN_FLIGHT or failure is not None or finished
-                ):
-                    ack = await committing[0][0]
-                    committing.pop(0)
-                    yield ack
+                while commits and (commits.full or failure is not None or finished):
+                    yield await commits.take_oldest()
                 if failure is not None:
                     raise failure
                 if finished:
                     return
         finally:
-            await cancel_and_wait(reader)
-            # Commits the stream no longer waits for: their errors are not the stream's (the first
-            # failure, already raised, is).
-            await asyncio.gather(*(cancel_and_wait(task, quiet=True) for task, _ in committing))
+            await reader.close()
+            await commits.close()
+
+    def _checked_in_stream(self, batch: LogBatch | RowBatch, client_id: str | None) -> RowBatch:
+        """A stream's batch checked, and of the stream's client; InvalidArgument naming its sequence."""
+        try:
+            checked = self._checked(batch, "batch", client_required=True)
+            if client_id is not None and batch.client_id != client_id:
+                raise InvalidArgument.field(
+                    "batch.client_id",
+                    f"changed from {client_id!r} within one stream; open a stream per client",
+                )
+        except InvalidArgument as exc:
+            exc.metadata["sequence"] = str(batch.sequence)
+            raise
+        return checked
 
     # -- reading -----------------------------------------------------------------------------------------
 

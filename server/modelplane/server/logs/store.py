@@ -11,7 +11,6 @@ told after COMMIT is exactly what is stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -43,6 +42,7 @@ from modelplane.server.logs.domain import (
     Severity,
     TrafficSlot,
 )
+from modelplane.server.logs.pipeline import InOrder
 from modelplane.server.store.pg_time import pg_micros, pg_utc_day
 from modelplane.server.store.pool import CONNECTION_ERRORS, Connection, Database
 
@@ -322,42 +322,6 @@ async def _copy_deduplicated(conn: Connection, rows: Sequence[Row], batch_id: in
     return int(result["n"]), result["lo"], result["hi"]
 
 
-class PredecessorFailed(Exception):
-    """The ingestion this one was to commit after did not commit, so this one rolled back."""
-
-
-class InOrder:
-    """One of a stream's ingestions among the others, so that two of them overlap and still commit in
-    order: each starts its COPY once the one before has all its rows in (so the one before never waits
-    on this one's rows), and takes the client's counters, the tail feed and COMMIT once the one before
-    has committed."""
-
-    def __init__(self, before: InOrder | None) -> None:
-        self.before = before
-        self.rows_in = asyncio.Event()
-        self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-    def finish(self, committed: bool) -> None:
-        if not self.finished.done():
-            self.finished.set_result(committed)
-        self.before = None  # a long stream must not keep a chain of every ingestion alive
-
-    async def rows_may_go_in(self) -> None:
-        before = self.before
-        if before is not None and not before.finished.done():
-            rows_in: asyncio.Future[bool] = asyncio.ensure_future(before.rows_in.wait())
-            try:
-                await asyncio.wait({rows_in, before.finished}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                rows_in.cancel()
-
-    async def may_commit(self) -> None:
-        before = self.before
-        # Shielded: a cancelled follower must not cancel what the one before waits on.
-        if before is not None and not await asyncio.shield(before.finished):
-            raise PredecessorFailed("the ingestion before this one did not commit")
-
-
 async def _store(
     conn: Connection, batches: Sequence[RowBatch], *, deduplicate: bool, order: InOrder | None
 ) -> Stored:
@@ -429,20 +393,9 @@ async def ingest(database: Database, batches: Sequence[RowBatch], *, order: InOr
     attempt was kept.
 
     With `order`, this ingestion overlaps the one before it in its stream and commits after it (see
-    InOrder); PredecessorFailed, with nothing kept, when that one did not commit.
+    pipeline.InOrder, whose caller finishes it); PredecessorFailed, with nothing kept, when that one did
+    not commit.
     """
-    try:
-        stored = await _ingest(database, batches, order)
-    except BaseException:
-        if order is not None:
-            order.finish(committed=False)
-        raise
-    if order is not None:
-        order.finish(committed=True)
-    return stored
-
-
-async def _ingest(database: Database, batches: Sequence[RowBatch], order: InOrder | None) -> Stored:
     deduplicate = False
     for attempt in range(4):
         if order is not None:
