@@ -17,6 +17,7 @@ import pytest
 from modelplane.server.errors import InvalidArgument, OutOfRange
 from modelplane.server.filters import compile_filter
 from modelplane.server.logs import aggregates, convert, store
+from modelplane.server.logs import rows as logs_rows
 from modelplane.server.logs.domain import (
     CONTROL_PLANE_EVENT_ID_PREFIX,
     CONTROL_PLANE_SERVICE,
@@ -328,9 +329,9 @@ async def test_event_times_at_the_edges_are_stored_exactly_by_both_ingestion_pat
     for i, moment in enumerate(EDGES_OF_TIME):
         event = message.events.add(event_id=f"hot-{i}", service="svc", level=pb.LOG_LEVEL_INFO)
         event.event_time.FromDatetime(moment)
-    rows = convert.batch_rows(message, "batch", client_required=False)
-    assert isinstance(rows, RowBatch)
-    assert (await service.write(rows)).accepted == len(EDGES_OF_TIME)
+    converted = logs_rows.batch_rows(message, "batch", client_required=False)
+    assert isinstance(converted, RowBatch)
+    assert (await service.write(converted)).accepted == len(EDGES_OF_TIME)
 
     page = await service.query(
         size_of=convert.event_size, filter_text="", order_by="event_time asc", page_size=100, page_token=""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from modelplane.server.logs import convert, validation
+from modelplane.server.logs import columns, convert
 from modelplane.server.logs.domain import (
     MAX_RESPONSE_BYTES,
     Inference,
@@ -26,18 +26,18 @@ WIDE = "\U0001d54f"  # four bytes in UTF-8
 
 
 def _largest_event() -> LogEvent:
-    name, ident = WIDE * validation.MAX_NAME_LENGTH, WIDE * validation.MAX_ID_LENGTH
+    name, ident = WIDE * columns.MAX_NAME_LENGTH, WIDE * columns.MAX_ID_LENGTH
     return LogEvent(
         event_id="e" * 128,
         event_time=datetime(9999, 12, 31, tzinfo=UTC),
         service="s" * 63,
         level=LogLevel.FATAL,
         instance=ident,
-        message=WIDE * validation.MAX_MESSAGE_LENGTH,
+        message=WIDE * columns.MAX_MESSAGE_LENGTH,
         links=Links(name, name, TrafficSlot.CANARY, name, INT64_MAX, ident, ident),
         attributes={
-            f"k{i:02d}" + "x" * 60: WIDE * validation.MAX_ATTRIBUTE_VALUE_LENGTH
-            for i in range(validation.MAX_ATTRIBUTES)
+            f"k{i:02d}" + "x" * 60: WIDE * columns.MAX_ATTRIBUTE_VALUE_LENGTH
+            for i in range(columns.MAX_ATTRIBUTES)
         },
         payload=Inference(
             provider=WIDE * 63,

@@ -177,54 +177,8 @@ class LogBatch:
     events: tuple[LogEvent, ...]
 
 
-# The stored columns of one event, in the order of an ingestion row (see RowBatch). A row's event_time
-# is in Postgres's form (store/pg_time.py), which the bulk pool's connections exchange.
-EVENT_COLUMNS = (
-    "event_time",
-    "event_id",
-    "service",
-    "instance",
-    "level",
-    "kind",
-    "message",
-    "model_version",
-    "deployment",
-    "traffic_slot",
-    "policy",
-    "policy_revision",
-    "trace_id",
-    "request_id",
-    "attributes",
-    "provider",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "reasoning_tokens",
-    "latency_us",
-    "cost_micros",
-    "cost_currency",
-    "cost_from_registry",
-    "status",
-    "rollout",
-    "endpoint",
-    "decision",
-    "violation_count",
-    "highest_severity",
-    "change_resource",
-    "change_action",
-    "change_actor",
-    "change_revision",
-    "is_error",
-)
-# Positions in an ingestion row that pricing reads and writes; the three cost columns are adjacent.
-ROW_EVENT_TIME = EVENT_COLUMNS.index("event_time")
-ROW_MODEL_VERSION = EVENT_COLUMNS.index("model_version")
-ROW_INPUT_TOKENS = EVENT_COLUMNS.index("input_tokens")
-ROW_OUTPUT_TOKENS = EVENT_COLUMNS.index("output_tokens")
-ROW_CACHED_INPUT_TOKENS = EVENT_COLUMNS.index("cached_input_tokens")
-ROW_REASONING_TOKENS = EVENT_COLUMNS.index("reasoning_tokens")
-ROW_COST = EVENT_COLUMNS.index("cost_micros")
-
+# An ingestion row: the values of columns.EVENT_COLUMNS, in order. Its event_time is in Postgres's form
+# (store/pg_time.py), which the bulk pool's connections exchange.
 Row: TypeAlias = tuple[object, ...]
 
 

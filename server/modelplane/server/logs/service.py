@@ -24,9 +24,7 @@ from modelplane.server.filters import (
     timestamp_field,
 )
 from modelplane.server.logs import aggregates, store, validation
-from modelplane.server.logs.domain import (
-    MAX_BATCH_EVENTS,
-    MAX_RESPONSE_BYTES,
+from modelplane.server.logs.columns import (
     ROW_CACHED_INPUT_TOKENS,
     ROW_COST,
     ROW_EVENT_TIME,
@@ -34,6 +32,11 @@ from modelplane.server.logs.domain import (
     ROW_MODEL_VERSION,
     ROW_OUTPUT_TOKENS,
     ROW_REASONING_TOKENS,
+    domain_row,
+)
+from modelplane.server.logs.domain import (
+    MAX_BATCH_EVENTS,
+    MAX_RESPONSE_BYTES,
     AggregateQuery,
     EventKind,
     Inference,
@@ -200,7 +203,7 @@ class LogService:
             client_id=batch.client_id,
             sequence=batch.sequence,
             dropped_since_last=batch.dropped_since_last,
-            rows=tuple(store._row(e) for e in events),
+            rows=tuple(domain_row(e) for e in events),
             unpriced=unpriced,
         )
 

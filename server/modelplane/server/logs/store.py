@@ -21,9 +21,8 @@ from typing import Any
 import asyncpg
 
 from modelplane.server.errors import StorageUnavailable
+from modelplane.server.logs.columns import EVENT_COLUMNS, ROW_EVENT_TIME
 from modelplane.server.logs.domain import (
-    EVENT_COLUMNS,
-    ROW_EVENT_TIME,
     ControlPlaneChange,
     Decision,
     EventKind,
@@ -43,7 +42,7 @@ from modelplane.server.logs.domain import (
     TrafficSlot,
 )
 from modelplane.server.logs.pipeline import InOrder
-from modelplane.server.store.pg_time import pg_micros, pg_utc_day
+from modelplane.server.store.pg_time import pg_utc_day
 from modelplane.server.store.pool import CONNECTION_ERRORS, Connection, Database
 
 # Serialises maintenance across replicas (a transaction-level try-lock: one replica works, the rest skip).
@@ -72,69 +71,6 @@ def partition_name(day: date) -> str:
 
 def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
-
-
-def _row(event: LogEvent) -> Row:
-    """The ingestion row (EVENT_COLUMNS) of a checked domain event."""
-    links = event.links
-    p = event.payload
-    provider = input_tokens = output_tokens = cached = reasoning = latency = None
-    cost_micros = cost_currency = cost_from_registry = None
-    status: str | None = None
-    rollout = endpoint = decision = violation_count = highest = None
-    resource = action = actor = revision = None
-    if isinstance(p, Inference):
-        provider, input_tokens, output_tokens = p.provider, p.input_tokens, p.output_tokens
-        cached, reasoning, latency = p.cached_input_tokens, p.reasoning_tokens, p.latency_us
-        status = p.status.value
-        cost_from_registry = p.cost_from_registry
-        if p.cost is not None:
-            cost_micros, cost_currency = p.cost.micros, p.cost.currency_code
-    elif isinstance(p, Routing):
-        rollout, endpoint, status, latency = p.rollout, p.endpoint, p.outcome.value, p.latency_us
-    elif isinstance(p, Guardrail):
-        decision = p.decision.name.lower()
-        violation_count = p.violation_count
-        highest = "" if p.highest_severity is None else p.highest_severity.name.lower()
-    elif isinstance(p, ControlPlaneChange):
-        resource, action, actor, revision = p.resource, p.action, p.actor, p.revision
-    return (
-        pg_micros(event.event_time),
-        event.event_id,
-        event.service,
-        event.instance,
-        event.level.value,
-        event.kind.value,
-        event.message,
-        links.model_version,
-        links.deployment,
-        links.traffic_slot.value,
-        links.policy,
-        links.policy_revision,
-        links.trace_id,
-        links.request_id,
-        json.dumps(dict(event.attributes), separators=(",", ":")) if event.attributes else "{}",
-        provider,
-        input_tokens,
-        output_tokens,
-        cached,
-        reasoning,
-        latency,
-        cost_micros,
-        cost_currency,
-        cost_from_registry,
-        status,
-        rollout,
-        endpoint,
-        decision,
-        violation_count,
-        highest,
-        resource,
-        action,
-        actor,
-        revision,
-        event.is_error,
-    )
 
 
 def event_of(row: Any) -> LogEvent:
