@@ -25,6 +25,7 @@ from modelplane.server.filters import (
 )
 from modelplane.server.logs import aggregates, store, validation
 from modelplane.server.logs.columns import (
+    EVENT_ID,
     ROW_CACHED_INPUT_TOKENS,
     ROW_COST,
     ROW_EVENT_TIME,
@@ -66,7 +67,6 @@ COMMITS_IN_FLIGHT = 2
 MAX_STATS_CLIENTS = 1000
 
 _VERSION_NAME = re.compile(r"models/([^/]+)/versions/([0-9]{1,18})")
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 LOG_FILTER = FilterSchema(
     [
@@ -445,7 +445,7 @@ class LogService:
         return groups
 
     async def ingestion_stats(self, client_id: str) -> tuple[list[IngestionStats], IngestionStats]:
-        if client_id and not _CLIENT_ID.fullmatch(client_id):
+        if client_id and not EVENT_ID.fullmatch(client_id):
             raise InvalidArgument([FieldViolation("client_id", "must be 1 to 128 letters, digits or '._:-'")])
         async with self._db.connection() as conn:
             return await store.ingestion_stats(conn, client_id, MAX_STATS_CLIENTS)
