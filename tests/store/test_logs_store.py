@@ -195,7 +195,6 @@ async def test_cost_is_priced_from_the_registry_when_absent(database: Database) 
     )
     await service.write(batch(0, [event], client=""))
     page = await service.query(
-        size_of=convert.event_size,
         filter_text='event_id = "priced-1"',
         order_by="",
         page_size=0,
@@ -333,9 +332,7 @@ async def test_event_times_at_the_edges_are_stored_exactly_by_both_ingestion_pat
     assert isinstance(converted, RowBatch)
     assert (await service.write(converted)).accepted == len(EDGES_OF_TIME)
 
-    page = await service.query(
-        size_of=convert.event_size, filter_text="", order_by="event_time asc", page_size=100, page_token=""
-    )
+    page = await service.query(filter_text="", order_by="event_time asc", page_size=100, page_token="")
     stored: dict[str, datetime] = {e.event_id: e.event_time for e in page.items}
     for i, moment in enumerate(EDGES_OF_TIME):
         assert stored[f"long-{i}"] == moment
@@ -364,7 +361,6 @@ async def test_every_control_plane_change_is_a_log_event_in_the_same_transaction
     except RuntimeError:
         pass
     page = await LogService(database).query(
-        size_of=convert.event_size,
         filter_text="kind = CONTROL_PLANE_CHANGE",
         order_by="",
         page_size=0,

@@ -56,7 +56,7 @@ def _largest_event() -> LogEvent:
 
 
 def test_a_page_always_has_room_for_the_largest_event() -> None:
-    assert convert.event_size(_largest_event()) * 10 < MAX_RESPONSE_BYTES < LIMIT * 3 // 4
+    assert convert.event_to_proto(_largest_event()).ByteSize() * 10 < MAX_RESPONSE_BYTES < LIMIT * 3 // 4
 
 
 def test_event_messages_cut_where_the_budget_would_pass() -> None:

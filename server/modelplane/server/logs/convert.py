@@ -33,6 +33,7 @@ from modelplane.server.logs.domain import (
     LogGroup,
     LogLevel,
     Money,
+    Page,
     Payload,
     Routing,
     RoutingOutcome,
@@ -281,9 +282,17 @@ def event_to_proto(e: LogEvent) -> pb.LogEvent:
 _ELEMENT_OVERHEAD = 6
 
 
-def event_size(e: LogEvent) -> int:
-    """The bytes the event adds to a response's repeated events."""
-    return event_to_proto(e).ByteSize() + _ELEMENT_OVERHEAD
+def query_response(page: Page[LogEvent]) -> pb.QueryLogEventsResponse:
+    """The page's events, ended early (with the token that goes on after the last one sent) where more
+    would pass MAX_RESPONSE_BYTES."""
+    messages = event_messages(page.items)
+    if len(messages) > 1:
+        return pb.QueryLogEventsResponse(
+            events=messages[0], next_page_token=page.token_after(len(messages[0]) - 1)
+        )
+    return pb.QueryLogEventsResponse(
+        events=messages[0] if messages else [], next_page_token=page.next_page_token
+    )
 
 
 def group_size(group: LogGroup) -> int:

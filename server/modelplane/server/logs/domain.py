@@ -6,7 +6,7 @@ name in lower case without its prefix), so a value goes to and from the database
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -275,7 +275,13 @@ class IngestionStats:
     last_batch_time: datetime | None
 
 
+def _last_page(_: int) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: tuple[T, ...]
     next_page_token: str
+    # The page token that goes on after items[i]: for a response that carries only items[: i + 1].
+    token_after: Callable[[int], str] = _last_page

@@ -10,7 +10,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from modelplane.pricing import Prices, TokenUsage, cost_micros
 from modelplane.server.errors import FieldViolation, InvalidArgument, OutOfRange
@@ -55,8 +55,6 @@ from modelplane.server.logs.pipeline import CommitPipeline, End, InOrder, Queued
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.pg_time import from_pg_micros, pg_micros
 from modelplane.server.store.pool import Database
-
-T = TypeVar("T")
 
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
 TAIL_BATCHES_PER_ROUND = 100
@@ -139,16 +137,6 @@ def _pricing_of(row: Any) -> Prices:
         cached_input=row["cached_input_price"],
         reasoning=row["reasoning_price"],
     )
-
-
-def within_bytes(items: Sequence[T], size_of: Callable[[T], int]) -> int:
-    """How many of `items`, from the first, fit in MAX_RESPONSE_BYTES by `size_of`; at least one."""
-    used = 0
-    for n, item in enumerate(items):
-        used += size_of(item)
-        if used > MAX_RESPONSE_BYTES and n:
-            return n
-    return len(items)
 
 
 class LogService:
@@ -373,16 +361,9 @@ class LogService:
     # -- reading -----------------------------------------------------------------------------------------
 
     async def query(
-        self,
-        *,
-        filter_text: str,
-        order_by: str,
-        page_size: int,
-        page_token: str,
-        size_of: Callable[[LogEvent], int],
+        self, *, filter_text: str, order_by: str, page_size: int, page_token: str
     ) -> Page[LogEvent]:
-        """One page of events; it ends early, with a next_page_token, where the encoded events (measured
-        by `size_of`) would pass MAX_RESPONSE_BYTES."""
+        """One page of events; its token_after ends it early, for a response that must be smaller."""
         plan = plan_list(
             filter_text=filter_text,
             filter_schema=LOG_FILTER,
@@ -397,10 +378,7 @@ class LogService:
                 conn, where=plan.where, params=plan.params, order_sql=plan.order_sql, limit=plan.limit
             )
         kept, token = plan.page([_Keyed(store.event_of(r)) for r in rows])
-        fitting = within_bytes([k.event for k in kept], size_of)
-        if fitting < len(kept):
-            kept, token = kept[:fitting], plan.next_page_token(kept[fitting - 1])
-        return Page(tuple(k.event for k in kept), token)
+        return Page(tuple(k.event for k in kept), token, lambda i: plan.next_page_token(kept[i]))
 
     async def tail(self, filter_text: str) -> AsyncIterator[tuple[LogEvent, ...]]:
         """Events matching the filter as their transactions commit, from now on; never ends by itself."""
@@ -435,7 +413,7 @@ class LogService:
                 currency_code=query.currency_code,
                 limit=aggregates.MAX_GROUPS + 1,
             )
-        if len(groups) > aggregates.MAX_GROUPS or within_bytes(groups, size_of) < len(groups):
+        if len(groups) > aggregates.MAX_GROUPS or sum(map(size_of, groups)) > MAX_RESPONSE_BYTES:
             raise OutOfRange(
                 f"the groups do not fit in one response (at most {aggregates.MAX_GROUPS}, and"
                 f" {MAX_RESPONSE_BYTES} bytes); narrow the filter's time range, group by fewer keys or"

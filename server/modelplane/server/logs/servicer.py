@@ -46,11 +46,8 @@ class LogServicer(logs_pb2_grpc.LogServiceServicer):
             order_by=request.order_by,
             page_size=request.page_size,
             page_token=request.page_token,
-            size_of=convert.event_size,
         )
-        return pb.QueryLogEventsResponse(
-            events=[convert.event_to_proto(e) for e in page.items], next_page_token=page.next_page_token
-        )
+        return convert.query_response(page)
 
     async def TailLogEvents(
         self, request: pb.TailLogEventsRequest, context: Context
