@@ -29,7 +29,7 @@ from modelplane.server.errors import (
     Unavailable,
 )
 from modelplane.server.metrics import ServerMetrics
-from modelplane.server.request_text import check_request_text
+from modelplane.server.nul_characters import refuse_nul_characters
 
 if TYPE_CHECKING:
     from modelplane.server.auth.scopes import TokenScope
@@ -106,7 +106,7 @@ async def _parsed_stream(
             scope.check(message)
         if check_text:
             try:
-                check_request_text(message)
+                refuse_nul_characters(message)
             except InvalidArgument as exc:
                 exc.stream_message = message
                 raise
@@ -124,7 +124,7 @@ def _request(
     if scope is not None:
         scope.check(request)
     if not checked_by_handler:
-        check_request_text(request)
+        refuse_nul_characters(request)
     return request
 
 

@@ -24,7 +24,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from modelplane.server.errors import InvalidArgument, PermissionDenied
-from modelplane.server.logs.validation import SERVICE_NAME
+from modelplane.server.logs.columns import SERVICE_NAME
 from modelplane.server.registry.names import ID_PATTERN
 
 DEPLOYMENTS, MODELS, SERVICES = "deployments", "models", "services"
