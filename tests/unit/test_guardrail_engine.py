@@ -25,6 +25,7 @@ from modelplane.server.guardrails.engine import (
     RuleKind,
     RuleSpec,
     Severity,
+    StreamCheck,
     compile_policy,
     luhn_valid,
 )
@@ -108,15 +109,34 @@ def test_luhn() -> None:
     assert not luhn_valid("4111111111111112")
 
 
-def test_excerpts_mask_the_match_and_keep_only_the_documented_characters() -> None:
+def test_excerpts_show_the_masked_match_alone_by_default() -> None:
     text = "my card is 4111 1111 1111 1111 and mail bob@example.com"
     result = _policy(Pii(())).check(text)
     card, email = result.violations
+    assert card.excerpt == "***************1111"
+    assert email.excerpt == "***************"
+    assert email.matched_text == "bob@example.com"
+
+
+def test_excerpts_with_context_mask_the_other_violations_in_their_window() -> None:
+    text = "my card is 4111 1111 1111 1111 and mail bob@example.com"
+    policy = compile_policy([RuleSpec("rule", Severity.ERROR, "cat", Pii(()))], excerpt_context=18)
+    card, email = policy.check(text).violations
     # The email in the card's window is masked too, though it is another violation's match.
     assert card.excerpt == "my card is ***************1111 and mail ********"
     assert email.excerpt == "******** and mail ***************"
-    assert email.matched_text == "bob@example.com"
-    assert all(len(v.excerpt) <= 64 for v in result.violations)
+
+
+def test_an_excerpt_rebuilds_no_character_outside_the_matches() -> None:
+    # Every vowel is an INFO match: with context each excerpt showed the consonants around it, and
+    # a reader could rebuild most of the text, a secret included.
+    text = "the launch code is zebra-kilo-91 and the vault opens at dawn"
+    policy = compile_policy([RuleSpec("vowels", Severity.INFO, "cat", Pattern("[aeiou]"))])
+    result = policy.check(text)
+    assert result.violations
+    assert {v.excerpt for v in result.violations} == {"*"}
+    shown = "".join(v.excerpt for v in result.violations)
+    assert not set(shown) & set(text)
 
 
 def _mixed_policy() -> CompiledPolicy:
@@ -246,7 +266,7 @@ _stream_words = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 def test_streaming_equals_one_shot_whatever_the_chunking(text: str, cuts: list[int]) -> None:
     points = sorted({cut % (len(text) + 1) for cut in cuts} | {0, len(text)})
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     progress = [stream.feed(text[a:b]) for a, b in itertools.pairwise(points)]
     result = stream.finish()
     assert result == STREAM_POLICY.check(text)
@@ -258,7 +278,7 @@ def test_streaming_equals_one_shot_whatever_the_chunking(text: str, cuts: list[i
 
 
 def test_stream_finds_a_term_split_across_chunks_and_blocks_before_the_end() -> None:
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     assert stream.feed("well, he").certain_decision is None
     assert stream.feed("ck").certain_decision is None
     progress = stream.feed(" no, said the fox, and more text follows")
@@ -267,14 +287,14 @@ def test_stream_finds_a_term_split_across_chunks_and_blocks_before_the_end() -> 
 
 
 def test_stream_waits_for_the_word_boundary() -> None:
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     assert stream.feed("a bad").certain_decision is None
     assert stream.feed("ge of honour").certain_decision is None
     assert stream.finish().decision != Decision.BLOCK
 
 
 def test_stream_of_many_small_chunks_finds_a_late_match() -> None:
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     text = "calm words " * 500 + "darn " + "more " * 10
     certain = [stream.feed(text[i : i + 3]).certain_decision for i in range(0, len(text), 3)]
     assert certain[-1] == Decision.BLOCK
@@ -347,7 +367,7 @@ def test_texts_over_the_limit_are_refused_in_one_shot_and_stream() -> None:
     with pytest.raises(InvalidArgument) as caught:
         policy.check("y" * (MAX_TEXT_CHARS + 1))
     assert caught.value.violations[0].field == "text"
-    stream = policy.stream()
+    stream = StreamCheck(policy)
     stream.feed("y" * MAX_TEXT_CHARS)
     with pytest.raises(InvalidArgument):
         stream.feed("y")

@@ -9,6 +9,7 @@ masked excerpts, keyed hashes, never the text); checks that find nothing are onl
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -51,6 +53,7 @@ from modelplane.server.guardrails.domain import (
 )
 from modelplane.server.guardrails.engine import (
     CheckResult,
+    CheckTimeout,
     CompiledPolicy,
     Decision,
     Severity,
@@ -68,8 +71,9 @@ from modelplane.server.tasks import cancel_and_wait
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# Texts longer than this are checked on a worker thread, so the event loop keeps serving other calls.
-OFFLOAD_CHARS = 16 * 1024
+# Threads that run checks: every check runs on one, within its policy's time budget, so the event loop
+# never runs a rule. A check still waiting for a thread when its budget runs out is not started.
+CHECK_THREADS = 4
 # Compiled policies kept in this process, least recently used first out.
 MAX_COMPILED = 256
 # Seconds between writes of the clean-check counts.
@@ -159,9 +163,15 @@ def merge_fields(current: PolicyFields, given: PolicyFields, paths: frozenset[st
 
 
 def compile_fields(fields: PolicyFields, prefix: str) -> CompiledPolicy:
-    """Compiles a policy's rules, and refuses fallback content that would itself be redacted or blocked."""
+    """Compiles a policy's rules, and refuses fallback content that would itself be redacted or blocked
+    (or that the policy cannot check within its time budget)."""
     try:
-        compiled = compile_policy(fields.rules, fields.decisions, path=f"{prefix}.rules")
+        compiled = compile_policy(
+            fields.rules,
+            fields.decisions,
+            path=f"{prefix}.rules",
+            excerpt_context=fields.excerpt_context_chars,
+        )
     except InvalidArgument as exc:
         raise InvalidArgument(exc.violations, reason=INVALID_RULE) from None
     broken: list[tuple[str, str]] = []
@@ -169,7 +179,11 @@ def compile_fields(fields: PolicyFields, prefix: str) -> CompiledPolicy:
     if fields.default_fallback:
         contents.append((f"{prefix}.default_fallback", fields.default_fallback))
     for path, content in contents:
-        result = compiled.check(content)
+        try:
+            result = compiled.check(content, time.perf_counter() + fields.effective_time_budget_ms / 1000)
+        except CheckTimeout:
+            broken.append((path, "could not be checked within the policy's time_budget; simplify the rules"))
+            continue
         if result.decision is not Decision.ALLOW:
             rules = ", ".join(
                 sorted({v.rule_id for v in result.violations if v.decision is not Decision.ALLOW})
@@ -217,6 +231,8 @@ def verdict_of(policy: Policy, result: CheckResult) -> Verdict:
         fail_mode=policy.fields.fail_mode,
         redacted_text=(result.redacted_text or "") if result.decision is Decision.REDACT else "",
         fallback_content=fallback_for(policy.fields, violations) if result.decision is Decision.BLOCK else "",
+        omitted=result.omitted,
+        redaction_too_large=result.redaction_too_large,
     )
 
 
@@ -265,12 +281,11 @@ class GuardrailService:
         database: Database,
         feed: ChangeFeed,
         *,
-        offload_chars: int = OFFLOAD_CHARS,
         max_compiled: int = MAX_COMPILED,
         count_flush_interval: float = COUNT_FLUSH_INTERVAL,
     ) -> None:
         self._db = database
-        self._offload_chars = offload_chars
+        self._check_threads = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="modelplane-check")
         self._max_compiled = max_compiled
         self._count_flush_interval = count_flush_interval
         self._heads: ReadCache[store.PolicyHead] = ReadCache(feed)
@@ -471,30 +486,31 @@ class GuardrailService:
         self._keep_compiled(policy, compiled)
         return policy, compiled
 
+    async def _in_budget(self, policy: Policy, work: Callable[[float], T]) -> T:
+        """work(deadline) on a check thread; CheckTimeout when the policy's time budget runs out first.
+
+        The engine looks at the deadline as it goes, so a thread whose caller gave up soon stops too."""
+        budget = policy.fields.effective_time_budget_ms / 1000
+        deadline = time.perf_counter() + budget
+        future = asyncio.get_running_loop().run_in_executor(self._check_threads, work, deadline)
+        try:
+            return await asyncio.wait_for(future, budget)
+        except TimeoutError:
+            raise CheckTimeout from None
+
     async def _run_check(
         self, policy: Policy, compiled: CompiledPolicy, text: str
     ) -> tuple[Verdict, CheckResult | None]:
-        """Checks a text; a long one on a worker thread, within the policy's time budget."""
-        if len(text) <= self._offload_chars:
-            # Short texts take far less than any budget; a thread hop would cost more than the check.
-            result = compiled.check(text)
-            return verdict_of(policy, result), result
-        budget = policy.fields.effective_time_budget_ms / 1000
-        started = time.perf_counter()
+        """Checks a text on a check thread, within the policy's time budget whatever the text's size."""
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(compiled.check, text), budget)
-            # The engine's scans may hold the GIL, so the loop can hear of the timeout only after the
-            # check ended: a check that took longer than its budget counts as out of it either way.
-            if time.perf_counter() - started > budget:
-                raise TimeoutError
-        except TimeoutError:
-            # The worker thread runs on to its end (texts are bounded); its result is not waited for.
+            result = await self._in_budget(policy, functools.partial(compiled.check, text))
+        except CheckTimeout:
             log.warning(
-                "a check of %d characters against %s revision %d ran out of its %.3f s budget",
+                "a check of %d characters against %s revision %d ran out of its %d ms budget",
                 len(text),
                 policy.name,
                 policy.revision,
-                budget,
+                policy.fields.effective_time_budget_ms,
             )
             return unchecked_verdict(policy), None
         return verdict_of(policy, result), result
@@ -524,7 +540,7 @@ class GuardrailService:
         validation.check_links(first.links, "start.links")
         field_rules.check_request_id(first.request_id)
         chosen, compiled = await self._policy_for_check(policy_id, first.policy_revision)
-        stream: StreamCheck = compiled.stream()
+        stream = StreamCheck(compiled)
         received = 0
         sent: set[tuple[str, int, int]] = set()
         early_sent = False
@@ -532,20 +548,13 @@ class GuardrailService:
             if isinstance(event, StreamStart):
                 raise InvalidArgument.field("start", "only the first message may be a start")
             if isinstance(event, StreamEnd):
-                if received > self._offload_chars:
-                    result = await asyncio.to_thread(stream.finish)
-                else:
-                    result = stream.finish()
-                yield await self._keep_record(
-                    chosen, verdict_of(chosen, result), result, first.links, first.request_id
-                )
+                verdict, result = await self._finish_stream(chosen, stream)
+                yield await self._keep_record(chosen, verdict, result, first.links, first.request_id)
                 return
             received += len(event.text)
             validation.check_text_size(received, "chunk")
-            if len(event.text) > self._offload_chars:
-                progress = await asyncio.to_thread(stream.feed, event.text)
-            else:
-                progress = stream.feed(event.text)
+            # A chunk's scan that runs out of the budget stops early scanning; the final verdict still comes.
+            progress = await self._in_budget(chosen, functools.partial(stream.feed, event.text))
             new = [v for v in progress.violations_so_far if (v.rule_id, v.start, v.end) not in sent]
             if new:
                 sent.update((v.rule_id, v.start, v.end) for v in new)
@@ -565,6 +574,13 @@ class GuardrailService:
                 )
         raise InvalidArgument.field("end", "the stream closed without an end message; no verdict was made")
 
+    async def _finish_stream(self, policy: Policy, stream: StreamCheck) -> tuple[Verdict, CheckResult | None]:
+        try:
+            result = await self._in_budget(policy, stream.finish)
+        except CheckTimeout:
+            return unchecked_verdict(policy), None
+        return verdict_of(policy, result), result
+
     # ---- records
 
     async def _key(self) -> bytes:
@@ -581,7 +597,8 @@ class GuardrailService:
         if not verdict.violations and not verdict.unchecked:
             self._count_clean(policy, links, now)
             return verdict
-        key = await self._key()
+        # One key per policy: hashes of one policy's records compare, across policies they do not.
+        key = hmac.new(await self._key(), f"policy:{policy.id}".encode(), hashlib.sha256).digest()
         check_id = uuid.uuid4().hex
         engine_violations = result.violations if result is not None else ()
         rows = [
@@ -604,7 +621,7 @@ class GuardrailService:
             policy_revision=policy.revision,
             decision=stored(verdict.decision),
             highest_severity="" if verdict.highest_severity is None else stored(verdict.highest_severity),
-            violation_count=len(rows),
+            violation_count=verdict.violation_count,
             unchecked=verdict.unchecked,
             links=links,
             check_request_id=request_id,
@@ -653,6 +670,8 @@ class GuardrailService:
     async def close(self) -> None:
         """Stops the periodic flush and writes what is left, if Postgres is there to take it."""
         await cancel_and_wait(self._flusher)
+        # Running checks stop at their deadlines; nothing waits for them.
+        self._check_threads.shutdown(wait=False, cancel_futures=True)
         try:
             await self.flush_counts()
         except Exception as exc:

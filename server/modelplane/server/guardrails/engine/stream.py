@@ -11,12 +11,12 @@ always exactly `check()` of the same text, whatever the chunking.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from modelplane.server.guardrails.engine.redaction import mask, merge_spans
 from modelplane.server.guardrails.engine.rules import (
+    MAX_LISTED,
+    MAX_LISTED_PER_RULE,
     BannedTerms,
     CheckResult,
+    CheckTimeout,
     Decision,
     Length,
     Pattern,
@@ -24,9 +24,7 @@ from modelplane.server.guardrails.engine.rules import (
     StreamProgress,
     Violation,
 )
-
-if TYPE_CHECKING:
-    from modelplane.server.guardrails.engine.compile import CompiledPolicy
+from modelplane.server.guardrails.engine.scan import HIT_ORDER, CompiledPolicy, check_size
 
 # Characters of earlier text scanned again with each chunk; matches longer than the tail minus the margin
 # are only found by finish().
@@ -40,10 +38,7 @@ class StreamCheck:
     """One streamed text; feed() its chunks in order, then finish(). Not safe for concurrent use."""
 
     def __init__(self, policy: CompiledPolicy) -> None:
-        from modelplane.server.guardrails.engine.compile import check_size
-
         self._policy = policy
-        self._check_size = check_size
         self._chunks: list[str] = []
         self._length = 0
         self._tail = ""
@@ -51,41 +46,47 @@ class StreamCheck:
         self._seen: set[tuple[int, int, int]] = set()
         self._length_reported: set[int] = set()
         self._so_far: list[Violation] = []
+        self._per_rule: dict[str, int] = {}
+        # Set once a chunk's scan ran out of time: later chunks are only kept for finish().
+        self._gave_up = False
         self._certain: Decision | None = None
         self._finished = False
 
-    def feed(self, chunk: str) -> StreamProgress:
-        """Adds the next chunk; raises InvalidArgument once the text passes MAX_TEXT_CHARS."""
+    def feed(self, chunk: str, deadline: float | None = None) -> StreamProgress:
+        """Adds the next chunk; raises InvalidArgument once the text passes MAX_TEXT_CHARS. A scan that
+        passes `deadline` stops, and no later chunk is scanned before finish()."""
         if self._finished:
             raise RuntimeError("the stream check is finished")
-        self._check_size(self._length + len(chunk))
+        check_size(self._length + len(chunk))
         self._chunks.append(chunk)
         previous = self._length
         self._length += len(chunk)
-        if chunk and self._certain is None:
-            self._scan_new_text(chunk, previous)
+        region = self._tail + chunk
+        self._tail = region[-self._tail_size :]
+        if chunk and self._certain is None and not self._gave_up:
+            try:
+                self._scan_new_text(region, previous + len(chunk) - len(region), deadline)
+            except CheckTimeout:
+                self._gave_up = True
         self._check_lengths()
         return StreamProgress(tuple(self._so_far), self._certain)
 
-    def finish(self) -> CheckResult:
+    def finish(self, deadline: float | None = None) -> CheckResult:
         """The result of the whole text: always equal to `check()` of the joined chunks."""
         self._finished = True
         text = "".join(self._chunks)
         self._chunks = [text]
-        return self._policy.check(text)
+        return self._policy.check(text, deadline)
 
-    def _scan_new_text(self, chunk: str, previous: int) -> None:
+    def _scan_new_text(self, region: str, base: int, deadline: float | None) -> None:
         policy = self._policy
-        region = self._tail + chunk
-        base = previous - len(self._tail)
-        self._tail = region[-self._tail_size :]
         if not policy.has_local_rules:
             return
         scan_from = LEFT_MARGIN if base > 0 else 0
-        hits, _ = policy.scan(region, scan_from)
+        hits = policy.scan(region, scan_from, deadline).hits
         limit = len(region) - SETTLE
         masked = None
-        for hit in sorted(hits, key=lambda hit: (hit.start, hit.rule, hit.end)):
+        for hit in sorted(hits, key=HIT_ORDER):
             key = (hit.rule, base + hit.start, base + hit.end)
             kind = policy.rules[hit.rule].kind
             if (
@@ -97,7 +98,7 @@ class StreamCheck:
                 continue
             self._seen.add(key)
             if masked is None:
-                masked = mask(region, merge_spans([(hit.start, hit.end) for hit in hits]))
+                masked = policy.masked(region, hits)
             self._add(policy.violation(region, hit, masked, base))
 
     def _check_lengths(self) -> None:
@@ -124,6 +125,9 @@ class StreamCheck:
                 )
 
     def _add(self, violation: Violation) -> None:
-        self._so_far.append(violation)
         if violation.decision == Decision.BLOCK:
             self._certain = Decision.BLOCK
+        listed = self._per_rule.get(violation.rule_id, 0)
+        if listed < MAX_LISTED_PER_RULE and len(self._so_far) < MAX_LISTED:
+            self._per_rule[violation.rule_id] = listed + 1
+            self._so_far.append(violation)
