@@ -30,6 +30,7 @@ from modelplane.server.guardrails.engine.rules import MAX_SCHEMA_CHARS, CheckTim
 MAX_SCHEMA_NODES = 10_000
 # Keywords whose values are data, not subschemas: never walked for keywords or counted.
 _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
+_DEFINITIONS = frozenset({"$defs", "definitions"})
 # Refused keywords and why.
 _REFUSED = {
     "patternProperties": "its patterns would run on a backtracking engine",
@@ -277,6 +278,9 @@ def _check_size(root: dict[str, Any], path: str, found: list[FieldViolation]) ->
         expanding.add(key)
         total = 1 if isinstance(node, dict) else 0
         for name, child_path, value in _children(node, at):
+            if isinstance(node, dict) and name in _DEFINITIONS:
+                # Definitions apply only where a $ref points to them, and count there.
+                continue
             if isinstance(node, dict) and name == "$ref":
                 total += size(_resolve(root, value), child_path)
             elif isinstance(value, dict | list):
