@@ -215,7 +215,7 @@ async def test_unbounded_schema_keywords_are_refused(
 # ---- 3. what one check records and returns is capped; the caller always gets its verdict
 
 
-def banned(rule_id: str, terms: list[str], severity: int = pb.SEVERITY_CRITICAL) -> pb.Rule:
+def banned(rule_id: str, terms: list[str], severity: pb.Severity.ValueType = pb.SEVERITY_CRITICAL) -> pb.Rule:
     return pb.Rule(
         id=rule_id, severity=severity, category="violence", banned_terms=pb.BannedTermsRule(terms=terms)
     )
