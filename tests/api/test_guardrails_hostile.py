@@ -224,7 +224,8 @@ def banned(rule_id: str, terms: list[str], severity: pb.Severity.ValueType = pb.
 async def test_a_million_matches_give_a_verdict_and_a_bounded_record(
     stub: GuardrailServiceAsyncStub,
 ) -> None:
-    await create(stub, "kills", [banned("violence", ["kill", "stab"])])
+    # A budget that no load on the machine runs out: what this bounds is the record and the answer.
+    await create(stub, "kills", [banned("violence", ["kill", "stab"])], time_budget=budget(60_000))
     text = "kill " * 200_000
     response = await stub.CheckContent(
         pb.CheckContentRequest(policy="policies/kills", text=text), timeout=120
@@ -288,7 +289,9 @@ async def test_every_answer_fits_the_clients_default_message_size(stub: Guardrai
 
 
 async def test_a_stream_of_a_million_matches_ends_with_its_verdict(stub: GuardrailServiceAsyncStub) -> None:
-    await create(stub, "stream-kills", [banned("violence", ["kill"], pb.SEVERITY_WARNING)])
+    await create(
+        stub, "stream-kills", [banned("violence", ["kill"], pb.SEVERITY_WARNING)], time_budget=budget(60_000)
+    )
 
     async def requests() -> AsyncIterator[pb.CheckStreamRequest]:
         yield pb.CheckStreamRequest(start=pb.CheckStreamStart(policy="policies/stream-kills"))
@@ -429,3 +432,23 @@ async def test_health_answers_while_hostile_checks_run(
     slow, many = await asyncio.gather(*checks)
     assert slow.unchecked
     assert many.decision == pb.DECISION_BLOCK
+
+
+async def test_a_stream_that_outlasts_its_budget_still_ends_with_its_verdict(
+    stub: GuardrailServiceAsyncStub,
+) -> None:
+    # Early scanning of all chunks together gets one budget; chunk after chunk, then the final check.
+    await create(stub, "tight", [banned("violence", ["kill"])], time_budget=budget(1))
+
+    async def requests() -> AsyncIterator[pb.CheckStreamRequest]:
+        yield pb.CheckStreamRequest(start=pb.CheckStreamStart(policy="policies/tight"))
+        for _ in range(10):
+            yield pb.CheckStreamRequest(chunk="a calm story " * 6_000)
+        for _ in range(2_000):
+            yield pb.CheckStreamRequest(chunk="calm ")
+        yield pb.CheckStreamRequest(end=pb.CheckStreamEnd())
+
+    responses = [r async for r in stub.CheckStream(requests(), timeout=120)]
+    final = responses[-1].verdict
+    assert final.final
+    assert final.decision == pb.DECISION_BLOCK if final.unchecked else pb.DECISION_ALLOW

@@ -486,11 +486,13 @@ class GuardrailService:
         self._keep_compiled(policy, compiled)
         return policy, compiled
 
-    async def _in_budget(self, policy: Policy, work: Callable[[float], T]) -> T:
-        """work(deadline) on a check thread; CheckTimeout when the policy's time budget runs out first.
+    async def _in_budget(self, policy: Policy, work: Callable[[float], T], budget: float | None = None) -> T:
+        """work(deadline) on a check thread; CheckTimeout when the policy's time budget (or `budget`
+        seconds) runs out first.
 
         The engine looks at the deadline as it goes, so a thread whose caller gave up soon stops too."""
-        budget = policy.fields.effective_time_budget_ms / 1000
+        if budget is None:
+            budget = policy.fields.effective_time_budget_ms / 1000
         deadline = time.perf_counter() + budget
         future = asyncio.get_running_loop().run_in_executor(self._check_threads, work, deadline)
         try:
@@ -541,6 +543,8 @@ class GuardrailService:
         field_rules.check_request_id(first.request_id)
         chosen, compiled = await self._policy_for_check(policy_id, first.policy_revision)
         stream = StreamCheck(compiled)
+        # Early scanning of all the chunks together gets the policy's budget once; then chunks are only kept.
+        scan_left = chosen.fields.effective_time_budget_ms / 1000
         received = 0
         sent: set[tuple[str, int, int]] = set()
         early_sent = False
@@ -553,8 +557,21 @@ class GuardrailService:
                 return
             received += len(event.text)
             validation.check_text_size(received, "chunk")
-            # A chunk's scan that runs out of the budget stops early scanning; the final verdict still comes.
-            progress = await self._in_budget(chosen, functools.partial(stream.feed, event.text))
+            region = stream.append(event.text)
+            if region is None:
+                progress = stream.progress()
+            else:
+                started = time.perf_counter()
+                try:
+                    progress = await self._in_budget(
+                        chosen, functools.partial(stream.scan, *region), budget=scan_left
+                    )
+                except CheckTimeout:
+                    progress = stream.progress()
+                scan_left -= time.perf_counter() - started
+                if scan_left <= 0:
+                    # The final verdict still checks the whole text, within a budget of its own.
+                    stream.stop_scanning()
             new = [v for v in progress.violations_so_far if (v.rule_id, v.start, v.end) not in sent]
             if new:
                 sent.update((v.rule_id, v.start, v.end) for v in new)

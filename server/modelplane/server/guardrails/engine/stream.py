@@ -35,7 +35,8 @@ SETTLE = 2
 
 
 class StreamCheck:
-    """One streamed text; feed() its chunks in order, then finish(). Not safe for concurrent use."""
+    """One streamed text; feed() (or append() and scan()) its chunks in order, then finish(). Not safe for
+    concurrent use, but for a scan() that runs on after its caller stopped waiting for it."""
 
     def __init__(self, policy: CompiledPolicy) -> None:
         self._policy = policy
@@ -53,8 +54,14 @@ class StreamCheck:
         self._finished = False
 
     def feed(self, chunk: str, deadline: float | None = None) -> StreamProgress:
-        """Adds the next chunk; raises InvalidArgument once the text passes MAX_TEXT_CHARS. A scan that
-        passes `deadline` stops, and no later chunk is scanned before finish()."""
+        """Adds the next chunk and scans it: append(), then scan() of what append() returned."""
+        region = self.append(chunk)
+        return self.progress() if region is None else self.scan(*region, deadline)
+
+    def append(self, chunk: str) -> tuple[str, int] | None:
+        """Keeps the next chunk (cheap: no rule runs); raises InvalidArgument once the text passes
+        MAX_TEXT_CHARS. Returns the region to scan for early violations and its offset in the whole text,
+        or None when nothing is to be scanned."""
         if self._finished:
             raise RuntimeError("the stream check is finished")
         check_size(self._length + len(chunk))
@@ -63,12 +70,25 @@ class StreamCheck:
         self._length += len(chunk)
         region = self._tail + chunk
         self._tail = region[-self._tail_size :]
-        if chunk and self._certain is None and not self._gave_up:
-            try:
-                self._scan_new_text(region, previous + len(chunk) - len(region), deadline)
-            except CheckTimeout:
-                self._gave_up = True
         self._check_lengths()
+        if not chunk or self._certain is not None or self._gave_up:
+            return None
+        return region, previous + len(chunk) - len(region)
+
+    def scan(self, region: str, base: int, deadline: float | None = None) -> StreamProgress:
+        """Scans a region append() returned; a scan that passes `deadline` stops, and so does early
+        scanning for the rest of the stream (finish() still checks the whole text)."""
+        try:
+            self._scan_new_text(region, base, deadline)
+        except CheckTimeout:
+            self._gave_up = True
+        return self.progress()
+
+    def stop_scanning(self) -> None:
+        """No later chunk is scanned before finish(): the stream's time for early scanning is spent."""
+        self._gave_up = True
+
+    def progress(self) -> StreamProgress:
         return StreamProgress(tuple(self._so_far), self._certain)
 
     def finish(self, deadline: float | None = None) -> CheckResult:
