@@ -20,7 +20,11 @@ from modelplane.server.guardrails.domain import (
     Links,
     Policy,
     PolicyFields,
+    StreamChunk,
+    StreamEnd,
+    StreamEvent,
     StreamProgress,
+    StreamStart,
     TrafficSlot,
     Verdict,
     ViolationGroup,
@@ -40,7 +44,6 @@ from modelplane.server.guardrails.engine import (
     RuleSpec,
     Severity,
 )
-from modelplane.server.guardrails.service import StreamChunk, StreamEnd, StreamEvent, StreamStart
 from modelplane.server.proto_time import datetime_from, duration_valid, timestamp
 from modelplane.v1 import common_pb2
 from modelplane.v1 import guardrails_pb2 as pb

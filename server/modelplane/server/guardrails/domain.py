@@ -170,6 +170,29 @@ class StreamProgress:
 
 
 @dataclass(frozen=True)
+class StreamStart:
+    policy: str
+    policy_revision: int
+    links: Links
+    # The stream's own request id: a repeat of the stream stores no second record.
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    pass
+
+
+# What a CheckStream caller sends, in order: one start, chunks, one end.
+StreamEvent = StreamStart | StreamChunk | StreamEnd
+
+
+@dataclass(frozen=True)
 class ViolationRecord:
     id: str
     check_id: str
