@@ -25,6 +25,7 @@ from modelplane.server.app import build_server
 from modelplane.server.config import ServerConfig
 from modelplane.v1 import guardrails_pb2 as pb
 from modelplane.v1 import guardrails_pb2_grpc
+from tests.support.hostile_schemas import ref_chain, valid_but_slow
 
 # The event loop's longest pause with any policy that can be written should stay under this.
 TARGET_MS = 50.0
@@ -33,21 +34,6 @@ PROSE = (
     "The old lighthouse keeper told the children a story about the sea, the storms of winter and the ships "
     "that found their way home by his lamp. "
 )
-
-
-def _chain(depth: int, valid_but_slow: bool) -> dict[str, Any]:
-    def level(i: int) -> dict[str, Any]:
-        nxt = {"$ref": f"#/$defs/d{i + 1}"}
-        return {"anyOf": [{"allOf": [nxt, False]} if valid_but_slow else nxt, nxt]}
-
-    defs: dict[str, Any] = {f"d{i}": level(i) for i in range(depth)}
-    defs[f"d{depth}"] = {"type": "integer"}
-    return {"$defs": defs, "$ref": "#/$defs/d0"}
-
-
-def _items(chain: dict[str, Any]) -> dict[str, Any]:
-    """The chain applied to every item of an array."""
-    return {"$defs": chain["$defs"], "items": {"$ref": "#/$defs/d0"}}
 
 
 def _json(schema: Any) -> pb.Rule:
@@ -99,11 +85,11 @@ CASES: list[tuple[str, pb.Policy, str | None, bool]] = [
         None,
         False,
     ),
-    ("22 $defs, anyOf of two refs each (create)", _policy([_json(_chain(22, False))], ""), None, False),
-    ("16 $defs, anyOf of two refs each (create)", _policy([_json(_chain(16, False))], ""), None, False),
+    ("22 $defs, anyOf of two refs each (create)", _policy([_json(ref_chain(22))], ""), None, False),
+    ("16 $defs, anyOf of two refs each (create)", _policy([_json(ref_chain(16))], ""), None, False),
     (
         "a chain within the size bound, [1] * 100,000",
-        _policy([_json(_items(_chain(10, True)))], ""),
+        _policy([_json(valid_but_slow(10))], ""),
         json.dumps([1] * 100_000),
         False,
     ),

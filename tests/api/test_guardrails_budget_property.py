@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from modelplane.v1 import guardrails_pb2 as pb
 from modelplane.v1.guardrails_pb2_grpc import GuardrailServiceStub
+from tests.support.hostile_schemas import ref_chain, valid_but_slow
 from tests.support.live_server import LiveServer, start_live_server
 from tests.support.rich_errors import rich
 
@@ -35,19 +36,9 @@ CLIENT_DEFAULT_MAX = 4 * 1024 * 1024
 FRAGMENTS = ["a", "kill ", "4111 1111 1111 1111 ", "bob@example.com ", "[1,", "1]", '{"a":', "é", "\n", " "]
 
 
-def _chain(depth: int, valid_but_slow: bool) -> dict[str, Any]:
-    def level(i: int) -> dict[str, Any]:
-        nxt = {"$ref": f"#/$defs/d{i + 1}"}
-        first: dict[str, Any] = {"allOf": [nxt, False]} if valid_but_slow else nxt
-        return {"anyOf": [first, nxt]}
-
-    defs: dict[str, Any] = {f"d{i}": level(i) for i in range(depth)}
-    defs[f"d{depth}"] = {"type": "integer"}
-    return {"$defs": defs, "items": {"$ref": "#/$defs/d0"}}
-
-
 SCHEMAS = st.one_of(
-    st.builds(_chain, st.integers(1, 14), st.booleans()),
+    st.builds(ref_chain, st.integers(1, 14), st.just("items")),
+    st.builds(valid_but_slow, st.integers(1, 14)),
     st.just({"type": "array", "uniqueItems": True}),
     st.just({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a|aa)+$"}}}),
 )

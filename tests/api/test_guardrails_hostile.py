@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -24,7 +24,8 @@ from modelplane.server.guardrails.engine import MAX_LISTED, MAX_LISTED_PER_RULE
 from modelplane.v1 import guardrails_pb2 as pb
 from modelplane.v1.guardrails_pb2_grpc import GuardrailServiceStub
 from tests.support import StartServer
-from tests.support.rich_errors import RichError, rich
+from tests.support.hostile_schemas import ref_chain, valid_but_slow
+from tests.support.rich_errors import fails
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     from modelplane.v1.guardrails_pb2_grpc import GuardrailServiceAsyncStub
@@ -36,14 +37,6 @@ CLIENT_DEFAULT_MAX = 4 * 1024 * 1024
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> GuardrailServiceAsyncStub:
     return GuardrailServiceStub(channel)
-
-
-async def fails(call: Awaitable[Any]) -> RichError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    error = rich(info.value)
-    assert error.domain == "modelplane"
-    return error
 
 
 def json_rule(schema: Any, rule_id: str = "shape") -> pb.Rule:
@@ -132,30 +125,6 @@ async def test_refs_inside_the_schema_still_work(stub: GuardrailServiceAsyncStub
 
 
 # ---- 2. schema complexity is bounded when the policy is written, and every check has its budget
-
-
-def ref_chain(depth: int, at: str = "") -> dict[str, Any]:
-    """`depth` definitions, each an anyOf of two refs to the next: 2**depth paths to the last one; its
-    root is the first definition, or `{at: first}` when `at` names a keyword."""
-    defs: dict[str, Any] = {
-        f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
-        for i in range(depth)
-    }
-    defs[f"d{depth}"] = {"type": "integer"}
-    if at:
-        return {"$defs": defs, at: {"$ref": "#/$defs/d0"}}
-    return {"$defs": defs, "$ref": "#/$defs/d0"}
-
-
-def valid_but_slow(depth: int) -> dict[str, Any]:
-    """Arrays of integers, each checked against a chain whose every level first tries a branch that fails
-    only after the whole rest of the chain: 2**depth steps per valid element, within the size bound."""
-    defs: dict[str, Any] = {
-        f"d{i}": {"anyOf": [{"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, False]}, {"$ref": f"#/$defs/d{i + 1}"}]}
-        for i in range(depth)
-    }
-    defs[f"d{depth}"] = {"type": "integer"}
-    return {"$defs": defs, "items": {"$ref": "#/$defs/d0"}}
 
 
 async def test_an_exponential_schema_is_refused_when_written(stub: GuardrailServiceAsyncStub) -> None:

@@ -17,6 +17,7 @@ from modelplane.server.guardrails.engine import CheckTimeout, CompiledPolicy, De
 MAX_COMPILED = 256
 INVALID_RULE = "INVALID_RULE"
 FALLBACK_BREAKS_POLICY = "FALLBACK_BREAKS_POLICY"
+FALLBACK_CHECK_SECONDS = 1.0
 
 
 def compile_fields(fields: PolicyFields, prefix: str) -> CompiledPolicy:
@@ -35,11 +36,14 @@ def compile_fields(fields: PolicyFields, prefix: str) -> CompiledPolicy:
     contents = [(f"{prefix}.fallback_content[{k!r}]", v) for k, v in sorted(fields.fallback_content.items())]
     if fields.default_fallback:
         contents.append((f"{prefix}.default_fallback", fields.default_fallback))
+    # All fallbacks together get the policy's budget, and at least FALLBACK_CHECK_SECONDS: a tight budget
+    # is for generated texts, and a fallback is checked once, here.
+    deadline = time.perf_counter() + max(fields.effective_time_budget_ms / 1000, FALLBACK_CHECK_SECONDS)
     for path, content in contents:
         try:
-            result = compiled.check(content, time.perf_counter() + fields.effective_time_budget_ms / 1000)
+            result = compiled.check(content, deadline)
         except CheckTimeout:
-            broken.append((path, "could not be checked within the policy's time_budget; simplify the rules"))
+            broken.append((path, "could not be checked in time against the rules; simplify the rules"))
             continue
         if result.decision is not Decision.ALLOW:
             rules = ", ".join(
