@@ -4,6 +4,8 @@ streaming against one-shot checks, linear-time expressions, and compile errors w
 from __future__ import annotations
 
 import itertools
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,9 +13,12 @@ from hypothesis import strategies as st
 
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.guardrails.engine import (
+    MAX_LISTED,
+    MAX_LISTED_PER_RULE,
     MAX_TERMS,
     MAX_TEXT_CHARS,
     BannedTerms,
+    CheckTimeout,
     CompiledPolicy,
     Decision,
     Json,
@@ -398,3 +403,40 @@ def test_a_json_schema_naming_an_unknown_draft_is_refused() -> None:
     policy = compile_policy([RuleSpec("shape", Severity.ERROR, "format", known)])
     assert policy.check("{}").decision == Decision.ALLOW
     assert policy.check("[]").decision == Decision.REDACT
+
+
+# ---- bounds: what a check lists, redacts and how long it may run
+
+
+def test_a_check_lists_at_most_its_caps_and_decides_on_every_match() -> None:
+    rules = [RuleSpec(f"a{i}", Severity.INFO, "noise", Pattern("a")) for i in range(11)]
+    rules.append(RuleSpec("crit", Severity.CRITICAL, "bad", BannedTerms(("zzz",))))
+    result = compile_policy(rules).check("a" * 200 + " zzz")
+    assert len(result.violations) == MAX_LISTED
+    assert all(sum(v.rule_id == f"a{i}" for v in result.violations) <= MAX_LISTED_PER_RULE for i in range(11))
+    # The blocking match is past the first 1,000: not listed, counted, and it decides.
+    assert "crit" not in {v.rule_id for v in result.violations}
+    assert result.omitted["crit"] == 1
+    assert result.decision is Decision.BLOCK
+    assert len(result.violations) + sum(result.omitted.values()) == 11 * 200 + 1
+
+
+def test_a_redaction_too_large_to_answer_blocks_instead() -> None:
+    policy = compile_policy([RuleSpec("x", Severity.ERROR, "c" * 63, Pattern("x"))])
+    assert policy.check("x" * 1_000).decision is Decision.REDACT
+    result = policy.check("x " * 100_001)
+    assert (result.decision, result.redaction_too_large, result.redacted_text) == (Decision.BLOCK, True, None)
+
+
+def test_a_check_past_its_deadline_stops() -> None:
+    policy = compile_policy([RuleSpec("a", Severity.INFO, "noise", Pattern("a"))])
+    with pytest.raises(CheckTimeout):
+        policy.check("a" * 10_000, time.perf_counter() - 1)
+    assert len(policy.check("a" * 10_000, time.perf_counter() + 60).violations) == MAX_LISTED_PER_RULE
+
+
+def test_the_engine_uses_only_the_public_re2_api() -> None:
+    engine = Path(compile_policy.__code__.co_filename).parent
+    for source in engine.glob("*.py"):
+        assert "re2._re2" not in source.read_text(), source.name
+        assert "_re2." not in source.read_text(), source.name

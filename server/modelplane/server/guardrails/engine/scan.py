@@ -258,13 +258,30 @@ class CompiledPolicy:
         return found
 
     def _term_hits(self, text: str, scan_from: int, found: Scan, deadline: float | None) -> None:
+        """Each rule's terms, leftmost-longest without overlaps within the rule, like an expression scan.
+
+        The automaton reports matches by end; a match ending at `end` starts at `end - longest_term` or
+        later, so per rule only the starts of the last `longest_term` characters are still open, and memory
+        stays bounded whatever the number of matches."""
         folded = fold(text)
-        # Per rule, the longest term at each start: all leftmost-longest needs.
-        longest: dict[int, dict[int, int]] = {}
+        longest_term = self.longest_term
+        # Per rule: the longest end at each open start, and where its last chosen match ended.
+        open_starts: dict[int, dict[int, int]] = {}
+        covered: dict[int, int] = {}
+        redacts = self._redacts
+
+        def settle(rule: int, before: int) -> None:
+            ends = open_starts[rule]
+            for start in sorted(s for s in ends if s < before):
+                end = ends.pop(start)
+                if start >= covered.get(rule, -1):
+                    found.add(start, rule, end, 0, True, redacts[rule])
+                    covered[rule] = end
+
         length = len(text)
         seen = 0
         for last, (key_length, entries) in automaton_matches(
-            self._automaton, folded, scan_from, self.longest_term
+            self._automaton, folded, scan_from, longest_term
         ):
             seen += 1
             if seen % _CLOCK_EVERY == 0:
@@ -278,18 +295,14 @@ class CompiledPolicy:
                     or (end < length and _word_char(entry.term[-1]) and _word_char(text[end]))
                 ):
                     continue
-                ends = longest.setdefault(entry.rule, {})
+                ends = open_starts.setdefault(entry.rule, {})
                 if ends.get(start, -1) < end:
                     ends[start] = end
-        redacts = self._redacts
-        for rule, ends in longest.items():
+                if len(ends) > 4 * longest_term:
+                    settle(entry.rule, end - longest_term)
+        for rule in open_starts:
             _clock(deadline)
-            # Leftmost-longest, without overlaps within one rule, like a regular expression scan.
-            covered = -1
-            for start in sorted(ends):
-                if start >= covered:
-                    found.add(start, rule, ends[start], 0, True, redacts[rule])
-                    covered = ends[start]
+            settle(rule, length + 1)
 
     def _whole_text_hits(self, text: str, found: Scan, deadline: float | None) -> None:
         length = len(text)

@@ -109,7 +109,7 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
             seen.add(key)
 
 
-def _re2_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+def _pattern_on_re2(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
     if isinstance(instance, str) and re2.search(pattern, instance) is None:
         yield jsonschema.ValidationError(f"does not match {pattern!r}")
 
@@ -129,7 +129,7 @@ class JsonCheck:
                     "anyOf": _timed(_any_of),
                     "oneOf": _timed(_one_of),
                     "uniqueItems": _timed(_unique_items),
-                    "pattern": _timed(_re2_pattern),
+                    "pattern": _timed(_pattern_on_re2),
                 }
             )
             validator_class: Any = jsonschema.validators.extend(base, keywords)  # type: ignore[no-untyped-call]
