@@ -20,9 +20,10 @@ FALLBACK_BREAKS_POLICY = "FALLBACK_BREAKS_POLICY"
 FALLBACK_CHECK_SECONDS = 1.0
 
 
-def compile_fields(fields: PolicyFields, prefix: str) -> CompiledPolicy:
+def compile_fields(fields: PolicyFields, prefix: str, *, check_fallbacks: bool = True) -> CompiledPolicy:
     """Compiles a policy's rules, and refuses fallback content that would itself be redacted or blocked
-    (or that the policy cannot check within its time budget)."""
+    (or that the policy cannot check in time). A stored revision passed that check when it was written:
+    compiled again, it skips it, so a loaded machine never turns a stored policy into an invalid one."""
     try:
         compiled = compile_policy(
             fields.rules,
@@ -32,6 +33,8 @@ def compile_fields(fields: PolicyFields, prefix: str) -> CompiledPolicy:
         )
     except InvalidArgument as exc:
         raise InvalidArgument(exc.violations, reason=INVALID_RULE) from None
+    if not check_fallbacks:
+        return compiled
     broken: list[tuple[str, str]] = []
     contents = [(f"{prefix}.fallback_content[{k!r}]", v) for k, v in sorted(fields.fallback_content.items())]
     if fields.default_fallback:

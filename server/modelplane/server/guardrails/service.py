@@ -346,7 +346,9 @@ class GuardrailService:
         if policy is None:
             raise _revision_not_found(policy_id, wanted)
         # A stored revision compiled when it was written; this only rebuilds it in this process.
-        compiled = await asyncio.to_thread(compile_fields, policy.fields, "policy")
+        compiled = await asyncio.to_thread(
+            functools.partial(compile_fields, policy.fields, "policy", check_fallbacks=False)
+        )
         self._compiled.keep(policy, compiled)
         return policy, compiled
 
