@@ -857,7 +857,7 @@ class UpdatePolicyRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """update_mask names the fields to change, among display_name,
         description, rules, decisions, fallback_content, default_fallback,
-        fail_mode and time_budget; "*" means all of them.
+        fail_mode, time_budget and excerpt_context_chars; "*" means all of them.
         """
 
     def __init__(
