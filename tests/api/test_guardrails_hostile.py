@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelplane.server.app import ModelplaneServer
@@ -299,6 +299,15 @@ async def test_excerpts_do_not_rebuild_the_text(stub: GuardrailServiceAsyncStub)
     assert first.excerpt == "th* v**"
     error = await fails(create(stub, "too-much", [vowels], excerpt_context_chars=33))
     assert error.field_paths == ["policy.excerpt_context_chars"]
+    # A choice made on the policy: an update can make it, and the next revision carries it.
+    updated = await stub.UpdatePolicy(
+        pb.UpdatePolicyRequest(
+            policy=pb.Policy(name="policies/vowels", excerpt_context_chars=2),
+            update_mask=field_mask_pb2.FieldMask(paths=["excerpt_context_chars"]),
+        )
+    )
+    assert (updated.policy.revision, updated.policy.excerpt_context_chars) == (2, 2)
+    assert (await check(stub, "vowels", secret)).violations[0].excerpt == "th* v"
 
 
 # ---- 7. a Duration out of its own range is refused
