@@ -286,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_guardrail_benchmarks(args: argparse.Namespace) -> int:
     """The guardrails benchmarks after the registry's, each in processes of its own: the rule engine alone
     (bench/guardrails_engine.py), then CheckContent over gRPC on a server of its own
-    (bench/guardrails_grpc.py)."""
+    (bench/guardrails_grpc.py), then the event loop under hostile policies and texts
+    (bench/guardrails_hostile.py)."""
     grpc_options = [
         *(["--database-url", args.database_url] if args.database_url else []),
         *(["--embedded"] if args.embedded else []),
@@ -303,6 +304,7 @@ def run_guardrail_benchmarks(args: argparse.Namespace) -> int:
     for command in (
         ["bench.guardrails_engine"],
         ["bench.guardrails_grpc", *grpc_options],
+        ["bench.guardrails_hostile", *database_options],
         deployments_command,
         ["bench.logs_ingest", *database_options],
     ):
