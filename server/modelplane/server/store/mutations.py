@@ -40,14 +40,32 @@ class Replayed:
     result: Any
 
 
+@dataclass(frozen=True)
+class _Change:
+    resource_type: str
+    resource: str
+    kind: str
+    # The snapshot's JSON text; None on delete.
+    snapshot: str | None
+
+
 class Mutation:
-    """The open write transaction of one mutating RPC."""
+    """The open write transaction of one mutating RPC.
+
+    The change rows, audit rows, log events and the request id's stored result are kept here and written
+    by one statement (`mutation_finish`, see schema/0007) when the block ends, just before COMMIT, which
+    takes the revision too unless the body asked for it earlier. So a write's bookkeeping costs one round
+    trip, and the revision counter's row lock (the next writer waits on it) is held as briefly as can be.
+    """
 
     def __init__(self, conn: Connection, write: WriteRequest) -> None:
         self.conn = conn
         self.write = write
         self._revision: int | None = None
-        self._changes = 0
+        self._pending: list[_Change] = []
+        # Changes already written by an earlier finish (none today: finish runs once), i.e. the next seq.
+        self._written = 0
+        self._response: str | None = None
 
     @property
     def taken_revision(self) -> int | None:
@@ -55,18 +73,34 @@ class Mutation:
         return self._revision
 
     async def revision(self) -> int:
-        """The revision of this transaction, taken on first use.
+        """The revision of this transaction, taken now if it was not yet, for a body that writes it into
+        its own rows. Call it as late as the body allows: the next writer waits from here to COMMIT.
 
         The UPDATE holds the counter's row lock until COMMIT, so the next writer waits: revisions are
         handed out in commit order and a reader of `revision > N` never sees a gap filled later.
         """
         if self._revision is None:
             value = await self.conn.fetchval(
-                "UPDATE revision_counter SET revision = revision + 1 RETURNING revision"
+                "WITH taken AS (UPDATE revision_counter SET revision = revision + 1 RETURNING revision)"
+                " SELECT revision FROM taken, pg_notify($1, revision::text)",
+                CHANGES_CHANNEL,
             )
             self._revision = int(value)
-            await self.conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, str(self._revision))
         return self._revision
+
+    def change(
+        self,
+        *,
+        resource_type: str,
+        resource: str,
+        kind: str,
+        snapshot: Mapping[str, Any] | None,
+    ) -> None:
+        """Adds one change, written with its audit row and log event when the block ends (in revision order,
+        under the transaction's revision)."""
+        self._pending.append(
+            _Change(resource_type, resource, kind, None if snapshot is None else json.dumps(snapshot))
+        )
 
     async def record(
         self,
@@ -76,41 +110,34 @@ class Mutation:
         kind: str,
         snapshot: Mapping[str, Any] | None,
     ) -> int:
-        """Appends one change and its audit row; returns the revision."""
-        revision = await self.revision()
-        await self.conn.execute(
-            "INSERT INTO changes (revision, seq, resource_type, resource, kind, snapshot, actor)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            revision,
-            self._changes,
-            resource_type,
-            resource,
-            kind,
-            None if snapshot is None else json.dumps(snapshot),
-            self.write.actor,
-        )
-        self._changes += 1
-        await self.conn.execute(
-            "INSERT INTO audit_log (revision, actor, method, resource, request_id) VALUES ($1,"
-            " $2, $3, $4, $5)",
-            revision,
+        """`change()`, for a body that needs the revision now: takes it (see `revision()`) and returns it."""
+        self.change(resource_type=resource_type, resource=resource, kind=kind, snapshot=snapshot)
+        return await self.revision()
+
+    async def finish(self) -> None:
+        """Writes what the block recorded, in one statement; `mutation()` calls it before COMMIT."""
+        remember = self._response is not None
+        if not self._pending and not remember:
+            return
+        pending, self._pending = self._pending, []
+        revision = await self.conn.fetchval(
+            "SELECT mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12)",
+            self._revision,
+            CHANGES_CHANNEL,
             self.write.actor,
             self.write.method,
-            resource,
             self.write.request_id,
+            self._written,
+            [c.resource_type for c in pending],
+            [c.resource for c in pending],
+            [c.kind for c in pending],
+            [c.snapshot for c in pending],
+            remember,
+            self._response,
         )
-        # The change is also a control-plane event in the log store, committed or rolled back with it,
-        # so alias moves, policy revisions and rollouts show up next to the services' own events.
-        await self.conn.execute(
-            "SELECT log_control_plane_change($1, $2, $3, $4, $5, $6)",
-            revision,
-            self._changes - 1,
-            resource_type,
-            resource,
-            kind,
-            self.write.actor,
-        )
-        return revision
+        self._written += len(pending)
+        if revision is not None:
+            self._revision = int(revision)
 
     async def replay(self) -> Replayed | None:
         """Claims the request id; returns the first call's stored result when this call is a repeat.
@@ -145,18 +172,15 @@ class Mutation:
         return Replayed(None if row["response"] is None else json.loads(row["response"]))
 
     async def remember(self, result: Any) -> None:
-        """Stores the JSON form of the result for repeats of this request id."""
+        """Keeps the JSON form of the result for repeats of this request id (stored when the block ends)."""
         if self.write.request_id:
-            await self.conn.execute(
-                "UPDATE request_ids SET response = $3 WHERE method = $1 AND request_id = $2",
-                self.write.method,
-                self.write.request_id,
-                json.dumps(result),
-            )
+            self._response = json.dumps(result)
 
 
 @asynccontextmanager
 async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mutation]:
     """Opens a write transaction; it commits when the block ends and rolls back on any error."""
     async with database.transaction() as conn:
-        yield Mutation(conn, write)
+        m = Mutation(conn, write)
+        yield m
+        await m.finish()
