@@ -53,3 +53,14 @@ async def test_a_missing_model_gives_none_and_writes_nothing(database: Database)
         assert await store.insert_version(conn, "nope", FIELDS, "e") is None
     async with database.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM model_versions") == 0
+
+
+async def test_get_versions_reads_the_existing_ones_by_number(database: Database) -> None:
+    async with database.transaction() as conn:
+        await store.insert_model(conn, "chat", ModelFields(provider="openai"), "e0")
+        for _ in range(3):
+            await store.insert_version(conn, "chat", FIELDS, "e")
+        found = await store.get_versions(conn, "chat", [3, 1, 9])
+        assert [v.version_id for v in found] == [1, 3]
+        assert found[0] == await store.get_version(conn, "chat", 1)
+        assert await store.get_versions(conn, "other", [1]) == []

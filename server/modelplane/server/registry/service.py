@@ -449,10 +449,10 @@ class RegistryService:
         kind = "created" if previous is None else "updated"
         self._record(m, kind, "alias", moved.name, moved)
         # The versions' alias lists changed too: watchers of versions see it.
-        for changed in sorted(v for v in {previous, number} if v is not None):
-            snapshot = await store.get_version(m.conn, model_id, changed)
-            if snapshot is not None:
-                self._record(m, "updated", "model_version", snapshot.name, snapshot)
+        for snapshot in await store.get_versions(
+            m.conn, model_id, sorted({number} if previous is None else {number, previous})
+        ):
+            self._record(m, "updated", "model_version", snapshot.name, snapshot)
         # The history row carries the revision: taken last, so the next writer waits as briefly as can be.
         await store.record_alias_move(
             m.conn,
