@@ -57,6 +57,8 @@ class Round:
     # Microseconds of CPU (user + system) per successful call; None when not measured.
     server_cpu_us: float | None
     postgres_cpu_us: float | None
+    # Writes only: the backends waiting on a lock and running, on average over the round.
+    lock_waits: LockWaits | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Slice:
     seconds: float
     server_cpu: float | None = None
     postgres_cpu: float | None = None
+    lock_waits: LockWaits | None = None
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -108,12 +111,53 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+# How often the backends' lock waits are sampled while a write is driven.
+LOCK_SAMPLE_INTERVAL = 0.005
+
+
+@dataclass(frozen=True)
+class LockWaits:
+    """Backends of the server's database in the samples: waiting on a lock (the revision counter's row
+    lock among them) and running a statement (waiting or not), on average."""
+
+    waiting: float
+    active: float
+
+
 class PostgresCpu:
     """The CPU of the Postgres backends serving the benchmarked server's database (all but this one's
-    own connection), read from /proc: so it works only with a Postgres on this machine."""
+    own connections), read from /proc: so it works only with a Postgres on this machine. A second
+    connection samples their lock waits."""
 
-    def __init__(self, conn: asyncpg.Connection[asyncpg.Record] | None) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection[asyncpg.Record] | None,
+        sampler: asyncpg.Connection[asyncpg.Record] | None = None,
+    ) -> None:
         self._conn = conn
+        self._sampler = sampler
+
+    async def lock_waits(self, until: float) -> LockWaits | None:
+        """Samples pg_stat_activity until perf_counter() reaches `until`."""
+        if self._sampler is None:
+            return None
+        samples: list[tuple[int, int]] = []
+        while time.perf_counter() < until:
+            row = await self._sampler.fetchrow(
+                "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting,"
+                " count(*) FILTER (WHERE state = 'active') AS active"
+                " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend' AND application_name = 'modelplane'"
+            )
+            assert row is not None
+            samples.append((row["waiting"], row["active"]))
+            await asyncio.sleep(LOCK_SAMPLE_INTERVAL)
+        if not samples:
+            return None
+        return LockWaits(
+            waiting=sum(w for w, _ in samples) / len(samples),
+            active=sum(a for _, a in samples) / len(samples),
+        )
 
     async def sample(self) -> dict[int, float] | None:
         if self._conn is None:
@@ -130,6 +174,7 @@ async def _drive(
     seconds: float,
     server_pid: int | None = None,
     postgres: PostgresCpu | None = None,
+    sample_locks: bool = False,
 ) -> Slice:
     """`concurrency` callers, each calling in a loop until `seconds` are up."""
     latencies: list[float] = []
@@ -151,7 +196,10 @@ async def _drive(
                 continue
             latencies.append(time.perf_counter() - begin)
 
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    sampler = postgres.lock_waits(end) if postgres is not None and sample_locks else None
+    *_, lock_waits = await asyncio.gather(
+        *(caller() for _ in range(concurrency)), sampler or asyncio.sleep(0, None)
+    )
     # The callers stop at the first call that ends after `end`, so the slice lasts a little longer.
     elapsed = time.perf_counter() - started
     server_cpu = None if server_pid is None else process_cpu_seconds(server_pid) - (cpu_before or 0.0)
@@ -160,7 +208,7 @@ async def _drive(
     if pg_before is not None and pg_after is not None:
         # A backend that appeared during the slice counts from zero; one that went away is not counted.
         postgres_cpu = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
-    return Slice(latencies, errors, elapsed, server_cpu, postgres_cpu)
+    return Slice(latencies, errors, elapsed, server_cpu, postgres_cpu, lock_waits)
 
 
 def _per_call_us(cpu: float | None, calls: int) -> float | None:
@@ -179,6 +227,7 @@ def summarize(rpc: str, concurrency: int, slices: Sequence[Slice]) -> Cell:
             qps=len(piece.latencies) / piece.seconds,
             server_cpu_us=_per_call_us(piece.server_cpu, len(piece.latencies)),
             postgres_cpu_us=_per_call_us(piece.postgres_cpu, len(piece.latencies)),
+            lock_waits=piece.lock_waits,
         )
         for piece in slices
     ]
@@ -202,6 +251,7 @@ class Target:
     call: Call
     server_pid: int | None
     postgres: PostgresCpu | None = None
+    sample_locks: bool = False
 
 
 async def measure_level(
@@ -218,7 +268,10 @@ async def measure_level(
     slices: dict[str, list[Slice]] = {rpc: [] for rpc in targets}
     for _ in range(rounds):
         for rpc, t in targets.items():
-            slices[rpc].append(await _drive(t.call, concurrency, duration / rounds, t.server_pid, t.postgres))
+            piece = await _drive(
+                t.call, concurrency, duration / rounds, t.server_pid, t.postgres, t.sample_locks
+            )
+            slices[rpc].append(piece)
     return [summarize(rpc, concurrency, pieces) for rpc, pieces in slices.items()]
 
 
@@ -302,7 +355,8 @@ async def run_load(args: argparse.Namespace) -> dict[str, object]:
         async with asyncio.timeout(READY_TIMEOUT):
             await bare_channel.channel_ready()
         pg_conn = await asyncpg.connect(args.database_url) if args.database_url else None
-        postgres = PostgresCpu(pg_conn)
+        sampler_conn = await asyncpg.connect(args.database_url) if args.database_url else None
+        postgres = PostgresCpu(pg_conn, sampler_conn)
         registry = ModelRegistryServiceStub(channel)
         print(f"seeding {args.models} models x {args.versions} versions with aliases ...", file=sys.stderr)
         seeded = await seed_registry(registry, models=args.models, versions_per_model=args.versions)
@@ -311,7 +365,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, object]:
             reads = {BARE: Target(calls[BARE], args.bare_pid)} | {
                 rpc: Target(calls[rpc], args.server_pid, postgres) for rpc in (HEALTH, *READS)
             }
-            writes = {rpc: Target(calls[rpc], args.server_pid, postgres) for rpc in WRITES}
+            writes = {rpc: Target(calls[rpc], args.server_pid, postgres, sample_locks=True) for rpc in WRITES}
             cells: list[Cell] = []
             # Reads before the writes: versions published by the writes would add candidates to resolution.
             for concurrency in args.concurrency:
@@ -321,8 +375,9 @@ async def run_load(args: argparse.Namespace) -> dict[str, object]:
                 print(f"  writes at concurrency {concurrency} ...", file=sys.stderr)
                 cells += await measure_level(writes, concurrency, args.warmup, args.duration, args.rounds)
         finally:
-            if pg_conn is not None:
-                await pg_conn.close()
+            for conn in (pg_conn, sampler_conn):
+                if conn is not None:
+                    await conn.close()
             if not args.keep_seed:
                 await remove_seed(registry, seeded)
     return {

@@ -260,6 +260,15 @@ def format_report(result: dict[str, Any], args: argparse.Namespace, database: st
                 f"{_spread(_cpu(cell, 'postgres_cpu_us'), '.0f'):<19}{errors}"
             )
         lines.append("")
+    for cell in (c for c in cells if c["rpc"] in WRITES):
+        waits = [r["lock_waits"] for r in cell["rounds"] if r.get("lock_waits")]
+        if waits:
+            lines.append(
+                f"{cell['rpc']} at {cell['concurrency']}: Postgres backends waiting on a lock "
+                f"{_spread([w['waiting'] for w in waits], '.1f')} of "
+                f"{_spread([w['active'] for w in waits], '.1f')} running a statement (sampled every 5 ms)"
+            )
+    lines.append("")
     lines.append(
         "targets: Health/Check at 0.85 of the bare server's QPS, reads at 0.80 (median ratio), "
         f"writes {WRITE_TARGET:.0f}/s at concurrency 16"
