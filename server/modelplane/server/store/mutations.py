@@ -53,9 +53,10 @@ class Mutation:
     """The open write transaction of one mutating RPC.
 
     The change rows, audit rows, log events and the request id's stored result are kept here and written
-    by one statement (`mutation_finish`, see schema/0007) when the block ends, just before COMMIT, which
-    takes the revision too unless the body asked for it earlier. So a write's bookkeeping costs one round
-    trip, and the revision counter's row lock (the next writer waits on it) is held as briefly as can be.
+    by one statement (`mutation_finish`, see schema/0007) when the block ends, just before COMMIT. Unless
+    the body asked for the revision earlier, a deferred trigger takes it at COMMIT: the revision counter's
+    row lock (the next writer waits on it) is then held only while Postgres commits, not across a round
+    trip to this process, whose event loop may be busy with other calls.
     """
 
     def __init__(self, conn: Connection, write: WriteRequest) -> None:
@@ -66,6 +67,8 @@ class Mutation:
         # Changes already written by an earlier finish (none today: finish runs once), i.e. the next seq.
         self._written = 0
         self._response: str | None = None
+        # The first audit row of changes whose revision is taken at COMMIT.
+        self._audit_id: int | None = None
 
     @property
     def taken_revision(self) -> int | None:
@@ -120,8 +123,9 @@ class Mutation:
         if not self._pending and not remember:
             return
         pending, self._pending = self._pending, []
-        revision = await self.conn.fetchval(
-            "SELECT mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12)",
+        row = await self.conn.fetchrow(
+            "SELECT revision, first_audit_id FROM"
+            " mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12)",
             self._revision,
             CHANGES_CHANNEL,
             self.write.actor,
@@ -135,9 +139,15 @@ class Mutation:
             remember,
             self._response,
         )
+        assert row is not None
         self._written += len(pending)
-        if revision is not None:
-            self._revision = int(revision)
+        self._audit_id = row["first_audit_id"]
+
+    async def committed(self) -> None:
+        """After COMMIT: reads the revision the commit took, when it was taken there (by its audit row)."""
+        if self._audit_id is not None and self._revision is None:
+            value = await self.conn.fetchval("SELECT revision FROM audit_log WHERE id = $1", self._audit_id)
+            self._revision = int(value)
 
     async def replay(self) -> Replayed | None:
         """Claims the request id; returns the first call's stored result when this call is a repeat.
@@ -179,8 +189,16 @@ class Mutation:
 
 @asynccontextmanager
 async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mutation]:
-    """Opens a write transaction; it commits when the block ends and rolls back on any error."""
-    async with database.transaction() as conn:
+    """Opens a write transaction; it commits when the block ends and rolls back on any error.
+
+    A write whose revision was taken at COMMIT learns it with one more read afterwards (its caches need it);
+    should that read fail, the write has committed all the same, and a retry with its request id gets the
+    first call's result.
+    """
+    # connection() turns a lost database into StorageUnavailable, here as around any borrowed connection.
+    async with database.connection() as conn:
         m = Mutation(conn, write)
-        yield m
-        await m.finish()
+        async with conn.transaction():
+            yield m
+            await m.finish()
+        await m.committed()
