@@ -170,3 +170,61 @@ async def test_concurrent_deferred_writers_get_distinct_revisions_in_commit_orde
 
     await asyncio.gather(*(write(i) for i in range(30)))
     assert sorted(seen) == list(range(1, 31))
+
+
+async def _marks(database: Database) -> list[int]:
+    async with database.connection() as conn:
+        return [r["revision"] for r in await conn.fetch("SELECT revision FROM marks ORDER BY id")]
+
+
+@pytest.fixture
+async def marks(database: Database) -> None:
+    """A table with rows that name a write's revision, like the registry's alias history."""
+    async with database.connection() as conn:
+        await conn.execute("CREATE TABLE marks (id serial PRIMARY KEY, revision bigint NOT NULL)")
+
+
+@pytest.mark.usefixtures("marks")
+async def test_a_row_naming_the_revision_gets_the_one_taken_at_commit(database: Database) -> None:
+    async with mutation(database, writer()) as m:
+        m.change(resource_type="thing", resource="things/a", kind="created", snapshot={})
+        placeholder = m.revision_for("marks")
+        assert placeholder < 0
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", placeholder)
+    assert await _marks(database) == [1]
+    assert m.taken_revision == 1
+    async with database.connection() as conn:
+        # The staging row of the changes went with the commit that consumed it.
+        assert await conn.fetchval("SELECT count(*) FROM mutation_pending") == 0
+
+
+@pytest.mark.usefixtures("marks")
+async def test_a_revision_named_before_it_is_taken_early_still_ends_up_right(database: Database) -> None:
+    async with mutation(database, writer()) as m:
+        m.change(resource_type="thing", resource="things/a", kind="created", snapshot={})
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+        taken = await m.revision()
+        assert m.revision_for("marks") == taken
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+    assert await _marks(database) == [taken, taken]
+
+
+@pytest.mark.usefixtures("marks")
+async def test_a_revision_named_without_changes_is_taken_all_the_same(database: Database) -> None:
+    async with mutation(database, writer()) as m:
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+    assert m.taken_revision == 1
+    assert await _marks(database) == [1]
+
+
+@pytest.mark.usefixtures("marks")
+async def test_concurrent_writes_naming_their_revisions_each_get_their_own(database: Database) -> None:
+    async def write(i: int) -> int | None:
+        async with mutation(database, writer()) as m:
+            m.change(resource_type="thing", resource=f"things/{i}", kind="created", snapshot={})
+            await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+            await asyncio.sleep(0.001 * (i % 4))
+        return m.taken_revision
+
+    taken = await asyncio.gather(*(write(i) for i in range(20)))
+    assert sorted(await _marks(database)) == sorted(t for t in taken if t is not None) == list(range(1, 21))

@@ -453,7 +453,7 @@ class RegistryService:
             m.conn, model_id, sorted({number} if previous is None else {number, previous})
         ):
             self._record(m, "updated", "model_version", snapshot.name, snapshot)
-        # The history row carries the revision: taken last, so the next writer waits as briefly as can be.
+        # The history row names the revision, which COMMIT takes (see Mutation.revision_for).
         await store.record_alias_move(
             m.conn,
             model_id=model_id,
@@ -462,7 +462,7 @@ class RegistryService:
             to_version=number,
             actor=m.write.actor,
             reason=reason,
-            revision=await m.revision(),
+            revision=m.revision_for("alias_history"),
         )
         return moved
 
@@ -518,7 +518,7 @@ class RegistryService:
                 to_version=None,
                 actor=m.write.actor,
                 reason=reason,
-                revision=await m.revision(),
+                revision=m.revision_for("alias_history"),
             )
 
         await self._write(write, None, body)

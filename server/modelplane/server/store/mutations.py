@@ -9,6 +9,7 @@ that wakes the watchers once the transaction commits.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class Mutation:
         self._response: str | None = None
         # The first audit row of changes whose revision is taken at COMMIT.
         self._audit_id: int | None = None
+        # Tables with rows written with the revision placeholder.
+        self._placeholder_tables: list[str] = []
+        self._placeholder = -1 - secrets.randbits(62)
 
     @property
     def taken_revision(self) -> int | None:
@@ -90,6 +94,17 @@ class Mutation:
             )
             self._revision = int(value)
         return self._revision
+
+    def revision_for(self, table: str) -> int:
+        """What to write into the `revision` column of a row of `table` that names this write's revision,
+        without taking the revision now: the revision itself when it was taken already, else a placeholder
+        (a negative number, unique to this transaction) that COMMIT replaces with the revision. The table
+        needs an index on `revision` for its negative values (see schema/0007)."""
+        if self._revision is not None:
+            return self._revision
+        if table not in self._placeholder_tables:
+            self._placeholder_tables.append(table)
+        return self._placeholder
 
     def change(
         self,
@@ -120,12 +135,15 @@ class Mutation:
     async def finish(self) -> None:
         """Writes what the block recorded, in one statement; `mutation()` calls it before COMMIT."""
         remember = self._response is not None
-        if not self._pending and not remember:
+        if not self._pending and not remember and not self._placeholder_tables:
             return
+        if self._placeholder_tables and not self._pending and self._revision is None:
+            # Nothing for the commit to read the revision back by: take it now.
+            await self.revision()
         pending, self._pending = self._pending, []
         row = await self.conn.fetchrow(
             "SELECT revision, first_audit_id FROM"
-            " mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12)",
+            " mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12, $13, $14)",
             self._revision,
             CHANGES_CHANNEL,
             self.write.actor,
@@ -138,6 +156,8 @@ class Mutation:
             [c.snapshot for c in pending],
             remember,
             self._response,
+            self._placeholder,
+            self._placeholder_tables,
         )
         assert row is not None
         self._written += len(pending)

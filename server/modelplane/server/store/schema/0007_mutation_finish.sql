@@ -38,8 +38,22 @@ CREATE UNLOGGED TABLE mutation_pending (
     resources text[] NOT NULL,
     kinds text[] NOT NULL,
     snapshots jsonb[] NOT NULL,
-    audit_ids bigint[] NOT NULL
+    audit_ids bigint[] NOT NULL,
+    -- Rows of these tables written with `placeholder` as their revision get the revision at COMMIT.
+    placeholder bigint,
+    placeholder_tables text[] NOT NULL
 );
+
+-- Gives the rows written with a revision placeholder their revision (the tables are named by the server's
+-- code, never by a caller).
+CREATE FUNCTION mutation_fill_placeholders(rev bigint, p_placeholder bigint, p_tables text[])
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_tables), 0) LOOP
+        EXECUTE format('UPDATE %I SET revision = $1 WHERE revision = $2', p_tables[i]) USING rev, p_placeholder;
+    END LOOP;
+END
+$$;
 
 CREATE FUNCTION mutation_take_revision_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -49,6 +63,7 @@ BEGIN
     PERFORM pg_notify(NEW.channel, rev::text);
     PERFORM mutation_write_changes(rev, NEW.channel, NEW.actor, NEW.method, NEW.request_id, NEW.first_seq,
                                    NEW.resource_types, NEW.resources, NEW.kinds, NEW.snapshots, NEW.audit_ids);
+    PERFORM mutation_fill_placeholders(rev, NEW.placeholder, NEW.placeholder_tables);
     DELETE FROM mutation_pending WHERE id = NEW.id;
     RETURN NULL;
 END
@@ -73,6 +88,8 @@ CREATE FUNCTION mutation_finish(
     p_snapshots jsonb[],
     p_remember boolean,         -- store p_response for the request id
     p_response jsonb,
+    p_placeholder bigint,       -- the revision placeholder written into rows of p_placeholder_tables
+    p_placeholder_tables text[],
     OUT revision bigint,
     OUT first_audit_id bigint
 ) LANGUAGE plpgsql AS $$
@@ -81,19 +98,24 @@ DECLARE
     audit_ids bigint[];
 BEGIN
     revision := p_revision;
-    IF n > 0 AND p_revision IS NOT NULL THEN
+    IF p_revision IS NOT NULL THEN
         PERFORM mutation_write_changes(p_revision, p_channel, p_actor, p_method, p_request_id, p_first_seq,
                                        p_resource_types, p_resources, p_kinds, p_snapshots, NULL);
+        PERFORM mutation_fill_placeholders(p_revision, p_placeholder, p_placeholder_tables);
     ELSIF n > 0 THEN
         SELECT array_agg(nextval('audit_log_id_seq')) INTO audit_ids FROM generate_series(1, n);
         first_audit_id := audit_ids[1];
         INSERT INTO mutation_pending (channel, actor, method, request_id, first_seq, resource_types, resources,
-                                      kinds, snapshots, audit_ids)
+                                      kinds, snapshots, audit_ids, placeholder, placeholder_tables)
         VALUES (p_channel, p_actor, p_method, p_request_id, p_first_seq, p_resource_types, p_resources,
-                p_kinds, p_snapshots, audit_ids);
+                p_kinds, p_snapshots, audit_ids, p_placeholder, p_placeholder_tables);
     END IF;
     IF p_remember THEN
         UPDATE request_ids SET response = p_response WHERE method = p_method AND request_id = p_request_id;
     END IF;
 END
 $$;
+
+-- The registry's alias history names the revision of each move: written with a placeholder (a negative
+-- number) and given the revision at COMMIT; this index finds the few rows still waiting for theirs.
+CREATE INDEX alias_history_revision_placeholder ON alias_history (revision) WHERE revision < 0;
