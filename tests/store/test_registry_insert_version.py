@@ -1,4 +1,4 @@
-"""insert_version writes, numbers and reads back a version in one statement: what it returns is what a later
+"""insert_version and get_versions, one statement each: what insert_version returns is what a later
 read finds, numbers are consecutive per model, and a missing model gives None and writes nothing."""
 
 from __future__ import annotations
