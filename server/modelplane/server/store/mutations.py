@@ -65,7 +65,7 @@ class Mutation:
         self.write = write
         self._revision: int | None = None
         self._pending: list[_Change] = []
-        # Changes already written by an earlier finish (none today: finish runs once), i.e. the next seq.
+        # Changes written so far: the seq of the next one.
         self._written = 0
         self._response: str | None = None
         # The first audit row of changes whose revision is taken at COMMIT.
