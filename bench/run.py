@@ -356,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {exc}; the server's last log lines:", *tail, sep="\n  ", file=sys.stderr)
             return 1
     print(format_report(result, args, database.description), flush=True)
+    print(flush=True)
+    subprocess.run([sys.executable, "-m", "bench.registry_convert"], cwd=REPO, check=False)
     if args.registry_only:
         return 0
     return run_guardrail_benchmarks(args)

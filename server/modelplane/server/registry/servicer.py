@@ -19,11 +19,11 @@ Context = grpc.aio.ServicerContext[object, object]
 MEMO_ENTRIES = 4096
 
 
-def _get_version_response(version: ModelVersion) -> pb.GetModelVersionResponse:
+def get_version_response(version: ModelVersion) -> pb.GetModelVersionResponse:
     return pb.GetModelVersionResponse(model_version=convert.version_to_proto(version))
 
 
-def _resolve_response(resolution: Resolution) -> pb.ResolveModelResponse:
+def resolve_response(resolution: Resolution) -> pb.ResolveModelResponse:
     return pb.ResolveModelResponse(
         model_version=convert.version_to_proto(resolution.version), revision=resolution.revision
     )
@@ -34,8 +34,8 @@ class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         self._service = service
         # The service's read cache hands out the same version or resolution until a newer commit: its
         # response is built once (see proto_memo.py).
-        self._version_responses = ProtoMemo(_get_version_response, max_entries=MEMO_ENTRIES)
-        self._resolve_responses = ProtoMemo(_resolve_response, max_entries=MEMO_ENTRIES)
+        self._version_responses = ProtoMemo(get_version_response, max_entries=MEMO_ENTRIES)
+        self._resolve_responses = ProtoMemo(resolve_response, max_entries=MEMO_ENTRIES)
 
     async def CreateModel(self, request: pb.CreateModelRequest, context: Context) -> pb.CreateModelResponse:
         model = await self._service.create_model(
