@@ -139,8 +139,8 @@ class RegistryService:
         return result
 
     @staticmethod
-    async def _record(m: Mutation, kind: str, resource_type: str, resource: str, value: Any) -> int:
-        return await m.record(
+    def _record(m: Mutation, kind: str, resource_type: str, resource: str, value: Any) -> None:
+        m.change(
             resource_type=resource_type,
             resource=resource,
             kind=kind,
@@ -161,7 +161,7 @@ class RegistryService:
                     reason="MODEL_ALREADY_EXISTS",
                     metadata={"resource": model_name(model_id)},
                 )
-            await self._record(m, "created", "model", created.name, created)
+            self._record(m, "created", "model", created.name, created)
             return created
 
         return await self._write(write, Model, body)
@@ -203,7 +203,7 @@ class RegistryService:
                 if current is None:
                     raise _model_not_found(model_id)
                 raise _etag_mismatch(current.name, current.etag)
-            await self._record(m, "updated", "model", updated.name, updated)
+            self._record(m, "updated", "model", updated.name, updated)
             return updated
 
         return await self._write(write, Model, body)
@@ -233,10 +233,10 @@ class RegistryService:
             await store.delete_model(m.conn, model_id, expected_etag="")
             # The alias history goes with the model (as the contract says); the change log keeps the deletes.
             for alias in aliases:
-                await self._record(m, "deleted", "alias", alias.name, None)
+                self._record(m, "deleted", "alias", alias.name, None)
             for version in versions_deleted:
-                await self._record(m, "deleted", "model_version", version.name, None)
-            await self._record(m, "deleted", "model", current.name, None)
+                self._record(m, "deleted", "model_version", version.name, None)
+            self._record(m, "deleted", "model", current.name, None)
 
         await self._write(write, None, body)
 
@@ -259,7 +259,7 @@ class RegistryService:
             created = await store.insert_version(m.conn, model_id, fields, new_etag())
             if created is None:
                 raise _model_not_found(model_id)
-            await self._record(m, "created", "model_version", created.name, created)
+            self._record(m, "created", "model_version", created.name, created)
             return created
 
         return await self._write(write, ModelVersion, body)
@@ -328,7 +328,7 @@ class RegistryService:
                 if current is None:
                     raise _version_not_found(model_id, number)
                 raise _etag_mismatch(current.name, current.etag)
-            await self._record(m, "updated", "model_version", updated.name, updated)
+            self._record(m, "updated", "model_version", updated.name, updated)
             return updated
 
         return await self._write(write, ModelVersion, body)
@@ -348,7 +348,7 @@ class RegistryService:
                 )
             if not await store.delete_version(m.conn, model_id, number, expected_etag=etag):
                 raise _etag_mismatch(current.name, current.etag)
-            await self._record(m, "deleted", "model_version", current.name, None)
+            self._record(m, "deleted", "model_version", current.name, None)
 
         await self._write(write, None, body)
 
@@ -447,7 +447,13 @@ class RegistryService:
                 },
             )
         kind = "created" if previous is None else "updated"
-        revision = await self._record(m, kind, "alias", moved.name, moved)
+        self._record(m, kind, "alias", moved.name, moved)
+        # The versions' alias lists changed too: watchers of versions see it.
+        for snapshot in await store.get_versions(
+            m.conn, model_id, sorted({number} if previous is None else {number, previous})
+        ):
+            self._record(m, "updated", "model_version", snapshot.name, snapshot)
+        # The history row names the revision, which COMMIT takes (see Mutation.revision_for).
         await store.record_alias_move(
             m.conn,
             model_id=model_id,
@@ -456,14 +462,8 @@ class RegistryService:
             to_version=number,
             actor=m.write.actor,
             reason=reason,
-            revision=revision,
+            revision=m.revision_for("alias_history"),
         )
-        # The versions' alias lists changed too: watchers of versions see it.
-        for changed in {previous, number} - {None}:
-            assert changed is not None
-            snapshot = await store.get_version(m.conn, model_id, changed)
-            if snapshot is not None:
-                await self._record(m, "updated", "model_version", snapshot.name, snapshot)
         return moved
 
     async def get_alias(self, name: str) -> Alias:
@@ -506,7 +506,10 @@ class RegistryService:
                     reason="ALIAS_CONFLICT",
                     metadata={"resource": current.name, "current_version": now.version if now else ""},
                 )
-            revision = await self._record(m, "deleted", "alias", current.name, None)
+            self._record(m, "deleted", "alias", current.name, None)
+            snapshot = await store.get_version(m.conn, model_id, current.version_id)
+            if snapshot is not None:
+                self._record(m, "updated", "model_version", snapshot.name, snapshot)
             await store.record_alias_move(
                 m.conn,
                 model_id=model_id,
@@ -515,11 +518,8 @@ class RegistryService:
                 to_version=None,
                 actor=m.write.actor,
                 reason=reason,
-                revision=revision,
+                revision=m.revision_for("alias_history"),
             )
-            snapshot = await store.get_version(m.conn, model_id, current.version_id)
-            if snapshot is not None:
-                await self._record(m, "updated", "model_version", snapshot.name, snapshot)
 
         await self._write(write, None, body)
 
