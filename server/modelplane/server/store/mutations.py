@@ -54,7 +54,7 @@ class Mutation:
     """The open write transaction of one mutating RPC.
 
     The change rows, audit rows, log events and the request id's stored result are kept here and written
-    by one statement (`mutation_finish`, see schema/0007) when the block ends, just before COMMIT. Unless
+    by one statement (`mutation_finish`, see schema/0008) when the block ends, just before COMMIT. Unless
     the body asked for the revision earlier, a deferred trigger takes it at COMMIT: the revision counter's
     row lock (the next writer waits on it) is then held only while Postgres commits, not across a round
     trip to this process, whose event loop may be busy with other calls.
@@ -99,7 +99,7 @@ class Mutation:
         """What to write into the `revision` column of a row of `table` that names this write's revision,
         without taking the revision now: the revision itself when it was taken already, else a placeholder
         (a negative number, unique to this transaction) that COMMIT replaces with the revision. The table
-        needs an index on `revision` for its negative values (see schema/0007)."""
+        needs an index on `revision` for its negative values (see schema/0008)."""
         if self._revision is not None:
             return self._revision
         if table not in self._placeholder_tables:
