@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
@@ -46,7 +45,6 @@ from modelplane.server.deployments.domain import (
 )
 from modelplane.server.deployments.traffic import RoutingTable
 from modelplane.server.errors import (
-    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -57,21 +55,18 @@ from modelplane.server.errors import (
 from modelplane.server.registry.domain import version_name
 from modelplane.server.registry.service import RegistryService
 from modelplane.server.store import changes
-from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
+from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 UPDATE_MASK = frozenset({"description", "labels", "traffic.stable.endpoints"})
 DRIVER_WRITE = WriteRequest(actor=DRIVER_ACTOR, method="RolloutDriver/Advance")
-
-
-def new_etag() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 def _deployment_not_found(deployment_id: str) -> NotFound:
@@ -89,14 +84,6 @@ def _rollout_not_found(deployment_id: str, number: int) -> NotFound:
 def _version_not_found(version: str) -> NotFound:
     return NotFound(
         f"version {version} does not exist", reason="MODEL_VERSION_NOT_FOUND", metadata={"resource": version}
-    )
-
-
-def _etag_mismatch(resource: str, current: str) -> Aborted:
-    return Aborted(
-        f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
-        metadata={"resource": resource, "current_etag": current},
     )
 
 
@@ -134,20 +121,11 @@ class DeploymentService:
     async def _write(
         self, write: WriteRequest, result_type: type[T] | None, body: Callable[[Mutation], Awaitable[T]]
     ) -> T:
-        """Runs body in one write transaction, at most once per request id."""
-        field_rules.check_request_id(write.request_id)
-        async with mutation(self._db, write) as m:
-            replayed = await m.replay()
-            if replayed is not None:
-                if result_type is None or replayed.result is None:
-                    return None  # type: ignore[return-value]
-                return from_json(result_type, replayed.result)
-            result = await body(m)
-            await m.remember(None if result is None else to_json(result))
-        if m.taken_revision is not None:
-            self._routes.written(m.taken_revision)
-            self._registry.written(m.taken_revision)
-        return result
+        return await write_once(self._db, write, body, result_type=result_type, committed=self._written)
+
+    def _written(self, revision: int) -> None:
+        self._routes.written(revision)
+        self._registry.written(revision)
 
     async def _locked(self, m: Mutation, deployment_id: str) -> Deployment:
         found = await store.get_deployment(m.conn, deployment_id, for_update=True)
@@ -321,7 +299,7 @@ class DeploymentService:
         async def body(m: Mutation) -> Deployment:
             current = await self._locked(m, deployment_id)
             if etag and etag != current.etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             now = await store.db_now(m.conn)
             table = current.traffic
             if "traffic.stable.endpoints" in paths:
@@ -354,7 +332,7 @@ class DeploymentService:
         async def body(m: Mutation) -> None:
             current = await self._locked(m, deployment_id)
             if etag and etag != current.etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             if current.active_rollout is not None:
                 active = rollout_name(deployment_id, current.active_rollout)
                 raise FailedPrecondition(
@@ -491,7 +469,7 @@ class DeploymentService:
             if current is None or rollout is None:
                 raise _rollout_not_found(deployment_id, number)
             if etag and etag != rollout.etag:
-                raise _etag_mismatch(rollout.name, rollout.etag)
+                raise etag_mismatch(rollout.name, rollout.etag)
             now = await store.db_now(m.conn)
             return await self._apply(m, current, event(rollout, current.traffic, now), now)
 

@@ -11,7 +11,6 @@ import asyncio
 import functools
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -60,10 +59,11 @@ from modelplane.server.guardrails.engine import (
 from modelplane.server.guardrails.records import CheckRecorder
 from modelplane.server.guardrails.verdicts import early_block, found, unchecked_verdict, verdict_of
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
-from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
+from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -110,10 +110,6 @@ VIOLATION_ORDER = OrderSchema(
 )
 
 
-def new_etag() -> str:
-    return uuid.uuid4().hex[:16]
-
-
 def _policy_not_found(policy_id: str) -> NotFound:
     name = policy_name(policy_id)
     return NotFound(f"policy {name} does not exist", reason="POLICY_NOT_FOUND", metadata={"resource": name})
@@ -125,14 +121,6 @@ def _revision_not_found(policy_id: str, revision: int) -> NotFound:
         f"policy {name} has no revision {revision}",
         reason="POLICY_REVISION_NOT_FOUND",
         metadata={"resource": name, "revision": str(revision)},
-    )
-
-
-def _etag_mismatch(resource: str, current: str) -> Aborted:
-    return Aborted(
-        f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
-        metadata={"resource": resource, "current_etag": current},
     )
 
 
@@ -173,21 +161,20 @@ class GuardrailService:
     async def _write(
         self, write: WriteRequest, body: Callable[[Mutation], Awaitable[Policy | None]]
     ) -> Policy | None:
-        """Runs body in one write transaction, at most once per request id."""
-        field_rules.check_request_id(write.request_id)
-        async with mutation(self._db, write) as m:
-            replayed = await m.replay()
-            if replayed is not None:
-                return None if replayed.result is None else policy_from_json(replayed.result)
-            result = await body(m)
-            await m.remember(None if result is None else policy_to_json(result))
-        if m.taken_revision is not None:
-            self._heads.written(m.taken_revision)
-        return result
+        return await write_once(
+            self._db,
+            write,
+            body,
+            result_type=None,
+            encode=policy_to_json,
+            decode=policy_from_json,
+            committed=self._heads.written,
+        )
 
     @staticmethod
-    async def _record_change(m: Mutation, kind: str, name: str, policy: Policy | None) -> None:
-        await m.record(
+    def _record_change(m: Mutation, kind: str, name: str, policy: Policy | None) -> None:
+        # A policy's rows never name the revision, so it is taken at COMMIT (see Mutation).
+        m.change(
             resource_type="policy",
             resource=name,
             kind=kind,
@@ -208,7 +195,7 @@ class GuardrailService:
                     reason="POLICY_ALREADY_EXISTS",
                     metadata={"resource": name},
                 )
-            await self._record_change(m, "created", created.name, created)
+            self._record_change(m, "created", created.name, created)
             return created
 
         policy = await self._write(write, body)
@@ -256,7 +243,7 @@ class GuardrailService:
             if current is None:
                 raise _policy_not_found(policy_id)
             if etag and etag != current.etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             fields = merge_fields(current.fields, given, paths)
             compiled = await asyncio.to_thread(compile_fields, fields, "policy")
             # The merge read `current`: the write must land on exactly that revision, or be redone.
@@ -270,7 +257,7 @@ class GuardrailService:
                 )
                 if updated is None:
                     return None
-                await self._record_change(m, "updated", updated.name, updated)
+                self._record_change(m, "updated", updated.name, updated)
                 return updated
 
             policy = await self._write(write, body)
@@ -283,7 +270,7 @@ class GuardrailService:
                     now = await store.get_policy(conn, policy_id)
                 if now is None:
                     raise _policy_not_found(policy_id)
-                raise _etag_mismatch(now.name, now.etag)
+                raise etag_mismatch(now.name, now.etag)
         raise Aborted(
             f"{policy_name(policy_id)} kept changing while it was being updated; retry",
             reason="ETAG_MISMATCH",
@@ -299,9 +286,9 @@ class GuardrailService:
             if current is None or head is None:
                 raise _policy_not_found(policy_id)
             if etag and current.etag != etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             await store.delete_policy(m.conn, policy_id)
-            await self._record_change(m, "deleted", current.name, None)
+            self._record_change(m, "deleted", current.name, None)
 
         await self._write(write, body)
 

@@ -7,7 +7,6 @@ result of its request id commit together with the write, or none of them do.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,11 +39,12 @@ from modelplane.server.registry.domain import (
 )
 from modelplane.server.registry.resolution import choose
 from modelplane.server.store import changes
-from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
+from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -59,10 +59,6 @@ SNAPSHOT_TYPES: dict[str, type[Model | ModelVersion | Alias]] = {
 }
 # Constraint resolution considers at most this many READY versions (newest first).
 MAX_CANDIDATES = 5000
-
-
-def new_etag() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 def _model_not_found(model_id: str) -> NotFound:
@@ -83,14 +79,6 @@ def _version_not_found(model_id: str, version_id: int) -> NotFound:
 def _alias_not_found(model_id: str, alias: str) -> NotFound:
     name = alias_name(model_id, alias)
     return NotFound(f"alias {name} does not exist", reason="ALIAS_NOT_FOUND", metadata={"resource": name})
-
-
-def _etag_mismatch(resource: str, current: str) -> Aborted:
-    return Aborted(
-        f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
-        metadata={"resource": resource, "current_etag": current},
-    )
 
 
 def _expected_version(model_id: str, expected_version: str | None, reason: str) -> int | None:
@@ -123,20 +111,11 @@ class RegistryService:
         result_type: type[T] | None,
         body: Callable[[Mutation], Awaitable[T]],
     ) -> T:
-        """Runs body in one write transaction, at most once per request id."""
-        field_rules.check_request_id(write.request_id)
-        async with mutation(self._db, write) as m:
-            replayed = await m.replay()
-            if replayed is not None:
-                if result_type is None or replayed.result is None:
-                    return None  # type: ignore[return-value]
-                return from_json(result_type, replayed.result)
-            result = await body(m)
-            await m.remember(None if result is None else to_json(result))
-        if m.taken_revision is not None:
-            self._versions.written(m.taken_revision)
-            self._resolutions.written(m.taken_revision)
-        return result
+        return await write_once(self._db, write, body, result_type=result_type, committed=self._written)
+
+    def _written(self, revision: int) -> None:
+        self._versions.written(revision)
+        self._resolutions.written(revision)
 
     @staticmethod
     def _record(m: Mutation, kind: str, resource_type: str, resource: str, value: Any) -> None:
@@ -202,7 +181,7 @@ class RegistryService:
                 current = await store.get_model(m.conn, model_id)
                 if current is None:
                     raise _model_not_found(model_id)
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             self._record(m, "updated", "model", updated.name, updated)
             return updated
 
@@ -216,7 +195,7 @@ class RegistryService:
             if current is None:
                 raise _model_not_found(model_id)
             if etag and current.etag != etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             count = await store.count_versions(m.conn, model_id)
             if count and not force:
                 raise FailedPrecondition(
@@ -327,7 +306,7 @@ class RegistryService:
                 current = await store.get_version(m.conn, model_id, number)
                 if current is None:
                     raise _version_not_found(model_id, number)
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             self._record(m, "updated", "model_version", updated.name, updated)
             return updated
 
@@ -347,7 +326,7 @@ class RegistryService:
                     metadata={"resource": current.name},
                 )
             if not await store.delete_version(m.conn, model_id, number, expected_etag=etag):
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             self._record(m, "deleted", "model_version", current.name, None)
 
         await self._write(write, None, body)

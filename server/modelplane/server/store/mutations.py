@@ -1,9 +1,10 @@
 """One write transaction: the global revision, the change log, the audit row, request ids and the wake-up.
 
-Every mutating RPC of every capability runs in a `Mutation`, so the rules of DESIGN.md hold in one
-place: a revision per write transaction (commit order = revision order), a change row per resource
-changed, an audit row in the same transaction, at-most-once execution per request id, and a NOTIFY
-that wakes the watchers once the transaction commits.
+Every mutating RPC of every capability runs in a `Mutation` (through `store.writes.write_once`), so what
+the README promises of every write ("Running the server") holds in one place: a revision per write
+transaction (commit order = revision order), a change row per resource changed, an audit row in the same
+transaction, at-most-once execution per request id, and a NOTIFY that wakes the watchers once the
+transaction commits.
 """
 
 from __future__ import annotations
