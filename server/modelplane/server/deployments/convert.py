@@ -32,12 +32,9 @@ from modelplane.server.deployments.domain import (
 )
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.proto_time import check_duration, timestamp
-from modelplane.server.registry.convert import write_request
 from modelplane.server.store.changes import ProgressMark
 from modelplane.v1 import common_pb2, registry_pb2
 from modelplane.v1 import deployments_pb2 as pb
-
-__all__ = ["write_request"]
 
 _HEALTH = {
     EndpointHealth.UNKNOWN: pb.ENDPOINT_HEALTH_UNSPECIFIED,

@@ -23,6 +23,15 @@ class EndpointHealth(StrEnum):
     NOT_READY = "not_ready"
 
 
+class TrafficSlot(StrEnum):
+    """A slot of a deployment's traffic table, as the events linked to it (a guardrail check, a log event)
+    name it; NONE for one that no slot served. The values are the stored form."""
+
+    NONE = ""
+    STABLE = "stable"
+    CANARY = "canary"
+
+
 class RolloutStrategy(StrEnum):
     CANARY = "canary"
     BLUE_GREEN = "blue_green"

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import grpc
 
 from modelplane.server.deployments import convert
-from modelplane.server.deployments.convert import write_request
 from modelplane.server.deployments.domain import RolloutResult
 from modelplane.server.deployments.service import DeploymentService
+from modelplane.server.write_request import write_request
 from modelplane.v1 import deployments_pb2 as pb
 from modelplane.v1 import deployments_pb2_grpc
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import duration_pb2
 
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.guardrails.domain import (
     DEFAULT_TIME_BUDGET_MS,
@@ -25,7 +26,6 @@ from modelplane.server.guardrails.domain import (
     StreamEvent,
     StreamProgress,
     StreamStart,
-    TrafficSlot,
     Verdict,
     ViolationGroup,
     ViolationRecord,

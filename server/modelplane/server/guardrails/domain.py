@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.guardrails.engine import (
     DEFAULT_DECISIONS,
     BannedTerms,
@@ -41,14 +42,6 @@ class FailMode(StrEnum):
 
     OPEN = "open"
     CLOSED = "closed"
-
-
-class TrafficSlot(StrEnum):
-    """The slot of a deployment that served the checked text; the values are the stored form."""
-
-    NONE = ""
-    STABLE = "stable"
-    CANARY = "canary"
 
 
 def stored(value: Severity | Decision) -> str:

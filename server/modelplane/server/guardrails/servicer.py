@@ -9,7 +9,7 @@ import grpc
 from modelplane.server.context import caller
 from modelplane.server.guardrails import convert
 from modelplane.server.guardrails.service import GuardrailService
-from modelplane.server.registry.convert import write_request
+from modelplane.server.write_request import write_request
 from modelplane.v1 import guardrails_pb2 as pb
 from modelplane.v1 import guardrails_pb2_grpc
 

@@ -3,7 +3,7 @@ must follow: the one table from which the ingestion row's column list (EVENT_COL
 builder (rows.py), the domain event's row (`domain_row`) and the per-field rules of validation.py derive.
 
 A column gives two views of itself: `fast`, lines of Python that read its value straight from a LogEvent
-message and raise _Refused where a rule is broken (rows.py compiles them into one function per payload
+message and raise _SlowPath where a rule is broken (rows.py compiles them into one function per payload
 kind, so the hot path makes no object per event and calls nothing per column); and `value`/`check`,
 which read a checked domain event and name each broken rule by its field path. Adding a LogEvent field is
 adding a row here (and its proto conversion in convert.py).
@@ -118,7 +118,7 @@ class Column:
         return f"c_{self.name}"
 
     def fast(self, kind: str | None, names: Names) -> Iterator[str]:
-        """Lines that set `self.var` from the message `m`, raising _Refused where a rule is broken."""
+        """Lines that set `self.var` from the message `m`, raising _SlowPath where a rule is broken."""
         source = self.source_of(kind)
         yield f"{self.var} = {ref(source)}" if source else f"{self.var} = None"
 
@@ -172,13 +172,13 @@ class Text(Column):
             pattern = names.add(f"{self.name}_pattern", self.pattern)
             if self.remembered:
                 seen = names.add(f"{self.name}_seen", set())
-                yield f"if {v} not in {seen} and not _seen({seen}, {v}, {pattern}): raise _Refused"
+                yield f"if {v} not in {seen} and not _seen({seen}, {v}, {pattern}): raise _SlowPath"
             else:
-                yield f"if not {pattern}.fullmatch({v}): raise _Refused"
+                yield f"if not {pattern}.fullmatch({v}): raise _SlowPath"
         else:
-            yield f"if len({v}) > {self.limit} or _NUL in {v}: raise _Refused"
+            yield f"if len({v}) > {self.limit} or _NUL in {v}: raise _SlowPath"
         if self.reserved is not None:
-            yield f"if {self.reserved.fast(v, names)}: raise _Refused"
+            yield f"if {self.reserved.fast(v, names)}: raise _SlowPath"
 
     def check(self, event: LogEvent, prefix: str, found: Violations) -> None:
         source = self.source_of(_kind(event))
@@ -204,7 +204,7 @@ class Count(Column):
         yield from super().fast(kind, names)
         if self.source_of(kind) is not None:
             bound = f" or {self.var} > c_{self.at_most}" if self.at_most else ""
-            yield f"if {self.var} < 0{bound}: raise _Refused"
+            yield f"if {self.var} < 0{bound}: raise _SlowPath"
 
     def check(self, event: LogEvent, prefix: str, found: Violations) -> None:
         source = self.source_of(_kind(event))
@@ -232,7 +232,7 @@ class Enumerated(Column):
             return
         table = names.add(f"{self.name}_stored", self.stored[source])
         yield f"{self.var} = {table}.get({ref(source)})"
-        yield f"if {self.var} is None: raise _Refused"
+        yield f"if {self.var} is None: raise _SlowPath"
 
     def value(self, event: LogEvent) -> Any:
         found = super().value(event)
@@ -259,7 +259,7 @@ class Linked(Column):
             return
         yield from other.fast(kind, names)
         mine, theirs, unset = self.var, other.var, repr(self.unset)
-        yield f"if {theirs} != {unset} and {mine} != {unset} and {theirs} != {mine}: raise _Refused"
+        yield f"if {theirs} != {unset} and {mine} != {unset} and {theirs} != {mine}: raise _SlowPath"
         yield f"if {mine} == {unset}: {mine} = {theirs}"
 
     def value(self, event: LogEvent) -> Any:
@@ -289,7 +289,7 @@ class EventTime(Column):
         # An unset time reads as the epoch, so only the epoch needs the (slower) question of presence.
         yield (
             f'if not (seconds or nanos or m.HasField("event_time")) or not ({MIN_SECONDS} <= seconds <='
-            f" {MAX_SECONDS} and 0 <= nanos <= 999_999_999): raise _Refused"
+            f" {MAX_SECONDS} and 0 <= nanos <= 999_999_999): raise _SlowPath"
         )
         yield f"{v} = (seconds - {PG_EPOCH_UNIX_SECONDS}) * 1_000_000 + nanos // 1000"
 
@@ -318,11 +318,11 @@ class Attributes(Column):
         yield f'{v} = "{{}}"'
         yield "if m.attributes:"
         yield "    items = dict(m.attributes)"
-        yield f"    if len(items) > {MAX_ATTRIBUTES}: raise _Refused"
+        yield f"    if len(items) > {MAX_ATTRIBUTES}: raise _SlowPath"
         yield "    for key, value in items.items():"
         yield (
             f"        if not {key}.fullmatch(key) or len(value) > {MAX_ATTRIBUTE_VALUE_LENGTH}"
-            " or _NUL in value: raise _Refused"
+            " or _NUL in value: raise _SlowPath"
         )
         yield f'    {v} = _json_dumps(items, separators=(",", ":"))'
 
@@ -373,7 +373,7 @@ class Latency(Column):
         # A valid Duration that is not negative: both parts at or above zero, each within its bound.
         yield (
             f"    if not (0 <= d_seconds <= {MAX_DURATION_SECONDS} and 0 <= d_nanos <= 999_999_999):"
-            " raise _Refused"
+            " raise _SlowPath"
         )
         yield f"    {v} = d_seconds * 1_000_000 + d_nanos // 1000"
         yield f'elif {source.rpartition(".")[0]}.HasField("latency"): {v} = 0'
@@ -409,9 +409,9 @@ class Cost(Column):
         yield "if c_cost_currency:"
         yield (
             f"    if c_cost_micros < 0 or (c_cost_currency not in {seen}"
-            f" and not _seen({seen}, c_cost_currency, {pattern})): raise _Refused"
+            f" and not _seen({seen}, c_cost_currency, {pattern})): raise _SlowPath"
         )
-        yield 'elif inference.HasField("cost"): raise _Refused  # a cost needs its currency'
+        yield 'elif inference.HasField("cost"): raise _SlowPath  # a cost needs its currency'
         yield "else:"
         yield "    c_cost_micros = c_cost_currency = None"
         yield "    unpriced = True"

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
-from modelplane.server.guardrails.domain import TrafficSlot
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.guardrails.engine import Decision, Severity
 
 T = TypeVar("T")

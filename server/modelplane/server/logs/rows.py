@@ -1,10 +1,10 @@
 """The ingestion hot path: a batch's events straight to their rows (EVENT_COLUMNS), by functions compiled
-from the column table, one per payload kind; a batch with an event they refuse goes the long way.
+from the column table, one per payload kind; a batch with an event they refuse goes the slow path.
 
 Tens of thousands of events a second leave no room for an object, or a call, per column: so each column
 of columns.py writes its reads and checks as lines of Python, and this module joins them into one
-function per kind. The rules are those of the long way (convert.event, then validation.checked_event),
-read from the same table; a refused event is then converted and checked the long way, so what a client is
+function per kind. The rules are those of the slow path (convert.event, then validation.checked_event),
+read from the same table; a refused event is then converted and checked the slow path, so what a client is
 told about a bad batch does not depend on this path. That includes the NUL character, which the server
 checks for in every other request before its handler runs (interceptors.py): here each text column looks
 for it unless its pattern already excludes it. `show_source` prints what was compiled.
@@ -29,8 +29,8 @@ from modelplane.v1 import logs_pb2 as pb
 _SEEN_MAX = 1024
 
 
-class _Refused(Exception):
-    """An event the hot path does not take; the batch goes the long way, which names every problem."""
+class _SlowPath(Exception):
+    """An event the fast path does not take: its batch goes the slow path, which names every problem."""
 
 
 def _seen(seen: set[str], value: str, pattern: re.Pattern[str]) -> bool:
@@ -60,7 +60,7 @@ def _compile() -> tuple[dict[str | None, Callable[[pb.LogEvent], tuple[Row, bool
     code = "\n\n".join(sources)
     namespace: dict[str, Any] = {
         **names.values,
-        "_Refused": _Refused,
+        "_SlowPath": _SlowPath,
         "_seen": _seen,
         "_NUL": "\x00",
         "_json_dumps": json.dumps,
@@ -103,7 +103,7 @@ def add_rows(
             rows.append(row)
             if needs_price:
                 unpriced.append(i)
-    except (_Refused, OverflowError, ValueError):
+    except (_SlowPath, OverflowError, ValueError):
         return False
     return True
 

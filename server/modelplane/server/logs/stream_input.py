@@ -18,7 +18,7 @@ STREAM_SLICE_EVENTS = 100
 async def stream_batches(
     requests: AsyncIterator[pb.StreamLogEventsRequest],
 ) -> AsyncIterator[LogBatch | RowBatch]:
-    """Each request's batch as rows (rows.batch_rows), or the long way's domain batch naming its sequence."""
+    """Each request's batch as rows (rows.batch_rows), or the slow path's domain batch naming its sequence."""
     async for request in requests:
         message = request.batch
         if rows.header_fits(message, client_required=True):

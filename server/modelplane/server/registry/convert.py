@@ -6,12 +6,8 @@ proto enum number ever reaches the service.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
-from google.protobuf.message import Message
-
-from modelplane.server.context import caller
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.proto_time import timestamp
 from modelplane.server.registry import names
@@ -33,7 +29,6 @@ from modelplane.server.registry.domain import (
     alias_name,
     version_name,
 )
-from modelplane.server.store.mutations import WriteRequest
 from modelplane.v1 import common_pb2, registry_pb2
 
 _STATE_TO_PROTO = {
@@ -48,18 +43,6 @@ _CHANGE_KINDS = {
     "updated": registry_pb2.CHANGE_KIND_UPDATED,
     "deleted": registry_pb2.CHANGE_KIND_DELETED,
 }
-
-
-def write_request(request: Message, method: str) -> WriteRequest:
-    """Who writes, and the request id with a digest of the rest of the request (AIP-155)."""
-    request_id = str(getattr(request, "request_id", ""))
-    fingerprint = b""
-    if request_id:
-        copy = type(request)()
-        copy.CopyFrom(request)
-        copy.ClearField("request_id")
-        fingerprint = hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
-    return WriteRequest(actor=caller().actor, method=method, request_id=request_id, fingerprint=fingerprint)
 
 
 # ---- capabilities and states

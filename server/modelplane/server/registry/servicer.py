@@ -8,9 +8,9 @@ import grpc
 
 from modelplane.server.proto_memo import ProtoMemo
 from modelplane.server.registry import convert
-from modelplane.server.registry.convert import write_request
 from modelplane.server.registry.domain import ModelVersion, Resolution
 from modelplane.server.registry.service import NoMatchingModel, RegistryService
+from modelplane.server.write_request import write_request
 from modelplane.v1 import registry_pb2 as pb
 from modelplane.v1 import registry_pb2_grpc
 
