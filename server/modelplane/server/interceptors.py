@@ -273,10 +273,6 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if tasks:
             await asyncio.wait(tasks, timeout=wait)
 
-    @property
-    def open_streams(self) -> int:
-        return len(self._streams)
-
 
 class _CallScope:
     """Everything around one call: entered before the handler runs, exited with its outcome."""

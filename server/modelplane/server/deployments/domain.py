@@ -61,8 +61,6 @@ ACTIVE_STATES = frozenset(
         RolloutState.ROLLING_BACK,
     }
 )
-# The states whose next_step_time the driver watches.
-TIMED_STATES = frozenset({RolloutState.PROGRESSING, RolloutState.ROLLING_BACK})
 
 
 class RollbackMode(StrEnum):

@@ -317,13 +317,6 @@ async def list_history(
     ]
 
 
-async def active_rollout_state(conn: Connection, deployment_id: str) -> str | None:
-    value = await conn.fetchval(
-        "SELECT state FROM rollouts WHERE deployment_id = $1 AND state = ANY($2)", deployment_id, _ACTIVE
-    )
-    return None if value is None else str(value)
-
-
 async def db_now(conn: Connection) -> Any:
     """The transaction's time on the database clock, the clock the driver's due check uses too."""
     return await conn.fetchval("SELECT now()")
