@@ -15,7 +15,6 @@ from typing import Any
 import asyncpg
 
 from modelplane.server.deployments.domain import (
-    ACTIVE_STATES,
     Deployment,
     EndpointHealth,
     HistoryEntry,
@@ -32,7 +31,6 @@ _COLUMNS = (
     "d.id, d.model_id, d.environment, d.description, d.labels, d.traffic, d.active_rollout, d.revision,"
     " d.create_time, d.update_time, d.etag"
 )
-_ACTIVE = [state.value for state in ACTIVE_STATES]
 
 
 def _json(value: Any) -> Any:
