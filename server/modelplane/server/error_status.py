@@ -14,9 +14,19 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from modelplane.server.errors import DOMAIN, InvalidArgument, ModelplaneError, Unavailable, status_code_of
+from modelplane.server.errors import (
+    DOMAIN,
+    InvalidArgument,
+    ModelplaneError,
+    Reason,
+    Unavailable,
+    reason_name,
+    status_code_of,
+)
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 INTERNAL_MESSAGE = "internal error"
+INTERNAL_REASON = reason_name(ErrorReason.ERROR_REASON_INTERNAL)
 # A status travels in trailers, which clients cap (grpc's default: 16 KiB of metadata). The message is
 # percent-encoded (a non-ASCII byte takes three) and the details are base64'd, so the bounds are in
 # UTF-8 bytes: at most 3 x 512 for the message and 4/3 x 6 KiB for the details, whatever the input quoted.
@@ -99,9 +109,13 @@ def to_status(error: ModelplaneError) -> grpc.Status:
 
 def internal_status() -> grpc.Status:
     """INTERNAL with a fixed message: what went wrong is logged under the request id, never sent."""
-    return _grpc_status(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, [_error_info("INTERNAL", {})])
+    return _grpc_status(
+        grpc.StatusCode.INTERNAL,
+        INTERNAL_MESSAGE,
+        [_error_info(INTERNAL_REASON, {})],
+    )
 
 
-def unavailable_status(reason: str, message: str, retry_after: float = 1.0) -> grpc.Status:
+def unavailable_status(reason: Reason, message: str, retry_after: float = 1.0) -> grpc.Status:
     """UNAVAILABLE with a reason and RetryInfo, for conditions of the server rather than of a request."""
     return to_status(Unavailable(message, reason=reason, retry_after=retry_after))
