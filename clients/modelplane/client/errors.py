@@ -297,13 +297,15 @@ class EtagMismatch(Aborted):
 
 
 class AliasConflict(Aborted):
-    """The alias moved while the request was applied and nothing was changed; re-read the alias and retry."""
+    """The alias does not point to the version the request expected (or kept moving) and nothing was
+    changed; read it again and retry. ErrorInfo.metadata "current_version" is where it points.
+    """
 
     default_reason = "ALIAS_CONFLICT"
 
 
 class ModelHasVersions(FailedPrecondition):
-    """A model with versions cannot be deleted; delete or archive its versions first."""
+    """A model with versions is not deleted unless asked to; delete its versions first or set force."""
 
     default_reason = "MODEL_HAS_VERSIONS"
 
@@ -315,7 +317,9 @@ class VersionHasAliases(FailedPrecondition):
 
 
 class VersionArchived(FailedPrecondition):
-    """The version is archived and can be neither aliased nor deployed."""
+    """The version (or the one an alias points to) is ARCHIVED and can be neither aliased, resolved nor
+    deployed; pick a READY or DEPRECATED version.
+    """
 
     default_reason = "VERSION_ARCHIVED"
 

@@ -89,20 +89,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     current one and nothing was changed; re-read, then decide again.
     """
     ERROR_REASON_ALIAS_CONFLICT: _ErrorReason.ValueType  # 15
-    """ALIAS_CONFLICT (ABORTED): the alias moved while the request was applied
-    and nothing was changed; re-read the alias and retry.
+    """ALIAS_CONFLICT (ABORTED): the alias does not point to the version the
+    request expected (or kept moving) and nothing was changed; read it again
+    and retry. ErrorInfo.metadata "current_version" is where it points.
     """
     ERROR_REASON_MODEL_HAS_VERSIONS: _ErrorReason.ValueType  # 16
-    """MODEL_HAS_VERSIONS (FAILED_PRECONDITION): a model with versions cannot be
-    deleted; delete or archive its versions first.
+    """MODEL_HAS_VERSIONS (FAILED_PRECONDITION): a model with versions is not
+    deleted unless asked to; delete its versions first or set force.
     """
     ERROR_REASON_VERSION_HAS_ALIASES: _ErrorReason.ValueType  # 17
     """VERSION_HAS_ALIASES (FAILED_PRECONDITION): aliases point at the version;
     move or delete them first.
     """
     ERROR_REASON_VERSION_ARCHIVED: _ErrorReason.ValueType  # 18
-    """VERSION_ARCHIVED (FAILED_PRECONDITION): the version is archived and can
-    be neither aliased nor deployed.
+    """VERSION_ARCHIVED (FAILED_PRECONDITION): the version (or the one an alias
+    points to) is ARCHIVED and can be neither aliased, resolved nor deployed;
+    pick a READY or DEPRECATED version.
     """
     ERROR_REASON_ROLLOUT_IN_PROGRESS: _ErrorReason.ValueType  # 19
     """ROLLOUT_IN_PROGRESS (FAILED_PRECONDITION): the deployment has an active
@@ -254,20 +256,22 @@ ERROR_REASON_ETAG_MISMATCH: ErrorReason.ValueType  # 14
 current one and nothing was changed; re-read, then decide again.
 """
 ERROR_REASON_ALIAS_CONFLICT: ErrorReason.ValueType  # 15
-"""ALIAS_CONFLICT (ABORTED): the alias moved while the request was applied
-and nothing was changed; re-read the alias and retry.
+"""ALIAS_CONFLICT (ABORTED): the alias does not point to the version the
+request expected (or kept moving) and nothing was changed; read it again
+and retry. ErrorInfo.metadata "current_version" is where it points.
 """
 ERROR_REASON_MODEL_HAS_VERSIONS: ErrorReason.ValueType  # 16
-"""MODEL_HAS_VERSIONS (FAILED_PRECONDITION): a model with versions cannot be
-deleted; delete or archive its versions first.
+"""MODEL_HAS_VERSIONS (FAILED_PRECONDITION): a model with versions is not
+deleted unless asked to; delete its versions first or set force.
 """
 ERROR_REASON_VERSION_HAS_ALIASES: ErrorReason.ValueType  # 17
 """VERSION_HAS_ALIASES (FAILED_PRECONDITION): aliases point at the version;
 move or delete them first.
 """
 ERROR_REASON_VERSION_ARCHIVED: ErrorReason.ValueType  # 18
-"""VERSION_ARCHIVED (FAILED_PRECONDITION): the version is archived and can
-be neither aliased nor deployed.
+"""VERSION_ARCHIVED (FAILED_PRECONDITION): the version (or the one an alias
+points to) is ARCHIVED and can be neither aliased, resolved nor deployed;
+pick a READY or DEPRECATED version.
 """
 ERROR_REASON_ROLLOUT_IN_PROGRESS: ErrorReason.ValueType  # 19
 """ROLLOUT_IN_PROGRESS (FAILED_PRECONDITION): the deployment has an active
