@@ -31,7 +31,7 @@ from modelplane.server.deployments.domain import (
     Page,
     Plan,
     PlannedStage,
-    RollbackMode,
+    RollbackSpec,
     Rollout,
     RolloutResult,
     RolloutSpec,
@@ -66,7 +66,6 @@ from modelplane.server.store.watch import ChangeFeed
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-UPDATE_MASK = frozenset({"description", "labels", "traffic.stable.endpoints"})
 DRIVER_WRITE = WriteRequest(actor=DRIVER_ACTOR, method="RolloutDriver/Advance")
 
 
@@ -261,7 +260,7 @@ class DeploymentService:
     async def create_deployment(
         self, deployment_id: str, fields: DeploymentFields, write: WriteRequest
     ) -> Deployment:
-        model_id, number = validation.check_deployment(deployment_id, fields)
+        model_id, number = validation.check_deployment(deployment_id, fields, write.request_id)
 
         async def body(m: Mutation) -> Deployment:
             await self._check_version(m, model_id, number, "deployment.traffic.stable.model_version")
@@ -314,9 +313,7 @@ class DeploymentService:
     async def update_deployment(
         self, name: str, fields: DeploymentFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Deployment:
-        deployment_id = validation.parse_deployment(name, "deployment.name")
-        paths = field_rules.check_mask(paths, UPDATE_MASK)
-        validation.check_update(fields, paths)
+        deployment_id, paths = validation.check_update(name, fields, paths, write.request_id)
 
         async def body(m: Mutation) -> Deployment:
             current = await self._locked(m, deployment_id)
@@ -349,7 +346,9 @@ class DeploymentService:
         return await self._write(write, Deployment, body)
 
     async def delete_deployment(self, name: str, etag: str, write: WriteRequest) -> None:
-        deployment_id = validation.parse_deployment(name, "name")
+        deployment_id = field_rules.parse_with_request_id(
+            lambda: validation.parse_deployment(name, "name"), write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await self._locked(m, deployment_id)
@@ -406,12 +405,32 @@ class DeploymentService:
             etag="",
         )
 
+    async def _check_rollout_request(self, parent: str, spec: RolloutSpec, request_id: str) -> str:
+        """The deployment's id, or INVALID_ARGUMENT naming every bad field of a StartRollout / PlanRollout
+        request; with other bad fields, a target of another model than the deployment's is named too."""
+        v, deployment_id = validation.check_rollout_request(parent, spec, request_id)
+        if v.items and deployment_id:
+            async with self._db.connection() as conn:
+                current = await store.get_deployment(conn, deployment_id)
+            if current is not None:
+                validation.rollout_target(v, spec, current.model_id)
+        v.raise_if_any()
+        return deployment_id
+
+    @staticmethod
+    def _rollout_target(spec: RolloutSpec, model_id: str) -> int:
+        v = field_rules.Violations()
+        target = validation.rollout_target(v, spec, model_id)
+        v.raise_if_any()
+        assert target is not None
+        return target
+
     async def start_rollout(self, parent: str, spec: RolloutSpec, write: WriteRequest) -> RolloutResult:
-        deployment_id = validation.parse_deployment(parent, "parent")
+        deployment_id = await self._check_rollout_request(parent, spec, write.request_id)
 
         async def body(m: Mutation) -> RolloutResult:
             current = await self._locked(m, deployment_id)
-            target = validation.check_rollout(spec, current.model_id)
+            target = self._rollout_target(spec, current.model_id)
             await self._check_version(m, current.model_id, target, "rollout.target_version")
             number = await store.take_rollout_number(m.conn, deployment_id)
             pending = await self._pending(m, current, spec, number)
@@ -431,12 +450,12 @@ class DeploymentService:
         return RolloutResult(rollout, deployment)
 
     async def plan_rollout(self, parent: str, spec: RolloutSpec) -> Plan:
-        deployment_id = validation.parse_deployment(parent, "parent")
+        deployment_id = await self._check_rollout_request(parent, spec, "")
         async with self._db.transaction() as conn:
             current = await store.get_deployment(conn, deployment_id)
             if current is None:
                 raise _deployment_not_found(deployment_id)
-            target = validation.check_rollout(spec, current.model_id)
+            target = self._rollout_target(spec, current.model_id)
             state = await store.lock_version_state(conn, current.model_id, target)
             now = await store.db_now(conn)
         if state is None:
@@ -481,9 +500,9 @@ class DeploymentService:
         reason: str,
         write: WriteRequest,
         event: Callable[[Rollout, TrafficTable, datetime], machine.Outcome],
+        rollback: RollbackSpec | None = None,
     ) -> RolloutResult:
-        deployment_id, number = validation.parse_rollout(name, "name")
-        validation.check_reason(reason)
+        deployment_id, number = validation.check_control(name, reason, write.request_id, rollback)
 
         async def body(m: Mutation) -> RolloutResult:
             current = await store.get_deployment(m.conn, deployment_id, for_update=True)
@@ -519,23 +538,13 @@ class DeploymentService:
         )
 
     async def rollback_rollout(
-        self,
-        name: str,
-        mode: RollbackMode | None,
-        interval: float | None,
-        reason: str,
-        etag: str,
-        write: WriteRequest,
+        self, name: str, spec: RollbackSpec, reason: str, etag: str, write: WriteRequest
     ) -> RolloutResult:
-        validation.check_rollback(mode, interval)
-        assert mode is not None
-        return await self._control(
-            name,
-            etag,
-            reason,
-            write,
-            lambda r, t, now: machine.rollback(r, t, mode=mode, interval=interval, reason=reason, now=now),
-        )
+        def event(r: Rollout, t: TrafficTable, now: datetime) -> machine.Outcome:
+            assert spec.mode is not None  # check_control refused a missing mode
+            return machine.rollback(r, t, mode=spec.mode, interval=spec.interval, reason=reason, now=now)
+
+        return await self._control(name, etag, reason, write, event, spec)
 
     async def abort_rollout(self, name: str, reason: str, etag: str, write: WriteRequest) -> RolloutResult:
         return await self._control(
@@ -547,10 +556,7 @@ class DeploymentService:
     async def report_health(
         self, deployment: str, address: str, ready: bool, write: WriteRequest
     ) -> HealthResult:
-        deployment_id = validation.parse_deployment(deployment, "deployment")
-        v = field_rules.Violations()
-        validation.check_address(v, "address", address)
-        v.raise_if_any()
+        deployment_id = validation.check_report_health(deployment, address, write.request_id)
         health = EndpointHealth.READY if ready else EndpointHealth.NOT_READY
 
         async def body(m: Mutation) -> HealthResult:
@@ -613,11 +619,7 @@ class DeploymentService:
     # ---- routing
 
     async def resolve_route(self, deployment: str, routing_key: str) -> Route:
-        deployment_id = validation.parse_deployment(deployment, "deployment")
-        if len(routing_key) > validation.MAX_ROUTING_KEY:
-            raise InvalidArgument.field(
-                "routing_key", f"must be at most {validation.MAX_ROUTING_KEY} characters"
-            )
+        deployment_id = validation.check_resolve_route(deployment, routing_key)
 
         async def load() -> tuple[_Routes, int] | None:
             async with self._db.connection() as conn:

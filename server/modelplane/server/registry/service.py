@@ -49,8 +49,6 @@ from modelplane.server.store.watch import ChangeFeed
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MODEL_MASK = frozenset({"provider", "display_name", "description", "labels"})
-VERSION_MASK = frozenset({"description", "state", "labels"})
 # Resource types of the registry in the change table, and the domain type of their snapshots.
 SNAPSHOT_TYPES: dict[str, type[Model | ModelVersion | Alias]] = {
     "model": Model,
@@ -91,19 +89,6 @@ def _etag_mismatch(resource: str, current: str) -> Aborted:
         reason="ETAG_MISMATCH",
         metadata={"resource": resource, "current_etag": current},
     )
-
-
-def _expected_version(model_id: str, expected_version: str | None, reason: str) -> int | None:
-    """The number of an alias move's expected version (None: absent or empty), checked with the reason."""
-    expected: int | None = None
-    if expected_version:
-        expected_model, expected = names.parse_version(expected_version, "expected_version")
-        if expected_model != model_id:
-            raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
-    v = field_rules.Violations()
-    field_rules.check_text(v, "reason", reason, 1000)
-    v.raise_if_any()
-    return expected
 
 
 class RegistryService:
@@ -150,8 +135,7 @@ class RegistryService:
     # ---- models
 
     async def create_model(self, model_id: str, fields: ModelFields, write: WriteRequest) -> Model:
-        names.check_id(model_id, "model_id", "model id")
-        validation.check_model_fields(fields, "model")
+        validation.check_create_model(model_id, fields, write.request_id)
 
         async def body(m: Mutation) -> Model:
             created = await store.insert_model(m.conn, model_id, fields, new_etag())
@@ -190,9 +174,7 @@ class RegistryService:
     async def update_model(
         self, name: str, fields: ModelFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Model:
-        model_id = names.parse_model(name, "model.name")
-        paths = field_rules.check_mask(paths, MODEL_MASK)
-        validation.check_model_fields(fields, "model", paths)
+        model_id, paths = validation.check_update_model(name, fields, paths, write.request_id)
 
         async def body(m: Mutation) -> Model:
             updated = await store.update_model(
@@ -209,7 +191,9 @@ class RegistryService:
         return await self._write(write, Model, body)
 
     async def delete_model(self, name: str, etag: str, force: bool, write: WriteRequest) -> None:
-        model_id = names.parse_model(name, "name")
+        model_id = field_rules.parse_with_request_id(
+            lambda: names.parse_model(name, "name"), write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await store.get_model(m.conn, model_id, for_update=True)
@@ -245,8 +229,7 @@ class RegistryService:
     async def create_version(
         self, parent: str, fields: VersionFields, pricing_given: bool, write: WriteRequest
     ) -> ModelVersion:
-        model_id = names.parse_model(parent, "parent")
-        validation.check_version_fields(fields, "model_version", pricing_given)
+        model_id = validation.check_create_version(parent, fields, pricing_given, write.request_id)
 
         async def body(m: Mutation) -> ModelVersion:
             if fields.parent_version:
@@ -299,16 +282,7 @@ class RegistryService:
     async def update_version(
         self, name: str, update: VersionUpdate, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> ModelVersion:
-        model_id, number = names.parse_version(name, "model_version.name")
-        paths = field_rules.check_mask(paths, VERSION_MASK)
-        v = field_rules.Violations()
-        if "state" in paths and update.state is None:
-            v.add("model_version.state", "must be READY, DEPRECATED or ARCHIVED")
-        if "description" in paths:
-            field_rules.check_text(v, "model_version.description", update.description, 4000)
-        if "labels" in paths:
-            field_rules.check_labels(v, "model_version.labels", update.labels)
-        v.raise_if_any()
+        model_id, number, paths = validation.check_update_version(name, update, paths, write.request_id)
 
         async def body(m: Mutation) -> ModelVersion:
             if "state" in paths and update.state is VersionState.ARCHIVED:
@@ -334,7 +308,9 @@ class RegistryService:
         return await self._write(write, ModelVersion, body)
 
     async def delete_version(self, name: str, etag: str, write: WriteRequest) -> None:
-        model_id, number = names.parse_version(name, "name")
+        model_id, number = field_rules.parse_with_request_id(
+            lambda: names.parse_version(name, "name"), write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await store.get_version(m.conn, model_id, number)
@@ -357,13 +333,9 @@ class RegistryService:
     async def set_alias(
         self, name: str, version: str, expected_version: str | None, reason: str, write: WriteRequest
     ) -> Alias:
-        model_id, alias = names.parse_alias(name, "name")
-        target_model, number = names.parse_version(version, "version")
-        if target_model != model_id:
-            raise InvalidArgument.field(
-                "version", f"must be a version of models/{model_id}, not of models/{target_model}"
-            )
-        expected = _expected_version(model_id, expected_version, reason)
+        model_id, alias, number, expected = validation.check_set_alias(
+            name, version, expected_version, reason, write.request_id
+        )
 
         async def body(m: Mutation) -> Alias:
             return await self._point_alias(m, model_id, alias, number, expected_version, expected, reason)
@@ -491,8 +463,9 @@ class RegistryService:
         return Page(tuple(rows[:limit]), token)
 
     async def delete_alias(self, name: str, expected_version: str, reason: str, write: WriteRequest) -> None:
-        model_id, alias = names.parse_alias(name, "name")
-        expected = _expected_version(model_id, expected_version, reason)
+        model_id, alias, expected = validation.check_delete_alias(
+            name, expected_version, reason, write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await store.get_alias(m.conn, model_id, alias)
