@@ -299,10 +299,11 @@ class DeploymentService:
         return found
 
     async def list_deployments(self, *, page_size: int, page_token: str, model: str) -> Page[Deployment]:
-        model_id = validation.parse_model_filter(model)
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        model_id = v.collect(lambda: validation.parse_model_filter(model), "")
         fingerprint = pagination.query_fingerprint("ListDeployments", model)
-        after = pagination.decode_page_token(page_token, fingerprint, (str,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (str,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             rows = await store.list_deployments(
                 conn, model_id=model_id, after=str(after[0]) if after else "", limit=limit + 1
@@ -478,10 +479,11 @@ class DeploymentService:
         return found
 
     async def list_rollouts(self, parent: str, page_size: int, page_token: str) -> Page[Rollout]:
-        deployment_id = validation.parse_deployment(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        deployment_id = v.collect(lambda: validation.parse_deployment(parent, "parent"), "")
         fingerprint = pagination.query_fingerprint("ListRollouts", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (int,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_deployment(conn, deployment_id) is None:
                 raise _deployment_not_found(deployment_id)
@@ -603,10 +605,11 @@ class DeploymentService:
     # ---- history
 
     async def list_history(self, parent: str, page_size: int, page_token: str) -> Page[HistoryRecord]:
-        deployment_id = validation.parse_deployment(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        deployment_id = v.collect(lambda: validation.parse_deployment(parent, "parent"), "")
         fingerprint = pagination.query_fingerprint("ListDeploymentHistory", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (int,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_deployment(conn, deployment_id) is None:
                 raise _deployment_not_found(deployment_id)

@@ -262,14 +262,22 @@ class RegistryService:
     async def list_versions(
         self, *, parent: str, page_size: int, page_token: str, filter_text: str, order_by: str
     ) -> Page[ModelVersion]:
-        model_id = None if parent == "models/-" else names.parse_model(parent, "parent")
-        plan = search.plan_model_version_list(
-            model_id=model_id,
-            filter_text=filter_text,
-            order_by=order_by,
-            page_size=page_size,
-            page_token=page_token,
+        v = field_rules.Violations()
+        model_id = None
+        if parent != "models/-":
+            model_id = v.collect(lambda: names.parse_model(parent, "parent"), "")
+        plan = v.collect(
+            lambda: search.plan_model_version_list(
+                model_id=model_id,
+                filter_text=filter_text,
+                order_by=order_by,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+            None,
         )
+        v.raise_if_any()
+        assert plan is not None
         async with self._db.connection() as conn:
             if model_id and await store.get_model(conn, model_id) is None:
                 raise _model_not_found(model_id)
@@ -447,10 +455,11 @@ class RegistryService:
         return found
 
     async def list_aliases(self, parent: str, page_size: int, page_token: str) -> Page[Alias]:
-        model_id = names.parse_model(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        model_id = v.collect(lambda: names.parse_model(parent, "parent"), "")
         fingerprint = pagination.query_fingerprint("ListAliases", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (str,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (str,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_model(conn, model_id) is None:
                 raise _model_not_found(model_id)
@@ -499,12 +508,13 @@ class RegistryService:
     async def list_alias_history(
         self, parent: str, alias: str, page_size: int, page_token: str
     ) -> Page[AliasMove]:
-        model_id = names.parse_model(parent, "parent")
+        v = field_rules.Violations()
+        model_id = v.collect(lambda: names.parse_model(parent, "parent"), "")
         if alias:
-            names.check_id(alias, "alias", "alias")
-        limit = pagination.resolve_page_size(page_size)
+            v.collect(lambda: names.check_id(alias, "alias", "alias"), "")
         fingerprint = pagination.query_fingerprint("ListAliasHistory", parent, alias)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (int,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_model(conn, model_id) is None:
                 raise _model_not_found(model_id)
