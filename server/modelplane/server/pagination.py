@@ -19,13 +19,14 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.field_rules import INT64_MAX, INT64_MIN, Violations
 from modelplane.server.filters import FilterSchema, SqlFragment, compile_filter
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN_LENGTH = 4096
 
-INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
-INVALID_FIELD = "INVALID_FIELD"
+INVALID_PAGE_TOKEN = ErrorReason.ERROR_REASON_INVALID_PAGE_TOKEN
+INVALID_FIELD = ErrorReason.ERROR_REASON_INVALID_FIELD
 
 KeyValue: TypeAlias = str | int | datetime
 KeyType: TypeAlias = type[str] | type[int] | type[datetime]

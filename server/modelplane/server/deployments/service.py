@@ -62,6 +62,7 @@ from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -76,25 +77,33 @@ def new_etag() -> str:
 def _deployment_not_found(deployment_id: str) -> NotFound:
     name = deployment_name(deployment_id)
     return NotFound(
-        f"deployment {name} does not exist", reason="DEPLOYMENT_NOT_FOUND", metadata={"resource": name}
+        f"deployment {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_DEPLOYMENT_NOT_FOUND,
+        metadata={"resource": name},
     )
 
 
 def _rollout_not_found(deployment_id: str, number: int) -> NotFound:
     name = rollout_name(deployment_id, number)
-    return NotFound(f"rollout {name} does not exist", reason="ROLLOUT_NOT_FOUND", metadata={"resource": name})
+    return NotFound(
+        f"rollout {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_ROLLOUT_NOT_FOUND,
+        metadata={"resource": name},
+    )
 
 
 def _version_not_found(version: str) -> NotFound:
     return NotFound(
-        f"version {version} does not exist", reason="MODEL_VERSION_NOT_FOUND", metadata={"resource": version}
+        f"version {version} does not exist",
+        reason=ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND,
+        metadata={"resource": version},
     )
 
 
 def _etag_mismatch(resource: str, current: str) -> Aborted:
     return Aborted(
         f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
+        reason=ErrorReason.ERROR_REASON_ETAG_MISMATCH,
         metadata={"resource": resource, "current_etag": current},
     )
 
@@ -213,12 +222,12 @@ class DeploymentService:
             raise AlreadyExists(
                 f"{deployment_name(other)} already serves environment {d.environment!r}"
                 f" of models/{d.model_id}",
-                reason="DEPLOYMENT_ALREADY_EXISTS",
+                reason=ErrorReason.ERROR_REASON_DEPLOYMENT_ALREADY_EXISTS,
                 metadata={"resource": deployment_name(other)},
             )
         raise AlreadyExists(
             f"deployment {d.name} already exists; choose another deployment_id",
-            reason="DEPLOYMENT_ALREADY_EXISTS",
+            reason=ErrorReason.ERROR_REASON_DEPLOYMENT_ALREADY_EXISTS,
             metadata={"resource": d.name},
         )
 
@@ -229,7 +238,7 @@ class DeploymentService:
             if not await store.model_exists(m.conn, model_id):
                 raise NotFound(
                     f"model models/{model_id} does not exist",
-                    reason="MODEL_NOT_FOUND",
+                    reason=ErrorReason.ERROR_REASON_MODEL_NOT_FOUND,
                     metadata={"resource": f"models/{model_id}"},
                 )
             raise _version_not_found(version_name(model_id, number))
@@ -248,7 +257,7 @@ class DeploymentService:
             raise FailedPrecondition(
                 f"{rollout.target_version} was ARCHIVED during {rollout.name}; it cannot become stable."
                 " Roll the rollout back, or restore the version's state",
-                reason="VERSION_ARCHIVED",
+                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
                 metadata={"resource": rollout.target_version},
             )
         await self._registry.move_alias_in(
@@ -359,7 +368,7 @@ class DeploymentService:
                 active = rollout_name(deployment_id, current.active_rollout)
                 raise FailedPrecondition(
                     f"{current.name} has an active rollout, {active}; finish, roll back or abort it first",
-                    reason="ROLLOUT_IN_PROGRESS",
+                    reason=ErrorReason.ERROR_REASON_ROLLOUT_IN_PROGRESS,
                     metadata={"resource": current.name, "active_rollout": active},
                 )
             await store.delete_deployment(m.conn, deployment_id)
@@ -377,7 +386,7 @@ class DeploymentService:
             active = rollout_name(deployment.id, deployment.active_rollout)
             raise FailedPrecondition(
                 f"{deployment.name} already has an active rollout, {active}; one at a time",
-                reason="ROLLOUT_IN_PROGRESS",
+                reason=ErrorReason.ERROR_REASON_ROLLOUT_IN_PROGRESS,
                 metadata={"resource": deployment.name, "active_rollout": active},
             )
         assert spec.strategy is not None
@@ -598,7 +607,7 @@ class DeploymentService:
             raise ResourceExhausted(
                 f"{name} already keeps {kept} health reports for addresses no slot lists; report for an"
                 " address of the deployment or of its rollout, or wait: such reports are kept for a day",
-                reason="TOO_MANY_UNLISTED_ENDPOINTS",
+                reason=ErrorReason.ERROR_REASON_TOO_MANY_UNLISTED_ENDPOINTS,
                 metadata={"resource": name, "limit": str(validation.MAX_UNLISTED_HEALTH_REPORTS)},
             )
 
@@ -637,7 +646,7 @@ class DeploymentService:
             name = deployment_name(deployment_id)
             raise FailedPrecondition(
                 f"{name} has no endpoint that is not NOT_READY in any slot with traffic",
-                reason="NO_READY_ENDPOINT",
+                reason=ErrorReason.ERROR_REASON_NO_READY_ENDPOINT,
                 metadata={"resource": name},
             )
         slot, endpoint, version = choice

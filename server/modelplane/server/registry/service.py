@@ -18,6 +18,7 @@ from modelplane.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    reason_name,
 )
 from modelplane.server.registry import names, search, store, validation
 from modelplane.server.registry.domain import (
@@ -45,6 +46,7 @@ from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ def new_etag() -> str:
 def _model_not_found(model_id: str) -> NotFound:
     return NotFound(
         f"model {model_name(model_id)} does not exist",
-        reason="MODEL_NOT_FOUND",
+        reason=ErrorReason.ERROR_REASON_MODEL_NOT_FOUND,
         metadata={"resource": model_name(model_id)},
     )
 
@@ -74,19 +76,25 @@ def _model_not_found(model_id: str) -> NotFound:
 def _version_not_found(model_id: str, version_id: int) -> NotFound:
     name = version_name(model_id, version_id)
     return NotFound(
-        f"version {name} does not exist", reason="MODEL_VERSION_NOT_FOUND", metadata={"resource": name}
+        f"version {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND,
+        metadata={"resource": name},
     )
 
 
 def _alias_not_found(model_id: str, alias: str) -> NotFound:
     name = alias_name(model_id, alias)
-    return NotFound(f"alias {name} does not exist", reason="ALIAS_NOT_FOUND", metadata={"resource": name})
+    return NotFound(
+        f"alias {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_ALIAS_NOT_FOUND,
+        metadata={"resource": name},
+    )
 
 
 def _etag_mismatch(resource: str, current: str) -> Aborted:
     return Aborted(
         f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
+        reason=ErrorReason.ERROR_REASON_ETAG_MISMATCH,
         metadata={"resource": resource, "current_etag": current},
     )
 
@@ -142,7 +150,7 @@ class RegistryService:
             if created is None:
                 raise AlreadyExists(
                     f"model {model_name(model_id)} already exists; choose another model_id",
-                    reason="MODEL_ALREADY_EXISTS",
+                    reason=ErrorReason.ERROR_REASON_MODEL_ALREADY_EXISTS,
                     metadata={"resource": model_name(model_id)},
                 )
             await self._record(m, "created", "model", created.name, created)
@@ -206,7 +214,7 @@ class RegistryService:
                 raise FailedPrecondition(
                     f"{current.name} has {count} version(s); delete them first or set force to"
                     " delete them too",
-                    reason="MODEL_HAS_VERSIONS",
+                    reason=ErrorReason.ERROR_REASON_MODEL_HAS_VERSIONS,
                     metadata={"resource": current.name, "version_count": str(count)},
                 )
             aliases = await store.list_aliases(m.conn, model_id, after="", limit=1_000_000)
@@ -299,7 +307,7 @@ class RegistryService:
                     raise FailedPrecondition(
                         f"{version_name(model_id, number)} cannot be archived: aliases "
                         f"{', '.join(a.alias for a in aliases)} point to it; move them first",
-                        reason="VERSION_HAS_ALIASES",
+                        reason=ErrorReason.ERROR_REASON_VERSION_HAS_ALIASES,
                         metadata={"resource": version_name(model_id, number)},
                     )
             updated = await store.update_version(
@@ -327,7 +335,7 @@ class RegistryService:
             if current.aliases:
                 raise FailedPrecondition(
                     f"{current.name} cannot be deleted: aliases {', '.join(current.aliases)} point to it",
-                    reason="VERSION_HAS_ALIASES",
+                    reason=ErrorReason.ERROR_REASON_VERSION_HAS_ALIASES,
                     metadata={"resource": current.name},
                 )
             if not await store.delete_version(m.conn, model_id, number, expected_etag=etag):
@@ -381,7 +389,7 @@ class RegistryService:
         if target.state is VersionState.ARCHIVED:
             raise FailedPrecondition(
                 f"{target.name} is ARCHIVED and cannot be aliased; pick a READY or DEPRECATED version",
-                reason="VERSION_ARCHIVED",
+                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
                 metadata={"resource": target.name},
             )
         moved: Alias | None
@@ -405,7 +413,7 @@ class RegistryService:
                 if moved is not None:
                     break
             else:  # pragma: no cover - needs 16 lost races in one call
-                raise Aborted("the alias keeps moving; retry", reason="ALIAS_CONFLICT")
+                raise Aborted("the alias keeps moving; retry", reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT)
         elif expected is None:
             previous = None
             moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
@@ -420,7 +428,7 @@ class RegistryService:
             raise Aborted(
                 f"{alias_name(model_id, alias)} points to {now}, not to "
                 f"{expected_version or 'nothing'}; read it again and retry",
-                reason="ALIAS_CONFLICT",
+                reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT,
                 metadata={
                     "resource": alias_name(model_id, alias),
                     "current_version": "" if current is None else current.version,
@@ -485,7 +493,7 @@ class RegistryService:
                 raise Aborted(
                     f"{current.name} points to {now.version if now else 'nothing'}, "
                     f"not to {expected_version}",
-                    reason="ALIAS_CONFLICT",
+                    reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT,
                     metadata={"resource": current.name, "current_version": now.version if now else ""},
                 )
             revision = await self._record(m, "deleted", "alias", current.name, None)
@@ -540,7 +548,7 @@ class RegistryService:
         if resolution.version.state is VersionState.ARCHIVED:
             raise FailedPrecondition(
                 f"{name} points to {resolution.version.name}, which is ARCHIVED",
-                reason="VERSION_ARCHIVED",
+                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
                 metadata={"resource": resolution.version.name},
             )
         return resolution
@@ -607,7 +615,7 @@ class RegistryService:
 class NoMatchingModel(NotFound):
     """No READY version satisfies the constraints; `rejections` say why, candidate by candidate."""
 
-    reason = "NO_MATCHING_MODEL"
+    reason = reason_name(ErrorReason.ERROR_REASON_NO_MATCHING_MODEL)
 
     def __init__(self, rejections: list[Any], candidate_count: int) -> None:
         super().__init__(

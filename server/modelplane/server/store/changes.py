@@ -18,6 +18,7 @@ from typing import Any
 from modelplane.server.errors import InvalidArgument, OutOfRange
 from modelplane.server.store.pool import Connection, Database
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 WATCH_BATCH = 500
 END_OF_REVISION = 2**31 - 1
@@ -116,7 +117,7 @@ async def watch_changes(
         raise OutOfRange(
             f"changes up to revision {compacted} are no longer kept; read the current state and watch"
             " from the revision after the one it was read at",
-            reason="REVISION_COMPACTED",
+            reason=ErrorReason.ERROR_REASON_REVISION_COMPACTED,
             metadata={"compacted_through": str(compacted)},
         )
     # The stream's position: (revision, seq) of the last change sent; END_OF_REVISION: all of it.
