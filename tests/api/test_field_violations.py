@@ -48,6 +48,20 @@ def _endpoints(*addresses: str) -> list[dpb.Endpoint]:
     return [dpb.Endpoint(address=address) for address in addresses]
 
 
+def _create_deployment(deployment_id: str, environment: str, address: str) -> dpb.CreateDeploymentRequest:
+    """A deployment of models/chat/versions/1 on one endpoint."""
+    return dpb.CreateDeploymentRequest(
+        deployment_id=deployment_id,
+        deployment=dpb.Deployment(
+            environment=environment,
+            model="models/chat",
+            traffic=dpb.TrafficTable(
+                stable=dpb.SlotTraffic(model_version="models/chat/versions/1", endpoints=_endpoints(address))
+            ),
+        ),
+    )
+
+
 def _mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
@@ -214,18 +228,7 @@ CASES: dict[str, Case] = {
     ),
     "CreateDeployment": Case(
         DeploymentServiceStub,
-        lambda: dpb.CreateDeploymentRequest(
-            deployment_id="fresh",
-            deployment=dpb.Deployment(
-                environment="staging",
-                model="models/chat",
-                traffic=dpb.TrafficTable(
-                    stable=dpb.SlotTraffic(
-                        model_version="models/chat/versions/1", endpoints=_endpoints("10.0.0.9:8000")
-                    )
-                ),
-            ),
-        ),
+        lambda: _create_deployment("fresh", "staging", "10.0.0.9:8000"),
         {
             "deployment_id": [_set(deployment_id="Bad_Id")],
             "deployment.environment": [
@@ -378,20 +381,7 @@ async def _seed(channel: grpc.aio.Channel) -> None:
     await registry.CreateModelVersion(
         rpb.CreateModelVersionRequest(parent="models/other", model_version=_version())
     )
-    await deployments.CreateDeployment(
-        dpb.CreateDeploymentRequest(
-            deployment_id="web",
-            deployment=dpb.Deployment(
-                environment="prod",
-                model="models/chat",
-                traffic=dpb.TrafficTable(
-                    stable=dpb.SlotTraffic(
-                        model_version="models/chat/versions/1", endpoints=_endpoints("10.0.0.1:8000")
-                    )
-                ),
-            ),
-        )
-    )
+    await deployments.CreateDeployment(_create_deployment("web", "prod", "10.0.0.1:8000"))
 
 
 @pytest.fixture(scope="module")
