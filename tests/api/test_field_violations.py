@@ -457,3 +457,21 @@ def test_a_bad_model_id_does_not_hide_the_bad_fields_of_the_model(live: LiveServ
     error = live.run(_call(live.channel, "CreateModel", request))
     assert error is not None
     assert error.field_paths == ["model_id", "model.provider", "model.labels['Bad']"]
+
+
+async def _first_of_watch(channel: grpc.aio.Channel, request: dpb.WatchDeploymentRequest) -> RichError:
+    stream = DeploymentServiceStub(channel).WatchDeployment(request, timeout=CALL_TIMEOUT)
+    try:
+        await stream.read()
+    except grpc.aio.AioRpcError as error:
+        return rich(error)
+    finally:
+        stream.cancel()
+    raise AssertionError(f"WatchDeployment accepted {request}")
+
+
+def test_a_watch_names_a_bad_deployment_and_a_bad_start_revision(live: LiveServer) -> None:
+    request = dpb.WatchDeploymentRequest(deployment="web", start_revision=-1)
+    error = live.run(_first_of_watch(live.channel, request))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.field_paths == ["deployment", "start_revision"]

@@ -659,7 +659,10 @@ class DeploymentService:
     ) -> AsyncIterator[DeploymentChange | changes.ProgressMark]:
         """With start_revision 0 the deployment now, then each change after it; otherwise each change from
         start_revision on (inclusive); progress marks when idle."""
-        deployment_id = validation.parse_deployment(deployment, "deployment")
+        v = field_rules.Violations()
+        deployment_id = v.collect(lambda: validation.parse_deployment(deployment, "deployment"), "")
+        changes.check_start_revision(start_revision, v)
+        v.raise_if_any()
         name = deployment_name(deployment_id)
         if start_revision == 0:
             async with self._db.connection() as conn:
