@@ -1,7 +1,8 @@
 """Conversions between the registry's proto messages and its domain values, in one place.
 
-Enum values that are UNSPECIFIED or unknown on input are refused here with the field's path, so no
-proto enum number ever reaches the service.
+Enum values that are UNSPECIFIED or unknown on input are refused with the field's path, so no proto
+enum number ever reaches the service: into the domain value's `refused`, which validation reports beside
+every other violation of the request (constraints, which no later check reads, raise here at once).
 """
 
 from __future__ import annotations
