@@ -30,6 +30,7 @@ from modelplane.server.errors import (
 )
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.nul_characters import refuse_nul_characters
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
     from modelplane.server.auth.scopes import TokenScope
@@ -39,7 +40,7 @@ access_log = logging.getLogger("modelplane.access")
 
 REQUEST_ID_KEY = "x-request-id"
 AUTHORIZATION_KEY = "authorization"
-SHUTTING_DOWN = "SHUTTING_DOWN"
+SHUTTING_DOWN = ErrorReason.ERROR_REASON_SHUTTING_DOWN
 
 # Open to everyone, and still answered while the server drains, so that probes see NOT_SERVING.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -63,7 +64,7 @@ class CallAuthenticator(Protocol):
     async def authenticate(self, method: str, authorization: str | None) -> Caller: ...
 
 
-MALFORMED_REQUEST = "MALFORMED_REQUEST"
+MALFORMED_REQUEST = ErrorReason.ERROR_REASON_MALFORMED_REQUEST
 
 # Turns a request's bytes into its message; None (a handler without one) leaves them bytes.
 Parse = Callable[[bytes], Any] | None
@@ -128,7 +129,7 @@ def _request(
     return request
 
 
-RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+RESPONSE_TOO_LARGE = ErrorReason.ERROR_REASON_RESPONSE_TOO_LARGE
 
 # Turns a response message into its bytes; None (a handler without one) means it already is bytes.
 Serialize = Callable[[Any], bytes] | None

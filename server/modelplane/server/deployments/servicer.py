@@ -132,8 +132,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     ) -> pb.RollbackRolloutResponse:
         result = await self._service.rollback_rollout(
             request.name,
-            convert.rollback_mode(request.mode),
-            convert.step_interval(request),
+            convert.rollback_spec(request),
             request.reason,
             request.etag,
             write_request(request, "RollbackRollout"),
