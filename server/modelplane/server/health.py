@@ -3,6 +3,13 @@
 SERVING means: the pool is connected and the schema is the one this build was written for. A load
 balancer or orchestrator that watches health therefore stops sending traffic to a replica whose
 Postgres is gone, and sends it again once the replica has recovered by itself.
+
+Postgres out of connection slots is not such a state: a replica that still holds open connections keeps
+serving the calls that find one free (the others answer STORAGE_UNAVAILABLE, which clients retry), and
+health stays SERVING. Every replica shares the one Postgres and its max_connections, so taking this one out
+would move its traffic onto replicas short of the same slots while freeing none (a NOT_SERVING replica
+keeps its pool); it would only turn a partial outage into a whole one. A replica that holds no connection
+at all serves nothing, and turns NOT_SERVING.
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ class HealthReporter:
         try:
             version = await asyncio.wait_for(self._database.ping(self._timeout), self._timeout * 2)
         except (StorageUnavailable, TimeoutError) as exc:
+            if self._short_of_slots():
+                log.debug("health probe found no free connection, Postgres refusing more: %s", exc)
+                return True
             log.debug("health probe failed: %s", exc)
             return False
         if version != self._expected_version:
@@ -79,6 +89,12 @@ class HealthReporter:
             )
             return False
         return True
+
+    def _short_of_slots(self) -> bool:
+        """Whether the probe found no connection only because Postgres refused new ones while this replica
+        still holds some: busy serving, not cut off (see the module's docstring)."""
+        window = self._interval + self._timeout * 2
+        return self._database.slots_refused_within(window) and self._database.open_connections() > 0
 
     async def run(self) -> None:
         """Probes until cancelled; a failure of any kind only turns health NOT_SERVING."""

@@ -242,11 +242,15 @@ class Database:
                 " free up. Size the pools so that every replica's total stays below max_connections"
                 " (README, Operating it)",
                 exc,
-                self._pool.get_size() if self._pool is not None else 0,
+                self.open_connections(),
             )
         else:
             log.debug("Postgres refused a new connection again: %s", exc)
         return StorageUnavailable("Postgres has no free connection slot; retry shortly")
+
+    def open_connections(self) -> int:
+        """Connections the call pool holds open right now (busy or idle)."""
+        return self._pool.get_size() if self._pool is not None else 0
 
     def slots_refused_within(self, seconds: float) -> bool:
         """Whether Postgres refused a new connection for want of slots in the last `seconds`."""
