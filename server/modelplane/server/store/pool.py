@@ -278,13 +278,16 @@ class Database:
                 log.warning("database unavailable: %s", exc)
                 raise StorageUnavailable("the database is unavailable; retry shortly") from exc
 
-    async def ping(self, timeout: float = 1.0) -> int:  # noqa: ASYNC109 - passed on to asyncpg
-        """Returns the schema version, or raises StorageUnavailable."""
+    async def ping(self, timeout: float = 1.0) -> tuple[int, int]:  # noqa: ASYNC109 - passed on to asyncpg
+        """The schema version and the oldest code version that can serve it (see migrations.py), (0, 0) for
+        an empty database; or raises StorageUnavailable."""
         async with self.connection() as conn:
             try:
-                value = await conn.fetchval(
-                    "SELECT coalesce(max(version), 0) FROM schema_migrations", timeout=timeout
+                row = await conn.fetchrow(
+                    "SELECT version, coalesce(serves_from, version) AS serves_from FROM schema_migrations"
+                    " ORDER BY version DESC LIMIT 1",
+                    timeout=timeout,
                 )
             except CONNECTION_ERRORS as exc:
                 raise StorageUnavailable("the database is unavailable; retry shortly") from exc
-            return int(value)
+            return (0, 0) if row is None else (int(row["version"]), int(row["serves_from"]))
