@@ -5,6 +5,8 @@ call's borrowing ends by its deadline or the storage timeout, and a close never 
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -118,3 +120,34 @@ async def test_close_terminates_connections_a_hung_postgres_never_lets_go(
     except TimeoutError:
         raise AssertionError("close() waited on the hung Postgres") from None
     assert not database.is_open
+
+
+async def test_a_connect_cancelled_as_its_connection_opens_leaves_no_error_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A listener that, as Postgres starting up can, lets a connection in just as its attempt is cancelled.
+    opening: list[asyncio.Task[None]] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for task in opening:
+            task.cancel()
+        await asyncio.sleep(0.05)
+        writer.close()
+
+    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                database = Database(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+                opening[:] = [asyncio.create_task(database.open())]
+                with pytest.raises(asyncio.CancelledError):
+                    await opening[0]
+                await asyncio.sleep(0.1)
+            # asyncio reports a future nobody read when it is collected.
+            gc.collect()
+            await asyncio.sleep(0)
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

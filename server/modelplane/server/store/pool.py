@@ -96,6 +96,38 @@ class PoolSettings:
 _ABANDONING: tuple[type[BaseException], ...] = (asyncio.CancelledError, *CONNECTION_ERRORS)
 
 
+class _ConnectRaceFilter(logging.Filter):
+    """Keeps asyncpg's orphaned connect future out of the ERROR log.
+
+    When a connection attempt is cancelled (a connect timeout, a pool closing) just as its TCP connection
+    opens, which happens again and again while Postgres starts, asyncpg (0.32, TLSUpgradeProto) leaves a
+    future holding ConnectionError("unexpected connection_lost() call") that nobody reads, and asyncio
+    reports it at ERROR as "Future exception was never retrieved". The attempt itself failed and was
+    handled; the report is noise, so it is logged at DEBUG, and only when DEBUG is on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if (
+            isinstance(error, ConnectionError)
+            and "unexpected connection_lost() call" in str(error)
+            and record.getMessage().startswith("Future exception was never retrieved")
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_CONNECT_RACE_FILTER = _ConnectRaceFilter()
+
+
+def quiet_connect_races() -> None:
+    """Installs _ConnectRaceFilter on asyncio's logger (once, however often called)."""
+    asyncio_log = logging.getLogger("asyncio")
+    if _CONNECT_RACE_FILTER not in asyncio_log.filters:
+        asyncio_log.addFilter(_CONNECT_RACE_FILTER)
+
+
 def _terminate(conn: Connection) -> None:
     """Closes a borrowed connection at once; the pool opens a new one when it needs it."""
     # A connection terminated before is detached from its proxy, which then refuses every call.
@@ -108,6 +140,7 @@ class Database:
     raise StorageUnavailable."""
 
     def __init__(self, url: str, settings: PoolSettings | None = None) -> None:
+        quiet_connect_races()
         self.url = url
         self.settings = settings or PoolSettings()
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
