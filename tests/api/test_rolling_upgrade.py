@@ -82,9 +82,9 @@ async def test_old_server_turns_not_serving_after_a_contracting_migration(
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     # One line, however many probes ran, naming the versions and what to do.
     assert lines == [
-        f"health: NOT_SERVING: the database schema is at version {latest + 1}, and its migration {latest + 1}"
-        f" is not expand-only: it needs a server that knows schema {latest + 1} or later, and this one knows"
-        f" up to {latest}; upgrade this replica"
+        f"health: NOT_SERVING: the database schema is at version {latest + 1}, which needs a server that"
+        f" knows schema {latest + 1} or later (its migrations since are not all expand-only), and this one"
+        f" knows up to {latest}; upgrade this replica"
     ]
     # The new code serves it.
     assert await HealthReporter(

@@ -10,7 +10,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from modelplane.server.store.migrations import MIGRATION_LOCK_KEY, MigrationError, load_migrations, migrate
+from modelplane.server.store.migrations import (
+    MIGRATION_LOCK_KEY,
+    MigrationError,
+    load_migrations,
+    migrate,
+    unservable,
+)
 
 
 def package_schema_copy(target: Path) -> Path:
@@ -108,3 +114,52 @@ def test_an_unknown_directive_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(MigrationError, match="unknown directive expand_only"):
         load_migrations(folder)
+
+
+async def test_a_contract_step_declares_the_code_it_leaves_serving(database_url: str, tmp_path: Path) -> None:
+    latest = len(load_migrations())
+    folder = package_schema_copy(tmp_path / "schema")
+    # Expand: a new column the next release writes; that release knows schema `latest + 1`.
+    (folder / f"{latest + 1:04d}_model_owner.sql").write_text(
+        "-- modelplane: expand-only\nALTER TABLE models ADD COLUMN owner text;\n", encoding="utf-8"
+    )
+    # Contract: drop it again, declared safe for code from `latest + 1` on, which (say) stopped using it.
+    (folder / f"{latest + 2:04d}_drop_model_owner.sql").write_text(
+        f"-- modelplane: serves-from {latest + 1}\nALTER TABLE models DROP COLUMN owner;\n", encoding="utf-8"
+    )
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        assert len(await migrate(conn, load_migrations(folder))) == 2
+    finally:
+        await conn.close()
+    serves_from = (await _recorded(database_url))[-1]["serves_from"]
+    assert serves_from == latest + 1
+    assert unservable(latest + 2, serves_from, latest + 1) is None
+    assert unservable(latest + 2, serves_from, latest) is not None
+
+
+def test_serves_from_must_name_an_earlier_migration(tmp_path: Path) -> None:
+    folder = package_schema_copy(tmp_path / "schema")
+    latest = len(load_migrations())
+    (folder / f"{latest + 1:04d}_x.sql").write_text(
+        f"-- modelplane: serves-from {latest + 1}\nSELECT 1;\n", encoding="utf-8"
+    )
+    with pytest.raises(MigrationError, match="takes the number of an earlier migration"):
+        load_migrations(folder)
+
+
+async def test_serves_from_never_lowers_the_bar_a_migration_before_it_raised(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = package_schema_copy(tmp_path / "schema")
+    latest = len(load_migrations())
+    (folder / f"{latest + 1:04d}_x.sql").write_text("SELECT 1;\n", encoding="utf-8")
+    (folder / f"{latest + 2:04d}_y.sql").write_text(
+        f"-- modelplane: serves-from {latest}\nSELECT 1;\n", encoding="utf-8"
+    )
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        await migrate(conn, load_migrations(folder))
+    finally:
+        await conn.close()
+    assert (await _recorded(database_url))[-1]["serves_from"] == latest + 1

@@ -1,15 +1,17 @@
 """Applies the numbered SQL files in schema/ at start, under an advisory lock: once across replicas.
 
 Each applied file is recorded with its checksum (an edited one is refused) and with the oldest code that can
-still serve the schema it leaves (`serves_from`): a file declared `expand-only` keeps the code before it
-serving, any other raises the bar to itself. A server serves a database whose schema is at version V when
-its own latest file is L, L <= V, and serves_from(V) <= L; see `unservable`.
+still serve the schema it leaves (`serves_from`; code is known by the number of its latest file). A server
+whose latest file is L serves a database at schema V when L <= V and serves_from(V) <= L; see `unservable`.
 
 A file's first lines may declare, as `-- modelplane: DIRECTIVE[, DIRECTIVE]` comments:
 - `expand-only`: it only adds (tables, nullable or defaulted columns, indexes), so code written for the
-  schema before it keeps working;
+  schema before it keeps working: serves_from stays what it was;
+- `serves-from N`: it removes only what code from file N on no longer uses (the contract step of an
+  expand/contract change): code from N on keeps serving;
 - `no-transaction`: it runs outside a transaction (CREATE INDEX CONCURRENTLY cannot run inside one); it
   must hold one statement and be safe to run again, as a crash can leave it run but not recorded.
+A file with neither expand-only nor serves-from makes every older server NOT_SERVING once it is applied.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ MIGRATION_STATEMENT_TIMEOUT = 3600.0
 
 EXPAND_ONLY = "expand-only"
 NO_TRANSACTION = "no-transaction"
-DIRECTIVES = frozenset({EXPAND_ONLY, NO_TRANSACTION})
+SERVES_FROM = "serves-from"
+DIRECTIVES = frozenset({EXPAND_ONLY, NO_TRANSACTION, SERVES_FROM})
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _DIRECTIVE = re.compile(r"^--\s*modelplane:(.*)$")
@@ -69,8 +72,14 @@ class Migration:
     version: int
     name: str
     sql: str
-    expand_only: bool = False
+    # The oldest code (by its latest file) that this migration lets serve the schema after it: 0 for an
+    # expand-only file, N for `serves-from N`, its own version otherwise.
+    keeps_serving_from: int = 0
     in_transaction: bool = True
+
+    @property
+    def expand_only(self) -> bool:
+        return self.keeps_serving_from == 0
 
     @property
     def checksum(self) -> str:
@@ -78,19 +87,34 @@ class Migration:
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
 
-def _directives(name: str, sql: str) -> set[str]:
-    found: set[str] = set()
+def _directives(name: str, version: int, sql: str) -> tuple[int, bool]:
+    """What the file's header declares: (keeps_serving_from, in_transaction)."""
+    found: dict[str, str] = {}
     for line in sql.splitlines():
         match = _DIRECTIVE.match(line.strip())
         if match is None:
             break
-        found.update(word.strip() for word in match.group(1).split(",") if word.strip())
-    unknown = found - DIRECTIVES
+        for word in match.group(1).split(","):
+            directive, _, argument = word.strip().partition(" ")
+            if directive:
+                found[directive] = argument.strip()
+    unknown = set(found) - DIRECTIVES
     if unknown:
         raise MigrationError(
             f"{name}: unknown directive {', '.join(sorted(unknown))}; known: {', '.join(sorted(DIRECTIVES))}"
         )
-    return found
+    keeps = version
+    if EXPAND_ONLY in found:
+        keeps = 0
+    if SERVES_FROM in found:
+        argument = found[SERVES_FROM]
+        if EXPAND_ONLY in found or not argument.isdigit() or not 1 <= int(argument) < version:
+            raise MigrationError(
+                f"{name}: 'serves-from N' takes the number of an earlier migration (1 to {version - 1}),"
+                f" and an expand-only file needs none; found {argument!r}"
+            )
+        keeps = int(argument)
+    return keeps, NO_TRANSACTION not in found
 
 
 def load_migrations(source: Traversable | None = None) -> list[Migration]:
@@ -100,17 +124,9 @@ def load_migrations(source: Traversable | None = None) -> list[Migration]:
     for entry in folder.iterdir():
         match = _NAME.match(entry.name)
         if match:
-            sql = entry.read_text(encoding="utf-8")
-            directives = _directives(entry.name, sql)
-            found.append(
-                Migration(
-                    int(match.group(1)),
-                    entry.name,
-                    sql,
-                    expand_only=EXPAND_ONLY in directives,
-                    in_transaction=NO_TRANSACTION not in directives,
-                )
-            )
+            version, sql = int(match.group(1)), entry.read_text(encoding="utf-8")
+            keeps, in_transaction = _directives(entry.name, version, sql)
+            found.append(Migration(version, entry.name, sql, keeps, in_transaction))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):
@@ -132,8 +148,8 @@ def unservable(schema_version: int, serves_from: int, code_latest: int) -> str |
         )
     if serves_from > code_latest:
         return (
-            f"the database schema is at version {schema_version}, and its migration {serves_from} is not"
-            f" expand-only: it needs a server that knows schema {serves_from} or later, and this one knows up"
+            f"the database schema is at version {schema_version}, which needs a server that knows schema"
+            f" {serves_from} or later (its migrations since are not all expand-only), and this one knows up"
             f" to {code_latest}; upgrade this replica"
         )
     return None
@@ -193,8 +209,9 @@ async def migrate(conn: Connection, migrations: Sequence[Migration] | None = Non
         for migration in migrations:
             if migration.version <= current:
                 continue
+            # A migration never lets older code serve than the schema before it did.
             previous = serves_from.get(migration.version - 1, migration.version - 1)
-            serves_from[migration.version] = previous if migration.expand_only else migration.version
+            serves_from[migration.version] = max(previous, migration.keeps_serving_from)
             record = (
                 "INSERT INTO schema_migrations (version, name, checksum, serves_from)"
                 " VALUES ($1, $2, $3, $4)",
