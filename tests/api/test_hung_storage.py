@@ -17,6 +17,7 @@ import pytest
 from modelplane.server.app import STOP_AFTER_GRACE, ModelplaneServer
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
 from tests.support import StartServer, error_info, retry_info, wait_health
+from tests.support.loopback import until
 from tests.support.tcp_proxy import TcpProxy
 
 # The design promises an answer within 2 s; as the call's deadline, a slower answer fails the test as
@@ -35,8 +36,13 @@ async def _get_missing_model(channel: grpc.aio.Channel, timeout: float | None) -
     return raised.value
 
 
+def _background_releases() -> list[asyncio.Task[object]]:
+    """asyncpg's releases of pooled connections still running: each waits on the hung Postgres."""
+    return [task for task in asyncio.all_tasks() if "PoolConnectionHolder.release" in repr(task.get_coro())]
+
+
 async def test_a_call_on_a_hung_postgres_answers_storage_unavailable_within_two_seconds(
-    proxy: TcpProxy, database_url: str, start_server: StartServer
+    proxy: TcpProxy, database_url: str, start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server: ModelplaneServer = await start_server(database_url=proxy.url_through(database_url))
     async with grpc.aio.insecure_channel(server.target) as channel:
@@ -45,17 +51,28 @@ async def test_a_call_on_a_hung_postgres_answers_storage_unavailable_within_two_
         ).code() == grpc.StatusCode.NOT_FOUND
 
         proxy.stall()
-        error = await _get_missing_model(channel, STORAGE_ANSWER_DEADLINE)
-        assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
-        assert error_info(error).reason == "STORAGE_UNAVAILABLE"
-        assert retry_info(error) is not None
-        await wait_health(channel, "NOT_SERVING")
+        with caplog.at_level(logging.INFO, logger="modelplane.server.store.pool"):
+            for _ in range(3):
+                error = await _get_missing_model(channel, STORAGE_ANSWER_DEADLINE)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                assert error_info(error).reason == "STORAGE_UNAVAILABLE"
+                assert retry_info(error) is not None
+            await wait_health(channel, "NOT_SERVING")
+        # One line for the outage, not one a call.
+        said = [r.getMessage() for r in caplog.records if r.name == "modelplane.server.store.pool"]
+        assert len([line for line in said if line.startswith("database unavailable")]) == 1, said
 
         proxy.resume()
         await wait_health(channel, "SERVING")
         assert (
             await _get_missing_model(channel, STORAGE_ANSWER_DEADLINE)
         ).code() == grpc.StatusCode.NOT_FOUND
+    # Every connection a call or probe gave up on was terminated, not left releasing in the background,
+    # where its failure would be reported when collected ("Task exception was never retrieved").
+    await until(lambda: not _background_releases(), "the background releases ending")
+    gc.collect()
+    await asyncio.sleep(0)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 async def test_stop_keeps_its_grace_period_while_postgres_is_hung(

@@ -64,7 +64,7 @@ async def test_calls_beyond_the_slots_fail_clearly_and_health_stays_serving(
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.getMessage()]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert "max_connections" in warnings[0].getMessage()
-        assert database.refused_connections >= 3
+        assert database.refusals.count >= 3
     finally:
         await database.close()
 

@@ -106,7 +106,7 @@ class HealthReporter:
         """Whether the probe found no connection only because Postgres refused new ones while this replica
         still holds some: busy serving, not cut off (see the module's docstring)."""
         window = self._interval + self._timeout * 2
-        return self._database.slots_refused_within(window) and self._database.open_connections() > 0
+        return self._database.refusals.within(window) and self._database.open_connections() > 0
 
     async def run(self) -> None:
         """Probes until cancelled; a failure of any kind only turns health NOT_SERVING."""

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 # Seconds a client is asked to wait while the server's database does not exist: it takes an operator.
 MISSING_DATABASE_RETRY_AFTER = 30.0
 
-# Seconds without a refused connection after which the next refusal is logged as a new episode.
-REFUSAL_EPISODE_GAP = 60.0
+# Seconds without a database failure of one kind after which the next one is logged as a new episode.
+EPISODE_GAP = 60.0
 
 # What store functions take: a plain connection or one borrowed from the pool.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -96,6 +96,27 @@ class PoolSettings:
 _ABANDONING: tuple[type[BaseException], ...] = (asyncio.CancelledError, *CONNECTION_ERRORS)
 
 
+class _Episodes:
+    """Logs the failures of one kind as episodes: the first a WARNING, its repeats DEBUG, until EPISODE_GAP
+    quiet seconds end it. Under load, an outage is then a few lines instead of one per call; health's
+    own log lines say when it begins and ends."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: float | None = None
+
+    def report(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        starts = self.last is None or now - self.last > EPISODE_GAP
+        self.count += 1
+        self.last = now
+        log.log(logging.WARNING if starts else logging.DEBUG, message, *args)
+
+    def within(self, seconds: float) -> bool:
+        """Whether one was reported in the last `seconds`."""
+        return self.last is not None and time.monotonic() - self.last <= seconds
+
+
 class _ConnectRaceFilter(logging.Filter):
     """Keeps asyncpg's orphaned connect future out of the ERROR log.
 
@@ -128,6 +149,19 @@ def quiet_connect_races() -> None:
         asyncio_log.addFilter(_CONNECT_RACE_FILTER)
 
 
+def _abandons(exc: BaseException) -> bool:
+    """Whether `exc` left a connection in a state nobody should wait on: it is, or was raised from (the
+    store turns connection errors into StorageUnavailable), an _ABANDONING error."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes is short; this only bounds a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, _ABANDONING):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _terminate(conn: Connection) -> None:
     """Closes a borrowed connection at once; the pool opens a new one when it needs it."""
     # A connection terminated before is detached from its proxy, which then refuses every call.
@@ -148,9 +182,9 @@ class Database:
         # Set when the last open() found no such database, so calls hear that rather than "retry shortly".
         self._missing = False
         # Connections Postgres refused for want of slots (max_connections, or a role's or database's
-        # CONNECTION LIMIT), and when it last did: health reads it, the log says it once an episode.
-        self.refused_connections = 0
-        self.last_refusal: float | None = None
+        # CONNECTION LIMIT): health reads them. And calls that found the database unavailable.
+        self.refusals = _Episodes()
+        self._failures = _Episodes()
 
     async def _create_pool(
         self, min_size: int, max_size: int, *, timestamps_as_micros: bool = False
@@ -246,8 +280,9 @@ class Database:
                 timer = loop.call_at(loop.time() + limit, abandon) if limit is not None else None
                 try:
                     yield conn
-                except _ABANDONING:
-                    _terminate(conn)
+                except BaseException as exc:
+                    if _abandons(exc):
+                        _terminate(conn)
                     raise
                 finally:
                     if timer is not None:
@@ -256,38 +291,26 @@ class Database:
             if isinstance(exc, asyncpg.TooManyConnectionsError):
                 raise self._refused(exc) from exc
             if expired:
-                log.warning("database unavailable: no answer within %.1f s", self.settings.storage_timeout)
+                self._failures.report("database unavailable: no answer within %.1f s", limit)
                 raise StorageUnavailable("the database did not answer in time; retry shortly") from exc
-            log.warning("database unavailable: %s", exc)
+            self._failures.report("database unavailable: %s", exc)
             raise StorageUnavailable("the database is unavailable; retry shortly") from exc
 
     def _refused(self, exc: BaseException) -> StorageUnavailable:
-        """A new connection refused for want of slots: one WARNING an episode (a refusal after a quiet
-        minute starts a new one), the rest DEBUG."""
-        now = time.monotonic()
-        quiet = self.last_refusal is None or now - self.last_refusal > REFUSAL_EPISODE_GAP
-        self.refused_connections += 1
-        self.last_refusal = now
-        if quiet:
-            log.warning(
-                "Postgres refused a new connection (%s): its connection slots are used up; calls that find"
-                " none of this replica's %d open connections free fail with STORAGE_UNAVAILABLE until slots"
-                " free up. Size the pools so that every replica's total stays below max_connections"
-                " (README, Operating it)",
-                exc,
-                self.open_connections(),
-            )
-        else:
-            log.debug("Postgres refused a new connection again: %s", exc)
+        """A new connection refused for want of slots: one WARNING an episode, with what to do."""
+        self.refusals.report(
+            "Postgres refused a new connection (%s): its connection slots are used up; calls that find"
+            " none of this replica's %d open connections free fail with STORAGE_UNAVAILABLE until slots"
+            " free up. Size the pools so that every replica's total stays below max_connections"
+            " (README, Operating it)",
+            exc,
+            self.open_connections(),
+        )
         return StorageUnavailable("Postgres has no free connection slot; retry shortly")
 
     def open_connections(self) -> int:
         """Connections the call pool holds open right now (busy or idle)."""
         return self._pool.get_size() if self._pool is not None else 0
-
-    def slots_refused_within(self, seconds: float) -> bool:
-        """Whether Postgres refused a new connection for want of slots in the last `seconds`."""
-        return self.last_refusal is not None and time.monotonic() - self.last_refusal <= seconds
 
     def _limit(self, now: float) -> float | None:
         """Seconds the borrowing may take: the storage timeout, or less when the call's deadline is nearer;
@@ -308,7 +331,7 @@ class Database:
                 async with conn.transaction():
                     yield conn
             except CONNECTION_ERRORS as exc:
-                log.warning("database unavailable: %s", exc)
+                self._failures.report("database unavailable: %s", exc)
                 raise StorageUnavailable("the database is unavailable; retry shortly") from exc
 
     async def ping(self, timeout: float = 1.0) -> tuple[int, int]:  # noqa: ASYNC109 - passed on to asyncpg
