@@ -15,7 +15,6 @@ import pytest
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
 from tests.support import StartServer
-from tests.support.tcp_proxy import TcpProxy
 
 
 def server_config(**overrides: Any) -> ServerConfig:
@@ -60,14 +59,3 @@ async def channel(server: ModelplaneServer) -> AsyncIterator[grpc.aio.Channel]:
     """An insecure channel to `server`."""
     async with grpc.aio.insecure_channel(server.target) as channel:
         yield channel
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    """A TCP proxy in front of the test database's Postgres, which the test can cut, stall and restore."""
-    try:
-        proxy = TcpProxy.for_url(database_url)
-    except ValueError:
-        pytest.skip("the test Postgres is reached over a Unix socket; the proxy needs TCP")
-    async with proxy:
-        yield proxy

@@ -36,6 +36,12 @@ async def _get_missing_model(channel: grpc.aio.Channel, timeout: float | None) -
     return raised.value
 
 
+async def _assert_served(channel: grpc.aio.Channel) -> None:
+    """The server answers from the database: the missing model is NOT_FOUND."""
+    error = await _get_missing_model(channel, STORAGE_ANSWER_DEADLINE)
+    assert error.code() == grpc.StatusCode.NOT_FOUND, error.details()
+
+
 def _background_releases() -> list[asyncio.Task[object]]:
     """asyncpg's releases of pooled connections still running: each waits on the hung Postgres."""
     return [task for task in asyncio.all_tasks() if "PoolConnectionHolder.release" in repr(task.get_coro())]
@@ -46,9 +52,7 @@ async def test_a_call_on_a_hung_postgres_answers_storage_unavailable_within_two_
 ) -> None:
     server: ModelplaneServer = await start_server(database_url=proxy.url_through(database_url))
     async with grpc.aio.insecure_channel(server.target) as channel:
-        assert (
-            await _get_missing_model(channel, STORAGE_ANSWER_DEADLINE)
-        ).code() == grpc.StatusCode.NOT_FOUND
+        await _assert_served(channel)
 
         proxy.stall()
         with caplog.at_level(logging.INFO, logger="modelplane.server.store.pool"):
@@ -64,9 +68,7 @@ async def test_a_call_on_a_hung_postgres_answers_storage_unavailable_within_two_
 
         proxy.resume()
         await wait_health(channel, "SERVING")
-        assert (
-            await _get_missing_model(channel, STORAGE_ANSWER_DEADLINE)
-        ).code() == grpc.StatusCode.NOT_FOUND
+        await _assert_served(channel)
     # Every connection a call or probe gave up on was terminated, not left releasing in the background,
     # where its failure would be reported when collected ("Task exception was never retrieved").
     await until(lambda: not _background_releases(), "the background releases ending")
@@ -81,9 +83,7 @@ async def test_stop_keeps_its_grace_period_while_postgres_is_hung(
     grace = 1.0
     server: ModelplaneServer = await start_server(database_url=proxy.url_through(database_url))
     async with grpc.aio.insecure_channel(server.target) as channel:
-        assert (
-            await _get_missing_model(channel, STORAGE_ANSWER_DEADLINE)
-        ).code() == grpc.StatusCode.NOT_FOUND
+        await _assert_served(channel)
         proxy.stall()
         # A call in flight on the hung database while the stop begins.
         in_flight = asyncio.create_task(_get_missing_model(channel, None))

@@ -42,6 +42,7 @@ from modelplane.server.app import build_server
 from modelplane.server.config import ServerConfig
 from modelplane.server.store.urls import with_database
 from modelplane.v1 import logs_pb2, logs_pb2_grpc, registry_pb2, registry_pb2_grpc
+from tests.support.live_server import drop_database
 from tests.support.readme_blocks import Block, ShellCommand, parse_blocks, shell_commands
 from tests.support.readme_runner import (
     README_ADDRESS,
@@ -733,15 +734,7 @@ def test_the_backup_commands_restore_what_a_server_reads_back(
         )
         assert display_name == "Chat, large"
     finally:
-        asyncio.run(_drop_database(admin_url, restored_name))
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+        asyncio.run(drop_database(admin_url, restored_name))
 
 
 def test_make_test_runs_the_suite_this_module_is_part_of() -> None:

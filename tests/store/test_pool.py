@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -46,16 +45,6 @@ async def test_bulk_writes_holding_every_bulk_connection_leave_the_others_free(d
             assert list(await asyncio.gather(other_call(), other_call())) == [1, 1]
     finally:
         await database.close()
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    try:
-        proxy = TcpProxy.for_url(database_url)
-    except ValueError:
-        pytest.skip("the test Postgres is reached over a Unix socket; the proxy needs TCP")
-    async with proxy:
-        yield proxy
 
 
 async def _stalled_database(database_url: str, proxy: TcpProxy, settings: PoolSettings) -> Database:
