@@ -192,6 +192,24 @@ def test_migrate_brings_an_empty_database_up_to_date(empty_database_url: str, tm
     assert again.returncode == 0, again.stderr
 
 
+async def _edit_recorded_checksum(url: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    finally:
+        await conn.close()
+
+
+def test_migrate_refuses_a_migration_edited_after_it_was_applied_in_one_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(_edit_recorded_checksum(database_url))
+    refused = modelplane("migrate", "--database-url", database_url, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "0001_foundation.sql was edited after it was applied" in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "env"),
     [

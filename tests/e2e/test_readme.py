@@ -25,7 +25,10 @@ import asyncio
 import hashlib
 import json
 import re
+import shutil
+import subprocess
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +38,15 @@ import asyncpg
 import grpc
 import pytest
 
+from modelplane.server.app import build_server
+from modelplane.server.config import ServerConfig
+from modelplane.server.store.urls import with_database
 from modelplane.v1 import logs_pb2, logs_pb2_grpc, registry_pb2, registry_pb2_grpc
+from tests.support.live_server import drop_database
 from tests.support.readme_blocks import Block, ShellCommand, parse_blocks, shell_commands
 from tests.support.readme_runner import (
     README_ADDRESS,
+    README_DATABASE_URL,
     REPOSITORY,
     Output,
     Sandbox,
@@ -646,8 +654,92 @@ def test_every_readme_block_is_run_or_marked_with_a_reason() -> None:
     # Skips stay rare: each one is proved some other way in this module.
     assert [block.text for block in skipped] == [
         "make run    # the server on 127.0.0.1:50051, an embedded Postgres under ./.modelplane/, auth off\n"
-        "make test   # the whole test suite against a real Postgres and real servers on loopback\n"
+        "make test   # the whole test suite against a real Postgres and real servers on loopback\n",
+        backup_block().text,
     ], [block.where for block in skipped]
+
+
+def backup_block() -> Block:
+    """The shell block of "Backups": a dump, a new database, a restore into it."""
+    found = [b for b in readme_blocks() if b.heading == "Backups" and b.language in SHELL]
+    assert len(found) == 1, [b.where for b in found]
+    return found[0]
+
+
+async def _create_model(address: str, model_id: str, display_name: str) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        await stub.CreateModel(
+            registry_pb2.CreateModelRequest(
+                model_id=model_id, model=registry_pb2.Model(provider="openai", display_name=display_name)
+            ),
+            timeout=10,
+        )
+
+
+async def _display_name(address: str, model_id: str) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        response = await stub.GetModel(registry_pb2.GetModelRequest(name=f"models/{model_id}"), timeout=10)
+        name: str = response.model.display_name
+        return name
+
+
+async def _on_server(database_url: str, step: Callable[[str], Any]) -> Any:
+    """Runs `step(address)` against a server on `database_url`, started and stopped around it."""
+    server = build_server(ServerConfig(address="127.0.0.1:0", database_url=database_url, auth=False))
+    await server.start()
+    try:
+        await server.wait_serving(timeout=30)
+        return await step(server.target)
+    finally:
+        await server.stop(grace=0)
+
+
+async def _applied_migrations(database_url: str) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+    return [(row["version"], row["checksum"]) for row in rows]
+
+
+def test_the_backup_commands_restore_what_a_server_reads_back(
+    database_url: str, admin_url: str, tmp_path: Path
+) -> None:
+    if not all(shutil.which(tool) for tool in ("pg_dump", "createdb", "pg_restore")):
+        pytest.skip("pg_dump, createdb and pg_restore (apt-get install postgresql-client) are not installed")
+    asyncio.run(_on_server(database_url, lambda address: _create_model(address, "chat-large", "Chat, large")))
+
+    restored_name = f"mp_test_{uuid.uuid4().hex[:12]}"
+    restored_url = with_database(database_url, restored_name)
+    # The README's names, longest first, for the test's: its database, a new one, a file of its own.
+    names = [
+        (f"{README_DATABASE_URL}_restored", restored_url),
+        (with_database(README_DATABASE_URL, "postgres"), with_database(database_url, "postgres")),
+        (README_DATABASE_URL, database_url),
+        (" modelplane_restored", f" {restored_name}"),
+        ("modelplane.dump", str(tmp_path / "modelplane.dump")),
+    ]
+    try:
+        for command in shell_commands(backup_block()):
+            text = command.text
+            for readme_name, ours in names:
+                text = text.replace(readme_name, ours)
+            done = subprocess.run(
+                ["bash", "-c", text], capture_output=True, text=True, timeout=120, check=False
+            )
+            assert done.returncode == 0, f"{command.text}\n{done.stderr}"
+        assert asyncio.run(_applied_migrations(restored_url)) == asyncio.run(
+            _applied_migrations(database_url)
+        )
+        display_name = asyncio.run(
+            _on_server(restored_url, lambda address: _display_name(address, "chat-large"))
+        )
+        assert display_name == "Chat, large"
+    finally:
+        asyncio.run(drop_database(admin_url, restored_name))
 
 
 def test_make_test_runs_the_suite_this_module_is_part_of() -> None:

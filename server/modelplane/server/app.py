@@ -75,6 +75,11 @@ STOP_STEP_LIMIT = 10.0
 # Longest wait for open streams to end after they were told to, before server.stop(grace) takes over.
 STREAM_END_WAIT = 2.0
 
+# Seconds the steps after the drain (background jobs, the change feed, the pool) share, and the least any
+# one of them gets: a stop ends within grace + this, whatever Postgres does.
+STOP_AFTER_GRACE = 2.0
+STOP_STEP_FLOOR = 0.1
+
 # Every modelplane service this server runs: health reports each one, reflection lists each one.
 MODELPLANE_SERVICES: tuple[str, ...] = (
     registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name,
@@ -279,27 +284,40 @@ class ModelplaneServer:
             await self.health.wait_serving()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful, ordered stop: NOT_SERVING, refuse new calls, end streams, drain, close storage."""
+        """Graceful, ordered stop: NOT_SERVING, refuse new calls, end streams, drain, close storage.
+
+        In-flight calls get `grace` seconds from the moment new calls are refused; the steps after the drain
+        share STOP_AFTER_GRACE seconds whatever Postgres does, and the pool's connections are terminated
+        when a graceful close does not finish in time (a hung Postgres never answers one)."""
         if self._stopped:
             return
         self._stopped = True
         grace = self.config.shutdown_grace if grace is None else grace
+        loop = asyncio.get_running_loop()
         await cancel_and_wait(self._background)
         await self.health.shut_down()
         # Health watchers (load balancers, orchestrators) get the NOT_SERVING update written to them
         # before their own stream is ended below.
         await asyncio.sleep(HEALTH_PROPAGATION_DELAY)
+        grace_ends = loop.time() + grace
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
-        await _bounded("the gRPC server", self.grpc_server.stop(grace), grace + STOP_STEP_LIMIT)
+        drain = max(grace_ends - loop.time(), 0.0)
+        await _bounded("the gRPC server", self.grpc_server.stop(drain), drain + STOP_STEP_LIMIT)
+        stop_ends = loop.time() + STOP_AFTER_GRACE
+
+        def left() -> float:
+            return max(stop_ends - loop.time(), STOP_STEP_FLOOR)
+
         if self.rollout_driver is not None:
-            await _bounded("the rollout driver", self.rollout_driver.stop())
+            await _bounded("the rollout driver", self.rollout_driver.stop(), left())
         if self.guardrails is not None:
-            await _bounded("the guardrails monitor", self.guardrails.close())
+            await _bounded("the guardrails monitor", self.guardrails.close(), left())
         if self.log_maintenance is not None:
-            await _bounded("log maintenance", self.log_maintenance.stop())
-        await _bounded("the change feed", self.feed.stop())
-        await _bounded("the metrics endpoint", asyncio.to_thread(self.metrics.stop_endpoint))
-        await _bounded("the database pool", self.database.close())
+            await _bounded("log maintenance", self.log_maintenance.stop(), left())
+        await _bounded("the change feed", self.feed.stop(), left())
+        await _bounded("the metrics endpoint", asyncio.to_thread(self.metrics.stop_endpoint), left())
+        # Given its own bound, inside which it terminates what it could not close: never skipped.
+        await self.database.close(timeout=left())
         log.info("stopped")
 
 
@@ -308,7 +326,7 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float | None = Non
     try:
         await asyncio.wait_for(step, STOP_STEP_LIMIT if seconds is None else seconds)
     except TimeoutError:
-        log.error("stopping %s took over %.0f s; going on without it", what, seconds or STOP_STEP_LIMIT)
+        log.error("stopping %s took over %.1f s; going on without it", what, seconds or STOP_STEP_LIMIT)
 
 
 def build_server(config: ServerConfig) -> ModelplaneServer:

@@ -379,11 +379,12 @@ async def _migrated(
 def _with_database(args: argparse.Namespace, action: Callable[[Connection], Awaitable[T]]) -> T:
     with _server_extra():
         from modelplane.server.auth.store import DATABASE_ERRORS
+        from modelplane.server.store.migrations import MigrationError
         from modelplane.server.store.provision import DatabaseMissing
     try:
         with _database_url(args) as url:
             return asyncio.run(_migrated(url, action, create_database=args.create_database))
-    except DatabaseMissing as exc:
+    except (DatabaseMissing, MigrationError) as exc:
         raise CommandFailed(str(exc)) from None
     except DATABASE_ERRORS as exc:
         log.debug("database error", exc_info=True)

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import math
 import re
 import time
 import uuid
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from modelplane.server import error_status
-from modelplane.server.context import ANONYMOUS, Caller, current_caller
+from modelplane.server.context import ANONYMOUS, CallDeadline, Caller, current_caller, current_deadline
 from modelplane.server.errors import (
     FieldViolation,
     InvalidArgument,
@@ -303,6 +304,14 @@ class _CallScope:
         self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._request_id),))
         current_caller.set(
             Caller(actor=ANONYMOUS, role=None, method=self._method, trace_request_id=self._request_id)
+        )
+        # The pool ends this call's database work by its deadline (see Database.connection).
+        remaining = self._context.time_remaining()
+        current_deadline.set(
+            CallDeadline(
+                asyncio.current_task(),
+                math.inf if remaining is None else asyncio.get_running_loop().time() + remaining,
+            )
         )
         if self._streaming:
             self._task = asyncio.current_task()
