@@ -1,0 +1,181 @@
+// The registry through the TypeScript client against a real server: typed calls, request ids, the
+// compare-and-set race, error decoding (ErrorInfo, BadRequest, ResolveModelFailure) and the watch stream.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  Aborted,
+  Code,
+  connect,
+  InvalidArgument,
+  ModelplaneError,
+  NotFound,
+  int64,
+  timestampDate,
+  type Connection,
+} from "../src/index.js";
+import {
+  Capability,
+  ModelVersionState,
+  ResolveModelFailureSchema,
+  type WatchModelsResponse,
+} from "../src/gen/modelplane/v1/registry_pb.js";
+import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { Server, throwAwayDatabase } from "./support/server.js";
+
+let database: ReturnType<typeof throwAwayDatabase>;
+let server: Server;
+let conn: Connection;
+
+before(async () => {
+  database = throwAwayDatabase();
+  server = await Server.start(database.url, { auth: false });
+  conn = connect(server.address);
+});
+
+after(async () => {
+  conn?.close();
+  await server?.stop();
+  database?.drop();
+});
+
+/** The ModelplaneError `promise` rejects with. */
+async function failure(promise: Promise<unknown>): Promise<ModelplaneError> {
+  const outcome = await promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  assert.ok(outcome instanceof ModelplaneError, `expected a ModelplaneError, got ${String(outcome)}`);
+  return outcome;
+}
+
+async function newVersion(model: string, contextWindow = 128_000): Promise<string> {
+  const version = await conn.registry.createModelVersion({
+    parent: model,
+    modelVersion: {
+      sourceUri: `openai:snapshot-${contextWindow}-${Math.random()}`,
+      capabilities: [Capability.CHAT, Capability.TOOL_USE],
+      contextWindow: int64(contextWindow),
+      maxOutputTokens: int64(Math.min(16_384, contextWindow)),
+      pricing: { currencyCode: "USD", inputMicrosPerMillion: int64("2500000"), outputMicrosPerMillion: 10_000_000n },
+    },
+  });
+  return version.modelVersion?.name ?? assert.fail("no version in the response");
+}
+
+describe("model registry", () => {
+  test("creates, reads and lists with typed messages: int64 as bigint, enums by name, times as Date", async () => {
+    const created = await conn.registry.createModel({
+      modelId: "chat-large",
+      model: { provider: "openai", displayName: "Chat large", labels: { team: "assistants" } },
+    });
+    assert.equal(created.model?.name, "models/chat-large");
+    const name = await newVersion("models/chat-large");
+    const version = (await conn.registry.getModelVersion({ name })).modelVersion;
+    assert.equal(version?.versionId, 1n);
+    assert.equal(version?.state, ModelVersionState.READY);
+    assert.deepEqual(version?.capabilities, [Capability.CHAT, Capability.TOOL_USE]);
+    assert.equal(version?.pricing?.outputMicrosPerMillion, 10_000_000n);
+    assert.ok(version?.createTime !== undefined && timestampDate(version.createTime) instanceof Date);
+    const listed = await conn.registry.listModels({ pageSize: 10 });
+    assert.deepEqual(
+      listed.models.map((m) => m.name),
+      ["models/chat-large"],
+    );
+  });
+
+  test("a mutation gets a request id: the same id again returns the first answer and runs nothing twice", async () => {
+    const requestId = globalThis.crypto.randomUUID();
+    const first = await conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" }, requestId });
+    const again = await conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" }, requestId });
+    assert.equal(again.model?.etag, first.model?.etag);
+    // Without an id the client makes one per call, so a second create is a second request.
+    const error = await failure(conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" } }));
+    assert.ok(error instanceof NotFound === false && error.code === Code.AlreadyExists);
+    assert.equal(error.reason, "MODEL_ALREADY_EXISTS");
+  });
+
+  test("two SetAlias with the same expected_version at once: exactly one wins, the other is ALIAS_CONFLICT", async () => {
+    await conn.registry.createModel({ modelId: "race", model: { provider: "openai" } });
+    const [v1, v2, v3] = [await newVersion("models/race"), await newVersion("models/race"), await newVersion("models/race")];
+    const alias = "models/race/aliases/prod";
+    await conn.registry.setAlias({ name: alias, version: v1, expectedVersion: "" });
+    const results = await Promise.allSettled([
+      conn.registry.setAlias({ name: alias, version: v2, expectedVersion: v1 }),
+      conn.registry.setAlias({ name: alias, version: v3, expectedVersion: v1 }),
+    ]);
+    const winners = results.filter((r) => r.status === "fulfilled");
+    const losers = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+    assert.equal(winners.length, 1);
+    assert.equal(losers.length, 1);
+    const loser = losers[0];
+    assert.ok(loser instanceof Aborted, `expected Aborted, got ${String(loser)}`);
+    assert.equal(loser.code, Code.Aborted);
+    assert.equal(loser.reason, "ALIAS_CONFLICT");
+    assert.equal(loser.domain, "modelplane");
+    const now = await conn.registry.getAlias({ name: alias });
+    const winner = winners[0];
+    assert.ok(winner?.status === "fulfilled");
+    assert.equal(now.alias?.version, winner.value.alias?.version);
+    const history = await conn.registry.listAliasHistory({ parent: "models/race" });
+    assert.equal(history.moves.length, 2);
+  });
+
+  test("NOT_FOUND decodes ErrorInfo: reason, domain, metadata and the request id", async () => {
+    const error = await failure(conn.registry.getModel({ name: "models/nope" }));
+    assert.ok(error instanceof NotFound);
+    assert.equal(error.codeName, "NOT_FOUND");
+    assert.equal(error.reason, "MODEL_NOT_FOUND");
+    assert.ok(error.requestId, "the server's x-request-id");
+    const info = error.detail(ErrorInfoSchema);
+    assert.equal(info?.reason, "MODEL_NOT_FOUND");
+    assert.deepEqual(error.metadata, info?.metadata);
+  });
+
+  test("INVALID_ARGUMENT decodes BadRequest's field violations", async () => {
+    const error = await failure(conn.registry.createModel({ modelId: "Not An Id!", model: { provider: "openai" } }));
+    assert.ok(error instanceof InvalidArgument);
+    assert.ok(error.reason.length > 0);
+    assert.deepEqual(
+      error.fieldViolations.map((v) => v.field),
+      ["model_id"],
+    );
+    assert.ok(error.fieldViolations[0]?.description);
+  });
+
+  test("a failed resolution decodes ResolveModelFailure: each candidate's first failed constraint", async () => {
+    await conn.registry.createModel({ modelId: "small", model: { provider: "openai" } });
+    const name = await newVersion("models/small", 8_000);
+    const error = await failure(
+      conn.registry.resolveModel({
+        selector: { case: "constraints", value: { model: "models/small", minContextWindow: 1_000_000n } },
+      }),
+    );
+    assert.ok(error instanceof NotFound);
+    assert.equal(error.reason, "NO_MATCHING_MODEL");
+    const resolution = error.detail(ResolveModelFailureSchema);
+    assert.ok(resolution !== undefined, "a ResolveModelFailure detail");
+    assert.equal(resolution.candidateCount, 1n);
+    assert.deepEqual(
+      resolution.rejections.map((r) => [r.modelVersion, r.constraint]),
+      [[name, "constraints.min_context_window"]],
+    );
+  });
+
+  test("WatchModels streams changes in revision order from an inclusive start_revision", async () => {
+    const controller = new AbortController();
+    const seen: WatchModelsResponse[] = [];
+    for await (const message of conn.registry.watchModels({ startRevision: 1n }, { signal: controller.signal })) {
+      seen.push(message);
+      if (message.event.case === "progress") {
+        break;
+      }
+    }
+    const changes = seen.flatMap((m) => (m.event.case === "change" ? [m.event.value] : []));
+    assert.equal(changes[0]?.revision, 1n);
+    assert.equal(changes[0]?.resource, "models/chat-large");
+    const revisions = changes.map((c) => c.revision);
+    assert.deepEqual(revisions, [...revisions].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+    assert.equal(seen.at(-1)?.event.case, "progress");
+  });
+});
