@@ -102,6 +102,7 @@ export interface RetryOptions {
   signal?: AbortSignal;
   random?: () => number;
   now?: () => number;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 /** Runs attempt(remainingMs) until it succeeds, throws a non-retryable error, runs out of attempts or would
@@ -126,7 +127,7 @@ export async function callWithRetry<T>(
       if (deadline !== undefined && now() + delay >= deadline) {
         throw error;
       }
-      await sleep(delay, options.signal);
+      await (options.sleep ?? sleep)(delay, options.signal);
     }
   }
 }
