@@ -3,8 +3,10 @@
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
-import { dirname, resolve } from "node:path";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const REPOSITORY = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
@@ -63,6 +65,23 @@ export function createToken(databaseUrl: string, role: string, name: string): st
   return run.stdout.trim();
 }
 
+/** A self-signed certificate for 127.0.0.1 made with the openssl tool, in a new temporary directory. */
+export function selfSignedCertificate(): { certFile: string; keyFile: string } {
+  const directory = mkdtempSync(join(tmpdir(), "mp-ts-tls-"));
+  const certFile = join(directory, "server.crt");
+  const keyFile = join(directory, "server.key");
+  const args = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"];
+  args.push("-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keyFile, "-out", certFile);
+  const run = spawnSync("openssl", args, { encoding: "utf8" });
+  if (run.status !== 0) {
+    throw new Error(`openssl failed: ${run.stderr}`);
+  }
+  return { certFile, keyFile };
+}
+
+/** Whether the openssl tool is on the PATH. */
+export const HAS_OPENSSL = spawnSync("openssl", ["version"]).status === 0;
+
 /** One running server process. */
 export class Server {
   private constructor(
@@ -73,11 +92,17 @@ export class Server {
   ) {}
 
   /** Starts `modelplane serve` on `databaseUrl` (at `address`, or a free port) and waits until it serves. */
-  static async start(databaseUrl: string, options: { auth: boolean; address?: string }): Promise<Server> {
+  static async start(
+    databaseUrl: string,
+    options: { auth: boolean; address?: string; tls?: { certFile: string; keyFile: string } },
+  ): Promise<Server> {
     const address = options.address ?? `127.0.0.1:${await freePort()}`;
     const args = ["serve", "--address", address, "--database-url", databaseUrl, "--shutdown-grace", "1"];
     if (!options.auth) {
       args.push("--no-auth");
+    }
+    if (options.tls !== undefined) {
+      args.push("--tls-cert", options.tls.certFile, "--tls-key", options.tls.keyFile);
     }
     const child = spawn(MODELPLANE, args, { stdio: ["ignore", "pipe", "pipe"], env: serverEnvironment() });
     const log: string[] = [];
