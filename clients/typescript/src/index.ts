@@ -4,6 +4,7 @@
 export { connect, Connection, DEFAULT_TIMEOUT_MS, MAX_MESSAGE_BYTES } from "./connection.js";
 export type { ConnectOptions, TlsOptions } from "./connection.js";
 export { createServiceClient } from "./service-client.js";
+export { allPages } from "./pages.js";
 export type { CallSettings, ServiceClient } from "./service-client.js";
 export * from "./errors.js";
 export { DEFAULT_RETRY_POLICY, NO_RETRY, callWithRetry, isRetryable } from "./retry.js";

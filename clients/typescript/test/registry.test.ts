@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
   Aborted,
+  allPages,
   Code,
   connect,
   InvalidArgument,
@@ -82,6 +83,29 @@ describe("model registry", () => {
       listed.models.map((m) => m.name),
       ["models/chat-large"],
     );
+  });
+
+  test("allPages follows next_page_token through every page", async () => {
+    for (const id of ["paged-a", "paged-b", "paged-c"]) {
+      await conn.registry.createModel({ modelId: id, model: { provider: "openai" } });
+    }
+    const pageSizes: number[] = [];
+    const names: string[] = [];
+    const models = allPages(
+      async (pageToken) => {
+        const page = await conn.registry.listModels({ filter: 'provider = "openai"', pageSize: 2, pageToken });
+        pageSizes.push(page.models.length);
+        return page;
+      },
+      (page) => page.models,
+    );
+    for await (const model of models) {
+      names.push(model.name);
+    }
+    assert.ok(pageSizes.length >= 2, `pages of ${pageSizes.join(", ")}`);
+    assert.ok(pageSizes.every((size) => size <= 2));
+    assert.deepEqual(new Set(names).size, names.length);
+    assert.ok(["models/paged-a", "models/paged-b", "models/paged-c"].every((n) => names.includes(n)));
   });
 
   test("a mutation gets a request id: the same id again returns the first answer and runs nothing twice", async () => {
