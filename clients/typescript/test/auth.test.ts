@@ -1,25 +1,14 @@
 // A server with auth on: no token is UNAUTHENTICATED, a bad one too, a token made with the CLI works.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { connect, ModelplaneError, PermissionDenied, Unauthenticated } from "../src/index.js";
-import { createToken, Server, throwAwayDatabase } from "./support/server.js";
+import { createToken, liveServer } from "./support/server.js";
 
-let database: ReturnType<typeof throwAwayDatabase>;
-let server: Server;
-
-before(async () => {
-  database = throwAwayDatabase();
-  server = await Server.start(database.url, { auth: true });
-});
-
-after(async () => {
-  await server?.stop();
-  database?.drop();
-});
+const live = liveServer({ auth: true });
 
 async function listModelsWith(token: string | undefined): Promise<unknown> {
-  const conn = connect(server.address, token === undefined ? {} : { token });
+  const conn = connect(live.server.address, token === undefined ? {} : { token });
   try {
     return await conn.registry.listModels({});
   } catch (error) {
@@ -43,11 +32,11 @@ describe("auth", () => {
   });
 
   test("a token made by `modelplane token create` is accepted; its role bounds what it may do", async () => {
-    const reader = createToken(database.url, "reader", "ts-reader");
+    const reader = createToken(live.databaseUrl, "reader", "ts-reader");
     const listed = await listModelsWith(reader);
     assert.ok(!(listed instanceof ModelplaneError), `got ${String(listed)}`);
 
-    const conn = connect(server.address, { token: reader });
+    const conn = connect(live.server.address, { token: reader });
     try {
       const refused = await conn.registry.createModel({ modelId: "chat", model: { provider: "openai" } }).catch((e: unknown) => e);
       assert.ok(refused instanceof PermissionDenied, `got ${String(refused)}`);
@@ -56,7 +45,7 @@ describe("auth", () => {
       conn.close();
     }
 
-    const operator = connect(server.address, { token: createToken(database.url, "operator", "ts-operator") });
+    const operator = connect(live.server.address, { token: createToken(live.databaseUrl, "operator", "ts-operator") });
     try {
       const created = await operator.registry.createModel({ modelId: "chat", model: { provider: "openai" } });
       assert.equal(created.model?.name, "models/chat");

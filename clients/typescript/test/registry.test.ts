@@ -2,18 +2,17 @@
 // compare-and-set race, error decoding (ErrorInfo, BadRequest, ResolveModelFailure) and the watch stream.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import {
   Aborted,
+  AlreadyExists,
   allPages,
   Code,
-  connect,
   InvalidArgument,
   ModelplaneError,
   NotFound,
   int64,
   timestampDate,
-  type Connection,
 } from "../src/index.js";
 import {
   Capability,
@@ -22,23 +21,9 @@ import {
   type WatchModelsResponse,
 } from "../src/gen/modelplane/v1/registry_pb.js";
 import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
-import { Server, throwAwayDatabase } from "./support/server.js";
+import { liveServer } from "./support/server.js";
 
-let database: ReturnType<typeof throwAwayDatabase>;
-let server: Server;
-let conn: Connection;
-
-before(async () => {
-  database = throwAwayDatabase();
-  server = await Server.start(database.url, { auth: false });
-  conn = connect(server.address);
-});
-
-after(async () => {
-  conn?.close();
-  await server?.stop();
-  database?.drop();
-});
+const live = liveServer({ auth: false });
 
 /** The ModelplaneError `promise` rejects with. */
 async function failure(promise: Promise<unknown>): Promise<ModelplaneError> {
@@ -51,7 +36,7 @@ async function failure(promise: Promise<unknown>): Promise<ModelplaneError> {
 }
 
 async function newVersion(model: string, contextWindow = 128_000): Promise<string> {
-  const version = await conn.registry.createModelVersion({
+  const version = await live.conn.registry.createModelVersion({
     parent: model,
     modelVersion: {
       sourceUri: `openai:snapshot-${contextWindow}-${Math.random()}`,
@@ -66,19 +51,19 @@ async function newVersion(model: string, contextWindow = 128_000): Promise<strin
 
 describe("model registry", () => {
   test("creates, reads and lists with typed messages: int64 as bigint, enums by name, times as Date", async () => {
-    const created = await conn.registry.createModel({
+    const created = await live.conn.registry.createModel({
       modelId: "chat-large",
       model: { provider: "openai", displayName: "Chat large", labels: { team: "assistants" } },
     });
     assert.equal(created.model?.name, "models/chat-large");
     const name = await newVersion("models/chat-large");
-    const version = (await conn.registry.getModelVersion({ name })).modelVersion;
+    const version = (await live.conn.registry.getModelVersion({ name })).modelVersion;
     assert.equal(version?.versionId, 1n);
     assert.equal(version?.state, ModelVersionState.READY);
     assert.deepEqual(version?.capabilities, [Capability.CHAT, Capability.TOOL_USE]);
     assert.equal(version?.pricing?.outputMicrosPerMillion, 10_000_000n);
     assert.ok(version?.createTime !== undefined && timestampDate(version.createTime) instanceof Date);
-    const listed = await conn.registry.listModels({ pageSize: 10 });
+    const listed = await live.conn.registry.listModels({ pageSize: 10 });
     assert.deepEqual(
       listed.models.map((m) => m.name),
       ["models/chat-large"],
@@ -87,13 +72,13 @@ describe("model registry", () => {
 
   test("allPages follows next_page_token through every page", async () => {
     for (const id of ["paged-a", "paged-b", "paged-c"]) {
-      await conn.registry.createModel({ modelId: id, model: { provider: "openai" } });
+      await live.conn.registry.createModel({ modelId: id, model: { provider: "openai" } });
     }
     const pageSizes: number[] = [];
     const names: string[] = [];
     const models = allPages(
       async (pageToken) => {
-        const page = await conn.registry.listModels({ filter: 'provider = "openai"', pageSize: 2, pageToken });
+        const page = await live.conn.registry.listModels({ filter: 'provider = "openai"', pageSize: 2, pageToken });
         pageSizes.push(page.models.length);
         return page;
       },
@@ -110,23 +95,23 @@ describe("model registry", () => {
 
   test("a mutation gets a request id: the same id again returns the first answer and runs nothing twice", async () => {
     const requestId = globalThis.crypto.randomUUID();
-    const first = await conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" }, requestId });
-    const again = await conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" }, requestId });
+    const first = await live.conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" }, requestId });
+    const again = await live.conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" }, requestId });
     assert.equal(again.model?.etag, first.model?.etag);
     // Without an id the client makes one per call, so a second create is a second request.
-    const error = await failure(conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" } }));
-    assert.ok(error instanceof NotFound === false && error.code === Code.AlreadyExists);
+    const error = await failure(live.conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" } }));
+    assert.ok(error instanceof AlreadyExists);
     assert.equal(error.reason, "MODEL_ALREADY_EXISTS");
   });
 
   test("two SetAlias with the same expected_version at once: exactly one wins, the other is ALIAS_CONFLICT", async () => {
-    await conn.registry.createModel({ modelId: "race", model: { provider: "openai" } });
+    await live.conn.registry.createModel({ modelId: "race", model: { provider: "openai" } });
     const [v1, v2, v3] = [await newVersion("models/race"), await newVersion("models/race"), await newVersion("models/race")];
     const alias = "models/race/aliases/prod";
-    await conn.registry.setAlias({ name: alias, version: v1, expectedVersion: "" });
+    await live.conn.registry.setAlias({ name: alias, version: v1, expectedVersion: "" });
     const results = await Promise.allSettled([
-      conn.registry.setAlias({ name: alias, version: v2, expectedVersion: v1 }),
-      conn.registry.setAlias({ name: alias, version: v3, expectedVersion: v1 }),
+      live.conn.registry.setAlias({ name: alias, version: v2, expectedVersion: v1 }),
+      live.conn.registry.setAlias({ name: alias, version: v3, expectedVersion: v1 }),
     ]);
     const winners = results.filter((r) => r.status === "fulfilled");
     const losers = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
@@ -137,16 +122,16 @@ describe("model registry", () => {
     assert.equal(loser.code, Code.Aborted);
     assert.equal(loser.reason, "ALIAS_CONFLICT");
     assert.equal(loser.domain, "modelplane");
-    const now = await conn.registry.getAlias({ name: alias });
+    const now = await live.conn.registry.getAlias({ name: alias });
     const winner = winners[0];
     assert.ok(winner?.status === "fulfilled");
     assert.equal(now.alias?.version, winner.value.alias?.version);
-    const history = await conn.registry.listAliasHistory({ parent: "models/race" });
+    const history = await live.conn.registry.listAliasHistory({ parent: "models/race" });
     assert.equal(history.moves.length, 2);
   });
 
   test("NOT_FOUND decodes ErrorInfo: reason, domain, metadata and the request id", async () => {
-    const error = await failure(conn.registry.getModel({ name: "models/nope" }));
+    const error = await failure(live.conn.registry.getModel({ name: "models/nope" }));
     assert.ok(error instanceof NotFound);
     assert.equal(error.codeName, "NOT_FOUND");
     assert.equal(error.reason, "MODEL_NOT_FOUND");
@@ -157,7 +142,7 @@ describe("model registry", () => {
   });
 
   test("INVALID_ARGUMENT decodes BadRequest's field violations", async () => {
-    const error = await failure(conn.registry.createModel({ modelId: "Not An Id!", model: { provider: "openai" } }));
+    const error = await failure(live.conn.registry.createModel({ modelId: "Not An Id!", model: { provider: "openai" } }));
     assert.ok(error instanceof InvalidArgument);
     assert.ok(error.reason.length > 0);
     assert.deepEqual(
@@ -168,10 +153,10 @@ describe("model registry", () => {
   });
 
   test("a failed resolution decodes ResolveModelFailure: each candidate's first failed constraint", async () => {
-    await conn.registry.createModel({ modelId: "small", model: { provider: "openai" } });
+    await live.conn.registry.createModel({ modelId: "small", model: { provider: "openai" } });
     const name = await newVersion("models/small", 8_000);
     const error = await failure(
-      conn.registry.resolveModel({
+      live.conn.registry.resolveModel({
         selector: { case: "constraints", value: { model: "models/small", minContextWindow: 1_000_000n } },
       }),
     );
@@ -189,7 +174,7 @@ describe("model registry", () => {
   test("WatchModels streams changes in revision order from an inclusive start_revision", async () => {
     const controller = new AbortController();
     const seen: WatchModelsResponse[] = [];
-    for await (const message of conn.registry.watchModels({ startRevision: 1n }, { signal: controller.signal })) {
+    for await (const message of live.conn.registry.watchModels({ startRevision: 1n }, { signal: controller.signal })) {
       seen.push(message);
       if (message.event.case === "progress") {
         break;

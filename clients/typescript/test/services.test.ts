@@ -3,8 +3,8 @@
 // (CheckStream, StreamLogEvents) over gRPC on HTTP/2.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { Code, connect, durationFromMs, int64, ModelplaneError, NotFound, timestampFromDate, type Connection } from "../src/index.js";
+import { before, describe, test } from "node:test";
+import { Code, durationFromMs, int64, ModelplaneError, NotFound, timestampFromDate } from "../src/index.js";
 import { Capability, ChangeKind } from "../src/gen/modelplane/v1/registry_pb.js";
 import { TrafficSlot } from "../src/gen/modelplane/v1/common_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -24,16 +24,9 @@ import {
   type StreamLogEventsRequestSchema,
   type StreamLogEventsResponse,
 } from "../src/gen/modelplane/v1/logs_pb.js";
-import { Server, throwAwayDatabase } from "./support/server.js";
+import { liveServer } from "./support/server.js";
 
-let database: ReturnType<typeof throwAwayDatabase>;
-let server: Server;
-let conn: Connection;
-
-before(async () => {
-  database = throwAwayDatabase();
-  server = await Server.start(database.url, { auth: false });
-  conn = connect(server.address);
+const live = liveServer({ auth: false }, async (conn) => {
   await conn.registry.createModel({ modelId: "chat-large", model: { provider: "openai" } });
   for (const snapshot of ["a", "b"]) {
     await conn.registry.createModelVersion({
@@ -47,12 +40,6 @@ before(async () => {
       },
     });
   }
-});
-
-after(async () => {
-  conn?.close();
-  await server?.stop();
-  database?.drop();
 });
 
 /** Yields `messages`, then stays open until `done` resolves, so the server decides when the stream ends. */
@@ -84,7 +71,7 @@ function inferenceEvent(eventId: string, service: string): MessageInitShape<type
 
 describe("deployment service", () => {
   test("creates a deployment, routes a key to it, and WatchDeployment streams its change", async () => {
-    const created = await conn.deployments.createDeployment({
+    const created = await live.conn.deployments.createDeployment({
       deploymentId: "chat-prod",
       deployment: {
         environment: "prod",
@@ -95,12 +82,12 @@ describe("deployment service", () => {
       },
     });
     assert.equal(created.deployment?.traffic?.stable?.weightBp, 10_000);
-    const route = await conn.deployments.resolveRoute({ deployment: "deployments/chat-prod", routingKey: "user-42" });
+    const route = await live.conn.deployments.resolveRoute({ deployment: "deployments/chat-prod", routingKey: "user-42" });
     assert.equal(route.slot, TrafficSlot.STABLE);
     assert.equal(route.endpoint?.address, "10.0.0.1:8000");
 
     const controller = new AbortController();
-    const watch = conn.deployments.watchDeployment(
+    const watch = live.conn.deployments.watchDeployment(
       { deployment: "deployments/chat-prod", startRevision: 1n },
       { signal: controller.signal },
     );
@@ -113,7 +100,7 @@ describe("deployment service", () => {
   });
 
   test("an unknown deployment is DeploymentNotFound's reason on a NOT_FOUND", async () => {
-    const error = await conn.deployments.getDeployment({ name: "deployments/nope" }).catch((e: unknown) => e);
+    const error = await live.conn.deployments.getDeployment({ name: "deployments/nope" }).catch((e: unknown) => e);
     assert.ok(error instanceof NotFound);
     assert.equal(error.reason, "DEPLOYMENT_NOT_FOUND");
   });
@@ -121,7 +108,7 @@ describe("deployment service", () => {
 
 describe("guardrail service", () => {
   before(async () => {
-    await conn.guardrails.createPolicy({
+    await live.conn.guardrails.createPolicy({
       policyId: "kids-stories",
       policy: {
         failMode: FailMode.CLOSED,
@@ -136,7 +123,7 @@ describe("guardrail service", () => {
   });
 
   test("CheckContent redacts a card number", async () => {
-    const { verdict } = await conn.guardrails.checkContent({
+    const { verdict } = await live.conn.guardrails.checkContent({
       policy: "policies/kids-stories",
       text: "Pay with 4111 1111 1111 1111 today.",
     });
@@ -154,7 +141,7 @@ describe("guardrail service", () => {
       { event: { case: "end", value: {} } },
     ];
     const responses: CheckStreamResponse[] = [];
-    for await (const response of conn.guardrails.checkStream(sending(requests, done))) {
+    for await (const response of live.conn.guardrails.checkStream(sending(requests, done))) {
       responses.push(response);
     }
     finished();
@@ -176,7 +163,7 @@ describe("guardrail service", () => {
       { event: { case: "end", value: {} } },
     ];
     const failure = await (async () => {
-      for await (const _ of conn.guardrails.checkStream(sending(requests, Promise.resolve()))) {
+      for await (const _ of live.conn.guardrails.checkStream(sending(requests, Promise.resolve()))) {
         // Nothing is expected before the error.
       }
     })().catch((e: unknown) => e);
@@ -188,16 +175,16 @@ describe("guardrail service", () => {
 
 describe("log service", () => {
   test("WriteLogEvents acknowledges a batch; QueryLogEvents finds it; GetIngestionStats counts it", async () => {
-    const { ack } = await conn.logs.writeLogEvents({
+    const { ack } = await live.conn.logs.writeLogEvents({
       batch: { clientId: "ts-unary", sequence: 1n, events: [inferenceEvent("ts-unary-1", "ts-unary")] },
     });
     assert.equal(ack?.accepted, 1n);
-    const found = await conn.logs.queryLogEvents({ filter: 'service = "ts-unary" AND kind = INFERENCE' });
+    const found = await live.conn.logs.queryLogEvents({ filter: 'service = "ts-unary" AND kind = INFERENCE' });
     assert.deepEqual(
       found.events.map((e: LogEvent) => e.eventId),
       ["ts-unary-1"],
     );
-    const stats = await conn.logs.getIngestionStats({});
+    const stats = await live.conn.logs.getIngestionStats({});
     const client = stats.clients.find((c) => c.clientId === "ts-unary");
     assert.equal(client?.accepted, 1n);
   });
@@ -209,7 +196,7 @@ describe("log service", () => {
       batch: { clientId: "ts-stream", sequence: int64(sequence), events: [inferenceEvent(`ts-stream-${sequence}`, "ts-stream")] },
     }));
     const acks: StreamLogEventsResponse[] = [];
-    for await (const response of conn.logs.streamLogEvents(sending(batches, done))) {
+    for await (const response of live.conn.logs.streamLogEvents(sending(batches, done))) {
       acks.push(response);
       if (response.ack?.sequence === 3n) {
         finished();
@@ -224,7 +211,7 @@ describe("log service", () => {
 
   test("TailLogEvents (server streaming) sends events committed after it opened", async () => {
     const controller = new AbortController();
-    const tail = conn.logs.tailLogEvents({ filter: 'service = "ts-tail"' }, { signal: controller.signal });
+    const tail = live.conn.logs.tailLogEvents({ filter: 'service = "ts-tail"' }, { signal: controller.signal });
     const iterator = tail[Symbol.asyncIterator]();
     const first = iterator.next();
     // The tail begins "from now", which it does not announce: write until one event arrives.
@@ -232,7 +219,7 @@ describe("log service", () => {
     let received: IteratorResult<unknown> | undefined;
     while (received === undefined) {
       sequence += 1n;
-      await conn.logs.writeLogEvents({
+      await live.conn.logs.writeLogEvents({
         batch: { clientId: "ts-tail", sequence, events: [inferenceEvent(`ts-tail-${sequence}`, "ts-tail")] },
       });
       received = await Promise.race([first, new Promise<undefined>((resolve) => setTimeout(resolve, 200))]);

@@ -3,29 +3,17 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { connect, ModelplaneError } from "../src/index.js";
-import { createToken, HAS_OPENSSL, selfSignedCertificate, Server, throwAwayDatabase } from "./support/server.js";
+import { createToken, HAS_OPENSSL, liveServer, selfSignedCertificate } from "./support/server.js";
 
 describe("TLS", { skip: HAS_OPENSSL ? false : "needs the openssl tool to make a certificate" }, () => {
-  let database: ReturnType<typeof throwAwayDatabase>;
-  let server: Server;
-  let certificate: { certFile: string; keyFile: string };
-
-  before(async () => {
-    database = throwAwayDatabase();
-    certificate = selfSignedCertificate();
-    server = await Server.start(database.url, { auth: true, tls: certificate });
-  });
-
-  after(async () => {
-    await server?.stop();
-    database?.drop();
-  });
+  const certificate = selfSignedCertificate();
+  const live = liveServer({ auth: true, tls: certificate });
 
   test("a client trusting the certificate, with a token, is answered", async () => {
-    const token = createToken(database.url, "operator", "ts-tls");
-    const conn = connect(server.address, { token, tls: { rootCertificates: readFileSync(certificate.certFile) } });
+    const token = createToken(live.databaseUrl, "operator", "ts-tls");
+    const conn = connect(live.server.address, { token, tls: { rootCertificates: readFileSync(certificate.certFile) } });
     try {
       const created = await conn.registry.createModel({ modelId: "over-tls", model: { provider: "openai" } });
       assert.equal(created.model?.name, "models/over-tls");
@@ -35,7 +23,7 @@ describe("TLS", { skip: HAS_OPENSSL ? false : "needs the openssl tool to make a 
   });
 
   test("a client with Node's default roots refuses the self-signed certificate", async () => {
-    const conn = connect(server.address, { tls: true });
+    const conn = connect(live.server.address, { tls: true });
     try {
       const refused = await conn.registry.listModels({}).catch((e: unknown) => e);
       // Connect reports a failed TLS handshake as INTERNAL, with the reason in the message; never retried.

@@ -7,7 +7,9 @@ import { mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
+import { connect, type Connection } from "../../src/index.js";
 
 const REPOSITORY = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 const MODELPLANE = resolve(REPOSITORY, ".venv/bin/modelplane");
@@ -145,4 +147,36 @@ export class Server {
 function serverEnvironment(): NodeJS.ProcessEnv {
   // The developer's MODELPLANE_* settings must not reach the server the test configures.
   return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("MODELPLANE_")));
+}
+
+/** What liveServer() starts: filled in before the first test, stopped and dropped after the last. */
+export interface LiveServer {
+  server: Server;
+  databaseUrl: string;
+  /** A connection without a token. */
+  conn: Connection;
+}
+
+/** Registers hooks (in the file or the suite it is called in) that start a server on a throw-away database
+ * before the tests, then run `prepare` on its connection, and stop it, close the connection and drop the
+ * database after them. */
+export function liveServer(
+  options: { auth: boolean; tls?: { certFile: string; keyFile: string } },
+  prepare?: (conn: Connection) => Promise<void>,
+): LiveServer {
+  const live: Partial<LiveServer> = {};
+  let database: ReturnType<typeof throwAwayDatabase> | undefined;
+  before(async () => {
+    database = throwAwayDatabase();
+    live.databaseUrl = database.url;
+    live.server = await Server.start(database.url, options);
+    live.conn = connect(live.server.address);
+    await prepare?.(live.conn);
+  });
+  after(async () => {
+    live.conn?.close();
+    await live.server?.stop();
+    database?.drop();
+  });
+  return live as LiveServer;
 }
