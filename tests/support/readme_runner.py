@@ -130,7 +130,10 @@ class Sandbox:
     def typescript(self, source: str, name: str) -> Output:
         """Builds the TypeScript package, then writes `source` to an ES module of its own and runs it with the
         package's tsx, as a program of a project that has `@modelplane/client` installed (linked)."""
-        subprocess.run(["make", "-s", "ts-build"], cwd=REPOSITORY, check=True, capture_output=True)
+        built = subprocess.run(
+            ["make", "-s", "ts-build"], cwd=REPOSITORY, capture_output=True, text=True, check=False
+        )
+        assert built.returncode == 0, f"make ts-build failed:\n{built.stdout}\n{built.stderr}"
         scope = self.workdir / "node_modules" / "@modelplane"
         if not (scope / "client").exists():
             scope.mkdir(parents=True, exist_ok=True)
