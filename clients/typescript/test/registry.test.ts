@@ -8,6 +8,7 @@ import {
   AlreadyExists,
   allPages,
   Code,
+  connect,
   InvalidArgument,
   ModelplaneError,
   NotFound,
@@ -21,6 +22,7 @@ import {
   type WatchModelsResponse,
 } from "../src/gen/modelplane/v1/registry_pb.js";
 import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { liveServer } from "./support/server.js";
 
 const live = liveServer({ auth: false });
@@ -102,6 +104,29 @@ describe("model registry", () => {
     const error = await failure(live.conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" } }));
     assert.ok(error instanceof AlreadyExists);
     assert.equal(error.reason, "MODEL_ALREADY_EXISTS");
+  });
+
+  test("a retried mutation keeps its generated request id: the server runs it once", async () => {
+    // The first attempt is refused before it leaves the client, as a lost connection would be.
+    const sent: string[] = [];
+    const flaky: Interceptor = (next) => async (request) => {
+      const message = request.message as { requestId?: string };
+      sent.push(message.requestId ?? "");
+      if (sent.length === 1) {
+        throw new ConnectError("connection lost", Code.Unavailable);
+      }
+      return next(request);
+    };
+    const conn = connect(live.server.address, { interceptors: [flaky] });
+    try {
+      const created = await conn.registry.createModel({ modelId: "retried", model: { provider: "openai" } });
+      assert.equal(created.model?.name, "models/retried");
+    } finally {
+      conn.close();
+    }
+    assert.equal(sent.length, 2);
+    assert.match(sent[0] ?? "", /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal(sent[1], sent[0]);
   });
 
   test("two SetAlias with the same expected_version at once: exactly one wins, the other is ALIAS_CONFLICT", async () => {
