@@ -33,7 +33,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from bench.registry_load import wait_serving
 from bench.run import REPO, bench_database, server_process
 from modelplane.client.channel import channel_options
-from modelplane.server.logs import store
+from modelplane.server.logs.columns import EVENT_COLUMNS, domain_row
 from modelplane.server.logs.domain import Inference, InferenceStatus, Links, LogEvent, LogLevel, Money
 from modelplane.server.store.pool import exchange_timestamps_as_micros
 from modelplane.v1 import common_pb2, logs_pb2_grpc
@@ -91,7 +91,7 @@ def domain_rows(count: int, run: str, start: datetime, spread: timedelta) -> lis
                 InferenceStatus.OK,
             ),
         )
-        rows.append((*store._row(event), 0))
+        rows.append((*domain_row(event), 0))
     return rows
 
 
@@ -106,7 +106,7 @@ async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
                 await conn.copy_records_to_table(
                     "log_events",
                     records=rows[first : first + 5 * BATCH],
-                    columns=[*store._COLUMNS, "ingest_batch"],
+                    columns=[*EVENT_COLUMNS, "ingest_batch"],
                 )
         return len(rows) / (time.perf_counter() - started)
     finally:

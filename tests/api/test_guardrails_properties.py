@@ -743,7 +743,7 @@ INVALID_RULE_CASES = [
     pytest.param(_json_rule("{"), "policy.rules[0].json.schema", id="schema-not-json"),
     pytest.param(_json_rule('{"type": "nonsense"}'), "policy.rules[0].json.schema", id="schema-invalid"),
     pytest.param(
-        _json_rule('{"pattern": "(?=a)"}'), "policy.rules[0].json.schema", id="schema-pattern-not-re2"
+        _json_rule('{"pattern": "(?=a)"}'), "policy.rules[0].json.schema.pattern", id="schema-pattern-not-re2"
     ),
     pytest.param(_json_rule("[1]"), "policy.rules[0].json.schema", id="schema-not-an-object"),
     pytest.param(_json_rule("x" * 65_537), "policy.rules[0].json.schema", id="schema-too-long"),

@@ -229,3 +229,161 @@ async def test_aggregates_are_exact_through_the_api(channel: grpc.aio.Channel) -
     assert (v1.cost.currency_code, v1.cost.micros) == ("EUR", sum(range(2, 101, 2)))
     assert (v2.model_version, v2.count, v2.latency_count) == ("models/chat/versions/2", 1, 0)
     assert not v2.HasField("latency_p50")
+
+
+def _forgeries() -> list[tuple[lpb.LogEvent, str]]:
+    """Events a client could use to pass for the control plane, and the field each is refused by."""
+    change = event(0)
+    change.control_plane_change.CopyFrom(
+        lpb.ControlPlaneChange(resource="models/chat/aliases/prod", action="updated", actor="sec-admin")
+    )
+    as_server = event(1, service="modelplane")
+    server_id = event(2)
+    server_id.event_id = "revision-999-0"
+    return [
+        (change, "control_plane_change"),
+        (as_server, "service"),
+        (server_id, "event_id"),
+    ]
+
+
+async def test_a_client_cannot_write_what_passes_for_a_control_plane_event(channel: grpc.aio.Channel) -> None:
+    # Only the server writes control-plane events, under its service name and its event-id namespace:
+    # neither ingestion method stores a client's imitation, whichever role the client has.
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    forged = [item for item, _ in _forgeries()]
+    whole = lpb.ControlPlaneChange(
+        resource="models/chat/aliases/prod", action="updated", actor="sec-admin", revision=999
+    )
+    complete = event(3, service="modelplane")
+    complete.event_id = "revision-999-0"
+    complete.control_plane_change.CopyFrom(whole)
+    for item, field in [*_forgeries(), (complete, "")]:
+        paths = (
+            [f"batch.events[0].{name}" for name in ("event_id", "service", "control_plane_change")]
+            if not field
+            else [f"batch.events[0].{field}"]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as write:
+            await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=[item])))
+        error = rich(write.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert sorted(error.field_paths) == sorted(paths), error
+
+        async def one(item: lpb.LogEvent = item) -> AsyncIterator[lpb.StreamLogEventsRequest]:
+            yield lpb.StreamLogEventsRequest(batch=lpb.LogBatch(client_id="c", sequence=1, events=[item]))
+
+        with pytest.raises(grpc.aio.AioRpcError) as stream:
+            async for _ in stub.StreamLogEvents(one()):
+                pass
+        error = rich(stream.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert sorted(error.field_paths) == sorted(paths), error
+    # Among valid events (the hot path) and beside an invalid one (the long way) alike.
+    too_long = event(4)
+    too_long.message = "x" * 5000
+    for batch in ([event(5), *forged], [too_long, *forged]):
+        with pytest.raises(grpc.aio.AioRpcError) as mixed:
+            await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=batch)))
+        refused = rich(mixed.value).field_paths
+        assert [p for p in refused if not p.endswith(".message")] == [
+            f"batch.events[{i}].{field}" for i, (_, field) in enumerate(_forgeries(), start=1)
+        ]
+    registry = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+    await registry.CreateModel(rpb.CreateModelRequest(model_id="real", model=rpb.Model(provider="local")))
+    found = await stub.QueryLogEvents(
+        lpb.QueryLogEventsRequest(filter='kind = CONTROL_PLANE_CHANGE OR service = "modelplane"')
+    )
+    assert [(e.service, e.control_plane_change.resource) for e in found.events] == [
+        ("modelplane", "models/real")
+    ]
+    assert found.events[0].event_id.startswith("revision-")
+    assert await stored_anything(channel) == 0
+
+
+async def stored_anything(channel: grpc.aio.Channel) -> int:
+    """How many events a client stored (every event but the control plane's own)."""
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    page = await stub.QueryLogEvents(lpb.QueryLogEventsRequest(filter='service != "modelplane"'))
+    return len(page.events)
+
+
+def _big(i: int, **fields: str) -> lpb.LogEvent:
+    """An event of some 8 KB: a message of the longest allowed, in two-byte characters."""
+    item = event(i, service="bulky")
+    item.message = "é" * 4096
+    for name, value in fields.items():
+        setattr(item.links, name, value)
+    return item
+
+
+async def _write_big(stub: logs_pb2_grpc.LogServiceAsyncStub, events: list[lpb.LogEvent]) -> None:
+    # In requests under the 4 MiB a message may have.
+    for start in range(0, len(events), 250):
+        batch = lpb.LogBatch(events=events[start : start + 250])
+        await stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=batch))
+
+
+async def test_a_page_of_big_events_ends_early_under_the_message_limit(channel: grpc.aio.Channel) -> None:
+    # 1000 events of 8 KB are 8 MB: a page of 1000 is cut where it would pass the response budget, and
+    # its next_page_token goes on from there, so every event comes once.
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    await _write_big(stub, [_big(i) for i in range(1000)])
+    seen: list[str] = []
+    sizes: list[int] = []
+    token = ""
+    while True:
+        page = await stub.QueryLogEvents(
+            lpb.QueryLogEventsRequest(filter='service = "bulky"', page_size=1000, page_token=token)
+        )
+        seen += [e.event_id for e in page.events]
+        sizes.append(page.ByteSize())
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 1000
+    assert len(sizes) > 1
+    assert max(sizes) < 4 * 1024 * 1024 * 3 // 4, sizes
+
+
+async def test_a_tail_of_big_events_sends_messages_under_the_limit(channel: grpc.aio.Channel) -> None:
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    tail = stub.TailLogEvents(lpb.TailLogEventsRequest(filter='service = "bulky"'))
+    await asyncio.sleep(0.5)  # the tail's position is taken when the call starts
+    # Four batches committed at once reach the tail in one round: 1000 events, 8 MB.
+    events = [_big(i) for i in range(1000)]
+    await asyncio.gather(
+        *(
+            stub.WriteLogEvents(lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=events[s : s + 250])))
+            for s in range(0, 1000, 250)
+        )
+    )
+    received: list[str] = []
+    while len(received) < 1000:
+        message = await asyncio.wait_for(tail.read(), timeout=30)
+        assert isinstance(message, lpb.TailLogEventsResponse)
+        assert message.ByteSize() < 4 * 1024 * 1024 * 3 // 4
+        received += [e.event_id for e in message.events]
+    tail.cancel()
+    assert sorted(received) == sorted(e.event_id for e in events)
+
+
+async def test_groups_beyond_one_response_are_refused_with_advice(channel: grpc.aio.Channel) -> None:
+    # 1500 groups keyed by three names of 256 four-byte characters each: some 4.7 MB of groups.
+    stub = logs_pb2_grpc.LogServiceStub(channel)
+    names = [f"{i:04d}" + "\U0001d54f" * 252 for i in range(1500)]
+    await _write_big(
+        stub, [_big(i, deployment=name, policy=name, request_id=str(i)) for i, name in enumerate(names)]
+    )
+    request = lpb.AggregateLogEventsRequest(
+        filter='service = "bulky"', group_by=[lpb.LOG_GROUP_BY_DEPLOYMENT, lpb.LOG_GROUP_BY_POLICY]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.AggregateLogEvents(request)
+    error = rich(raised.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.OUT_OF_RANGE, "TOO_MANY_GROUPS"), error
+    assert "narrow the filter" in error.message
+    # What the message advises: grouped by fewer keys, they fit.
+    del request.group_by[1:]
+    groups = (await stub.AggregateLogEvents(request)).groups
+    assert [g.deployment for g in groups] == names

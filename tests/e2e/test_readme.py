@@ -465,6 +465,10 @@ def printed(output: Output) -> list[str]:
     return output.stdout.splitlines()
 
 
+def bare_channel_retrying(output: Output, sandbox: Sandbox) -> None:
+    assert printed(output) == ["models/chat-large"], output.describe()
+
+
 def registry_client(output: Output, sandbox: Sandbox) -> None:
     versions, missing = printed(output)
     assert versions == "models/chat-large/versions/1 []", output.describe()
@@ -505,6 +509,7 @@ def log_shipper(output: Output, sandbox: Sandbox) -> None:
 
 
 PYTHON_CHECKS = [
+    Expect("options=retrying_channel_options()", bare_channel_retrying),
     Expect("registry.create_model(", registry_client),
     Expect('alias="models/chat-large/aliases/prod",  # or constraints', llm_client),
     Expect("NarrativeGenerator(", narrative_generator),

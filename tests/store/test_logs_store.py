@@ -17,7 +17,10 @@ import pytest
 from modelplane.server.errors import InvalidArgument, OutOfRange
 from modelplane.server.filters import compile_filter
 from modelplane.server.logs import aggregates, convert, store
+from modelplane.server.logs import rows as logs_rows
 from modelplane.server.logs.domain import (
+    CONTROL_PLANE_EVENT_ID_PREFIX,
+    CONTROL_PLANE_SERVICE,
     AggregateQuery,
     ControlPlaneChange,
     Decision,
@@ -191,7 +194,12 @@ async def test_cost_is_priced_from_the_registry_when_absent(database: Database) 
         ),
     )
     await service.write(batch(0, [event], client=""))
-    page = await service.query(filter_text='event_id = "priced-1"', order_by="", page_size=0, page_token="")
+    page = await service.query(
+        filter_text='event_id = "priced-1"',
+        order_by="",
+        page_size=0,
+        page_token="",
+    )
     (stored,) = page.items
     assert isinstance(stored.payload, Inference)
     # 600 input at 3 USD/M + 400 cached at 0.3 + 150 output at 15 + 50 reasoning at 15 (output price).
@@ -218,7 +226,10 @@ async def test_aggregates_are_exact_including_nearest_rank_percentiles(database:
         for i in range(4)
     ]
     await service.write(batch(1, events))
-    groups = await service.aggregate(AggregateQuery("kind = INFERENCE", (GroupBy.MODEL_VERSION,), 0, "USD"))
+    groups = await service.aggregate(
+        size_of=convert.group_size,
+        query=AggregateQuery("kind = INFERENCE", (GroupBy.MODEL_VERSION,), 0, "USD"),
+    )
     by_version = {g.model_version: g for g in groups}
     v1 = by_version["models/chat/versions/1"]
     assert (v1.count, v1.error_count, v1.latency_count) == (100, 4, 100)
@@ -227,12 +238,15 @@ async def test_aggregates_are_exact_including_nearest_rank_percentiles(database:
     assert (v1.input_tokens, v1.output_tokens, v1.cost) == (10_000, 1_000, Money("USD", 700))
     v2 = by_version["models/chat/versions/2"]
     assert (v2.count, v2.latency_p50_us, v2.latency_p99_us) == (3, 10_000, 10_000)
-    (checks,) = await service.aggregate(AggregateQuery("kind = GUARDRAIL", (GroupBy.POLICY,), 0, "USD"))
+    (checks,) = await service.aggregate(
+        size_of=convert.group_size, query=AggregateQuery("kind = GUARDRAIL", (GroupBy.POLICY,), 0, "USD")
+    )
     assert (checks.policy, checks.guardrail_checks, checks.guardrail_blocks) == ("policies/kids", 4, 1)
     assert checks.guardrail_block_rate == 0.25
     assert checks.latency_p50_us is None
     buckets = await service.aggregate(
-        AggregateQuery("kind = INFERENCE", (GroupBy.KIND, GroupBy.TIME_BUCKET), 86_400, "USD")
+        size_of=convert.group_size,
+        query=AggregateQuery("kind = INFERENCE", (GroupBy.KIND, GroupBy.TIME_BUCKET), 86_400, "USD"),
     )
     assert sum(b.count for b in buckets) == 103
     assert {b.kind for b in buckets} == {EventKind.INFERENCE}
@@ -314,9 +328,9 @@ async def test_event_times_at_the_edges_are_stored_exactly_by_both_ingestion_pat
     for i, moment in enumerate(EDGES_OF_TIME):
         event = message.events.add(event_id=f"hot-{i}", service="svc", level=pb.LOG_LEVEL_INFO)
         event.event_time.FromDatetime(moment)
-    rows = convert.batch_rows(message, "batch", client_required=False)
-    assert isinstance(rows, RowBatch)
-    assert (await service.write(rows)).accepted == len(EDGES_OF_TIME)
+    converted = logs_rows.batch_rows(message, "batch", client_required=False)
+    assert isinstance(converted, RowBatch)
+    assert (await service.write(converted)).accepted == len(EDGES_OF_TIME)
 
     page = await service.query(filter_text="", order_by="event_time asc", page_size=100, page_token="")
     stored: dict[str, datetime] = {e.event_id: e.event_time for e in page.items}
@@ -347,11 +361,15 @@ async def test_every_control_plane_change_is_a_log_event_in_the_same_transaction
     except RuntimeError:
         pass
     page = await LogService(database).query(
-        filter_text="kind = CONTROL_PLANE_CHANGE", order_by="", page_size=0, page_token=""
+        filter_text="kind = CONTROL_PLANE_CHANGE",
+        order_by="",
+        page_size=0,
+        page_token="",
     )
     (event,) = page.items
-    assert event.event_id == f"revision-{revision}-0"
-    assert event.service == "modelplane"
+    # The SQL function writes what the domain reserves for the server (and refuses from clients).
+    assert event.event_id == f"{CONTROL_PLANE_EVENT_ID_PREFIX}{revision}-0"
+    assert event.service == CONTROL_PLANE_SERVICE
     assert event.links.model_version == "models/chat/versions/3"
     assert event.kind is EventKind.CONTROL_PLANE_CHANGE
     change = event.payload
@@ -455,7 +473,8 @@ def _latency(rng: random.Random) -> int | None:
 
 def _random_event(rng: random.Random, i: int, start: datetime, span: timedelta) -> LogEvent:
     moment = start + timedelta(microseconds=rng.randrange(int(span / timedelta(microseconds=1))))
-    kind = rng.choice(list(EventKind))
+    # Control-plane changes are the server's own (written by Mutation.record), never a client's.
+    kind = rng.choice([k for k in EventKind if k is not EventKind.CONTROL_PLANE_CHANGE])
     links = Links(
         model_version=rng.choice(_VERSIONS),
         deployment=rng.choice(_DEPLOYMENTS),
@@ -499,8 +518,6 @@ def _random_event(rng: random.Random, i: int, start: datetime, span: timedelta) 
             violation_count=rng.randrange(4),
             highest_severity=rng.choice([None, Severity.CRITICAL]),
         )
-    elif kind is EventKind.CONTROL_PLANE_CHANGE:
-        payload = ControlPlaneChange(resource="models/chat", action="updated", actor="ops", revision=i)
     return LogEvent(
         event_id=f"r-{i}",
         event_time=moment,
@@ -552,7 +569,7 @@ async def _assert_aggregates_agree(database: Database, seed: int) -> None:
             bucket = rng.choice(_BUCKETS) if GroupBy.TIME_BUCKET in group_by else 0
             currency = rng.choice(["USD", "EUR", "JPY", "XTS"])
             query = AggregateQuery(filter_text.format(**inside), group_by, bucket, currency)
-            got = await service.aggregate(query)
+            got = await service.aggregate(size_of=convert.group_size, query=query)
             compiled = compile_filter(query.filter_text, LOG_FILTER)
             sql, args = _reference(compiled.sql, compiled.params, group_by, bucket, currency)
             async with database.connection() as conn:
@@ -609,7 +626,7 @@ async def test_aggregates_equal_their_definition_under_a_locale_collation(icu_da
         assert await conn.fetchval("SELECT 'a' < 'B' AND 'Ä' < 'b'")
     await _assert_aggregates_agree(icu_database, seed=2)
     groups = await LogService(icu_database).aggregate(
-        AggregateQuery('deployment != ""', (GroupBy.DEPLOYMENT,), 0, "USD")
+        size_of=convert.group_size, query=AggregateQuery('deployment != ""', (GroupBy.DEPLOYMENT,), 0, "USD")
     )
     assert [g.deployment for g in groups] == ["deployments/émile", "deployments/web", "deployments/Web"]
 
@@ -629,14 +646,14 @@ async def test_aggregates_leave_out_the_days_retention_dropped(database: Databas
     ]
     await service.write(batch(0, events, client=""))
     query = AggregateQuery("kind = INFERENCE", (GroupBy.TIME_BUCKET,), 86_400, "USD")
-    before = await service.aggregate(query)
+    before = await service.aggregate(size_of=convert.group_size, query=query)
     assert [(g.count, g.latency_p50_us) for g in before] == [(3, 10_000), (3, 20_000), (3, 30_000)]
     now = datetime(today.year, today.month, today.day, 6, tzinfo=UTC)
     # The cutoff, two days before, falls inside the middle day: only the oldest goes.
     report = await store.maintain(database, now=now, retention_days=2, lead_days=1)
     assert report is not None
     assert report.dropped == (days[0],)
-    after = await service.aggregate(query)
+    after = await service.aggregate(size_of=convert.group_size, query=query)
     assert after == before[1:]
 
 
@@ -656,16 +673,22 @@ async def test_a_sum_beyond_int64_is_out_of_range_and_finer_groups_fit(database:
     ]
     await service.write(batch(0, big, client=""))
     with pytest.raises(OutOfRange) as caught:
-        await service.aggregate(AggregateQuery("", (GroupBy.SERVICE,), 0, "EUR"))
+        await service.aggregate(
+            size_of=convert.group_size, query=AggregateQuery("", (GroupBy.SERVICE,), 0, "EUR")
+        )
     assert caught.value.reason == "SUM_OUT_OF_RANGE"
     assert caught.value.metadata == {"field": "input_tokens"}
     assert "of service 'svc'" in caught.value.message
     assert "group more finely" in caught.value.message
     with pytest.raises(OutOfRange) as caught:
-        await service.aggregate(AggregateQuery("kind = INFERENCE", (), 0, "USD"))
+        await service.aggregate(
+            size_of=convert.group_size, query=AggregateQuery("kind = INFERENCE", (), 0, "USD")
+        )
     assert caught.value.metadata == {"field": "input_tokens"}
     # One event an hour: by the hour, every sum fits.
-    hourly = await service.aggregate(AggregateQuery("", (GroupBy.TIME_BUCKET,), 3600, "USD"))
+    hourly = await service.aggregate(
+        size_of=convert.group_size, query=AggregateQuery("", (GroupBy.TIME_BUCKET,), 3600, "USD")
+    )
     assert [(g.input_tokens, g.cost.micros) for g in hourly] == [(2**63 - 1, 2**63 - 1)] * 2
 
 
@@ -673,7 +696,7 @@ async def test_an_aggregate_currency_follows_the_rule_of_events(database: Databa
     service = LogService(database)
     for code in ("ÄÖÜ", "usd", "US", "USDX", "U$D"):
         with pytest.raises(InvalidArgument) as caught:
-            await service.aggregate(AggregateQuery("", (), 0, code))
+            await service.aggregate(size_of=convert.group_size, query=AggregateQuery("", (), 0, code))
         assert [v.field for v in caught.value.violations] == ["currency_code"], code
 
 
@@ -766,7 +789,7 @@ async def test_aggregates_hash_the_rows_and_sort_only_the_groups(database: Datab
             (GroupBy.TIME_BUCKET, GroupBy.SERVICE),
             (GroupBy.KIND,),
         ):
-            sql, args = aggregates.aggregate_sql(compiled.sql, compiled.params, group_by, 60, "USD")
+            sql, args = aggregates.aggregate_sql(compiled.sql, compiled.params, group_by, 60, "USD", 10)
             async with conn.transaction():
                 await conn.execute(aggregates._SETTINGS)
                 plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *args))

@@ -90,3 +90,141 @@ async def test_a_rolled_back_first_call_frees_its_request_id(database: Database)
         await failing_first_call()
     async with mutation(database, writer("retry-me", b"b")) as m:
         assert await m.replay() is None  # runs again: the failed call left nothing behind
+
+
+async def test_changes_are_written_at_the_end_in_one_statement_under_the_revision_taken_there(
+    database: Database,
+) -> None:
+    async with mutation(database, writer("r-2", b"y")) as m:
+        assert await m.replay() is None
+        m.change(resource_type="thing", resource="things/x", kind="created", snapshot={"x": 1})
+        m.change(resource_type="thing", resource="things/y", kind="deleted", snapshot=None)
+        await m.remember({"done": True})
+        # Nothing is written and no revision is taken until the block ends.
+        assert m.taken_revision is None
+        async with database.connection() as other:
+            assert await other.fetchval("SELECT revision FROM revision_counter") == 0
+        assert await m.conn.fetchval("SELECT count(*) FROM changes") == 0
+    assert m.taken_revision == 1
+    async with database.connection() as conn:
+        changes = await conn.fetch("SELECT revision, seq, resource, kind, snapshot FROM changes ORDER BY seq")
+        audit = await conn.fetch("SELECT revision, resource, request_id FROM audit_log ORDER BY id")
+        events = await conn.fetch(
+            "SELECT event_id FROM log_events WHERE kind = 'control_plane_change' ORDER BY event_id"
+        )
+        response = await conn.fetchval("SELECT response FROM request_ids WHERE request_id = 'r-2'")
+    assert [(c["revision"], c["seq"], c["resource"], c["kind"]) for c in changes] == [
+        (1, 0, "things/x", "created"),
+        (1, 1, "things/y", "deleted"),
+    ]
+    assert changes[0]["snapshot"] == '{"x": 1}'
+    assert changes[1]["snapshot"] is None
+    assert [tuple(a) for a in audit] == [(1, "things/x", "r-2"), (1, "things/y", "r-2")]
+    assert [e["event_id"] for e in events] == ["revision-1-0", "revision-1-1"]
+    assert response == '{"done": true}'
+
+
+async def test_a_revision_taken_early_is_the_one_the_changes_get(database: Database) -> None:
+    async with mutation(database, writer()) as m:
+        m.change(resource_type="thing", resource="things/a", kind="created", snapshot={})
+        early = await m.revision()
+        m.change(resource_type="thing", resource="things/b", kind="created", snapshot={})
+        assert await m.revision() == early
+    async with database.connection() as conn:
+        revisions = await conn.fetch("SELECT DISTINCT revision FROM changes")
+        counter = await conn.fetchval("SELECT revision FROM revision_counter")
+    assert [r["revision"] for r in revisions] == [early]
+    assert counter == early == m.taken_revision
+
+
+async def test_a_write_without_changes_takes_no_revision_but_keeps_its_response(database: Database) -> None:
+    async with mutation(database, writer("only-response", b"z")) as m:
+        assert await m.replay() is None
+        await m.remember(None)
+    assert m.taken_revision is None
+    async with mutation(database, writer("only-response", b"z")) as m:
+        replayed = await m.replay()
+    assert replayed is not None
+    assert replayed.result is None
+    async with database.connection() as conn:
+        assert await conn.fetchval("SELECT revision FROM revision_counter") == 0
+
+
+async def test_concurrent_deferred_writers_get_distinct_revisions_in_commit_order(database: Database) -> None:
+    """Each writer's changes are written at its end; the revisions still come out gapless, one per
+    transaction, and a watcher reading `revision > N` after each commit never sees an older one appear."""
+    seen: list[int] = []
+
+    async def write(i: int) -> None:
+        async with mutation(database, writer()) as m:
+            m.change(resource_type="thing", resource=f"things/{i}", kind="created", snapshot={"i": i})
+            await asyncio.sleep(0.001 * (i % 3))
+        assert m.taken_revision is not None
+        # After this commit, every revision up to this one is committed already.
+        async with database.connection() as conn:
+            committed = await conn.fetchval(
+                "SELECT count(DISTINCT revision) FROM changes WHERE revision <= $1", m.taken_revision
+            )
+        assert committed == m.taken_revision
+        seen.append(m.taken_revision)
+
+    await asyncio.gather(*(write(i) for i in range(30)))
+    assert sorted(seen) == list(range(1, 31))
+
+
+async def _marks(database: Database) -> list[int]:
+    async with database.connection() as conn:
+        return [r["revision"] for r in await conn.fetch("SELECT revision FROM marks ORDER BY id")]
+
+
+@pytest.fixture
+async def marks(database: Database) -> None:
+    """A table with rows that name a write's revision, like the registry's alias history."""
+    async with database.connection() as conn:
+        await conn.execute("CREATE TABLE marks (id serial PRIMARY KEY, revision bigint NOT NULL)")
+
+
+@pytest.mark.usefixtures("marks")
+async def test_a_row_naming_the_revision_gets_the_one_taken_at_commit(database: Database) -> None:
+    async with mutation(database, writer()) as m:
+        m.change(resource_type="thing", resource="things/a", kind="created", snapshot={})
+        placeholder = m.revision_for("marks")
+        assert placeholder < 0
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", placeholder)
+    assert await _marks(database) == [1]
+    assert m.taken_revision == 1
+    async with database.connection() as conn:
+        # The staging row of the changes went with the commit that consumed it.
+        assert await conn.fetchval("SELECT count(*) FROM mutation_pending") == 0
+
+
+@pytest.mark.usefixtures("marks")
+async def test_a_revision_named_before_it_is_taken_early_still_ends_up_right(database: Database) -> None:
+    async with mutation(database, writer()) as m:
+        m.change(resource_type="thing", resource="things/a", kind="created", snapshot={})
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+        taken = await m.revision()
+        assert m.revision_for("marks") == taken
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+    assert await _marks(database) == [taken, taken]
+
+
+@pytest.mark.usefixtures("marks")
+async def test_a_revision_named_without_changes_is_taken_all_the_same(database: Database) -> None:
+    async with mutation(database, writer()) as m:
+        await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+    assert m.taken_revision == 1
+    assert await _marks(database) == [1]
+
+
+@pytest.mark.usefixtures("marks")
+async def test_concurrent_writes_naming_their_revisions_each_get_their_own(database: Database) -> None:
+    async def write(i: int) -> int | None:
+        async with mutation(database, writer()) as m:
+            m.change(resource_type="thing", resource=f"things/{i}", kind="created", snapshot={})
+            await m.conn.execute("INSERT INTO marks (revision) VALUES ($1)", m.revision_for("marks"))
+            await asyncio.sleep(0.001 * (i % 4))
+        return m.taken_revision
+
+    taken = await asyncio.gather(*(write(i) for i in range(20)))
+    assert sorted(await _marks(database)) == sorted(t for t in taken if t is not None) == list(range(1, 21))

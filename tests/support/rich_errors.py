@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 
@@ -50,3 +52,12 @@ def rich(error: grpc.aio.AioRpcError) -> RichError:
     if retry is not None:
         result.retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
     return result
+
+
+async def fails(call: Awaitable[Any]) -> RichError:
+    """The rich error of a call that must fail, with ErrorInfo in the modelplane domain."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    error = rich(info.value)
+    assert error.domain == "modelplane"
+    return error

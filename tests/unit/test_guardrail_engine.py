@@ -4,6 +4,8 @@ streaming against one-shot checks, linear-time expressions, and compile errors w
 from __future__ import annotations
 
 import itertools
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,9 +13,12 @@ from hypothesis import strategies as st
 
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.guardrails.engine import (
+    MAX_LISTED,
+    MAX_LISTED_PER_RULE,
     MAX_TERMS,
     MAX_TEXT_CHARS,
     BannedTerms,
+    CheckTimeout,
     CompiledPolicy,
     Decision,
     Json,
@@ -25,6 +30,7 @@ from modelplane.server.guardrails.engine import (
     RuleKind,
     RuleSpec,
     Severity,
+    StreamCheck,
     compile_policy,
     luhn_valid,
 )
@@ -108,15 +114,34 @@ def test_luhn() -> None:
     assert not luhn_valid("4111111111111112")
 
 
-def test_excerpts_mask_the_match_and_keep_only_the_documented_characters() -> None:
+def test_excerpts_show_the_masked_match_alone_by_default() -> None:
     text = "my card is 4111 1111 1111 1111 and mail bob@example.com"
     result = _policy(Pii(())).check(text)
     card, email = result.violations
+    assert card.excerpt == "***************1111"
+    assert email.excerpt == "***************"
+    assert email.matched_text == "bob@example.com"
+
+
+def test_excerpts_with_context_mask_the_other_violations_in_their_window() -> None:
+    text = "my card is 4111 1111 1111 1111 and mail bob@example.com"
+    policy = compile_policy([RuleSpec("rule", Severity.ERROR, "cat", Pii(()))], excerpt_context=18)
+    card, email = policy.check(text).violations
     # The email in the card's window is masked too, though it is another violation's match.
     assert card.excerpt == "my card is ***************1111 and mail ********"
     assert email.excerpt == "******** and mail ***************"
-    assert email.matched_text == "bob@example.com"
-    assert all(len(v.excerpt) <= 64 for v in result.violations)
+
+
+def test_an_excerpt_rebuilds_no_character_outside_the_matches() -> None:
+    # Every vowel is an INFO match: with context each excerpt showed the consonants around it, and
+    # a reader could rebuild most of the text, a secret included.
+    text = "the launch code is zebra-kilo-91 and the vault opens at dawn"
+    policy = compile_policy([RuleSpec("vowels", Severity.INFO, "cat", Pattern("[aeiou]"))])
+    result = policy.check(text)
+    assert result.violations
+    assert {v.excerpt for v in result.violations} == {"*"}
+    shown = "".join(v.excerpt for v in result.violations)
+    assert not set(shown) & set(text)
 
 
 def _mixed_policy() -> CompiledPolicy:
@@ -246,7 +271,7 @@ _stream_words = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 def test_streaming_equals_one_shot_whatever_the_chunking(text: str, cuts: list[int]) -> None:
     points = sorted({cut % (len(text) + 1) for cut in cuts} | {0, len(text)})
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     progress = [stream.feed(text[a:b]) for a, b in itertools.pairwise(points)]
     result = stream.finish()
     assert result == STREAM_POLICY.check(text)
@@ -258,7 +283,7 @@ def test_streaming_equals_one_shot_whatever_the_chunking(text: str, cuts: list[i
 
 
 def test_stream_finds_a_term_split_across_chunks_and_blocks_before_the_end() -> None:
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     assert stream.feed("well, he").certain_decision is None
     assert stream.feed("ck").certain_decision is None
     progress = stream.feed(" no, said the fox, and more text follows")
@@ -267,14 +292,14 @@ def test_stream_finds_a_term_split_across_chunks_and_blocks_before_the_end() -> 
 
 
 def test_stream_waits_for_the_word_boundary() -> None:
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     assert stream.feed("a bad").certain_decision is None
     assert stream.feed("ge of honour").certain_decision is None
     assert stream.finish().decision != Decision.BLOCK
 
 
 def test_stream_of_many_small_chunks_finds_a_late_match() -> None:
-    stream = STREAM_POLICY.stream()
+    stream = StreamCheck(STREAM_POLICY)
     text = "calm words " * 500 + "darn " + "more " * 10
     certain = [stream.feed(text[i : i + 3]).certain_decision for i in range(0, len(text), 3)]
     assert certain[-1] == Decision.BLOCK
@@ -347,7 +372,7 @@ def test_texts_over_the_limit_are_refused_in_one_shot_and_stream() -> None:
     with pytest.raises(InvalidArgument) as caught:
         policy.check("y" * (MAX_TEXT_CHARS + 1))
     assert caught.value.violations[0].field == "text"
-    stream = policy.stream()
+    stream = StreamCheck(policy)
     stream.feed("y" * MAX_TEXT_CHARS)
     with pytest.raises(InvalidArgument):
         stream.feed("y")
@@ -378,3 +403,40 @@ def test_a_json_schema_naming_an_unknown_draft_is_refused() -> None:
     policy = compile_policy([RuleSpec("shape", Severity.ERROR, "format", known)])
     assert policy.check("{}").decision == Decision.ALLOW
     assert policy.check("[]").decision == Decision.REDACT
+
+
+# ---- bounds: what a check lists, redacts and how long it may run
+
+
+def test_a_check_lists_at_most_its_caps_and_decides_on_every_match() -> None:
+    rules = [RuleSpec(f"a{i}", Severity.INFO, "noise", Pattern("a")) for i in range(11)]
+    rules.append(RuleSpec("crit", Severity.CRITICAL, "bad", BannedTerms(("zzz",))))
+    result = compile_policy(rules).check("a" * 200 + " zzz")
+    assert len(result.violations) == MAX_LISTED
+    assert all(sum(v.rule_id == f"a{i}" for v in result.violations) <= MAX_LISTED_PER_RULE for i in range(11))
+    # The blocking match is past the first 1,000: not listed, counted, and it decides.
+    assert "crit" not in {v.rule_id for v in result.violations}
+    assert result.omitted["crit"] == 1
+    assert result.decision is Decision.BLOCK
+    assert len(result.violations) + sum(result.omitted.values()) == 11 * 200 + 1
+
+
+def test_a_redaction_too_large_to_answer_blocks_instead() -> None:
+    policy = compile_policy([RuleSpec("x", Severity.ERROR, "c" * 63, Pattern("x"))])
+    assert policy.check("x" * 1_000).decision is Decision.REDACT
+    result = policy.check("x " * 100_001)
+    assert (result.decision, result.redaction_too_large, result.redacted_text) == (Decision.BLOCK, True, None)
+
+
+def test_a_check_past_its_deadline_stops() -> None:
+    policy = compile_policy([RuleSpec("a", Severity.INFO, "noise", Pattern("a"))])
+    with pytest.raises(CheckTimeout):
+        policy.check("a" * 10_000, time.perf_counter() - 1)
+    assert len(policy.check("a" * 10_000, time.perf_counter() + 60).violations) == MAX_LISTED_PER_RULE
+
+
+def test_the_engine_uses_only_the_public_re2_api() -> None:
+    engine = Path(compile_policy.__code__.co_filename).parent
+    for source in engine.glob("*.py"):
+        assert "re2._re2" not in source.read_text(), source.name
+        assert "_re2." not in source.read_text(), source.name

@@ -19,7 +19,7 @@ from modelplane.server.guardrails.engine import (
     Severity,
     compile_policy,
 )
-from modelplane.server.guardrails.engine import compile as engine_compile
+from modelplane.server.guardrails.engine import folding as engine_folding
 from modelplane.server.guardrails.engine.detectors import DETECTORS
 
 # Pieces that make detector matches, near misses, their edges and non-ASCII neighbours.
@@ -155,8 +155,8 @@ def test_lower_casing_in_slices_is_str_lower(text: str) -> None:
     # A capital sigma lower-cases by its neighbours: a cut in the wrong place would change it.
     for slice_chars in (1, 2, 3, 7):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(engine_compile, "SLICE_CHARS", slice_chars)
-            assert engine_compile._lower(text) == text.lower()
+            patch.setattr(engine_folding, "SLICE_CHARS", slice_chars)
+            assert engine_folding._lower(text) == text.lower()
 
 
 _TERM_POLICY = [
@@ -195,5 +195,5 @@ def test_terms_found_in_slices_are_the_terms_found_in_one_piece(text: str) -> No
     whole = policy.check(text)
     for slice_chars in (1, 2, 5, 11):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(engine_compile, "SLICE_CHARS", slice_chars)
+            patch.setattr(engine_folding, "SLICE_CHARS", slice_chars)
             assert policy.check(text) == whole

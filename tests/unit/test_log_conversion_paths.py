@@ -1,4 +1,4 @@
-"""The log ingestion's hot path (convert.batch_rows) agrees with the long way (full conversion, then
+"""The log ingestion's hot path (rows.batch_rows) agrees with the long way (full conversion, then
 validation): every event the hot path takes, the long way takes too and stores the same row; every NUL
 character is refused by the path of its field, as the interceptor refuses it in any other request."""
 
@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
-from modelplane.server.logs import convert, store, validation
+from modelplane.server.logs import convert, rows, validation
+from modelplane.server.logs.columns import domain_row
 from modelplane.server.logs.domain import RowBatch
+from modelplane.server.nul_characters import refuse_nul_characters
 from modelplane.server.proto_time import MAX_DURATION_SECONDS, MAX_SECONDS, MIN_SECONDS
-from modelplane.server.request_text import check_request_text
 from modelplane.v1 import common_pb2, guardrails_pb2
 from modelplane.v1 import logs_pb2 as pb
 
@@ -65,7 +66,9 @@ def _valid(kind: str) -> pb.LogEvent:
     return event
 
 
-KINDS = ["message", "inference", "routing", "guardrail", "control_plane_change"]
+# Kinds a client may send; control_plane_change is the server's own, and near-valid events include it.
+CLIENT_KINDS = ["message", "inference", "routing", "guardrail"]
+KINDS = [*CLIENT_KINDS, "control_plane_change"]
 
 
 def _paths(descriptor: Descriptor, prefix: str = "") -> list[tuple[str, FieldDescriptor]]:
@@ -143,23 +146,27 @@ def near_valid_events(draw: st.DrawFn) -> pb.LogEvent:
 def _long_way_row(message: pb.LogEvent) -> tuple[object, ...] | None:
     """The row the long way stores for the event, or None when it refuses it (the time window aside)."""
     try:
-        check_request_text(message)
+        refuse_nul_characters(message)
     except InvalidArgument:
         return None
     found: list[FieldViolation] = []
     domain = convert.event(message, "e", found)
     if found:
         return None
-    checked = validation.checked_event(domain, "e", now=domain.event_time, oldest=None, found=found)
+    # A clock that puts the event inside the window (the hot path leaves the window to the service), and
+    # stays within datetime's range at both ends of time.
+    moment = domain.event_time
+    now = moment - validation.MAX_FUTURE_SKEW if moment.year > 1 else moment
+    checked = validation.checked_event(domain, "e", now=now, oldest=None, found=found)
     if found:
         return None
-    return store._row(checked)
+    return domain_row(checked)
 
 
 def _hot_row(message: pb.LogEvent) -> tuple[object, ...] | None:
     """The row the hot path makes of the event; None when it leaves the event to the long way."""
     try:
-        converted = convert.batch_rows(pb.LogBatch(events=[message]), "batch", client_required=False)
+        converted = rows.batch_rows(pb.LogBatch(events=[message]), "batch", client_required=False)
     except InvalidArgument:
         return None
     return converted.rows[0] if isinstance(converted, RowBatch) else None
@@ -173,7 +180,7 @@ def test_what_the_hot_path_takes_the_long_way_takes_and_stores_alike(event: pb.L
         assert _long_way_row(event) == hot
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 def test_the_hot_path_takes_every_kind_of_valid_event(kind: str) -> None:
     event = _valid(kind)
     assert _hot_row(event) is not None
@@ -190,7 +197,7 @@ def test_a_nul_character_in_any_text_is_refused_by_its_path(path: str) -> None:
     event = _valid(_kind_of(path))
     assert _set(event, path, "be\x00fore")
     with pytest.raises(InvalidArgument) as raised:
-        convert.batch_rows(pb.LogBatch(events=[event]), "batch", client_required=False)
+        rows.batch_rows(pb.LogBatch(events=[event]), "batch", client_required=False)
     assert [v.field for v in raised.value.violations] == [f"batch.events[0].{path}"]
 
 
@@ -200,5 +207,51 @@ def test_a_nul_character_in_an_attribute_is_refused_by_its_path() -> None:
         event.attributes.clear()
         event.attributes[key] = value
         with pytest.raises(InvalidArgument) as raised:
-            convert.batch_rows(pb.LogBatch(events=[event]), "batch", client_required=False)
+            rows.batch_rows(pb.LogBatch(events=[event]), "batch", client_required=False)
         assert [v.field for v in raised.value.violations] == [f"batch.events[0].attributes{where}"]
+
+
+def _server_id(event: pb.LogEvent) -> None:
+    event.event_id = "revision-999-0"
+
+
+def _server_service(event: pb.LogEvent) -> None:
+    event.service = "modelplane"
+
+
+@pytest.mark.parametrize(
+    ("kind", "forge", "field"),
+    [
+        ("control_plane_change", lambda e: None, "control_plane_change"),
+        ("message", _server_id, "event_id"),
+        ("message", _server_service, "service"),
+    ],
+)
+def test_what_passes_for_a_control_plane_event_takes_neither_path(kind: str, forge: Any, field: str) -> None:
+    event = _valid(kind)
+    forge(event)
+    assert _hot_row(event) is None
+    converted = rows.batch_rows(
+        pb.LogBatch(events=[_valid("message"), event]), "batch", client_required=False
+    )
+    assert not isinstance(converted, RowBatch)
+    found: list[FieldViolation] = []
+    for i, item in enumerate(converted.events):
+        validation.checked_event(item, f"batch.events[{i}]", now=item.event_time, oldest=None, found=found)
+    assert [v.field for v in found] == [f"batch.events[1].{field}"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        ("inference", "inference.model_version"),
+        ("routing", "routing.deployment"),
+        ("guardrail", "guardrail.policy"),
+    ],
+)
+def test_a_payload_field_that_fills_a_link_follows_the_link_rule(kind: str, path: str) -> None:
+    # Stored in the link's column, so held to the link's length on both paths.
+    event = _valid(kind)
+    assert _set(event, path, "x" * 257)
+    assert _hot_row(event) is None
+    assert _long_way_row(event) is None

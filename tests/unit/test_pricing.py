@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from modelplane.inference.pricing import Cost, cost_micros, cost_of
-from modelplane.inference.providers import TokenUsage
+from modelplane.pricing import Cost, TokenUsage, cost_micros, cost_of
 from modelplane.v1 import registry_pb2
 
 
@@ -132,3 +134,14 @@ def test_inconsistent_usage_is_refused() -> None:
         TokenUsage(output_tokens=1, reasoning_tokens=2)
     with pytest.raises(ValueError, match="negative"):
         TokenUsage(input_tokens=-1)
+
+
+def test_the_server_prices_without_importing_a_consumer_package() -> None:
+    # Pricing is shared vocabulary (modelplane.pricing); the server never pulls in LLMClient's package.
+    code = (
+        "import sys, modelplane.server.app, modelplane.server.logs.service;"
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['modelplane', 'inference'],"
+        " ['modelplane', 'orchestration'], ['modelplane', 'storyteller'])))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

@@ -11,7 +11,6 @@ from modelplane.inference.llm_client import (
 )
 from modelplane.inference.local_provider import LocalProvider
 from modelplane.inference.openai_provider import OpenAIChatProvider
-from modelplane.inference.pricing import Cost, cost_micros, cost_of
 from modelplane.inference.providers import (
     ChatMessage,
     Generation,
@@ -20,6 +19,7 @@ from modelplane.inference.providers import (
     ProviderError,
     TokenUsage,
 )
+from modelplane.pricing import Cost, cost_micros, cost_of
 
 __all__ = [
     "ChatMessage",

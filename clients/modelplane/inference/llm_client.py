@@ -32,7 +32,6 @@ from typing import Literal, Protocol, Self
 
 from modelplane.client.events import EventSink, EventStatus, GuardedSink, InferenceEvent
 from modelplane.client.retry import Backoff, BackoffPolicy, is_unreachable
-from modelplane.inference.pricing import Cost, cost_of
 from modelplane.inference.providers import (
     ChatMessage,
     GenerationRequest,
@@ -40,6 +39,7 @@ from modelplane.inference.providers import (
     TokenUsage,
     as_messages,
 )
+from modelplane.pricing import Cost, cost_of
 from modelplane.v1 import registry_pb2
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+# Token counts are pricing's vocabulary, shared with the server; re-exported for providers.
+from modelplane.pricing import TokenUsage as TokenUsage
+
 
 @dataclass(frozen=True)
 class ChatMessage:
@@ -41,29 +44,6 @@ class GenerationRequest:
             raise ValueError("GenerationRequest.messages must not be empty")
         if self.max_output_tokens is not None and self.max_output_tokens <= 0:
             raise ValueError("GenerationRequest.max_output_tokens must be positive")
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """Token counts of one call, as providers bill them.
-
-    `input_tokens` includes `cached_input_tokens` and `output_tokens` includes `reasoning_tokens`
-    (OpenAI's usage block counts them the same way), so neither part may exceed its whole.
-    """
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        if self.cached_input_tokens > self.input_tokens:
-            raise ValueError("cached_input_tokens must not exceed input_tokens")
-        if self.reasoning_tokens > self.output_tokens:
-            raise ValueError("reasoning_tokens must not exceed output_tokens")
 
 
 @dataclass(frozen=True)

@@ -370,7 +370,9 @@ class JsonRule(_message.Message):
     SCHEMA_FIELD_NUMBER: _builtins.int
     schema: _builtins.str
     """schema is a JSON Schema document (draft 2020-12), as text; empty means
-    any valid JSON passes.
+    any valid JSON passes. Every "$ref" must point inside the document
+    ("#" or "#/..."); no other document, URL or file is ever read. Its
+    complexity is bounded: see the README.
     """
     def __init__(
         self,
@@ -568,6 +570,7 @@ class Policy(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    EXCERPT_CONTEXT_CHARS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the resource name, "policies/{policy}". {policy} is 1 to 63
     characters of lower-case letters, digits and "-", starting with a
@@ -593,6 +596,12 @@ class Policy(_message.Message):
     DeletePolicy to fail with ABORTED instead of overwriting someone else's
     change.
     """
+    excerpt_context_chars: _builtins.int
+    """excerpt_context_chars is how many characters of the checked text around
+    a match a violation's excerpt shows, 0 to 32 (other violations' spans in
+    that window stay masked). 0, the default, shows the masked match alone:
+    no character of the text the rules did not match.
+    """
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]:
         """rules are the checks, at most 1000, with unique ids. A policy with no
@@ -614,9 +623,10 @@ class Policy(_message.Message):
 
     @_builtins.property
     def time_budget(self) -> _duration_pb2.Duration:
-        """time_budget bounds how long a check may take; when it runs out the
-        fail mode decides and the verdict is marked unchecked. Unset or zero
-        means 1 second; at most 60 seconds.
+        """time_budget bounds how long a check may take, whatever the text's
+        size; when it runs out the fail mode decides and the verdict is marked
+        unchecked. Unset or zero means 1 second; at most 60 seconds, in whole
+        milliseconds; nanos must be 0 to 999,999,999.
         """
 
     @_builtins.property
@@ -643,10 +653,11 @@ class Policy(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        excerpt_context_chars: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "default_fallback", b"default_fallback", "description", b"description", "display_name", b"display_name", "etag", b"etag", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "name", b"name", "revision", b"revision", "rules", b"rules", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "default_fallback", b"default_fallback", "description", b"description", "display_name", b"display_name", "etag", b"etag", "excerpt_context_chars", b"excerpt_context_chars", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "name", b"name", "revision", b"revision", "rules", b"rules", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -846,7 +857,7 @@ class UpdatePolicyRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """update_mask names the fields to change, among display_name,
         description, rules, decisions, fallback_content, default_fallback,
-        fail_mode and time_budget; "*" means all of them.
+        fail_mode, time_budget and excerpt_context_chars; "*" means all of them.
         """
 
     def __init__(
@@ -1046,9 +1057,10 @@ class Violation(_message.Message):
     decision: Global___Decision.ValueType
     """decision is what the policy's table decides for this severity."""
     excerpt: _builtins.str
-    """excerpt is a short window of the text around the match, at most about
-    60 characters, with the matched part masked by "*" (PII detectors may
-    keep a few characters, such as a card's last four digits).
+    """excerpt is the match masked by "*", one per character (a match longer
+    than 24 characters shows as 24 "*" and "..."); PII detectors may keep a
+    few characters, such as a card's last four digits. It holds text around
+    the match only when the policy's excerpt_context_chars asks for it.
     """
     @_builtins.property
     def span(self) -> Global___TextSpan:
@@ -1080,6 +1092,26 @@ class CheckVerdict(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class OmittedViolationsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DECISION_FIELD_NUMBER: _builtins.int
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     REDACTED_TEXT_FIELD_NUMBER: _builtins.int
@@ -1091,6 +1123,8 @@ class CheckVerdict(_message.Message):
     FAIL_MODE_FIELD_NUMBER: _builtins.int
     CHECK_ID_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
+    OMITTED_VIOLATIONS_FIELD_NUMBER: _builtins.int
+    REDACTION_TOO_LARGE_FIELD_NUMBER: _builtins.int
     decision: Global___Decision.ValueType
     """decision is the strictest decision of all violations; ALLOW when there
     are none.
@@ -1130,9 +1164,23 @@ class CheckVerdict(_message.Message):
     """final is false on CheckStream's early BLOCK verdict (sent as soon as a
     block is certain, before the end of the text) and true otherwise.
     """
+    redaction_too_large: _builtins.bool
+    """redaction_too_large is true when the redacted text would have been over
+    3,000,000 UTF-8 bytes: the decision is then BLOCK with the fallback
+    instead of REDACT, so that every response fits in 4 MiB.
+    """
     @_builtins.property
     def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Violation]:
-        """violations are every violation found, by start offset then rule order."""
+        """violations are the violations found, by start offset then rule order:
+        at most 100 of each rule and 1,000 in all; omitted_violations counts the
+        rest. The decision accounts for every match, listed or not.
+        """
+
+    @_builtins.property
+    def omitted_violations(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """omitted_violations maps a rule id to how many of its matches are not
+        listed in violations (nor stored); absent for a rule listed in full.
+        """
 
     def __init__(
         self,
@@ -1148,10 +1196,12 @@ class CheckVerdict(_message.Message):
         fail_mode: Global___FailMode.ValueType = ...,
         check_id: _builtins.str = ...,
         final: _builtins.bool = ...,
+        omitted_violations: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        redaction_too_large: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_id", b"check_id", "decision", b"decision", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "final", b"final", "highest_severity", b"highest_severity", "policy", b"policy", "policy_revision", b"policy_revision", "redacted_text", b"redacted_text", "unchecked", b"unchecked", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_id", b"check_id", "decision", b"decision", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "final", b"final", "highest_severity", b"highest_severity", "omitted_violations", b"omitted_violations", "policy", b"policy", "policy_revision", b"policy_revision", "redacted_text", b"redacted_text", "redaction_too_large", b"redaction_too_large", "unchecked", b"unchecked", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1435,8 +1485,11 @@ class ViolationRecord(_message.Message):
     """excerpt is the masked excerpt; see Violation.excerpt."""
     matched_hash: _builtins.str
     """matched_hash is the hex HMAC-SHA256 of the matched text under a key
-    kept by the server: equal matches have equal hashes, so repeats can be
-    counted, but the text cannot be read back.
+    kept by the server and the policy's id: within one policy equal matches
+    have equal hashes, so repeats can be counted, but the text cannot be
+    read back. Shown only to admin and operator tokens (empty for service
+    and reader tokens), so no token that can send checks can also compare
+    hashes to confirm a guessed secret.
     """
     @_builtins.property
     def links(self) -> _common_pb2.EventLinks:

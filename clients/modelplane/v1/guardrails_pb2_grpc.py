@@ -167,10 +167,12 @@ class GuardrailServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CheckContent(self, request, context):
-        """CheckContent checks one generated text against a policy and returns one
-        decision with every violation. When something is found, a check record
-        and one violation record per violation are stored, holding spans, masked
-        excerpts and keyed hashes but never the matched text. Returns NOT_FOUND
+        """CheckContent checks one generated text against a policy, within the
+        policy's time budget, and returns one decision with its violations (at
+        most 100 of each rule and 1,000 in all; the rest are counted). When
+        something is found, a check record and one violation record per listed
+        violation are stored, holding spans, masked excerpts and keyed hashes but
+        never the checked or the matched text. Returns NOT_FOUND
         if the policy or revision does not exist, INVALID_ARGUMENT (reason
         TEXT_TOO_LARGE) for a text over 1,000,000 characters, INVALID_ARGUMENT
         for bad links.

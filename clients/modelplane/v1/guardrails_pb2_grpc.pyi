@@ -81,10 +81,12 @@ class GuardrailServiceStub:
     malformed page token.
     """
     CheckContent: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.CheckContentRequest, _guardrails_pb2.CheckContentResponse]
-    """CheckContent checks one generated text against a policy and returns one
-    decision with every violation. When something is found, a check record
-    and one violation record per violation are stored, holding spans, masked
-    excerpts and keyed hashes but never the matched text. Returns NOT_FOUND
+    """CheckContent checks one generated text against a policy, within the
+    policy's time budget, and returns one decision with its violations (at
+    most 100 of each rule and 1,000 in all; the rest are counted). When
+    something is found, a check record and one violation record per listed
+    violation are stored, holding spans, masked excerpts and keyed hashes but
+    never the checked or the matched text. Returns NOT_FOUND
     if the policy or revision does not exist, INVALID_ARGUMENT (reason
     TEXT_TOO_LARGE) for a text over 1,000,000 characters, INVALID_ARGUMENT
     for bad links.
@@ -160,10 +162,12 @@ class GuardrailServiceAsyncStub(GuardrailServiceStub):
     malformed page token.
     """
     CheckContent: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.CheckContentRequest, _guardrails_pb2.CheckContentResponse]  # type: ignore[assignment]
-    """CheckContent checks one generated text against a policy and returns one
-    decision with every violation. When something is found, a check record
-    and one violation record per violation are stored, holding spans, masked
-    excerpts and keyed hashes but never the matched text. Returns NOT_FOUND
+    """CheckContent checks one generated text against a policy, within the
+    policy's time budget, and returns one decision with its violations (at
+    most 100 of each rule and 1,000 in all; the rest are counted). When
+    something is found, a check record and one violation record per listed
+    violation are stored, holding spans, masked excerpts and keyed hashes but
+    never the checked or the matched text. Returns NOT_FOUND
     if the policy or revision does not exist, INVALID_ARGUMENT (reason
     TEXT_TOO_LARGE) for a text over 1,000,000 characters, INVALID_ARGUMENT
     for bad links.
@@ -278,10 +282,12 @@ class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _guardrails_pb2.CheckContentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_guardrails_pb2.CheckContentResponse, _abc.Awaitable[_guardrails_pb2.CheckContentResponse]]:
-        """CheckContent checks one generated text against a policy and returns one
-        decision with every violation. When something is found, a check record
-        and one violation record per violation are stored, holding spans, masked
-        excerpts and keyed hashes but never the matched text. Returns NOT_FOUND
+        """CheckContent checks one generated text against a policy, within the
+        policy's time budget, and returns one decision with its violations (at
+        most 100 of each rule and 1,000 in all; the rest are counted). When
+        something is found, a check record and one violation record per listed
+        violation are stored, holding spans, masked excerpts and keyed hashes but
+        never the checked or the matched text. Returns NOT_FOUND
         if the policy or revision does not exist, INVALID_ARGUMENT (reason
         TEXT_TOO_LARGE) for a text over 1,000,000 characters, INVALID_ARGUMENT
         for bad links.

@@ -891,8 +891,8 @@ class TailLogEventsResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogEvent]:
-        """events are newly committed events matching the filter, at most 1000 per
-        message.
+        """events are newly committed events matching the filter, at most 1000 and
+        2 MiB of events per message.
         """
 
     def __init__(

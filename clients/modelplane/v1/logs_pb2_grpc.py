@@ -134,9 +134,10 @@ class LogServiceServicer:
 
     def QueryLogEvents(self, request, context):
         """QueryLogEvents lists stored events matching a filter, newest or oldest
-        first, one page at a time. Returns INVALID_ARGUMENT (reason
-        INVALID_FILTER or INVALID_PAGE_TOKEN) for a malformed filter, order_by or
-        page token.
+        first, one page at a time. A page ends before page_size events when
+        more would pass 2 MiB of events; next_page_token then goes on from
+        there. Returns INVALID_ARGUMENT (reason INVALID_FILTER or
+        INVALID_PAGE_TOKEN) for a malformed filter, order_by or page token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,7 +165,9 @@ class LogServiceServicer:
         INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
         a bad bucket width or currency code, and OUT_OF_RANGE (reason
         SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
-        narrow the time range or group by time bucket.
+        narrow the time range or group by time bucket; OUT_OF_RANGE (reason
+        TOO_MANY_GROUPS) when the groups do not fit in one response (20,000, or
+        2 MiB): narrow the filter or group by fewer keys.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,9 +77,10 @@ class LogServiceStub:
     """
     QueryLogEvents: _grpc.UnaryUnaryMultiCallable[_logs_pb2.QueryLogEventsRequest, _logs_pb2.QueryLogEventsResponse]
     """QueryLogEvents lists stored events matching a filter, newest or oldest
-    first, one page at a time. Returns INVALID_ARGUMENT (reason
-    INVALID_FILTER or INVALID_PAGE_TOKEN) for a malformed filter, order_by or
-    page token.
+    first, one page at a time. A page ends before page_size events when
+    more would pass 2 MiB of events; next_page_token then goes on from
+    there. Returns INVALID_ARGUMENT (reason INVALID_FILTER or
+    INVALID_PAGE_TOKEN) for a malformed filter, order_by or page token.
     """
     TailLogEvents: _grpc.UnaryStreamMultiCallable[_logs_pb2.TailLogEventsRequest, _logs_pb2.TailLogEventsResponse]
     """TailLogEvents streams events matching a filter as they are committed,
@@ -99,7 +100,9 @@ class LogServiceStub:
     INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
     a bad bucket width or currency code, and OUT_OF_RANGE (reason
     SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
-    narrow the time range or group by time bucket.
+    narrow the time range or group by time bucket; OUT_OF_RANGE (reason
+    TOO_MANY_GROUPS) when the groups do not fit in one response (20,000, or
+    2 MiB): narrow the filter or group by fewer keys.
     """
     GetIngestionStats: _grpc.UnaryUnaryMultiCallable[_logs_pb2.GetIngestionStatsRequest, _logs_pb2.GetIngestionStatsResponse]
     """GetIngestionStats returns the per-client ingestion counters: events
@@ -154,9 +157,10 @@ class LogServiceAsyncStub(LogServiceStub):
     """
     QueryLogEvents: _aio.UnaryUnaryMultiCallable[_logs_pb2.QueryLogEventsRequest, _logs_pb2.QueryLogEventsResponse]  # type: ignore[assignment]
     """QueryLogEvents lists stored events matching a filter, newest or oldest
-    first, one page at a time. Returns INVALID_ARGUMENT (reason
-    INVALID_FILTER or INVALID_PAGE_TOKEN) for a malformed filter, order_by or
-    page token.
+    first, one page at a time. A page ends before page_size events when
+    more would pass 2 MiB of events; next_page_token then goes on from
+    there. Returns INVALID_ARGUMENT (reason INVALID_FILTER or
+    INVALID_PAGE_TOKEN) for a malformed filter, order_by or page token.
     """
     TailLogEvents: _aio.UnaryStreamMultiCallable[_logs_pb2.TailLogEventsRequest, _logs_pb2.TailLogEventsResponse]  # type: ignore[assignment]
     """TailLogEvents streams events matching a filter as they are committed,
@@ -176,7 +180,9 @@ class LogServiceAsyncStub(LogServiceStub):
     INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
     a bad bucket width or currency code, and OUT_OF_RANGE (reason
     SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
-    narrow the time range or group by time bucket.
+    narrow the time range or group by time bucket; OUT_OF_RANGE (reason
+    TOO_MANY_GROUPS) when the groups do not fit in one response (20,000, or
+    2 MiB): narrow the filter or group by fewer keys.
     """
     GetIngestionStats: _aio.UnaryUnaryMultiCallable[_logs_pb2.GetIngestionStatsRequest, _logs_pb2.GetIngestionStatsResponse]  # type: ignore[assignment]
     """GetIngestionStats returns the per-client ingestion counters: events
@@ -246,9 +252,10 @@ class LogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_logs_pb2.QueryLogEventsResponse, _abc.Awaitable[_logs_pb2.QueryLogEventsResponse]]:
         """QueryLogEvents lists stored events matching a filter, newest or oldest
-        first, one page at a time. Returns INVALID_ARGUMENT (reason
-        INVALID_FILTER or INVALID_PAGE_TOKEN) for a malformed filter, order_by or
-        page token.
+        first, one page at a time. A page ends before page_size events when
+        more would pass 2 MiB of events; next_page_token then goes on from
+        there. Returns INVALID_ARGUMENT (reason INVALID_FILTER or
+        INVALID_PAGE_TOKEN) for a malformed filter, order_by or page token.
         """
 
     @_abc_1.abstractmethod
@@ -280,7 +287,9 @@ class LogServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
         a bad bucket width or currency code, and OUT_OF_RANGE (reason
         SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
-        narrow the time range or group by time bucket.
+        narrow the time range or group by time bucket; OUT_OF_RANGE (reason
+        TOO_MANY_GROUPS) when the groups do not fit in one response (20,000, or
+        2 MiB): narrow the filter or group by fewer keys.
         """
 
     @_abc_1.abstractmethod

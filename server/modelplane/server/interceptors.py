@@ -29,7 +29,8 @@ from modelplane.server.errors import (
     Unavailable,
 )
 from modelplane.server.metrics import ServerMetrics
-from modelplane.server.request_text import check_request_text
+from modelplane.server.nul_characters import refuse_nul_characters
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
     from modelplane.server.auth.scopes import TokenScope
@@ -39,7 +40,7 @@ access_log = logging.getLogger("modelplane.access")
 
 REQUEST_ID_KEY = "x-request-id"
 AUTHORIZATION_KEY = "authorization"
-SHUTTING_DOWN = "SHUTTING_DOWN"
+SHUTTING_DOWN = ErrorReason.ERROR_REASON_SHUTTING_DOWN
 
 # Open to everyone, and still answered while the server drains, so that probes see NOT_SERVING.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -63,7 +64,7 @@ class CallAuthenticator(Protocol):
     async def authenticate(self, method: str, authorization: str | None) -> Caller: ...
 
 
-MALFORMED_REQUEST = "MALFORMED_REQUEST"
+MALFORMED_REQUEST = ErrorReason.ERROR_REASON_MALFORMED_REQUEST
 
 # Turns a request's bytes into its message; None (a handler without one) leaves them bytes.
 Parse = Callable[[bytes], Any] | None
@@ -106,7 +107,7 @@ async def _parsed_stream(
             scope.check(message)
         if check_text:
             try:
-                check_request_text(message)
+                refuse_nul_characters(message)
             except InvalidArgument as exc:
                 exc.stream_message = message
                 raise
@@ -124,11 +125,11 @@ def _request(
     if scope is not None:
         scope.check(request)
     if not checked_by_handler:
-        check_request_text(request)
+        refuse_nul_characters(request)
     return request
 
 
-RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+RESPONSE_TOO_LARGE = ErrorReason.ERROR_REASON_RESPONSE_TOO_LARGE
 
 # Turns a response message into its bytes; None (a handler without one) means it already is bytes.
 Serialize = Callable[[Any], bytes] | None
@@ -272,10 +273,6 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=wait)
-
-    @property
-    def open_streams(self) -> int:
-        return len(self._streams)
 
 
 class _CallScope:

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from modelplane.server.errors import FieldViolation
+
 T = TypeVar("T")
 
 # The actor of transitions nobody asked for in that moment: timed steps.
@@ -21,6 +23,15 @@ class EndpointHealth(StrEnum):
     UNKNOWN = "unknown"
     READY = "ready"
     NOT_READY = "not_ready"
+
+
+class TrafficSlot(StrEnum):
+    """A slot of a deployment's traffic table, as the events linked to it (a guardrail check, a log event)
+    name it; NONE for one that no slot served. The values are the stored form."""
+
+    NONE = ""
+    STABLE = "stable"
+    CANARY = "canary"
 
 
 class RolloutStrategy(StrEnum):
@@ -52,8 +63,6 @@ ACTIVE_STATES = frozenset(
         RolloutState.ROLLING_BACK,
     }
 )
-# The states whose next_step_time the driver watches.
-TIMED_STATES = frozenset({RolloutState.PROGRESSING, RolloutState.ROLLING_BACK})
 
 
 class RollbackMode(StrEnum):
@@ -160,6 +169,19 @@ class RolloutSpec:
     strategy: RolloutStrategy | None
     steps: tuple[Step, ...]
     reason: str = ""
+    # What conversion could not read (a step without its end, a bad duration), reported with the other
+    # violations.
+    refused: tuple[FieldViolation, ...] = ()
+
+
+@dataclass(frozen=True)
+class RollbackSpec:
+    """How RollbackRollout returns the traffic: the mode (None: not given), a STEPPED rollback's interval."""
+
+    mode: RollbackMode | None
+    interval: float | None
+    # What conversion could not read (a bad step_interval), reported with the other violations.
+    refused: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
@@ -31,7 +30,7 @@ from modelplane.server.deployments.domain import (
     Page,
     Plan,
     PlannedStage,
-    RollbackMode,
+    RollbackSpec,
     Rollout,
     RolloutResult,
     RolloutSpec,
@@ -46,7 +45,6 @@ from modelplane.server.deployments.domain import (
 )
 from modelplane.server.deployments.traffic import RoutingTable
 from modelplane.server.errors import (
-    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -57,46 +55,43 @@ from modelplane.server.errors import (
 from modelplane.server.registry.domain import version_name
 from modelplane.server.registry.service import RegistryService
 from modelplane.server.store import changes
-from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
+from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-UPDATE_MASK = frozenset({"description", "labels", "traffic.stable.endpoints"})
 DRIVER_WRITE = WriteRequest(actor=DRIVER_ACTOR, method="RolloutDriver/Advance")
-
-
-def new_etag() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 def _deployment_not_found(deployment_id: str) -> NotFound:
     name = deployment_name(deployment_id)
     return NotFound(
-        f"deployment {name} does not exist", reason="DEPLOYMENT_NOT_FOUND", metadata={"resource": name}
+        f"deployment {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_DEPLOYMENT_NOT_FOUND,
+        metadata={"resource": name},
     )
 
 
 def _rollout_not_found(deployment_id: str, number: int) -> NotFound:
     name = rollout_name(deployment_id, number)
-    return NotFound(f"rollout {name} does not exist", reason="ROLLOUT_NOT_FOUND", metadata={"resource": name})
+    return NotFound(
+        f"rollout {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_ROLLOUT_NOT_FOUND,
+        metadata={"resource": name},
+    )
 
 
 def _version_not_found(version: str) -> NotFound:
     return NotFound(
-        f"version {version} does not exist", reason="MODEL_VERSION_NOT_FOUND", metadata={"resource": version}
-    )
-
-
-def _etag_mismatch(resource: str, current: str) -> Aborted:
-    return Aborted(
-        f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
-        metadata={"resource": resource, "current_etag": current},
+        f"version {version} does not exist",
+        reason=ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND,
+        metadata={"resource": version},
     )
 
 
@@ -134,20 +129,11 @@ class DeploymentService:
     async def _write(
         self, write: WriteRequest, result_type: type[T] | None, body: Callable[[Mutation], Awaitable[T]]
     ) -> T:
-        """Runs body in one write transaction, at most once per request id."""
-        field_rules.check_request_id(write.request_id)
-        async with mutation(self._db, write) as m:
-            replayed = await m.replay()
-            if replayed is not None:
-                if result_type is None or replayed.result is None:
-                    return None  # type: ignore[return-value]
-                return from_json(result_type, replayed.result)
-            result = await body(m)
-            await m.remember(None if result is None else to_json(result))
-        if m.taken_revision is not None:
-            self._routes.written(m.taken_revision)
-            self._registry.written(m.taken_revision)
-        return result
+        return await write_once(self._db, write, body, result_type=result_type, committed=self._written)
+
+    def _written(self, revision: int) -> None:
+        self._routes.written(revision)
+        self._registry.written(revision)
 
     async def _locked(self, m: Mutation, deployment_id: str) -> Deployment:
         found = await store.get_deployment(m.conn, deployment_id, for_update=True)
@@ -214,12 +200,12 @@ class DeploymentService:
             raise AlreadyExists(
                 f"{deployment_name(other)} already serves environment {d.environment!r}"
                 f" of models/{d.model_id}",
-                reason="DEPLOYMENT_ALREADY_EXISTS",
+                reason=ErrorReason.ERROR_REASON_DEPLOYMENT_ALREADY_EXISTS,
                 metadata={"resource": deployment_name(other)},
             )
         raise AlreadyExists(
             f"deployment {d.name} already exists; choose another deployment_id",
-            reason="DEPLOYMENT_ALREADY_EXISTS",
+            reason=ErrorReason.ERROR_REASON_DEPLOYMENT_ALREADY_EXISTS,
             metadata={"resource": d.name},
         )
 
@@ -230,7 +216,7 @@ class DeploymentService:
             if not await store.model_exists(m.conn, model_id):
                 raise NotFound(
                     f"model models/{model_id} does not exist",
-                    reason="MODEL_NOT_FOUND",
+                    reason=ErrorReason.ERROR_REASON_MODEL_NOT_FOUND,
                     metadata={"resource": f"models/{model_id}"},
                 )
             raise _version_not_found(version_name(model_id, number))
@@ -249,7 +235,7 @@ class DeploymentService:
             raise FailedPrecondition(
                 f"{rollout.target_version} was ARCHIVED during {rollout.name}; it cannot become stable."
                 " Roll the rollout back, or restore the version's state",
-                reason="VERSION_ARCHIVED",
+                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
                 metadata={"resource": rollout.target_version},
             )
         await self._registry.move_alias_in(
@@ -261,7 +247,7 @@ class DeploymentService:
     async def create_deployment(
         self, deployment_id: str, fields: DeploymentFields, write: WriteRequest
     ) -> Deployment:
-        model_id, number = validation.check_deployment(deployment_id, fields)
+        model_id, number = validation.check_deployment(deployment_id, fields, write.request_id)
 
         async def body(m: Mutation) -> Deployment:
             await self._check_version(m, model_id, number, "deployment.traffic.stable.model_version")
@@ -300,10 +286,11 @@ class DeploymentService:
         return found
 
     async def list_deployments(self, *, page_size: int, page_token: str, model: str) -> Page[Deployment]:
-        model_id = validation.parse_model_filter(model)
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        model_id = v.collect(lambda: validation.parse_model_filter(model), "")
         fingerprint = pagination.query_fingerprint("ListDeployments", model)
-        after = pagination.decode_page_token(page_token, fingerprint, (str,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (str,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             rows = await store.list_deployments(
                 conn, model_id=model_id, after=str(after[0]) if after else "", limit=limit + 1
@@ -314,14 +301,12 @@ class DeploymentService:
     async def update_deployment(
         self, name: str, fields: DeploymentFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Deployment:
-        deployment_id = validation.parse_deployment(name, "deployment.name")
-        paths = field_rules.check_mask(paths, UPDATE_MASK)
-        validation.check_update(fields, paths)
+        deployment_id, paths = validation.check_update(name, fields, paths, write.request_id)
 
         async def body(m: Mutation) -> Deployment:
             current = await self._locked(m, deployment_id)
             if etag and etag != current.etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             now = await store.db_now(m.conn)
             table = current.traffic
             if "traffic.stable.endpoints" in paths:
@@ -349,17 +334,19 @@ class DeploymentService:
         return await self._write(write, Deployment, body)
 
     async def delete_deployment(self, name: str, etag: str, write: WriteRequest) -> None:
-        deployment_id = validation.parse_deployment(name, "name")
+        deployment_id = field_rules.parse_with_request_id(
+            lambda: validation.parse_deployment(name, "name"), write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await self._locked(m, deployment_id)
             if etag and etag != current.etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             if current.active_rollout is not None:
                 active = rollout_name(deployment_id, current.active_rollout)
                 raise FailedPrecondition(
                     f"{current.name} has an active rollout, {active}; finish, roll back or abort it first",
-                    reason="ROLLOUT_IN_PROGRESS",
+                    reason=ErrorReason.ERROR_REASON_ROLLOUT_IN_PROGRESS,
                     metadata={"resource": current.name, "active_rollout": active},
                 )
             await store.delete_deployment(m.conn, deployment_id)
@@ -377,7 +364,7 @@ class DeploymentService:
             active = rollout_name(deployment.id, deployment.active_rollout)
             raise FailedPrecondition(
                 f"{deployment.name} already has an active rollout, {active}; one at a time",
-                reason="ROLLOUT_IN_PROGRESS",
+                reason=ErrorReason.ERROR_REASON_ROLLOUT_IN_PROGRESS,
                 metadata={"resource": deployment.name, "active_rollout": active},
             )
         assert spec.strategy is not None
@@ -406,12 +393,32 @@ class DeploymentService:
             etag="",
         )
 
+    async def _check_rollout_request(self, parent: str, spec: RolloutSpec, request_id: str) -> str:
+        """The deployment's id, or INVALID_ARGUMENT naming every bad field of a StartRollout / PlanRollout
+        request; with other bad fields, a target of another model than the deployment's is named too."""
+        v, deployment_id = validation.check_rollout_request(parent, spec, request_id)
+        if v.items and deployment_id:
+            async with self._db.connection() as conn:
+                current = await store.get_deployment(conn, deployment_id)
+            if current is not None:
+                validation.rollout_target(v, spec, current.model_id)
+        v.raise_if_any()
+        return deployment_id
+
+    @staticmethod
+    def _rollout_target(spec: RolloutSpec, model_id: str) -> int:
+        v = field_rules.Violations()
+        target = validation.rollout_target(v, spec, model_id)
+        v.raise_if_any()
+        assert target is not None
+        return target
+
     async def start_rollout(self, parent: str, spec: RolloutSpec, write: WriteRequest) -> RolloutResult:
-        deployment_id = validation.parse_deployment(parent, "parent")
+        deployment_id = await self._check_rollout_request(parent, spec, write.request_id)
 
         async def body(m: Mutation) -> RolloutResult:
             current = await self._locked(m, deployment_id)
-            target = validation.check_rollout(spec, current.model_id)
+            target = self._rollout_target(spec, current.model_id)
             await self._check_version(m, current.model_id, target, "rollout.target_version")
             number = await store.take_rollout_number(m.conn, deployment_id)
             pending = await self._pending(m, current, spec, number)
@@ -431,12 +438,12 @@ class DeploymentService:
         return RolloutResult(rollout, deployment)
 
     async def plan_rollout(self, parent: str, spec: RolloutSpec) -> Plan:
-        deployment_id = validation.parse_deployment(parent, "parent")
+        deployment_id = await self._check_rollout_request(parent, spec, "")
         async with self._db.transaction() as conn:
             current = await store.get_deployment(conn, deployment_id)
             if current is None:
                 raise _deployment_not_found(deployment_id)
-            target = validation.check_rollout(spec, current.model_id)
+            target = self._rollout_target(spec, current.model_id)
             state = await store.lock_version_state(conn, current.model_id, target)
             now = await store.db_now(conn)
         if state is None:
@@ -459,10 +466,11 @@ class DeploymentService:
         return found
 
     async def list_rollouts(self, parent: str, page_size: int, page_token: str) -> Page[Rollout]:
-        deployment_id = validation.parse_deployment(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        deployment_id = v.collect(lambda: validation.parse_deployment(parent, "parent"), "")
         fingerprint = pagination.query_fingerprint("ListRollouts", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (int,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_deployment(conn, deployment_id) is None:
                 raise _deployment_not_found(deployment_id)
@@ -481,9 +489,9 @@ class DeploymentService:
         reason: str,
         write: WriteRequest,
         event: Callable[[Rollout, TrafficTable, datetime], machine.Outcome],
+        rollback: RollbackSpec | None = None,
     ) -> RolloutResult:
-        deployment_id, number = validation.parse_rollout(name, "name")
-        validation.check_reason(reason)
+        deployment_id, number = validation.check_control(name, reason, write.request_id, rollback)
 
         async def body(m: Mutation) -> RolloutResult:
             current = await store.get_deployment(m.conn, deployment_id, for_update=True)
@@ -491,7 +499,7 @@ class DeploymentService:
             if current is None or rollout is None:
                 raise _rollout_not_found(deployment_id, number)
             if etag and etag != rollout.etag:
-                raise _etag_mismatch(rollout.name, rollout.etag)
+                raise etag_mismatch(rollout.name, rollout.etag)
             now = await store.db_now(m.conn)
             return await self._apply(m, current, event(rollout, current.traffic, now), now)
 
@@ -519,23 +527,13 @@ class DeploymentService:
         )
 
     async def rollback_rollout(
-        self,
-        name: str,
-        mode: RollbackMode | None,
-        interval: float | None,
-        reason: str,
-        etag: str,
-        write: WriteRequest,
+        self, name: str, spec: RollbackSpec, reason: str, etag: str, write: WriteRequest
     ) -> RolloutResult:
-        validation.check_rollback(mode, interval)
-        assert mode is not None
-        return await self._control(
-            name,
-            etag,
-            reason,
-            write,
-            lambda r, t, now: machine.rollback(r, t, mode=mode, interval=interval, reason=reason, now=now),
-        )
+        def event(r: Rollout, t: TrafficTable, now: datetime) -> machine.Outcome:
+            assert spec.mode is not None  # check_control refused a missing mode
+            return machine.rollback(r, t, mode=spec.mode, interval=spec.interval, reason=reason, now=now)
+
+        return await self._control(name, etag, reason, write, event, spec)
 
     async def abort_rollout(self, name: str, reason: str, etag: str, write: WriteRequest) -> RolloutResult:
         return await self._control(
@@ -547,10 +545,7 @@ class DeploymentService:
     async def report_health(
         self, deployment: str, address: str, ready: bool, write: WriteRequest
     ) -> HealthResult:
-        deployment_id = validation.parse_deployment(deployment, "deployment")
-        v = field_rules.Violations()
-        validation.check_address(v, "address", address)
-        v.raise_if_any()
+        deployment_id = validation.check_report_health(deployment, address, write.request_id)
         health = EndpointHealth.READY if ready else EndpointHealth.NOT_READY
 
         async def body(m: Mutation) -> HealthResult:
@@ -590,17 +585,18 @@ class DeploymentService:
             raise ResourceExhausted(
                 f"{name} already keeps {kept} health reports for addresses no slot lists; report for an"
                 " address of the deployment or of its rollout, or wait: such reports are kept for a day",
-                reason="TOO_MANY_UNLISTED_ENDPOINTS",
+                reason=ErrorReason.ERROR_REASON_TOO_MANY_UNLISTED_ENDPOINTS,
                 metadata={"resource": name, "limit": str(validation.MAX_UNLISTED_HEALTH_REPORTS)},
             )
 
     # ---- history
 
     async def list_history(self, parent: str, page_size: int, page_token: str) -> Page[HistoryRecord]:
-        deployment_id = validation.parse_deployment(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        deployment_id = v.collect(lambda: validation.parse_deployment(parent, "parent"), "")
         fingerprint = pagination.query_fingerprint("ListDeploymentHistory", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (int,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_deployment(conn, deployment_id) is None:
                 raise _deployment_not_found(deployment_id)
@@ -613,11 +609,7 @@ class DeploymentService:
     # ---- routing
 
     async def resolve_route(self, deployment: str, routing_key: str) -> Route:
-        deployment_id = validation.parse_deployment(deployment, "deployment")
-        if len(routing_key) > validation.MAX_ROUTING_KEY:
-            raise InvalidArgument.field(
-                "routing_key", f"must be at most {validation.MAX_ROUTING_KEY} characters"
-            )
+        deployment_id = validation.check_resolve_route(deployment, routing_key)
 
         async def load() -> tuple[_Routes, int] | None:
             async with self._db.connection() as conn:
@@ -632,7 +624,7 @@ class DeploymentService:
             name = deployment_name(deployment_id)
             raise FailedPrecondition(
                 f"{name} has no endpoint that is not NOT_READY in any slot with traffic",
-                reason="NO_READY_ENDPOINT",
+                reason=ErrorReason.ERROR_REASON_NO_READY_ENDPOINT,
                 metadata={"resource": name},
             )
         slot, endpoint, version = choice
@@ -645,7 +637,10 @@ class DeploymentService:
     ) -> AsyncIterator[DeploymentChange | changes.ProgressMark]:
         """With start_revision 0 the deployment now, then each change after it; otherwise each change from
         start_revision on (inclusive); progress marks when idle."""
-        deployment_id = validation.parse_deployment(deployment, "deployment")
+        v = field_rules.Violations()
+        deployment_id = v.collect(lambda: validation.parse_deployment(deployment, "deployment"), "")
+        changes.check_start_revision(start_revision, v)
+        v.raise_if_any()
         name = deployment_name(deployment_id)
         if start_revision == 0:
             async with self._db.connection() as conn:

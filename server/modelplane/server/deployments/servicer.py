@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import grpc
 
 from modelplane.server.deployments import convert
-from modelplane.server.deployments.convert import write_request
 from modelplane.server.deployments.domain import RolloutResult
 from modelplane.server.deployments.service import DeploymentService
+from modelplane.server.write_request import write_request
 from modelplane.v1 import deployments_pb2 as pb
 from modelplane.v1 import deployments_pb2_grpc
 
@@ -132,8 +132,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     ) -> pb.RollbackRolloutResponse:
         result = await self._service.rollback_rollout(
             request.name,
-            convert.rollback_mode(request.mode),
-            convert.step_interval(request),
+            convert.rollback_spec(request),
             request.reason,
             request.etag,
             write_request(request, "RollbackRollout"),

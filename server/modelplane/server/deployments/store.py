@@ -15,7 +15,6 @@ from typing import Any
 import asyncpg
 
 from modelplane.server.deployments.domain import (
-    ACTIVE_STATES,
     Deployment,
     EndpointHealth,
     HistoryEntry,
@@ -32,7 +31,6 @@ _COLUMNS = (
     "d.id, d.model_id, d.environment, d.description, d.labels, d.traffic, d.active_rollout, d.revision,"
     " d.create_time, d.update_time, d.etag"
 )
-_ACTIVE = [state.value for state in ACTIVE_STATES]
 
 
 def _json(value: Any) -> Any:
@@ -315,13 +313,6 @@ async def list_history(
         )
         for r in rows
     ]
-
-
-async def active_rollout_state(conn: Connection, deployment_id: str) -> str | None:
-    value = await conn.fetchval(
-        "SELECT state FROM rollouts WHERE deployment_id = $1 AND state = ANY($2)", deployment_id, _ACTIVE
-    )
-    return None if value is None else str(value)
 
 
 async def db_now(conn: Connection) -> Any:

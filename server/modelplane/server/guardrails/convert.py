@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import duration_pb2
 
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.guardrails.domain import (
     DEFAULT_TIME_BUDGET_MS,
@@ -20,8 +21,11 @@ from modelplane.server.guardrails.domain import (
     Links,
     Policy,
     PolicyFields,
+    StreamChunk,
+    StreamEnd,
+    StreamEvent,
     StreamProgress,
-    TrafficSlot,
+    StreamStart,
     Verdict,
     ViolationGroup,
     ViolationRecord,
@@ -40,8 +44,7 @@ from modelplane.server.guardrails.engine import (
     RuleSpec,
     Severity,
 )
-from modelplane.server.guardrails.service import StreamChunk, StreamEnd, StreamEvent, StreamStart
-from modelplane.server.proto_time import datetime_from, timestamp
+from modelplane.server.proto_time import datetime_from, duration_valid, timestamp
 from modelplane.v1 import common_pb2
 from modelplane.v1 import guardrails_pb2 as pb
 
@@ -88,6 +91,9 @@ _DECISION_CHOICES = "ALLOW, REDACT or BLOCK"
 
 
 def _millis(value: duration_pb2.Duration, path: str, found: list[FieldViolation]) -> int:
+    if not duration_valid(value):
+        found.append(FieldViolation(path, "is not a valid Duration: nanos must be 0 to 999,999,999"))
+        return 0
     if value.seconds < 0 or value.nanos < 0 or value.nanos % 1_000_000:
         found.append(FieldViolation(path, "must be a positive whole number of milliseconds"))
         return 0
@@ -186,6 +192,7 @@ def policy_fields(policy: pb.Policy, prefix: str, paths: frozenset[str] | None =
         default_fallback=policy.default_fallback,
         fail_mode=fail_mode,
         time_budget_ms=budget,
+        excerpt_context_chars=policy.excerpt_context_chars,
     )
 
 
@@ -224,6 +231,7 @@ def policy_to_proto(policy: Policy) -> pb.Policy:
         default_fallback=fields.default_fallback,
         fail_mode=_FAIL_MODE_TO_PROTO[fields.fail_mode],
         revision=policy.revision,
+        excerpt_context_chars=fields.excerpt_context_chars,
         create_time=timestamp(policy.create_time),
         update_time=timestamp(policy.update_time),
         etag=policy.etag,
@@ -285,6 +293,8 @@ def verdict_to_proto(verdict: Verdict) -> pb.CheckVerdict:
         fail_mode=_FAIL_MODE_TO_PROTO[verdict.fail_mode],
         check_id=verdict.check_id,
         final=verdict.final,
+        omitted_violations=dict(verdict.omitted),
+        redaction_too_large=verdict.redaction_too_large,
     )
 
 
@@ -321,7 +331,8 @@ async def stream_events(requests: AsyncIterator[pb.CheckStreamRequest]) -> Async
 # ---- records
 
 
-def record_to_proto(record: ViolationRecord) -> pb.ViolationRecord:
+def record_to_proto(record: ViolationRecord, show_hash: bool) -> pb.ViolationRecord:
+    """A stored violation; its matched_hash only when `show_hash` (an admin or operator asks)."""
     return pb.ViolationRecord(
         name=record.name,
         check_id=record.check_id,
@@ -343,7 +354,7 @@ def record_to_proto(record: ViolationRecord) -> pb.ViolationRecord:
         ),
         span=pb.TextSpan(start=record.start, end=record.end),
         excerpt=record.excerpt,
-        matched_hash=record.matched_hash.hex(),
+        matched_hash=record.matched_hash.hex() if show_hash else "",
         create_time=timestamp(record.create_time),
     )
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.guardrails.engine import (
     DEFAULT_DECISIONS,
     BannedTerms,
@@ -41,14 +42,6 @@ class FailMode(StrEnum):
 
     OPEN = "open"
     CLOSED = "closed"
-
-
-class TrafficSlot(StrEnum):
-    """The slot of a deployment that served the checked text; the values are the stored form."""
-
-    NONE = ""
-    STABLE = "stable"
-    CANARY = "canary"
 
 
 def stored(value: Severity | Decision) -> str:
@@ -87,6 +80,8 @@ class PolicyFields:
     default_fallback: str = ""
     # 0 means DEFAULT_TIME_BUDGET_MS.
     time_budget_ms: int = 0
+    # Characters of text an excerpt shows on each side of its match; 0: the masked match alone.
+    excerpt_context_chars: int = 0
 
     @property
     def effective_time_budget_ms(self) -> int:
@@ -149,6 +144,14 @@ class Verdict:
     unchecked: bool = False
     check_id: str = ""
     final: bool = True
+    # Rule id -> matches found but not listed in `violations` (nor stored).
+    omitted: Mapping[str, int] = field(default_factory=dict)
+    redaction_too_large: bool = False
+
+    @property
+    def violation_count(self) -> int:
+        """Every violation found, listed or not."""
+        return len(self.violations) + sum(self.omitted.values())
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,29 @@ class StreamProgress:
 
     violations: tuple[FoundViolation, ...]
     received_chars: int
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    policy: str
+    policy_revision: int
+    links: Links
+    # The stream's own request id: a repeat of the stream stores no second record.
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    pass
+
+
+# What a CheckStream caller sends, in order: one start, chunks, one end.
+StreamEvent = StreamStart | StreamChunk | StreamEnd
 
 
 @dataclass(frozen=True)
@@ -297,6 +323,7 @@ def fields_to_json(fields: PolicyFields) -> dict[str, Any]:
         "default_fallback": fields.default_fallback,
         "fail_mode": fields.fail_mode.value,
         "time_budget_ms": fields.time_budget_ms,
+        "excerpt_context_chars": fields.excerpt_context_chars,
     }
 
 
@@ -320,6 +347,8 @@ def fields_from_json(data: Mapping[str, Any]) -> PolicyFields:
         default_fallback=data["default_fallback"],
         fail_mode=FailMode(data["fail_mode"]),
         time_budget_ms=int(data["time_budget_ms"]),
+        # Revisions stored before excerpts had a choice of context show none now.
+        excerpt_context_chars=int(data.get("excerpt_context_chars", 0)),
     )
 
 

@@ -1,27 +1,23 @@
-"""The guardrails monitor's rules: compiling policies, immutable revisions, checks and their records.
+"""The guardrails monitor's use cases: policies with immutable revisions, checks, and reads of their records.
 
-A policy is compiled by the engine before it is stored, so a stored revision always compiles; compiled
-policies are kept per (policy, revision) in this process, and revisions never change, so a check never
-recompiles one that is in the cache. Checks that find something are recorded in one transaction (spans,
-masked excerpts, keyed hashes, never the text); checks that find nothing are only counted, in batches.
+Compiling and caching revisions is compiled.py's job, running checks within their budget budget.py's,
+turning results into verdicts verdicts.py's, writing records records.py's and counting clean checks
+counts.py's; this module ties them to the requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import functools
 import logging
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from modelplane.server import field_rules, pagination
-from modelplane.server.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from modelplane.server.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from modelplane.server.filters import (
     FilterSchema,
     enum_field,
@@ -31,51 +27,48 @@ from modelplane.server.filters import (
     timestamp_field,
 )
 from modelplane.server.guardrails import store, validation
+from modelplane.server.guardrails.budget import CheckThreads
+from modelplane.server.guardrails.compiled import MAX_COMPILED, CompiledCache, compile_fields
+from modelplane.server.guardrails.counts import COUNT_FLUSH_INTERVAL, CleanCounts
 from modelplane.server.guardrails.domain import (
     POLICY_PREFIX,
     AggregateQuery,
-    FailMode,
-    FoundViolation,
     Links,
     Page,
     Policy,
     PolicyFields,
+    StreamEnd,
+    StreamEvent,
     StreamProgress,
+    StreamStart,
     Verdict,
     ViolationGroup,
     ViolationRecord,
     policy_from_json,
     policy_name,
     policy_to_json,
-    stored,
 )
 from modelplane.server.guardrails.engine import (
     CheckResult,
+    CheckTimeout,
     CompiledPolicy,
     Decision,
     Severity,
     StreamCheck,
-    compile_policy,
 )
-from modelplane.server.guardrails.engine import Violation as EngineViolation
+from modelplane.server.guardrails.records import CheckRecorder
+from modelplane.server.guardrails.verdicts import early_block, found, unchecked_verdict, verdict_of
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
-from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
+from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.watch import ChangeFeed
-from modelplane.server.tasks import cancel_and_wait
+from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# Texts longer than this are checked on a worker thread, so the event loop keeps serving other calls.
-OFFLOAD_CHARS = 16 * 1024
-# Compiled policies kept in this process, least recently used first out.
-MAX_COMPILED = 256
-# Seconds between writes of the clean-check counts.
-COUNT_FLUSH_INTERVAL = 1.0
-INVALID_RULE = "INVALID_RULE"
-FALLBACK_BREAKS_POLICY = "FALLBACK_BREAKS_POLICY"
 _UPDATE_ATTEMPTS = 5
 
 _SEVERITIES = {s.name: s.name.lower() for s in Severity}
@@ -118,29 +111,21 @@ VIOLATION_ORDER = OrderSchema(
 )
 
 
-def new_etag() -> str:
-    return uuid.uuid4().hex[:16]
-
-
 def _policy_not_found(policy_id: str) -> NotFound:
     name = policy_name(policy_id)
-    return NotFound(f"policy {name} does not exist", reason="POLICY_NOT_FOUND", metadata={"resource": name})
+    return NotFound(
+        f"policy {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_POLICY_NOT_FOUND,
+        metadata={"resource": name},
+    )
 
 
 def _revision_not_found(policy_id: str, revision: int) -> NotFound:
     name = policy_name(policy_id)
     return NotFound(
         f"policy {name} has no revision {revision}",
-        reason="POLICY_REVISION_NOT_FOUND",
+        reason=ErrorReason.ERROR_REASON_POLICY_REVISION_NOT_FOUND,
         metadata={"resource": name, "revision": str(revision)},
-    )
-
-
-def _etag_mismatch(resource: str, current: str) -> Aborted:
-    return Aborted(
-        f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
-        metadata={"resource": resource, "current_etag": current},
     )
 
 
@@ -158,105 +143,6 @@ def merge_fields(current: PolicyFields, given: PolicyFields, paths: frozenset[st
     return replace(current, **changes)  # type: ignore[arg-type]
 
 
-def compile_fields(fields: PolicyFields, prefix: str) -> CompiledPolicy:
-    """Compiles a policy's rules, and refuses fallback content that would itself be redacted or blocked."""
-    try:
-        compiled = compile_policy(fields.rules, fields.decisions, path=f"{prefix}.rules")
-    except InvalidArgument as exc:
-        raise InvalidArgument(exc.violations, reason=INVALID_RULE) from None
-    broken: list[tuple[str, str]] = []
-    contents = [(f"{prefix}.fallback_content[{k!r}]", v) for k, v in sorted(fields.fallback_content.items())]
-    if fields.default_fallback:
-        contents.append((f"{prefix}.default_fallback", fields.default_fallback))
-    for path, content in contents:
-        result = compiled.check(content)
-        if result.decision is not Decision.ALLOW:
-            rules = ", ".join(
-                sorted({v.rule_id for v in result.violations if v.decision is not Decision.ALLOW})
-            )
-            broken.append(
-                (path, f"would itself be {result.decision.name} by rule(s) {rules}; change the text")
-            )
-    if broken:
-        raise InvalidArgument(
-            [FieldViolation(path, message) for path, message in broken],
-            reason=FALLBACK_BREAKS_POLICY,
-        )
-    return compiled
-
-
-def _found(v: EngineViolation) -> FoundViolation:
-    return FoundViolation(
-        rule_id=v.rule_id,
-        severity=v.severity,
-        category=v.category,
-        decision=v.decision,
-        start=v.start,
-        end=v.end,
-        excerpt=v.excerpt,
-    )
-
-
-def fallback_for(fields: PolicyFields, violations: tuple[FoundViolation, ...]) -> str:
-    """The fallback of the category of the highest-severity blocking violation (the first on a tie)."""
-    blocking = [v for v in violations if v.decision is Decision.BLOCK]
-    if not blocking:
-        return fields.default_fallback
-    strictest = max(blocking, key=lambda v: v.severity)
-    return fields.fallback_content.get(strictest.category, fields.default_fallback)
-
-
-def verdict_of(policy: Policy, result: CheckResult) -> Verdict:
-    violations = tuple(_found(v) for v in result.violations)
-    return Verdict(
-        policy_id=policy.id,
-        policy_revision=policy.revision,
-        decision=result.decision,
-        violations=violations,
-        highest_severity=result.highest_severity,
-        fail_mode=policy.fields.fail_mode,
-        redacted_text=(result.redacted_text or "") if result.decision is Decision.REDACT else "",
-        fallback_content=fallback_for(policy.fields, violations) if result.decision is Decision.BLOCK else "",
-    )
-
-
-def unchecked_verdict(policy: Policy) -> Verdict:
-    """What the fail mode answers when a check ran out of its time budget."""
-    closed = policy.fields.fail_mode is FailMode.CLOSED
-    return Verdict(
-        policy_id=policy.id,
-        policy_revision=policy.revision,
-        decision=Decision.BLOCK if closed else Decision.ALLOW,
-        violations=(),
-        highest_severity=None,
-        fail_mode=policy.fields.fail_mode,
-        fallback_content=policy.fields.default_fallback if closed else "",
-        unchecked=True,
-    )
-
-
-@dataclass(frozen=True)
-class StreamStart:
-    policy: str
-    policy_revision: int
-    links: Links
-    # The stream's own request id: a repeat of the stream stores no second record.
-    request_id: str = ""
-
-
-@dataclass(frozen=True)
-class StreamChunk:
-    text: str
-
-
-@dataclass(frozen=True)
-class StreamEnd:
-    pass
-
-
-StreamEvent = StreamStart | StreamChunk | StreamEnd
-
-
 class GuardrailService:
     """The guardrails monitor's use cases, independent of gRPC and of SQL."""
 
@@ -265,53 +151,40 @@ class GuardrailService:
         database: Database,
         feed: ChangeFeed,
         *,
-        offload_chars: int = OFFLOAD_CHARS,
         max_compiled: int = MAX_COMPILED,
         count_flush_interval: float = COUNT_FLUSH_INTERVAL,
     ) -> None:
         self._db = database
-        self._offload_chars = offload_chars
-        self._max_compiled = max_compiled
-        self._count_flush_interval = count_flush_interval
+        self._threads = CheckThreads()
         self._heads: ReadCache[store.PolicyHead] = ReadCache(feed)
-        self._compiled: OrderedDict[tuple[str, int], tuple[Policy, CompiledPolicy]] = OrderedDict()
-        self._hash_key: bytes | None = None
-        self._clean_counts: dict[store.CountKey, int] = {}
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_lock = asyncio.Lock()
+        self._compiled = CompiledCache(max_compiled)
+        self._records = CheckRecorder(database)
+        self._counts = CleanCounts(database, count_flush_interval)
 
     # ---- writes
 
     async def _write(
         self, write: WriteRequest, body: Callable[[Mutation], Awaitable[Policy | None]]
     ) -> Policy | None:
-        """Runs body in one write transaction, at most once per request id."""
-        field_rules.check_request_id(write.request_id)
-        async with mutation(self._db, write) as m:
-            replayed = await m.replay()
-            if replayed is not None:
-                return None if replayed.result is None else policy_from_json(replayed.result)
-            result = await body(m)
-            await m.remember(None if result is None else policy_to_json(result))
-        if m.taken_revision is not None:
-            self._heads.written(m.taken_revision)
-        return result
+        return await write_once(
+            self._db,
+            write,
+            body,
+            result_type=None,
+            encode=policy_to_json,
+            decode=policy_from_json,
+            committed=self._heads.written,
+        )
 
     @staticmethod
-    async def _record_change(m: Mutation, kind: str, name: str, policy: Policy | None) -> None:
-        await m.record(
+    def _record_change(m: Mutation, kind: str, name: str, policy: Policy | None) -> None:
+        # A policy's rows never name the revision, so it is taken at COMMIT (see Mutation).
+        m.change(
             resource_type="policy",
             resource=name,
             kind=kind,
             snapshot=None if policy is None else policy_to_json(policy),
         )
-
-    def _keep_compiled(self, policy: Policy, compiled: CompiledPolicy) -> None:
-        key = (policy.id, policy.revision)
-        self._compiled[key] = (policy, compiled)
-        self._compiled.move_to_end(key)
-        while len(self._compiled) > self._max_compiled:
-            self._compiled.popitem(last=False)
 
     async def create_policy(self, policy_id: str, fields: PolicyFields, write: WriteRequest) -> Policy:
         validation.check_policy_id(policy_id, "policy_id")
@@ -324,15 +197,15 @@ class GuardrailService:
                 name = policy_name(policy_id)
                 raise AlreadyExists(
                     f"policy {name} already exists; choose another policy_id",
-                    reason="POLICY_ALREADY_EXISTS",
+                    reason=ErrorReason.ERROR_REASON_POLICY_ALREADY_EXISTS,
                     metadata={"resource": name},
                 )
-            await self._record_change(m, "created", created.name, created)
+            self._record_change(m, "created", created.name, created)
             return created
 
         policy = await self._write(write, body)
         assert policy is not None
-        self._keep_compiled(policy, compiled)
+        self._compiled.keep(policy, compiled)
         return policy
 
     async def get_policy(self, name: str, revision: int) -> Policy:
@@ -375,7 +248,7 @@ class GuardrailService:
             if current is None:
                 raise _policy_not_found(policy_id)
             if etag and etag != current.etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             fields = merge_fields(current.fields, given, paths)
             compiled = await asyncio.to_thread(compile_fields, fields, "policy")
             # The merge read `current`: the write must land on exactly that revision, or be redone.
@@ -389,23 +262,23 @@ class GuardrailService:
                 )
                 if updated is None:
                     return None
-                await self._record_change(m, "updated", updated.name, updated)
+                self._record_change(m, "updated", updated.name, updated)
                 return updated
 
             policy = await self._write(write, body)
             if policy is not None:
-                if (policy.id, policy.revision) not in self._compiled and policy.fields == fields:
-                    self._keep_compiled(policy, compiled)
+                if self._compiled.get(policy.id, policy.revision) is None and policy.fields == fields:
+                    self._compiled.keep(policy, compiled)
                 return policy
             if etag:
                 async with self._db.connection() as conn:
                     now = await store.get_policy(conn, policy_id)
                 if now is None:
                     raise _policy_not_found(policy_id)
-                raise _etag_mismatch(now.name, now.etag)
+                raise etag_mismatch(now.name, now.etag)
         raise Aborted(
             f"{policy_name(policy_id)} kept changing while it was being updated; retry",
-            reason="ETAG_MISMATCH",
+            reason=ErrorReason.ERROR_REASON_ETAG_MISMATCH,
             metadata={"resource": policy_name(policy_id)},
         )
 
@@ -418,9 +291,9 @@ class GuardrailService:
             if current is None or head is None:
                 raise _policy_not_found(policy_id)
             if etag and current.etag != etag:
-                raise _etag_mismatch(current.name, current.etag)
+                raise etag_mismatch(current.name, current.etag)
             await store.delete_policy(m.conn, policy_id)
-            await self._record_change(m, "deleted", current.name, None)
+            self._record_change(m, "deleted", current.name, None)
 
         await self._write(write, body)
 
@@ -457,44 +330,39 @@ class GuardrailService:
         wanted = revision or head.revision
         if not head.first_revision <= wanted <= head.revision:
             raise _revision_not_found(policy_id, wanted)
-        key = (policy_id, wanted)
-        cached = self._compiled.get(key)
+        cached = self._compiled.get(policy_id, wanted)
         if cached is not None:
-            self._compiled.move_to_end(key)
             return cached
         async with self._db.connection() as conn:
             policy = await store.get_policy(conn, policy_id, wanted)
         if policy is None:
             raise _revision_not_found(policy_id, wanted)
         # A stored revision compiled when it was written; this only rebuilds it in this process.
-        compiled = await asyncio.to_thread(compile_fields, policy.fields, "policy")
-        self._keep_compiled(policy, compiled)
+        compiled = await asyncio.to_thread(
+            functools.partial(compile_fields, policy.fields, "policy", check_fallbacks=False)
+        )
+        self._compiled.keep(policy, compiled)
         return policy, compiled
+
+    async def _in_budget(self, policy: Policy, work: Callable[[float], T], budget: float | None = None) -> T:
+        """work(deadline) on a check thread within the policy's time budget (or `budget` seconds)."""
+        return await self._threads.run(
+            work, policy.fields.effective_time_budget_ms / 1000 if budget is None else budget
+        )
 
     async def _run_check(
         self, policy: Policy, compiled: CompiledPolicy, text: str
     ) -> tuple[Verdict, CheckResult | None]:
-        """Checks a text; a long one on a worker thread, within the policy's time budget."""
-        if len(text) <= self._offload_chars:
-            # Short texts take far less than any budget; a thread hop would cost more than the check.
-            result = compiled.check(text)
-            return verdict_of(policy, result), result
-        budget = policy.fields.effective_time_budget_ms / 1000
-        started = time.perf_counter()
+        """Checks a text on a check thread, within the policy's time budget whatever the text's size."""
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(compiled.check, text), budget)
-            # The engine's scans may hold the GIL, so the loop can hear of the timeout only after the
-            # check ended: a check that took longer than its budget counts as out of it either way.
-            if time.perf_counter() - started > budget:
-                raise TimeoutError
-        except TimeoutError:
-            # The worker thread runs on to its end (texts are bounded); its result is not waited for.
+            result = await self._in_budget(policy, functools.partial(compiled.check, text))
+        except CheckTimeout:
             log.warning(
-                "a check of %d characters against %s revision %d ran out of its %.3f s budget",
+                "a check of %d characters against %s revision %d ran out of its %d ms budget",
                 len(text),
                 policy.name,
                 policy.revision,
-                budget,
+                policy.fields.effective_time_budget_ms,
             )
             return unchecked_verdict(policy), None
         return verdict_of(policy, result), result
@@ -524,7 +392,9 @@ class GuardrailService:
         validation.check_links(first.links, "start.links")
         field_rules.check_request_id(first.request_id)
         chosen, compiled = await self._policy_for_check(policy_id, first.policy_revision)
-        stream: StreamCheck = compiled.stream()
+        stream = StreamCheck(compiled)
+        # Early scanning of all the chunks together gets the policy's budget once; then chunks are only kept.
+        scan_left = chosen.fields.effective_time_budget_ms / 1000
         received = 0
         sent: set[tuple[str, int, int]] = set()
         early_sent = False
@@ -532,46 +402,43 @@ class GuardrailService:
             if isinstance(event, StreamStart):
                 raise InvalidArgument.field("start", "only the first message may be a start")
             if isinstance(event, StreamEnd):
-                if received > self._offload_chars:
-                    result = await asyncio.to_thread(stream.finish)
-                else:
-                    result = stream.finish()
-                yield await self._keep_record(
-                    chosen, verdict_of(chosen, result), result, first.links, first.request_id
-                )
+                verdict, result = await self._finish_stream(chosen, stream)
+                yield await self._keep_record(chosen, verdict, result, first.links, first.request_id)
                 return
             received += len(event.text)
             validation.check_text_size(received, "chunk")
-            if len(event.text) > self._offload_chars:
-                progress = await asyncio.to_thread(stream.feed, event.text)
+            region = stream.append(event.text)
+            if region is None:
+                progress = stream.progress()
             else:
-                progress = stream.feed(event.text)
+                started = time.perf_counter()
+                try:
+                    progress = await self._in_budget(
+                        chosen, functools.partial(stream.scan, *region), budget=scan_left
+                    )
+                except CheckTimeout:
+                    progress = stream.progress()
+                scan_left -= time.perf_counter() - started
+                if scan_left <= 0:
+                    # The final verdict still checks the whole text, within a budget of its own.
+                    stream.stop_scanning()
             new = [v for v in progress.violations_so_far if (v.rule_id, v.start, v.end) not in sent]
             if new:
                 sent.update((v.rule_id, v.start, v.end) for v in new)
-                yield StreamProgress(tuple(_found(v) for v in new), received)
+                yield StreamProgress(tuple(found(v) for v in new), received)
             if progress.certain_decision is Decision.BLOCK and not early_sent:
                 early_sent = True
-                violations = tuple(_found(v) for v in progress.violations_so_far)
-                yield Verdict(
-                    policy_id=chosen.id,
-                    policy_revision=chosen.revision,
-                    decision=Decision.BLOCK,
-                    violations=violations,
-                    highest_severity=max((v.severity for v in violations), default=None),
-                    fail_mode=chosen.fields.fail_mode,
-                    fallback_content=fallback_for(chosen.fields, violations),
-                    final=False,
-                )
+                yield early_block(chosen, tuple(found(v) for v in progress.violations_so_far))
         raise InvalidArgument.field("end", "the stream closed without an end message; no verdict was made")
 
-    # ---- records
+    async def _finish_stream(self, policy: Policy, stream: StreamCheck) -> tuple[Verdict, CheckResult | None]:
+        try:
+            result = await self._in_budget(policy, stream.finish)
+        except CheckTimeout:
+            return unchecked_verdict(policy), None
+        return verdict_of(policy, result), result
 
-    async def _key(self) -> bytes:
-        if self._hash_key is None:
-            async with self._db.connection() as conn:
-                self._hash_key = await store.hash_key(conn)
-        return self._hash_key
+    # ---- records
 
     async def _keep_record(
         self, policy: Policy, verdict: Verdict, result: CheckResult | None, links: Links, request_id: str
@@ -579,84 +446,18 @@ class GuardrailService:
         """Stores the records of a check that found something (once per request id); counts a clean one."""
         now = datetime.now(UTC)
         if not verdict.violations and not verdict.unchecked:
-            self._count_clean(policy, links, now)
+            self._counts.count(policy, links, now)
             return verdict
-        key = await self._key()
-        check_id = uuid.uuid4().hex
-        engine_violations = result.violations if result is not None else ()
-        rows = [
-            store.ViolationRow(
-                id=uuid.uuid4().hex,
-                rule_id=v.rule_id,
-                severity=stored(v.severity),
-                category=v.category,
-                decision=stored(v.decision),
-                start=v.start,
-                end=v.end,
-                excerpt=v.excerpt,
-                matched_hash=hmac.new(key, v.matched_text.encode(), hashlib.sha256).digest(),
-            )
-            for v in engine_violations
-        ]
-        check = store.CheckRow(
-            id=check_id,
-            policy_id=policy.id,
-            policy_revision=policy.revision,
-            decision=stored(verdict.decision),
-            highest_severity="" if verdict.highest_severity is None else stored(verdict.highest_severity),
-            violation_count=len(rows),
-            unchecked=verdict.unchecked,
-            links=links,
-            check_request_id=request_id,
-            create_time=now,
-        )
-        async with self._db.transaction() as conn:
-            kept = await store.insert_check(conn, check, rows)
-        return replace(verdict, check_id=check_id if kept else "")
-
-    def _count_clean(self, policy: Policy, links: Links, now: datetime) -> None:
-        key = store.CountKey(
-            bucket_time=now.replace(microsecond=0),
-            policy_id=policy.id,
-            policy_revision=policy.revision,
-            model_version=links.model_version,
-            deployment=links.deployment,
-            traffic_slot=links.traffic_slot.value,
-        )
-        self._clean_counts[key] = self._clean_counts.get(key, 0) + 1
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_periodically(), name="modelplane-check-counts")
-
-    async def _flush_periodically(self) -> None:
-        while self._clean_counts:
-            await asyncio.sleep(self._count_flush_interval)
-            try:
-                await self.flush_counts()
-            except Exception as exc:
-                # Postgres away: the counts stay in memory and go with the next flush.
-                log.warning("could not store check counts (%s: %s); retrying", type(exc).__name__, exc)
+        return await self._records.keep(policy, verdict, result, links, request_id, now)
 
     async def flush_counts(self) -> None:
         """Writes the counts of clean checks made in this process so far."""
-        async with self._flush_lock:
-            if not self._clean_counts:
-                return
-            counts, self._clean_counts = self._clean_counts, {}
-            try:
-                async with self._db.transaction() as conn:
-                    await store.add_check_counts(conn, counts)
-            except BaseException:
-                for key, n in counts.items():
-                    self._clean_counts[key] = self._clean_counts.get(key, 0) + n
-                raise
+        await self._counts.flush()
 
     async def close(self) -> None:
-        """Stops the periodic flush and writes what is left, if Postgres is there to take it."""
-        await cancel_and_wait(self._flusher)
-        try:
-            await self.flush_counts()
-        except Exception as exc:
-            log.warning("dropped the counts of %d clean checks (%s)", sum(self._clean_counts.values()), exc)
+        """Stops the check threads and the periodic flush, and writes the counts left."""
+        self._threads.close()
+        await self._counts.close()
 
     async def list_violations(
         self, *, page_size: int, page_token: str, filter_text: str

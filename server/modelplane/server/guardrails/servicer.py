@@ -6,13 +6,17 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from modelplane.server.context import caller
 from modelplane.server.guardrails import convert
 from modelplane.server.guardrails.service import GuardrailService
-from modelplane.server.registry.convert import write_request
+from modelplane.server.write_request import write_request
 from modelplane.v1 import guardrails_pb2 as pb
 from modelplane.v1 import guardrails_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
+# Who sees a violation's matched_hash: a server without auth (role None), admins and operators. Service
+# tokens send checks and readers read records; neither may compare a hash with a guess of their own.
+HASH_READERS = frozenset({None, "admin", "operator"})
 
 
 class GuardrailServicer(guardrails_pb2_grpc.GuardrailServiceServicer):
@@ -96,8 +100,10 @@ class GuardrailServicer(guardrails_pb2_grpc.GuardrailServiceServicer):
         page = await self._service.list_violations(
             page_size=request.page_size, page_token=request.page_token, filter_text=request.filter
         )
+        show_hash = caller().role in HASH_READERS
         return pb.ListViolationsResponse(
-            violations=[convert.record_to_proto(r) for r in page.items], next_page_token=page.next_page_token
+            violations=[convert.record_to_proto(r, show_hash) for r in page.items],
+            next_page_token=page.next_page_token,
         )
 
     async def AggregateViolations(

@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.guardrails.domain import (
     AggregateQuery,
     GroupBy,
     Links,
     Policy,
     PolicyFields,
-    TrafficSlot,
     ViolationGroup,
     ViolationRecord,
     decision_of,

@@ -11,7 +11,8 @@ import re
 from modelplane.server.errors import InvalidArgument, shown
 from modelplane.server.field_rules import MAX_REQUEST_ID, Violations, check_text
 from modelplane.server.guardrails.domain import MAX_TIME_BUDGET_MS, POLICY_PREFIX, Links, PolicyFields
-from modelplane.server.guardrails.engine import MAX_TEXT_CHARS, Severity
+from modelplane.server.guardrails.engine import MAX_EXCERPT_CONTEXT, MAX_TEXT_CHARS, Severity
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # A policy id: 1 to 63 lower-case letters, digits and "-", starting with a letter (like a model id).
 POLICY_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -24,7 +25,7 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 MAX_RULES = 1000
 MAX_FALLBACK_CHARS = 10_000
-TEXT_TOO_LARGE = "TEXT_TOO_LARGE"
+TEXT_TOO_LARGE = ErrorReason.ERROR_REASON_TEXT_TOO_LARGE
 
 POLICY_MASK = frozenset(
     {
@@ -36,6 +37,7 @@ POLICY_MASK = frozenset(
         "default_fallback",
         "fail_mode",
         "time_budget",
+        "excerpt_context_chars",
     }
 )
 
@@ -103,6 +105,11 @@ def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str]
         v.add(
             f"{prefix}.time_budget",
             f"must be from 0 (the default, 1 s) to {MAX_TIME_BUDGET_MS // 1000} s, in whole milliseconds",
+        )
+    if wanted("excerpt_context_chars") and not 0 <= fields.excerpt_context_chars <= MAX_EXCERPT_CONTEXT:
+        v.add(
+            f"{prefix}.excerpt_context_chars",
+            f"must be from 0 (excerpts show the masked match alone) to {MAX_EXCERPT_CONTEXT} characters",
         )
     v.raise_if_any()
 

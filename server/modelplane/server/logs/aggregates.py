@@ -26,6 +26,10 @@ from modelplane.server.errors import OutOfRange, shown
 from modelplane.server.field_rules import INT64_MAX, INT64_MIN
 from modelplane.server.logs.domain import EventKind, GroupBy, LogGroup, Money, TrafficSlot
 from modelplane.server.store.pool import Connection
+from modelplane.v1.error_reason_pb2 import ErrorReason
+
+# The most groups one call returns (one response carries them all); more is TOO_MANY_GROUPS.
+MAX_GROUPS = 20_000
 
 _GROUP_SQL: Mapping[GroupBy, str] = {
     GroupBy.SERVICE: "service",
@@ -60,9 +64,15 @@ _SETTINGS = "SET LOCAL enable_sort = off; SET LOCAL work_mem = '32MB'; SET LOCAL
 
 
 def aggregate_sql(
-    where: str, params: Sequence[object], group_by: Sequence[GroupBy], bucket_seconds: int, currency_code: str
+    where: str,
+    params: Sequence[object],
+    group_by: Sequence[GroupBy],
+    bucket_seconds: int,
+    currency_code: str,
+    limit: int,
 ) -> tuple[str, list[object]]:
-    """The aggregate query and its arguments; `where` and `params` are a compiled filter."""
+    """The aggregate query and its arguments; `where` and `params` are a compiled filter; at most `limit`
+    groups are returned."""
     args: list[object] = list(params)
     args.append(currency_code)
     currency = f"${len(args)}"
@@ -94,7 +104,7 @@ def aggregate_sql(
         # Without keys: one group over everything, and none at all when nothing matches.
         + (f" GROUP BY {names}" if group_by else " HAVING count(*) > 0")
         + f") SELECT {''.join(f'{group.value}, ' for group in group_by)}n, errors, latencies, pct,{checked}"
-        " checks, blocks FROM groups" + (f" ORDER BY {names}" if group_by else "")
+        " checks, blocks FROM groups" + (f" ORDER BY {names}" if group_by else "") + f" LIMIT {int(limit)}"
     )
     return sql, args
 
@@ -119,13 +129,14 @@ async def aggregate(
     group_by: Sequence[GroupBy],
     bucket_seconds: int,
     currency_code: str,
+    limit: int,
 ) -> list[LogGroup]:
     """Metrics of the events matching `where`, one LogGroup per group in the order of the group keys.
 
     Percentiles are exact: percentile_disc, the smallest stored latency whose cumulative share of the
     group's latencies reaches p. OutOfRange when a sum does not fit in an int64.
     """
-    sql, args = aggregate_sql(where, params, group_by, bucket_seconds, currency_code)
+    sql, args = aggregate_sql(where, params, group_by, bucket_seconds, currency_code, limit)
     async with conn.transaction(readonly=True):
         await conn.execute(_SETTINGS)
         rows = await conn.fetch(sql, *args)
@@ -138,7 +149,7 @@ async def aggregate(
                 raise OutOfRange(
                     f"the sum of {field} {_described(group_by, values)} is beyond the int64 range;"
                     " narrow the filter's time range or group more finely (by time bucket, say)",
-                    reason="SUM_OUT_OF_RANGE",
+                    reason=ErrorReason.ERROR_REASON_SUM_OUT_OF_RANGE,
                     metadata={"field": field},
                 )
         pct = values["pct"] or [None, None, None]

@@ -6,13 +6,13 @@ name in lower case without its prefix), so a value goes to and from the database
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
-from modelplane.server.guardrails.domain import TrafficSlot
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.guardrails.engine import Decision, Severity
 
 T = TypeVar("T")
@@ -21,8 +21,14 @@ __all__ = ["Decision", "Severity", "TrafficSlot"]
 
 # The most events in one batch (WriteLogEvents and each StreamLogEvents message).
 MAX_BATCH_EVENTS = 1000
-# The service name the control plane's own change events carry.
+# The most encoded bytes of events (or groups) in one response message: half the 4 MiB both sides accept,
+# leaving room for the rest of the message. One event is at most some 100 KB, so a page always fits one.
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+# The service name and the event-id prefix of the control plane's own change events (written by
+# log_control_plane_change in store/schema/0004_logs.sql, which test_logs_store holds to these): reserved
+# for the server, so no client event can pass for one.
 CONTROL_PLANE_SERVICE = "modelplane"
+CONTROL_PLANE_EVENT_ID_PREFIX = "revision-"
 
 
 class LogLevel(StrEnum):
@@ -171,54 +177,8 @@ class LogBatch:
     events: tuple[LogEvent, ...]
 
 
-# The stored columns of one event, in the order of an ingestion row (see RowBatch). A row's event_time
-# is in Postgres's form (store/pg_time.py), which the bulk pool's connections exchange.
-EVENT_COLUMNS = (
-    "event_time",
-    "event_id",
-    "service",
-    "instance",
-    "level",
-    "kind",
-    "message",
-    "model_version",
-    "deployment",
-    "traffic_slot",
-    "policy",
-    "policy_revision",
-    "trace_id",
-    "request_id",
-    "attributes",
-    "provider",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "reasoning_tokens",
-    "latency_us",
-    "cost_micros",
-    "cost_currency",
-    "cost_from_registry",
-    "status",
-    "rollout",
-    "endpoint",
-    "decision",
-    "violation_count",
-    "highest_severity",
-    "change_resource",
-    "change_action",
-    "change_actor",
-    "change_revision",
-    "is_error",
-)
-# Positions in an ingestion row that pricing reads and writes; the three cost columns are adjacent.
-ROW_EVENT_TIME = EVENT_COLUMNS.index("event_time")
-ROW_MODEL_VERSION = EVENT_COLUMNS.index("model_version")
-ROW_INPUT_TOKENS = EVENT_COLUMNS.index("input_tokens")
-ROW_OUTPUT_TOKENS = EVENT_COLUMNS.index("output_tokens")
-ROW_CACHED_INPUT_TOKENS = EVENT_COLUMNS.index("cached_input_tokens")
-ROW_REASONING_TOKENS = EVENT_COLUMNS.index("reasoning_tokens")
-ROW_COST = EVENT_COLUMNS.index("cost_micros")
-
+# An ingestion row: the values of columns.EVENT_COLUMNS, in order. Its event_time is in Postgres's form
+# (store/pg_time.py), which the bulk pool's connections exchange.
 Row: TypeAlias = tuple[object, ...]
 
 
@@ -315,7 +275,13 @@ class IngestionStats:
     last_batch_time: datetime | None
 
 
+def _last_page(_: int) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: tuple[T, ...]
     next_page_token: str
+    # The page token that goes on after items[i]: for a response that carries only items[: i + 1].
+    token_after: Callable[[int], str] = _last_page

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from modelplane.inference.pricing import Prices, cost_micros
-from modelplane.inference.providers import TokenUsage
-from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.pricing import Prices, TokenUsage, cost_micros
+from modelplane.server.errors import FieldViolation, InvalidArgument, OutOfRange
 from modelplane.server.filters import (
     FilterSchema,
     compile_filter,
@@ -24,8 +24,8 @@ from modelplane.server.filters import (
     timestamp_field,
 )
 from modelplane.server.logs import aggregates, store, validation
-from modelplane.server.logs.domain import (
-    MAX_BATCH_EVENTS,
+from modelplane.server.logs.columns import (
+    EVENT_ID,
     ROW_CACHED_INPUT_TOKENS,
     ROW_COST,
     ROW_EVENT_TIME,
@@ -33,6 +33,11 @@ from modelplane.server.logs.domain import (
     ROW_MODEL_VERSION,
     ROW_OUTPUT_TOKENS,
     ROW_REASONING_TOKENS,
+    domain_row,
+)
+from modelplane.server.logs.domain import (
+    MAX_BATCH_EVENTS,
+    MAX_RESPONSE_BYTES,
     AggregateQuery,
     EventKind,
     Inference,
@@ -46,10 +51,11 @@ from modelplane.server.logs.domain import (
     RowBatch,
     TrafficSlot,
 )
+from modelplane.server.logs.pipeline import CommitPipeline, End, InOrder, QueuedReader
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.pg_time import from_pg_micros, pg_micros
 from modelplane.server.store.pool import Database
-from modelplane.server.tasks import cancel_and_wait
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
 TAIL_BATCHES_PER_ROUND = 100
@@ -60,7 +66,6 @@ COMMITS_IN_FLIGHT = 2
 MAX_STATS_CLIENTS = 1000
 
 _VERSION_NAME = re.compile(r"models/([^/]+)/versions/([0-9]{1,18})")
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 LOG_FILTER = FilterSchema(
     [
@@ -167,7 +172,7 @@ class LogService:
             raise InvalidArgument.field(
                 f"{prefix}.events",
                 f"at most {MAX_BATCH_EVENTS} events a batch, got {len(batch.events)}; split the batch",
-                reason="BATCH_TOO_LARGE",
+                reason=ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
             )
         found = validation.check_batch_header(batch, prefix, client_required=client_required)
         now, oldest = self._window()
@@ -187,7 +192,7 @@ class LogService:
             client_id=batch.client_id,
             sequence=batch.sequence,
             dropped_since_last=batch.dropped_since_last,
-            rows=tuple(store._row(e) for e in events),
+            rows=tuple(domain_row(e) for e in events),
             unpriced=unpriced,
         )
 
@@ -263,7 +268,7 @@ class LogService:
             priced.append(dataclasses.replace(b, rows=tuple(rows), unpriced=()))
         return priced, None
 
-    async def _commit(self, batches: Sequence[RowBatch], order: store.InOrder | None = None) -> LogAck:
+    async def _commit(self, batches: Sequence[RowBatch], order: InOrder | None = None) -> LogAck:
         """Stores priced batches in one transaction (in its stream's order, with `order`)."""
         stored = await store.ingest(self._db, batches, order=order)
         received = sum(len(b.rows) for b in batches)
@@ -286,110 +291,80 @@ class LogService:
     async def stream(self, batches: AsyncIterator[LogBatch | RowBatch]) -> AsyncIterator[LogAck]:
         """Commits batches in arrival order, acknowledging after each commit.
 
-        A reader task moves batches into a queue of `stream_queue_batches`; when it is full the reader
-        waits, stops pulling from gRPC, and HTTP/2 flow control pushes back on the client. Batches
-        that queued up meanwhile are committed together in one transaction and one acknowledgement.
-        Two such transactions overlap: one COPYs its rows while the one before it commits (the database
-        is otherwise idle through each commit's round trips), and they commit in order (store.InOrder).
+        A QueuedReader holds at most `stream_queue_batches` batches; when it is full it stops pulling
+        from gRPC, and HTTP/2 flow control pushes back on the client. Batches that queued up meanwhile
+        are committed together in one transaction and one acknowledgement. COMMITS_IN_FLIGHT such
+        transactions overlap in a CommitPipeline: one COPYs its rows while the one before it commits
+        (the database is otherwise idle through each commit's round trips), and they commit in order.
         A bad batch ends the stream after the batches before it are committed and acknowledged; none
         after it is committed.
         """
-        bound = max(1, self.settings.stream_queue_batches)
-        queue: asyncio.Queue[LogBatch | RowBatch | Exception | None] = asyncio.Queue(maxsize=bound)
-
-        async def read() -> None:
-            try:
-                async for item in batches:
-                    await queue.put(item)
-                await queue.put(None)
-            except asyncio.CancelledError:
-                raise
-            except (
-                Exception
-            ) as exc:  # handed to the writer, which raises it after committing what came before
-                await queue.put(exc)
-
-        reader = asyncio.create_task(read(), name="modelplane-log-stream-reader")
+        reader = QueuedReader(
+            batches, self.settings.stream_queue_batches, name="modelplane-log-stream-reader"
+        )
+        commits: CommitPipeline[LogAck] = CommitPipeline(COMMITS_IN_FLIGHT, name="modelplane-log-commit")
         client_id: str | None = None
-        # Commits started and not yet acknowledged, oldest first: at most COMMITS_IN_FLIGHT.
-        committing: list[tuple[asyncio.Task[LogAck], store.InOrder]] = []
         try:
             while True:
-                # Acknowledge what has committed, oldest first, before waiting for more: a client may wait
-                # for an acknowledgement before it sends again.
-                while committing and committing[0][0].done():
-                    ack = committing[0][0].result()
-                    committing.pop(0)
+                # Acknowledge what has committed before waiting for more: a client may wait for an
+                # acknowledgement before it sends again.
+                for ack in commits.take_finished():
                     yield ack
-                if committing and queue.empty():
-                    getter = asyncio.ensure_future(queue.get())
-                    try:
-                        await asyncio.wait({getter, committing[0][0]}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        got = getter.done()
-                        if not got:
-                            getter.cancel()  # what comes stays queued for the next round
-                    if not got:
-                        continue  # the oldest commit ended: acknowledge it first
-                    items = [getter.result()]
-                else:
-                    items = [await queue.get()]
-                while (
-                    len(items) < bound and isinstance(items[-1], (LogBatch, RowBatch)) and not queue.empty()
-                ):
-                    items.append(queue.get_nowait())
+                items = await reader.take(unless=commits.oldest())
+                if not items:
+                    continue  # the oldest commit ended first: acknowledge it
                 ready: list[RowBatch] = []
                 failure: Exception | None = None
                 finished = False
                 for item in items:
-                    if item is None:
+                    if isinstance(item, End):
                         finished = True
                         break
                     if isinstance(item, Exception):
                         failure = item
                         break
                     try:
-                        checked = self._checked(item, "batch", client_required=True)
-                        if client_id is not None and item.client_id != client_id:
-                            raise InvalidArgument.field(
-                                "batch.client_id",
-                                f"changed from {client_id!r} within one stream; open a stream per client",
-                            )
+                        ready.append(self._checked_in_stream(item, client_id))
                     except InvalidArgument as exc:
-                        exc.metadata["sequence"] = str(item.sequence)
                         failure = exc
                         break
                     client_id = item.client_id
-                    ready.append(checked)
                 if ready:
                     priced, refused = await self._priced(ready)
                     if priced:
-                        order = store.InOrder(committing[-1][1] if committing else None)
-                        task = asyncio.create_task(self._commit(priced, order), name="modelplane-log-commit")
-                        committing.append((task, order))
+                        commits.start(functools.partial(self._commit, priced))
                     failure = refused or failure
                 # A full pipeline, the end or a bad batch: acknowledge the oldest (at the end, all).
-                while committing and (
-                    len(committing) >= COMMITS_IN_FLIGHT or failure is not None or finished
-                ):
-                    ack = await committing[0][0]
-                    committing.pop(0)
-                    yield ack
+                while commits and (commits.full or failure is not None or finished):
+                    yield await commits.take_oldest()
                 if failure is not None:
                     raise failure
                 if finished:
                     return
         finally:
-            await cancel_and_wait(reader)
-            # Commits the stream no longer waits for: their errors are not the stream's (the first
-            # failure, already raised, is).
-            await asyncio.gather(*(cancel_and_wait(task, quiet=True) for task, _ in committing))
+            await reader.close()
+            await commits.close()
+
+    def _checked_in_stream(self, batch: LogBatch | RowBatch, client_id: str | None) -> RowBatch:
+        """A stream's batch checked, and of the stream's client; InvalidArgument naming its sequence."""
+        try:
+            checked = self._checked(batch, "batch", client_required=True)
+            if client_id is not None and batch.client_id != client_id:
+                raise InvalidArgument.field(
+                    "batch.client_id",
+                    f"changed from {client_id!r} within one stream; open a stream per client",
+                )
+        except InvalidArgument as exc:
+            exc.metadata["sequence"] = str(batch.sequence)
+            raise
+        return checked
 
     # -- reading -----------------------------------------------------------------------------------------
 
     async def query(
         self, *, filter_text: str, order_by: str, page_size: int, page_token: str
     ) -> Page[LogEvent]:
+        """One page of events; its token_after ends it early, for a response that must be smaller."""
         plan = plan_list(
             filter_text=filter_text,
             filter_schema=LOG_FILTER,
@@ -404,7 +379,7 @@ class LogService:
                 conn, where=plan.where, params=plan.params, order_sql=plan.order_sql, limit=plan.limit
             )
         kept, token = plan.page([_Keyed(store.event_of(r)) for r in rows])
-        return Page(tuple(k.event for k in kept), token)
+        return Page(tuple(k.event for k in kept), token, lambda i: plan.next_page_token(kept[i]))
 
     async def tail(self, filter_text: str) -> AsyncIterator[tuple[LogEvent, ...]]:
         """Events matching the filter as their transactions commit, from now on; never ends by itself."""
@@ -422,23 +397,34 @@ class LogService:
             if position == before:
                 await asyncio.sleep(self.settings.tail_poll_interval)
 
-    async def aggregate(self, query: AggregateQuery) -> list[LogGroup]:
+    async def aggregate(self, query: AggregateQuery, *, size_of: Callable[[LogGroup], int]) -> list[LogGroup]:
+        """The groups of the query; OutOfRange (TOO_MANY_GROUPS) when there are more than MAX_GROUPS or
+        their encoding (measured by `size_of`) passes MAX_RESPONSE_BYTES: one response carries them all."""
         found = validation.aggregate_violations(query)
         if found:
             raise InvalidArgument(found)
         compiled = compile_filter(query.filter_text, LOG_FILTER)
         async with self._db.connection() as conn:
-            return await aggregates.aggregate(
+            groups = await aggregates.aggregate(
                 conn,
                 where=compiled.sql,
                 params=compiled.params,
                 group_by=query.group_by,
                 bucket_seconds=query.bucket_seconds,
                 currency_code=query.currency_code,
+                limit=aggregates.MAX_GROUPS + 1,
             )
+        if len(groups) > aggregates.MAX_GROUPS or sum(map(size_of, groups)) > MAX_RESPONSE_BYTES:
+            raise OutOfRange(
+                f"the groups do not fit in one response (at most {aggregates.MAX_GROUPS}, and"
+                f" {MAX_RESPONSE_BYTES} bytes); narrow the filter's time range, group by fewer keys or"
+                " use a wider bucket_width",
+                reason=ErrorReason.ERROR_REASON_TOO_MANY_GROUPS,
+            )
+        return groups
 
     async def ingestion_stats(self, client_id: str) -> tuple[list[IngestionStats], IngestionStats]:
-        if client_id and not _CLIENT_ID.fullmatch(client_id):
+        if client_id and not EVENT_ID.fullmatch(client_id):
             raise InvalidArgument([FieldViolation("client_id", "must be 1 to 128 letters, digits or '._:-'")])
         async with self._db.connection() as conn:
             return await store.ingestion_stats(conn, client_id, MAX_STATS_CLIENTS)

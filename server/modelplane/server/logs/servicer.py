@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from modelplane.server.logs import convert
+from modelplane.server.logs import convert, rows
 from modelplane.server.logs.service import LogService
+from modelplane.server.logs.stream_input import stream_batches
 from modelplane.v1 import logs_pb2 as pb
 from modelplane.v1 import logs_pb2_grpc
 
@@ -16,7 +17,7 @@ Context = grpc.aio.ServicerContext[object, object]
 
 class LogServicer(logs_pb2_grpc.LogServiceServicer):
     # Ingestion reads every text of every event anyway; it looks for the NUL character as it goes
-    # (convert.batch_rows), so the interceptor's walk over each request is spared.
+    # (rows.batch_rows), so the interceptor's walk over each request is spared.
     TEXT_CHECKED_METHODS = frozenset(
         f"/{pb.DESCRIPTOR.services_by_name['LogService'].full_name}/{name}"
         for name in ("WriteLogEvents", "StreamLogEvents")
@@ -28,13 +29,13 @@ class LogServicer(logs_pb2_grpc.LogServiceServicer):
     async def WriteLogEvents(
         self, request: pb.WriteLogEventsRequest, context: Context
     ) -> pb.WriteLogEventsResponse:
-        ack = await self._service.write(convert.batch_rows(request.batch, "batch", client_required=False))
+        ack = await self._service.write(rows.batch_rows(request.batch, "batch", client_required=False))
         return pb.WriteLogEventsResponse(ack=convert.ack_to_proto(ack))
 
     async def StreamLogEvents(
         self, request_iterator: AsyncIterator[pb.StreamLogEventsRequest], context: Context
     ) -> AsyncIterator[pb.StreamLogEventsResponse]:
-        async for ack in self._service.stream(convert.stream_batches(request_iterator)):
+        async for ack in self._service.stream(stream_batches(request_iterator)):
             yield pb.StreamLogEventsResponse(ack=convert.ack_to_proto(ack))
 
     async def QueryLogEvents(
@@ -46,20 +47,19 @@ class LogServicer(logs_pb2_grpc.LogServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        return pb.QueryLogEventsResponse(
-            events=[convert.event_to_proto(e) for e in page.items], next_page_token=page.next_page_token
-        )
+        return convert.query_response(page)
 
     async def TailLogEvents(
         self, request: pb.TailLogEventsRequest, context: Context
     ) -> AsyncIterator[pb.TailLogEventsResponse]:
         async for events in self._service.tail(request.filter):
-            yield pb.TailLogEventsResponse(events=[convert.event_to_proto(e) for e in events])
+            for message in convert.event_messages(events):
+                yield pb.TailLogEventsResponse(events=message)
 
     async def AggregateLogEvents(
         self, request: pb.AggregateLogEventsRequest, context: Context
     ) -> pb.AggregateLogEventsResponse:
-        groups = await self._service.aggregate(convert.aggregate_query(request))
+        groups = await self._service.aggregate(convert.aggregate_query(request), size_of=convert.group_size)
         return pb.AggregateLogEventsResponse(groups=[convert.group_to_proto(g) for g in groups])
 
     async def GetIngestionStats(

@@ -11,7 +11,6 @@ told after COMMIT is exactly what is stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -22,9 +21,8 @@ from typing import Any
 import asyncpg
 
 from modelplane.server.errors import StorageUnavailable
+from modelplane.server.logs.columns import EVENT_COLUMNS, ROW_EVENT_TIME
 from modelplane.server.logs.domain import (
-    EVENT_COLUMNS,
-    ROW_EVENT_TIME,
     ControlPlaneChange,
     Decision,
     EventKind,
@@ -43,7 +41,8 @@ from modelplane.server.logs.domain import (
     Severity,
     TrafficSlot,
 )
-from modelplane.server.store.pg_time import pg_micros, pg_utc_day
+from modelplane.server.logs.pipeline import InOrder
+from modelplane.server.store.pg_time import pg_utc_day
 from modelplane.server.store.pool import CONNECTION_ERRORS, Connection, Database
 
 # Serialises maintenance across replicas (a transaction-level try-lock: one replica works, the rest skip).
@@ -72,69 +71,6 @@ def partition_name(day: date) -> str:
 
 def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
-
-
-def _row(event: LogEvent) -> Row:
-    """The ingestion row (EVENT_COLUMNS) of a checked domain event."""
-    links = event.links
-    p = event.payload
-    provider = input_tokens = output_tokens = cached = reasoning = latency = None
-    cost_micros = cost_currency = cost_from_registry = None
-    status: str | None = None
-    rollout = endpoint = decision = violation_count = highest = None
-    resource = action = actor = revision = None
-    if isinstance(p, Inference):
-        provider, input_tokens, output_tokens = p.provider, p.input_tokens, p.output_tokens
-        cached, reasoning, latency = p.cached_input_tokens, p.reasoning_tokens, p.latency_us
-        status = p.status.value
-        cost_from_registry = p.cost_from_registry
-        if p.cost is not None:
-            cost_micros, cost_currency = p.cost.micros, p.cost.currency_code
-    elif isinstance(p, Routing):
-        rollout, endpoint, status, latency = p.rollout, p.endpoint, p.outcome.value, p.latency_us
-    elif isinstance(p, Guardrail):
-        decision = p.decision.name.lower()
-        violation_count = p.violation_count
-        highest = "" if p.highest_severity is None else p.highest_severity.name.lower()
-    elif isinstance(p, ControlPlaneChange):
-        resource, action, actor, revision = p.resource, p.action, p.actor, p.revision
-    return (
-        pg_micros(event.event_time),
-        event.event_id,
-        event.service,
-        event.instance,
-        event.level.value,
-        event.kind.value,
-        event.message,
-        links.model_version,
-        links.deployment,
-        links.traffic_slot.value,
-        links.policy,
-        links.policy_revision,
-        links.trace_id,
-        links.request_id,
-        json.dumps(dict(event.attributes), separators=(",", ":")) if event.attributes else "{}",
-        provider,
-        input_tokens,
-        output_tokens,
-        cached,
-        reasoning,
-        latency,
-        cost_micros,
-        cost_currency,
-        cost_from_registry,
-        status,
-        rollout,
-        endpoint,
-        decision,
-        violation_count,
-        highest,
-        resource,
-        action,
-        actor,
-        revision,
-        event.is_error,
-    )
 
 
 def event_of(row: Any) -> LogEvent:
@@ -322,42 +258,6 @@ async def _copy_deduplicated(conn: Connection, rows: Sequence[Row], batch_id: in
     return int(result["n"]), result["lo"], result["hi"]
 
 
-class PredecessorFailed(Exception):
-    """The ingestion this one was to commit after did not commit, so this one rolled back."""
-
-
-class InOrder:
-    """One of a stream's ingestions among the others, so that two of them overlap and still commit in
-    order: each starts its COPY once the one before has all its rows in (so the one before never waits
-    on this one's rows), and takes the client's counters, the tail feed and COMMIT once the one before
-    has committed."""
-
-    def __init__(self, before: InOrder | None) -> None:
-        self.before = before
-        self.rows_in = asyncio.Event()
-        self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-    def finish(self, committed: bool) -> None:
-        if not self.finished.done():
-            self.finished.set_result(committed)
-        self.before = None  # a long stream must not keep a chain of every ingestion alive
-
-    async def rows_may_go_in(self) -> None:
-        before = self.before
-        if before is not None and not before.finished.done():
-            rows_in: asyncio.Future[bool] = asyncio.ensure_future(before.rows_in.wait())
-            try:
-                await asyncio.wait({rows_in, before.finished}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                rows_in.cancel()
-
-    async def may_commit(self) -> None:
-        before = self.before
-        # Shielded: a cancelled follower must not cancel what the one before waits on.
-        if before is not None and not await asyncio.shield(before.finished):
-            raise PredecessorFailed("the ingestion before this one did not commit")
-
-
 async def _store(
     conn: Connection, batches: Sequence[RowBatch], *, deduplicate: bool, order: InOrder | None
 ) -> Stored:
@@ -429,20 +329,9 @@ async def ingest(database: Database, batches: Sequence[RowBatch], *, order: InOr
     attempt was kept.
 
     With `order`, this ingestion overlaps the one before it in its stream and commits after it (see
-    InOrder); PredecessorFailed, with nothing kept, when that one did not commit.
+    pipeline.InOrder, whose caller finishes it); PredecessorFailed, with nothing kept, when that one did
+    not commit.
     """
-    try:
-        stored = await _ingest(database, batches, order)
-    except BaseException:
-        if order is not None:
-            order.finish(committed=False)
-        raise
-    if order is not None:
-        order.finish(committed=True)
-    return stored
-
-
-async def _ingest(database: Database, batches: Sequence[RowBatch], order: InOrder | None) -> Stored:
     deduplicate = False
     for attempt in range(4):
         if order is not None:

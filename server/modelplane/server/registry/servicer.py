@@ -6,18 +6,36 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from modelplane.server.proto_memo import ProtoMemo
 from modelplane.server.registry import convert
-from modelplane.server.registry.convert import write_request
+from modelplane.server.registry.domain import ModelVersion, Resolution
 from modelplane.server.registry.service import NoMatchingModel, RegistryService
+from modelplane.server.write_request import write_request
 from modelplane.v1 import registry_pb2 as pb
 from modelplane.v1 import registry_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
+# Responses kept per kind: each holds its domain value and message (a few KB) until newer ones push it out.
+MEMO_ENTRIES = 4096
+
+
+def get_version_response(version: ModelVersion) -> pb.GetModelVersionResponse:
+    return pb.GetModelVersionResponse(model_version=convert.version_to_proto(version))
+
+
+def resolve_response(resolution: Resolution) -> pb.ResolveModelResponse:
+    return pb.ResolveModelResponse(
+        model_version=convert.version_to_proto(resolution.version), revision=resolution.revision
+    )
 
 
 class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
     def __init__(self, service: RegistryService) -> None:
         self._service = service
+        # The service's read cache hands out the same version or resolution until a newer commit: its
+        # response is built once (see proto_memo.py).
+        self._version_responses = ProtoMemo(get_version_response, max_entries=MEMO_ENTRIES)
+        self._resolve_responses = ProtoMemo(resolve_response, max_entries=MEMO_ENTRIES)
 
     async def CreateModel(self, request: pb.CreateModelRequest, context: Context) -> pb.CreateModelResponse:
         model = await self._service.create_model(
@@ -71,7 +89,7 @@ class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         self, request: pb.GetModelVersionRequest, context: Context
     ) -> pb.GetModelVersionResponse:
         version = await self._service.get_version(request.name)
-        return pb.GetModelVersionResponse(model_version=convert.version_to_proto(version))
+        return self._version_responses(version)
 
     async def ListModelVersions(
         self, request: pb.ListModelVersionsRequest, context: Context
@@ -161,9 +179,7 @@ class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         except NoMatchingModel as exc:
             exc.details = (convert.resolve_failure(exc.rejections, exc.candidate_count),)
             raise
-        return pb.ResolveModelResponse(
-            model_version=convert.version_to_proto(resolution.version), revision=resolution.revision
-        )
+        return self._resolve_responses(resolution)
 
     async def WatchModels(
         self, request: pb.WatchModelsRequest, context: Context

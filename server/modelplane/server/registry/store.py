@@ -199,23 +199,21 @@ async def insert_version(
     """Creates the model's next version; None when the model does not exist.
 
     Taking the number from `models.next_version` locks the model row, so concurrent creates on one model
-    get consecutive numbers, and a number is never reused after a delete.
+    get consecutive numbers, and a number is never reused after a delete. One statement: the number, the
+    row and the version as read back (a new number has no alias pointing to it yet).
     """
-    version_id = await conn.fetchval(
-        "UPDATE models SET next_version = next_version + 1 WHERE id = $1 RETURNING next_version - 1", model_id
-    )
-    if version_id is None:
-        return None
     p = fields.pricing
-    await conn.execute(
-        "INSERT INTO model_versions"
+    row = await conn.fetchrow(
+        "WITH taken AS (UPDATE models SET next_version = next_version + 1 WHERE id = $1"
+        "   RETURNING id, provider, next_version - 1 AS version_id),"
+        " v AS (INSERT INTO model_versions"
         " (model_id, version_id, description, source_uri, source_sha256, capabilities,"
         " context_window, max_output_tokens, currency_code, input_price, output_price, cached_input_price,"
         " reasoning_price, state, labels, parent_version, source_run, create_time, update_time, etag)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,"
-        " clock_timestamp(), clock_timestamp(), $18)",
+        " SELECT taken.id, taken.version_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+        " $16, clock_timestamp(), clock_timestamp(), $17 FROM taken RETURNING *)"
+        " SELECT v.*, taken.provider, ARRAY[]::text[] AS aliases FROM v CROSS JOIN taken",
         model_id,
-        version_id,
         fields.description,
         fields.source_uri,
         fields.source_sha256,
@@ -233,7 +231,7 @@ async def insert_version(
         fields.source_run,
         etag,
     )
-    return await get_version(conn, model_id, int(version_id))
+    return None if row is None else _version(row)
 
 
 async def get_version(conn: Connection, model_id: str, version_id: int) -> ModelVersion | None:
@@ -244,6 +242,17 @@ async def get_version(conn: Connection, model_id: str, version_id: int) -> Model
         version_id,
     )
     return None if row is None else _version(row)
+
+
+async def get_versions(conn: Connection, model_id: str, version_ids: Sequence[int]) -> list[ModelVersion]:
+    """The versions of a model with these numbers that exist, by number (one statement)."""
+    rows = await conn.fetch(
+        f"SELECT {_VERSION_COLUMNS} FROM model_versions v JOIN models m ON m.id = v.model_id"
+        " WHERE v.model_id = $1 AND v.version_id = ANY($2::bigint[]) ORDER BY v.version_id",
+        model_id,
+        list(version_ids),
+    )
+    return [_version(r) for r in rows]
 
 
 async def get_version_at(conn: Connection, model_id: str, version_id: int) -> tuple[ModelVersion, int] | None:

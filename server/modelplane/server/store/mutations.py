@@ -1,14 +1,16 @@
 """One write transaction: the global revision, the change log, the audit row, request ids and the wake-up.
 
-Every mutating RPC of every capability runs in a `Mutation`, so the rules of DESIGN.md hold in one
-place: a revision per write transaction (commit order = revision order), a change row per resource
-changed, an audit row in the same transaction, at-most-once execution per request id, and a NOTIFY
-that wakes the watchers once the transaction commits.
+Every mutating RPC of every capability runs in a `Mutation` (through `store.writes.write_once`), so what
+the README promises of every write ("Running the server") holds in one place: a revision per write
+transaction (commit order = revision order), a change row per resource changed, an audit row in the same
+transaction, at-most-once execution per request id, and a NOTIFY that wakes the watchers once the
+transaction commits.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.store.pool import Connection, Database
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # The LISTEN/NOTIFY channel: only a wake-up hint carrying the revision; watchers read the change table.
 CHANGES_CHANNEL = "modelplane_changes"
@@ -40,14 +43,38 @@ class Replayed:
     result: Any
 
 
+@dataclass(frozen=True)
+class _Change:
+    resource_type: str
+    resource: str
+    kind: str
+    # The snapshot's JSON text; None on delete.
+    snapshot: str | None
+
+
 class Mutation:
-    """The open write transaction of one mutating RPC."""
+    """The open write transaction of one mutating RPC.
+
+    The change rows, audit rows, log events and the request id's stored result are kept here and written
+    by one statement (`mutation_finish`, see schema/0008) when the block ends, just before COMMIT. Unless
+    the body asked for the revision earlier, a deferred trigger takes it at COMMIT: the revision counter's
+    row lock (the next writer waits on it) is then held only while Postgres commits, not across a round
+    trip to this process, whose event loop may be busy with other calls.
+    """
 
     def __init__(self, conn: Connection, write: WriteRequest) -> None:
         self.conn = conn
         self.write = write
         self._revision: int | None = None
-        self._changes = 0
+        self._pending: list[_Change] = []
+        # Changes written so far: the seq of the next one.
+        self._written = 0
+        self._response: str | None = None
+        # The first audit row of changes whose revision is taken at COMMIT.
+        self._audit_id: int | None = None
+        # Tables with rows written with the revision placeholder.
+        self._placeholder_tables: list[str] = []
+        self._placeholder = -1 - secrets.randbits(62)
 
     @property
     def taken_revision(self) -> int | None:
@@ -55,18 +82,45 @@ class Mutation:
         return self._revision
 
     async def revision(self) -> int:
-        """The revision of this transaction, taken on first use.
+        """The revision of this transaction, taken now if it was not yet, for a body that writes it into
+        its own rows. Call it as late as the body allows: the next writer waits from here to COMMIT.
 
         The UPDATE holds the counter's row lock until COMMIT, so the next writer waits: revisions are
         handed out in commit order and a reader of `revision > N` never sees a gap filled later.
         """
         if self._revision is None:
             value = await self.conn.fetchval(
-                "UPDATE revision_counter SET revision = revision + 1 RETURNING revision"
+                "WITH taken AS (UPDATE revision_counter SET revision = revision + 1 RETURNING revision)"
+                " SELECT revision FROM taken, pg_notify($1, revision::text)",
+                CHANGES_CHANNEL,
             )
             self._revision = int(value)
-            await self.conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, str(self._revision))
         return self._revision
+
+    def revision_for(self, table: str) -> int:
+        """What to write into the `revision` column of a row of `table` that names this write's revision,
+        without taking the revision now: the revision itself when it was taken already, else a placeholder
+        (a negative number, unique to this transaction) that COMMIT replaces with the revision. The table
+        needs an index on `revision` for its negative values (see schema/0008)."""
+        if self._revision is not None:
+            return self._revision
+        if table not in self._placeholder_tables:
+            self._placeholder_tables.append(table)
+        return self._placeholder
+
+    def change(
+        self,
+        *,
+        resource_type: str,
+        resource: str,
+        kind: str,
+        snapshot: Mapping[str, Any] | None,
+    ) -> None:
+        """Adds one change, written with its audit row and log event when the block ends (in revision order,
+        under the transaction's revision)."""
+        self._pending.append(
+            _Change(resource_type, resource, kind, None if snapshot is None else json.dumps(snapshot))
+        )
 
     async def record(
         self,
@@ -76,41 +130,46 @@ class Mutation:
         kind: str,
         snapshot: Mapping[str, Any] | None,
     ) -> int:
-        """Appends one change and its audit row; returns the revision."""
-        revision = await self.revision()
-        await self.conn.execute(
-            "INSERT INTO changes (revision, seq, resource_type, resource, kind, snapshot, actor)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            revision,
-            self._changes,
-            resource_type,
-            resource,
-            kind,
-            None if snapshot is None else json.dumps(snapshot),
-            self.write.actor,
-        )
-        self._changes += 1
-        await self.conn.execute(
-            "INSERT INTO audit_log (revision, actor, method, resource, request_id) VALUES ($1,"
-            " $2, $3, $4, $5)",
-            revision,
+        """`change()`, for a body that needs the revision now: takes it (see `revision()`) and returns it."""
+        self.change(resource_type=resource_type, resource=resource, kind=kind, snapshot=snapshot)
+        return await self.revision()
+
+    async def finish(self) -> None:
+        """Writes what the block recorded, in one statement; `mutation()` calls it before COMMIT."""
+        remember = self._response is not None
+        if not self._pending and not remember and not self._placeholder_tables:
+            return
+        if self._placeholder_tables and not self._pending and self._revision is None:
+            # Nothing for the commit to read the revision back by: take it now.
+            await self.revision()
+        pending, self._pending = self._pending, []
+        row = await self.conn.fetchrow(
+            "SELECT revision, first_audit_id FROM"
+            " mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12, $13, $14)",
+            self._revision,
+            CHANGES_CHANNEL,
             self.write.actor,
             self.write.method,
-            resource,
             self.write.request_id,
+            self._written,
+            [c.resource_type for c in pending],
+            [c.resource for c in pending],
+            [c.kind for c in pending],
+            [c.snapshot for c in pending],
+            remember,
+            self._response,
+            self._placeholder,
+            self._placeholder_tables,
         )
-        # The change is also a control-plane event in the log store, committed or rolled back with it,
-        # so alias moves, policy revisions and rollouts show up next to the services' own events.
-        await self.conn.execute(
-            "SELECT log_control_plane_change($1, $2, $3, $4, $5, $6)",
-            revision,
-            self._changes - 1,
-            resource_type,
-            resource,
-            kind,
-            self.write.actor,
-        )
-        return revision
+        assert row is not None
+        self._written += len(pending)
+        self._audit_id = row["first_audit_id"]
+
+    async def committed(self) -> None:
+        """After COMMIT: reads the revision the commit took, when it was taken there (by its audit row)."""
+        if self._audit_id is not None and self._revision is None:
+            value = await self.conn.fetchval("SELECT revision FROM audit_log WHERE id = $1", self._audit_id)
+            self._revision = int(value)
 
     async def replay(self) -> Replayed | None:
         """Claims the request id; returns the first call's stored result when this call is a repeat.
@@ -140,23 +199,28 @@ class Mutation:
             raise InvalidArgument.field(
                 "request_id",
                 "was already used for a different request; send a new request id for a new request",
-                reason="REQUEST_ID_REUSED",
+                reason=ErrorReason.ERROR_REASON_REQUEST_ID_REUSED,
             )
         return Replayed(None if row["response"] is None else json.loads(row["response"]))
 
     async def remember(self, result: Any) -> None:
-        """Stores the JSON form of the result for repeats of this request id."""
+        """Keeps the JSON form of the result for repeats of this request id (stored when the block ends)."""
         if self.write.request_id:
-            await self.conn.execute(
-                "UPDATE request_ids SET response = $3 WHERE method = $1 AND request_id = $2",
-                self.write.method,
-                self.write.request_id,
-                json.dumps(result),
-            )
+            self._response = json.dumps(result)
 
 
 @asynccontextmanager
 async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mutation]:
-    """Opens a write transaction; it commits when the block ends and rolls back on any error."""
-    async with database.transaction() as conn:
-        yield Mutation(conn, write)
+    """Opens a write transaction; it commits when the block ends and rolls back on any error.
+
+    A write whose revision was taken at COMMIT learns it with one more read afterwards (its caches need it);
+    should that read fail, the write has committed all the same, and a retry with its request id gets the
+    first call's result.
+    """
+    # connection() turns a lost database into StorageUnavailable, here as around any borrowed connection.
+    async with database.connection() as conn:
+        m = Mutation(conn, write)
+        async with conn.transaction():
+            yield m
+            await m.finish()
+        await m.committed()

@@ -14,10 +14,21 @@ from typing import Any, TypeVar, cast
 T = TypeVar("T")
 
 
+# Leaves that are their own JSON form: checked first, by exact type, since most of a tree is made of them.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def to_json(value: Any) -> Any:
     """A JSON-ready form of a dataclass tree (datetimes as ISO 8601, enums by value, tuples as lists)."""
+    if type(value) in _PLAIN:
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: to_json(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Enum):

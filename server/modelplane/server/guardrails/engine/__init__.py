@@ -4,10 +4,13 @@ Pure Python over RE2 and Aho-Corasick: no I/O, no gRPC, no database. A CompiledP
 thread-safe, so the server caches one per policy revision and may check large texts off its event loop.
 """
 
-from modelplane.server.guardrails.engine.compile import CompiledPolicy, compile_policy
+from modelplane.server.guardrails.engine.compile import compile_policy
 from modelplane.server.guardrails.engine.detectors import luhn_valid
 from modelplane.server.guardrails.engine.rules import (
     DEFAULT_DECISIONS,
+    MAX_EXCERPT_CONTEXT,
+    MAX_LISTED,
+    MAX_LISTED_PER_RULE,
     MAX_PATTERN_CHARS,
     MAX_REGEX_MEMORY,
     MAX_RULES,
@@ -17,6 +20,7 @@ from modelplane.server.guardrails.engine.rules import (
     MAX_TEXT_CHARS,
     BannedTerms,
     CheckResult,
+    CheckTimeout,
     Decision,
     Json,
     Length,
@@ -30,10 +34,14 @@ from modelplane.server.guardrails.engine.rules import (
     StreamProgress,
     Violation,
 )
+from modelplane.server.guardrails.engine.scan import CompiledPolicy
 from modelplane.server.guardrails.engine.stream import StreamCheck
 
 __all__ = [
     "DEFAULT_DECISIONS",
+    "MAX_EXCERPT_CONTEXT",
+    "MAX_LISTED",
+    "MAX_LISTED_PER_RULE",
     "MAX_PATTERN_CHARS",
     "MAX_REGEX_MEMORY",
     "MAX_RULES",
@@ -43,6 +51,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "BannedTerms",
     "CheckResult",
+    "CheckTimeout",
     "CompiledPolicy",
     "Decision",
     "Json",

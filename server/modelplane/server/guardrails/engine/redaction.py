@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-EXCERPT_CONTEXT = 18
 EXCERPT_MATCH = 24
 _BLANKS = str.maketrans("\n\r\t", "   ")
 
@@ -34,10 +33,10 @@ def mask(text: str, spans: Sequence[tuple[int, int]]) -> str:
     return "".join(parts)
 
 
-def excerpt(text: str, masked: str, start: int, end: int, keep_last: int) -> str:
-    """A window of `text` around [start, end) with that span masked (its last `keep_last` characters kept
-    when the span is short); the rest of the window comes from `masked`, `text` with the spans of every
-    violation masked (see mask)."""
+def excerpt(text: str, masked: str, start: int, end: int, keep_last: int, context: int = 0) -> str:
+    """[start, end) of `text` masked (its last `keep_last` characters kept when the span is short), with
+    `context` characters on each side taken from `masked`, `text` with the spans of the listed violations
+    masked (see mask). With no context, nothing of the text outside the match is shown."""
     if end <= start:
         return ""
     length = end - start
@@ -46,7 +45,9 @@ def excerpt(text: str, masked: str, start: int, end: int, keep_last: int) -> str
         match = "*" * (length - len(kept)) + kept
     else:
         match = "*" * EXCERPT_MATCH + "..."
-    window = masked[max(0, start - EXCERPT_CONTEXT) : start] + match + masked[end : end + EXCERPT_CONTEXT]
+    if not context:
+        return match
+    window = masked[max(0, start - context) : start] + match + masked[end : end + context]
     # translate() reads a non-ASCII text one dictionary lookup per character; most windows need none.
     if "\n" in window or "\r" in window or "\t" in window:
         return window.translate(_BLANKS)

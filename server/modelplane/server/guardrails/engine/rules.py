@@ -6,7 +6,7 @@ Everything here is a plain value (enums and frozen dataclasses); the engine neve
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 
@@ -20,6 +20,20 @@ MAX_PATTERN_CHARS = 4_096
 # RE2 budget of one compiled user expression; a pattern whose program does not fit is refused.
 MAX_REGEX_MEMORY = 8 << 20
 MAX_SCHEMA_CHARS = 65_536
+# What one check lists (and the server records): the first matches of each rule, and of all rules; the
+# rest are only counted. The decision accounts for every match.
+MAX_LISTED_PER_RULE = 100
+MAX_LISTED = 1_000
+# A REDACT result with more spans than this, or a redacted text over MAX_REDACTED_BYTES in UTF-8, is not
+# built: the decision becomes BLOCK, so that no answer outgrows a client's default 4 MiB message.
+MAX_REDACTED_SPANS = 100_000
+MAX_REDACTED_BYTES = 3_000_000
+# Characters of context an excerpt may show on each side of its match, when a policy asks for any.
+MAX_EXCERPT_CONTEXT = 32
+
+
+class CheckTimeout(Exception):
+    """A check passed its deadline; it stopped, and has no result."""
 
 
 class Severity(IntEnum):
@@ -128,11 +142,12 @@ class Violation:
     over its maximum: (max_chars, len(text)), the part beyond the limit; Length under its minimum and Json:
     (0, len(text)); a missing RequiredPattern: (0, 0).
 
-    `excerpt` is at most about 60 characters around the match, safe to store and show: the matched part
-    and any other violation's span in the window are masked with '*' of the same length (a match longer
-    than 24 characters shows as 24 '*' and '...'). PII keeps a few characters to help a reader: the last 4
+    `excerpt` is the match masked with '*' of the same length (a match longer than 24 characters shows
+    as 24 '*' and '...'), safe to store and show. PII keeps a few characters to help a reader: the last 4
     digits of a payment card, the last 4 characters of an IBAN, the last 2 digits of a phone number;
-    everything else is fully masked. Whole-text rules have an empty excerpt.
+    everything else is fully masked. Only a policy that asks for context (excerpt_context) shows that
+    many characters of the text on each side, with any other violation's span in the window masked too.
+    Whole-text rules have an empty excerpt.
 
     `matched_text` is the raw matched text, only for computing a keyed hash: never store or send it.
     """
@@ -151,15 +166,21 @@ class Violation:
 class CheckResult:
     """The outcome of checking one text against one policy.
 
-    `redacted_text` is set only when the decision is REDACT: every non-empty span of a violation whose
-    decision is REDACT is replaced by "[REDACTED:<category>]" (overlapping spans are merged and take the
-    category of the first violation); everything outside the spans is kept exactly as it was.
+    `violations` lists at most MAX_LISTED_PER_RULE matches of each rule and MAX_LISTED in all, the first
+    by position; `omitted` counts the rest per rule. `redacted_text` is set only when the decision is
+    REDACT: every non-empty span of a violation whose decision is REDACT is replaced by
+    "[REDACTED:<category>]" (overlapping spans are merged and take the category of the first violation);
+    everything outside the spans is kept exactly as it was.
     """
 
     decision: Decision
     violations: tuple[Violation, ...]
     redacted_text: str | None
     highest_severity: Severity | None
+    # Rule id -> matches of that rule found but not listed in `violations` (see MAX_LISTED_PER_RULE).
+    omitted: Mapping[str, int] = field(default_factory=dict)
+    # The decision was REDACT, but the redacted text would have been too large: it is BLOCK instead.
+    redaction_too_large: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""The exact cost of one call, in integer micro-units, from a model version's TokenPricing.
+"""Pricing shared by the server and its clients: token counts, a version's prices, and the exact cost of
+one call in integer micro-units. LLMClient prices every call with it, and the log collector prices every
+inference event that arrives without a cost, so a client-side and a server-side price of one call never
+differ. Part of the base install (no server dependency).
 
 Prices are micro-units per million tokens. A call's token counts split into four parts, each priced
 at its own rate:
@@ -17,8 +20,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelplane.inference.providers import TokenUsage
 from modelplane.v1 import common_pb2, registry_pb2
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token counts of one call, as providers bill them.
+
+    `input_tokens` includes `cached_input_tokens` and `output_tokens` includes `reasoning_tokens`
+    (OpenAI's usage block counts them the same way), so neither part may exceed its whole.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens must not exceed input_tokens")
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError("reasoning_tokens must not exceed output_tokens")
+
 
 TOKENS_PER_PRICE_UNIT = 1_000_000
 

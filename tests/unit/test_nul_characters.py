@@ -5,21 +5,21 @@ from __future__ import annotations
 import pytest
 
 from modelplane.server.errors import InvalidArgument, shown
-from modelplane.server.request_text import check_request_text
+from modelplane.server.nul_characters import refuse_nul_characters
 from modelplane.v1 import registry_pb2 as pb
 
 
 def paths(request: object) -> list[str]:
     with pytest.raises(InvalidArgument) as info:
-        check_request_text(request)
+        refuse_nul_characters(request)
     return [v.field for v in info.value.violations]
 
 
 def test_clean_requests_pass() -> None:
-    check_request_text(
+    refuse_nul_characters(
         pb.CreateModelRequest(model_id="chat", model=pb.Model(provider="openai", labels={"a": "b"}))
     )
-    check_request_text(b"raw bytes of a generic handler")
+    refuse_nul_characters(b"raw bytes of a generic handler")
 
 
 def test_every_kind_of_text_field_is_named_by_its_path() -> None:

@@ -1,4 +1,5 @@
-"""Checks every text field of a request for what Postgres cannot store, so no RPC fails on it as INTERNAL.
+"""Refuses the NUL character in every text field of a request, which Postgres text cannot store, so no RPC
+fails on it as INTERNAL.
 
 Postgres text cannot hold the NUL character; protobuf strings can. One walk over the request, run by the
 interceptor for every method, names each such field by its path instead of letting the store fail.
@@ -51,7 +52,7 @@ def _walk(message: Message, prefix: str, found: list[FieldViolation]) -> None:
                 _walk(value, f"{path}.", found)
 
 
-def check_request_text(request: object, prefix: str = "") -> None:
+def refuse_nul_characters(request: object, prefix: str = "") -> None:
     """Raises InvalidArgument naming every text field of the request that holds a NUL character; `prefix`
     (such as "batch.") leads each path, for a message checked apart from the request holding it."""
     if not isinstance(request, Message):
