@@ -21,6 +21,7 @@ import {
   ResourceInfoSchema,
   RetryInfoSchema,
 } from "./gen/google/rpc/error_details_pb.js";
+import { REASON_CLASSES } from "./gen/modelplane/v1/error_reason_errors.js";
 import { ResolveModelFailureSchema } from "./gen/modelplane/v1/registry_pb.js";
 import {
   CLASS_BY_CODE,
@@ -33,13 +34,20 @@ import {
 } from "./error-classes.js";
 
 export * from "./error-classes.js";
+// One class per ErrorReason value of the contract (ModelNotFound, AliasConflict, ...), and the Reason type.
+export * from "./gen/modelplane/v1/error_reason_errors.js";
 
 /** The class for a status: the reason's class when it is a modelplane reason sent with its own code, else
  * the code's class, so an unknown or mismatched reason never hides the code. */
 export function errorClassFor(code: Code, reason = "", domain = DOMAIN): ErrorClass {
-  void reason;
-  void domain;
-  return CLASS_BY_CODE.get(code) ?? Unknown;
+  const codeClass = CLASS_BY_CODE.get(code) ?? Unknown;
+  if (domain === DOMAIN || domain === "") {
+    const reasonClass = REASON_CLASSES.get(reason);
+    if (reasonClass !== undefined && reasonClass.code === code) {
+      return reasonClass;
+    }
+  }
+  return codeClass;
 }
 
 // Detail types decoded from google.protobuf.Any; any other detail is left out of `details`.

@@ -5,7 +5,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
   Aborted,
+  AliasConflict,
   AlreadyExists,
+  ModelAlreadyExists,
+  ModelNotFound,
+  NoMatchingModel,
   allPages,
   Code,
   connect,
@@ -102,7 +106,8 @@ describe("model registry", () => {
     assert.equal(again.model?.etag, first.model?.etag);
     // Without an id the client makes one per call, so a second create is a second request.
     const error = await failure(live.conn.registry.createModel({ modelId: "idempotent", model: { provider: "x" } }));
-    assert.ok(error instanceof AlreadyExists);
+    assert.ok(error instanceof ModelAlreadyExists);
+    assert.ok(error instanceof AlreadyExists, "a reason class is a subclass of its code's class");
     assert.equal(error.reason, "MODEL_ALREADY_EXISTS");
   });
 
@@ -143,7 +148,8 @@ describe("model registry", () => {
     assert.equal(winners.length, 1);
     assert.equal(losers.length, 1);
     const loser = losers[0];
-    assert.ok(loser instanceof Aborted, `expected Aborted, got ${String(loser)}`);
+    assert.ok(loser instanceof AliasConflict, `expected AliasConflict, got ${String(loser)}`);
+    assert.ok(loser instanceof Aborted);
     assert.equal(loser.code, Code.Aborted);
     assert.equal(loser.reason, "ALIAS_CONFLICT");
     assert.equal(loser.domain, "modelplane");
@@ -157,6 +163,7 @@ describe("model registry", () => {
 
   test("NOT_FOUND decodes ErrorInfo: reason, domain, metadata and the request id", async () => {
     const error = await failure(live.conn.registry.getModel({ name: "models/nope" }));
+    assert.ok(error instanceof ModelNotFound);
     assert.ok(error instanceof NotFound);
     assert.equal(error.codeName, "NOT_FOUND");
     assert.equal(error.reason, "MODEL_NOT_FOUND");
@@ -185,7 +192,7 @@ describe("model registry", () => {
         selector: { case: "constraints", value: { model: "models/small", minContextWindow: 1_000_000n } },
       }),
     );
-    assert.ok(error instanceof NotFound);
+    assert.ok(error instanceof NoMatchingModel);
     assert.equal(error.reason, "NO_MATCHING_MODEL");
     const resolution = error.detail(ResolveModelFailureSchema);
     assert.ok(resolution !== undefined, "a ResolveModelFailure detail");

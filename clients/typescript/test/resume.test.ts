@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Code, connect, NO_RETRY, Unavailable, type Connection } from "../src/index.js";
+import { Code, connect, NO_RETRY, ShuttingDown, Unavailable } from "../src/index.js";
 import type { WatchModelsResponse } from "../src/gen/modelplane/v1/registry_pb.js";
 import { freePort, Server, throwAwayDatabase } from "./support/server.js";
 
@@ -39,7 +39,8 @@ describe("watch across a restart", () => {
           // Progress marks may come before the end.
         }
       })().catch((e: unknown) => e);
-      assert.ok(error instanceof Unavailable, `got ${String(error)}`);
+      assert.ok(error instanceof ShuttingDown, `got ${String(error)}`);
+      assert.ok(error instanceof Unavailable);
       assert.equal(error.code, Code.Unavailable);
       assert.equal(error.reason, "SHUTTING_DOWN");
       assert.ok(error.retryAfterMs !== undefined && error.retryAfterMs > 0, "RetryInfo's delay");

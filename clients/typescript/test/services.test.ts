@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
-import { Code, durationFromMs, int64, ModelplaneError, NotFound, timestampFromDate } from "../src/index.js";
+import { Code, DeploymentNotFound, durationFromMs, int64, NotFound, PolicyNotFound, timestampFromDate } from "../src/index.js";
 import { Capability, ChangeKind } from "../src/gen/modelplane/v1/registry_pb.js";
 import { TrafficSlot } from "../src/gen/modelplane/v1/common_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -101,8 +101,8 @@ describe("deployment service", () => {
 
   test("an unknown deployment is DeploymentNotFound's reason on a NOT_FOUND", async () => {
     const error = await live.conn.deployments.getDeployment({ name: "deployments/nope" }).catch((e: unknown) => e);
+    assert.ok(error instanceof DeploymentNotFound);
     assert.ok(error instanceof NotFound);
-    assert.equal(error.reason, "DEPLOYMENT_NOT_FOUND");
   });
 });
 
@@ -167,7 +167,7 @@ describe("guardrail service", () => {
         // Nothing is expected before the error.
       }
     })().catch((e: unknown) => e);
-    assert.ok(failure instanceof ModelplaneError);
+    assert.ok(failure instanceof PolicyNotFound, `got ${String(failure)}`);
     assert.equal(failure.code, Code.NotFound);
     assert.equal(failure.reason, "POLICY_NOT_FOUND");
   });

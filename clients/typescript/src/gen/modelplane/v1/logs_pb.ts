@@ -700,8 +700,8 @@ export const TailLogEventsRequestSchema: GenMessage<TailLogEventsRequest> = /*@_
  */
 export type TailLogEventsResponse = Message<"modelplane.v1.TailLogEventsResponse"> & {
   /**
-   * events are newly committed events matching the filter, at most 1000 per
-   * message.
+   * events are newly committed events matching the filter, at most 1000 and
+   * 2 MiB of events per message.
    *
    * @generated from field: repeated modelplane.v1.LogEvent events = 1;
    */
@@ -1442,9 +1442,10 @@ export const LogService: GenService<{
   },
   /**
    * QueryLogEvents lists stored events matching a filter, newest or oldest
-   * first, one page at a time. Returns INVALID_ARGUMENT (reason
-   * INVALID_FILTER or INVALID_PAGE_TOKEN) for a malformed filter, order_by or
-   * page token.
+   * first, one page at a time. A page ends before page_size events when
+   * more would pass 2 MiB of events; next_page_token then goes on from
+   * there. Returns INVALID_ARGUMENT (reason INVALID_FILTER or
+   * INVALID_PAGE_TOKEN) for a malformed filter, order_by or page token.
    *
    * @generated from rpc modelplane.v1.LogService.QueryLogEvents
    */
@@ -1478,7 +1479,9 @@ export const LogService: GenService<{
    * INVALID_ARGUMENT for a malformed filter, a repeated or unspecified group,
    * a bad bucket width or currency code, and OUT_OF_RANGE (reason
    * SUM_OUT_OF_RANGE) when a group's token or cost sum exceeds an int64:
-   * narrow the time range or group by time bucket.
+   * narrow the time range or group by time bucket; OUT_OF_RANGE (reason
+   * TOO_MANY_GROUPS) when the groups do not fit in one response (20,000, or
+   * 2 MiB): narrow the filter or group by fewer keys.
    *
    * @generated from rpc modelplane.v1.LogService.AggregateLogEvents
    */
