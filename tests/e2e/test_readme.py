@@ -11,9 +11,11 @@ MODELPLANE_* variable of the developer's, but MODELPLANE_DATABASE_URL (the test'
 token commands use) and MODELPLANE_ADDRESS (a spare port, where a `serve` without `--address` listens).
 A command whose comment says "(Ctrl-C to stop)" runs until its output shows what its check waits for,
 then gets SIGINT. Each Python snippet is written to a file and run as a program with this interpreter,
-its address replaced the same way.
+its address replaced the same way; each TypeScript (```ts) snippet likewise, as an ES module run with the
+package's tsx after `make ts-build`, importing `@modelplane/client` as an installed package.
 
-What is checked: every command has an entry in SHELL_CHECKS and every snippet one in PYTHON_CHECKS, in
+What is checked: every command has an entry in SHELL_CHECKS and every snippet one in PYTHON_CHECKS (or
+TYPESCRIPT_CHECKS), in
 README order, each naming a fragment of the command it belongs to; a block that is neither run nor marked
 `<!-- readme-test: skip: REASON -->` fails the test, and so does a check left over. A block marked
 `<!-- readme-test: filters: REASON -->` is a list of filter expressions, each sent to the list RPCs.
@@ -525,6 +527,26 @@ PYTHON_CHECKS = [
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The TypeScript snippets, in README order
+
+
+def typescript_client(output: Output, sandbox: Sandbox) -> None:
+    *versions, missing, watched = printed(output)
+    # After the deployment's promotion, prod points to version 2.
+    assert versions == [
+        "models/chat-large/versions/1 context 128000 ",
+        "models/chat-large/versions/2 context 128000 prod",
+    ], output.describe()
+    assert missing == "MODEL_NOT_FOUND true"
+    assert watched == "progress"
+
+
+TYPESCRIPT_CHECKS = [
+    Expect("conn.registry.listModelVersions(", typescript_client),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The run
 
 
@@ -554,6 +576,7 @@ def readme_blocks() -> list[Block]:
 def test_readme_examples_run_in_order_against_one_server(sandbox: Sandbox) -> None:
     shell_checks = iter(SHELL_CHECKS)
     python_checks = iter(PYTHON_CHECKS)
+    typescript_checks = iter(TYPESCRIPT_CHECKS)
     unhandled: list[str] = []
     for block in readme_blocks():
         if block.directive == "skip":
@@ -566,12 +589,16 @@ def test_readme_examples_run_in_order_against_one_server(sandbox: Sandbox) -> No
             expect = next_expect(python_checks, block.text, block.where)
             output = sandbox.python(block.text, f"readme_{block.line}.py")
             check_output(expect, output, sandbox, block.where)
+        elif block.language == "ts":
+            expect = next_expect(typescript_checks, block.text, block.where)
+            output = sandbox.typescript(block.text, f"readme_{block.line}.mts")
+            check_output(expect, output, sandbox, block.where)
         else:
             unhandled.append(block.where)
     assert not unhandled, (
         f"README blocks neither run nor marked <!-- readme-test: skip: REASON -->: {unhandled}"
     )
-    left = [expect.fragment for expect in [*shell_checks, *python_checks]]
+    left = [expect.fragment for expect in [*shell_checks, *python_checks, *typescript_checks]]
     assert not left, f"checks left over (their README examples are gone?): {left}"
 
 
@@ -643,7 +670,7 @@ def test_every_readme_block_is_run_or_marked_with_a_reason() -> None:
     blocks = readme_blocks()
     assert blocks, "README.md has no fenced blocks?"
     for block in blocks:
-        runnable = block.language in (*SHELL, "python")
+        runnable = block.language in (*SHELL, "python", "ts")
         assert runnable or block.directive, (
             f"{block.where}: a {block.language or 'plain'} block is never run; mark it "
             "<!-- readme-test: skip: REASON --> or make it an example"
