@@ -11,7 +11,7 @@ import threading
 from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._http: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._endpoint = MetricsEndpoint(self.registry)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.calls.labels(method=method, code=code).inc()
@@ -68,17 +67,37 @@ class ServerMetrics:
 
     def start_endpoint(self, address: str) -> int:
         """Serves /metrics on `address` (port 0 picks one); returns the bound port."""
+        return self._endpoint.start(address)
+
+    @property
+    def endpoint_port(self) -> int | None:
+        return self._endpoint.port
+
+    def stop_endpoint(self) -> None:
+        self._endpoint.stop()
+
+
+class MetricsEndpoint:
+    """An HTTP endpoint that serves one registry as /metrics, on a thread of its own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, address: str) -> int:
+        """Serves on `address` (port 0 picks one); returns the bound port."""
         host, port = split_address(address)
-        self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http, self._thread = start_http_server(port, addr=host, registry=self._registry)
         bound = int(self._http.server_port)
         log.info("metrics on http://%s:%d/metrics", host, bound)
         return bound
 
     @property
-    def endpoint_port(self) -> int | None:
+    def port(self) -> int | None:
         return None if self._http is None else int(self._http.server_port)
 
-    def stop_endpoint(self) -> None:
+    def stop(self) -> None:
         if self._http is not None:
             http, self._http = self._http, None
             http.shutdown()
@@ -86,6 +105,14 @@ class ServerMetrics:
         if self._thread is not None:
             thread, self._thread = self._thread, None
             thread.join(timeout=5)
+
+
+def merged_registry(directory: str) -> CollectorRegistry:
+    """A registry that adds up the metrics every worker process writes into `directory` (prometheus_client's
+    multiprocess mode): counters and histograms are summed over the workers, dead ones included."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
 
 
 class LogIngestionMetrics:
