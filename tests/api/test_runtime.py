@@ -243,11 +243,16 @@ async def test_client_cancel_is_not_an_internal_error(
     assert await call.read() == b"started"
     call.cancel()
     registry = faulty_server.metrics.registry
-    labels = {"method": FAULTY + "Hang"}
+    service, _, method = FAULTY.strip("/").partition("/")
+    labels = {"grpc_type": "server_stream", "grpc_service": service, "grpc_method": method + "Hang"}
     async with asyncio.timeout(10):
-        while not registry.get_sample_value("modelplane_rpc_calls_total", {**labels, "code": "CANCELLED"}):  # noqa: ASYNC110
+        cancelled = {**labels, "grpc_code": "CANCELLED"}
+        while not registry.get_sample_value("grpc_server_handled_total", cancelled):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-    assert registry.get_sample_value("modelplane_rpc_calls_total", {**labels, "code": "INTERNAL"}) is None
+    assert registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "INTERNAL"}) is None
+    # A stream is not timed: an hour-long watch would only ever land in the histogram's +Inf bucket.
+    assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) is None
+    assert registry.get_sample_value("grpc_server_started_total", labels) == 1
 
 
 async def test_unknown_method_is_unimplemented(channel: grpc.aio.Channel) -> None:
@@ -283,10 +288,12 @@ async def test_metrics_endpoint_counts_calls_by_method_and_code(start_server: St
             body: bytes = response.read()
             return body.decode()
 
+    check = 'grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"'
     expected = [
-        'modelplane_rpc_calls_total{code="OK",method="/grpc.health.v1.Health/Check"} 1.0',
-        'modelplane_rpc_calls_total{code="NOT_FOUND",method="/grpc.health.v1.Health/Check"} 1.0',
-        'modelplane_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Check"} 2.0',
+        f"grpc_server_started_total{{{check}}} 2.0",
+        f'grpc_server_handled_total{{grpc_code="OK",{check}}} 1.0',
+        f'grpc_server_handled_total{{grpc_code="NOT_FOUND",{check}}} 1.0',
+        f"grpc_server_handling_seconds_count{{{check}}} 2.0",
     ]
     # A call is counted as its handler ends, which may be just after its client has the answer: scrape
     # until both calls are in (bounded), then check every figure.

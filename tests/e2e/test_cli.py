@@ -546,5 +546,5 @@ def test_metrics_insecure_serves_metrics_beyond_loopback(database_url: str, tmp_
         wait_serving(process, channel, log_path)
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
             body = response.read().decode()
-        assert "modelplane_rpc_calls_total" in body
+        assert "grpc_server_handled_total" in body
         _stop_and_check(process, log_path)

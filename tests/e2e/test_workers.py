@@ -119,8 +119,8 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(
 
     # One endpoint for both workers: it counts every call, whichever worker answered it.
     body = _scrape(metrics_address)
-    checks = 'code="OK",method="/grpc.health.v1.Health/Check"'
-    assert _metric(body, "modelplane_rpc_calls_total", checks) >= CONNECTIONS
+    checks = 'grpc_code="OK",grpc_method="Check",grpc_service="grpc.health.v1.Health"'
+    assert _metric(body, "grpc_server_handled_total", checks) >= CONNECTIONS
 
     # A second server on the port fails in one line, workers or not.
     second = subprocess.run(
@@ -144,7 +144,7 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(
         assert time.monotonic() < deadline, log_path.read_text()
         time.sleep(0.1)
     # The killed worker's calls stay counted after its death.
-    assert _metric(_scrape(metrics_address), "modelplane_rpc_calls_total", checks) >= CONNECTIONS
+    assert _metric(_scrape(metrics_address), "grpc_server_handled_total", checks) >= CONNECTIONS
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=SHUTDOWN_GRACE + 30) == 0, log_path.read_text()

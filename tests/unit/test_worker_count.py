@@ -34,7 +34,10 @@ def test_a_worker_counts_both_pools_and_the_change_feed() -> None:
     assert connections_per_worker() == 10 + 8 + 1
 
 
-@pytest.mark.parametrize(("setting", "value"), [("workers", 0), ("access_log_sample", 1.5)])
-def test_out_of_range_settings_are_refused(setting: str, value: float) -> None:
+def test_out_of_range_settings_are_refused() -> None:
     with pytest.raises(ConfigError):
-        ServerConfig(**{setting: value})
+        ServerConfig(workers=0)
+    with pytest.raises(ConfigError):
+        ServerConfig(access_log_sample=1.5)
+    with pytest.raises(ConfigError):
+        ServerConfig(access_log_sample=-0.1)

@@ -28,7 +28,7 @@ from modelplane.server.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from modelplane.server.metrics import ServerMetrics
+from modelplane.server.metrics import GRPC_TYPES, MethodMetrics, ServerMetrics
 from modelplane.server.request_text import check_request_text
 
 if TYPE_CHECKING:
@@ -226,16 +226,19 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         parse: Parse = handler.request_deserializer
         serialize: Serialize = handler.response_serializer
         limit = self._max_response_bytes
+        metrics = self._metrics.method(
+            method, GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
+        )
 
         async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=False) as call:
+            async with _CallScope(self, method, metrics, context, streaming=False) as call:
                 request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
                 result = behaviour(request, context)
                 response = await result if inspect.isawaitable(result) else result
                 return _serialized(response, serialize, limit)
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=True) as call:
+            async with _CallScope(self, method, metrics, context, streaming=True) as call:
                 request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
                 result = behaviour(request, context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
@@ -285,12 +288,14 @@ class _CallScope:
         self,
         interceptor: CallInterceptor,
         method: str,
+        metrics: MethodMetrics,
         context: grpc.aio.ServicerContext[Any, Any],
         *,
         streaming: bool,
     ) -> None:
         self._interceptor = interceptor
         self._method = method
+        self._metrics = metrics
         self._context = context
         self._streaming = streaming
         self._started = time.perf_counter()
@@ -302,6 +307,7 @@ class _CallScope:
     async def __aenter__(self) -> _CallScope:
         # Nothing in here may raise: failures are raised from `_admit`, inside the scope, so that
         # __aexit__ turns them into statuses like any other error.
+        self._metrics.started()
         self._request_id = _request_id(self._context)
         self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._request_id),))
         current_caller.set(
@@ -394,7 +400,7 @@ class _CallScope:
         if self._task is not None:
             self._interceptor._streams.discard(self._task)
         seconds = time.perf_counter() - self._started
-        self._interceptor._metrics.observe(self._method, code.name, seconds)
+        self._metrics.handled(code.name, seconds)
         access_log.info(
             "%s %s %.1fms actor=%s request_id=%s",
             self._method,
