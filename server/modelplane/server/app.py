@@ -323,8 +323,9 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float | None = Non
         log.error("stopping %s took over %.0f s; going on without it", what, seconds or STOP_STEP_LIMIT)
 
 
-def build_server(config: ServerConfig) -> ModelplaneServer:
-    """Wires a server from `config`; does no I/O (start() binds, reads TLS files and connects)."""
+def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> ModelplaneServer:
+    """Wires a server from `config`; does no I/O (start() binds, reads TLS files and connects). `parts`
+    (default: every part, the access log sampled as configured) is for the call-overhead benchmark."""
     if config.database_url is None:
         raise ValueError(
             "config.database_url is required: serve() starts the embedded Postgres and passes its URL"
@@ -350,9 +351,11 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
         metrics,
         text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS,
         max_response_bytes=config.max_message_bytes,
-        parts=CallParts(access_log_sample=config.access_log_sample),
+        parts=parts or CallParts(access_log_sample=config.access_log_sample),
     )
-    grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
+    grpc_server = grpc.aio.server(
+        interceptors=[interceptor] if interceptor.parts.intercept else [], options=server_options(config)
+    )
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
     guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
     deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), grpc_server)

@@ -219,8 +219,14 @@ def _request_id_and_authorization(
 
 @dataclasses.dataclass(frozen=True)
 class CallParts:
-    """What the interceptor does around each call beyond admitting it and turning errors into statuses.
-    The server runs every part; the call-overhead benchmark turns parts off to price each one."""
+    """What the interceptor does around each call. A server runs every part (sampling its access log as
+    configured); the call-overhead benchmark (bench/call_overhead.py) turns parts off to price each one."""
+
+    # The interceptor is installed on the gRPC server at all (build_server reads this).
+    intercept: bool = True
+    # It wraps each handler in the call's scope: request id, auth, parsing, errors as statuses. Without it
+    # the interceptor only looks the handler up and every part below is off too.
+    scope: bool = True
 
     # x-request-id in the initial metadata (clients can log it before the call ends) and the trailers.
     request_id_metadata: bool = True
@@ -265,7 +271,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None or not self.parts.scope:
             # Unknown method: gRPC answers UNIMPLEMENTED itself.
             return handler
         method = handler_call_details.method
