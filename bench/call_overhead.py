@@ -17,7 +17,6 @@ import asyncio
 import os
 import signal
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,13 +25,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.processes import running
 from bench.run import bench_database, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
 CALL_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 
 
 @dataclass(frozen=True)
@@ -147,21 +145,13 @@ def measure(step_index: int, sampled: bool, database_url: str, calls: int) -> fl
         sys.executable, "-m", "bench.call_overhead", "--serve", str(step_index), "--port", str(port),
         "--database-url", database_url, *(["--sampled"] if sampled else []),
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with running(command) as process:
         target = f"127.0.0.1:{port}"
         # The warm-up also waits for SERVING; only the calls after it are billed.
         asyncio.run(_drive(target, calls // 5))
         before = _cpu_seconds(process.pid)
         asyncio.run(_drive(target, calls))
         after = _cpu_seconds(process.pid)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
     return (after - before) / calls * 1e6
 
 

@@ -15,29 +15,25 @@ import argparse
 import asyncio
 import itertools
 import multiprocessing
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.processes import running
 from bench.run import bench_database, free_port
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
 
-REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = 64
 # Connections each client process opens (a channel each), so that both workers get some.
 CONNECTIONS_PER_CLIENT = 4
 VERSIONS = 20
 CALL_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
 MODEL = "bench-workers"
 
 
@@ -49,17 +45,9 @@ def server(workers: int, database_url: str) -> Iterator[str]:
         sys.executable, "-m", "modelplane.server.cli", "serve", "--workers", str(workers),
         "--address", address, "--database-url", database_url, "--no-auth", "--log-level", "WARNING",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with running(command):
         asyncio.run(_wait_serving(address, workers))
         yield address
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def _wait_serving(address: str, workers: int) -> None:
