@@ -92,7 +92,7 @@ async def _until_stopped() -> None:
 
 
 def serve(step_index: int, sampled: bool, port: int, database_url: str) -> None:
-    from modelplane.server.app import configure_logging
+    from modelplane.server.log_lines import configure_logging
 
     # The access log is written where a server writes it, to stderr (sent to /dev/null by the runner).
     configure_logging("INFO")

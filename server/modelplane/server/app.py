@@ -28,6 +28,7 @@ from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
 from modelplane.server.health import HealthReporter
 from modelplane.server.interceptors import CallInterceptor, CallParts
+from modelplane.server.log_lines import configure_logging
 from modelplane.server.logs.maintenance import LogMaintenance
 from modelplane.server.logs.service import LogService, LogSettings
 from modelplane.server.logs.servicer import LogServicer
@@ -430,19 +431,6 @@ async def run_server(
         for signum in stop_signals:
             loop.remove_signal_handler(signum)
         await server.stop(config.shutdown_grace)
-
-
-def configure_logging(level: str, *, tag: str = "") -> None:
-    """One line per record on stderr, at `level` and above; `tag` (a worker's name) starts each message."""
-    prefix = f"[{tag}] " if tag else ""
-    # The format names no thread, process or task: not looking them up for every record is a fifth of the
-    # cost of an access log line (logging's own advice for code that logs on a hot path).
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging.basicConfig(
-        level=level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s", force=True
-    )
 
 
 def serve(config: ServerConfig) -> None:

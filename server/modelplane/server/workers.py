@@ -189,7 +189,7 @@ class WorkerSupervisor:
     def _start(self, slot: _Slot) -> None:
         process = self._context.Process(
             target=run_worker,
-            args=(self._worker_config, slot.index, self._database),
+            args=(self._worker_config, slot.index, self._database, os.getpid()),
             name=f"modelplane-worker-{slot.index}",
         )
         process.start()
@@ -323,13 +323,15 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def run_worker(config: ServerConfig, index: int, database: str) -> None:
-    """The body of one worker process: a whole server on the shared port until SIGTERM or SIGINT."""
-    from modelplane.server.app import ListenError, configure_logging, run_server
+def run_worker(config: ServerConfig, index: int, database: str, parent: int) -> None:
+    """The body of one worker process: a whole server on the shared port until SIGTERM or SIGINT, or
+    until its `parent` (the supervisor's pid) dies."""
+    from modelplane.server.app import ListenError, run_server
+    from modelplane.server.log_lines import configure_logging
 
-    parent = os.getppid()
     _die_with_parent()
     if os.getppid() != parent:
+        # The parent died before the kernel was told to end this worker with it.
         return
     configure_logging(config.log_level, tag=f"worker {index}")
     try:
