@@ -192,7 +192,14 @@ class WorkerSupervisor:
             args=(self._worker_config, slot.index, self._database, os.getpid()),
             name=f"modelplane-worker-{slot.index}",
         )
-        process.start()
+        # Ctrl-C reaches every process of the terminal's group; a worker leaves it to the parent, which
+        # stops the workers with SIGTERM. An ignored signal stays ignored across the spawn's exec, so a
+        # worker still starting up is not interrupted half-imported.
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, handler)
         slot.process, slot.started, slot.restart_at = process, time.monotonic(), None
         log.info("worker %d started (pid %s)", slot.index, process.pid)
 
@@ -324,8 +331,8 @@ def _die_with_parent() -> None:
 
 
 def run_worker(config: ServerConfig, index: int, database: str, parent: int) -> None:
-    """The body of one worker process: a whole server on the shared port until SIGTERM or SIGINT, or
-    until its `parent` (the supervisor's pid) dies."""
+    """The body of one worker process: a whole server on the shared port until SIGTERM (SIGINT is the
+    parent's to act on), or until its `parent` (the supervisor's pid) dies."""
     from modelplane.server.app import ListenError, run_server
     from modelplane.server.log_lines import configure_logging
 
@@ -335,7 +342,7 @@ def run_worker(config: ServerConfig, index: int, database: str, parent: int) -> 
         return
     configure_logging(config.log_level, tag=f"worker {index}")
     try:
-        asyncio.run(run_server(config, database, (signal.SIGTERM, signal.SIGINT), worker=index))
+        asyncio.run(run_server(config, database, (signal.SIGTERM,), worker=index))
     except (ListenError, OSError) as exc:
         log.error("worker %d cannot start: %s", index, exc)
         sys.exit(EXIT_CANNOT_START)
