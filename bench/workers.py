@@ -157,9 +157,7 @@ def run(database_url: str, duration: float, warmup: float, rounds: int, clients:
                 names = asyncio.run(_seed(address))
                 figure = measure(address, names, clients, duration, warmup)
             qps[workers].append(figure)
-            print(
-                f"round {round_number + 1}/{rounds}: {workers} workers: {figure:.0f} QPS", file=sys.stderr
-            )
+            print(f"round {round_number + 1}/{rounds}: {workers} workers: {figure:.0f} QPS", file=sys.stderr)
     ratios = [two / one for one, two in zip(qps[1], qps[2], strict=True)]
     return "\n".join(
         [
