@@ -1,7 +1,8 @@
 """`modelplane serve --workers 2` as a subprocess: both workers serve on the one port, a killed worker is
 started again while the other serves, SIGTERM stops them all, the port stays refused to a second server,
 the metrics endpoint adds up every worker, and what holds across replicas (a watch sees a change made on
-another connection, compare-and-set) holds across workers."""
+another connection, compare-and-set, each timed rollout step once) holds across workers; and a worker count
+whose connections would not fit Postgres is refused in one line."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelplane.v1 import registry_pb2, registry_pb2_grpc
+from modelplane.v1 import deployments_pb2, registry_pb2, registry_pb2_grpc
 from tests.support.loopback import free_port
 from tests.support.processes import (
     SHUTDOWN_GRACE,
@@ -238,3 +239,33 @@ def test_workers_that_would_not_fit_postgres_connection_limit_are_refused_in_one
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("modelplane: error: 500 workers may open ")
     assert "max_connections" in result.stderr
+
+
+async def test_across_workers_each_timed_rollout_step_happens_once(two_workers: Running) -> None:
+    # The deployment tests' own steps, here on two workers whose rollout drivers race for every step.
+    from tests.api import test_deployments as deployments
+
+    _, address, _, _ = two_workers
+    async with grpc.aio.insecure_channel(address) as channel:
+        dep, reg = deployments._stubs(channel)
+        await deployments._registry(reg)
+        await deployments._deploy(dep)
+        await deployments._ready(dep, deployments.CANARY)
+        started = await dep.StartRollout(
+            deployments_pb2.StartRolloutRequest(
+                parent="deployments/chat-prod",
+                rollout=deployments._canary([1000, 2000, 3000, 4000, 5000], seconds=0.2),
+            ),
+            timeout=deployments.TIMEOUT,
+        )
+        await deployments._wait_state(dep, started.rollout.name, deployments_pb2.ROLLOUT_STATE_SUCCEEDED)
+        entries = await deployments._history(dep)
+    by_driver = [entry for entry in entries if entry.actor == "modelplane-driver"]
+    assert [deployments._weights(entry.traffic_after)[1] for entry in by_driver] == [
+        2000,
+        3000,
+        4000,
+        5000,
+        -1,
+    ]
+    assert deployments._replay(entries).stable.model_version == deployments.V2
