@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -172,7 +172,7 @@ def resumable_watch_blocking(
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[ResponseT]:
+) -> Generator[ResponseT, None, None]:
     """`resumable_watch` on grpc's sync API: `open_call` returns the call (a response iterator that can be
     cancelled); the messages are yielded as they come, blocking in between. Closing the iterator cancels
     the call."""

@@ -12,7 +12,7 @@ flavour runs a description its own way (`_bind_unary`, ...), with the same retri
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from modelplane.client.sync.base import SyncServiceClient
 
 __all__ = [
+    "BlockingIterator",
     "Paged",
     "ServerStream",
     "Unary",
@@ -46,6 +47,10 @@ P = ParamSpec("P")
 ResponseT = TypeVar("ResponseT", bound=Message)
 ResultT = TypeVar("ResultT")
 ItemT = TypeVar("ItemT")
+_T = TypeVar("_T")
+
+# What the sync client's Lists, watches and streams return: a generator, so that `close()` cancels the call.
+BlockingIterator = Generator[_T, None, None]
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ class pages(_Method[P, ItemT]):
     @overload
     def __get__(self, client: ServiceClient, owner: type) -> Callable[P, AsyncGenerator[ItemT, None]]: ...
     @overload
-    def __get__(self, client: SyncServiceClient, owner: type) -> Callable[P, Iterator[ItemT]]: ...
+    def __get__(self, client: SyncServiceClient, owner: type) -> Callable[P, BlockingIterator[ItemT]]: ...
     def __get__(self, client: Any, owner: type) -> Any:
         return self if client is None else self._wrap(client._bind_pages(self.describe))
 
@@ -201,7 +206,7 @@ class watch(_Method[P, ResponseT]):
     @overload
     def __get__(self, client: ServiceClient, owner: type) -> Callable[P, AsyncGenerator[ResponseT, None]]: ...
     @overload
-    def __get__(self, client: SyncServiceClient, owner: type) -> Callable[P, Iterator[ResponseT]]: ...
+    def __get__(self, client: SyncServiceClient, owner: type) -> Callable[P, BlockingIterator[ResponseT]]: ...
     def __get__(self, client: Any, owner: type) -> Any:
         return self if client is None else self._wrap(client._bind_watch(self.describe))
 
@@ -217,6 +222,6 @@ class server_stream(_Method[P, ItemT]):
     @overload
     def __get__(self, client: ServiceClient, owner: type) -> Callable[P, AsyncGenerator[ItemT, None]]: ...
     @overload
-    def __get__(self, client: SyncServiceClient, owner: type) -> Callable[P, Iterator[ItemT]]: ...
+    def __get__(self, client: SyncServiceClient, owner: type) -> Callable[P, BlockingIterator[ItemT]]: ...
     def __get__(self, client: Any, owner: type) -> Any:
         return self if client is None else self._wrap(client._bind_server_stream(self.describe))

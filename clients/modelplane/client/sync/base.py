@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from modelplane.client.base import DEFAULT_TIMEOUT
 from modelplane.client.errors import from_rpc_error
-from modelplane.client.methods import Paged, ServerStream, Unary, Watch, page_request
+from modelplane.client.methods import BlockingIterator, Paged, ServerStream, Unary, Watch, page_request
 from modelplane.client.resumable_stream import resumable_watch_blocking
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry_blocking
 
@@ -118,8 +118,8 @@ class SyncServiceClient:
 
         return call
 
-    def _bind_pages(self, describe: Callable[P, Paged[Any, ItemT]]) -> Callable[P, Iterator[ItemT]]:
-        def iterate(*args: P.args, **kwargs: P.kwargs) -> Iterator[ItemT]:
+    def _bind_pages(self, describe: Callable[P, Paged[Any, ItemT]]) -> Callable[P, BlockingIterator[ItemT]]:
+        def iterate(*args: P.args, **kwargs: P.kwargs) -> BlockingIterator[ItemT]:
             paged = describe(*args, **kwargs)
             token: str = getattr(paged.request, "page_token", "")
             while True:
@@ -131,8 +131,8 @@ class SyncServiceClient:
 
         return iterate
 
-    def _bind_watch(self, describe: Callable[P, Watch[MessageT]]) -> Callable[P, Iterator[MessageT]]:
-        def call(*args: P.args, **kwargs: P.kwargs) -> Iterator[MessageT]:
+    def _bind_watch(self, describe: Callable[P, Watch[MessageT]]) -> Callable[P, BlockingIterator[MessageT]]:
+        def call(*args: P.args, **kwargs: P.kwargs) -> BlockingIterator[MessageT]:
             watch = describe(*args, **kwargs)
             method = getattr(self._stub, watch.rpc)
 
@@ -156,8 +156,8 @@ class SyncServiceClient:
 
     def _bind_server_stream(
         self, describe: Callable[P, ServerStream[Any, ItemT]]
-    ) -> Callable[P, Iterator[ItemT]]:
-        def iterate(*args: P.args, **kwargs: P.kwargs) -> Iterator[ItemT]:
+    ) -> Callable[P, BlockingIterator[ItemT]]:
+        def iterate(*args: P.args, **kwargs: P.kwargs) -> BlockingIterator[ItemT]:
             stream = describe(*args, **kwargs)
             call = getattr(self._stub, stream.rpc)(
                 stream.request, timeout=stream.timeout, metadata=self.metadata
