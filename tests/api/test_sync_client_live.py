@@ -19,7 +19,7 @@ from modelplane.client.retry import RetryPolicy
 from modelplane.client.sync import connect
 from modelplane.server.app import ModelplaneServer
 from modelplane.server.auth.store import create_token
-from modelplane.v1 import registry_pb2
+from modelplane.v1 import guardrails_pb2, registry_pb2
 from tests.support import StartServer
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
@@ -155,3 +155,40 @@ async def test_a_watch_resumes_across_a_server_restart_with_no_gap_and_no_repeat
     assert [resource for _, resource in events] == ["models/a", "models/b", "models/c", "models/d"]
     revisions = [revision for revision, _ in events]
     assert revisions == sorted(set(revisions))
+
+
+async def test_check_stream_blocks_early_and_ends_as_check_content_does(server: ModelplaneServer) -> None:
+    policy = guardrails_pb2.Policy(
+        rules=[
+            guardrails_pb2.Rule(
+                id="violence",
+                severity=guardrails_pb2.SEVERITY_CRITICAL,
+                category="violence",
+                banned_terms=guardrails_pb2.BannedTermsRule(terms=["dragonfire"]),
+            )
+        ],
+        default_fallback="A kind story.",
+        fail_mode=guardrails_pb2.FAIL_MODE_CLOSED,
+    )
+    text = "Then the drag" + "onfire rose over the hills."
+
+    def check() -> tuple[
+        guardrails_pb2.CheckVerdict | None, guardrails_pb2.CheckVerdict, guardrails_pb2.CheckVerdict
+    ]:
+        with connect(server.target) as connection:
+            guardrails = connection.guardrails
+            guardrails.create_policy(policy_id="kids", policy=policy)
+            with guardrails.check_stream(policy="policies/kids") as stream:
+                # The banned term spans the two chunks.
+                stream.send(text[:13])
+                stream.send(text[13:24])
+                early = stream.wait_blocked()
+                stream.send(text[24:])
+                final = stream.finish()
+            return early, final, guardrails.check_content(policy="policies/kids", text=text)
+
+    early, final, one_shot = await asyncio.to_thread(check)
+    assert early is not None
+    assert (early.decision, early.final) == (guardrails_pb2.DECISION_BLOCK, False)
+    assert final.final
+    assert (final.decision, list(final.violations)) == (one_shot.decision, list(one_shot.violations))

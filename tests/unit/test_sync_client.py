@@ -511,7 +511,7 @@ def test_every_rpc_of_every_service_is_a_method_but_the_client_streams() -> None
     called = {(case.kind, case.rpc) for case in CASES} | {(k, rpc) for k, _, rpc, _ in PAGED}
     called |= {(R, "WatchModels"), (D, "WatchDeployment"), (L, "TailLogEvents")}
     every = {(kind, rpc) for kind, service in SERVICES.items() for rpc in service.methods_by_name}
-    # CheckStream is the async client's own; StreamLogEvents is LogShipper's.
+    # CheckStream is each guardrail client's own method (tested below); StreamLogEvents is LogShipper's.
     assert every - called == {(G, "CheckStream"), (L, "StreamLogEvents")}
 
 
@@ -736,3 +736,77 @@ def test_tail_yields_each_event_of_each_message_and_raises_the_end(rig: Rig) -> 
     rpc.terminate((), grpc.StatusCode.OK, "")
     assert result.result(timeout=10) == ["e1", "e2"]
     assert request.filter == "x"
+
+
+def stream_reply(**event: Any) -> guardrails_pb2.CheckStreamResponse:
+    return guardrails_pb2.CheckStreamResponse(**event)
+
+
+def test_check_stream_sends_start_and_chunks_and_learns_of_a_block_before_the_end(rig: Rig) -> None:
+    client = rig.client(G, metadata=[("authorization", "Bearer t")])
+
+    def check() -> tuple[Any, ...]:
+        with client.check_stream(policy=POLICY.name, policy_revision=3) as session:
+            session.send("Once upon a time, ")
+            session.send("kill")
+            early = session.wait_blocked()
+            blocked_early = session.blocked
+            session.send(" the dragon")
+            final = session.finish()
+            return early, blocked_early, final, session.violations, session.received_chars
+
+    result = rig.run(check)
+    metadata, rpc = rig.channel.take_stream_stream(method(G, "CheckStream"))
+    start = rpc.take_request().start
+    assert (start.policy, start.policy_revision) == (POLICY.name, 3)
+    assert uuid.UUID(start.request_id)
+    assert ("authorization", "Bearer t") in list(metadata)
+    assert [rpc.take_request().chunk for _ in range(2)] == ["Once upon a time, ", "kill"]
+    violation = guardrails_pb2.Violation(rule_id="violence")
+    rpc.send_response(
+        stream_reply(progress=guardrails_pb2.CheckStreamProgress(received_chars=22, violations=[violation]))
+    )
+    early = guardrails_pb2.CheckVerdict(decision=guardrails_pb2.DECISION_BLOCK, final=False)
+    rpc.send_response(stream_reply(verdict=early))
+    assert rpc.take_request().chunk == " the dragon"
+    assert rpc.take_request().HasField("end")
+    rpc.requests_closed()
+    final = guardrails_pb2.CheckVerdict(
+        decision=guardrails_pb2.DECISION_BLOCK, final=True, violations=[violation]
+    )
+    rpc.send_response(stream_reply(verdict=final))
+    rpc.terminate((), grpc.StatusCode.OK, "")
+
+    assert result.result(timeout=10) == (early, True, final, (violation,), 22)
+
+
+def test_check_stream_raises_the_calls_error_from_finish(rig: Rig) -> None:
+    client = rig.client(G)
+
+    def check() -> None:
+        with client.check_stream(policy="policies/missing") as session:
+            session.send("text")
+            session.finish()
+
+    result = rig.run(check)
+    _, rpc = rig.channel.take_stream_stream(method(G, "CheckStream"))
+    rpc.take_request()
+    info = error_details_pb2.ErrorInfo(reason="POLICY_NOT_FOUND", domain="modelplane")
+    trailer = status_trailer(grpc.StatusCode.NOT_FOUND, "no such policy", info)
+    rpc.terminate(trailer, grpc.StatusCode.NOT_FOUND, "no such policy")
+    with pytest.raises(errors.PolicyNotFound):
+        result.result(timeout=10)
+
+
+def test_leaving_check_stream_before_finish_cancels_the_call(rig: Rig) -> None:
+    client = rig.client(G)
+
+    def abandon() -> None:
+        with client.check_stream(policy=POLICY.name) as session:
+            session.send("half a sto")
+
+    result = rig.run(abandon)
+    _, rpc = rig.channel.take_stream_stream(method(G, "CheckStream"))
+    # grpc_testing's cancelled() blocks until the client cancels.
+    rpc.cancelled()
+    result.result(timeout=10)

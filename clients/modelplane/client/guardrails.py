@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Self
 import grpc
 
 from modelplane.client.base import ServiceClient, ensure_request_id
+from modelplane.client.check_stream_state import CheckStreamReplies
 from modelplane.client.errors import ModelplaneError, from_rpc_error
 from modelplane.client.methods.guardrails import GuardrailMethods
 from modelplane.client.retry import RetryPolicy
@@ -88,7 +89,7 @@ class GuardrailClient(GuardrailMethods, ServiceClient):
         return CheckStreamSession(self._stub, start, metadata=self.metadata, timeout=timeout)
 
 
-class CheckStreamSession:
+class CheckStreamSession(CheckStreamReplies):
     """One CheckStream: send text chunks as they are generated, learn of a block as soon as it is certain.
 
     A background task reads the server's messages while the caller sends, so `blocked`, `early_verdict`
@@ -104,6 +105,7 @@ class CheckStreamSession:
         metadata: tuple[tuple[str, str], ...],
         timeout: float | None,
     ) -> None:
+        super().__init__()
         self._stub = stub
         self._start = start
         self._metadata = metadata
@@ -111,33 +113,8 @@ class CheckStreamSession:
         self._call: _CallT | None = None
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._violations: list[guardrails_pb2.Violation] = []
-        self._received_chars = 0
-        self._early: guardrails_pb2.CheckVerdict | None = None
-        self._final: guardrails_pb2.CheckVerdict | None = None
         self._error: ModelplaneError | None = None
         self._ended = False
-
-    @property
-    def blocked(self) -> bool:
-        """Whether the server has said the text is blocked (early, or in the final verdict)."""
-        verdict = self._early or self._final
-        return verdict is not None and verdict.decision == guardrails_pb2.DECISION_BLOCK
-
-    @property
-    def early_verdict(self) -> guardrails_pb2.CheckVerdict | None:
-        """The BLOCK verdict the server sent before the end of the text, if it has."""
-        return self._early
-
-    @property
-    def violations(self) -> tuple[guardrails_pb2.Violation, ...]:
-        """The violations reported so far (a violation is reported once it is certain)."""
-        return tuple(self._violations)
-
-    @property
-    def received_chars(self) -> int:
-        """How many characters the server said it had received, at its last progress message."""
-        return self._received_chars
 
     async def open(self) -> None:
         """Starts the call and sends the start message (done by `async with`)."""
@@ -231,14 +208,7 @@ class CheckStreamSession:
     async def _read(self, call: _CallT) -> None:
         try:
             async for response in call:
-                if response.HasField("progress"):
-                    self._violations.extend(response.progress.violations)
-                    self._received_chars = response.progress.received_chars
-                elif response.HasField("verdict"):
-                    if response.verdict.final:
-                        self._final = response.verdict
-                    else:
-                        self._early = response.verdict
+                self._record(response)
                 self._changed.set()
         except grpc.RpcError as error:
             self._error = from_rpc_error(error)

@@ -1,4 +1,4 @@
-"""The synchronous service clients: the methods of modelplane.client.methods' tables, blocking.
+"""The synchronous service clients: the methods of modelplane.client.methods' tables, blocking; CheckStream.
 
 Each takes the same keyword arguments as its async twin in modelplane.client and returns what the awaited
 call returns there; the all-pages Lists and the watches are plain iterators (a watch blocks between
@@ -7,12 +7,22 @@ messages and resumes on UNAVAILABLE as the async one does; close it, or break ou
 
 from __future__ import annotations
 
+from modelplane.client.base import ensure_request_id
+from modelplane.client.guardrails import DEFAULT_STREAM_TIMEOUT
 from modelplane.client.methods.deployments import DeploymentMethods
 from modelplane.client.methods.guardrails import GuardrailMethods
 from modelplane.client.methods.logs import LogMethods
 from modelplane.client.methods.registry import RegistryMethods
 from modelplane.client.sync.base import SyncServiceClient
-from modelplane.v1 import deployments_pb2_grpc, guardrails_pb2_grpc, logs_pb2_grpc, registry_pb2_grpc
+from modelplane.client.sync.check_stream import CheckStreamSession
+from modelplane.v1 import (
+    common_pb2,
+    deployments_pb2_grpc,
+    guardrails_pb2,
+    guardrails_pb2_grpc,
+    logs_pb2_grpc,
+    registry_pb2_grpc,
+)
 
 __all__ = ["DeploymentClient", "GuardrailClient", "LogClient", "ModelRegistryClient"]
 
@@ -30,10 +40,28 @@ class DeploymentClient(DeploymentMethods, SyncServiceClient):
 
 
 class GuardrailClient(GuardrailMethods, SyncServiceClient):
-    """Synchronous client of GuardrailService (all but CheckStream, which the async client streams),
-    built from a sync `Connection` or a grpc.Channel."""
+    """Synchronous client of GuardrailService, built from a sync `Connection` or a grpc.Channel."""
 
     _stub_class = guardrails_pb2_grpc.GuardrailServiceStub
+
+    def check_stream(
+        self,
+        *,
+        policy: str,
+        policy_revision: int = 0,
+        links: common_pb2.EventLinks | None = None,
+        request_id: str | None = None,
+        timeout: float | None = DEFAULT_STREAM_TIMEOUT,
+    ) -> CheckStreamSession:
+        """A CheckStream to use as `with`; `timeout` (None: no deadline) bounds the whole stream. Its errors
+        (PolicyNotFound, TextTooLarge, ...) are raised by `send`, `wait_blocked` or `finish`."""
+        start = guardrails_pb2.CheckStreamStart(
+            policy=policy,
+            policy_revision=policy_revision,
+            links=links,
+            request_id=ensure_request_id(request_id),
+        )
+        return CheckStreamSession(self._stub, start, metadata=self.metadata, timeout=timeout)
 
 
 class LogClient(LogMethods, SyncServiceClient):
