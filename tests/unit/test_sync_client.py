@@ -23,7 +23,8 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 from modelplane.client import errors
-from modelplane.client.methods import _Method
+from modelplane.client.base import DEFAULT_TIMEOUT
+from modelplane.client.methods import DescribedMethod
 from modelplane.client.methods.deployments import DeploymentMethods
 from modelplane.client.methods.guardrails import GuardrailMethods
 from modelplane.client.methods.logs import LogMethods
@@ -502,7 +503,7 @@ def test_every_method_of_every_table_has_a_case() -> None:
         (kind, name)
         for kind, table in TABLES.items()
         for name, value in vars(table).items()
-        if isinstance(value, _Method)
+        if isinstance(value, DescribedMethod)
     }
     assert tested == described
 
@@ -656,6 +657,18 @@ def test_a_retry_that_could_not_start_before_the_deadline_is_not_made(rig: Rig) 
     with pytest.raises(errors.StorageUnavailable) as raised:
         result.result(timeout=10)
     assert raised.value.retry_after == 5.0
+
+
+def test_calls_have_a_default_deadline_of_ten_seconds(rig: Rig) -> None:
+    client = rig.client(R)
+    assert client.timeout == DEFAULT_TIMEOUT == 10.0
+    result = rig.run(lambda: client.get_model(name="models/chat"))
+    rig.channel.take_unary_unary(method(R, "GetModel"))[2].terminate(
+        None, unavailable(retry_after=11.0), grpc.StatusCode.UNAVAILABLE, "storage is unavailable"
+    )
+    # A wait of 11 s would end past the default deadline: no retry.
+    with pytest.raises(errors.StorageUnavailable):
+        result.result(timeout=10)
 
 
 def test_the_per_call_timeout_overrides_the_clients_default(rig: Rig) -> None:

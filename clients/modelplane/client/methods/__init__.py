@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BlockingIterator",
+    "DescribedMethod",
     "Paged",
     "ServerStream",
     "Unary",
@@ -133,7 +134,7 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return message
 
 
-class _Method(Generic[P, ResultT]):
+class DescribedMethod(Generic[P, ResultT]):
     """A described method; subclasses say how each flavour of client binds it."""
 
     def __init__(self, describe: Callable[P, Any]) -> None:
@@ -146,7 +147,7 @@ class _Method(Generic[P, ResultT]):
         return functools.update_wrapper(bound, self.describe)
 
 
-class unary(_Method[P, ResultT]):
+class unary(DescribedMethod[P, ResultT]):
     """A unary method: the result (sync) or an awaitable of it (async), retried within its deadline."""
 
     def __init__(self, describe: Callable[P, Unary[Any, ResultT]]) -> None:
@@ -162,7 +163,7 @@ class unary(_Method[P, ResultT]):
         return self if client is None else self._wrap(client._bind_unary(self.describe))
 
 
-class page(_Method[P, ResponseT]):
+class page(DescribedMethod[P, ResponseT]):
     """One page of a List method: the whole response."""
 
     def __init__(self, describe: Callable[P, Paged[ResponseT, Any]]) -> None:
@@ -178,7 +179,7 @@ class page(_Method[P, ResponseT]):
         return self if client is None else self._wrap(client._bind_page(self.describe))
 
 
-class pages(_Method[P, ItemT]):
+class pages(DescribedMethod[P, ItemT]):
     """Every item of a List method, page after page from the given page_token: an iterator (sync) or an
     async iterator; `timeout` bounds each page."""
 
@@ -195,7 +196,7 @@ class pages(_Method[P, ItemT]):
         return self if client is None else self._wrap(client._bind_pages(self.describe))
 
 
-class watch(_Method[P, ResponseT]):
+class watch(DescribedMethod[P, ResponseT]):
     """A watch method: the stream's messages, reopened where it stopped on UNAVAILABLE when resuming."""
 
     def __init__(self, describe: Callable[P, Watch[ResponseT]]) -> None:
@@ -211,7 +212,7 @@ class watch(_Method[P, ResponseT]):
         return self if client is None else self._wrap(client._bind_watch(self.describe))
 
 
-class server_stream(_Method[P, ItemT]):
+class server_stream(DescribedMethod[P, ItemT]):
     """A server stream method that is not resumed: its items one by one."""
 
     def __init__(self, describe: Callable[P, ServerStream[Any, ItemT]]) -> None:
