@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Self
 
 import grpc
 
-from modelplane.client.base import ServiceClient, ensure_request_id
+from modelplane.client.base import ServiceClient
 from modelplane.client.check_stream_state import CheckStreamReplies
 from modelplane.client.errors import ModelplaneError, from_rpc_error
-from modelplane.client.methods.guardrails import GuardrailMethods
+from modelplane.client.methods.guardrails import GuardrailMethods, check_stream_start
 from modelplane.client.retry import RetryPolicy
 from modelplane.v1 import common_pb2, guardrails_pb2, guardrails_pb2_grpc
 
@@ -80,11 +80,8 @@ class GuardrailClient(GuardrailMethods, ServiceClient):
     ) -> CheckStreamSession:
         """A CheckStream to use as `async with`; `timeout` (None: no deadline) bounds the whole stream.
         Its errors (PolicyNotFound, TextTooLarge, ...) are raised by `send`, `wait_blocked` or `finish`."""
-        start = guardrails_pb2.CheckStreamStart(
-            policy=policy,
-            policy_revision=policy_revision,
-            links=links,
-            request_id=ensure_request_id(request_id),
+        start = check_stream_start(
+            policy=policy, policy_revision=policy_revision, links=links, request_id=request_id
         )
         return CheckStreamSession(self._stub, start, metadata=self.metadata, timeout=timeout)
 

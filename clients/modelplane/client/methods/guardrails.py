@@ -18,7 +18,7 @@ from modelplane.client.methods import Paged, Unary, duration, page, pages, times
 from modelplane.v1 import common_pb2
 from modelplane.v1 import guardrails_pb2 as pb
 
-__all__ = ["GuardrailMethods"]
+__all__ = ["GuardrailMethods", "check_stream_start"]
 
 # Policies.
 
@@ -109,6 +109,15 @@ def check_content(
         request_id=ensure_request_id(request_id),
     )
     return Unary("CheckContent", request, lambda response: response.verdict, timeout)
+
+
+def check_stream_start(
+    *, policy: str, policy_revision: int, links: common_pb2.EventLinks | None, request_id: str | None
+) -> pb.CheckStreamStart:
+    """The first message of a CheckStream (each client opens the stream its own way), with a request id."""
+    return pb.CheckStreamStart(
+        policy=policy, policy_revision=policy_revision, links=links, request_id=ensure_request_id(request_id)
+    )
 
 
 def list_violations(

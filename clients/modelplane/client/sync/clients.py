@@ -7,10 +7,9 @@ messages and resumes on UNAVAILABLE as the async one does; close it, or break ou
 
 from __future__ import annotations
 
-from modelplane.client.base import ensure_request_id
 from modelplane.client.guardrails import DEFAULT_STREAM_TIMEOUT
 from modelplane.client.methods.deployments import DeploymentMethods
-from modelplane.client.methods.guardrails import GuardrailMethods
+from modelplane.client.methods.guardrails import GuardrailMethods, check_stream_start
 from modelplane.client.methods.logs import LogMethods
 from modelplane.client.methods.registry import RegistryMethods
 from modelplane.client.sync.base import SyncServiceClient
@@ -18,7 +17,6 @@ from modelplane.client.sync.check_stream import CheckStreamSession
 from modelplane.v1 import (
     common_pb2,
     deployments_pb2_grpc,
-    guardrails_pb2,
     guardrails_pb2_grpc,
     logs_pb2_grpc,
     registry_pb2_grpc,
@@ -55,11 +53,8 @@ class GuardrailClient(GuardrailMethods, SyncServiceClient):
     ) -> CheckStreamSession:
         """A CheckStream to use as `with`; `timeout` (None: no deadline) bounds the whole stream. Its errors
         (PolicyNotFound, TextTooLarge, ...) are raised by `send`, `wait_blocked` or `finish`."""
-        start = guardrails_pb2.CheckStreamStart(
-            policy=policy,
-            policy_revision=policy_revision,
-            links=links,
-            request_id=ensure_request_id(request_id),
+        start = check_stream_start(
+            policy=policy, policy_revision=policy_revision, links=links, request_id=request_id
         )
         return CheckStreamSession(self._stub, start, metadata=self.metadata, timeout=timeout)
 
