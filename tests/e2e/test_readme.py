@@ -516,6 +516,25 @@ def log_shipper(output: Output, sandbox: Sandbox) -> None:
     assert event.inference.input_tokens == 4  # "Tell me a story"
 
 
+def sync_client(output: Output, sandbox: Sandbox) -> None:
+    assert printed(output) == [
+        "models/chat-large/versions/1 []",
+        "models/chat-large/versions/2 ['prod']",
+        "MODEL_NOT_FOUND",
+        "1 models/chat-large",
+    ], output.describe()
+
+
+def wsgi_service(output: Output, sandbox: Sandbox) -> None:
+    *answers, resolutions = printed(output)
+    assert [json.loads(answer) for answer in answers] == [
+        {"path": "/story", "model": "models/chat-large/versions/2"},
+        {"path": "/poem", "model": "models/chat-large/versions/2"},
+    ], output.describe()
+    # One ResolveModel for two requests: the second was answered from the cache.
+    assert resolutions == "1", output.describe()
+
+
 PYTHON_CHECKS = [
     Expect("options=retrying_channel_options()", bare_channel_retrying),
     Expect("registry.create_model(", registry_client),
@@ -523,6 +542,8 @@ PYTHON_CHECKS = [
     Expect("NarrativeGenerator(", narrative_generator),
     Expect("ServiceCoordinator(", service_coordinator),
     Expect("LogShipper(", log_shipper),
+    Expect('conn.registry.list_model_versions(parent="models/chat-large")', sync_client),
+    Expect("make_server(", wsgi_service),
 ]
 
 
