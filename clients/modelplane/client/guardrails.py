@@ -189,6 +189,77 @@ class GuardrailClient(ServiceClient):
             if not page_token:
                 return
 
+    # Shadow revisions.
+
+    async def set_shadow_revision(
+        self,
+        *,
+        name: str,
+        revision: int = 0,
+        policy: guardrails_pb2.Policy | None = None,
+        etag: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> guardrails_pb2.Policy:
+        """Puts a revision in shadow next to the active one: an existing `revision`, or a new candidate
+        revision written from `policy` (give one of them). Checks then also run against it in the background;
+        callers get the active verdict only. Returns the policy with shadow_revision set. Raises
+        PolicyNotFound, PolicyRevisionNotFound, EtagMismatch, InvalidRule, InvalidArgument (the active
+        revision itself)."""
+        if (revision == 0) == (policy is None):
+            raise ValueError("give exactly one of revision and policy")
+        request = guardrails_pb2.SetShadowRevisionRequest(
+            name=name, etag=etag, request_id=ensure_request_id(request_id)
+        )
+        if policy is not None:
+            request.policy.CopyFrom(policy)
+        else:
+            request.revision = revision
+        response = await self._unary(self._stub.SetShadowRevision, request, timeout)
+        return response.policy
+
+    async def clear_shadow_revision(
+        self, *, name: str, etag: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> guardrails_pb2.Policy:
+        """Stops evaluating the policy's shadow (what it recorded stays). Raises PolicyNotFound,
+        EtagMismatch."""
+        request = guardrails_pb2.ClearShadowRevisionRequest(
+            name=name, etag=etag, request_id=ensure_request_id(request_id)
+        )
+        response = await self._unary(self._stub.ClearShadowRevision, request, timeout)
+        return response.policy
+
+    async def promote_shadow_revision(
+        self, *, name: str, etag: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> guardrails_pb2.Policy:
+        """Makes the shadow's rules active as a new revision and clears the shadow. Raises PolicyNotFound,
+        FailedPrecondition (reason SHADOW_NOT_SET), EtagMismatch."""
+        request = guardrails_pb2.PromoteShadowRevisionRequest(
+            name=name, etag=etag, request_id=ensure_request_id(request_id)
+        )
+        response = await self._unary(self._stub.PromoteShadowRevision, request, timeout)
+        return response.policy
+
+    async def get_shadow_report(
+        self,
+        *,
+        name: str,
+        shadow_revision: int = 0,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        timeout: float | None = None,
+    ) -> guardrails_pb2.GetShadowReportResponse:
+        """What the shadow (0: the current one) would have decided next to the active revision over
+        [start_time, end_time) (timezone-aware; None: open). Raises PolicyNotFound, PolicyRevisionNotFound,
+        FailedPrecondition (reason SHADOW_NOT_SET), InvalidArgument."""
+        request = guardrails_pb2.GetShadowReportRequest(
+            name=name,
+            shadow_revision=shadow_revision,
+            start_time=_timestamp(start_time),
+            end_time=_timestamp(end_time),
+        )
+        return await self._unary(self._stub.GetShadowReport, request, timeout)
+
     # Checks.
 
     async def check_content(

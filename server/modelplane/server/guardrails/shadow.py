@@ -119,13 +119,16 @@ class ShadowChecks:
         task.add_done_callback(self._running.discard)
 
     async def _evaluate(self, job: ShadowJob) -> None:
+        # Nothing a shadow does reaches the caller, whose verdict has been answered already.
         try:
-            shadow, compiled = await self._load(job.active.id, job.shadow_revision)
+            await self._evaluate_or_raise(job)
         except NotFound:
-            return  # the policy or its shadow went away meanwhile: nothing to compare
+            pass  # the policy or its shadow went away meanwhile: nothing to compare
         except Exception:
-            log.exception("could not load shadow revision %d of %s", job.shadow_revision, job.active.name)
-            return
+            log.exception("the shadow check of %s revision %d failed", job.active.name, job.shadow_revision)
+
+    async def _evaluate_or_raise(self, job: ShadowJob) -> None:
+        shadow, compiled = await self._load(job.active.id, job.shadow_revision)
         budget = shadow.fields.effective_time_budget_ms / 1000
         try:
             result = await self._threads.run(functools.partial(compiled.check, job.text), budget)
