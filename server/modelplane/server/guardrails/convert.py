@@ -335,6 +335,18 @@ async def stream_events(requests: AsyncIterator[pb.CheckStreamRequest]) -> Async
 # ---- records
 
 
+def _links_to_proto(links: Links, policy: str = "", policy_revision: int = 0) -> common_pb2.EventLinks:
+    return common_pb2.EventLinks(
+        model_version=links.model_version,
+        deployment=links.deployment,
+        traffic_slot=_SLOT_TO_PROTO[links.traffic_slot],
+        policy=policy,
+        policy_revision=policy_revision,
+        trace_id=links.trace_id,
+        request_id=links.request_id,
+    )
+
+
 def record_to_proto(record: ViolationRecord, show_hash: bool) -> pb.ViolationRecord:
     """A stored violation; its matched_hash only when `show_hash` (an admin or operator asks)."""
     return pb.ViolationRecord(
@@ -347,15 +359,7 @@ def record_to_proto(record: ViolationRecord, show_hash: bool) -> pb.ViolationRec
         category=record.category,
         decision=_DECISION_TO_PROTO[record.decision],
         check_decision=_DECISION_TO_PROTO[record.check_decision],
-        links=common_pb2.EventLinks(
-            model_version=record.links.model_version,
-            deployment=record.links.deployment,
-            traffic_slot=_SLOT_TO_PROTO[record.links.traffic_slot],
-            policy=policy_name(record.policy_id),
-            policy_revision=record.policy_revision,
-            trace_id=record.links.trace_id,
-            request_id=record.links.request_id,
-        ),
+        links=_links_to_proto(record.links, policy_name(record.policy_id), record.policy_revision),
         span=pb.TextSpan(start=record.start, end=record.end),
         excerpt=record.excerpt,
         matched_hash=record.matched_hash.hex() if show_hash else "",
@@ -468,13 +472,7 @@ def _sample_to_proto(sample: ShadowSample, show_hash: bool) -> pb.ShadowViolatio
         shadow_decision=_DECISION_TO_PROTO[sample.shadow_decision],
         active_decision=_DECISION_TO_PROTO[sample.active_decision],
         active_revision=sample.active_revision,
-        links=common_pb2.EventLinks(
-            model_version=sample.links.model_version,
-            deployment=sample.links.deployment,
-            traffic_slot=_SLOT_TO_PROTO[sample.links.traffic_slot],
-            trace_id=sample.links.trace_id,
-            request_id=sample.links.request_id,
-        ),
+        links=_links_to_proto(sample.links),
         span=pb.TextSpan(start=sample.start, end=sample.end),
         excerpt=sample.excerpt,
         matched_hash=sample.matched_hash.hex() if show_hash else "",

@@ -21,6 +21,7 @@ from datetime import datetime
 from modelplane.server.errors import NotFound
 from modelplane.server.guardrails import store
 from modelplane.server.guardrails.budget import CheckThreads
+from modelplane.server.guardrails.counts import flush_periodically
 from modelplane.server.guardrails.domain import FailMode, Links, Policy, ShadowSample, Verdict, stored
 from modelplane.server.guardrails.engine import CheckResult, CheckTimeout, CompiledPolicy, Decision
 from modelplane.server.guardrails.records import matched_hash
@@ -189,13 +190,10 @@ class ShadowChecks:
             self._flusher = asyncio.create_task(self._flush_periodically(), name="modelplane-shadow-counts")
 
     async def _flush_periodically(self) -> None:
-        while self._counts or self._running:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.flush()
-            except Exception as exc:
-                # Postgres away: what was found stays in memory and goes with the next flush.
-                log.warning("could not store shadow counts (%s: %s); retrying", type(exc).__name__, exc)
+        await flush_periodically(self._pending, self._interval, self.flush, "shadow counts")
+
+    def _pending(self) -> bool:
+        return bool(self._running or self._counts or self._rules or self._samples)
 
     async def drain(self) -> None:
         """Waits (at most DRAIN_SECONDS) for the shadow checks running in this process, then writes all."""
@@ -207,7 +205,7 @@ class ShadowChecks:
         """Writes what this process's shadow checks found so far."""
         async with self._flush_lock:
             if not (self._counts or self._rules or self._samples):
-                return
+                return  # (running checks add theirs when they finish)
             counts, self._counts = self._counts, {}
             rules, self._rules = self._rules, {}
             samples, self._samples = self._samples, []

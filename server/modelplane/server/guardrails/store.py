@@ -336,6 +336,17 @@ async def add_check_counts(conn: Connection, counts: Mapping[CountKey, int]) -> 
     )
 
 
+def _links(row: asyncpg.Record) -> Links:
+    """The links stored with a record (violation or shadow sample)."""
+    return Links(
+        model_version=row["model_version"],
+        deployment=row["deployment"],
+        traffic_slot=TrafficSlot(row["traffic_slot"]),
+        trace_id=row["trace_id"],
+        request_id=row["request_id"],
+    )
+
+
 def _violation(row: asyncpg.Record) -> ViolationRecord:
     return ViolationRecord(
         id=row["id"],
@@ -347,13 +358,7 @@ def _violation(row: asyncpg.Record) -> ViolationRecord:
         category=row["category"],
         decision=decision_of(row["decision"]),
         check_decision=decision_of(row["check_decision"]),
-        links=Links(
-            model_version=row["model_version"],
-            deployment=row["deployment"],
-            traffic_slot=TrafficSlot(row["traffic_slot"]),
-            trace_id=row["trace_id"],
-            request_id=row["request_id"],
-        ),
+        links=_links(row),
         start=row["span_start"],
         end=row["span_end"],
         excerpt=row["excerpt"],
@@ -680,13 +685,7 @@ def _sample(row: asyncpg.Record) -> ShadowSample:
         decision=decision_of(row["decision"]),
         shadow_decision=decision_of(row["shadow_decision"]),
         active_decision=decision_of(row["active_decision"]),
-        links=Links(
-            model_version=row["model_version"],
-            deployment=row["deployment"],
-            traffic_slot=TrafficSlot(row["traffic_slot"]),
-            trace_id=row["trace_id"],
-            request_id=row["request_id"],
-        ),
+        links=_links(row),
         start=row["span_start"],
         end=row["span_end"],
         excerpt=row["excerpt"],
