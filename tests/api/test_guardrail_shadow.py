@@ -15,6 +15,7 @@ from google.protobuf import duration_pb2
 from modelplane.client import GuardrailClient, connect, errors
 from modelplane.server.app import ModelplaneServer
 from modelplane.server.auth.store import create_token
+from modelplane.v1 import common_pb2
 from modelplane.v1 import guardrails_pb2 as pb
 from tests.support import StartServer
 from tests.support.hostile_schemas import valid_but_slow
@@ -219,6 +220,50 @@ async def test_bad_shadow_input_names_its_fields(client: GuardrailClient, channe
     assert [p.revision async for p in client.list_policy_revisions(name=POLICY)] == [1]
 
 
+async def test_a_shadow_narrowed_to_a_deployment_slot_sees_only_its_checks(client: GuardrailClient) -> None:
+    await client.create_policy(policy_id=POLICY_ID, policy=active_policy())
+    with pytest.raises(errors.InvalidArgument) as no_deployment:
+        await client.set_shadow_revision(
+            name=POLICY, policy=candidate_policy(), traffic_slot=common_pb2.TRAFFIC_SLOT_CANARY
+        )
+    assert [v.field for v in no_deployment.value.field_violations] == ["traffic_slot"]
+    with pytest.raises(errors.InvalidArgument) as bad_deployment:
+        await client.set_shadow_revision(name=POLICY, policy=candidate_policy(), deployment="web")
+    assert [v.field for v in bad_deployment.value.field_violations] == ["deployment"]
+
+    narrowed = await client.set_shadow_revision(
+        name=POLICY,
+        policy=candidate_policy(),
+        deployment="deployments/web",
+        traffic_slot=common_pb2.TRAFFIC_SLOT_CANARY,
+    )
+    assert (narrowed.shadow_revision, narrowed.shadow_deployment, narrowed.shadow_traffic_slot) == (
+        2,
+        "deployments/web",
+        common_pb2.TRAFFIC_SLOT_CANARY,
+    )
+    text = "And the thunder rolled."
+    for links in (
+        common_pb2.EventLinks(deployment="deployments/web", traffic_slot=common_pb2.TRAFFIC_SLOT_CANARY),
+        common_pb2.EventLinks(deployment="deployments/web", traffic_slot=common_pb2.TRAFFIC_SLOT_STABLE),
+        common_pb2.EventLinks(deployment="deployments/other", traffic_slot=common_pb2.TRAFFIC_SLOT_CANARY),
+        None,
+    ):
+        verdict = await client.check_content(policy=POLICY, text=text, links=links)
+        assert verdict.decision == pb.DECISION_ALLOW
+    report = await client.get_shadow_report(name=POLICY)
+    assert (report.checks, report.shadow.would_block) == (1, 1)
+    assert [s.links.traffic_slot for s in report.samples] == [common_pb2.TRAFFIC_SLOT_CANARY]
+
+    # Cleared, the narrowing goes with the shadow.
+    cleared = await client.clear_shadow_revision(name=POLICY)
+    assert (cleared.shadow_revision, cleared.shadow_deployment, cleared.shadow_traffic_slot) == (
+        0,
+        "",
+        common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
+    )
+
+
 async def test_a_shadow_out_of_its_budget_is_recorded_and_never_delays_the_verdict(
     client: GuardrailClient,
 ) -> None:
@@ -254,12 +299,14 @@ async def test_only_admins_and_operators_see_the_samples_hashes(
             role: (await create_token(conn, f"shadow-{role}", role))[1]
             for role in ("operator", "service", "reader")
         }
+        tokens["scoped"] = (await create_token(conn, "shadow-scoped", "operator", ["deployments/web"]))[1]
     finally:
         await conn.close()
     async with (
         connect(server.target, token=tokens["operator"]) as operator,
         connect(server.target, token=tokens["service"]) as service,
         connect(server.target, token=tokens["reader"]) as reader,
+        connect(server.target, token=tokens["scoped"]) as scoped,
     ):
         await operator.guardrails.create_policy(policy_id=POLICY_ID, policy=active_policy())
         with pytest.raises(errors.PermissionDenied):
@@ -280,3 +327,13 @@ async def test_only_admins_and_operators_see_the_samples_hashes(
             assert [s.excerpt for s in report.samples] == [s.excerpt for s in seen.samples]
         with pytest.raises(errors.PermissionDenied):
             await reader.guardrails.promote_shadow_revision(name=POLICY)
+        # An operator scoped to one deployment may narrow a shadow to it only.
+        with pytest.raises(errors.PermissionDenied) as outside:
+            await scoped.guardrails.set_shadow_revision(
+                name=POLICY, revision=2, deployment="deployments/other"
+            )
+        assert outside.value.reason == "OUT_OF_SCOPE"
+        inside = await scoped.guardrails.set_shadow_revision(
+            name=POLICY, revision=2, deployment="deployments/web"
+        )
+        assert inside.shadow_deployment == "deployments/web"

@@ -197,19 +197,26 @@ class GuardrailClient(ServiceClient):
         name: str,
         revision: int = 0,
         policy: guardrails_pb2.Policy | None = None,
+        deployment: str = "",
+        traffic_slot: common_pb2.TrafficSlot.ValueType = common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
         etag: str = "",
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> guardrails_pb2.Policy:
         """Puts a revision in shadow next to the active one: an existing `revision`, or a new candidate
-        revision written from `policy` (give one of them). Checks then also run against it in the background;
-        callers get the active verdict only. Returns the policy with shadow_revision set. Raises
+        revision written from `policy` (give one of them). Checks then also run against it in the background
+        (only those linked to `deployment`, and to its `traffic_slot`, when given); callers get the active
+        verdict only. Returns the policy with shadow_revision set. Raises
         PolicyNotFound, PolicyRevisionNotFound, EtagMismatch, InvalidRule, InvalidArgument (the active
         revision itself)."""
         if (revision == 0) == (policy is None):
             raise ValueError("give exactly one of revision and policy")
         request = guardrails_pb2.SetShadowRevisionRequest(
-            name=name, etag=etag, request_id=ensure_request_id(request_id)
+            name=name,
+            deployment=deployment,
+            traffic_slot=traffic_slot,
+            etag=etag,
+            request_id=ensure_request_id(request_id),
         )
         if policy is not None:
             request.policy.CopyFrom(policy)

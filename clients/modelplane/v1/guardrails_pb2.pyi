@@ -572,6 +572,8 @@ class Policy(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     EXCERPT_CONTEXT_CHARS_FIELD_NUMBER: _builtins.int
     SHADOW_REVISION_FIELD_NUMBER: _builtins.int
+    SHADOW_DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    SHADOW_TRAFFIC_SLOT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the resource name, "policies/{policy}". {policy} is 1 to 63
     characters of lower-case letters, digits and "-", starting with a
@@ -607,6 +609,15 @@ class Policy(_message.Message):
     """shadow_revision is the revision evaluated in shadow next to the active
     one (see SetShadowRevision); 0 when there is none. The same on every
     revision read, as etag is.
+    """
+    shadow_deployment: _builtins.str
+    """shadow_deployment, when set, narrows the shadow to checks whose links
+    name this deployment; empty means every check against the active
+    revision.
+    """
+    shadow_traffic_slot: _common_pb2.TrafficSlot.ValueType
+    """shadow_traffic_slot, when set, narrows the shadow further to checks
+    whose links name this slot of shadow_deployment.
     """
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]:
@@ -661,10 +672,12 @@ class Policy(_message.Message):
         etag: _builtins.str = ...,
         excerpt_context_chars: _builtins.int = ...,
         shadow_revision: _builtins.int = ...,
+        shadow_deployment: _builtins.str = ...,
+        shadow_traffic_slot: _common_pb2.TrafficSlot.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "default_fallback", b"default_fallback", "description", b"description", "display_name", b"display_name", "etag", b"etag", "excerpt_context_chars", b"excerpt_context_chars", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "name", b"name", "revision", b"revision", "rules", b"rules", "shadow_revision", b"shadow_revision", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "default_fallback", b"default_fallback", "description", b"description", "display_name", b"display_name", "etag", b"etag", "excerpt_context_chars", b"excerpt_context_chars", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "name", b"name", "revision", b"revision", "rules", b"rules", "shadow_deployment", b"shadow_deployment", "shadow_revision", b"shadow_revision", "shadow_traffic_slot", b"shadow_traffic_slot", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1773,6 +1786,8 @@ class SetShadowRevisionRequest(_message.Message):
     POLICY_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    TRAFFIC_SLOT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the policy's resource name, "policies/{policy}"."""
     revision: _builtins.int
@@ -1783,6 +1798,15 @@ class SetShadowRevisionRequest(_message.Message):
     """etag, if set, must match the policy's current etag."""
     request_id: _builtins.str
     """request_id makes the call idempotent; see CreatePolicyRequest.request_id."""
+    deployment: _builtins.str
+    """deployment, when set ("deployments/{deployment}"), shadows only the
+    checks whose links name this deployment; empty shadows every check
+    against the active revision.
+    """
+    traffic_slot: _common_pb2.TrafficSlot.ValueType
+    """traffic_slot, when set, shadows only the checks whose links name this
+    slot of deployment (the canary, say); it needs deployment.
+    """
     @_builtins.property
     def policy(self) -> Global___Policy:
         """policy is a new candidate revision, written but not made active; its
@@ -1798,10 +1822,12 @@ class SetShadowRevisionRequest(_message.Message):
         policy: Global___Policy | None = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        traffic_slot: _common_pb2.TrafficSlot.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "revision", b"revision", "shadow", b"shadow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "policy", b"policy", "request_id", b"request_id", "revision", b"revision", "shadow", b"shadow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "etag", b"etag", "name", b"name", "policy", b"policy", "request_id", b"request_id", "revision", b"revision", "shadow", b"shadow", "traffic_slot", b"traffic_slot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_shadow: _TypeAlias = _typing.Literal["revision", "policy"]  # noqa: Y015
     _WhichOneofArgType_shadow: _TypeAlias = _typing.Literal["shadow", b"shadow"]  # noqa: Y015

@@ -246,7 +246,8 @@ class GuardrailServiceServicer:
         the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
         for an unknown revision, INVALID_ARGUMENT (path "revision") for the
         active revision itself or for neither or both of revision and policy,
-        INVALID_ARGUMENT as in CreatePolicy for a bad candidate, ABORTED (reason
+        INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+        "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
         ETAG_MISMATCH) if the etag is stale (nothing changes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -124,7 +124,8 @@ class GuardrailServiceStub:
     the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
     for an unknown revision, INVALID_ARGUMENT (path "revision") for the
     active revision itself or for neither or both of revision and policy,
-    INVALID_ARGUMENT as in CreatePolicy for a bad candidate, ABORTED (reason
+    INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+    "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
     ETAG_MISMATCH) if the etag is stale (nothing changes).
     """
     ClearShadowRevision: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.ClearShadowRevisionRequest, _guardrails_pb2.ClearShadowRevisionResponse]
@@ -247,7 +248,8 @@ class GuardrailServiceAsyncStub(GuardrailServiceStub):
     the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
     for an unknown revision, INVALID_ARGUMENT (path "revision") for the
     active revision itself or for neither or both of revision and policy,
-    INVALID_ARGUMENT as in CreatePolicy for a bad candidate, ABORTED (reason
+    INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+    "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
     ETAG_MISMATCH) if the etag is stale (nothing changes).
     """
     ClearShadowRevision: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.ClearShadowRevisionRequest, _guardrails_pb2.ClearShadowRevisionResponse]  # type: ignore[assignment]
@@ -433,7 +435,8 @@ class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
         the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
         for an unknown revision, INVALID_ARGUMENT (path "revision") for the
         active revision itself or for neither or both of revision and policy,
-        INVALID_ARGUMENT as in CreatePolicy for a bad candidate, ABORTED (reason
+        INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+        "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
         ETAG_MISMATCH) if the etag is stale (nothing changes).
         """
 

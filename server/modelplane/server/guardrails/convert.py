@@ -24,6 +24,7 @@ from modelplane.server.guardrails.domain import (
     ShadowQuery,
     ShadowReport,
     ShadowSample,
+    ShadowTarget,
     StreamChunk,
     StreamEnd,
     StreamEvent,
@@ -239,6 +240,8 @@ def policy_to_proto(policy: Policy) -> pb.Policy:
         update_time=timestamp(policy.update_time),
         etag=policy.etag,
         shadow_revision=policy.shadow_revision,
+        shadow_deployment=policy.shadow_target.deployment,
+        shadow_traffic_slot=_SLOT_TO_PROTO[policy.shadow_target.traffic_slot],
     )
     budget = fields.time_budget_ms or DEFAULT_TIME_BUDGET_MS
     message.time_budget.FromMilliseconds(budget)
@@ -436,6 +439,14 @@ def shadow_choice(request: pb.SetShadowRevisionRequest) -> int | PolicyFields | 
     if which == "revision":
         return request.revision
     return None
+
+
+def shadow_target(request: pb.SetShadowRevisionRequest) -> ShadowTarget:
+    """Which checks SetShadowRevision's shadow evaluates."""
+    slot = _SLOT_FROM_PROTO.get(request.traffic_slot)
+    if slot is None:
+        raise InvalidArgument.field("traffic_slot", "must be STABLE, CANARY or unset")
+    return ShadowTarget(request.deployment, slot)
 
 
 def shadow_query(request: pb.GetShadowReportRequest) -> ShadowQuery:

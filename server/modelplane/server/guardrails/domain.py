@@ -89,6 +89,20 @@ class PolicyFields:
 
 
 @dataclass(frozen=True)
+class ShadowTarget:
+    """Which checks a shadow evaluates: those linked to `deployment` (empty: every check against the active
+    revision), and of it to `traffic_slot` (NONE: any slot)."""
+
+    deployment: str = ""
+    traffic_slot: TrafficSlot = TrafficSlot.NONE
+
+    def matches(self, links: Links) -> bool:
+        if self.deployment and links.deployment != self.deployment:
+            return False
+        return self.traffic_slot is TrafficSlot.NONE or links.traffic_slot is self.traffic_slot
+
+
+@dataclass(frozen=True)
 class Policy:
     """A policy at one revision."""
 
@@ -101,6 +115,8 @@ class Policy:
     # The revision evaluated in shadow next to the active one; 0: none. A state of the policy, not of the
     # revision: every revision read shows the current one, as it shows the current etag.
     shadow_revision: int = 0
+    # What the shadow is narrowed to (see ShadowTarget).
+    shadow_target: ShadowTarget = field(default_factory=ShadowTarget)
 
     @property
     def name(self) -> str:
@@ -462,6 +478,8 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
         "update_time": policy.update_time.isoformat(),
         "etag": policy.etag,
         "shadow_revision": policy.shadow_revision,
+        "shadow_deployment": policy.shadow_target.deployment,
+        "shadow_traffic_slot": policy.shadow_target.traffic_slot.value,
     }
 
 
@@ -474,4 +492,7 @@ def policy_from_json(data: Mapping[str, Any]) -> Policy:
         update_time=datetime.fromisoformat(data["update_time"]),
         etag=data["etag"],
         shadow_revision=int(data.get("shadow_revision", 0)),
+        shadow_target=ShadowTarget(
+            data.get("shadow_deployment", ""), TrafficSlot(data.get("shadow_traffic_slot", ""))
+        ),
     )

@@ -39,6 +39,7 @@ from modelplane.server.guardrails.domain import (
     PolicyFields,
     ShadowQuery,
     ShadowReport,
+    ShadowTarget,
     StreamEnd,
     StreamEvent,
     StreamProgress,
@@ -331,7 +332,12 @@ class GuardrailService:
         return changed
 
     async def set_shadow_revision(
-        self, name: str, shadow: int | PolicyFields | None, etag: str, write: WriteRequest
+        self,
+        name: str,
+        shadow: int | PolicyFields | None,
+        target: ShadowTarget,
+        etag: str,
+        write: WriteRequest,
     ) -> Policy:
         """Shadows an existing revision (an int) or a new candidate revision (fields) next to the active."""
         policy_id = validation.parse_policy_name(name, "name")
@@ -344,11 +350,14 @@ class GuardrailService:
             await asyncio.to_thread(compile_fields, shadow, "policy")
         elif shadow <= 0:
             raise InvalidArgument.field("revision", "must be a revision number, 1 or more")
+        validation.check_shadow_target(target)
 
         async def body(m: Mutation) -> Policy:
             head, current = await self._locked_current(m, policy_id, etag)
             if isinstance(shadow, PolicyFields):
-                await store.insert_candidate(m.conn, policy_id, shadow, expected_etag="", new_etag=new_etag())
+                await store.insert_candidate(
+                    m.conn, policy_id, shadow, target, expected_etag="", new_etag=new_etag()
+                )
                 return await self._changed(m, policy_id)
             if not head.first_revision <= shadow <= head.highest:
                 raise _revision_not_found(policy_id, shadow)
@@ -358,7 +367,7 @@ class GuardrailService:
                     f"{shadow} is the active revision of {current.name}; shadow another revision, or give"
                     " policy to write a candidate",
                 )
-            await store.set_shadow(m.conn, policy_id, shadow, expected_etag="", new_etag=new_etag())
+            await store.set_shadow(m.conn, policy_id, shadow, target, expected_etag="", new_etag=new_etag())
             return await self._changed(m, policy_id)
 
         policy = await self._write(write, body)
@@ -372,7 +381,9 @@ class GuardrailService:
             head, current = await self._locked_current(m, policy_id, etag)
             if not head.shadow_revision:
                 return current
-            await store.set_shadow(m.conn, policy_id, 0, expected_etag="", new_etag=new_etag())
+            await store.set_shadow(
+                m.conn, policy_id, 0, ShadowTarget(), expected_etag="", new_etag=new_etag()
+            )
             return await self._changed(m, policy_id)
 
         policy = await self._write(write, body)
@@ -391,7 +402,7 @@ class GuardrailService:
             assert shadow is not None, "a shadow revision is one of the policy's revisions"
             tag = new_etag()
             await store.update_policy(m.conn, policy_id, shadow.fields, expected_etag="", new_etag=tag)
-            await store.set_shadow(m.conn, policy_id, 0, expected_etag="", new_etag=tag)
+            await store.set_shadow(m.conn, policy_id, 0, ShadowTarget(), expected_etag="", new_etag=tag)
             return await self._changed(m, policy_id)
 
         policy = await self._write(write, body)
@@ -513,7 +524,7 @@ class GuardrailService:
         verdict, result = await self._run_check(chosen, compiled, text)
         kept = await self._keep_record(chosen, verdict, result, links, request_id)
         head = await self._head(policy_id)
-        if head.shadow_revision and chosen.revision == head.revision:
+        if head.shadow_revision and chosen.revision == head.revision and head.shadow_target.matches(links):
             # After the active verdict is made and recorded: the caller never waits for the shadow.
             self._shadows.submit(
                 ShadowJob(chosen, verdict, result, head.shadow_revision, text, links, datetime.now(UTC))

@@ -82,6 +82,7 @@ class GuardrailServicer(guardrails_pb2_grpc.GuardrailServiceServicer):
         policy = await self._service.set_shadow_revision(
             request.name,
             convert.shadow_choice(request),
+            convert.shadow_target(request),
             request.etag,
             write_request(request, "SetShadowRevision"),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from modelplane.server.guardrails.domain import (
     ShadowQuery,
     ShadowReport,
     ShadowSample,
+    ShadowTarget,
     ViolationGroup,
     ViolationRecord,
     decision_of,
@@ -44,7 +45,8 @@ T = TypeVar("T")
 HASH_KEY_NAME = "violation_hash_key"
 
 _POLICY_COLUMNS = """
-    p.id, r.revision, r.body, p.create_time, r.create_time AS update_time, p.etag, p.shadow_revision
+    p.id, r.revision, r.body, p.create_time, r.create_time AS update_time, p.etag, p.shadow_revision,
+    p.shadow_deployment, p.shadow_traffic_slot
 """
 
 _VIOLATION_COLUMNS = """
@@ -64,6 +66,7 @@ class PolicyHead:
     first_revision: int
     last_revision: int = 0
     shadow_revision: int = 0
+    shadow_target: ShadowTarget = field(default_factory=ShadowTarget)
 
     @property
     def highest(self) -> int:
@@ -125,11 +128,18 @@ def _policy(row: asyncpg.Record) -> Policy:
         update_time=row["update_time"],
         etag=row["etag"],
         shadow_revision=row["shadow_revision"],
+        shadow_target=_target(row),
     )
 
 
+def _target(row: asyncpg.Record) -> ShadowTarget:
+    return ShadowTarget(row["shadow_deployment"], TrafficSlot(row["shadow_traffic_slot"]))
+
+
 def _head(row: asyncpg.Record) -> PolicyHead:
-    return PolicyHead(row["revision"], row["first_revision"], row["last_revision"], row["shadow_revision"])
+    return PolicyHead(
+        row["revision"], row["first_revision"], row["last_revision"], row["shadow_revision"], _target(row)
+    )
 
 
 # ---- the hash key
@@ -180,7 +190,8 @@ async def _insert_revision(conn: Connection, policy_id: str, revision: int, fiel
 async def get_head(conn: Connection, policy_id: str, *, for_update: bool = False) -> PolicyHead | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
-        f"SELECT revision, first_revision, last_revision, shadow_revision FROM policies WHERE id = $1{lock}",
+        "SELECT revision, first_revision, last_revision, shadow_revision, shadow_deployment,"
+        f" shadow_traffic_slot FROM policies WHERE id = $1{lock}",
         policy_id,
     )
     return None if row is None else _head(row)
@@ -189,7 +200,8 @@ async def get_head(conn: Connection, policy_id: str, *, for_update: bool = False
 async def get_head_at(conn: Connection, policy_id: str) -> tuple[PolicyHead | None, int]:
     """A policy's head with the revision it was read at (one statement, one snapshot)."""
     row = await conn.fetchrow(
-        "SELECT p.revision, p.first_revision, p.last_revision, p.shadow_revision, c.revision AS read_revision"
+        "SELECT p.revision, p.first_revision, p.last_revision, p.shadow_revision, p.shadow_deployment,"
+        " p.shadow_traffic_slot, c.revision AS read_revision"
         " FROM revision_counter c LEFT JOIN policies p ON p.id = $1",
         policy_id,
     )
@@ -453,14 +465,22 @@ async def aggregate(conn: Connection, query: AggregateQuery) -> list[ViolationGr
 
 
 async def set_shadow(
-    conn: Connection, policy_id: str, revision: int, *, expected_etag: str, new_etag: str
+    conn: Connection,
+    policy_id: str,
+    revision: int,
+    target: ShadowTarget,
+    *,
+    expected_etag: str,
+    new_etag: str,
 ) -> bool:
-    """Sets (or, with 0, clears) the shadow revision; False if the etag does not match."""
+    """Sets (or, with 0 and an empty target, clears) the shadow revision; False if the etag does not match."""
     row = await conn.fetchrow(
-        "UPDATE policies SET shadow_revision = $2, etag = $3 WHERE id = $1 AND ($4 = '' OR etag = $4)"
-        " RETURNING 1",
+        "UPDATE policies SET shadow_revision = $2, shadow_deployment = $3, shadow_traffic_slot = $4,"
+        " etag = $5 WHERE id = $1 AND ($6 = '' OR etag = $6) RETURNING 1",
         policy_id,
         revision,
+        target.deployment,
+        target.traffic_slot.value,
         new_etag,
         expected_etag,
     )
@@ -468,16 +488,25 @@ async def set_shadow(
 
 
 async def insert_candidate(
-    conn: Connection, policy_id: str, fields: PolicyFields, *, expected_etag: str, new_etag: str
+    conn: Connection,
+    policy_id: str,
+    fields: PolicyFields,
+    target: ShadowTarget,
+    *,
+    expected_etag: str,
+    new_etag: str,
 ) -> int | None:
     """Writes `fields` as the next revision without making it active, and shadows it; its number, or None
     if the etag does not match."""
     row = await conn.fetchrow(
         "UPDATE policies SET last_revision = last_revision + 1, shadow_revision = last_revision + 1,"
+        " shadow_deployment = $4, shadow_traffic_slot = $5,"
         " etag = $2 WHERE id = $1 AND ($3 = '' OR etag = $3) RETURNING last_revision",
         policy_id,
         new_etag,
         expected_etag,
+        target.deployment,
+        target.traffic_slot.value,
     )
     if row is None:
         return None

@@ -8,6 +8,10 @@ ALTER TABLE policies ADD COLUMN last_revision bigint;
 UPDATE policies SET last_revision = revision;
 ALTER TABLE policies ALTER COLUMN last_revision SET NOT NULL;
 ALTER TABLE policies ADD COLUMN shadow_revision bigint NOT NULL DEFAULT 0;
+-- What the shadow is narrowed to: checks linked to this deployment ('' : every check) and slot ('': any).
+ALTER TABLE policies ADD COLUMN shadow_deployment text NOT NULL DEFAULT '';
+ALTER TABLE policies ADD COLUMN shadow_traffic_slot text NOT NULL DEFAULT ''
+    CHECK (shadow_traffic_slot IN ('', 'stable', 'canary'));
 
 -- Checks evaluated under a shadow, counted per second and outcome; each replica adds its counts in batches.
 -- shadow_outcome: 'checked', 'unchecked' (the shadow ran out of its budget; shadow_decision is then its
