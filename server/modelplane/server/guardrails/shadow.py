@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 # Threads that run shadow checks, apart from the active checks' threads.
 SHADOW_THREADS = 2
-# Shadow checks waiting or running in this process; a check beyond them is not shadowed but counted skipped.
+# Shadow checks waiting or running in this process, and the characters of text they hold; a check beyond
+# either is not shadowed but counted skipped (so shadows never hold more than about 8 M characters of text).
 MAX_PENDING_SHADOWS = 64
+MAX_PENDING_CHARS = 8_000_000
 # Sample violations kept of one check, and kept in this process between two writes (the rest are dropped).
 SAMPLES_PER_CHECK = 5
 MAX_PENDING_SAMPLES = 200
@@ -95,6 +97,7 @@ class ShadowChecks:
         *,
         threads: int = SHADOW_THREADS,
         max_pending: int = MAX_PENDING_SHADOWS,
+        max_pending_chars: int = MAX_PENDING_CHARS,
         flush_interval: float = SHADOW_FLUSH_INTERVAL,
     ) -> None:
         self._db = database
@@ -102,6 +105,8 @@ class ShadowChecks:
         self._policy_key = policy_key
         self._threads = CheckThreads(threads)
         self._max_pending = max_pending
+        self._max_pending_chars = max_pending_chars
+        self._pending_chars = 0
         self._interval = flush_interval
         self._running: set[asyncio.Task[None]] = set()
         self._counts: dict[store.ShadowCountKey, int] = {}
@@ -112,12 +117,19 @@ class ShadowChecks:
 
     def submit(self, job: ShadowJob) -> None:
         """Starts the shadow check of `job` and returns at once; counts it skipped when too many run."""
-        if len(self._running) >= self._max_pending:
+        chars = len(job.text)
+        if len(self._running) >= self._max_pending or self._pending_chars + chars > self._max_pending_chars:
             self._count(job, Decision.ALLOW, "skipped")
             return
         task = asyncio.create_task(self._evaluate(job), name="modelplane-shadow-check")
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._pending_chars += chars
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._running.discard(finished)
+            self._pending_chars -= chars
+
+        task.add_done_callback(done)
 
     async def _evaluate(self, job: ShadowJob) -> None:
         # Nothing a shadow does reaches the caller, whose verdict has been answered already.
