@@ -220,6 +220,20 @@ async def test_bad_shadow_input_names_its_fields(client: GuardrailClient, channe
     assert [p.revision async for p in client.list_policy_revisions(name=POLICY)] == [1]
 
 
+async def test_a_streamed_check_is_shadowed_on_its_whole_text(client: GuardrailClient) -> None:
+    await client.create_policy(policy_id=POLICY_ID, policy=active_policy())
+    await client.set_shadow_revision(name=POLICY, policy=candidate_policy())
+    async with client.check_stream(policy=POLICY) as stream:
+        # The shadow's term arrives split over two chunks.
+        for chunk in ("And the thun", "der rolled ", "over the hills."):
+            await stream.send(chunk)
+        verdict = await stream.finish()
+    assert (verdict.decision, verdict.policy_revision) == (pb.DECISION_ALLOW, 1)
+    report = await client.get_shadow_report(name=POLICY)
+    assert (report.checks, report.shadow.would_block, report.changed_decisions) == (1, 1, 1)
+    assert [(s.rule_id, s.span.start, s.span.end) for s in report.samples] == [("violence", 8, 15)]
+
+
 async def test_a_shadow_narrowed_to_a_deployment_slot_sees_only_its_checks(client: GuardrailClient) -> None:
     await client.create_policy(policy_id=POLICY_ID, policy=active_policy())
     with pytest.raises(errors.InvalidArgument) as no_deployment:

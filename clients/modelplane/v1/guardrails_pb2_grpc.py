@@ -235,8 +235,9 @@ class GuardrailServiceServicer:
 
     def SetShadowRevision(self, request, context):
         """SetShadowRevision puts a revision in shadow next to the policy's active
-        revision: every CheckContent against the active revision is then also
-        evaluated against the shadow, after the active verdict is made and
+        revision: every CheckContent against the active revision (and every
+        CheckStream, on its whole text) is then also evaluated against the
+        shadow, after the active verdict is made and
         without the caller waiting for it; the caller gets the active verdict
         only, and the shadow's would-be decision is recorded (see
         GetShadowReport). Give `revision` to shadow an existing revision, or

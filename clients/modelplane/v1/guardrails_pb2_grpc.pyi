@@ -113,8 +113,9 @@ class GuardrailServiceStub:
     """
     SetShadowRevision: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.SetShadowRevisionRequest, _guardrails_pb2.SetShadowRevisionResponse]
     """SetShadowRevision puts a revision in shadow next to the policy's active
-    revision: every CheckContent against the active revision is then also
-    evaluated against the shadow, after the active verdict is made and
+    revision: every CheckContent against the active revision (and every
+    CheckStream, on its whole text) is then also evaluated against the
+    shadow, after the active verdict is made and
     without the caller waiting for it; the caller gets the active verdict
     only, and the shadow's would-be decision is recorded (see
     GetShadowReport). Give `revision` to shadow an existing revision, or
@@ -237,8 +238,9 @@ class GuardrailServiceAsyncStub(GuardrailServiceStub):
     """
     SetShadowRevision: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.SetShadowRevisionRequest, _guardrails_pb2.SetShadowRevisionResponse]  # type: ignore[assignment]
     """SetShadowRevision puts a revision in shadow next to the policy's active
-    revision: every CheckContent against the active revision is then also
-    evaluated against the shadow, after the active verdict is made and
+    revision: every CheckContent against the active revision (and every
+    CheckStream, on its whole text) is then also evaluated against the
+    shadow, after the active verdict is made and
     without the caller waiting for it; the caller gets the active verdict
     only, and the shadow's would-be decision is recorded (see
     GetShadowReport). Give `revision` to shadow an existing revision, or
@@ -424,8 +426,9 @@ class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_guardrails_pb2.SetShadowRevisionResponse, _abc.Awaitable[_guardrails_pb2.SetShadowRevisionResponse]]:
         """SetShadowRevision puts a revision in shadow next to the policy's active
-        revision: every CheckContent against the active revision is then also
-        evaluated against the shadow, after the active verdict is made and
+        revision: every CheckContent against the active revision (and every
+        CheckStream, on its whole text) is then also evaluated against the
+        shadow, after the active verdict is made and
         without the caller waiting for it; the caller gets the active verdict
         only, and the shadow's would-be decision is recorded (see
         GetShadowReport). Give `revision` to shadow an existing revision, or

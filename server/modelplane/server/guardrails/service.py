@@ -523,13 +523,19 @@ class GuardrailService:
         chosen, compiled = await self._policy_for_check(policy_id, revision)
         verdict, result = await self._run_check(chosen, compiled, text)
         kept = await self._keep_record(chosen, verdict, result, links, request_id)
-        head = await self._head(policy_id)
-        if head.shadow_revision and chosen.revision == head.revision and head.shadow_target.matches(links):
-            # After the active verdict is made and recorded: the caller never waits for the shadow.
-            self._shadows.submit(
-                ShadowJob(chosen, verdict, result, head.shadow_revision, text, links, datetime.now(UTC))
-            )
+        await self._shadow(chosen, verdict, result, text, links)
         return kept
+
+    async def _shadow(
+        self, active: Policy, verdict: Verdict, result: CheckResult | None, text: str, links: Links
+    ) -> None:
+        """Starts the check of `text` against the policy's shadow, if it has one that this check falls under;
+        called after the active verdict is made and recorded, and never waited for."""
+        head = await self._head(active.id)
+        if head.shadow_revision and active.revision == head.revision and head.shadow_target.matches(links):
+            self._shadows.submit(
+                ShadowJob(active, verdict, result, head.shadow_revision, text, links, datetime.now(UTC))
+            )
 
     async def check_stream(
         self, events: AsyncIterator[StreamEvent]
@@ -555,7 +561,9 @@ class GuardrailService:
                 raise InvalidArgument.field("start", "only the first message may be a start")
             if isinstance(event, StreamEnd):
                 verdict, result = await self._finish_stream(chosen, stream)
-                yield await self._keep_record(chosen, verdict, result, first.links, first.request_id)
+                kept = await self._keep_record(chosen, verdict, result, first.links, first.request_id)
+                await self._shadow(chosen, verdict, result, stream.text, first.links)
+                yield kept
                 return
             received += len(event.text)
             validation.check_text_size(received, "chunk")
