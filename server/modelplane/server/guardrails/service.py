@@ -345,12 +345,12 @@ class GuardrailService:
             raise InvalidArgument.field(
                 "revision", "set revision (an existing revision) or policy (a new candidate revision)"
             )
+        validation.check_shadow_target(target)
         if isinstance(shadow, PolicyFields):
             validation.check_policy_fields(shadow, "policy")
             await asyncio.to_thread(compile_fields, shadow, "policy")
         elif shadow <= 0:
             raise InvalidArgument.field("revision", "must be a revision number, 1 or more")
-        validation.check_shadow_target(target)
 
         async def body(m: Mutation) -> Policy:
             head, current = await self._locked_current(m, policy_id, etag)
@@ -531,7 +531,12 @@ class GuardrailService:
     ) -> None:
         """Starts the check of `text` against the policy's shadow, if it has one that this check falls under;
         called after the active verdict is made and recorded, and never waited for."""
-        head = await self._head(active.id)
+        try:
+            head = await self._head(active.id)
+        except Exception as exc:
+            # Deleted meanwhile, or Postgres away on a cache miss: the verdict is answered all the same.
+            log.warning("%s: no shadow check (%s: %s)", active.name, type(exc).__name__, exc)
+            return
         if head.shadow_revision and active.revision == head.revision and head.shadow_target.matches(links):
             self._shadows.submit(
                 ShadowJob(active, verdict, result, head.shadow_revision, text, links, datetime.now(UTC))
