@@ -2203,7 +2203,8 @@ class GetShadowReportResponse(_message.Message):
     """checks is how many checks were evaluated under both revisions."""
     skipped: _builtins.int
     """skipped is how many checks were not evaluated under the shadow because
-    this server's shadow queue was full; they are not in checks.
+    the server already had as many shadow checks (or as much of their
+    text) waiting as it allows; they are not in checks.
     """
     changed_decisions: _builtins.int
     """changed_decisions is how many checks the two revisions decided

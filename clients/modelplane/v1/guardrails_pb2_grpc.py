@@ -285,9 +285,11 @@ class GuardrailServiceServicer:
         make the difference, and sample violations of the shadow (masked
         excerpts; keyed hashes for admin and operator tokens only). Returns
         NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
-        FAILED_PRECONDITION (reason SHADOW_NOT_SET) when shadow_revision is 0
-        and the policy has no shadow, INVALID_ARGUMENT (path "end_time") for a
-        window that ends before it starts.
+        NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+        shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+        shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+        (path "end_time") for a window that ends before it starts or (path
+        "shadow_revision") for a negative revision.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -151,9 +151,11 @@ class GuardrailServiceStub:
     make the difference, and sample violations of the shadow (masked
     excerpts; keyed hashes for admin and operator tokens only). Returns
     NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
-    FAILED_PRECONDITION (reason SHADOW_NOT_SET) when shadow_revision is 0
-    and the policy has no shadow, INVALID_ARGUMENT (path "end_time") for a
-    window that ends before it starts.
+    NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+    shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+    shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+    (path "end_time") for a window that ends before it starts or (path
+    "shadow_revision") for a negative revision.
     """
 
 @_typing.type_check_only
@@ -276,9 +278,11 @@ class GuardrailServiceAsyncStub(GuardrailServiceStub):
     make the difference, and sample violations of the shadow (masked
     excerpts; keyed hashes for admin and operator tokens only). Returns
     NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
-    FAILED_PRECONDITION (reason SHADOW_NOT_SET) when shadow_revision is 0
-    and the policy has no shadow, INVALID_ARGUMENT (path "end_time") for a
-    window that ends before it starts.
+    NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+    shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+    shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+    (path "end_time") for a window that ends before it starts or (path
+    "shadow_revision") for a negative revision.
     """
 
 class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -482,9 +486,11 @@ class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
         make the difference, and sample violations of the shadow (masked
         excerpts; keyed hashes for admin and operator tokens only). Returns
         NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
-        FAILED_PRECONDITION (reason SHADOW_NOT_SET) when shadow_revision is 0
-        and the policy has no shadow, INVALID_ARGUMENT (path "end_time") for a
-        window that ends before it starts.
+        NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+        shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+        shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+        (path "end_time") for a window that ends before it starts or (path
+        "shadow_revision") for a negative revision.
         """
 
 def add_GuardrailServiceServicer_to_server(servicer: GuardrailServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
