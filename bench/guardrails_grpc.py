@@ -5,7 +5,10 @@ baseline measured in the same run, at each concurrency.
 `python -m bench.guardrails_grpc` starts a server process on a database (as bench/run.py does) and drives it
 from a second process; `--target HOST:PORT` drives a running server without auth instead (`--json` prints
 the raw measurements). Two texts are checked: a clean one (ALLOW, nothing stored: the check alone) and one
-with an e-mail address (REDACT: the check plus one violation record written). It only prints figures.
+with an e-mail address (REDACT: the check plus one violation record written). The clean text is also checked
+against a second policy with the same rules in shadow (a candidate revision equal to the active one, so the
+shadow costs one more check of the same policy): the ratio of the two shows what shadow evaluation costs.
+It only prints figures.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 BASELINE = "Health/Check"
 CLEAN = "CheckContent(clean)"
 FLAGGED = "CheckContent(1 violation)"
+SHADOWED = "CheckContent(clean, shadow)"
 # CheckContent of a clean text is good enough when it keeps this share of the baseline's throughput.
 TARGET = 0.6
 CALL_TIMEOUT = 10.0
@@ -149,19 +153,22 @@ def bench_text(chars: int = TEXT_CHARS, *, flagged: bool = False) -> str:
     return " ".join(words)[:chars]
 
 
-def _calls(channel: grpc.aio.Channel, guardrails: GuardrailServiceAsyncStub, policy: str) -> dict[str, Call]:
+def _calls(
+    channel: grpc.aio.Channel, guardrails: GuardrailServiceAsyncStub, policy: str, shadowed: str
+) -> dict[str, Call]:
     health = health_pb2_grpc.HealthStub(channel)
     health_request = health_pb2.HealthCheckRequest(service="")
     clean, flagged = bench_text(), bench_text(flagged=True)
 
-    def check(text: str) -> Awaitable[object]:
+    def check(text: str, name: str = policy) -> Awaitable[object]:
         # A fresh request id per call, as the typed client sends one.
-        request = guardrails_pb2.CheckContentRequest(policy=policy, text=text, request_id=uuid.uuid4().hex)
+        request = guardrails_pb2.CheckContentRequest(policy=name, text=text, request_id=uuid.uuid4().hex)
         return guardrails.CheckContent(request, timeout=CALL_TIMEOUT)
 
     return {
         BASELINE: lambda: health.Check(health_request, timeout=CALL_TIMEOUT),
         CLEAN: lambda: check(clean),
+        SHADOWED: lambda: check(clean, shadowed),
         FLAGGED: lambda: check(flagged),
     }
 
@@ -179,6 +186,15 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             timeout=60.0,
         )
         policy = created.policy.name
+        shadowed_id = f"{policy_id}-shadow"
+        shadowed = (
+            await guardrails.CreatePolicy(
+                guardrails_pb2.CreatePolicyRequest(policy_id=shadowed_id, policy=bench_policy()), timeout=60.0
+            )
+        ).policy.name
+        await guardrails.SetShadowRevision(
+            guardrails_pb2.SetShadowRevisionRequest(name=shadowed, policy=bench_policy()), timeout=60.0
+        )
         try:
             verdicts = {}
             for label, text in ((CLEAN, bench_text()), (FLAGGED, bench_text(flagged=True))):
@@ -188,16 +204,26 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
                 verdicts[label] = guardrails_pb2.Decision.Name(response.verdict.decision).removeprefix(
                     "DECISION_"
                 )
-            calls = _calls(channel, guardrails, policy)
+            calls = _calls(channel, guardrails, policy, shadowed)
             cells: list[Cell] = []
             for concurrency in args.concurrency:
                 print(f"  baseline and CheckContent at concurrency {concurrency} ...", file=sys.stderr)
                 cells += await measure_level(calls, concurrency, args.warmup, args.duration, args.rounds)
-        finally:
-            await guardrails.DeletePolicy(
-                guardrails_pb2.DeletePolicyRequest(name=policy), timeout=CALL_TIMEOUT
+            report = await guardrails.GetShadowReport(
+                guardrails_pb2.GetShadowReportRequest(name=shadowed), timeout=60.0
             )
-    return {"verdicts": verdicts, "cells": [asdict(cell) for cell in cells]}
+            shadow = {
+                "checks": report.checks,
+                "skipped": report.skipped,
+                "unchecked": report.shadow.unchecked,
+                "changed": report.changed_decisions,
+            }
+        finally:
+            for name in (policy, shadowed):
+                await guardrails.DeletePolicy(
+                    guardrails_pb2.DeletePolicyRequest(name=name), timeout=CALL_TIMEOUT
+                )
+    return {"verdicts": verdicts, "cells": [asdict(cell) for cell in cells], "shadow": shadow}
 
 
 def format_report(result: dict[str, Any], args: argparse.Namespace, where: str) -> str:
@@ -245,7 +271,32 @@ def format_report(result: dict[str, Any], args: argparse.Namespace, where: str) 
         "concurrency or better (vs base = QPS / Health/Check QPS)"
     )
     lines.append("below target: " + ("; ".join(below) if below else "none"))
+    lines.append("")
+    lines.extend(shadow_lines(cells, args.concurrency, result["shadow"]))
     return "\n".join(lines)
+
+
+def shadow_lines(cells: list[dict[str, Any]], concurrencies: list[int], shadow: dict[str, int]) -> list[str]:
+    """What a shadow costs: the shadowed policy's QPS as a share of the same policy's without one, and the
+    extra time a call takes, counted in checks (1.0: as much as a second check)."""
+    qps = {(cell["rpc"], cell["concurrency"]): cell["qps"] for cell in cells}
+    lines = [
+        f"shadow evaluation (a candidate equal to the active revision): {shadow['checks']} checks evaluated "
+        f"under the shadow, {shadow['skipped']} skipped (shadow queue full), {shadow['unchecked']} out of "
+        f"budget, {shadow['changed']} decided differently"
+    ]
+    for concurrency in concurrencies:
+        plain, shadowed = qps.get((CLEAN, concurrency)), qps.get((SHADOWED, concurrency))
+        if not plain or not shadowed:
+            continue
+        ratio = shadowed / plain
+        extra = plain / shadowed - 1
+        verdict = "ok" if extra < 1 else "<- over one extra check"
+        lines.append(
+            f"  concurrency {concurrency}: {SHADOWED} at {ratio:.2f} of {CLEAN}'s QPS; "
+            f"extra cost {extra:.2f} of a check {verdict} (target: below 1.00)"
+        )
+    return lines
 
 
 def _load_in_process_of_its_own(target: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -163,6 +163,19 @@ MINIMAL_CALLS: dict[str, dict[str, tuple[Message, grpc.StatusCode]]] = {
         ),
         "ListViolations": (gpb.ListViolationsRequest(), grpc.StatusCode.OK),
         "AggregateViolations": (gpb.AggregateViolationsRequest(), grpc.StatusCode.OK),
+        "SetShadowRevision": (
+            gpb.SetShadowRevisionRequest(name=MISSING_POLICY, revision=2),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "ClearShadowRevision": (
+            gpb.ClearShadowRevisionRequest(name=MISSING_POLICY),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "PromoteShadowRevision": (
+            gpb.PromoteShadowRevisionRequest(name=MISSING_POLICY),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "GetShadowReport": (gpb.GetShadowReportRequest(name=MISSING_POLICY), grpc.StatusCode.NOT_FOUND),
     },
     "DeploymentService": {
         "CreateDeployment": (
@@ -255,6 +268,19 @@ HAND_WRITTEN_RULES: list[tuple[str, str, Role, bool]] = [
     ("GuardrailService", "ListViolations", Role.READER, True),
     ("GuardrailService", "AggregateViolations", Role.READER, True),
     ("GuardrailService", "CheckContent", Role.ADMIN, True),
+    # README "Guardrails", shadow revisions: set, clear and promote need admin or operator; the report
+    # anyone.
+    ("GuardrailService", "SetShadowRevision", Role.READER, False),
+    ("GuardrailService", "SetShadowRevision", Role.SERVICE, False),
+    ("GuardrailService", "SetShadowRevision", Role.OPERATOR, True),
+    ("GuardrailService", "SetShadowRevision", Role.ADMIN, True),
+    ("GuardrailService", "ClearShadowRevision", Role.SERVICE, False),
+    ("GuardrailService", "ClearShadowRevision", Role.OPERATOR, True),
+    ("GuardrailService", "PromoteShadowRevision", Role.READER, False),
+    ("GuardrailService", "PromoteShadowRevision", Role.SERVICE, False),
+    ("GuardrailService", "PromoteShadowRevision", Role.OPERATOR, True),
+    ("GuardrailService", "GetShadowReport", Role.READER, True),
+    ("GuardrailService", "GetShadowReport", Role.SERVICE, True),
     # README "Deployments": rollout control needs admin or operator; health reports and routes admin,
     # operator or service; reads anyone.
     ("DeploymentService", "StartRollout", Role.SERVICE, False),

@@ -84,6 +84,8 @@ DOCUMENTED: dict[grpc.StatusCode, frozenset[str]] = {
     grpc.StatusCode.NOT_FOUND: frozenset({"POLICY_NOT_FOUND", "POLICY_REVISION_NOT_FOUND"}),
     grpc.StatusCode.ALREADY_EXISTS: frozenset({"POLICY_ALREADY_EXISTS"}),
     grpc.StatusCode.ABORTED: frozenset({"ETAG_MISMATCH"}),
+    # PromoteShadowRevision and GetShadowReport of a policy without a shadow.
+    grpc.StatusCode.FAILED_PRECONDITION: frozenset({"SHADOW_NOT_SET"}),
 }
 
 MAX_TEXT_CHARS = 1_000_000

@@ -86,7 +86,12 @@ def _timestamp_calls(bad: timestamp_pb2.Timestamp) -> list[tuple[str, Call]]:
             gpb.AggregateViolationsRequest(start_time=bad), timeout=TIMEOUT
         )
 
-    return [("batch.events[0].event_time", write), ("start_time", aggregate)]
+    def shadow_report(channel: grpc.aio.Channel) -> Awaitable[object]:
+        return guardrails_pb2_grpc.GuardrailServiceStub(channel).GetShadowReport(
+            gpb.GetShadowReportRequest(name="policies/missing", end_time=bad), timeout=TIMEOUT
+        )
+
+    return [("batch.events[0].event_time", write), ("start_time", aggregate), ("end_time", shadow_report)]
 
 
 async def _assert_refused(channel: grpc.aio.Channel, path: str, call: Call) -> None:

@@ -298,6 +298,27 @@ def violations_listed(output: Output, sandbox: Sandbox) -> None:
     assert found[0]["links"]["model_version"] == "models/chat-large/versions/1"
 
 
+def shadow_set(output: Output, sandbox: Sandbox) -> None:
+    policy = reply(output)["policy"]
+    # The candidate is revision 2, in shadow; revision 1 stays active.
+    assert (policy["revision"], policy["shadow_revision"]) == ("1", "2"), output.describe()
+
+
+def active_verdict_only(output: Output, sandbox: Sandbox) -> None:
+    verdict = reply(output)["verdict"]
+    assert verdict["decision"] == "DECISION_ALLOW", output.describe()
+    assert verdict["policy_revision"] == "1"
+
+
+def shadow_reported(output: Output, sandbox: Sandbox) -> None:
+    report = reply(output)
+    assert (report["shadow_revision"], report["checks"], report["changed_decisions"]) == ("2", "1", "1")
+    assert report["shadow"]["would_block"] == "1"
+    assert "would_block" not in report["active"]
+    assert report["rule_differences"] == [{"rule_id": "violence", "shadow_only": "1"}]
+    assert [s["excerpt"] for s in report["samples"]] == ["*****"]
+
+
 def violations_aggregated(output: Output, sandbox: Sandbox) -> None:
     groups = {group["rule_id"]: group for group in reply(output)["groups"]}
     assert sorted(groups) == ["cards", "violence"], output.describe()
@@ -446,6 +467,9 @@ SHELL_CHECKS = [
     Expect("kill the dragon", violence_blocked),
     Expect("GuardrailService/ListViolations", violations_listed),
     Expect("GuardrailService/AggregateViolations", violations_aggregated),
+    Expect("GuardrailService/SetShadowRevision", shadow_set),
+    Expect("drew his sword", active_verdict_only),
+    Expect("GuardrailService/GetShadowReport", shadow_reported),
     Expect("LogService/WriteLogEvents", events_written),
     Expect("LogService/QueryLogEvents", events_queried),
     Expect("LogService/AggregateLogEvents", events_aggregated),

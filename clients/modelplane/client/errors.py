@@ -342,6 +342,12 @@ class NoReadyEndpoint(FailedPrecondition):
     default_reason = "NO_READY_ENDPOINT"
 
 
+class ShadowNotSet(FailedPrecondition):
+    """The policy has no shadow revision to promote or report on; set one with SetShadowRevision first."""
+
+    default_reason = "SHADOW_NOT_SET"
+
+
 class InvalidField(InvalidArgument):
     """One or more fields are malformed; the BadRequest detail names every bad field and what to do."""
 
@@ -497,6 +503,7 @@ CLASS_BY_REASON: Mapping[str, type[ModelplaneError]] = {
     "ROLLOUT_IN_PROGRESS": RolloutInProgress,
     "ILLEGAL_TRANSITION": IllegalTransition,
     "NO_READY_ENDPOINT": NoReadyEndpoint,
+    "SHADOW_NOT_SET": ShadowNotSet,
     "INVALID_FIELD": InvalidField,
     "INVALID_FILTER": InvalidFilter,
     "INVALID_PAGE_TOKEN": InvalidPageToken,
@@ -549,6 +556,7 @@ __all__ += [
     "RoleNotAllowed",
     "RolloutInProgress",
     "RolloutNotFound",
+    "ShadowNotSet",
     "ShuttingDown",
     "StorageUnavailable",
     "SumOutOfRange",

@@ -118,6 +118,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """NO_READY_ENDPOINT (FAILED_PRECONDITION): ResolveRoute found no endpoint
     that is not NOT_READY in either slot of the deployment.
     """
+    ERROR_REASON_SHADOW_NOT_SET: _ErrorReason.ValueType  # 43
+    """SHADOW_NOT_SET (FAILED_PRECONDITION): the policy has no shadow revision
+    to promote or report on; set one with SetShadowRevision first.
+    """
     ERROR_REASON_INVALID_FIELD: _ErrorReason.ValueType  # 22
     """INVALID_FIELD (INVALID_ARGUMENT): one or more fields are malformed; the
     BadRequest detail names every bad field and what to do.
@@ -289,6 +293,10 @@ allow this action (promoting a finished rollout, say).
 ERROR_REASON_NO_READY_ENDPOINT: ErrorReason.ValueType  # 21
 """NO_READY_ENDPOINT (FAILED_PRECONDITION): ResolveRoute found no endpoint
 that is not NOT_READY in either slot of the deployment.
+"""
+ERROR_REASON_SHADOW_NOT_SET: ErrorReason.ValueType  # 43
+"""SHADOW_NOT_SET (FAILED_PRECONDITION): the policy has no shadow revision
+to promote or report on; set one with SetShadowRevision first.
 """
 ERROR_REASON_INVALID_FIELD: ErrorReason.ValueType  # 22
 """INVALID_FIELD (INVALID_ARGUMENT): one or more fields are malformed; the

@@ -571,6 +571,9 @@ class Policy(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     EXCERPT_CONTEXT_CHARS_FIELD_NUMBER: _builtins.int
+    SHADOW_REVISION_FIELD_NUMBER: _builtins.int
+    SHADOW_DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    SHADOW_TRAFFIC_SLOT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the resource name, "policies/{policy}". {policy} is 1 to 63
     characters of lower-case letters, digits and "-", starting with a
@@ -601,6 +604,20 @@ class Policy(_message.Message):
     a match a violation's excerpt shows, 0 to 32 (other violations' spans in
     that window stay masked). 0, the default, shows the masked match alone:
     no character of the text the rules did not match.
+    """
+    shadow_revision: _builtins.int
+    """shadow_revision is the revision evaluated in shadow next to the active
+    one (see SetShadowRevision); 0 when there is none. The same on every
+    revision read, as etag is.
+    """
+    shadow_deployment: _builtins.str
+    """shadow_deployment, when set, narrows the shadow to checks whose links
+    name this deployment; empty means every check against the active
+    revision.
+    """
+    shadow_traffic_slot: _common_pb2.TrafficSlot.ValueType
+    """shadow_traffic_slot, when set, narrows the shadow further to checks
+    whose links name this slot of shadow_deployment.
     """
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]:
@@ -654,10 +671,13 @@ class Policy(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         excerpt_context_chars: _builtins.int = ...,
+        shadow_revision: _builtins.int = ...,
+        shadow_deployment: _builtins.str = ...,
+        shadow_traffic_slot: _common_pb2.TrafficSlot.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "default_fallback", b"default_fallback", "description", b"description", "display_name", b"display_name", "etag", b"etag", "excerpt_context_chars", b"excerpt_context_chars", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "name", b"name", "revision", b"revision", "rules", b"rules", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "decisions", b"decisions", "default_fallback", b"default_fallback", "description", b"description", "display_name", b"display_name", "etag", b"etag", "excerpt_context_chars", b"excerpt_context_chars", "fail_mode", b"fail_mode", "fallback_content", b"fallback_content", "name", b"name", "revision", b"revision", "rules", b"rules", "shadow_deployment", b"shadow_deployment", "shadow_revision", b"shadow_revision", "shadow_traffic_slot", b"shadow_traffic_slot", "time_budget", b"time_budget", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1754,3 +1774,486 @@ class AggregateViolationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AggregateViolationsResponse: _TypeAlias = AggregateViolationsResponse  # noqa: Y015
+
+@_typing.final
+class SetShadowRevisionRequest(_message.Message):
+    """SetShadowRevisionRequest is the request of SetShadowRevision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    TRAFFIC_SLOT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the policy's resource name, "policies/{policy}"."""
+    revision: _builtins.int
+    """revision is an existing revision of the policy, other than the active
+    one (an older revision, or a candidate written earlier).
+    """
+    etag: _builtins.str
+    """etag, if set, must match the policy's current etag."""
+    request_id: _builtins.str
+    """request_id makes the call idempotent; see CreatePolicyRequest.request_id."""
+    deployment: _builtins.str
+    """deployment, when set ("deployments/{deployment}"), shadows only the
+    checks whose links name this deployment; empty shadows every check
+    against the active revision.
+    """
+    traffic_slot: _common_pb2.TrafficSlot.ValueType
+    """traffic_slot, when set, shadows only the checks whose links name this
+    slot of deployment (the canary, say); it needs deployment.
+    """
+    @_builtins.property
+    def policy(self) -> Global___Policy:
+        """policy is a new candidate revision, written but not made active; its
+        name, revision and etag are ignored. Checked as in CreatePolicy, with
+        paths under "policy".
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        policy: Global___Policy | None = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        traffic_slot: _common_pb2.TrafficSlot.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "revision", b"revision", "shadow", b"shadow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "etag", b"etag", "name", b"name", "policy", b"policy", "request_id", b"request_id", "revision", b"revision", "shadow", b"shadow", "traffic_slot", b"traffic_slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_shadow: _TypeAlias = _typing.Literal["revision", "policy"]  # noqa: Y015
+    _WhichOneofArgType_shadow: _TypeAlias = _typing.Literal["shadow", b"shadow"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_shadow) -> _WhichOneofReturnType_shadow | None: ...
+
+Global___SetShadowRevisionRequest: _TypeAlias = SetShadowRevisionRequest  # noqa: Y015
+
+@_typing.final
+class SetShadowRevisionResponse(_message.Message):
+    """SetShadowRevisionResponse is the response of SetShadowRevision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___Policy:
+        """policy is the policy at its active revision, with shadow_revision set."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___Policy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetShadowRevisionResponse: _TypeAlias = SetShadowRevisionResponse  # noqa: Y015
+
+@_typing.final
+class ClearShadowRevisionRequest(_message.Message):
+    """ClearShadowRevisionRequest is the request of ClearShadowRevision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the policy's resource name, "policies/{policy}"."""
+    etag: _builtins.str
+    """etag, if set, must match the policy's current etag."""
+    request_id: _builtins.str
+    """request_id makes the call idempotent; see CreatePolicyRequest.request_id."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearShadowRevisionRequest: _TypeAlias = ClearShadowRevisionRequest  # noqa: Y015
+
+@_typing.final
+class ClearShadowRevisionResponse(_message.Message):
+    """ClearShadowRevisionResponse is the response of ClearShadowRevision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___Policy:
+        """policy is the policy at its active revision, with shadow_revision 0."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___Policy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearShadowRevisionResponse: _TypeAlias = ClearShadowRevisionResponse  # noqa: Y015
+
+@_typing.final
+class PromoteShadowRevisionRequest(_message.Message):
+    """PromoteShadowRevisionRequest is the request of PromoteShadowRevision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the policy's resource name, "policies/{policy}"."""
+    etag: _builtins.str
+    """etag, if set, must match the policy's current etag."""
+    request_id: _builtins.str
+    """request_id makes the call idempotent; see CreatePolicyRequest.request_id."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteShadowRevisionRequest: _TypeAlias = PromoteShadowRevisionRequest  # noqa: Y015
+
+@_typing.final
+class PromoteShadowRevisionResponse(_message.Message):
+    """PromoteShadowRevisionResponse is the response of PromoteShadowRevision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___Policy:
+        """policy is the policy at its new active revision, which holds the
+        shadow's fields; shadow_revision is 0.
+        """
+
+    def __init__(
+        self,
+        *,
+        policy: Global___Policy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteShadowRevisionResponse: _TypeAlias = PromoteShadowRevisionResponse  # noqa: Y015
+
+@_typing.final
+class GetShadowReportRequest(_message.Message):
+    """GetShadowReportRequest is the request of GetShadowReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHADOW_REVISION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the policy's resource name, "policies/{policy}"."""
+    shadow_revision: _builtins.int
+    """shadow_revision is the shadow revision to report on; 0 means the
+    policy's current shadow.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """start_time is the start of the window, inclusive; unset means the
+        beginning.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """end_time is the end of the window, exclusive; unset means now. Must be
+        after start_time.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        shadow_revision: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "name", b"name", "shadow_revision", b"shadow_revision", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShadowReportRequest: _TypeAlias = GetShadowReportRequest  # noqa: Y015
+
+@_typing.final
+class ShadowOutcome(_message.Message):
+    """ShadowOutcome counts what one revision decided over the report's checks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    WOULD_BLOCK_FIELD_NUMBER: _builtins.int
+    WOULD_REDACT_FIELD_NUMBER: _builtins.int
+    UNCHECKED_FIELD_NUMBER: _builtins.int
+    BLOCK_RATE_FIELD_NUMBER: _builtins.int
+    REDACT_RATE_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """revision is the policy revision these counts are of; 0 for the active
+    side when the window's checks ran against several active revisions
+    (active_revisions lists them).
+    """
+    would_block: _builtins.int
+    """would_block is how many checks it decided BLOCK."""
+    would_redact: _builtins.int
+    """would_redact is how many checks it decided REDACT."""
+    unchecked: _builtins.int
+    """unchecked is how many checks ran out of its time budget (their
+    decision is the fail mode's, counted above as well).
+    """
+    block_rate: _builtins.float
+    """block_rate is would_block / the report's checks; 0 with no checks."""
+    redact_rate: _builtins.float
+    """redact_rate is would_redact / the report's checks; 0 with no checks."""
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        would_block: _builtins.int = ...,
+        would_redact: _builtins.int = ...,
+        unchecked: _builtins.int = ...,
+        block_rate: _builtins.float = ...,
+        redact_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_rate", b"block_rate", "redact_rate", b"redact_rate", "revision", b"revision", "unchecked", b"unchecked", "would_block", b"would_block", "would_redact", b"would_redact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowOutcome: _TypeAlias = ShadowOutcome  # noqa: Y015
+
+@_typing.final
+class ShadowRuleDifference(_message.Message):
+    """ShadowRuleDifference is a rule that decided differently under the two
+    revisions, with how many checks it did so in.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_ONLY_FIELD_NUMBER: _builtins.int
+    SHADOW_ONLY_FIELD_NUMBER: _builtins.int
+    DECISION_CHANGED_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """rule_id is the rule's id (a rule of either revision)."""
+    active_only: _builtins.int
+    """active_only is how many checks the rule broke under the active
+    revision and not under the shadow.
+    """
+    shadow_only: _builtins.int
+    """shadow_only is how many checks the rule broke under the shadow and not
+    under the active revision.
+    """
+    decision_changed: _builtins.int
+    """decision_changed is how many checks the rule broke under both, with a
+    different decision (its severity or the decision table changed).
+    """
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        active_only: _builtins.int = ...,
+        shadow_only: _builtins.int = ...,
+        decision_changed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_only", b"active_only", "decision_changed", b"decision_changed", "rule_id", b"rule_id", "shadow_only", b"shadow_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowRuleDifference: _TypeAlias = ShadowRuleDifference  # noqa: Y015
+
+@_typing.final
+class ShadowViolation(_message.Message):
+    """ShadowViolation is a sample violation of the shadow revision, recorded
+    with the privacy rules of ViolationRecord: a span, a masked excerpt and a
+    keyed hash, never the checked or the matched text.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    SHADOW_DECISION_FIELD_NUMBER: _builtins.int
+    ACTIVE_DECISION_FIELD_NUMBER: _builtins.int
+    ACTIVE_REVISION_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    SPAN_FIELD_NUMBER: _builtins.int
+    EXCERPT_FIELD_NUMBER: _builtins.int
+    MATCHED_HASH_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """rule_id is the id of the shadow's broken rule."""
+    severity: Global___Severity.ValueType
+    """severity is the rule's severity under the shadow."""
+    category: _builtins.str
+    """category is the rule's category under the shadow."""
+    decision: Global___Decision.ValueType
+    """decision is the shadow's decision for this violation."""
+    shadow_decision: Global___Decision.ValueType
+    """shadow_decision is the shadow's decision for the whole check."""
+    active_decision: Global___Decision.ValueType
+    """active_decision is the active revision's decision for the same check."""
+    active_revision: _builtins.int
+    """active_revision is the active revision the check ran against."""
+    excerpt: _builtins.str
+    """excerpt is the masked excerpt; see Violation.excerpt."""
+    matched_hash: _builtins.str
+    """matched_hash is the keyed hash of the matched text, as in
+    ViolationRecord.matched_hash: shown to admin and operator tokens only.
+    """
+    @_builtins.property
+    def links(self) -> _common_pb2.EventLinks:
+        """links are the ids of the checked event, as the caller sent them."""
+
+    @_builtins.property
+    def span(self) -> Global___TextSpan:
+        """span is where the match was in the checked text."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """create_time is when the check was made."""
+
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        severity: Global___Severity.ValueType = ...,
+        category: _builtins.str = ...,
+        decision: Global___Decision.ValueType = ...,
+        shadow_decision: Global___Decision.ValueType = ...,
+        active_decision: Global___Decision.ValueType = ...,
+        active_revision: _builtins.int = ...,
+        links: _common_pb2.EventLinks | None = ...,
+        span: Global___TextSpan | None = ...,
+        excerpt: _builtins.str = ...,
+        matched_hash: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "links", b"links", "span", b"span"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_decision", b"active_decision", "active_revision", b"active_revision", "category", b"category", "create_time", b"create_time", "decision", b"decision", "excerpt", b"excerpt", "links", b"links", "matched_hash", b"matched_hash", "rule_id", b"rule_id", "severity", b"severity", "shadow_decision", b"shadow_decision", "span", b"span"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowViolation: _TypeAlias = ShadowViolation  # noqa: Y015
+
+@_typing.final
+class GetShadowReportResponse(_message.Message):
+    """GetShadowReportResponse is the response of GetShadowReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    SHADOW_REVISION_FIELD_NUMBER: _builtins.int
+    ACTIVE_REVISIONS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    CHANGED_DECISIONS_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    SHADOW_FIELD_NUMBER: _builtins.int
+    RULE_DIFFERENCES_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    policy: _builtins.str
+    """policy is the policy's resource name."""
+    shadow_revision: _builtins.int
+    """shadow_revision is the shadow revision reported on."""
+    checks: _builtins.int
+    """checks is how many checks were evaluated under both revisions."""
+    skipped: _builtins.int
+    """skipped is how many checks were not evaluated under the shadow because
+    the server already had as many shadow checks (or as much of their
+    text) waiting as it allows; they are not in checks.
+    """
+    changed_decisions: _builtins.int
+    """changed_decisions is how many checks the two revisions decided
+    differently.
+    """
+    @_builtins.property
+    def active_revisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """active_revisions are the active revisions the window's checks ran
+        against, in order.
+        """
+
+    @_builtins.property
+    def active(self) -> Global___ShadowOutcome:
+        """active is what the active revision decided."""
+
+    @_builtins.property
+    def shadow(self) -> Global___ShadowOutcome:
+        """shadow is what the shadow revision would have decided."""
+
+    @_builtins.property
+    def rule_differences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShadowRuleDifference]:
+        """rule_differences are the rules that make the difference, most checks
+        first, at most 100.
+        """
+
+    @_builtins.property
+    def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShadowViolation]:
+        """samples are the newest sample violations of the shadow in the window,
+        at most 20, from checks the two revisions decided differently.
+        """
+
+    def __init__(
+        self,
+        *,
+        policy: _builtins.str = ...,
+        shadow_revision: _builtins.int = ...,
+        active_revisions: _abc.Iterable[_builtins.int] | None = ...,
+        checks: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        changed_decisions: _builtins.int = ...,
+        active: Global___ShadowOutcome | None = ...,
+        shadow: Global___ShadowOutcome | None = ...,
+        rule_differences: _abc.Iterable[Global___ShadowRuleDifference] | None = ...,
+        samples: _abc.Iterable[Global___ShadowViolation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "shadow", b"shadow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "active_revisions", b"active_revisions", "changed_decisions", b"changed_decisions", "checks", b"checks", "policy", b"policy", "rule_differences", b"rule_differences", "samples", b"samples", "shadow", b"shadow", "shadow_revision", b"shadow_revision", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShadowReportResponse: _TypeAlias = GetShadowReportResponse  # noqa: Y015

@@ -93,6 +93,26 @@ class GuardrailServiceStub:
                 request_serializer=modelplane_dot_v1_dot_guardrails__pb2.AggregateViolationsRequest.SerializeToString,
                 response_deserializer=modelplane_dot_v1_dot_guardrails__pb2.AggregateViolationsResponse.FromString,
                 _registered_method=True)
+        self.SetShadowRevision = channel.unary_unary(
+                '/modelplane.v1.GuardrailService/SetShadowRevision',
+                request_serializer=modelplane_dot_v1_dot_guardrails__pb2.SetShadowRevisionRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_guardrails__pb2.SetShadowRevisionResponse.FromString,
+                _registered_method=True)
+        self.ClearShadowRevision = channel.unary_unary(
+                '/modelplane.v1.GuardrailService/ClearShadowRevision',
+                request_serializer=modelplane_dot_v1_dot_guardrails__pb2.ClearShadowRevisionRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_guardrails__pb2.ClearShadowRevisionResponse.FromString,
+                _registered_method=True)
+        self.PromoteShadowRevision = channel.unary_unary(
+                '/modelplane.v1.GuardrailService/PromoteShadowRevision',
+                request_serializer=modelplane_dot_v1_dot_guardrails__pb2.PromoteShadowRevisionRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_guardrails__pb2.PromoteShadowRevisionResponse.FromString,
+                _registered_method=True)
+        self.GetShadowReport = channel.unary_unary(
+                '/modelplane.v1.GuardrailService/GetShadowReport',
+                request_serializer=modelplane_dot_v1_dot_guardrails__pb2.GetShadowReportRequest.SerializeToString,
+                response_deserializer=modelplane_dot_v1_dot_guardrails__pb2.GetShadowReportResponse.FromString,
+                _registered_method=True)
 
 
 class GuardrailServiceServicer:
@@ -213,6 +233,68 @@ class GuardrailServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetShadowRevision(self, request, context):
+        """SetShadowRevision puts a revision in shadow next to the policy's active
+        revision: every CheckContent against the active revision (and every
+        CheckStream, on its whole text) is then also evaluated against the
+        shadow, after the active verdict is made and
+        without the caller waiting for it; the caller gets the active verdict
+        only, and the shadow's would-be decision is recorded (see
+        GetShadowReport). Give `revision` to shadow an existing revision, or
+        `policy` to write a new candidate revision (compiled and checked as in
+        CreatePolicy) that is not made active. The policy's etag changes; no
+        active revision is made. Returns NOT_FOUND (reason POLICY_NOT_FOUND) if
+        the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
+        for an unknown revision, INVALID_ARGUMENT (path "revision") for the
+        active revision itself or for neither or both of revision and policy,
+        INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+        "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
+        ETAG_MISMATCH) if the etag is stale (nothing changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearShadowRevision(self, request, context):
+        """ClearShadowRevision stops evaluating the shadow; what it recorded stays
+        readable through GetShadowReport. Clearing a policy without a shadow
+        changes nothing and succeeds. Returns NOT_FOUND (reason
+        POLICY_NOT_FOUND) if the policy does not exist, ABORTED (reason
+        ETAG_MISMATCH) if the etag is stale.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteShadowRevision(self, request, context):
+        """PromoteShadowRevision makes the shadow's rules active: a new revision
+        is written with every field of the shadow revision, as UpdatePolicy
+        with update_mask "*" would, and the shadow is cleared. Returns NOT_FOUND
+        (reason POLICY_NOT_FOUND) if the policy does not exist,
+        FAILED_PRECONDITION (reason SHADOW_NOT_SET) if it has no shadow,
+        ABORTED (reason ETAG_MISMATCH) if the etag is stale.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetShadowReport(self, request, context):
+        """GetShadowReport compares what a shadow revision would have decided with
+        what the active revision decided, over the checks of a time window:
+        checks, would-block and would-redact rates under each, the rules that
+        make the difference, and sample violations of the shadow (masked
+        excerpts; keyed hashes for admin and operator tokens only). Returns
+        NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
+        NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+        shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+        shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+        (path "end_time") for a window that ends before it starts or (path
+        "shadow_revision") for a negative revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuardrailServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +347,26 @@ def add_GuardrailServiceServicer_to_server(servicer, server):
                     servicer.AggregateViolations,
                     request_deserializer=modelplane_dot_v1_dot_guardrails__pb2.AggregateViolationsRequest.FromString,
                     response_serializer=modelplane_dot_v1_dot_guardrails__pb2.AggregateViolationsResponse.SerializeToString,
+            ),
+            'SetShadowRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetShadowRevision,
+                    request_deserializer=modelplane_dot_v1_dot_guardrails__pb2.SetShadowRevisionRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_guardrails__pb2.SetShadowRevisionResponse.SerializeToString,
+            ),
+            'ClearShadowRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearShadowRevision,
+                    request_deserializer=modelplane_dot_v1_dot_guardrails__pb2.ClearShadowRevisionRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_guardrails__pb2.ClearShadowRevisionResponse.SerializeToString,
+            ),
+            'PromoteShadowRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteShadowRevision,
+                    request_deserializer=modelplane_dot_v1_dot_guardrails__pb2.PromoteShadowRevisionRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_guardrails__pb2.PromoteShadowRevisionResponse.SerializeToString,
+            ),
+            'GetShadowReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShadowReport,
+                    request_deserializer=modelplane_dot_v1_dot_guardrails__pb2.GetShadowReportRequest.FromString,
+                    response_serializer=modelplane_dot_v1_dot_guardrails__pb2.GetShadowReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -546,6 +648,114 @@ class GuardrailService:
             '/modelplane.v1.GuardrailService/AggregateViolations',
             modelplane_dot_v1_dot_guardrails__pb2.AggregateViolationsRequest.SerializeToString,
             modelplane_dot_v1_dot_guardrails__pb2.AggregateViolationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetShadowRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.GuardrailService/SetShadowRevision',
+            modelplane_dot_v1_dot_guardrails__pb2.SetShadowRevisionRequest.SerializeToString,
+            modelplane_dot_v1_dot_guardrails__pb2.SetShadowRevisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearShadowRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.GuardrailService/ClearShadowRevision',
+            modelplane_dot_v1_dot_guardrails__pb2.ClearShadowRevisionRequest.SerializeToString,
+            modelplane_dot_v1_dot_guardrails__pb2.ClearShadowRevisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteShadowRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.GuardrailService/PromoteShadowRevision',
+            modelplane_dot_v1_dot_guardrails__pb2.PromoteShadowRevisionRequest.SerializeToString,
+            modelplane_dot_v1_dot_guardrails__pb2.PromoteShadowRevisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShadowReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelplane.v1.GuardrailService/GetShadowReport',
+            modelplane_dot_v1_dot_guardrails__pb2.GetShadowReportRequest.SerializeToString,
+            modelplane_dot_v1_dot_guardrails__pb2.GetShadowReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

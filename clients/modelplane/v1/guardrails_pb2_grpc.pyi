@@ -111,6 +111,52 @@ class GuardrailServiceStub:
     traffic slot and time bucket. Returns INVALID_ARGUMENT for a bad group,
     range or bucket width.
     """
+    SetShadowRevision: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.SetShadowRevisionRequest, _guardrails_pb2.SetShadowRevisionResponse]
+    """SetShadowRevision puts a revision in shadow next to the policy's active
+    revision: every CheckContent against the active revision (and every
+    CheckStream, on its whole text) is then also evaluated against the
+    shadow, after the active verdict is made and
+    without the caller waiting for it; the caller gets the active verdict
+    only, and the shadow's would-be decision is recorded (see
+    GetShadowReport). Give `revision` to shadow an existing revision, or
+    `policy` to write a new candidate revision (compiled and checked as in
+    CreatePolicy) that is not made active. The policy's etag changes; no
+    active revision is made. Returns NOT_FOUND (reason POLICY_NOT_FOUND) if
+    the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
+    for an unknown revision, INVALID_ARGUMENT (path "revision") for the
+    active revision itself or for neither or both of revision and policy,
+    INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+    "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
+    ETAG_MISMATCH) if the etag is stale (nothing changes).
+    """
+    ClearShadowRevision: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.ClearShadowRevisionRequest, _guardrails_pb2.ClearShadowRevisionResponse]
+    """ClearShadowRevision stops evaluating the shadow; what it recorded stays
+    readable through GetShadowReport. Clearing a policy without a shadow
+    changes nothing and succeeds. Returns NOT_FOUND (reason
+    POLICY_NOT_FOUND) if the policy does not exist, ABORTED (reason
+    ETAG_MISMATCH) if the etag is stale.
+    """
+    PromoteShadowRevision: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.PromoteShadowRevisionRequest, _guardrails_pb2.PromoteShadowRevisionResponse]
+    """PromoteShadowRevision makes the shadow's rules active: a new revision
+    is written with every field of the shadow revision, as UpdatePolicy
+    with update_mask "*" would, and the shadow is cleared. Returns NOT_FOUND
+    (reason POLICY_NOT_FOUND) if the policy does not exist,
+    FAILED_PRECONDITION (reason SHADOW_NOT_SET) if it has no shadow,
+    ABORTED (reason ETAG_MISMATCH) if the etag is stale.
+    """
+    GetShadowReport: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.GetShadowReportRequest, _guardrails_pb2.GetShadowReportResponse]
+    """GetShadowReport compares what a shadow revision would have decided with
+    what the active revision decided, over the checks of a time window:
+    checks, would-block and would-redact rates under each, the rules that
+    make the difference, and sample violations of the shadow (masked
+    excerpts; keyed hashes for admin and operator tokens only). Returns
+    NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
+    NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+    shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+    shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+    (path "end_time") for a window that ends before it starts or (path
+    "shadow_revision") for a negative revision.
+    """
 
 @_typing.type_check_only
 class GuardrailServiceAsyncStub(GuardrailServiceStub):
@@ -191,6 +237,52 @@ class GuardrailServiceAsyncStub(GuardrailServiceStub):
     grouped by any of policy, rule, severity, model version, deployment,
     traffic slot and time bucket. Returns INVALID_ARGUMENT for a bad group,
     range or bucket width.
+    """
+    SetShadowRevision: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.SetShadowRevisionRequest, _guardrails_pb2.SetShadowRevisionResponse]  # type: ignore[assignment]
+    """SetShadowRevision puts a revision in shadow next to the policy's active
+    revision: every CheckContent against the active revision (and every
+    CheckStream, on its whole text) is then also evaluated against the
+    shadow, after the active verdict is made and
+    without the caller waiting for it; the caller gets the active verdict
+    only, and the shadow's would-be decision is recorded (see
+    GetShadowReport). Give `revision` to shadow an existing revision, or
+    `policy` to write a new candidate revision (compiled and checked as in
+    CreatePolicy) that is not made active. The policy's etag changes; no
+    active revision is made. Returns NOT_FOUND (reason POLICY_NOT_FOUND) if
+    the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
+    for an unknown revision, INVALID_ARGUMENT (path "revision") for the
+    active revision itself or for neither or both of revision and policy,
+    INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+    "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
+    ETAG_MISMATCH) if the etag is stale (nothing changes).
+    """
+    ClearShadowRevision: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.ClearShadowRevisionRequest, _guardrails_pb2.ClearShadowRevisionResponse]  # type: ignore[assignment]
+    """ClearShadowRevision stops evaluating the shadow; what it recorded stays
+    readable through GetShadowReport. Clearing a policy without a shadow
+    changes nothing and succeeds. Returns NOT_FOUND (reason
+    POLICY_NOT_FOUND) if the policy does not exist, ABORTED (reason
+    ETAG_MISMATCH) if the etag is stale.
+    """
+    PromoteShadowRevision: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.PromoteShadowRevisionRequest, _guardrails_pb2.PromoteShadowRevisionResponse]  # type: ignore[assignment]
+    """PromoteShadowRevision makes the shadow's rules active: a new revision
+    is written with every field of the shadow revision, as UpdatePolicy
+    with update_mask "*" would, and the shadow is cleared. Returns NOT_FOUND
+    (reason POLICY_NOT_FOUND) if the policy does not exist,
+    FAILED_PRECONDITION (reason SHADOW_NOT_SET) if it has no shadow,
+    ABORTED (reason ETAG_MISMATCH) if the etag is stale.
+    """
+    GetShadowReport: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.GetShadowReportRequest, _guardrails_pb2.GetShadowReportResponse]  # type: ignore[assignment]
+    """GetShadowReport compares what a shadow revision would have decided with
+    what the active revision decided, over the checks of a time window:
+    checks, would-block and would-redact rates under each, the rules that
+    make the difference, and sample violations of the shadow (masked
+    excerpts; keyed hashes for admin and operator tokens only). Returns
+    NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
+    NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+    shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+    shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+    (path "end_time") for a window that ends before it starts or (path
+    "shadow_revision") for a negative revision.
     """
 
 class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -329,6 +421,76 @@ class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
         grouped by any of policy, rule, severity, model version, deployment,
         traffic slot and time bucket. Returns INVALID_ARGUMENT for a bad group,
         range or bucket width.
+        """
+
+    @_abc_1.abstractmethod
+    def SetShadowRevision(
+        self,
+        request: _guardrails_pb2.SetShadowRevisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_guardrails_pb2.SetShadowRevisionResponse, _abc.Awaitable[_guardrails_pb2.SetShadowRevisionResponse]]:
+        """SetShadowRevision puts a revision in shadow next to the policy's active
+        revision: every CheckContent against the active revision (and every
+        CheckStream, on its whole text) is then also evaluated against the
+        shadow, after the active verdict is made and
+        without the caller waiting for it; the caller gets the active verdict
+        only, and the shadow's would-be decision is recorded (see
+        GetShadowReport). Give `revision` to shadow an existing revision, or
+        `policy` to write a new candidate revision (compiled and checked as in
+        CreatePolicy) that is not made active. The policy's etag changes; no
+        active revision is made. Returns NOT_FOUND (reason POLICY_NOT_FOUND) if
+        the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
+        for an unknown revision, INVALID_ARGUMENT (path "revision") for the
+        active revision itself or for neither or both of revision and policy,
+        INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+        "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
+        ETAG_MISMATCH) if the etag is stale (nothing changes).
+        """
+
+    @_abc_1.abstractmethod
+    def ClearShadowRevision(
+        self,
+        request: _guardrails_pb2.ClearShadowRevisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_guardrails_pb2.ClearShadowRevisionResponse, _abc.Awaitable[_guardrails_pb2.ClearShadowRevisionResponse]]:
+        """ClearShadowRevision stops evaluating the shadow; what it recorded stays
+        readable through GetShadowReport. Clearing a policy without a shadow
+        changes nothing and succeeds. Returns NOT_FOUND (reason
+        POLICY_NOT_FOUND) if the policy does not exist, ABORTED (reason
+        ETAG_MISMATCH) if the etag is stale.
+        """
+
+    @_abc_1.abstractmethod
+    def PromoteShadowRevision(
+        self,
+        request: _guardrails_pb2.PromoteShadowRevisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_guardrails_pb2.PromoteShadowRevisionResponse, _abc.Awaitable[_guardrails_pb2.PromoteShadowRevisionResponse]]:
+        """PromoteShadowRevision makes the shadow's rules active: a new revision
+        is written with every field of the shadow revision, as UpdatePolicy
+        with update_mask "*" would, and the shadow is cleared. Returns NOT_FOUND
+        (reason POLICY_NOT_FOUND) if the policy does not exist,
+        FAILED_PRECONDITION (reason SHADOW_NOT_SET) if it has no shadow,
+        ABORTED (reason ETAG_MISMATCH) if the etag is stale.
+        """
+
+    @_abc_1.abstractmethod
+    def GetShadowReport(
+        self,
+        request: _guardrails_pb2.GetShadowReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_guardrails_pb2.GetShadowReportResponse, _abc.Awaitable[_guardrails_pb2.GetShadowReportResponse]]:
+        """GetShadowReport compares what a shadow revision would have decided with
+        what the active revision decided, over the checks of a time window:
+        checks, would-block and would-redact rates under each, the rules that
+        make the difference, and sample violations of the shadow (masked
+        excerpts; keyed hashes for admin and operator tokens only). Returns
+        NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
+        NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+        shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+        shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+        (path "end_time") for a window that ends before it starts or (path
+        "shadow_revision") for a negative revision.
         """
 
 def add_GuardrailServiceServicer_to_server(servicer: GuardrailServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -151,6 +151,79 @@ def aggregate_violations(
     return Unary("AggregateViolations", request, lambda response: list(response.groups), timeout)
 
 
+# Shadow revisions.
+
+
+def set_shadow_revision(
+    *,
+    name: str,
+    revision: int = 0,
+    policy: pb.Policy | None = None,
+    deployment: str = "",
+    traffic_slot: common_pb2.TrafficSlot.ValueType = common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
+    etag: str = "",
+    request_id: str | None = None,
+    timeout: float | None = None,
+) -> Unary[pb.SetShadowRevisionResponse, pb.Policy]:
+    """Puts a revision in shadow next to the active one: an existing `revision`, or a new candidate
+    revision written from `policy` (give one of them). Checks then also run against it in the background
+    (only those linked to `deployment`, and to its `traffic_slot`, when given); callers get the active
+    verdict only. Returns the policy with shadow_revision set. Raises PolicyNotFound,
+    PolicyRevisionNotFound, EtagMismatch, InvalidRule, InvalidArgument (the active revision itself)."""
+    if (revision == 0) == (policy is None):
+        raise ValueError("give exactly one of revision and policy")
+    request = pb.SetShadowRevisionRequest(
+        name=name,
+        deployment=deployment,
+        traffic_slot=traffic_slot,
+        etag=etag,
+        request_id=ensure_request_id(request_id),
+    )
+    if policy is not None:
+        request.policy.CopyFrom(policy)
+    else:
+        request.revision = revision
+    return Unary("SetShadowRevision", request, lambda response: response.policy, timeout)
+
+
+def clear_shadow_revision(
+    *, name: str, etag: str = "", request_id: str | None = None, timeout: float | None = None
+) -> Unary[pb.ClearShadowRevisionResponse, pb.Policy]:
+    """Stops evaluating the policy's shadow (what it recorded stays). Raises PolicyNotFound,
+    EtagMismatch."""
+    request = pb.ClearShadowRevisionRequest(name=name, etag=etag, request_id=ensure_request_id(request_id))
+    return Unary("ClearShadowRevision", request, lambda response: response.policy, timeout)
+
+
+def promote_shadow_revision(
+    *, name: str, etag: str = "", request_id: str | None = None, timeout: float | None = None
+) -> Unary[pb.PromoteShadowRevisionResponse, pb.Policy]:
+    """Makes the shadow's rules active as a new revision and clears the shadow. Raises PolicyNotFound,
+    ShadowNotSet, EtagMismatch."""
+    request = pb.PromoteShadowRevisionRequest(name=name, etag=etag, request_id=ensure_request_id(request_id))
+    return Unary("PromoteShadowRevision", request, lambda response: response.policy, timeout)
+
+
+def get_shadow_report(
+    *,
+    name: str,
+    shadow_revision: int = 0,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+    timeout: float | None = None,
+) -> Unary[pb.GetShadowReportResponse, pb.GetShadowReportResponse]:
+    """What the shadow (0: the current one) would have decided next to the active revision over
+    [start_time, end_time) (timezone-aware; None: open). Raises PolicyNotFound, PolicyRevisionNotFound,
+    ShadowNotSet, InvalidArgument."""
+    request = pb.GetShadowReportRequest(
+        name=name,
+        shadow_revision=shadow_revision,
+        start_time=timestamp(start_time),
+        end_time=timestamp(end_time),
+    )
+    return Unary("GetShadowReport", request, lambda response: response, timeout)
+
+
 class GuardrailMethods:
     """The methods of GuardrailService's clients but CheckStream. The `*_page` methods return one page (the
     whole response); their plain-named twins iterate over every item of every page from `page_token` on."""
@@ -163,6 +236,10 @@ class GuardrailMethods:
     delete_policy = unary(delete_policy)
     list_policy_revisions_page = page(list_policy_revisions)
     list_policy_revisions = pages(list_policy_revisions)
+    set_shadow_revision = unary(set_shadow_revision)
+    clear_shadow_revision = unary(clear_shadow_revision)
+    promote_shadow_revision = unary(promote_shadow_revision)
+    get_shadow_report = unary(get_shadow_report)
     check_content = unary(check_content)
     list_violations_page = page(list_violations)
     list_violations = pages(list_violations)

@@ -68,9 +68,13 @@ GUARDRAIL_RULES: Mapping[str, frozenset[Role]] = {
     "ListPolicyRevisions": EVERYONE,
     "ListViolations": EVERYONE,
     "AggregateViolations": EVERYONE,
+    "GetShadowReport": EVERYONE,
     "CreatePolicy": WRITERS,
     "UpdatePolicy": WRITERS,
     "DeletePolicy": WRITERS,
+    "SetShadowRevision": WRITERS,
+    "ClearShadowRevision": WRITERS,
+    "PromoteShadowRevision": WRITERS,
     "CheckContent": WRITERS_AND_SERVICES,
     "CheckStream": WRITERS_AND_SERVICES,
 }

@@ -21,6 +21,10 @@ from modelplane.server.guardrails.domain import (
     Links,
     Policy,
     PolicyFields,
+    ShadowQuery,
+    ShadowReport,
+    ShadowSample,
+    ShadowTarget,
     StreamChunk,
     StreamEnd,
     StreamEvent,
@@ -235,6 +239,9 @@ def policy_to_proto(policy: Policy) -> pb.Policy:
         create_time=timestamp(policy.create_time),
         update_time=timestamp(policy.update_time),
         etag=policy.etag,
+        shadow_revision=policy.shadow_revision,
+        shadow_deployment=policy.shadow_target.deployment,
+        shadow_traffic_slot=_SLOT_TO_PROTO[policy.shadow_target.traffic_slot],
     )
     budget = fields.time_budget_ms or DEFAULT_TIME_BUDGET_MS
     message.time_budget.FromMilliseconds(budget)
@@ -331,6 +338,18 @@ async def stream_events(requests: AsyncIterator[pb.CheckStreamRequest]) -> Async
 # ---- records
 
 
+def _links_to_proto(links: Links, policy: str = "", policy_revision: int = 0) -> common_pb2.EventLinks:
+    return common_pb2.EventLinks(
+        model_version=links.model_version,
+        deployment=links.deployment,
+        traffic_slot=_SLOT_TO_PROTO[links.traffic_slot],
+        policy=policy,
+        policy_revision=policy_revision,
+        trace_id=links.trace_id,
+        request_id=links.request_id,
+    )
+
+
 def record_to_proto(record: ViolationRecord, show_hash: bool) -> pb.ViolationRecord:
     """A stored violation; its matched_hash only when `show_hash` (an admin or operator asks)."""
     return pb.ViolationRecord(
@@ -343,15 +362,7 @@ def record_to_proto(record: ViolationRecord, show_hash: bool) -> pb.ViolationRec
         category=record.category,
         decision=_DECISION_TO_PROTO[record.decision],
         check_decision=_DECISION_TO_PROTO[record.check_decision],
-        links=common_pb2.EventLinks(
-            model_version=record.links.model_version,
-            deployment=record.links.deployment,
-            traffic_slot=_SLOT_TO_PROTO[record.links.traffic_slot],
-            policy=policy_name(record.policy_id),
-            policy_revision=record.policy_revision,
-            trace_id=record.links.trace_id,
-            request_id=record.links.request_id,
-        ),
+        links=_links_to_proto(record.links, policy_name(record.policy_id), record.policy_revision),
         span=pb.TextSpan(start=record.start, end=record.end),
         excerpt=record.excerpt,
         matched_hash=record.matched_hash.hex() if show_hash else "",
@@ -415,3 +426,104 @@ def group_to_proto(group: ViolationGroup) -> pb.ViolationGroup:
     if group.bucket_start is not None:
         message.bucket_start.CopyFrom(timestamp(group.bucket_start))
     return message
+
+
+# ---- shadow revisions
+
+
+def shadow_choice(request: pb.SetShadowRevisionRequest) -> int | PolicyFields | None:
+    """What SetShadowRevision shadows: an existing revision, a candidate's fields, or None when neither."""
+    which = request.WhichOneof("shadow")
+    if which == "policy":
+        return policy_fields(request.policy, "policy")
+    if which == "revision":
+        return request.revision
+    return None
+
+
+def shadow_target(request: pb.SetShadowRevisionRequest) -> ShadowTarget:
+    """Which checks SetShadowRevision's shadow evaluates."""
+    slot = _SLOT_FROM_PROTO.get(request.traffic_slot)
+    if slot is None:
+        raise InvalidArgument.field("traffic_slot", "must be STABLE, CANARY or unset")
+    return ShadowTarget(request.deployment, slot)
+
+
+def shadow_query(request: pb.GetShadowReportRequest) -> ShadowQuery:
+    """The report's window; the policy id is the service's to parse from the name."""
+    found: list[FieldViolation] = []
+    start_time = (
+        datetime_from(request.start_time, "start_time", found) if request.HasField("start_time") else None
+    )
+    end_time = datetime_from(request.end_time, "end_time", found) if request.HasField("end_time") else None
+    if found:
+        raise InvalidArgument(found)
+    return ShadowQuery(
+        policy_id="", shadow_revision=request.shadow_revision, start_time=start_time, end_time=end_time
+    )
+
+
+def _outcome(revision: int, block: int, redact: int, unchecked: int, checks: int) -> pb.ShadowOutcome:
+    return pb.ShadowOutcome(
+        revision=revision,
+        would_block=block,
+        would_redact=redact,
+        unchecked=unchecked,
+        block_rate=block / checks if checks else 0.0,
+        redact_rate=redact / checks if checks else 0.0,
+    )
+
+
+def _sample_to_proto(sample: ShadowSample, show_hash: bool) -> pb.ShadowViolation:
+    return pb.ShadowViolation(
+        rule_id=sample.rule_id,
+        severity=_SEVERITY_TO_PROTO[sample.severity],
+        category=sample.category,
+        decision=_DECISION_TO_PROTO[sample.decision],
+        shadow_decision=_DECISION_TO_PROTO[sample.shadow_decision],
+        active_decision=_DECISION_TO_PROTO[sample.active_decision],
+        active_revision=sample.active_revision,
+        links=_links_to_proto(sample.links),
+        span=pb.TextSpan(start=sample.start, end=sample.end),
+        excerpt=sample.excerpt,
+        matched_hash=sample.matched_hash.hex() if show_hash else "",
+        create_time=timestamp(sample.create_time),
+    )
+
+
+def shadow_report_to_proto(report: ShadowReport, show_hash: bool) -> pb.GetShadowReportResponse:
+    """The report; its samples' matched_hash only when `show_hash` (an admin or operator asks)."""
+    checks = report.checks
+    actives = report.active_revisions
+    return pb.GetShadowReportResponse(
+        policy=policy_name(report.policy_id),
+        shadow_revision=report.shadow_revision,
+        active_revisions=actives,
+        checks=checks,
+        skipped=report.skipped,
+        changed_decisions=report.changed_decisions,
+        active=_outcome(
+            actives[0] if len(actives) == 1 else 0,
+            report.active_count(Decision.BLOCK),
+            report.active_count(Decision.REDACT),
+            report.active_unchecked,
+            checks,
+        ),
+        shadow=_outcome(
+            report.shadow_revision,
+            report.shadow_count(Decision.BLOCK),
+            report.shadow_count(Decision.REDACT),
+            report.shadow_unchecked,
+            checks,
+        ),
+        rule_differences=[
+            pb.ShadowRuleDifference(
+                rule_id=d.rule_id,
+                active_only=d.active_only,
+                shadow_only=d.shadow_only,
+                decision_changed=d.decision_changed,
+            )
+            for d in report.rule_differences
+        ],
+        samples=[_sample_to_proto(s, show_hash) for s in report.samples],
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from modelplane.server.guardrails import store
@@ -14,6 +15,19 @@ from modelplane.server.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 # Seconds between writes of the clean-check counts.
 COUNT_FLUSH_INTERVAL = 1.0
+
+
+async def flush_periodically(
+    pending: Callable[[], bool], interval: float, flush: Callable[[], Awaitable[None]], what: str
+) -> None:
+    """Calls `flush` every `interval` seconds while `pending()` says something waits to be written."""
+    while pending():
+        await asyncio.sleep(interval)
+        try:
+            await flush()
+        except Exception as exc:
+            # Postgres away: what waits stays in memory and goes with the next flush.
+            log.warning("could not store %s (%s: %s); retrying", what, type(exc).__name__, exc)
 
 
 class CleanCounts:
@@ -41,13 +55,7 @@ class CleanCounts:
             self._flusher = asyncio.create_task(self._flush_periodically(), name="modelplane-check-counts")
 
     async def _flush_periodically(self) -> None:
-        while self._counts:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.flush()
-            except Exception as exc:
-                # Postgres away: the counts stay in memory and go with the next flush.
-                log.warning("could not store check counts (%s: %s); retrying", type(exc).__name__, exc)
+        await flush_periodically(lambda: bool(self._counts), self._interval, self.flush, "check counts")
 
     async def flush(self) -> None:
         """Writes the counts of clean checks made in this process so far."""

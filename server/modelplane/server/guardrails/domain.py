@@ -89,6 +89,20 @@ class PolicyFields:
 
 
 @dataclass(frozen=True)
+class ShadowTarget:
+    """Which checks a shadow evaluates: those linked to `deployment` (empty: every check against the active
+    revision), and of it to `traffic_slot` (NONE: any slot)."""
+
+    deployment: str = ""
+    traffic_slot: TrafficSlot = TrafficSlot.NONE
+
+    def matches(self, links: Links) -> bool:
+        if self.deployment and links.deployment != self.deployment:
+            return False
+        return self.traffic_slot is TrafficSlot.NONE or links.traffic_slot is self.traffic_slot
+
+
+@dataclass(frozen=True)
 class Policy:
     """A policy at one revision."""
 
@@ -98,6 +112,11 @@ class Policy:
     create_time: datetime
     update_time: datetime
     etag: str
+    # The revision evaluated in shadow next to the active one; 0: none. A state of the policy, not of the
+    # revision: every revision read shows the current one, as it shows the current etag.
+    shadow_revision: int = 0
+    # What the shadow is narrowed to (see ShadowTarget).
+    shadow_target: ShadowTarget = field(default_factory=ShadowTarget)
 
     @property
     def name(self) -> str:
@@ -254,6 +273,104 @@ class ViolationGroup:
 
 
 @dataclass(frozen=True)
+class ShadowQuery:
+    """GetShadowReport's window over one shadow revision of a policy."""
+
+    policy_id: str
+    shadow_revision: int = 0
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ShadowCount:
+    """How many checks of a window had one combination of outcomes."""
+
+    active_revision: int
+    active_decision: Decision
+    active_unchecked: bool
+    shadow_decision: Decision
+    # 'checked', 'unchecked' (out of the shadow's budget) or 'skipped' (the shadow queue was full)
+    shadow_outcome: str
+    checks: int
+
+
+@dataclass(frozen=True)
+class RuleDifference:
+    rule_id: str
+    active_only: int
+    shadow_only: int
+    decision_changed: int
+
+
+@dataclass(frozen=True)
+class ShadowSample:
+    """A violation the shadow found in a check it decided differently; never the matched text."""
+
+    id: str
+    policy_id: str
+    active_revision: int
+    shadow_revision: int
+    rule_id: str
+    severity: Severity
+    category: str
+    decision: Decision
+    shadow_decision: Decision
+    active_decision: Decision
+    links: Links
+    start: int
+    end: int
+    excerpt: str
+    matched_hash: bytes
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class ShadowReport:
+    """The stored counts of a shadow over a window; the rates are derived from them."""
+
+    policy_id: str
+    shadow_revision: int
+    counts: tuple[ShadowCount, ...]
+    rule_differences: tuple[RuleDifference, ...]
+    samples: tuple[ShadowSample, ...]
+
+    @property
+    def evaluated(self) -> tuple[ShadowCount, ...]:
+        return tuple(c for c in self.counts if c.shadow_outcome != "skipped")
+
+    @property
+    def checks(self) -> int:
+        return sum(c.checks for c in self.evaluated)
+
+    @property
+    def skipped(self) -> int:
+        return sum(c.checks for c in self.counts if c.shadow_outcome == "skipped")
+
+    @property
+    def changed_decisions(self) -> int:
+        return sum(c.checks for c in self.evaluated if c.active_decision is not c.shadow_decision)
+
+    @property
+    def active_revisions(self) -> tuple[int, ...]:
+        return tuple(sorted({c.active_revision for c in self.evaluated}))
+
+    def active_count(self, decision: Decision) -> int:
+        return sum(c.checks for c in self.evaluated if c.active_decision is decision)
+
+    def shadow_count(self, decision: Decision) -> int:
+        return sum(c.checks for c in self.evaluated if c.shadow_decision is decision)
+
+    @property
+    def active_unchecked(self) -> int:
+        return sum(c.checks for c in self.evaluated if c.active_unchecked)
+
+    @property
+    def shadow_unchecked(self) -> int:
+        return sum(c.checks for c in self.evaluated if c.shadow_outcome == "unchecked")
+
+
+@dataclass(frozen=True)
 class Page(Generic[T]):
     items: tuple[T, ...]
     next_page_token: str
@@ -360,6 +477,9 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
         "create_time": policy.create_time.isoformat(),
         "update_time": policy.update_time.isoformat(),
         "etag": policy.etag,
+        "shadow_revision": policy.shadow_revision,
+        "shadow_deployment": policy.shadow_target.deployment,
+        "shadow_traffic_slot": policy.shadow_target.traffic_slot.value,
     }
 
 
@@ -371,4 +491,8 @@ def policy_from_json(data: Mapping[str, Any]) -> Policy:
         create_time=datetime.fromisoformat(data["create_time"]),
         update_time=datetime.fromisoformat(data["update_time"]),
         etag=data["etag"],
+        shadow_revision=int(data.get("shadow_revision", 0)),
+        shadow_target=ShadowTarget(
+            data.get("shadow_deployment", ""), TrafficSlot(data.get("shadow_traffic_slot", ""))
+        ),
     )

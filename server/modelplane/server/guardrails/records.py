@@ -19,6 +19,11 @@ from modelplane.server.guardrails.engine import CheckResult
 from modelplane.server.store.pool import Database
 
 
+def matched_hash(key: bytes, matched_text: str) -> bytes:
+    """The keyed hash a record keeps instead of a matched text."""
+    return hmac.new(key, matched_text.encode(), hashlib.sha256).digest()
+
+
 class CheckRecorder:
     """Writes check records; reads the server's hash key once."""
 
@@ -32,6 +37,11 @@ class CheckRecorder:
                 self._hash_key = await store.hash_key(conn)
         return self._hash_key
 
+    async def policy_key(self, policy_id: str) -> bytes:
+        """The HMAC key of one policy's matched texts (its records and its shadow's samples alike)."""
+        # One key per policy: hashes of one policy's records compare, across policies they do not.
+        return hmac.new(await self._key(), f"policy:{policy_id}".encode(), hashlib.sha256).digest()
+
     async def keep(
         self,
         policy: Policy,
@@ -43,8 +53,7 @@ class CheckRecorder:
     ) -> Verdict:
         """Stores the records of a check that found something or ran out of time (once per request id);
         the verdict with its check id (empty when a repeat of the request id stored nothing)."""
-        # One key per policy: hashes of one policy's records compare, across policies they do not.
-        key = hmac.new(await self._key(), f"policy:{policy.id}".encode(), hashlib.sha256).digest()
+        key = await self.policy_key(policy.id)
         check_id = uuid.uuid4().hex
         engine_violations = result.violations if result is not None else ()
         rows = [
@@ -57,7 +66,7 @@ class CheckRecorder:
                 start=v.start,
                 end=v.end,
                 excerpt=v.excerpt,
-                matched_hash=hmac.new(key, v.matched_text.encode(), hashlib.sha256).digest(),
+                matched_hash=matched_hash(key, v.matched_text),
             )
             for v in engine_violations
         ]

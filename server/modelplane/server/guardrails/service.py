@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from modelplane.server import field_rules, pagination
-from modelplane.server.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from modelplane.server.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from modelplane.server.filters import (
     FilterSchema,
     enum_field,
@@ -37,6 +37,9 @@ from modelplane.server.guardrails.domain import (
     Page,
     Policy,
     PolicyFields,
+    ShadowQuery,
+    ShadowReport,
+    ShadowTarget,
     StreamEnd,
     StreamEvent,
     StreamProgress,
@@ -57,6 +60,7 @@ from modelplane.server.guardrails.engine import (
     StreamCheck,
 )
 from modelplane.server.guardrails.records import CheckRecorder
+from modelplane.server.guardrails.shadow import ShadowChecks, ShadowJob
 from modelplane.server.guardrails.verdicts import early_block, found, unchecked_verdict, verdict_of
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.mutations import Mutation, WriteRequest
@@ -70,6 +74,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _UPDATE_ATTEMPTS = 5
+# What one shadow report lists at most.
+MAX_RULE_DIFFERENCES = 100
+MAX_SHADOW_SAMPLES = 20
 
 _SEVERITIES = {s.name: s.name.lower() for s in Severity}
 _DECISIONS = {d.name: d.name.lower() for d in Decision}
@@ -129,6 +136,15 @@ def _revision_not_found(policy_id: str, revision: int) -> NotFound:
     )
 
 
+def _shadow_not_set(policy_id: str) -> FailedPrecondition:
+    name = policy_name(policy_id)
+    return FailedPrecondition(
+        f"policy {name} has no shadow revision; set one with SetShadowRevision",
+        reason=ErrorReason.ERROR_REASON_SHADOW_NOT_SET,
+        metadata={"resource": name},
+    )
+
+
 def merge_fields(current: PolicyFields, given: PolicyFields, paths: frozenset[str]) -> PolicyFields:
     """The fields of the next revision: `given` for each masked path, `current` for the rest."""
     changes: dict[str, object] = {}
@@ -160,6 +176,9 @@ class GuardrailService:
         self._compiled = CompiledCache(max_compiled)
         self._records = CheckRecorder(database)
         self._counts = CleanCounts(database, count_flush_interval)
+        self._shadows = ShadowChecks(
+            database, self._policy_for_check, self._records.policy_key, flush_interval=count_flush_interval
+        )
 
     # ---- writes
 
@@ -297,6 +316,132 @@ class GuardrailService:
 
         await self._write(write, body)
 
+    # ---- shadow revisions
+
+    async def _locked_current(
+        self, m: Mutation, policy_id: str, etag: str
+    ) -> tuple[store.PolicyHead, Policy]:
+        """The policy's head, locked for the rest of the write, and its active revision; the etag checked."""
+        head = await store.get_head(m.conn, policy_id, for_update=True)
+        current = await store.get_policy(m.conn, policy_id)
+        if head is None or current is None:
+            raise _policy_not_found(policy_id)
+        if etag and etag != current.etag:
+            raise etag_mismatch(current.name, current.etag)
+        return head, current
+
+    async def _changed(self, m: Mutation, policy_id: str) -> Policy:
+        changed = await store.get_policy(m.conn, policy_id)
+        assert changed is not None, "the policy's row is locked by this transaction"
+        self._record_change(m, "updated", changed.name, changed)
+        return changed
+
+    async def set_shadow_revision(
+        self,
+        name: str,
+        shadow: int | PolicyFields | None,
+        target: ShadowTarget,
+        etag: str,
+        write: WriteRequest,
+    ) -> Policy:
+        """Shadows an existing revision (an int) or a new candidate revision (fields) next to the active."""
+        policy_id = validation.parse_policy_name(name, "name")
+        if shadow is None:
+            raise InvalidArgument.field(
+                "revision", "set revision (an existing revision) or policy (a new candidate revision)"
+            )
+        validation.check_shadow_target(target)
+        if isinstance(shadow, PolicyFields):
+            validation.check_policy_fields(shadow, "policy")
+            await asyncio.to_thread(compile_fields, shadow, "policy")
+        elif shadow <= 0:
+            raise InvalidArgument.field("revision", "must be a revision number, 1 or more")
+
+        async def body(m: Mutation) -> Policy:
+            head, current = await self._locked_current(m, policy_id, etag)
+            if isinstance(shadow, PolicyFields):
+                await store.insert_candidate(
+                    m.conn, policy_id, shadow, target, expected_etag="", new_etag=new_etag()
+                )
+                return await self._changed(m, policy_id)
+            if not head.first_revision <= shadow <= head.highest:
+                raise _revision_not_found(policy_id, shadow)
+            if shadow == head.revision:
+                raise InvalidArgument.field(
+                    "revision",
+                    f"{shadow} is the active revision of {current.name}; shadow another revision, or give"
+                    " policy to write a candidate",
+                )
+            await store.set_shadow(m.conn, policy_id, shadow, target, expected_etag="", new_etag=new_etag())
+            return await self._changed(m, policy_id)
+
+        policy = await self._write(write, body)
+        assert policy is not None
+        return policy
+
+    async def clear_shadow_revision(self, name: str, etag: str, write: WriteRequest) -> Policy:
+        policy_id = validation.parse_policy_name(name, "name")
+
+        async def body(m: Mutation) -> Policy:
+            head, current = await self._locked_current(m, policy_id, etag)
+            if not head.shadow_revision:
+                return current
+            await store.set_shadow(
+                m.conn, policy_id, 0, ShadowTarget(), expected_etag="", new_etag=new_etag()
+            )
+            return await self._changed(m, policy_id)
+
+        policy = await self._write(write, body)
+        assert policy is not None
+        return policy
+
+    async def promote_shadow_revision(self, name: str, etag: str, write: WriteRequest) -> Policy:
+        """Writes the shadow's fields as the next, active revision and clears the shadow."""
+        policy_id = validation.parse_policy_name(name, "name")
+
+        async def body(m: Mutation) -> Policy:
+            head, _ = await self._locked_current(m, policy_id, etag)
+            if not head.shadow_revision:
+                raise _shadow_not_set(policy_id)
+            shadow = await store.get_policy(m.conn, policy_id, head.shadow_revision)
+            assert shadow is not None, "a shadow revision is one of the policy's revisions"
+            tag = new_etag()
+            await store.update_policy(m.conn, policy_id, shadow.fields, expected_etag="", new_etag=tag)
+            await store.set_shadow(m.conn, policy_id, 0, ShadowTarget(), expected_etag="", new_etag=tag)
+            return await self._changed(m, policy_id)
+
+        policy = await self._write(write, body)
+        assert policy is not None
+        return policy
+
+    async def shadow_report(self, name: str, query: ShadowQuery) -> ShadowReport:
+        """What a shadow revision would have decided next to the active one over a window."""
+        policy_id = validation.parse_policy_name(name, "name")
+        v = field_rules.Violations()
+        if query.shadow_revision < 0:
+            v.add("shadow_revision", "must be 0 (the current shadow) or a revision number")
+        if query.start_time and query.end_time and query.end_time <= query.start_time:
+            v.add("end_time", "must be after start_time")
+        v.raise_if_any()
+        async with self._db.connection() as conn:
+            head = await store.get_head(conn, policy_id)
+        if head is None:
+            raise _policy_not_found(policy_id)
+        revision = query.shadow_revision or head.shadow_revision
+        if not revision:
+            raise _shadow_not_set(policy_id)
+        if not head.first_revision <= revision <= head.highest:
+            raise _revision_not_found(policy_id, revision)
+        # This process's shadow checks count at once; other replicas' within a flush interval.
+        await self._shadows.drain()
+        async with self._db.connection() as conn:
+            return await store.shadow_report(
+                conn,
+                replace(query, policy_id=policy_id, shadow_revision=revision),
+                max_rules=MAX_RULE_DIFFERENCES,
+                max_samples=MAX_SHADOW_SAMPLES,
+            )
+
     async def list_revisions(self, name: str, *, page_size: int, page_token: str) -> Page[Policy]:
         policy_id = validation.parse_policy_name(name, "name")
         size = pagination.resolve_page_size(page_size)
@@ -316,8 +461,8 @@ class GuardrailService:
 
     # ---- checks
 
-    async def _policy_for_check(self, policy_id: str, revision: int) -> tuple[Policy, CompiledPolicy]:
-        """The compiled policy at `revision` (0: the latest), from this process's cache when it is there."""
+    async def _head(self, policy_id: str) -> store.PolicyHead:
+        """Where a policy stands, from this process's read cache when it is current."""
 
         async def load_head() -> tuple[store.PolicyHead, int] | None:
             async with self._db.connection() as conn:
@@ -327,8 +472,13 @@ class GuardrailService:
         head = await self._heads.read(policy_id, load_head)
         if head is None:
             raise _policy_not_found(policy_id)
+        return head
+
+    async def _policy_for_check(self, policy_id: str, revision: int) -> tuple[Policy, CompiledPolicy]:
+        """The compiled policy at `revision` (0: the active one), from this process's cache if it is there."""
+        head = await self._head(policy_id)
         wanted = revision or head.revision
-        if not head.first_revision <= wanted <= head.revision:
+        if not head.first_revision <= wanted <= head.highest:
             raise _revision_not_found(policy_id, wanted)
         cached = self._compiled.get(policy_id, wanted)
         if cached is not None:
@@ -377,7 +527,25 @@ class GuardrailService:
         field_rules.check_request_id(request_id)
         chosen, compiled = await self._policy_for_check(policy_id, revision)
         verdict, result = await self._run_check(chosen, compiled, text)
-        return await self._keep_record(chosen, verdict, result, links, request_id)
+        kept = await self._keep_record(chosen, verdict, result, links, request_id)
+        await self._shadow(chosen, verdict, result, text, links)
+        return kept
+
+    async def _shadow(
+        self, active: Policy, verdict: Verdict, result: CheckResult | None, text: str, links: Links
+    ) -> None:
+        """Starts the check of `text` against the policy's shadow, if it has one that this check falls under;
+        called after the active verdict is made and recorded, and never waited for."""
+        try:
+            head = await self._head(active.id)
+        except Exception as exc:
+            # Deleted meanwhile, or Postgres away on a cache miss: the verdict is answered all the same.
+            log.warning("%s: no shadow check (%s: %s)", active.name, type(exc).__name__, exc)
+            return
+        if head.shadow_revision and active.revision == head.revision and head.shadow_target.matches(links):
+            self._shadows.submit(
+                ShadowJob(active, verdict, result, head.shadow_revision, text, links, datetime.now(UTC))
+            )
 
     async def check_stream(
         self, events: AsyncIterator[StreamEvent]
@@ -403,7 +571,9 @@ class GuardrailService:
                 raise InvalidArgument.field("start", "only the first message may be a start")
             if isinstance(event, StreamEnd):
                 verdict, result = await self._finish_stream(chosen, stream)
-                yield await self._keep_record(chosen, verdict, result, first.links, first.request_id)
+                kept = await self._keep_record(chosen, verdict, result, first.links, first.request_id)
+                await self._shadow(chosen, verdict, result, stream.text, first.links)
+                yield kept
                 return
             received += len(event.text)
             validation.check_text_size(received, "chunk")
@@ -457,6 +627,7 @@ class GuardrailService:
     async def close(self) -> None:
         """Stops the check threads and the periodic flush, and writes the counts left."""
         self._threads.close()
+        await self._shadows.close()
         await self._counts.close()
 
     async def list_violations(

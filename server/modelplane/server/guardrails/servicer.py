@@ -76,6 +76,40 @@ class GuardrailServicer(guardrails_pb2_grpc.GuardrailServiceServicer):
             policies=[convert.policy_to_proto(p) for p in page.items], next_page_token=page.next_page_token
         )
 
+    async def SetShadowRevision(
+        self, request: pb.SetShadowRevisionRequest, context: Context
+    ) -> pb.SetShadowRevisionResponse:
+        policy = await self._service.set_shadow_revision(
+            request.name,
+            convert.shadow_choice(request),
+            convert.shadow_target(request),
+            request.etag,
+            write_request(request, "SetShadowRevision"),
+        )
+        return pb.SetShadowRevisionResponse(policy=convert.policy_to_proto(policy))
+
+    async def ClearShadowRevision(
+        self, request: pb.ClearShadowRevisionRequest, context: Context
+    ) -> pb.ClearShadowRevisionResponse:
+        policy = await self._service.clear_shadow_revision(
+            request.name, request.etag, write_request(request, "ClearShadowRevision")
+        )
+        return pb.ClearShadowRevisionResponse(policy=convert.policy_to_proto(policy))
+
+    async def PromoteShadowRevision(
+        self, request: pb.PromoteShadowRevisionRequest, context: Context
+    ) -> pb.PromoteShadowRevisionResponse:
+        policy = await self._service.promote_shadow_revision(
+            request.name, request.etag, write_request(request, "PromoteShadowRevision")
+        )
+        return pb.PromoteShadowRevisionResponse(policy=convert.policy_to_proto(policy))
+
+    async def GetShadowReport(
+        self, request: pb.GetShadowReportRequest, context: Context
+    ) -> pb.GetShadowReportResponse:
+        report = await self._service.shadow_report(request.name, convert.shadow_query(request))
+        return convert.shadow_report_to_proto(report, caller().role in HASH_READERS)
+
     async def CheckContent(
         self, request: pb.CheckContentRequest, context: Context
     ) -> pb.CheckContentResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +23,12 @@ from modelplane.server.guardrails.domain import (
     Links,
     Policy,
     PolicyFields,
+    RuleDifference,
+    ShadowCount,
+    ShadowQuery,
+    ShadowReport,
+    ShadowSample,
+    ShadowTarget,
     ViolationGroup,
     ViolationRecord,
     decision_of,
@@ -30,6 +36,7 @@ from modelplane.server.guardrails.domain import (
     fields_to_json,
     severity_of,
 )
+from modelplane.server.guardrails.domain import stored as stored_form
 from modelplane.server.store.keyed import Keyed
 from modelplane.server.store.pool import Connection
 
@@ -38,7 +45,8 @@ T = TypeVar("T")
 HASH_KEY_NAME = "violation_hash_key"
 
 _POLICY_COLUMNS = """
-    p.id, r.revision, r.body, p.create_time, r.create_time AS update_time, p.etag
+    p.id, r.revision, r.body, p.create_time, r.create_time AS update_time, p.etag, p.shadow_revision,
+    p.shadow_deployment, p.shadow_traffic_slot
 """
 
 _VIOLATION_COLUMNS = """
@@ -51,10 +59,18 @@ _VIOLATION_COLUMNS = """
 
 @dataclass(frozen=True)
 class PolicyHead:
-    """Where a live policy stands: its latest revision and the first revision that belongs to it."""
+    """Where a live policy stands: its active revision, the first and the last revision that belong to it
+    (a shadow candidate may come after the active one), and its shadow revision (0: none)."""
 
     revision: int
     first_revision: int
+    last_revision: int = 0
+    shadow_revision: int = 0
+    shadow_target: ShadowTarget = field(default_factory=ShadowTarget)
+
+    @property
+    def highest(self) -> int:
+        return max(self.revision, self.last_revision)
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,18 @@ def _policy(row: asyncpg.Record) -> Policy:
         create_time=row["create_time"],
         update_time=row["update_time"],
         etag=row["etag"],
+        shadow_revision=row["shadow_revision"],
+        shadow_target=_target(row),
+    )
+
+
+def _target(row: asyncpg.Record) -> ShadowTarget:
+    return ShadowTarget(row["shadow_deployment"], TrafficSlot(row["shadow_traffic_slot"]))
+
+
+def _head(row: asyncpg.Record) -> PolicyHead:
+    return PolicyHead(
+        row["revision"], row["first_revision"], row["last_revision"], row["shadow_revision"], _target(row)
     )
 
 
@@ -134,9 +162,9 @@ async def hash_key(conn: Connection) -> bytes:
 async def insert_policy(conn: Connection, policy_id: str, fields: PolicyFields, etag: str) -> Policy | None:
     """Creates a policy at the revision after any of a deleted policy of the same id; None if it exists."""
     row = await conn.fetchrow(
-        "INSERT INTO policies (id, revision, first_revision, display_name, description, create_time,"
-        " update_time, etag)"
-        " SELECT $1, n, n, $2, $3, now(), now(), $4 FROM (SELECT coalesce(max(revision), 0) + 1 AS n"
+        "INSERT INTO policies (id, revision, first_revision, last_revision, display_name, description,"
+        " create_time, update_time, etag)"
+        " SELECT $1, n, n, n, $2, $3, now(), now(), $4 FROM (SELECT coalesce(max(revision), 0) + 1 AS n"
         "  FROM policy_revisions WHERE policy_id = $1) AS next"
         " ON CONFLICT (id) DO NOTHING RETURNING revision",
         policy_id,
@@ -161,19 +189,24 @@ async def _insert_revision(conn: Connection, policy_id: str, revision: int, fiel
 
 async def get_head(conn: Connection, policy_id: str, *, for_update: bool = False) -> PolicyHead | None:
     lock = " FOR UPDATE" if for_update else ""
-    row = await conn.fetchrow(f"SELECT revision, first_revision FROM policies WHERE id = $1{lock}", policy_id)
-    return None if row is None else PolicyHead(row["revision"], row["first_revision"])
+    row = await conn.fetchrow(
+        "SELECT revision, first_revision, last_revision, shadow_revision, shadow_deployment,"
+        f" shadow_traffic_slot FROM policies WHERE id = $1{lock}",
+        policy_id,
+    )
+    return None if row is None else _head(row)
 
 
 async def get_head_at(conn: Connection, policy_id: str) -> tuple[PolicyHead | None, int]:
     """A policy's head with the revision it was read at (one statement, one snapshot)."""
     row = await conn.fetchrow(
-        "SELECT p.revision, p.first_revision, c.revision AS read_revision"
+        "SELECT p.revision, p.first_revision, p.last_revision, p.shadow_revision, p.shadow_deployment,"
+        " p.shadow_traffic_slot, c.revision AS read_revision"
         " FROM revision_counter c LEFT JOIN policies p ON p.id = $1",
         policy_id,
     )
     assert row is not None, "revision_counter has one row"
-    head = None if row["revision"] is None else PolicyHead(row["revision"], row["first_revision"])
+    head = None if row["revision"] is None else _head(row)
     return head, int(row["read_revision"])
 
 
@@ -220,8 +253,9 @@ async def update_policy(
 ) -> Policy | None:
     """Makes the next revision with `fields`; None if the policy is missing or its etag does not match."""
     row = await conn.fetchrow(
-        "UPDATE policies SET revision = revision + 1, display_name = $2, description = $3,"
-        " update_time = now(), etag = $4 WHERE id = $1 AND ($5 = '' OR etag = $5) RETURNING revision",
+        "UPDATE policies SET revision = last_revision + 1, last_revision = last_revision + 1,"
+        " display_name = $2, description = $3, update_time = now(), etag = $4"
+        " WHERE id = $1 AND ($5 = '' OR etag = $5) RETURNING revision",
         policy_id,
         fields.display_name,
         fields.description,
@@ -314,6 +348,17 @@ async def add_check_counts(conn: Connection, counts: Mapping[CountKey, int]) -> 
     )
 
 
+def _links(row: asyncpg.Record) -> Links:
+    """The links stored with a record (violation or shadow sample)."""
+    return Links(
+        model_version=row["model_version"],
+        deployment=row["deployment"],
+        traffic_slot=TrafficSlot(row["traffic_slot"]),
+        trace_id=row["trace_id"],
+        request_id=row["request_id"],
+    )
+
+
 def _violation(row: asyncpg.Record) -> ViolationRecord:
     return ViolationRecord(
         id=row["id"],
@@ -325,13 +370,7 @@ def _violation(row: asyncpg.Record) -> ViolationRecord:
         category=row["category"],
         decision=decision_of(row["decision"]),
         check_decision=decision_of(row["check_decision"]),
-        links=Links(
-            model_version=row["model_version"],
-            deployment=row["deployment"],
-            traffic_slot=TrafficSlot(row["traffic_slot"]),
-            trace_id=row["trace_id"],
-            request_id=row["request_id"],
-        ),
+        links=_links(row),
         start=row["span_start"],
         end=row["span_end"],
         excerpt=row["excerpt"],
@@ -420,3 +459,265 @@ async def aggregate(conn: Connection, query: AggregateQuery) -> list[ViolationGr
             )
         )
     return result
+
+
+# ---- shadow revisions
+
+
+async def set_shadow(
+    conn: Connection,
+    policy_id: str,
+    revision: int,
+    target: ShadowTarget,
+    *,
+    expected_etag: str,
+    new_etag: str,
+) -> bool:
+    """Sets (or, with 0 and an empty target, clears) the shadow revision; False if the etag does not match."""
+    row = await conn.fetchrow(
+        "UPDATE policies SET shadow_revision = $2, shadow_deployment = $3, shadow_traffic_slot = $4,"
+        " etag = $5 WHERE id = $1 AND ($6 = '' OR etag = $6) RETURNING 1",
+        policy_id,
+        revision,
+        target.deployment,
+        target.traffic_slot.value,
+        new_etag,
+        expected_etag,
+    )
+    return row is not None
+
+
+async def insert_candidate(
+    conn: Connection,
+    policy_id: str,
+    fields: PolicyFields,
+    target: ShadowTarget,
+    *,
+    expected_etag: str,
+    new_etag: str,
+) -> int | None:
+    """Writes `fields` as the next revision without making it active, and shadows it; its number, or None
+    if the etag does not match."""
+    row = await conn.fetchrow(
+        "UPDATE policies SET last_revision = last_revision + 1, shadow_revision = last_revision + 1,"
+        " shadow_deployment = $4, shadow_traffic_slot = $5,"
+        " etag = $2 WHERE id = $1 AND ($3 = '' OR etag = $3) RETURNING last_revision",
+        policy_id,
+        new_etag,
+        expected_etag,
+        target.deployment,
+        target.traffic_slot.value,
+    )
+    if row is None:
+        return None
+    revision = int(row["last_revision"])
+    await _insert_revision(conn, policy_id, revision, fields)
+    return revision
+
+
+@dataclass(frozen=True)
+class ShadowCountKey:
+    """What checks under a shadow are counted by."""
+
+    bucket_time: datetime
+    policy_id: str
+    active_revision: int
+    shadow_revision: int
+    active_decision: str
+    active_unchecked: bool
+    shadow_decision: str
+    # 'checked', 'unchecked' or 'skipped'
+    shadow_outcome: str
+
+
+@dataclass(frozen=True)
+class ShadowRuleKey:
+    bucket_time: datetime
+    policy_id: str
+    active_revision: int
+    shadow_revision: int
+    rule_id: str
+
+
+@dataclass(frozen=True)
+class ShadowRuleCounts:
+    active_only: int = 0
+    shadow_only: int = 0
+    decision_changed: int = 0
+
+    def __add__(self, other: ShadowRuleCounts) -> ShadowRuleCounts:
+        return ShadowRuleCounts(
+            self.active_only + other.active_only,
+            self.shadow_only + other.shadow_only,
+            self.decision_changed + other.decision_changed,
+        )
+
+
+_SAMPLE_COLUMNS = (
+    "id, policy_id, active_revision, shadow_revision, rule_id, severity, category, decision, shadow_decision,"
+    " active_decision, model_version, deployment, traffic_slot, trace_id, request_id, span_start, span_end,"
+    " excerpt, matched_hash, create_time"
+)
+
+
+async def add_shadow_counts(
+    conn: Connection,
+    counts: Mapping[ShadowCountKey, int],
+    rules: Mapping[ShadowRuleKey, ShadowRuleCounts],
+    samples: Sequence[ShadowSample],
+) -> None:
+    """Adds counts of checks under shadows, their rule differences and sample violations."""
+    if counts:
+        await conn.executemany(
+            "INSERT INTO guardrail_shadow_counts (bucket_time, policy_id, active_revision, shadow_revision,"
+            " active_decision, active_unchecked, shadow_decision, shadow_outcome, checks)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (policy_id, shadow_revision, bucket_time, active_revision, active_decision,"
+            " active_unchecked, shadow_decision, shadow_outcome)"
+            " DO UPDATE SET checks = guardrail_shadow_counts.checks + EXCLUDED.checks",
+            [
+                (
+                    k.bucket_time,
+                    k.policy_id,
+                    k.active_revision,
+                    k.shadow_revision,
+                    k.active_decision,
+                    k.active_unchecked,
+                    k.shadow_decision,
+                    k.shadow_outcome,
+                    n,
+                )
+                for k, n in counts.items()
+            ],
+        )
+    if rules:
+        await conn.executemany(
+            "INSERT INTO guardrail_shadow_rule_counts (bucket_time, policy_id, active_revision,"
+            " shadow_revision, rule_id, active_only, shadow_only, decision_changed)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (policy_id, shadow_revision, bucket_time, active_revision, rule_id) DO UPDATE SET"
+            " active_only = guardrail_shadow_rule_counts.active_only + EXCLUDED.active_only,"
+            " shadow_only = guardrail_shadow_rule_counts.shadow_only + EXCLUDED.shadow_only,"
+            " decision_changed = guardrail_shadow_rule_counts.decision_changed + EXCLUDED.decision_changed",
+            [
+                (
+                    k.bucket_time,
+                    k.policy_id,
+                    k.active_revision,
+                    k.shadow_revision,
+                    k.rule_id,
+                    c.active_only,
+                    c.shadow_only,
+                    c.decision_changed,
+                )
+                for k, c in rules.items()
+            ],
+        )
+    if samples:
+        await conn.executemany(
+            f"INSERT INTO guardrail_shadow_samples ({_SAMPLE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+            " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            [
+                (
+                    s.id,
+                    s.policy_id,
+                    s.active_revision,
+                    s.shadow_revision,
+                    s.rule_id,
+                    stored_form(s.severity),
+                    s.category,
+                    stored_form(s.decision),
+                    stored_form(s.shadow_decision),
+                    stored_form(s.active_decision),
+                    s.links.model_version,
+                    s.links.deployment,
+                    s.links.traffic_slot.value,
+                    s.links.trace_id,
+                    s.links.request_id,
+                    s.start,
+                    s.end,
+                    s.excerpt,
+                    s.matched_hash,
+                    s.create_time,
+                )
+                for s in samples
+            ],
+        )
+
+
+_WINDOW = "policy_id = $1 AND shadow_revision = $2 AND ($3::timestamptz IS NULL OR {t} >= $3)" + (
+    " AND ($4::timestamptz IS NULL OR {t} < $4)"
+)
+
+
+async def shadow_report(
+    conn: Connection, query: ShadowQuery, *, max_rules: int, max_samples: int
+) -> ShadowReport:
+    """The counts, rule differences and newest samples of one shadow revision over a window."""
+    params = (query.policy_id, query.shadow_revision, query.start_time, query.end_time)
+    count_rows = await conn.fetch(
+        "SELECT active_revision, active_decision, active_unchecked, shadow_decision, shadow_outcome,"
+        " sum(checks) AS checks FROM guardrail_shadow_counts WHERE "
+        + _WINDOW.format(t="bucket_time")
+        + " GROUP BY 1, 2, 3, 4, 5",
+        *params,
+    )
+    rule_rows = await conn.fetch(
+        "SELECT rule_id, sum(active_only) AS active_only, sum(shadow_only) AS shadow_only,"
+        " sum(decision_changed) AS decision_changed FROM guardrail_shadow_rule_counts WHERE "
+        + _WINDOW.format(t="bucket_time")
+        + " GROUP BY rule_id"
+        " HAVING sum(active_only) + sum(shadow_only) + sum(decision_changed) > 0"
+        f" ORDER BY sum(active_only) + sum(shadow_only) + sum(decision_changed) DESC, rule_id"
+        f" LIMIT {int(max_rules)}",
+        *params,
+    )
+    sample_rows = await conn.fetch(
+        f"SELECT {_SAMPLE_COLUMNS} FROM guardrail_shadow_samples WHERE "
+        + _WINDOW.format(t="create_time")
+        + f" ORDER BY create_time DESC, id DESC LIMIT {int(max_samples)}",
+        *params,
+    )
+    return ShadowReport(
+        policy_id=query.policy_id,
+        shadow_revision=query.shadow_revision,
+        counts=tuple(
+            ShadowCount(
+                active_revision=r["active_revision"],
+                active_decision=decision_of(r["active_decision"]),
+                active_unchecked=r["active_unchecked"],
+                shadow_decision=decision_of(r["shadow_decision"]),
+                shadow_outcome=r["shadow_outcome"],
+                checks=int(r["checks"]),
+            )
+            for r in count_rows
+        ),
+        rule_differences=tuple(
+            RuleDifference(
+                r["rule_id"], int(r["active_only"]), int(r["shadow_only"]), int(r["decision_changed"])
+            )
+            for r in rule_rows
+        ),
+        samples=tuple(_sample(r) for r in sample_rows),
+    )
+
+
+def _sample(row: asyncpg.Record) -> ShadowSample:
+    return ShadowSample(
+        id=row["id"],
+        policy_id=row["policy_id"],
+        active_revision=row["active_revision"],
+        shadow_revision=row["shadow_revision"],
+        rule_id=row["rule_id"],
+        severity=severity_of(row["severity"]),
+        category=row["category"],
+        decision=decision_of(row["decision"]),
+        shadow_decision=decision_of(row["shadow_decision"]),
+        active_decision=decision_of(row["active_decision"]),
+        links=_links(row),
+        start=row["span_start"],
+        end=row["span_end"],
+        excerpt=row["excerpt"],
+        matched_hash=bytes(row["matched_hash"]),
+        create_time=row["create_time"],
+    )

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import re
 
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.errors import InvalidArgument, shown
 from modelplane.server.field_rules import MAX_REQUEST_ID, Violations, check_text
-from modelplane.server.guardrails.domain import MAX_TIME_BUDGET_MS, POLICY_PREFIX, Links, PolicyFields
+from modelplane.server.guardrails.domain import (
+    MAX_TIME_BUDGET_MS,
+    POLICY_PREFIX,
+    Links,
+    PolicyFields,
+    ShadowTarget,
+)
 from modelplane.server.guardrails.engine import MAX_EXCERPT_CONTEXT, MAX_TEXT_CHARS, Severity
 from modelplane.v1.error_reason_pb2 import ErrorReason
 
@@ -123,6 +130,15 @@ def check_links(links: Links, prefix: str) -> None:
     if links.trace_id and not _TRACE_ID.fullmatch(links.trace_id):
         v.add(f"{prefix}.trace_id", "must be a W3C trace id of 32 lower-case hex digits, or empty")
     check_text(v, f"{prefix}.request_id", links.request_id, MAX_REQUEST_ID)
+    v.raise_if_any()
+
+
+def check_shadow_target(target: ShadowTarget) -> None:
+    v = Violations()
+    if target.deployment and not _DEPLOYMENT.fullmatch(target.deployment):
+        v.add("deployment", "must be a deployment name, deployments/{deployment}, or empty (every check)")
+    if target.traffic_slot is not TrafficSlot.NONE and not target.deployment:
+        v.add("traffic_slot", "narrows the shadow to a slot of a deployment: set deployment too")
     v.raise_if_any()
 
 

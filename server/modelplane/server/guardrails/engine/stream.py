@@ -91,6 +91,11 @@ class StreamCheck:
     def progress(self) -> StreamProgress:
         return StreamProgress(tuple(self._so_far), self._certain)
 
+    @property
+    def text(self) -> str:
+        """The whole text received so far (one string once finished)."""
+        return "".join(self._chunks)
+
     def finish(self, deadline: float | None = None) -> CheckResult:
         """The result of the whole text: always equal to `check()` of the joined chunks."""
         self._finished = True
