@@ -43,6 +43,7 @@ import pytest
 from modelplane.server.app import build_server
 from modelplane.server.config import ServerConfig
 from modelplane.server.store.urls import with_database
+from modelplane.server.workers import default_worker_count
 from modelplane.v1 import logs_pb2, logs_pb2_grpc, registry_pb2, registry_pb2_grpc
 from tests.support.live_server import drop_database
 from tests.support.readme_blocks import Block, ShellCommand, parse_blocks, shell_commands
@@ -604,7 +605,10 @@ def sandbox(database_url: str, tmp_path: Path) -> Iterator[Sandbox]:
     assert argv[1:] == ["serve", "--address", README_ADDRESS, "--data-dir", ".modelplane", "--no-auth"], argv
     argv[argv.index(README_ADDRESS)] = address
     argv[argv.index(".modelplane")] = str(tmp_path / "data")
-    argv += ["--database-url", database_url]
+    # The test's database stands in for the embedded one, so the server runs as many workers as `make run`
+    # would with its embedded Postgres on this machine (with a URL, the default counts one worker more).
+    workers = default_worker_count(embedded_postgres=True)
+    argv += ["--database-url", database_url, "--workers", str(workers)]
     box = Sandbox(address=address, database_url=database_url, workdir=tmp_path)
     log_path = tmp_path / "serve.log"
     with started_server(argv, log_path, box.environment()):
