@@ -8,7 +8,7 @@ import grpc
 
 from modelplane.server.deployments import convert
 from modelplane.server.deployments.domain import RolloutResult
-from modelplane.server.deployments.service import DeploymentService
+from modelplane.server.deployments.manager import DeploymentManager
 from modelplane.server.write_request import write_request
 from modelplane.v1 import deployments_pb2 as pb
 from modelplane.v1 import deployments_pb2_grpc
@@ -21,13 +21,16 @@ def _result(result: RolloutResult) -> tuple[pb.Rollout, pb.Deployment]:
 
 
 class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
-    def __init__(self, service: DeploymentService) -> None:
-        self._service = service
+    def __init__(self, manager: DeploymentManager) -> None:
+        self._deployments = manager.deployments
+        self._rollouts = manager.rollouts
+        self._routing = manager.routing
+        self._watch = manager.watch
 
     async def CreateDeployment(
         self, request: pb.CreateDeploymentRequest, context: Context
     ) -> pb.CreateDeploymentResponse:
-        deployment = await self._service.create_deployment(
+        deployment = await self._deployments.create_deployment(
             request.deployment_id,
             convert.deployment_fields(request.deployment),
             write_request(request, "CreateDeployment"),
@@ -37,13 +40,13 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def GetDeployment(
         self, request: pb.GetDeploymentRequest, context: Context
     ) -> pb.GetDeploymentResponse:
-        deployment = await self._service.get_deployment(request.name)
+        deployment = await self._deployments.get_deployment(request.name)
         return pb.GetDeploymentResponse(deployment=convert.deployment_to_proto(deployment))
 
     async def ListDeployments(
         self, request: pb.ListDeploymentsRequest, context: Context
     ) -> pb.ListDeploymentsResponse:
-        page = await self._service.list_deployments(
+        page = await self._deployments.list_deployments(
             page_size=request.page_size, page_token=request.page_token, model=request.model
         )
         return pb.ListDeploymentsResponse(
@@ -54,7 +57,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def UpdateDeployment(
         self, request: pb.UpdateDeploymentRequest, context: Context
     ) -> pb.UpdateDeploymentResponse:
-        deployment = await self._service.update_deployment(
+        deployment = await self._deployments.update_deployment(
             request.deployment.name,
             convert.deployment_fields(request.deployment),
             frozenset(request.update_mask.paths),
@@ -66,7 +69,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def DeleteDeployment(
         self, request: pb.DeleteDeploymentRequest, context: Context
     ) -> pb.DeleteDeploymentResponse:
-        await self._service.delete_deployment(
+        await self._deployments.delete_deployment(
             request.name, request.etag, write_request(request, "DeleteDeployment")
         )
         return pb.DeleteDeploymentResponse()
@@ -74,24 +77,24 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def StartRollout(
         self, request: pb.StartRolloutRequest, context: Context
     ) -> pb.StartRolloutResponse:
-        result = await self._service.start_rollout(
+        result = await self._rollouts.start_rollout(
             request.parent, convert.rollout_spec(request.rollout), write_request(request, "StartRollout")
         )
         rollout, deployment = _result(result)
         return pb.StartRolloutResponse(rollout=rollout, deployment=deployment)
 
     async def PlanRollout(self, request: pb.PlanRolloutRequest, context: Context) -> pb.PlanRolloutResponse:
-        plan = await self._service.plan_rollout(request.parent, convert.rollout_spec(request.rollout))
+        plan = await self._rollouts.plan_rollout(request.parent, convert.rollout_spec(request.rollout))
         return convert.plan_to_proto(plan)
 
     async def GetRollout(self, request: pb.GetRolloutRequest, context: Context) -> pb.GetRolloutResponse:
-        rollout = await self._service.get_rollout(request.name)
+        rollout = await self._rollouts.get_rollout(request.name)
         return pb.GetRolloutResponse(rollout=convert.rollout_to_proto(rollout))
 
     async def ListRollouts(
         self, request: pb.ListRolloutsRequest, context: Context
     ) -> pb.ListRolloutsResponse:
-        page = await self._service.list_rollouts(request.parent, request.page_size, request.page_token)
+        page = await self._rollouts.list_rollouts(request.parent, request.page_size, request.page_token)
         return pb.ListRolloutsResponse(
             rollouts=[convert.rollout_to_proto(r) for r in page.items], next_page_token=page.next_page_token
         )
@@ -99,7 +102,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def PromoteRollout(
         self, request: pb.PromoteRolloutRequest, context: Context
     ) -> pb.PromoteRolloutResponse:
-        result = await self._service.promote_rollout(
+        result = await self._rollouts.promote_rollout(
             request.name,
             request.to_end,
             request.reason,
@@ -112,7 +115,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def PauseRollout(
         self, request: pb.PauseRolloutRequest, context: Context
     ) -> pb.PauseRolloutResponse:
-        result = await self._service.pause_rollout(
+        result = await self._rollouts.pause_rollout(
             request.name, request.reason, request.etag, write_request(request, "PauseRollout")
         )
         rollout, deployment = _result(result)
@@ -121,7 +124,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def ResumeRollout(
         self, request: pb.ResumeRolloutRequest, context: Context
     ) -> pb.ResumeRolloutResponse:
-        result = await self._service.resume_rollout(
+        result = await self._rollouts.resume_rollout(
             request.name, request.reason, request.etag, write_request(request, "ResumeRollout")
         )
         rollout, deployment = _result(result)
@@ -130,7 +133,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def RollbackRollout(
         self, request: pb.RollbackRolloutRequest, context: Context
     ) -> pb.RollbackRolloutResponse:
-        result = await self._service.rollback_rollout(
+        result = await self._rollouts.rollback_rollout(
             request.name,
             convert.rollback_mode(request.mode),
             convert.step_interval(request),
@@ -144,7 +147,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def AbortRollout(
         self, request: pb.AbortRolloutRequest, context: Context
     ) -> pb.AbortRolloutResponse:
-        result = await self._service.abort_rollout(
+        result = await self._rollouts.abort_rollout(
             request.name, request.reason, request.etag, write_request(request, "AbortRollout")
         )
         rollout, deployment = _result(result)
@@ -153,7 +156,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def ReportEndpointHealth(
         self, request: pb.ReportEndpointHealthRequest, context: Context
     ) -> pb.ReportEndpointHealthResponse:
-        result = await self._service.report_health(
+        result = await self._routing.report_health(
             request.deployment, request.address, request.ready, write_request(request, "ReportEndpointHealth")
         )
         return pb.ReportEndpointHealthResponse(
@@ -163,7 +166,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def ListDeploymentHistory(
         self, request: pb.ListDeploymentHistoryRequest, context: Context
     ) -> pb.ListDeploymentHistoryResponse:
-        page = await self._service.list_history(request.parent, request.page_size, request.page_token)
+        page = await self._deployments.list_history(request.parent, request.page_size, request.page_token)
         return pb.ListDeploymentHistoryResponse(
             entries=[convert.history_to_proto(h) for h in page.items], next_page_token=page.next_page_token
         )
@@ -171,11 +174,11 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def ResolveRoute(
         self, request: pb.ResolveRouteRequest, context: Context
     ) -> pb.ResolveRouteResponse:
-        route = await self._service.resolve_route(request.deployment, request.routing_key)
+        route = await self._routing.resolve_route(request.deployment, request.routing_key)
         return convert.route_to_proto(route)
 
     async def WatchDeployment(
         self, request: pb.WatchDeploymentRequest, context: Context
     ) -> AsyncIterator[pb.WatchDeploymentResponse]:
-        async for event in self._service.watch(request.deployment, request.start_revision):
+        async for event in self._watch.watch(request.deployment, request.start_revision):
             yield convert.watch_event(event)
