@@ -16,6 +16,7 @@ from modelplane.server.pagination import (
     decode_page_token,
     encode_page_token,
     keyset_condition,
+    keyset_page,
     parse_order_by,
     query_fingerprint,
     resolve_page_size,
@@ -249,3 +250,24 @@ def test_plan_token_is_bound_to_parent_filter_and_order() -> None:
         assert caught.value.reason == "INVALID_PAGE_TOKEN"
     with pytest.raises(InvalidArgument):
         plan_model_version_list(model_id=None, filter_text="", order_by="", page_size=1, page_token=token)
+
+
+def test_keyset_page_continues_after_the_last_key_it_returned() -> None:
+    first = keyset_page(2, "", int, "ListRollouts", "deployments/chat")
+    assert (first.size, first.fetch, first.after) == (2, 3, None)
+    items, token = first.page([9, 8, 7], key=lambda n: n)
+    assert items == (9, 8)
+    second = keyset_page(2, token, int, "ListRollouts", "deployments/chat")
+    assert second.after == 8
+    assert second.page([7], key=lambda n: n) == ((7,), "")
+
+
+def test_keyset_page_token_is_bound_to_its_scope_and_key_type() -> None:
+    _, token = keyset_page(1, "", str, "ListDeployments", "").page(["a", "b"], key=lambda s: s)
+    assert keyset_page(1, token, str, "ListDeployments", "").after == "a"
+    for scope in (("ListDeployments", "models/gpt"), ("ListRollouts", "")):
+        with pytest.raises(InvalidArgument) as caught:
+            keyset_page(1, token, str, *scope)
+        assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    with pytest.raises(InvalidArgument):
+        keyset_page(1, token, int, "ListDeployments", "")

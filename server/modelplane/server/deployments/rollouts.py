@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from modelplane.server import pagination
 from modelplane.server.deployments import rollout_machine as machine
 from modelplane.server.deployments import store, validation
 from modelplane.server.deployments.domain import (
@@ -29,6 +28,7 @@ from modelplane.server.deployments.domain import (
     TrafficTable,
     rollout_name,
 )
+from modelplane.server.deployments.records import records_page
 from modelplane.server.deployments.writer import (
     DeploymentWriter,
     deployment_not_found,
@@ -38,12 +38,19 @@ from modelplane.server.deployments.writer import (
 )
 from modelplane.server.errors import FailedPrecondition, InvalidArgument, ModelplaneError
 from modelplane.server.store.mutations import Mutation, WriteRequest
-from modelplane.server.store.pool import Database
+from modelplane.server.store.pool import Connection, Database
 from modelplane.server.store.writes import etag_mismatch
 
 log = logging.getLogger(__name__)
 
 DRIVER_WRITE = WriteRequest(actor=DRIVER_ACTOR, method="RolloutDriver/Advance")
+
+
+async def _existing_rollout(conn: Connection, deployment_id: str, number: int) -> Rollout:
+    found = await store.get_rollout(conn, deployment_id, number)
+    if found is None:
+        raise rollout_not_found(deployment_id, number)
+    return found
 
 
 class RolloutService:
@@ -134,29 +141,15 @@ class RolloutService:
         pending = dataclasses.replace(pending, create_time=now, update_time=now)
         return Plan(pending, plan_stages(pending, current.traffic, now))
 
+    async def list_rollouts(self, parent: str, page_size: int, page_token: str) -> Page[Rollout]:
+        return await records_page(
+            self._db, "ListRollouts", parent, page_size, page_token, store.list_rollouts, lambda r: r.number
+        )
+
     async def get_rollout(self, name: str) -> Rollout:
         deployment_id, number = validation.parse_rollout(name, "name")
         async with self._db.connection() as conn:
-            found = await store.get_rollout(conn, deployment_id, number)
-        if found is None:
-            raise rollout_not_found(deployment_id, number)
-        return found
-
-    async def list_rollouts(self, parent: str, page_size: int, page_token: str) -> Page[Rollout]:
-        deployment_id = validation.parse_deployment(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
-        fingerprint = pagination.query_fingerprint("ListRollouts", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
-        async with self._db.connection() as conn:
-            if await store.get_deployment(conn, deployment_id) is None:
-                raise deployment_not_found(deployment_id)
-            rows = await store.list_rollouts(
-                conn, deployment_id, before=int(str(after[0])) if after else None, limit=limit + 1
-            )
-        token = (
-            pagination.encode_page_token(fingerprint, (rows[limit - 1].number,)) if len(rows) > limit else ""
-        )
-        return Page(tuple(rows[:limit]), token)
+            return await _existing_rollout(conn, deployment_id, number)
 
     async def _control(
         self,
@@ -171,9 +164,9 @@ class RolloutService:
 
         async def body(m: Mutation) -> RolloutResult:
             current = await store.get_deployment(m.conn, deployment_id, for_update=True)
-            rollout = None if current is None else await store.get_rollout(m.conn, deployment_id, number)
-            if current is None or rollout is None:
+            if current is None:
                 raise rollout_not_found(deployment_id, number)
+            rollout = await _existing_rollout(m.conn, deployment_id, number)
             if etag and etag != rollout.etag:
                 raise etag_mismatch(rollout.name, rollout.etag)
             now = await store.db_now(m.conn)

@@ -37,6 +37,15 @@ class Routes:
 RouteCache = ReadCache[Routes]
 
 
+def _no_ready_endpoint(deployment_id: str) -> FailedPrecondition:
+    name = deployment_name(deployment_id)
+    return FailedPrecondition(
+        f"{name} has no endpoint that is not NOT_READY in any slot with traffic",
+        reason="NO_READY_ENDPOINT",
+        metadata={"resource": name},
+    )
+
+
 class RoutingService:
     """Route resolution and endpoint health, independent of gRPC and of SQL."""
 
@@ -63,12 +72,7 @@ class RoutingService:
             raise deployment_not_found(deployment_id)
         choice = routes.table.route(routing_key)
         if choice is None:
-            name = deployment_name(deployment_id)
-            raise FailedPrecondition(
-                f"{name} has no endpoint that is not NOT_READY in any slot with traffic",
-                reason="NO_READY_ENDPOINT",
-                metadata={"resource": name},
-            )
+            raise _no_ready_endpoint(deployment_id)
         slot, endpoint, version = choice
         return Route(endpoint, version, slot, routes.revision)
 

@@ -22,6 +22,7 @@ from modelplane.server.deployments.domain import (
     Transition,
     rollout_name,
 )
+from modelplane.server.deployments.records import records_page
 from modelplane.server.deployments.writer import DeploymentWriter, deployment_not_found, with_health
 from modelplane.server.errors import FailedPrecondition
 from modelplane.server.registry.service import RegistryService
@@ -85,15 +86,12 @@ class DeploymentService:
 
     async def list_deployments(self, *, page_size: int, page_token: str, model: str) -> Page[Deployment]:
         model_id = validation.parse_model_filter(model)
-        limit = pagination.resolve_page_size(page_size)
-        fingerprint = pagination.query_fingerprint("ListDeployments", model)
-        after = pagination.decode_page_token(page_token, fingerprint, (str,))
+        request = pagination.keyset_page(page_size, page_token, str, "ListDeployments", model)
         async with self._db.connection() as conn:
             rows = await store.list_deployments(
-                conn, model_id=model_id, after=str(after[0]) if after else "", limit=limit + 1
+                conn, model_id=model_id, after=request.after or "", limit=request.fetch
             )
-        token = pagination.encode_page_token(fingerprint, (rows[limit - 1].id,)) if len(rows) > limit else ""
-        return Page(tuple(rows[:limit]), token)
+        return Page(*request.page(rows, lambda d: d.id))
 
     async def update_deployment(
         self, name: str, fields: DeploymentFields, paths: frozenset[str], etag: str, write: WriteRequest
@@ -152,15 +150,12 @@ class DeploymentService:
         await self._writer.write(write, None, body)
 
     async def list_history(self, parent: str, page_size: int, page_token: str) -> Page[HistoryRecord]:
-        deployment_id = validation.parse_deployment(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
-        fingerprint = pagination.query_fingerprint("ListDeploymentHistory", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
-        async with self._db.connection() as conn:
-            if await store.get_deployment(conn, deployment_id) is None:
-                raise deployment_not_found(deployment_id)
-            rows = await store.list_history(
-                conn, deployment_id, before_id=int(str(after[0])) if after else None, limit=limit + 1
-            )
-        token = pagination.encode_page_token(fingerprint, (rows[limit - 1].id,)) if len(rows) > limit else ""
-        return Page(tuple(rows[:limit]), token)
+        return await records_page(
+            self._db,
+            "ListDeploymentHistory",
+            parent,
+            page_size,
+            page_token,
+            store.list_history,
+            lambda h: h.id,
+        )
