@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from functools import partial
+from typing import Protocol, TypeAlias
 
 import grpc
 
 from modelplane.server.deployments import convert
 from modelplane.server.deployments.domain import RolloutResult
 from modelplane.server.deployments.manager import DeploymentManager
+from modelplane.server.store.mutations import WriteRequest
 from modelplane.server.write_request import write_request
 from modelplane.v1 import deployments_pb2 as pb
 from modelplane.v1 import deployments_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
+# The requests that move a rollout by name, each with a reason and an etag (and its own arguments, if any).
+_ControlRequest: TypeAlias = (
+    pb.PromoteRolloutRequest
+    | pb.PauseRolloutRequest
+    | pb.ResumeRolloutRequest
+    | pb.RollbackRolloutRequest
+    | pb.AbortRolloutRequest
+)
+
+
+class _Control(Protocol):
+    """A rollout service method that moves a rollout, its own arguments (if any) bound."""
+
+    def __call__(
+        self, *, name: str, reason: str, etag: str, write: WriteRequest
+    ) -> Awaitable[RolloutResult]: ...
 
 
 def _result(result: RolloutResult) -> tuple[pb.Rollout, pb.Deployment]:
@@ -26,6 +45,14 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
         self._rollouts = manager.rollouts
         self._routing = manager.routing
         self._watch = manager.watch
+
+    async def _control(
+        self, request: _ControlRequest, method: str, control: _Control
+    ) -> tuple[pb.Rollout, pb.Deployment]:
+        write = write_request(request, method)
+        return _result(
+            await control(name=request.name, reason=request.reason, etag=request.etag, write=write)
+        )
 
     async def CreateDeployment(
         self, request: pb.CreateDeploymentRequest, context: Context
@@ -102,55 +129,34 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def PromoteRollout(
         self, request: pb.PromoteRolloutRequest, context: Context
     ) -> pb.PromoteRolloutResponse:
-        result = await self._rollouts.promote_rollout(
-            request.name,
-            request.to_end,
-            request.reason,
-            request.etag,
-            write_request(request, "PromoteRollout"),
-        )
-        rollout, deployment = _result(result)
+        promote = partial(self._rollouts.promote_rollout, to_end=request.to_end)
+        rollout, deployment = await self._control(request, "PromoteRollout", promote)
         return pb.PromoteRolloutResponse(rollout=rollout, deployment=deployment)
 
     async def PauseRollout(
         self, request: pb.PauseRolloutRequest, context: Context
     ) -> pb.PauseRolloutResponse:
-        result = await self._rollouts.pause_rollout(
-            request.name, request.reason, request.etag, write_request(request, "PauseRollout")
-        )
-        rollout, deployment = _result(result)
+        rollout, deployment = await self._control(request, "PauseRollout", self._rollouts.pause_rollout)
         return pb.PauseRolloutResponse(rollout=rollout, deployment=deployment)
 
     async def ResumeRollout(
         self, request: pb.ResumeRolloutRequest, context: Context
     ) -> pb.ResumeRolloutResponse:
-        result = await self._rollouts.resume_rollout(
-            request.name, request.reason, request.etag, write_request(request, "ResumeRollout")
-        )
-        rollout, deployment = _result(result)
+        rollout, deployment = await self._control(request, "ResumeRollout", self._rollouts.resume_rollout)
         return pb.ResumeRolloutResponse(rollout=rollout, deployment=deployment)
 
     async def RollbackRollout(
         self, request: pb.RollbackRolloutRequest, context: Context
     ) -> pb.RollbackRolloutResponse:
-        result = await self._rollouts.rollback_rollout(
-            request.name,
-            convert.rollback_mode(request.mode),
-            convert.step_interval(request),
-            request.reason,
-            request.etag,
-            write_request(request, "RollbackRollout"),
-        )
-        rollout, deployment = _result(result)
+        mode, interval = convert.rollback_mode(request.mode), convert.step_interval(request)
+        rollback = partial(self._rollouts.rollback_rollout, mode=mode, interval=interval)
+        rollout, deployment = await self._control(request, "RollbackRollout", rollback)
         return pb.RollbackRolloutResponse(rollout=rollout, deployment=deployment)
 
     async def AbortRollout(
         self, request: pb.AbortRolloutRequest, context: Context
     ) -> pb.AbortRolloutResponse:
-        result = await self._rollouts.abort_rollout(
-            request.name, request.reason, request.etag, write_request(request, "AbortRollout")
-        )
-        rollout, deployment = _result(result)
+        rollout, deployment = await self._control(request, "AbortRollout", self._rollouts.abort_rollout)
         return pb.AbortRolloutResponse(rollout=rollout, deployment=deployment)
 
     async def ReportEndpointHealth(
