@@ -7,6 +7,7 @@ waiting for its canary to be READY), bounded in the addresses no slot lists.
 from __future__ import annotations
 
 import dataclasses
+from typing import TypeAlias
 
 from modelplane.server import field_rules
 from modelplane.server.deployments import rollout_machine as machine
@@ -34,7 +35,7 @@ class Routes:
     revision: int
 
 
-RouteCache = ReadCache[Routes]
+RouteCache: TypeAlias = ReadCache[Routes]
 
 
 def _no_ready_endpoint(deployment_id: str) -> FailedPrecondition:
