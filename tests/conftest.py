@@ -23,6 +23,7 @@ from hypothesis import settings
 from modelplane.server.store.migrations import migrate
 from modelplane.server.store.pool import Database
 from modelplane.server.store.urls import with_database
+from tests.support.tcp_proxy import TcpProxy
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -119,3 +120,14 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+@pytest.fixture
+async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the test database's Postgres, which the test can cut, stall and restore."""
+    try:
+        proxy = TcpProxy.for_url(database_url)
+    except ValueError:
+        pytest.skip("the test Postgres is reached over a Unix socket; the proxy needs TCP")
+    async with proxy:
+        yield proxy

@@ -2,6 +2,7 @@
 
 `server` and `channel` cover most tests (auth off). `start_server(**overrides)` starts more servers, or
 servers with other settings (auth on, a metrics endpoint, another database URL); each is stopped at the end.
+`proxy` stands between a server and Postgres, for outages.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
 from tests.support import StartServer
+from tests.support.tcp_proxy import TcpProxy
 
 
 def server_config(**overrides: Any) -> ServerConfig:
@@ -59,3 +61,14 @@ async def channel(server: ModelplaneServer) -> AsyncIterator[grpc.aio.Channel]:
     """An insecure channel to `server`."""
     async with grpc.aio.insecure_channel(server.target) as channel:
         yield channel
+
+
+@pytest.fixture
+async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy to the test's Postgres that a test cuts and restores (an outage); skipped without TCP."""
+    try:
+        proxy = TcpProxy.for_url(database_url)
+    except ValueError:
+        pytest.skip("the test Postgres is reached over a Unix socket; the proxy needs TCP")
+    async with proxy:
+        yield proxy

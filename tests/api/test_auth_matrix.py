@@ -75,6 +75,11 @@ def _version_spec() -> pb.ModelVersion:
 # By service name, then RPC name: the smallest request of each RPC that reaches the service without changing
 # anything, and the code it gets once auth lets it through. NOT_FOUND on a missing resource proves that auth
 # passed and the store ran. A bidirectional stream sends its one request and then closes its side.
+VALID_ROLLOUT = dpb.Rollout(
+    target_version=f"{MISSING}/versions/1",
+    endpoints=[dpb.Endpoint(address="10.0.0.1:8000")],
+    strategy=dpb.ROLLOUT_STRATEGY_IMMEDIATE,
+)
 MINIMAL_CALLS: dict[str, dict[str, tuple[Message, grpc.StatusCode]]] = {
     "ModelRegistryService": {
         "CreateModel": (
@@ -174,8 +179,15 @@ MINIMAL_CALLS: dict[str, dict[str, tuple[Message, grpc.StatusCode]]] = {
             grpc.StatusCode.NOT_FOUND,
         ),
         "DeleteDeployment": (dpb.DeleteDeploymentRequest(name=MISSING_DEPLOYMENT), grpc.StatusCode.NOT_FOUND),
-        "StartRollout": (dpb.StartRolloutRequest(parent=MISSING_DEPLOYMENT), grpc.StatusCode.NOT_FOUND),
-        "PlanRollout": (dpb.PlanRolloutRequest(parent=MISSING_DEPLOYMENT), grpc.StatusCode.NOT_FOUND),
+        # A valid rollout: every field is checked before the deployment is looked up.
+        "StartRollout": (
+            dpb.StartRolloutRequest(parent=MISSING_DEPLOYMENT, rollout=VALID_ROLLOUT),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "PlanRollout": (
+            dpb.PlanRolloutRequest(parent=MISSING_DEPLOYMENT, rollout=VALID_ROLLOUT),
+            grpc.StatusCode.NOT_FOUND,
+        ),
         "GetRollout": (dpb.GetRolloutRequest(name=MISSING_ROLLOUT), grpc.StatusCode.NOT_FOUND),
         "ListRollouts": (dpb.ListRolloutsRequest(parent=MISSING_DEPLOYMENT), grpc.StatusCode.NOT_FOUND),
         "PromoteRollout": (dpb.PromoteRolloutRequest(name=MISSING_ROLLOUT), grpc.StatusCode.NOT_FOUND),

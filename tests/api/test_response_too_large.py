@@ -54,9 +54,11 @@ def _access_lines(caplog: pytest.LogCaptureFixture, method: str) -> list[str]:
     ]
 
 
-def _calls(server: ModelplaneServer, method: str, code: str) -> float:
+def _calls(server: ModelplaneServer, method: str, code: str, grpc_type: str = "unary") -> float:
+    service, _, name = method.strip("/").partition("/")
     value = server.metrics.registry.get_sample_value(
-        "modelplane_rpc_calls_total", {"method": method, "code": code}
+        "grpc_server_handled_total",
+        {"grpc_service": service, "grpc_method": name, "grpc_code": code, "grpc_type": grpc_type},
     )
     return value or 0.0
 
@@ -117,7 +119,7 @@ async def test_a_stream_message_too_large_ends_the_stream_with_the_status_it_log
     lines = _access_lines(caplog, method)
     assert len(lines) == 1
     assert lines[0].startswith(f"{method} RESOURCE_EXHAUSTED ")
-    assert _calls(small_server, method, "RESOURCE_EXHAUSTED") == 1
+    assert _calls(small_server, method, "RESOURCE_EXHAUSTED", "server_stream") == 1
 
 
 async def test_a_response_of_exactly_the_limit_is_sent(small_server: ModelplaneServer) -> None:

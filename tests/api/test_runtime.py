@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.context import caller
 from modelplane.server.errors import InvalidArgument, StorageUnavailable
+from modelplane.server.interceptors import new_request_id
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
 from tests.support import (
     StartServer,
@@ -159,12 +161,31 @@ async def test_request_id_from_the_client_is_echoed(channel: grpc.aio.Channel) -
 
 async def test_request_id_is_generated_when_missing_or_unusable(channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
+    seen: list[str] = []
     for metadata in ((), (("x-request-id", "has spaces"),), (("x-request-id", "x" * 300),)):
         call = stub.Check(health_pb2.HealthCheckRequest(), metadata=metadata, timeout=5)
+        # In the headers, before the answer, and again in the trailers.
+        headers = metadata_value(await call.initial_metadata(), "x-request-id")
         await call
         generated = metadata_value(await call.trailing_metadata(), "x-request-id")
         assert isinstance(generated, str)
-        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+        assert headers == generated
+        # This process's 64-bit prefix, then a counter.
+        assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+", generated)
+        seen.append(generated)
+    assert len(set(seen)) == 3
+    assert len({generated.partition("-")[0] for generated in seen}) == 1
+
+
+def test_generated_request_ids_differ_between_processes() -> None:
+    # Each worker is a process of its own, as each replica is: each draws its own prefix.
+    code = "from modelplane.server.interceptors import new_request_id; print(new_request_id())"
+    theirs = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+    ours = new_request_id()
+    assert re.fullmatch(r"[0-9a-f]{16}-1", theirs)
+    assert theirs.partition("-")[0] != ours.partition("-")[0]
 
 
 async def test_request_id_is_echoed_on_a_failed_call(faulty: grpc.aio.Channel) -> None:
@@ -243,11 +264,16 @@ async def test_client_cancel_is_not_an_internal_error(
     assert await call.read() == b"started"
     call.cancel()
     registry = faulty_server.metrics.registry
-    labels = {"method": FAULTY + "Hang"}
+    service, _, method = FAULTY.strip("/").partition("/")
+    labels = {"grpc_type": "server_stream", "grpc_service": service, "grpc_method": method + "Hang"}
     async with asyncio.timeout(10):
-        while not registry.get_sample_value("modelplane_rpc_calls_total", {**labels, "code": "CANCELLED"}):  # noqa: ASYNC110
+        cancelled = {**labels, "grpc_code": "CANCELLED"}
+        while not registry.get_sample_value("grpc_server_handled_total", cancelled):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-    assert registry.get_sample_value("modelplane_rpc_calls_total", {**labels, "code": "INTERNAL"}) is None
+    assert registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "INTERNAL"}) is None
+    # A stream is not timed: an hour-long watch would only ever land in the histogram's +Inf bucket.
+    assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) is None
+    assert registry.get_sample_value("grpc_server_started_total", labels) == 1
 
 
 async def test_unknown_method_is_unimplemented(channel: grpc.aio.Channel) -> None:
@@ -269,6 +295,21 @@ async def test_access_log_has_one_line_per_call(
     assert "request_id=req-log" in lines[0]
 
 
+async def test_an_unsampled_access_log_writes_failed_calls_only(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: ModelplaneServer = await start_server(access_log_sample=0.0)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        with caplog.at_level(logging.INFO, logger="modelplane.access"):
+            for _ in range(5):
+                assert await health_status(channel) == "SERVING"
+            with pytest.raises(grpc.aio.AioRpcError):
+                await health_status(channel, "no.such.Service")
+    lines = [r.getMessage() for r in caplog.records if r.name == "modelplane.access"]
+    assert len(lines) == 1
+    assert lines[0].startswith("/grpc.health.v1.Health/Check NOT_FOUND ")
+
+
 async def test_metrics_endpoint_counts_calls_by_method_and_code(start_server: StartServer) -> None:
     server: ModelplaneServer = await start_server(metrics_address="127.0.0.1:0")
     async with grpc.aio.insecure_channel(server.target) as channel:
@@ -283,10 +324,12 @@ async def test_metrics_endpoint_counts_calls_by_method_and_code(start_server: St
             body: bytes = response.read()
             return body.decode()
 
+    check = 'grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"'
     expected = [
-        'modelplane_rpc_calls_total{code="OK",method="/grpc.health.v1.Health/Check"} 1.0',
-        'modelplane_rpc_calls_total{code="NOT_FOUND",method="/grpc.health.v1.Health/Check"} 1.0',
-        'modelplane_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Check"} 2.0',
+        f"grpc_server_started_total{{{check}}} 2.0",
+        f'grpc_server_handled_total{{grpc_code="OK",{check}}} 1.0',
+        f'grpc_server_handled_total{{grpc_code="NOT_FOUND",{check}}} 1.0',
+        f"grpc_server_handling_seconds_count{{{check}}} 2.0",
     ]
     # A call is counted as its handler ends, which may be just after its client has the answer: scrape
     # until both calls are in (bounded), then check every figure.

@@ -6,8 +6,6 @@ health turns NOT_SERVING, the process stays up, and everything recovers by itsel
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 
@@ -19,16 +17,6 @@ from tests.support.tcp_proxy import TcpProxy
 # The design promises an answer within 2 s; as the call's deadline, a slower answer fails the test
 # as DEADLINE_EXCEEDED instead of UNAVAILABLE.
 STORAGE_ANSWER_DEADLINE = 2.0
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    try:
-        proxy = TcpProxy.for_url(database_url)
-    except ValueError:
-        pytest.skip("the test Postgres is reached over a Unix socket; the proxy needs TCP")
-    async with proxy:
-        yield proxy
 
 
 async def _get_missing_model(channel: grpc.aio.Channel) -> grpc.aio.AioRpcError:

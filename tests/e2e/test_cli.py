@@ -11,11 +11,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import asyncpg
@@ -31,33 +30,25 @@ from modelplane.server.store.urls import with_database
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
 from tests.support.live_server import drop_database
 from tests.support.loopback import free_port
-from tests.support.processes import STARTUP_LIMIT, wait_serving
-
-SHUTDOWN_GRACE = 2.0
-
-
-def _environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without MODELPLANE_* settings, so the developer's shell cannot leak in."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MODELPLANE_")}
-    env.update(extra or {})
-    return env
-
-
-def _command() -> list[str]:
-    """The `modelplane` console script beside this Python (what `make run` runs), else the module."""
-    script = Path(sys.executable).with_name("modelplane")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "modelplane.server.cli"]
+from tests.support.processes import (
+    SHUTDOWN_GRACE,
+    environment,
+    launched,
+    modelplane_command,
+    wait_for_line,
+    wait_serving,
+)
 
 
 def modelplane(
     *args: str, cwd: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_command(), *args],
+        [*modelplane_command(), *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=_environment(env),
+        env=environment(env),
         timeout=60,
         check=False,
     )
@@ -123,7 +114,7 @@ def test_a_scoped_token_lists_its_scopes(database_url: str, tmp_path: Path) -> N
     assert "Traceback" not in bad.stderr
 
 
-def test_flag_wins_over_environment(database_url: str, tmp_path: Path) -> None:
+def test_flag_wins_overenvironment(database_url: str, tmp_path: Path) -> None:
     result = modelplane(
         "token",
         "list",
@@ -192,6 +183,24 @@ def test_migrate_brings_an_empty_database_up_to_date(empty_database_url: str, tm
     assert again.returncode == 0, again.stderr
 
 
+async def _edit_recorded_checksum(url: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    finally:
+        await conn.close()
+
+
+def test_migrate_refuses_a_migration_edited_after_it_was_applied_in_one_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(_edit_recorded_checksum(database_url))
+    refused = modelplane("migrate", "--database-url", database_url, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "0001_foundation.sql was edited after it was applied" in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "env"),
     [
@@ -240,7 +249,7 @@ def serving(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Pope
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
-            env=_environment(),
+            env=environment(),
         )
     try:
         yield process, address, log_path
@@ -312,38 +321,6 @@ def _stop_and_check(process: subprocess.Popen[bytes], log_path: Path) -> str:
 # Start-up: the data dir, a missing database, a taken address, warnings, the metrics endpoint
 
 
-@contextmanager
-def _launched(args: list[str], cwd: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`modelplane ARGS` in the background, its output in log_path; stopped (TERM, then KILL) at the end."""
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*_command(), *args], stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd, env=_environment()
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            # TERM first: the embedded Postgres is stopped by its last user's exit handler, which KILL skips.
-            process.terminate()
-            try:
-                process.wait(timeout=SHUTDOWN_GRACE + 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
-
-
-def _wait_for_line(process: subprocess.Popen[bytes], log_path: Path, *fragments: str) -> str:
-    """Waits until the log holds a line with one of `fragments`; returns that line."""
-    give_up = time.monotonic() + STARTUP_LIMIT
-    while True:
-        for line in log_path.read_text().splitlines():
-            if any(fragment in line for fragment in fragments):
-                return line
-        assert process.poll() is None, f"exited early:\n{log_path.read_text()}"
-        assert time.monotonic() < give_up, f"no line with {fragments}:\n{log_path.read_text()}"
-        time.sleep(0.1)
-
-
 def _list_models(channel: grpc.Channel, token: str | None = None) -> tuple[grpc.StatusCode, str]:
     """ListModels, with the token when one is given; the status code and message."""
     metadata = () if token is None else (("authorization", f"Bearer {token}"),)
@@ -372,7 +349,7 @@ def test_make_run_data_dir_is_shared_by_the_token_commands(tmp_path: Path) -> No
     token_args = ["--data-dir", ".modelplane"]
     try:
         with (
-            _launched(make_run, root, tmp_path / "make-run.log") as first,
+            launched(make_run, root, tmp_path / "make-run.log") as first,
             grpc.insecure_channel(address) as channel,
         ):
             wait_serving(first, channel, tmp_path / "make-run.log")
@@ -380,11 +357,11 @@ def test_make_run_data_dir_is_shared_by_the_token_commands(tmp_path: Path) -> No
 
             # A second `make run`: one line naming the taken address, before it touches Postgres.
             second = subprocess.run(
-                [*_command(), *make_run],
+                [*modelplane_command(), *make_run],
                 capture_output=True,
                 text=True,
                 cwd=root,
-                env=_environment(),
+                env=environment(),
                 timeout=60,
             )
             assert second.returncode == 1
@@ -400,7 +377,7 @@ def test_make_run_data_dir_is_shared_by_the_token_commands(tmp_path: Path) -> No
 
         # The same data dir with auth on: the token made above is the one the server checks.
         with (
-            _launched(["serve", "--address", address, *token_args], root, tmp_path / "auth.log") as authed,
+            launched(["serve", "--address", address, *token_args], root, tmp_path / "auth.log") as authed,
             grpc.insecure_channel(address) as channel,
         ):
             wait_serving(authed, channel, tmp_path / "auth.log")
@@ -453,11 +430,11 @@ def test_a_healthy_start_logs_no_warning(database_url: str, tmp_path: Path) -> N
     address = f"127.0.0.1:{free_port()}"
     log_path = tmp_path / "serve.log"
     args = ["serve", "--address", address, "--database-url", database_url, "--log-level", "DEBUG"]
-    with _launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process:
+    with launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process:
         with grpc.insecure_channel(address) as channel:
             wait_serving(process, channel, log_path)
         # The first round of log maintenance has run (it used to fail, and warn, at every start).
-        _wait_for_line(process, log_path, "log maintenance: partitions up to date", "log partitions: created")
+        wait_for_line(process, log_path, "log maintenance: partitions up to date", "log partitions: created")
         text = _stop_and_check(process, log_path)
     assert [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line] == []
 
@@ -490,11 +467,11 @@ def test_a_missing_database_is_said_once_and_clients_are_not_told_to_retry_short
     log_path = tmp_path / "serve.log"
     args = ["serve", "--address", address, "--database-url", url, "--no-auth", "--log-level", "DEBUG"]
     with (
-        _launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
+        launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
         grpc.insecure_channel(address) as channel,
     ):
         # The operator's line, then at least one quiet look again.
-        _wait_for_line(process, log_path, "database still missing")
+        wait_for_line(process, log_path, "database still missing")
         with pytest.raises(grpc.RpcError) as raised:
             registry_pb2_grpc.ModelRegistryServiceStub(channel).ListModels(
                 registry_pb2.ListModelsRequest(), timeout=10
@@ -543,7 +520,7 @@ def test_serve_creates_a_missing_database_when_told(
     log_path = tmp_path / "serve.log"
     args = ["serve", "--address", address, "--database-url", url, "--create-database", "--no-auth"]
     with (
-        _launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
+        launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
         grpc.insecure_channel(address) as channel,
     ):
         wait_serving(process, channel, log_path)
@@ -581,11 +558,11 @@ def test_metrics_insecure_serves_metrics_beyond_loopback(database_url: str, tmp_
     args = ["serve", "--address", address, "--database-url", database_url, "--no-auth"]
     metrics = ["--metrics-address", f"0.0.0.0:{metrics_port}", "--metrics-insecure"]
     with (
-        _launched([*args, *metrics, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
+        launched([*args, *metrics, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process,
         grpc.insecure_channel(address) as channel,
     ):
         wait_serving(process, channel, log_path)
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
             body = response.read().decode()
-        assert "modelplane_rpc_calls_total" in body
+        assert "grpc_server_handled_total" in body
         _stop_and_check(process, log_path)

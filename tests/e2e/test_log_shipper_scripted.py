@@ -9,6 +9,7 @@ at an exact moment. The same behaviours against the real server are in test_log_
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 
@@ -34,6 +35,8 @@ class ScriptedLogService(logs_pb2_grpc.LogServiceServicer):
         self.streams = 0
         self.withhold_acks = False
         self.refuse_sequence = 0
+        # The first `fail_streams` streams end at once with UNAVAILABLE, each with a message of its own.
+        self.fail_streams = 0
 
     async def StreamLogEvents(
         self,
@@ -41,6 +44,8 @@ class ScriptedLogService(logs_pb2_grpc.LogServiceServicer):
         context: grpc.aio.ServicerContext[logs_pb2.StreamLogEventsRequest, logs_pb2.StreamLogEventsResponse],
     ) -> AsyncIterator[logs_pb2.StreamLogEventsResponse]:
         self.streams += 1
+        if self.streams <= self.fail_streams:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable (stream {self.streams})")
         async for request in request_iterator:
             batch = request.batch
             self.batches.append(batch)
@@ -391,3 +396,22 @@ def test_a_synchronous_caller_uses_flush_and_close() -> None:
         loop.call_soon_threadsafe(stop.set)
         runner.join(10)
         loop.close()
+
+
+async def test_an_outage_is_logged_once_as_a_warning_and_its_end_once(
+    scripted: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.service.fail_streams = 5
+    with caplog.at_level(logging.DEBUG, logger="modelplane.client"):
+        shipper = LogShipper(
+            scripted.target, service="inference", flush_interval=0.02, initial_backoff=0.01, max_backoff=0.02
+        )
+        _emit_range(shipper, 0, 10)
+        assert await shipper.aflush(10)
+        await shipper.aclose()
+    records = [r for r in caplog.records if r.name.startswith("modelplane.client")]
+    failures = [r for r in records if "log stream failed" in r.getMessage()]
+    assert [r.levelno for r in failures] == [logging.WARNING] + [logging.DEBUG] * 4
+    recovered = [r.getMessage() for r in records if "recovered" in r.getMessage()]
+    assert recovered == [f"LogShipper {shipper.client_id}: log stream recovered after 5 failed attempts"]
+    assert [r.levelno for r in records if "recovered" in r.getMessage()] == [logging.INFO]

@@ -11,9 +11,11 @@ MODELPLANE_* variable of the developer's, but MODELPLANE_DATABASE_URL (the test'
 token commands use) and MODELPLANE_ADDRESS (a spare port, where a `serve` without `--address` listens).
 A command whose comment says "(Ctrl-C to stop)" runs until its output shows what its check waits for,
 then gets SIGINT. Each Python snippet is written to a file and run as a program with this interpreter,
-its address replaced the same way.
+its address replaced the same way; each TypeScript (```ts) snippet likewise, as an ES module run with the
+package's tsx after `make ts-build`, importing `@modelplane/client` as an installed package.
 
-What is checked: every command has an entry in SHELL_CHECKS and every snippet one in PYTHON_CHECKS, in
+What is checked: every command has an entry in SHELL_CHECKS and every snippet one in PYTHON_CHECKS (or
+TYPESCRIPT_CHECKS), in
 README order, each naming a fragment of the command it belongs to; a block that is neither run nor marked
 `<!-- readme-test: skip: REASON -->` fails the test, and so does a check left over. A block marked
 `<!-- readme-test: filters: REASON -->` is a list of filter expressions, each sent to the list RPCs.
@@ -25,7 +27,10 @@ import asyncio
 import hashlib
 import json
 import re
+import shutil
+import subprocess
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +40,15 @@ import asyncpg
 import grpc
 import pytest
 
+from modelplane.server.app import build_server
+from modelplane.server.config import ServerConfig
+from modelplane.server.store.urls import with_database
 from modelplane.v1 import logs_pb2, logs_pb2_grpc, registry_pb2, registry_pb2_grpc
+from tests.support.live_server import drop_database
 from tests.support.readme_blocks import Block, ShellCommand, parse_blocks, shell_commands
 from tests.support.readme_runner import (
     README_ADDRESS,
+    README_DATABASE_URL,
     REPOSITORY,
     Output,
     Sandbox,
@@ -463,6 +473,10 @@ def printed(output: Output) -> list[str]:
     return output.stdout.splitlines()
 
 
+def bare_channel_retrying(output: Output, sandbox: Sandbox) -> None:
+    assert printed(output) == ["models/chat-large"], output.describe()
+
+
 def registry_client(output: Output, sandbox: Sandbox) -> None:
     versions, missing = printed(output)
     assert versions == "models/chat-large/versions/1 []", output.describe()
@@ -502,12 +516,54 @@ def log_shipper(output: Output, sandbox: Sandbox) -> None:
     assert event.inference.input_tokens == 4  # "Tell me a story"
 
 
+def sync_client(output: Output, sandbox: Sandbox) -> None:
+    assert printed(output) == [
+        "models/chat-large/versions/1 []",
+        "models/chat-large/versions/2 ['prod']",
+        "MODEL_NOT_FOUND",
+        "1 models/chat-large",
+    ], output.describe()
+
+
+def wsgi_service(output: Output, sandbox: Sandbox) -> None:
+    *answers, resolutions = printed(output)
+    assert [json.loads(answer) for answer in answers] == [
+        {"path": "/story", "model": "models/chat-large/versions/2"},
+        {"path": "/poem", "model": "models/chat-large/versions/2"},
+    ], output.describe()
+    # One ResolveModel for two requests: the second was answered from the cache.
+    assert resolutions == "1", output.describe()
+
+
 PYTHON_CHECKS = [
+    Expect("options=retrying_channel_options()", bare_channel_retrying),
     Expect("registry.create_model(", registry_client),
     Expect('alias="models/chat-large/aliases/prod",  # or constraints', llm_client),
     Expect("NarrativeGenerator(", narrative_generator),
     Expect("ServiceCoordinator(", service_coordinator),
     Expect("LogShipper(", log_shipper),
+    Expect('conn.registry.list_model_versions(parent="models/chat-large")', sync_client),
+    Expect("make_server(", wsgi_service),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The TypeScript snippets, in README order
+
+
+def typescript_client(output: Output, sandbox: Sandbox) -> None:
+    *versions, missing, watched = printed(output)
+    # After the deployment's promotion, prod points to version 2.
+    assert versions == [
+        "models/chat-large/versions/1 context 128000 ",
+        "models/chat-large/versions/2 context 128000 prod",
+    ], output.describe()
+    assert missing == "MODEL_NOT_FOUND true"
+    assert watched == "progress"
+
+
+TYPESCRIPT_CHECKS = [
+    Expect("conn.registry.listModelVersions(", typescript_client),
 ]
 
 
@@ -541,6 +597,7 @@ def readme_blocks() -> list[Block]:
 def test_readme_examples_run_in_order_against_one_server(sandbox: Sandbox) -> None:
     shell_checks = iter(SHELL_CHECKS)
     python_checks = iter(PYTHON_CHECKS)
+    typescript_checks = iter(TYPESCRIPT_CHECKS)
     unhandled: list[str] = []
     for block in readme_blocks():
         if block.directive == "skip":
@@ -553,12 +610,16 @@ def test_readme_examples_run_in_order_against_one_server(sandbox: Sandbox) -> No
             expect = next_expect(python_checks, block.text, block.where)
             output = sandbox.python(block.text, f"readme_{block.line}.py")
             check_output(expect, output, sandbox, block.where)
+        elif block.language == "ts":
+            expect = next_expect(typescript_checks, block.text, block.where)
+            output = sandbox.typescript(block.text, f"readme_{block.line}.mts")
+            check_output(expect, output, sandbox, block.where)
         else:
             unhandled.append(block.where)
     assert not unhandled, (
         f"README blocks neither run nor marked <!-- readme-test: skip: REASON -->: {unhandled}"
     )
-    left = [expect.fragment for expect in [*shell_checks, *python_checks]]
+    left = [expect.fragment for expect in [*shell_checks, *python_checks, *typescript_checks]]
     assert not left, f"checks left over (their README examples are gone?): {left}"
 
 
@@ -630,7 +691,7 @@ def test_every_readme_block_is_run_or_marked_with_a_reason() -> None:
     blocks = readme_blocks()
     assert blocks, "README.md has no fenced blocks?"
     for block in blocks:
-        runnable = block.language in (*SHELL, "python")
+        runnable = block.language in (*SHELL, "python", "ts")
         assert runnable or block.directive, (
             f"{block.where}: a {block.language or 'plain'} block is never run; mark it "
             "<!-- readme-test: skip: REASON --> or make it an example"
@@ -641,8 +702,92 @@ def test_every_readme_block_is_run_or_marked_with_a_reason() -> None:
     # Skips stay rare: each one is proved some other way in this module.
     assert [block.text for block in skipped] == [
         "make run    # the server on 127.0.0.1:50051, an embedded Postgres under ./.modelplane/, auth off\n"
-        "make test   # the whole test suite against a real Postgres and real servers on loopback\n"
+        "make test   # the whole test suite against a real Postgres and real servers on loopback\n",
+        backup_block().text,
     ], [block.where for block in skipped]
+
+
+def backup_block() -> Block:
+    """The shell block of "Backups": a dump, a new database, a restore into it."""
+    found = [b for b in readme_blocks() if b.heading == "Backups" and b.language in SHELL]
+    assert len(found) == 1, [b.where for b in found]
+    return found[0]
+
+
+async def _create_model(address: str, model_id: str, display_name: str) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        await stub.CreateModel(
+            registry_pb2.CreateModelRequest(
+                model_id=model_id, model=registry_pb2.Model(provider="openai", display_name=display_name)
+            ),
+            timeout=10,
+        )
+
+
+async def _display_name(address: str, model_id: str) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        response = await stub.GetModel(registry_pb2.GetModelRequest(name=f"models/{model_id}"), timeout=10)
+        name: str = response.model.display_name
+        return name
+
+
+async def _on_server(database_url: str, step: Callable[[str], Any]) -> Any:
+    """Runs `step(address)` against a server on `database_url`, started and stopped around it."""
+    server = build_server(ServerConfig(address="127.0.0.1:0", database_url=database_url, auth=False))
+    await server.start()
+    try:
+        await server.wait_serving(timeout=30)
+        return await step(server.target)
+    finally:
+        await server.stop(grace=0)
+
+
+async def _applied_migrations(database_url: str) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+    return [(row["version"], row["checksum"]) for row in rows]
+
+
+def test_the_backup_commands_restore_what_a_server_reads_back(
+    database_url: str, admin_url: str, tmp_path: Path
+) -> None:
+    if not all(shutil.which(tool) for tool in ("pg_dump", "createdb", "pg_restore")):
+        pytest.skip("pg_dump, createdb and pg_restore (apt-get install postgresql-client) are not installed")
+    asyncio.run(_on_server(database_url, lambda address: _create_model(address, "chat-large", "Chat, large")))
+
+    restored_name = f"mp_test_{uuid.uuid4().hex[:12]}"
+    restored_url = with_database(database_url, restored_name)
+    # The README's names, longest first, for the test's: its database, a new one, a file of its own.
+    names = [
+        (f"{README_DATABASE_URL}_restored", restored_url),
+        (with_database(README_DATABASE_URL, "postgres"), with_database(database_url, "postgres")),
+        (README_DATABASE_URL, database_url),
+        (" modelplane_restored", f" {restored_name}"),
+        ("modelplane.dump", str(tmp_path / "modelplane.dump")),
+    ]
+    try:
+        for command in shell_commands(backup_block()):
+            text = command.text
+            for readme_name, ours in names:
+                text = text.replace(readme_name, ours)
+            done = subprocess.run(
+                ["bash", "-c", text], capture_output=True, text=True, timeout=120, check=False
+            )
+            assert done.returncode == 0, f"{command.text}\n{done.stderr}"
+        assert asyncio.run(_applied_migrations(restored_url)) == asyncio.run(
+            _applied_migrations(database_url)
+        )
+        display_name = asyncio.run(
+            _on_server(restored_url, lambda address: _display_name(address, "chat-large"))
+        )
+        assert display_name == "Chat, large"
+    finally:
+        asyncio.run(drop_database(admin_url, restored_name))
 
 
 def test_make_test_runs_the_suite_this_module_is_part_of() -> None:

@@ -1,6 +1,7 @@
 """Runs README.md's examples as a reader would: shell commands with bash, Python snippets as programs, and the
 server the way `make run` starts it; the outputs go back to the test of the README to be checked.
 
+A TypeScript example runs as an ES module with the package's tsx, importing the package as an installed one.
 Every command runs in the repository's root (so `.venv/bin/...` and `make` resolve as in the README) with
 the README's `127.0.0.1:50051` replaced by the live server's address and its example database URL by the
 test's own; the environment has no MODELPLANE_* variable of the developer's, only the ones the `Sandbox`
@@ -46,6 +47,8 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 # What the README's examples name, and the test replaces with its own server and database.
 README_ADDRESS = "127.0.0.1:50051"
 README_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/modelplane"
+# The TypeScript package: a ```ts example imports it as "@modelplane/client", built by `make ts-build`.
+TYPESCRIPT_PACKAGE = REPOSITORY / "clients" / "typescript"
 # Bounds one command or program so that a hang fails the test; not a performance expectation.
 RUN_LIMIT = 90.0
 # How long a streaming command may take to show what the test waits for before it is interrupted anyway.
@@ -123,6 +126,22 @@ class Sandbox:
         path = self.workdir / name
         path.write_text(self.substitute(source))
         return self._run([sys.executable, str(path)], source, self.workdir, None)
+
+    def typescript(self, source: str, name: str) -> Output:
+        """Builds the TypeScript package, then writes `source` to an ES module of its own and runs it with the
+        package's tsx, as a program of a project that has `@modelplane/client` installed (linked)."""
+        built = subprocess.run(
+            ["make", "-s", "ts-build"], cwd=REPOSITORY, capture_output=True, text=True, check=False
+        )
+        assert built.returncode == 0, f"make ts-build failed:\n{built.stdout}\n{built.stderr}"
+        scope = self.workdir / "node_modules" / "@modelplane"
+        if not (scope / "client").exists():
+            scope.mkdir(parents=True, exist_ok=True)
+            (scope / "client").symlink_to(TYPESCRIPT_PACKAGE, target_is_directory=True)
+        path = self.workdir / name
+        path.write_text(self.substitute(source))
+        tsx = TYPESCRIPT_PACKAGE / "node_modules" / ".bin" / "tsx"
+        return self._run([str(tsx), str(path)], source, self.workdir, None)
 
     def _run(self, argv: list[str], text: str, cwd: Path, until: Until | None) -> Output:
         process = subprocess.Popen(

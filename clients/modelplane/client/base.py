@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from modelplane.client.errors import from_rpc_error
+from modelplane.client.methods import page_request
+from modelplane.client.resumable_stream import resumable_watch
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
     from modelplane.client.channel import Connection
+    from modelplane.client.methods import Paged, ServerStream, Unary, Watch
 
 # Seconds a call may take unless the caller says otherwise: no call waits forever.
 DEFAULT_TIMEOUT = 10.0
@@ -21,6 +25,9 @@ DEFAULT_TIMEOUT = 10.0
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+MessageT = TypeVar("MessageT", bound=Message)
+P = ParamSpec("P")
 
 
 def ensure_request_id(given: str | None) -> str:
@@ -29,10 +36,10 @@ def ensure_request_id(given: str | None) -> str:
 
 
 async def pages(
-    fetch: Callable[[str], Awaitable[tuple[Sequence[ItemT], str]]],
+    fetch: Callable[[str], Awaitable[tuple[Sequence[ItemT], str]]], page_token: str = ""
 ) -> AsyncGenerator[ItemT, None]:
-    """Every item of a paged list: `fetch(page_token)` returns one page and the next token ("" at the end)."""
-    page_token = ""
+    """Every item of a paged list from `page_token` on: `fetch(page_token)` returns one page and the next
+    token ("" at the end)."""
     while True:
         items, page_token = await fetch(page_token)
         for item in items:
@@ -42,7 +49,10 @@ async def pages(
 
 
 class ServiceClient:
-    """The base of the service clients, built from a `Connection` or from a grpc.aio channel.
+    """The base of the async service clients, built from a `Connection` or from a grpc.aio channel.
+
+    A client's methods come from its service's table in modelplane.client.methods, bound here (`_bind_*`)
+    to awaitables and async iterators.
 
     Used as `async with`, it closes what it was built from (the connection or the channel) on exit; do not
     do that with a channel other code still uses.
@@ -71,6 +81,8 @@ class ServiceClient:
         self.metadata: tuple[tuple[str, str], ...] = default_metadata if metadata is None else tuple(metadata)
         self.timeout: float = default_timeout if timeout is None else timeout
         self.retry: RetryPolicy = default_retry if retry is None else retry
+        # The service's async stub, made by each client from `_channel`.
+        self._stub: Any = None
 
     async def close(self) -> None:
         """Closes the connection or channel this client was built from."""
@@ -104,3 +116,83 @@ class ServiceClient:
         return await call_with_retry(
             attempt, timeout=self.timeout if timeout is None else timeout, policy=self.retry
         )
+
+    def _bind_unary(
+        self, describe: Callable[P, Unary[Any, ResultT]]
+    ) -> Callable[P, Coroutine[Any, Any, ResultT]]:
+        async def call(*args: P.args, **kwargs: P.kwargs) -> ResultT:
+            unary = describe(*args, **kwargs)
+            response = await self._unary(getattr(self._stub, unary.rpc), unary.request, unary.timeout)
+            return unary.result(response)
+
+        return call
+
+    def _bind_page(
+        self, describe: Callable[P, Paged[MessageT, Any]]
+    ) -> Callable[P, Coroutine[Any, Any, MessageT]]:
+        async def call(*args: P.args, **kwargs: P.kwargs) -> MessageT:
+            paged = describe(*args, **kwargs)
+            response: MessageT = await self._unary(
+                getattr(self._stub, paged.rpc), paged.request, paged.timeout
+            )
+            return response
+
+        return call
+
+    def _bind_pages(
+        self, describe: Callable[P, Paged[Any, ItemT]]
+    ) -> Callable[P, AsyncGenerator[ItemT, None]]:
+        async def iterate(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[ItemT, None]:
+            paged = describe(*args, **kwargs)
+            method = getattr(self._stub, paged.rpc)
+
+            async def fetch(token: str) -> tuple[Sequence[ItemT], str]:
+                response = await self._unary(method, page_request(paged.request, token), paged.timeout)
+                return paged.items(response), response.next_page_token
+
+            async for item in pages(fetch, getattr(paged.request, "page_token", "")):
+                yield item
+
+        return iterate
+
+    def _bind_watch(
+        self, describe: Callable[P, Watch[MessageT]]
+    ) -> Callable[P, AsyncGenerator[MessageT, None]]:
+        def call(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[MessageT, None]:
+            watch = describe(*args, **kwargs)
+            method = getattr(self._stub, watch.rpc)
+
+            def open_call(revision: int, remaining: float | None) -> grpc.aio.UnaryStreamCall[Any, MessageT]:
+                stream: grpc.aio.UnaryStreamCall[Any, MessageT] = method(
+                    watch.request_at(revision), timeout=remaining, metadata=self.metadata
+                )
+                return stream
+
+            return resumable_watch(
+                open_call,
+                start_revision=watch.start_revision,
+                resume=watch.resume,
+                timeout=watch.timeout,
+                policy=watch.policy,
+            )
+
+        return call
+
+    def _bind_server_stream(
+        self, describe: Callable[P, ServerStream[Any, ItemT]]
+    ) -> Callable[P, AsyncGenerator[ItemT, None]]:
+        async def iterate(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[ItemT, None]:
+            stream = describe(*args, **kwargs)
+            call = getattr(self._stub, stream.rpc)(
+                stream.request, timeout=stream.timeout, metadata=self.metadata
+            )
+            try:
+                async for response in call:
+                    for item in stream.items(response):
+                        yield item
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from error
+            finally:
+                call.cancel()
+
+        return iterate

@@ -30,10 +30,12 @@ __all__ = [
     "KEEPALIVE_TIMEOUT_MS",
     "KEEPALIVE_TIME_MS",
     "MAX_MESSAGE_BYTES",
+    "ChannelPlan",
     "Connection",
     "TlsOptions",
     "channel_options",
     "connect",
+    "plan_channel",
 ]
 
 # These match the server: it allows a keepalive ping every 30 s even with no call in flight, and it neither
@@ -181,25 +183,50 @@ def connect(
     """Opens a connection to the server at `target` ("host:port"). `tls=True` uses gRPC's bundled roots;
     `timeout` is the default deadline of each unary call, retries included; `retry` governs retries on
     UNAVAILABLE (NO_RETRY turns them off); `options` adds gRPC channel arguments."""
+    plan = plan_channel(token=token, tls=tls, metadata=metadata, options=options)
+    if plan.credentials is None:
+        channel = grpc.aio.insecure_channel(target, options=plan.options)
+    else:
+        channel = grpc.aio.secure_channel(target, plan.credentials, options=plan.options)
+    return Connection(channel, metadata=plan.metadata, timeout=timeout, retry=retry)
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """How a channel is opened, the same for grpc.aio and grpc's sync API: its credentials (None: plaintext),
+    its channel arguments and the metadata sent with every call."""
+
+    credentials: grpc.ChannelCredentials | None
+    options: list[tuple[str, Any]]
+    metadata: list[tuple[str, str]]
+
+
+def plan_channel(
+    *,
+    token: str | None,
+    tls: bool | TlsOptions,
+    metadata: Sequence[tuple[str, str]],
+    options: Sequence[tuple[str, Any]],
+) -> ChannelPlan:
+    """The channel settings `connect` uses (see there): the token as call credentials over TLS, as call
+    metadata in plaintext."""
     call_metadata = list(metadata)
     channel_args = channel_options(options)
     if tls is False:
         if token is not None:
             call_metadata.append(("authorization", f"Bearer {token}"))
-        channel = grpc.aio.insecure_channel(target, options=channel_args)
-    else:
-        settings = TlsOptions() if tls is True else tls
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=settings.root_certificates,
-            private_key=settings.private_key,
-            certificate_chain=settings.certificate_chain,
+        return ChannelPlan(None, channel_args, call_metadata)
+    settings = TlsOptions() if tls is True else tls
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=settings.root_certificates,
+        private_key=settings.private_key,
+        certificate_chain=settings.certificate_chain,
+    )
+    if token is not None:
+        # access_token_call_credentials sends exactly "authorization: Bearer <token>".
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token)
         )
-        if token is not None:
-            # access_token_call_credentials sends exactly "authorization: Bearer <token>".
-            credentials = grpc.composite_channel_credentials(
-                credentials, grpc.access_token_call_credentials(token)
-            )
-        if settings.server_name is not None:
-            channel_args.append(("grpc.ssl_target_name_override", settings.server_name))
-        channel = grpc.aio.secure_channel(target, credentials, options=channel_args)
-    return Connection(channel, metadata=call_metadata, timeout=timeout, retry=retry)
+    if settings.server_name is not None:
+        channel_args.append(("grpc.ssl_target_name_override", settings.server_name))
+    return ChannelPlan(credentials, channel_args, call_metadata)

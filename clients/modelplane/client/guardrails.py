@@ -13,25 +13,27 @@ CheckStream is not retried (the text already sent cannot be replayed by the clie
 `async with client.check_stream(policy=...) as stream`, `await stream.send(chunk)` as text is generated, watch
 `stream.blocked` (or `await stream.wait_blocked()`) to stop streaming to the user as soon as a block is
 certain, and `await stream.finish()` for the final verdict.
+
+The other methods are those of `modelplane.client.methods.guardrails.GuardrailMethods`, which the sync
+client (modelplane.client.sync) shares; here they are coroutines and async iterators.
 """
 
 # The `timeout` parameters are gRPC deadlines handed to the channel, not asyncio timeouts.
-# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import grpc
-from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
-from modelplane.client.base import ServiceClient, ensure_request_id
+from modelplane.client.base import ServiceClient
+from modelplane.client.check_stream_state import CheckStreamReplies
 from modelplane.client.errors import ModelplaneError, from_rpc_error
+from modelplane.client.methods.guardrails import GuardrailMethods, check_stream_start
 from modelplane.client.retry import RetryPolicy
 from modelplane.v1 import common_pb2, guardrails_pb2, guardrails_pb2_grpc
 
@@ -49,25 +51,7 @@ DEFAULT_STREAM_TIMEOUT = 300.0
 _CallT = grpc.aio.StreamStreamCall[guardrails_pb2.CheckStreamRequest, guardrails_pb2.CheckStreamResponse]
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _duration(value: timedelta | None) -> duration_pb2.Duration | None:
-    if value is None:
-        return None
-    duration = duration_pb2.Duration()
-    duration.FromTimedelta(value)
-    return duration
-
-
-class GuardrailClient(ServiceClient):
+class GuardrailClient(GuardrailMethods, ServiceClient):
     """Client of GuardrailService, built from a `Connection` or from a grpc.aio channel.
 
     Used as `async with`, it closes what it was built from (the connection or the channel) on exit; do not
@@ -83,136 +67,7 @@ class GuardrailClient(ServiceClient):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(source, metadata=metadata, timeout=timeout, retry=retry)
-        self._stub: GuardrailServiceAsyncStub = guardrails_pb2_grpc.GuardrailServiceStub(self._channel)
-
-    # Policies.
-
-    async def create_policy(
-        self,
-        *,
-        policy_id: str,
-        policy: guardrails_pb2.Policy,
-        request_id: str | None = None,
-        timeout: float | None = None,
-    ) -> guardrails_pb2.Policy:
-        """Creates "policies/{policy_id}" at revision 1. Raises PolicyAlreadyExists, InvalidRule (a rule that
-        does not compile, with its field path), FallbackBreaksPolicy, InvalidArgument."""
-        request = guardrails_pb2.CreatePolicyRequest(
-            policy_id=policy_id, policy=policy, request_id=ensure_request_id(request_id)
-        )
-        response = await self._unary(self._stub.CreatePolicy, request, timeout)
-        return response.policy
-
-    async def get_policy(
-        self, *, name: str, revision: int = 0, timeout: float | None = None
-    ) -> guardrails_pb2.Policy:
-        """Gets a policy at its latest revision, or at `revision`. Raises PolicyNotFound,
-        PolicyRevisionNotFound."""
-        request = guardrails_pb2.GetPolicyRequest(name=name, revision=revision)
-        response = await self._unary(self._stub.GetPolicy, request, timeout)
-        return response.policy
-
-    async def list_policies_page(
-        self, *, filter: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
-    ) -> guardrails_pb2.ListPoliciesResponse:
-        """One page of policies, by name. Raises InvalidFilter, InvalidPageToken, InvalidArgument."""
-        request = guardrails_pb2.ListPoliciesRequest(
-            filter=filter, page_size=page_size, page_token=page_token
-        )
-        return await self._unary(self._stub.ListPolicies, request, timeout)
-
-    async def list_policies(
-        self, *, filter: str = "", page_size: int = 0, timeout: float | None = None
-    ) -> AsyncGenerator[guardrails_pb2.Policy, None]:
-        """Every policy matching the filter, page after page; `timeout` applies to each page."""
-        page_token = ""
-        while True:
-            page = await self.list_policies_page(
-                filter=filter, page_size=page_size, page_token=page_token, timeout=timeout
-            )
-            for policy in page.policies:
-                yield policy
-            page_token = page.next_page_token
-            if not page_token:
-                return
-
-    async def update_policy(
-        self,
-        *,
-        policy: guardrails_pb2.Policy,
-        update_mask: Sequence[str],
-        request_id: str | None = None,
-        timeout: float | None = None,
-    ) -> guardrails_pb2.Policy:
-        """Changes the fields of `policy` named in update_mask ("*": all), making a new revision; a set etag
-        must be current. Raises PolicyNotFound, EtagMismatch, InvalidRule, FallbackBreaksPolicy,
-        InvalidArgument."""
-        request = guardrails_pb2.UpdatePolicyRequest(
-            policy=policy,
-            update_mask=field_mask_pb2.FieldMask(paths=list(update_mask)),
-            request_id=ensure_request_id(request_id),
-        )
-        response = await self._unary(self._stub.UpdatePolicy, request, timeout)
-        return response.policy
-
-    async def delete_policy(
-        self, *, name: str, etag: str = "", request_id: str | None = None, timeout: float | None = None
-    ) -> None:
-        """Deletes a policy and its revisions (its violation records are kept). Raises PolicyNotFound,
-        EtagMismatch."""
-        request = guardrails_pb2.DeletePolicyRequest(
-            name=name, etag=etag, request_id=ensure_request_id(request_id)
-        )
-        await self._unary(self._stub.DeletePolicy, request, timeout)
-
-    async def list_policy_revisions_page(
-        self, *, name: str, page_size: int = 0, page_token: str = "", timeout: float | None = None
-    ) -> guardrails_pb2.ListPolicyRevisionsResponse:
-        """One page of a policy's revisions, newest first. Raises PolicyNotFound, InvalidPageToken."""
-        request = guardrails_pb2.ListPolicyRevisionsRequest(
-            name=name, page_size=page_size, page_token=page_token
-        )
-        return await self._unary(self._stub.ListPolicyRevisions, request, timeout)
-
-    async def list_policy_revisions(
-        self, *, name: str, page_size: int = 0, timeout: float | None = None
-    ) -> AsyncGenerator[guardrails_pb2.Policy, None]:
-        """The policy at each of its revisions, newest first, page after page."""
-        page_token = ""
-        while True:
-            page = await self.list_policy_revisions_page(
-                name=name, page_size=page_size, page_token=page_token, timeout=timeout
-            )
-            for policy in page.policies:
-                yield policy
-            page_token = page.next_page_token
-            if not page_token:
-                return
-
-    # Checks.
-
-    async def check_content(
-        self,
-        *,
-        policy: str,
-        text: str,
-        policy_revision: int = 0,
-        links: common_pb2.EventLinks | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-    ) -> guardrails_pb2.CheckVerdict:
-        """Checks `text` against `policy` (at `policy_revision`, 0: the latest) and returns the verdict;
-        `links` tie any violation records to the event the text belongs to. Raises PolicyNotFound,
-        PolicyRevisionNotFound, TextTooLarge (over 1,000,000 characters), InvalidArgument."""
-        request = guardrails_pb2.CheckContentRequest(
-            policy=policy,
-            policy_revision=policy_revision,
-            text=text,
-            links=links,
-            request_id=ensure_request_id(request_id),
-        )
-        response = await self._unary(self._stub.CheckContent, request, timeout)
-        return response.verdict
+        self._stub = guardrails_pb2_grpc.GuardrailServiceStub(self._channel)
 
     def check_stream(
         self,
@@ -225,67 +80,13 @@ class GuardrailClient(ServiceClient):
     ) -> CheckStreamSession:
         """A CheckStream to use as `async with`; `timeout` (None: no deadline) bounds the whole stream.
         Its errors (PolicyNotFound, TextTooLarge, ...) are raised by `send`, `wait_blocked` or `finish`."""
-        start = guardrails_pb2.CheckStreamStart(
-            policy=policy,
-            policy_revision=policy_revision,
-            links=links,
-            request_id=ensure_request_id(request_id),
+        start = check_stream_start(
+            policy=policy, policy_revision=policy_revision, links=links, request_id=request_id
         )
         return CheckStreamSession(self._stub, start, metadata=self.metadata, timeout=timeout)
 
-    # Records.
 
-    async def list_violations_page(
-        self, *, filter: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
-    ) -> guardrails_pb2.ListViolationsResponse:
-        """One page of violation records, newest first. Raises InvalidFilter, InvalidPageToken,
-        InvalidArgument."""
-        request = guardrails_pb2.ListViolationsRequest(
-            filter=filter, page_size=page_size, page_token=page_token
-        )
-        return await self._unary(self._stub.ListViolations, request, timeout)
-
-    async def list_violations(
-        self, *, filter: str = "", page_size: int = 0, timeout: float | None = None
-    ) -> AsyncGenerator[guardrails_pb2.ViolationRecord, None]:
-        """Every violation record matching the filter, newest first, page after page; `timeout` applies
-        to each page."""
-        page_token = ""
-        while True:
-            page = await self.list_violations_page(
-                filter=filter, page_size=page_size, page_token=page_token, timeout=timeout
-            )
-            for record in page.violations:
-                yield record
-            page_token = page.next_page_token
-            if not page_token:
-                return
-
-    async def aggregate_violations(
-        self,
-        *,
-        group_by: Sequence[guardrails_pb2.ViolationGroupBy.ValueType] = (),
-        start_time: datetime | None = None,
-        end_time: datetime | None = None,
-        bucket_width: timedelta | None = None,
-        policy: str = "",
-        timeout: float | None = None,
-    ) -> list[guardrails_pb2.ViolationGroup]:
-        """Counts and rates of checks and violations in [start_time, end_time) (timezone-aware; None: open),
-        grouped by `group_by` (empty: one group), ordered by their keys. `bucket_width` goes with
-        VIOLATION_GROUP_BY_TIME_BUCKET. Raises InvalidArgument."""
-        request = guardrails_pb2.AggregateViolationsRequest(
-            group_by=list(group_by),
-            start_time=_timestamp(start_time),
-            end_time=_timestamp(end_time),
-            bucket_width=_duration(bucket_width),
-            policy=policy,
-        )
-        response = await self._unary(self._stub.AggregateViolations, request, timeout)
-        return list(response.groups)
-
-
-class CheckStreamSession:
+class CheckStreamSession(CheckStreamReplies):
     """One CheckStream: send text chunks as they are generated, learn of a block as soon as it is certain.
 
     A background task reads the server's messages while the caller sends, so `blocked`, `early_verdict`
@@ -301,6 +102,7 @@ class CheckStreamSession:
         metadata: tuple[tuple[str, str], ...],
         timeout: float | None,
     ) -> None:
+        super().__init__()
         self._stub = stub
         self._start = start
         self._metadata = metadata
@@ -308,33 +110,8 @@ class CheckStreamSession:
         self._call: _CallT | None = None
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._violations: list[guardrails_pb2.Violation] = []
-        self._received_chars = 0
-        self._early: guardrails_pb2.CheckVerdict | None = None
-        self._final: guardrails_pb2.CheckVerdict | None = None
         self._error: ModelplaneError | None = None
         self._ended = False
-
-    @property
-    def blocked(self) -> bool:
-        """Whether the server has said the text is blocked (early, or in the final verdict)."""
-        verdict = self._early or self._final
-        return verdict is not None and verdict.decision == guardrails_pb2.DECISION_BLOCK
-
-    @property
-    def early_verdict(self) -> guardrails_pb2.CheckVerdict | None:
-        """The BLOCK verdict the server sent before the end of the text, if it has."""
-        return self._early
-
-    @property
-    def violations(self) -> tuple[guardrails_pb2.Violation, ...]:
-        """The violations reported so far (a violation is reported once it is certain)."""
-        return tuple(self._violations)
-
-    @property
-    def received_chars(self) -> int:
-        """How many characters the server said it had received, at its last progress message."""
-        return self._received_chars
 
     async def open(self) -> None:
         """Starts the call and sends the start message (done by `async with`)."""
@@ -428,14 +205,7 @@ class CheckStreamSession:
     async def _read(self, call: _CallT) -> None:
         try:
             async for response in call:
-                if response.HasField("progress"):
-                    self._violations.extend(response.progress.violations)
-                    self._received_chars = response.progress.received_chars
-                elif response.HasField("verdict"):
-                    if response.verdict.final:
-                        self._final = response.verdict
-                    else:
-                        self._early = response.verdict
+                self._record(response)
                 self._changed.set()
         except grpc.RpcError as error:
             self._error = from_rpc_error(error)

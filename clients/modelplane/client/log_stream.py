@@ -130,6 +130,9 @@ class LogStream:
         self.reconnects = 0
         # last_error describes the last failure of the stream ("" once a batch is acknowledged after it).
         self.last_error = ""
+        # Streams failed since the last acknowledgement: the first of an outage is a WARNING, the rest DEBUG,
+        # and the acknowledgement that ends it one INFO line.
+        self.failures_in_a_row = 0
 
     async def run(self, connection: Connection) -> None:
         """Streams until `stopping` is set; a failure ends one stream, never this loop."""
@@ -162,8 +165,16 @@ class LogStream:
         else:
             text = str(error) or type(error).__name__
         client_id = self.cutter.client_id
-        if text != self.last_error:
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row == 1:
             logger.warning("LogShipper %s: log stream failed (%s); reconnecting", client_id, text)
+        else:
+            logger.debug(
+                "LogShipper %s: log stream failed again (%s), %d in a row; reconnecting",
+                client_id,
+                text,
+                self.failures_in_a_row,
+            )
         self.last_error = text
         if isinstance(error, InvalidArgument):
             # The server refuses this batch and would refuse it again: sending it for ever would stall
@@ -256,5 +267,12 @@ class LogStream:
             if released:
                 self.acknowledged += sum(batch.events for batch in released)
                 self.last_error = ""
+                if self.failures_in_a_row:
+                    logger.info(
+                        "LogShipper %s: log stream recovered after %d failed attempts",
+                        self.cutter.client_id,
+                        self.failures_in_a_row,
+                    )
+                    self.failures_in_a_row = 0
                 self.on_progress()
                 self.wakeup.set()

@@ -4,6 +4,7 @@ WatchModels and WatchDeployment send `oneof event {change, progress}` messages i
 start_revision is inclusive (0: from now). A stream that ends with UNAVAILABLE (a server shutting down, a
 lost connection) is reopened from the position the caller has reached, after a wait chosen by the retry
 policy of `modelplane.client.retry` (full jitter, at least the server's RetryInfo, never past the deadline).
+`resumable_watch` runs on grpc.aio, `resumable_watch_blocking` on grpc's sync API, with the same rules.
 """
 
 # The `timeout` parameter is the whole watch's deadline handed to gRPC, not an asyncio timeout.
@@ -14,16 +15,22 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from modelplane.client.errors import ModelplaneError, from_rpc_error
-from modelplane.client.retry import RetryPolicy, backoff_ceilings, is_retryable, retry_delay
+from modelplane.client.retry import RetryPolicy, is_retryable
 
-__all__ = ["WATCH_RESUME_POLICY", "WatchPosition", "resumable_watch"]
+__all__ = [
+    "WATCH_RESUME_POLICY",
+    "WatchPosition",
+    "WatchReopenings",
+    "resumable_watch",
+    "resumable_watch_blocking",
+]
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 
@@ -77,6 +84,46 @@ def _event(response: Message) -> tuple[str | None, int]:
     return kind, int(getattr(response, kind).revision)
 
 
+class WatchReopenings:
+    """The reopening state of one watch: its deadline, its position and its backoff, shared by the async
+    and the blocking watch loops so that both resume alike."""
+
+    def __init__(
+        self,
+        *,
+        start_revision: int,
+        resume: bool,
+        timeout: float | None,
+        policy: RetryPolicy,
+        rng: random.Random | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.position = WatchPosition(start_revision)
+        self._resume = resume
+        self._clock = clock
+        self._deadline = None if timeout is None else clock() + timeout
+        self._backoff = policy.schedule(rng)
+
+    def remaining(self) -> float | None:
+        """Seconds left of the whole watch (None: no deadline), the next stream's own deadline."""
+        return None if self._deadline is None else max(self._deadline - self._clock(), 0.0)
+
+    def receive(self, response: Message) -> bool:
+        """Records one message; False when it is a repeat to drop. The stream works again, so the next
+        break gets the whole budget."""
+        self._backoff.reset()
+        return self.position.receive(*_event(response))
+
+    def delay_after(self, error: ModelplaneError) -> float | None:
+        """The wait before reopening after `error`; None when the watch must end with it."""
+        if not self._resume or not is_retryable(error) or self._backoff.exhausted:
+            return None
+        delay = self._backoff.next_delay(error.retry_after)
+        if self._deadline is not None and self._clock() + delay >= self._deadline:
+            return None
+        return delay
+
+
 async def resumable_watch(
     open_call: Callable[[int, float | None], grpc.aio.UnaryStreamCall[Any, ResponseT]],
     *,
@@ -95,28 +142,57 @@ async def resumable_watch(
     watch. Any other error, or UNAVAILABLE once the budget or the deadline is spent, is raised as a
     ModelplaneError (RevisionCompacted, for one).
     """
-    rng = rng or random.Random()
-    deadline = None if timeout is None else clock() + timeout
-    position = WatchPosition(start_revision)
-    ceilings = backoff_ceilings(policy)
+    reopenings = WatchReopenings(
+        start_revision=start_revision, resume=resume, timeout=timeout, policy=policy, rng=rng, clock=clock
+    )
     while True:
-        remaining = None if deadline is None else max(deadline - clock(), 0.0)
-        call = open_call(position.reopen(), remaining)
+        call = open_call(reopenings.position.reopen(), reopenings.remaining())
         try:
             async for response in call:
-                # The stream works again: the next break gets the whole budget.
-                ceilings = backoff_ceilings(policy)
-                if position.receive(*_event(response)):
+                if reopenings.receive(response):
                     yield response
             return
         except grpc.RpcError as rpc_error:
             error: ModelplaneError = from_rpc_error(rpc_error)
-            ceiling = next(ceilings, None)
-            if not resume or not is_retryable(error) or ceiling is None:
-                raise error from rpc_error
-            delay = retry_delay(ceiling, error, rng)
-            if deadline is not None and clock() + delay >= deadline:
+            delay = reopenings.delay_after(error)
+            if delay is None:
                 raise error from rpc_error
         finally:
             call.cancel()
         await sleep(delay)
+
+
+def resumable_watch_blocking(
+    open_call: Callable[[int, float | None], Iterator[ResponseT]],
+    *,
+    start_revision: int,
+    resume: bool = True,
+    timeout: float | None = None,
+    policy: RetryPolicy = WATCH_RESUME_POLICY,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Generator[ResponseT, None, None]:
+    """`resumable_watch` on grpc's sync API: `open_call` returns the call (a response iterator that can be
+    cancelled); the messages are yielded as they come, blocking in between. Closing the iterator cancels
+    the call."""
+    reopenings = WatchReopenings(
+        start_revision=start_revision, resume=resume, timeout=timeout, policy=policy, rng=rng, clock=clock
+    )
+    while True:
+        call = open_call(reopenings.position.reopen(), reopenings.remaining())
+        try:
+            for response in call:
+                if reopenings.receive(response):
+                    yield response
+            return
+        except grpc.RpcError as rpc_error:
+            error: ModelplaneError = from_rpc_error(rpc_error)
+            delay = reopenings.delay_after(error)
+            if delay is None:
+                raise error from rpc_error
+        finally:
+            cancel = getattr(call, "cancel", None)
+            if callable(cancel):
+                cancel()
+        sleep(delay)

@@ -29,9 +29,11 @@ __all__ = [
     "NO_RETRY",
     "Backoff",
     "BackoffPolicy",
+    "CallAttempts",
     "RetryPolicy",
     "backoff_ceilings",
     "call_with_retry",
+    "call_with_retry_blocking",
     "is_retryable",
     "is_unreachable",
     "retry_delay",
@@ -184,6 +186,41 @@ def retry_delay(ceiling: float, error: ModelplaneError, rng: random.Random) -> f
     return _jittered(ceiling, 1.0, rng, error.retry_after)
 
 
+class CallAttempts:
+    """The retry state of one call: its deadline and its backoff. Shared by the async and the sync call
+    loops, so both retry alike: `remaining()` before each attempt, `delay_after(error)` after a failed one."""
+
+    __slots__ = ("_backoff", "_clock", "_deadline", "_retryable")
+
+    def __init__(
+        self,
+        *,
+        timeout: float | None,
+        policy: RetryPolicy,
+        retryable: Callable[[ModelplaneError], bool],
+        rng: random.Random | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._clock = clock
+        self._deadline = None if timeout is None else clock() + timeout
+        self._backoff = policy.schedule(rng)
+        self._retryable = retryable
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline), the next attempt's own deadline."""
+        return None if self._deadline is None else max(self._deadline - self._clock(), 0.0)
+
+    def delay_after(self, error: ModelplaneError) -> float | None:
+        """The wait before retrying after `error`; None when the call must give up with it (not retryable,
+        no attempt left, or the retry could not start before the deadline)."""
+        if not self._retryable(error) or self._backoff.exhausted:
+            return None
+        delay = self._backoff.next_delay(error.retry_after)
+        if self._deadline is not None and self._clock() + delay >= self._deadline:
+            return None
+        return delay
+
+
 async def call_with_retry(
     attempt: Callable[[float | None], Awaitable[T]],
     *,
@@ -196,18 +233,34 @@ async def call_with_retry(
 ) -> T:
     """Runs attempt(remaining_seconds) until it succeeds, raises a non-retryable error, runs out of attempts
     or would run past the deadline `timeout` seconds from now (None: no deadline, remaining is None)."""
-    deadline = None if timeout is None else clock() + timeout
-    backoff = policy.schedule(rng)
+    attempts = CallAttempts(timeout=timeout, policy=policy, retryable=retryable, rng=rng, clock=clock)
     while True:
-        remaining = None if deadline is None else max(deadline - clock(), 0.0)
         try:
-            return await attempt(remaining)
+            return await attempt(attempts.remaining())
         except ModelplaneError as error:
-            if not retryable(error):
-                raise
-            if backoff.exhausted:
-                raise
-            delay = backoff.next_delay(error.retry_after)
-            if deadline is not None and clock() + delay >= deadline:
+            delay = attempts.delay_after(error)
+            if delay is None:
                 raise
             await sleep(delay)
+
+
+def call_with_retry_blocking(
+    attempt: Callable[[float | None], T],
+    *,
+    timeout: float | None,
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    retryable: Callable[[ModelplaneError], bool] = is_retryable,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call_with_retry` for a blocking `attempt` (the sync client), waiting with `sleep`."""
+    attempts = CallAttempts(timeout=timeout, policy=policy, retryable=retryable, rng=rng, clock=clock)
+    while True:
+        try:
+            return attempt(attempts.remaining())
+        except ModelplaneError as error:
+            delay = attempts.delay_after(error)
+            if delay is None:
+                raise
+            sleep(delay)

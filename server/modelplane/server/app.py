@@ -27,7 +27,8 @@ from modelplane.server.deployments.servicer import DeploymentServicer
 from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
 from modelplane.server.health import HealthReporter
-from modelplane.server.interceptors import CallInterceptor
+from modelplane.server.interceptors import CallInterceptor, CallParts
+from modelplane.server.log_lines import configure_logging
 from modelplane.server.logs.maintenance import LogMaintenance
 from modelplane.server.logs.service import LogService, LogSettings
 from modelplane.server.logs.servicer import LogServicer
@@ -75,6 +76,11 @@ STOP_STEP_LIMIT = 10.0
 # Longest wait for open streams to end after they were told to, before server.stop(grace) takes over.
 STREAM_END_WAIT = 2.0
 
+# Seconds the steps after the drain (background jobs, the change feed, the pool) share, and the least any
+# one of them gets: a stop ends within grace + this, whatever Postgres does.
+STOP_AFTER_GRACE = 2.0
+STOP_STEP_FLOOR = 0.1
+
 # Every modelplane service this server runs: health reports each one, reflection lists each one.
 MODELPLANE_SERVICES: tuple[str, ...] = (
     registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name,
@@ -96,7 +102,9 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", config.max_message_bytes),
         # With SO_REUSEPORT (gRPC's default) a second server on a taken port binds silently and steals
         # half the connections; without it, the second one fails to start, which is what an operator expects.
-        ("grpc.so_reuseport", 0),
+        # Workers (modelplane.server.workers) share their port on purpose, beside their parent's reservation,
+        # which keeps that guarantee for them.
+        ("grpc.so_reuseport", 1 if config.shared_port else 0),
     ]
 
 
@@ -108,6 +116,13 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def local_target(host: str, port: int) -> str:
+    """host:port a client on this machine dials to reach a server listening on `host`."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ListenError(RuntimeError):
@@ -176,6 +191,9 @@ class ModelplaneServer:
         self.rollout_driver = rollout_driver
         self.logs = logs
         self.log_maintenance = log_maintenance
+        # False in every worker but the first: a database that is missing or away at start is said once, by
+        # worker 1, while the others retry quietly (DEBUG lines).
+        self.reports_start_problems = True
         self._port: int | None = None
         self._background: asyncio.Task[None] | None = None
         self._stopped = False
@@ -190,10 +208,7 @@ class ModelplaneServer:
     @property
     def target(self) -> str:
         """host:port a client on this machine dials."""
-        host = self.config.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return local_target(self.config.host, self.port)
 
     async def start(self) -> None:
         """Binds and serves at once; connecting to Postgres and migrating continue in the background.
@@ -202,7 +217,8 @@ class ModelplaneServer:
         if self._port is not None:
             raise RuntimeError("the server is already started")
         address = self.config.address
-        check_can_listen(address)
+        if not self.config.shared_port:
+            check_can_listen(address)
         try:
             if self.config.tls is not None:
                 port = self.grpc_server.add_secure_port(address, server_credentials(self.config.tls))
@@ -241,6 +257,8 @@ class ModelplaneServer:
     async def _become_ready(self) -> None:
         # Each problem is logged once, when it first shows or changes; the retries between are DEBUG lines.
         problem: str | None = None
+        say_error = log.error if self.reports_start_problems else log.debug
+        say_warning = log.warning if self.reports_start_problems else log.debug
         while True:
             try:
                 await self._connect_and_migrate()
@@ -250,7 +268,7 @@ class ModelplaneServer:
             except DatabaseMissing as exc:
                 seen, problem = problem, str(exc)
                 if problem != seen:
-                    log.error("%s; health stays NOT_SERVING and calls fail until it exists", exc)
+                    say_error("%s; health stays NOT_SERVING and calls fail until it exists", exc)
                 else:
                     log.debug("database still missing: %s", exc)
                 delay = MISSING_DATABASE_RECHECK_INTERVAL
@@ -259,7 +277,7 @@ class ModelplaneServer:
                 # meanwhile, and try again.
                 seen, problem = problem, f"{type(exc).__name__}: {exc}"
                 if problem != seen:
-                    log.warning("database not ready (%s); retrying", problem)
+                    say_warning("database not ready (%s); retrying", problem)
                 else:
                     log.debug("database still not ready (%s)", problem)
                 delay = CONNECT_RETRY_INTERVAL
@@ -279,27 +297,40 @@ class ModelplaneServer:
             await self.health.wait_serving()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful, ordered stop: NOT_SERVING, refuse new calls, end streams, drain, close storage."""
+        """Graceful, ordered stop: NOT_SERVING, refuse new calls, end streams, drain, close storage.
+
+        In-flight calls get `grace` seconds from the moment new calls are refused; the steps after the drain
+        share STOP_AFTER_GRACE seconds whatever Postgres does, and the pool's connections are terminated
+        when a graceful close does not finish in time (a hung Postgres never answers one)."""
         if self._stopped:
             return
         self._stopped = True
         grace = self.config.shutdown_grace if grace is None else grace
+        loop = asyncio.get_running_loop()
         await cancel_and_wait(self._background)
         await self.health.shut_down()
         # Health watchers (load balancers, orchestrators) get the NOT_SERVING update written to them
         # before their own stream is ended below.
         await asyncio.sleep(HEALTH_PROPAGATION_DELAY)
+        grace_ends = loop.time() + grace
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
-        await _bounded("the gRPC server", self.grpc_server.stop(grace), grace + STOP_STEP_LIMIT)
+        drain = max(grace_ends - loop.time(), 0.0)
+        await _bounded("the gRPC server", self.grpc_server.stop(drain), drain + STOP_STEP_LIMIT)
+        stop_ends = loop.time() + STOP_AFTER_GRACE
+
+        def left() -> float:
+            return max(stop_ends - loop.time(), STOP_STEP_FLOOR)
+
         if self.rollout_driver is not None:
-            await _bounded("the rollout driver", self.rollout_driver.stop())
+            await _bounded("the rollout driver", self.rollout_driver.stop(), left())
         if self.guardrails is not None:
-            await _bounded("the guardrails monitor", self.guardrails.close())
+            await _bounded("the guardrails monitor", self.guardrails.close(), left())
         if self.log_maintenance is not None:
-            await _bounded("log maintenance", self.log_maintenance.stop())
-        await _bounded("the change feed", self.feed.stop())
-        await _bounded("the metrics endpoint", asyncio.to_thread(self.metrics.stop_endpoint))
-        await _bounded("the database pool", self.database.close())
+            await _bounded("log maintenance", self.log_maintenance.stop(), left())
+        await _bounded("the change feed", self.feed.stop(), left())
+        await _bounded("the metrics endpoint", asyncio.to_thread(self.metrics.stop_endpoint), left())
+        # Given its own bound, inside which it terminates what it could not close: never skipped.
+        await self.database.close(timeout=left())
         log.info("stopped")
 
 
@@ -308,11 +339,12 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float | None = Non
     try:
         await asyncio.wait_for(step, STOP_STEP_LIMIT if seconds is None else seconds)
     except TimeoutError:
-        log.error("stopping %s took over %.0f s; going on without it", what, seconds or STOP_STEP_LIMIT)
+        log.error("stopping %s took over %.1f s; going on without it", what, seconds or STOP_STEP_LIMIT)
 
 
-def build_server(config: ServerConfig) -> ModelplaneServer:
-    """Wires a server from `config`; does no I/O (start() binds, reads TLS files and connects)."""
+def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> ModelplaneServer:
+    """Wires a server from `config`; does no I/O (start() binds, reads TLS files and connects). `parts`
+    (default: every part, the access log sampled as configured) is for the call-overhead benchmark."""
     if config.database_url is None:
         raise ValueError(
             "config.database_url is required: serve() starts the embedded Postgres and passes its URL"
@@ -338,8 +370,11 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
         metrics,
         text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS,
         max_response_bytes=config.max_message_bytes,
+        parts=parts or CallParts(access_log_sample=config.access_log_sample),
     )
-    grpc_server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
+    grpc_server = grpc.aio.server(
+        interceptors=[interceptor] if interceptor.parts.intercept else [], options=server_options(config)
+    )
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
     guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
     deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), grpc_server)
@@ -363,14 +398,16 @@ def build_server(config: ServerConfig) -> ModelplaneServer:
     )
 
 
-def _log_banner(server: ModelplaneServer, database: str) -> None:
-    config = server.config
-    log.info("modelplane serving on %s (%s)", server.target, "TLS" if config.tls is not None else "plaintext")
+def log_banner(config: ServerConfig, target: str, database: str, workers: int = 1) -> None:
+    """The lines an operator reads first: where the server listens, its database, whether auth is on."""
+    security = "TLS" if config.tls is not None else "plaintext"
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    log.info("modelplane serving on %s (%s%s)", target, security, processes)
     log.info("database: %s", database)
     if config.auth:
         log.info("auth is on: every RPC but health and reflection needs a bearer token")
     else:
-        log.warning("auth is OFF: anyone who can reach %s may call every RPC", server.target)
+        log.warning("auth is OFF: anyone who can reach %s may call every RPC", target)
 
 
 # Allocations (net of frees) between young-generation collections. Log ingestion holds a few thousand
@@ -388,15 +425,23 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-async def _run(config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals]) -> None:
+async def run_server(
+    config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals], *, worker: int | None = None
+) -> None:
+    """Runs one server process until one of `stop_signals`. A single server logs the operator's first lines;
+    a `worker` leaves them to its parent and logs one line of its own."""
     server = build_server(config)
+    server.reports_start_problems = worker in (None, 1)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in stop_signals:
         loop.add_signal_handler(signum, stop.set)
     await server.start()
     _tune_garbage_collection()
-    _log_banner(server, database)
+    if worker is None:
+        log_banner(config, server.target, database)
+    else:
+        log.info("serving on %s", server.target)
     try:
         await stop.wait()
         log.info("stopping: in-flight calls get %.0f s", config.shutdown_grace)
@@ -406,20 +451,21 @@ async def _run(config: ServerConfig, database: str, stop_signals: Sequence[signa
         await server.stop(config.shutdown_grace)
 
 
-def configure_logging(level: str) -> None:
-    """One line per record on stderr, at `level` and above."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-
-
 def serve(config: ServerConfig) -> None:
     """Runs the server until SIGTERM or SIGINT; starts the embedded Postgres when no database URL is given.
 
+    With more than one worker (config.workers, else one per core) a parent process supervises that many
+    server processes on the one port (modelplane.server.workers).
+
     Raises ListenError when an address is taken, EmbeddedPostgresError when the embedded Postgres cannot
-    run; both before anything else has started."""
+    run, WorkersError when the workers cannot; all before anything else has started."""
+    from modelplane.server.workers import supervise, worker_count
+
     configure_logging(config.log_level)
     check_can_listen(config.address)
     if config.metrics_address is not None:
         check_can_listen(config.metrics_address, "the metrics address")
+    workers = worker_count(config)
     if config.database_url is None:
         # Imported here: the embedded Postgres wheel is needed only by a server started without a URL.
         from modelplane.server.store.embedded import start_embedded
@@ -429,4 +475,7 @@ def serve(config: ServerConfig) -> None:
         database = f"embedded Postgres, data in {embedded.data_dir}"
     else:
         database = redacted_url(config.database_url)
-    asyncio.run(_run(config, database, (signal.SIGTERM, signal.SIGINT)))
+    if workers > 1:
+        supervise(config, workers, database)
+    else:
+        asyncio.run(run_server(config, database, (signal.SIGTERM, signal.SIGINT)))

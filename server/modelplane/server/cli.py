@@ -98,6 +98,16 @@ def _positive_count(value: str) -> int:
     return number
 
 
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value!r}")
+    return number
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in LOG_LEVELS:
@@ -170,6 +180,19 @@ SERVE_SETTINGS = (
         metavar="HOST:PORT",
     ),
     Setting("--metrics-insecure", "allow --metrics-address beyond loopback", switch=True),
+    Setting(
+        "--workers",
+        "server processes on the one port; default: one per core, less one for an embedded Postgres",
+        _positive_count,
+        metavar="N",
+    ),
+    Setting(
+        "--access-log-sample",
+        "share of successful calls written to the access log (0 to 1); failed calls are always written",
+        _fraction,
+        default_of("access_log_sample"),
+        metavar="F",
+    ),
     Setting(
         "--shutdown-grace",
         "seconds in-flight calls get to finish on SIGTERM",
@@ -297,6 +320,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
             log_retention_days=args.log_retention_days,
             log_partition_lead_days=args.log_partition_lead_days,
             log_stream_queue_batches=args.log_stream_queue,
+            workers=args.workers,
+            access_log_sample=args.access_log_sample,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -321,11 +346,13 @@ def _serve(args: argparse.Namespace) -> int:
     with _server_extra():
         from modelplane.server.app import ListenError, serve
     from modelplane.server.store.embedded import EmbeddedPostgresError
+    from modelplane.server.workers import WorkersError
 
     try:
         serve(config)
-    except (ListenError, EmbeddedPostgresError, OSError) as exc:
-        # An address taken, the embedded Postgres unable to run, an unreadable TLS file: one line each;
+    except (ListenError, EmbeddedPostgresError, WorkersError, OSError) as exc:
+        # An address taken, the embedded Postgres unable to run, an unreadable TLS file, workers that do not
+        # fit Postgres's connection limit: one line each;
         # the traceback goes to the log at DEBUG.
         log.debug("serve failed", exc_info=True)
         raise CommandFailed(str(exc)) from None
@@ -379,11 +406,12 @@ async def _migrated(
 def _with_database(args: argparse.Namespace, action: Callable[[Connection], Awaitable[T]]) -> T:
     with _server_extra():
         from modelplane.server.auth.store import DATABASE_ERRORS
+        from modelplane.server.store.migrations import MigrationError
         from modelplane.server.store.provision import DatabaseMissing
     try:
         with _database_url(args) as url:
             return asyncio.run(_migrated(url, action, create_database=args.create_database))
-    except DatabaseMissing as exc:
+    except (DatabaseMissing, MigrationError) as exc:
         raise CommandFailed(str(exc)) from None
     except DATABASE_ERRORS as exc:
         log.debug("database error", exc_info=True)

@@ -90,8 +90,21 @@ class ServerConfig:
     log_retention_days: int = 30
     log_partition_lead_days: int = 3
     log_stream_queue_batches: int = 8
+    # Server processes on the one port (`serve --workers`); None: one per core this process may run on,
+    # less one core's worth for an embedded Postgres (see modelplane.server.workers.default_worker_count).
+    workers: int | None = None
+    # Set by the worker supervisor in each worker: bind the port with SO_REUSEPORT, beside its siblings and
+    # the supervisor's reservation, instead of refusing a port that is in use.
+    shared_port: bool = False
+    # Share of successful calls written to the access log, from 0 (failed calls only) to 1 (every call).
+    # A failed call is always written.
+    access_log_sample: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be 1 or more, got {self.workers}")
+        if not 0.0 <= self.access_log_sample <= 1.0:
+            raise ConfigError(f"the access log sample must be between 0 and 1, got {self.access_log_sample}")
         if not self.auth and not self.insecure:
             require_loopback(
                 self.address,

@@ -38,3 +38,19 @@ current_caller: ContextVar[Caller] = ContextVar("modelplane_caller")
 def caller() -> Caller:
     """The caller of the RPC being served; an anonymous one outside any RPC (tests, the CLI)."""
     return current_caller.get(Caller(actor=ANONYMOUS, role=None, method="", trace_request_id=""))
+
+
+@dataclass(frozen=True)
+class CallDeadline:
+    """When the RPC being served must be done: its gRPC deadline as event-loop time (infinity without one).
+
+    `task` is the call's own task: a task started from it (a stream's commit task, a background flusher
+    started by a first call) inherits the contextvar but not the deadline, only the storage timeout.
+    """
+
+    task: object
+    at: float
+
+
+# Set for every RPC by the interceptor; None outside any RPC (start-up, migrations, background jobs).
+current_deadline: ContextVar[CallDeadline | None] = ContextVar("modelplane_call_deadline", default=None)

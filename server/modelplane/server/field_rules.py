@@ -8,9 +8,12 @@ once, so the caller fixes them all in one go.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
 
 _LABEL_KEY = re.compile(r"[a-z0-9_-]{1,63}")
 # The range of an int64 field, and of a Postgres bigint.
@@ -22,17 +25,38 @@ MAX_REQUEST_ID = 128
 
 
 class Violations:
-    """Collects every broken rule of one request, so the caller fixes them all in one go."""
+    """Collects every broken rule of one request, so the caller fixes them all in one go.
+
+    The pattern of a request's checks: one Violations, every field checked into it (`add`, or `collect`
+    around a check that raises, such as a name parser), then `raise_if_any` once, before any other work.
+    """
 
     def __init__(self) -> None:
         self.items: list[FieldViolation] = []
+        # The reason of the first collected error that had one of its own (INVALID_PAGE_TOKEN, say): the
+        # answer keeps it, so a client matching on it still sees it beside the other bad fields.
+        self.reason: str | None = None
 
     def add(self, path: str, description: str) -> None:
         self.items.append(FieldViolation(path, description))
 
+    def extend(self, violations: Iterable[FieldViolation]) -> None:
+        self.items.extend(violations)
+
+    def collect(self, check: Callable[[], T], fallback: T) -> T:
+        """What `check` returns; when it raises InvalidArgument, its violations join these and `fallback`
+        stands in for its result, so that the checks after it still run."""
+        try:
+            return check()
+        except InvalidArgument as exc:
+            self.items.extend(exc.violations)
+            if self.reason is None and exc.reason != InvalidArgument.reason:
+                self.reason = exc.reason
+            return fallback
+
     def raise_if_any(self) -> None:
         if self.items:
-            raise InvalidArgument(self.items)
+            raise InvalidArgument(self.items, reason=self.reason)
 
 
 def check_text(v: Violations, path: str, value: str, limit: int) -> None:
@@ -50,11 +74,26 @@ def check_labels(v: Violations, path: str, labels: Mapping[str, str]) -> None:
             v.add(f"{path}[{key!r}]", "value must be at most 63 characters")
 
 
-def check_request_id(request_id: str) -> None:
+def check_request_id(request_id: str, v: Violations | None = None) -> None:
+    """The request id's bound, into `v` when given (else raised at once)."""
     if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument.field(
-            "request_id", f"must be at most {MAX_REQUEST_ID} characters; a UUID is advised"
-        )
+        description = f"must be at most {MAX_REQUEST_ID} characters; a UUID is advised"
+        if v is None:
+            raise InvalidArgument.field("request_id", description)
+        v.add("request_id", description)
+
+
+def parse_with_request_id(parse: Callable[[], T], request_id: str) -> T:
+    """What `parse` returns (the parts of the one resource name a request gives), its violations and the
+    request id's named together."""
+    v = Violations()
+    check_request_id(request_id, v)
+    try:
+        parsed = parse()
+    except InvalidArgument as exc:
+        raise InvalidArgument([*exc.violations, *v.items], reason=exc.reason) from None
+    v.raise_if_any()
+    return parsed
 
 
 def check_mask(paths: frozenset[str], allowed: frozenset[str]) -> frozenset[str]:

@@ -42,12 +42,13 @@ from typing import Literal, TypeAlias
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.field_rules import INT64_MAX, INT64_MIN
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 MAX_FILTER_LENGTH = 2000
 MAX_NESTING_DEPTH = 32
 
 FILTER_FIELD = "filter"
-INVALID_FILTER = "INVALID_FILTER"
+INVALID_FILTER = ErrorReason.ERROR_REASON_INVALID_FILTER
 
 EQ, NE, LT, LE, GT, GE, HAS = "=", "!=", "<", "<=", ">", ">=", ":"
 ALL_OPERATORS = (EQ, NE, LT, LE, GT, GE, HAS)

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import itertools
 import logging
+import math
+import os
+import random
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from modelplane.server import error_status
-from modelplane.server.context import ANONYMOUS, Caller, current_caller
+from modelplane.server.context import ANONYMOUS, CallDeadline, Caller, current_caller, current_deadline
 from modelplane.server.errors import (
     FieldViolation,
     InvalidArgument,
@@ -28,8 +32,9 @@ from modelplane.server.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from modelplane.server.metrics import ServerMetrics
+from modelplane.server.metrics import GRPC_TYPES, MethodMetrics, ServerMetrics
 from modelplane.server.nul_characters import refuse_nul_characters
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
     from modelplane.server.auth.scopes import TokenScope
@@ -39,7 +44,7 @@ access_log = logging.getLogger("modelplane.access")
 
 REQUEST_ID_KEY = "x-request-id"
 AUTHORIZATION_KEY = "authorization"
-SHUTTING_DOWN = "SHUTTING_DOWN"
+SHUTTING_DOWN = ErrorReason.ERROR_REASON_SHUTTING_DOWN
 
 # Open to everyone, and still answered while the server drains, so that probes see NOT_SERVING.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -63,7 +68,7 @@ class CallAuthenticator(Protocol):
     async def authenticate(self, method: str, authorization: str | None) -> Caller: ...
 
 
-MALFORMED_REQUEST = "MALFORMED_REQUEST"
+MALFORMED_REQUEST = ErrorReason.ERROR_REASON_MALFORMED_REQUEST
 
 # Turns a request's bytes into its message; None (a handler without one) leaves them bytes.
 Parse = Callable[[bytes], Any] | None
@@ -128,7 +133,7 @@ def _request(
     return request
 
 
-RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+RESPONSE_TOO_LARGE = ErrorReason.ERROR_REASON_RESPONSE_TOO_LARGE
 
 # Turns a response message into its bytes; None (a handler without one) means it already is bytes.
 Serialize = Callable[[Any], bytes] | None
@@ -170,18 +175,68 @@ def is_open_method(method: str) -> bool:
     return method.startswith(OPEN_METHOD_PREFIXES)
 
 
-def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
-    for item_key, value in context.invocation_metadata() or ():
-        if item_key == key and isinstance(value, str):
-            return value
-    return None
+class _RequestIds:
+    """Ids for calls that bring none: 64 random bits drawn once per process, then a counter. Unique across
+    workers and replicas as a uuid4 would be, at a fraction of its cost per call."""
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self._prefix = secrets.token_hex(8) + "-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return self._prefix + format(next(self._counter), "x")
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    given = _metadata_value(context, REQUEST_ID_KEY)
-    if given is not None and _REQUEST_ID.match(given):
-        return given
-    return uuid.uuid4().hex
+_request_ids = _RequestIds()
+# A forked child must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_request_ids.renew)
+
+
+def new_request_id() -> str:
+    """A request id unique across every process of every replica."""
+    return _request_ids.next()
+
+
+def _request_id_and_authorization(
+    metadata: Iterable[tuple[str, str | bytes]] | None,
+) -> tuple[str, str | None]:
+    """The call's usable x-request-id (else a new one) and its authorization value, in one pass."""
+    request_id: str | None = None
+    authorization: str | None = None
+    for key, value in metadata or ():
+        if (
+            key == REQUEST_ID_KEY
+            and request_id is None
+            and isinstance(value, str)
+            and _REQUEST_ID.match(value)
+        ):
+            request_id = value
+        elif key == AUTHORIZATION_KEY and authorization is None and isinstance(value, str):
+            authorization = value
+    return request_id or _request_ids.next(), authorization
+
+
+@dataclasses.dataclass(frozen=True)
+class CallParts:
+    """What the interceptor does around each call. A server runs every part (sampling its access log as
+    configured); the call-overhead benchmark (bench/call_overhead.py) turns parts off to price each one."""
+
+    # The interceptor is installed on the gRPC server at all (build_server reads this).
+    intercept: bool = True
+    # It wraps each handler in the call's scope: request id, auth, parsing, errors as statuses. Without it
+    # the interceptor only looks the handler up and every part below is off too.
+    scope: bool = True
+
+    # x-request-id in the initial metadata (clients can log it before the call ends) and the trailers.
+    request_id_metadata: bool = True
+    # grpc_server_* metrics.
+    metrics: bool = True
+    # Share of successful calls written to the access log (failed calls always are); 0 with a level of
+    # WARNING or above on modelplane.access writes none.
+    access_log_sample: float = 1.0
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -194,6 +249,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         *,
         text_checked_by_handler: Collection[str] = (),
         max_response_bytes: int | None = None,
+        parts: CallParts = CallParts(),
     ) -> None:
         """`text_checked_by_handler`: full method names whose handlers look for the NUL character in
         their requests themselves (on a hot path, where a second walk over every field would cost more
@@ -201,6 +257,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._authenticator = authenticator
         self._metrics = metrics
         self._text_checked_by_handler = frozenset(text_checked_by_handler)
+        self.parts = parts
+        # The wrapper made for each method's handler, made once: gRPC asks the interceptor on every call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
         # The server's grpc.max_send_message_length, checked by `_serialized` before gRPC sends.
         self._max_response_bytes = max_response_bytes
         self._draining = False
@@ -214,28 +273,38 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None or not self.parts.scope:
             # Unknown method: gRPC answers UNIMPLEMENTED itself.
             return handler
-        return self._wrap(handler, handler_call_details.method)
+        method = handler_call_details.method
+        made = self._wrapped.get(method)
+        if made is not None and made[0] is handler:
+            return made[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         attribute, build = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
         behaviour: Callable[[Any, Any], Any] = getattr(handler, attribute)
-        streaming, checked_by_handler = handler.request_streaming, method in self._text_checked_by_handler
+        streaming = handler.request_streaming
+        # Health and reflection requests are gRPC's own, never stored: no NUL check for them.
+        checked_by_handler = method in self._text_checked_by_handler or is_open_method(method)
         parse: Parse = handler.request_deserializer
         serialize: Serialize = handler.response_serializer
         limit = self._max_response_bytes
+        kind = GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
+        metrics = self._metrics.method(method, kind) if self.parts.metrics else None
 
         async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=False) as call:
+            async with _CallScope(self, method, metrics, context, streaming=False) as call:
                 request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
                 result = behaviour(request, context)
                 response = await result if inspect.isawaitable(result) else result
                 return _serialized(response, serialize, limit)
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, context, streaming=True) as call:
+            async with _CallScope(self, method, metrics, context, streaming=True) as call:
                 request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
                 result = behaviour(request, context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
@@ -281,12 +350,14 @@ class _CallScope:
         self,
         interceptor: CallInterceptor,
         method: str,
+        metrics: MethodMetrics | None,
         context: grpc.aio.ServicerContext[Any, Any],
         *,
         streaming: bool,
     ) -> None:
         self._interceptor = interceptor
         self._method = method
+        self._metrics = metrics
         self._context = context
         self._streaming = streaming
         self._started = time.perf_counter()
@@ -298,32 +369,45 @@ class _CallScope:
     async def __aenter__(self) -> _CallScope:
         # Nothing in here may raise: failures are raised from `_admit`, inside the scope, so that
         # __aexit__ turns them into statuses like any other error.
-        self._request_id = _request_id(self._context)
-        self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._request_id),))
-        current_caller.set(
-            Caller(actor=ANONYMOUS, role=None, method=self._method, trace_request_id=self._request_id)
+        if self._metrics is not None:
+            self._metrics.started()
+        self._request_id, authorization = _request_id_and_authorization(self._context.invocation_metadata())
+        # The pool ends this call's database work by its deadline (see Database.connection).
+        remaining = self._context.time_remaining()
+        current_deadline.set(
+            CallDeadline(
+                asyncio.current_task(),
+                math.inf if remaining is None else asyncio.get_running_loop().time() + remaining,
+            )
         )
         if self._streaming:
             self._task = asyncio.current_task()
             if self._task is not None:
                 self._interceptor._streams.add(self._task)
-        await self._admit()
+        await self._admit(authorization)
         return self
 
-    async def _admit(self) -> None:
+    async def _admit(self, authorization: str | None) -> None:
+        method, request_id = self._method, self._request_id
         try:
-            if self._streaming:
-                # A stream's caller may want the id before the stream ends; a unary call gets it with its
-                # trailers, which saves a metadata frame on the hot path.
-                await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
-            open_method = is_open_method(self._method)
+            if self._interceptor.parts.request_id_metadata:
+                self._context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+                # In the headers too: a caller can log the id before the call ends (a stream, a slow call).
+                await self._context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            open_method = is_open_method(method)
             if self._interceptor._draining and not open_method:
                 raise Unavailable("the server is shutting down; retry", reason=SHUTTING_DOWN)
             if open_method:
-                return
-            caller = await self._interceptor._authenticator.authenticate(
-                self._method, _metadata_value(self._context, AUTHORIZATION_KEY)
-            )
+                caller = Caller(actor=ANONYMOUS, role=None, method=method, trace_request_id=request_id)
+            else:
+                given = await self._interceptor._authenticator.authenticate(method, authorization)
+                caller = Caller(
+                    actor=given.actor,
+                    role=given.role,
+                    method=method,
+                    trace_request_id=request_id,
+                    scope=given.scope,
+                )
         except BaseException as exc:
             await self._fail(exc)
             raise
@@ -331,9 +415,7 @@ class _CallScope:
         self.scope = caller.scope
         # The handler runs in this task, so the contextvar set here is what it reads; each call is its
         # own task, so there is nothing to reset afterwards.
-        current_caller.set(
-            dataclasses.replace(caller, method=self._method, trace_request_id=self._request_id)
-        )
+        current_caller.set(caller)
 
     async def __aexit__(
         self,
@@ -390,7 +472,12 @@ class _CallScope:
         if self._task is not None:
             self._interceptor._streams.discard(self._task)
         seconds = time.perf_counter() - self._started
-        self._interceptor._metrics.observe(self._method, code.name, seconds)
+        if self._metrics is not None:
+            self._metrics.handled(code.name, seconds)
+        if code is grpc.StatusCode.OK:
+            sample = self._interceptor.parts.access_log_sample
+            if sample < 1.0 and (sample <= 0.0 or random.random() >= sample):
+                return
         access_log.info(
             "%s %s %.1fms actor=%s request_id=%s",
             self._method,

@@ -17,15 +17,16 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from modelplane.server.errors import InvalidArgument
-from modelplane.server.field_rules import INT64_MAX, INT64_MIN
+from modelplane.server.field_rules import INT64_MAX, INT64_MIN, Violations
 from modelplane.server.filters import FilterSchema, SqlFragment, compile_filter
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN_LENGTH = 4096
 
-INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
-INVALID_FIELD = "INVALID_FIELD"
+INVALID_PAGE_TOKEN = ErrorReason.ERROR_REASON_INVALID_PAGE_TOKEN
+INVALID_FIELD = ErrorReason.ERROR_REASON_INVALID_FIELD
 
 KeyValue: TypeAlias = str | int | datetime
 KeyType: TypeAlias = type[str] | type[int] | type[datetime]
@@ -243,6 +244,16 @@ def decode_page_token(
         raise _token_error(_MALFORMED) from None
 
 
+def check_page(
+    v: Violations, page_size: int, page_token: str, fingerprint: str, key_types: Sequence[KeyType]
+) -> tuple[int, tuple[KeyValue, ...] | None]:
+    """The page size and the previous page's last key, their violations collected into `v` beside the
+    list request's other fields."""
+    size = v.collect(lambda: resolve_page_size(page_size), DEFAULT_PAGE_SIZE)
+    last_key = v.collect(lambda: decode_page_token(page_token, fingerprint, key_types), None)
+    return size, last_key
+
+
 K = TypeVar("K", str, int)
 Item = TypeVar("Item")
 
@@ -268,11 +279,13 @@ class KeysetPage(Generic[K]):
         return tuple(items[: self.size]), encode_page_token(self.fingerprint, (key(items[self.size - 1]),))
 
 
-def keyset_page(page_size: int, page_token: str, key_type: type[K], *scope: str) -> KeysetPage[K]:
-    """Validates a list request in the order of one key; its token is bound to `scope` (method, parent)."""
-    size = resolve_page_size(page_size)
+def keyset_page(
+    v: Violations, page_size: int, page_token: str, key_type: type[K], *scope: str
+) -> KeysetPage[K]:
+    """A list request in the order of one key, its token bound to `scope` (method, parent); a bad page size
+    or token is collected into `v` beside the request's other fields (raise before using the page)."""
     fingerprint = query_fingerprint(*scope)
-    last = decode_page_token(page_token, fingerprint, (key_type,))
+    size, last = check_page(v, page_size, page_token, fingerprint, (key_type,))
     if last is None:
         return KeysetPage(size, fingerprint, None)
     after = last[0]
@@ -352,19 +365,31 @@ def plan_list(
     start at $1. `scope_parts` (method name, parent) go into the fingerprint with the filter and the
     canonical order_by, so a token only continues the query it came from.
     """
-    size = resolve_page_size(page_size)
-    order = parse_order_by(order_by, order_schema)
+    # Every bad field of the request is named at once; a token is checked only against a valid order_by,
+    # which says what its keys are.
+    v = Violations()
+    size = v.collect(lambda: resolve_page_size(page_size), DEFAULT_PAGE_SIZE)
+    parsed_order = v.collect(lambda: parse_order_by(order_by, order_schema), None)
     conditions: list[str] = []
     params: list[object] = []
     if scope is not None:
         conditions.append(scope.sql)
         params.extend(scope.params)
-    compiled = compile_filter(filter_text, filter_schema, first_param=len(params) + 1)
+    first_param = len(params) + 1
+    compiled = v.collect(lambda: compile_filter(filter_text, filter_schema, first_param=first_param), None)
+    last_key = None
+    fingerprint = ""
+    if parsed_order is not None:
+        order = parsed_order
+        fingerprint = query_fingerprint(*scope_parts, filter_text, order.canonical)
+        last_key = v.collect(lambda: decode_page_token(page_token, fingerprint, order.key_types), None)
+    v.raise_if_any()
+    # Both were read: raise_if_any raised otherwise.
+    assert parsed_order is not None
+    assert compiled is not None
     if compiled.sql != "TRUE":
         conditions.append(f"({compiled.sql})")
         params.extend(compiled.params)
-    fingerprint = query_fingerprint(*scope_parts, filter_text, order.canonical)
-    last_key = decode_page_token(page_token, fingerprint, order.key_types)
     if last_key is not None:
         keyset = keyset_condition(
             order.columns, last_key, descending=order.descending, first_param=len(params) + 1

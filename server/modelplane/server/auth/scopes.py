@@ -26,11 +26,12 @@ from google.protobuf.message import Message
 from modelplane.server.errors import InvalidArgument, PermissionDenied
 from modelplane.server.logs.columns import SERVICE_NAME
 from modelplane.server.registry.names import ID_PATTERN
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 DEPLOYMENTS, MODELS, SERVICES = "deployments", "models", "services"
 KINDS = (DEPLOYMENTS, MODELS, SERVICES)
 MAX_SCOPES = 64
-OUT_OF_SCOPE = "OUT_OF_SCOPE"
+OUT_OF_SCOPE = ErrorReason.ERROR_REASON_OUT_OF_SCOPE
 
 _ID_OF_KIND = {DEPLOYMENTS: ID_PATTERN, MODELS: ID_PATTERN, SERVICES: SERVICE_NAME}
 

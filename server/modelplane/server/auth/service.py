@@ -14,6 +14,7 @@ from modelplane.server.auth.store import TokenInfo, find_by_hash, hash_secret, l
 from modelplane.server.context import ANONYMOUS, Caller
 from modelplane.server.errors import PermissionDenied, Unauthenticated
 from modelplane.server.store.pool import Database
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # Enough for every token of a large installation; past it the oldest entries go first.
 MAX_CACHED_TOKENS = 10_000
@@ -66,7 +67,7 @@ class Authenticator:
         if authorization is None or not authorization.strip():
             raise Unauthenticated(
                 'this method needs a token: send the metadata "authorization: Bearer <token>"',
-                reason="TOKEN_MISSING",
+                reason=ErrorReason.ERROR_REASON_TOKEN_MISSING,
             )
         scheme, _, secret = authorization.strip().partition(" ")
         secret = secret.strip()
@@ -74,7 +75,7 @@ class Authenticator:
             raise Unauthenticated(
                 'the authorization metadata must be "Bearer <token>",'
                 " with a token made by `modelplane token create`",
-                reason="TOKEN_INVALID",
+                reason=ErrorReason.ERROR_REASON_TOKEN_INVALID,
             )
         digest = hash_secret(secret)
         now = self._clock()
@@ -87,7 +88,9 @@ class Authenticator:
         async with self._db.connection() as conn:
             found = await find_by_hash(conn, digest)
         if found is None:
-            raise Unauthenticated("the token is unknown or revoked", reason="TOKEN_INVALID")
+            raise Unauthenticated(
+                "the token is unknown or revoked", reason=ErrorReason.ERROR_REASON_TOKEN_INVALID
+            )
         self._remember(digest, found, now)
         return found
 

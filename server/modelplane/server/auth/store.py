@@ -19,6 +19,7 @@ from modelplane.server.auth.scopes import parse_scopes
 from modelplane.server.context import ANONYMOUS
 from modelplane.server.errors import AlreadyExists, InvalidArgument, NotFound
 from modelplane.server.store.pool import CONNECTION_ERRORS, Connection
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 SECRET_PREFIX = "mp_"
 # 32 random bytes, urlsafe base64 without padding: 43 characters.
@@ -113,7 +114,7 @@ async def create_token(
         if exc.constraint_name == "api_tokens_name_key":
             raise AlreadyExists(
                 f"a token named {name!r} already exists",
-                reason="TOKEN_ALREADY_EXISTS",
+                reason=ErrorReason.ERROR_REASON_TOKEN_ALREADY_EXISTS,
                 metadata={"name": name},
             ) from None
         # An id or secret collision of 64 or 256 random bits: not something a caller can act on.
@@ -141,7 +142,7 @@ async def revoke_token(conn: Connection, name_or_id: str) -> TokenInfo:
     if row is None:
         raise NotFound(
             f"no token has the name or id {name_or_id!r}",
-            reason="TOKEN_NOT_FOUND",
+            reason=ErrorReason.ERROR_REASON_TOKEN_NOT_FOUND,
             metadata={"token": name_or_id},
         )
     return _token(row)

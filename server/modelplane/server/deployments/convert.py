@@ -1,7 +1,9 @@
 """Conversions between the deployment manager's proto messages and its domain values, in one place.
 
-Enum values that are UNSPECIFIED or unknown on input are refused here with the field's path, and so is a
-step whose `advance` is missing or a `pause_until_promoted` set to false: no field is ignored silently.
+Enum values that are UNSPECIFIED or unknown on input are refused with the field's path, and so is a step
+whose `advance` is missing or a `pause_until_promoted` set to false: no field is ignored silently. What
+cannot be read goes into the domain value's `refused`, which validation reports beside every other
+violation of the request.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from modelplane.server.deployments.domain import (
     HistoryRecord,
     Plan,
     RollbackMode,
+    RollbackSpec,
     Rollout,
     RolloutSpec,
     RolloutState,
@@ -30,7 +33,7 @@ from modelplane.server.deployments.domain import (
     Transition,
     rollout_name,
 )
-from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.errors import FieldViolation
 from modelplane.server.proto_time import check_duration, timestamp
 from modelplane.server.store.changes import ProgressMark
 from modelplane.v1 import common_pb2, registry_pb2
@@ -95,59 +98,45 @@ def _seconds(value: duration_pb2.Duration, path: str, found: list[FieldViolation
     return value.seconds + value.nanos / 1e9
 
 
+def _step(step: pb.RolloutStep, path: str, found: list[FieldViolation]) -> Step:
+    """The step; one whose end cannot be read is a violation in `found` and holds until promoted here, so
+    that the steps after it keep their indexes for validation."""
+    which = step.WhichOneof("advance")
+    seconds = None
+    if which is None:
+        found.append(FieldViolation(path, "set pause_until_promoted or duration: how the step ends"))
+    elif which == "pause_until_promoted" and not step.pause_until_promoted:
+        found.append(
+            FieldViolation(f"{path}.pause_until_promoted", "must be true when set; or set duration instead")
+        )
+    elif which == "duration":
+        seconds = _seconds(step.duration, f"{path}.duration", found)
+        if seconds is not None and seconds <= 0:
+            found.append(FieldViolation(f"{path}.duration", "must be more than 0"))
+            seconds = None
+    return Step(weight_bp=step.weight_bp, duration=seconds)
+
+
 def rollout_spec(r: pb.Rollout) -> RolloutSpec:
     found: list[FieldViolation] = []
     strategy = _STRATEGY_FROM.get(r.strategy)
-    steps: list[Step] = []
-    for i, step in enumerate(r.steps):
-        which = step.WhichOneof("advance")
-        if which is None:
-            found.append(
-                FieldViolation(
-                    f"rollout.steps[{i}]", "set pause_until_promoted or duration: how the step ends"
-                )
-            )
-            continue
-        if which == "pause_until_promoted" and not step.pause_until_promoted:
-            found.append(
-                FieldViolation(
-                    f"rollout.steps[{i}].pause_until_promoted",
-                    "must be true when set; or set duration instead",
-                )
-            )
-            continue
-        seconds = None
-        if which == "duration":
-            seconds = _seconds(step.duration, f"rollout.steps[{i}].duration", found)
-            if seconds is None:
-                continue
-        if seconds is not None and seconds <= 0:
-            found.append(FieldViolation(f"rollout.steps[{i}].duration", "must be more than 0"))
-            continue
-        steps.append(Step(weight_bp=step.weight_bp, duration=seconds))
-    if found:
-        raise InvalidArgument(found)
+    steps = [_step(step, f"rollout.steps[{i}]", found) for i, step in enumerate(r.steps)]
     return RolloutSpec(
         target_version=r.target_version,
         endpoints=endpoints_from_proto(r.endpoints),
         strategy=strategy,
         steps=tuple(steps),
         reason=r.reason,
+        refused=tuple(found),
     )
 
 
-def rollback_mode(value: int) -> RollbackMode | None:
-    return _MODE_FROM.get(value)
-
-
-def step_interval(request: pb.RollbackRolloutRequest) -> float | None:
-    if not request.HasField("step_interval"):
-        return None
+def rollback_spec(request: pb.RollbackRolloutRequest) -> RollbackSpec:
     found: list[FieldViolation] = []
-    seconds = _seconds(request.step_interval, "step_interval", found)
-    if found:
-        raise InvalidArgument(found)
-    return seconds
+    interval = None
+    if request.HasField("step_interval"):
+        interval = _seconds(request.step_interval, "step_interval", found)
+    return RollbackSpec(_MODE_FROM.get(request.mode), interval, tuple(found))
 
 
 # ---- to protos

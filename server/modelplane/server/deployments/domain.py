@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from modelplane.server.errors import FieldViolation
+
 T = TypeVar("T")
 
 # The actor of transitions nobody asked for in that moment: timed steps.
@@ -167,6 +169,19 @@ class RolloutSpec:
     strategy: RolloutStrategy | None
     steps: tuple[Step, ...]
     reason: str = ""
+    # What conversion could not read (a step without its end, a bad duration), reported with the other
+    # violations.
+    refused: tuple[FieldViolation, ...] = ()
+
+
+@dataclass(frozen=True)
+class RollbackSpec:
+    """How RollbackRollout returns the traffic: the mode (None: not given), a STEPPED rollback's interval."""
+
+    mode: RollbackMode | None
+    interval: float | None
+    # What conversion could not read (a bad step_interval), reported with the other violations.
+    refused: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-from modelplane.server import pagination
+from modelplane.server import field_rules, pagination
 from modelplane.server.deployments import store, validation
 from modelplane.server.deployments.domain import Page
 from modelplane.server.deployments.writer import deployment_not_found
@@ -33,8 +33,10 @@ async def records_page(
     key: Callable[[R], int],
 ) -> Page[R]:
     """A page of the records of the deployment `parent` names; DEPLOYMENT_NOT_FOUND if there is none."""
-    deployment_id = validation.parse_deployment(parent, "parent")
-    request = pagination.keyset_page(page_size, page_token, int, method, parent)
+    v = field_rules.Violations()
+    deployment_id = v.collect(lambda: validation.parse_deployment(parent, "parent"), "")
+    request = pagination.keyset_page(v, page_size, page_token, int, method, parent)
+    v.raise_if_any()
     async with db.connection() as conn:
         if await store.get_deployment(conn, deployment_id) is None:
             raise deployment_not_found(deployment_id)

@@ -32,6 +32,7 @@ from modelplane.server.deployments.domain import (
     Transition,
 )
 from modelplane.server.errors import FailedPrecondition
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def illegal(rollout: Rollout, event: str, hint: str = "") -> FailedPrecondition:
     state = rollout.state.name
     return FailedPrecondition(
         f"{rollout.name} is {state}: it cannot be {event}{'; ' + hint if hint else ''}",
-        reason="ILLEGAL_TRANSITION",
+        reason=ErrorReason.ERROR_REASON_ILLEGAL_TRANSITION,
         metadata={"resource": rollout.name, "state": state, "event": event},
     )
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from modelplane.server import field_rules
 from modelplane.server.deployments import rollout_machine as machine
 from modelplane.server.deployments import store, validation
 from modelplane.server.deployments.domain import (
@@ -20,7 +21,7 @@ from modelplane.server.deployments.domain import (
     Page,
     Plan,
     PlannedStage,
-    RollbackMode,
+    RollbackSpec,
     Rollout,
     RolloutResult,
     RolloutSpec,
@@ -40,6 +41,7 @@ from modelplane.server.errors import FailedPrecondition, InvalidArgument, Modelp
 from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Connection, Database
 from modelplane.server.store.writes import etag_mismatch
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ class RolloutService:
             active = rollout_name(deployment.id, deployment.active_rollout)
             raise FailedPrecondition(
                 f"{deployment.name} already has an active rollout, {active}; one at a time",
-                reason="ROLLOUT_IN_PROGRESS",
+                reason=ErrorReason.ERROR_REASON_ROLLOUT_IN_PROGRESS,
                 metadata={"resource": deployment.name, "active_rollout": active},
             )
         assert spec.strategy is not None
@@ -97,12 +99,32 @@ class RolloutService:
             etag="",
         )
 
+    async def _check_rollout_request(self, parent: str, spec: RolloutSpec, request_id: str) -> str:
+        """The deployment's id, or INVALID_ARGUMENT naming every bad field of a StartRollout / PlanRollout
+        request; with other bad fields, a target of another model than the deployment's is named too."""
+        v, deployment_id = validation.check_rollout_request(parent, spec, request_id)
+        if v.items and deployment_id:
+            async with self._db.connection() as conn:
+                current = await store.get_deployment(conn, deployment_id)
+            if current is not None:
+                validation.rollout_target(v, spec, current.model_id)
+        v.raise_if_any()
+        return deployment_id
+
+    @staticmethod
+    def _rollout_target(spec: RolloutSpec, model_id: str) -> int:
+        v = field_rules.Violations()
+        target = validation.rollout_target(v, spec, model_id)
+        v.raise_if_any()
+        assert target is not None
+        return target
+
     async def start_rollout(self, parent: str, spec: RolloutSpec, write: WriteRequest) -> RolloutResult:
-        deployment_id = validation.parse_deployment(parent, "parent")
+        deployment_id = await self._check_rollout_request(parent, spec, write.request_id)
 
         async def body(m: Mutation) -> RolloutResult:
             current = await self._writer.locked(m, deployment_id)
-            target = validation.check_rollout(spec, current.model_id)
+            target = self._rollout_target(spec, current.model_id)
             await self._writer.check_version(m, current.model_id, target, "rollout.target_version")
             number = await store.take_rollout_number(m.conn, deployment_id)
             pending = await self._pending(m, current, spec, number)
@@ -122,12 +144,12 @@ class RolloutService:
         return RolloutResult(rollout, deployment)
 
     async def plan_rollout(self, parent: str, spec: RolloutSpec) -> Plan:
-        deployment_id = validation.parse_deployment(parent, "parent")
+        deployment_id = await self._check_rollout_request(parent, spec, "")
         async with self._db.transaction() as conn:
             current = await store.get_deployment(conn, deployment_id)
             if current is None:
                 raise deployment_not_found(deployment_id)
-            target = validation.check_rollout(spec, current.model_id)
+            target = self._rollout_target(spec, current.model_id)
             state = await store.lock_version_state(conn, current.model_id, target)
             now = await store.db_now(conn)
         if state is None:
@@ -158,9 +180,9 @@ class RolloutService:
         reason: str,
         write: WriteRequest,
         event: Callable[[Rollout, TrafficTable, datetime], machine.Outcome],
+        rollback: RollbackSpec | None = None,
     ) -> RolloutResult:
-        deployment_id, number = validation.parse_rollout(name, "name")
-        validation.check_reason(reason)
+        deployment_id, number = validation.check_control(name, reason, write.request_id, rollback)
 
         async def body(m: Mutation) -> RolloutResult:
             current = await store.get_deployment(m.conn, deployment_id, for_update=True)
@@ -196,23 +218,13 @@ class RolloutService:
         )
 
     async def rollback_rollout(
-        self,
-        name: str,
-        mode: RollbackMode | None,
-        interval: float | None,
-        reason: str,
-        etag: str,
-        write: WriteRequest,
+        self, name: str, spec: RollbackSpec, reason: str, etag: str, write: WriteRequest
     ) -> RolloutResult:
-        validation.check_rollback(mode, interval)
-        assert mode is not None
-        return await self._control(
-            name,
-            etag,
-            reason,
-            write,
-            lambda r, t, now: machine.rollback(r, t, mode=mode, interval=interval, reason=reason, now=now),
-        )
+        def event(r: Rollout, t: TrafficTable, now: datetime) -> machine.Outcome:
+            assert spec.mode is not None  # check_control refused a missing mode
+            return machine.rollback(r, t, mode=spec.mode, interval=spec.interval, reason=reason, now=now)
+
+        return await self._control(name, etag, reason, write, event, spec)
 
     async def abort_rollout(self, name: str, reason: str, etag: str, write: WriteRequest) -> RolloutResult:
         return await self._control(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeAlias
 
-from modelplane.server import field_rules
 from modelplane.server.deployments import rollout_machine as machine
 from modelplane.server.deployments import store, validation
 from modelplane.server.deployments.domain import (
@@ -21,10 +20,11 @@ from modelplane.server.deployments.domain import (
 )
 from modelplane.server.deployments.traffic import RoutingTable
 from modelplane.server.deployments.writer import DeploymentWriter, deployment_not_found
-from modelplane.server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from modelplane.server.errors import FailedPrecondition, ResourceExhausted
 from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _no_ready_endpoint(deployment_id: str) -> FailedPrecondition:
     name = deployment_name(deployment_id)
     return FailedPrecondition(
         f"{name} has no endpoint that is not NOT_READY in any slot with traffic",
-        reason="NO_READY_ENDPOINT",
+        reason=ErrorReason.ERROR_REASON_NO_READY_ENDPOINT,
         metadata={"resource": name},
     )
 
@@ -57,11 +57,7 @@ class RoutingService:
         self._routes = routes
 
     async def resolve_route(self, deployment: str, routing_key: str) -> Route:
-        deployment_id = validation.parse_deployment(deployment, "deployment")
-        if len(routing_key) > validation.MAX_ROUTING_KEY:
-            raise InvalidArgument.field(
-                "routing_key", f"must be at most {validation.MAX_ROUTING_KEY} characters"
-            )
+        deployment_id = validation.check_resolve_route(deployment, routing_key)
 
         async def load() -> tuple[Routes, int] | None:
             async with self._db.connection() as conn:
@@ -80,10 +76,7 @@ class RoutingService:
     async def report_health(
         self, deployment: str, address: str, ready: bool, write: WriteRequest
     ) -> HealthResult:
-        deployment_id = validation.parse_deployment(deployment, "deployment")
-        v = field_rules.Violations()
-        validation.check_address(v, "address", address)
-        v.raise_if_any()
+        deployment_id = validation.check_report_health(deployment, address, write.request_id)
         health = EndpointHealth.READY if ready else EndpointHealth.NOT_READY
 
         async def body(m: Mutation) -> HealthResult:
@@ -123,6 +116,6 @@ class RoutingService:
             raise ResourceExhausted(
                 f"{name} already keeps {kept} health reports for addresses no slot lists; report for an"
                 " address of the deployment or of its rollout, or wait: such reports are kept for a day",
-                reason="TOO_MANY_UNLISTED_ENDPOINTS",
+                reason=ErrorReason.ERROR_REASON_TOO_MANY_UNLISTED_ENDPOINTS,
                 metadata={"resource": name, "limit": str(validation.MAX_UNLISTED_HEALTH_REPORTS)},
             )

@@ -29,8 +29,7 @@ from modelplane.server.registry.service import RegistryService
 from modelplane.server.store.mutations import Mutation, WriteRequest
 from modelplane.server.store.pool import Database
 from modelplane.server.store.writes import etag_mismatch
-
-UPDATE_MASK = frozenset({"description", "labels", "traffic.stable.endpoints"})
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 
 class DeploymentService:
@@ -44,7 +43,7 @@ class DeploymentService:
     async def create_deployment(
         self, deployment_id: str, fields: DeploymentFields, write: WriteRequest
     ) -> Deployment:
-        model_id, number = validation.check_deployment(deployment_id, fields)
+        model_id, number = validation.check_deployment(deployment_id, fields, write.request_id)
 
         async def body(m: Mutation) -> Deployment:
             await self._writer.check_version(m, model_id, number, "deployment.traffic.stable.model_version")
@@ -85,8 +84,10 @@ class DeploymentService:
         return found
 
     async def list_deployments(self, *, page_size: int, page_token: str, model: str) -> Page[Deployment]:
-        model_id = validation.parse_model_filter(model)
-        request = pagination.keyset_page(page_size, page_token, str, "ListDeployments", model)
+        v = field_rules.Violations()
+        model_id = v.collect(lambda: validation.parse_model_filter(model), "")
+        request = pagination.keyset_page(v, page_size, page_token, str, "ListDeployments", model)
+        v.raise_if_any()
         async with self._db.connection() as conn:
             rows = await store.list_deployments(
                 conn, model_id=model_id, after=request.after or "", limit=request.fetch
@@ -96,9 +97,7 @@ class DeploymentService:
     async def update_deployment(
         self, name: str, fields: DeploymentFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Deployment:
-        deployment_id = validation.parse_deployment(name, "deployment.name")
-        paths = field_rules.check_mask(paths, UPDATE_MASK)
-        validation.check_update(fields, paths)
+        deployment_id, paths = validation.check_update(name, fields, paths, write.request_id)
 
         async def body(m: Mutation) -> Deployment:
             current = await self._writer.locked(m, deployment_id)
@@ -131,7 +130,9 @@ class DeploymentService:
         return await self._writer.write(write, Deployment, body)
 
     async def delete_deployment(self, name: str, etag: str, write: WriteRequest) -> None:
-        deployment_id = validation.parse_deployment(name, "name")
+        deployment_id = field_rules.parse_with_request_id(
+            lambda: validation.parse_deployment(name, "name"), write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await self._writer.locked(m, deployment_id)
@@ -141,7 +142,7 @@ class DeploymentService:
                 active = rollout_name(deployment_id, current.active_rollout)
                 raise FailedPrecondition(
                     f"{current.name} has an active rollout, {active}; finish, roll back or abort it first",
-                    reason="ROLLOUT_IN_PROGRESS",
+                    reason=ErrorReason.ERROR_REASON_ROLLOUT_IN_PROGRESS,
                     metadata={"resource": current.name, "active_rollout": active},
                 )
             await store.delete_deployment(m.conn, deployment_id)

@@ -148,8 +148,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def RollbackRollout(
         self, request: pb.RollbackRolloutRequest, context: Context
     ) -> pb.RollbackRolloutResponse:
-        mode, interval = convert.rollback_mode(request.mode), convert.step_interval(request)
-        rollback = partial(self._rollouts.rollback_rollout, mode=mode, interval=interval)
+        rollback = partial(self._rollouts.rollback_rollout, spec=convert.rollback_spec(request))
         rollout, deployment = await self._control(request, "RollbackRollout", rollback)
         return pb.RollbackRolloutResponse(rollout=rollout, deployment=deployment)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from modelplane.server import field_rules
 from modelplane.server.deployments import store, validation
 from modelplane.server.deployments.domain import Deployment, DeploymentChange, deployment_name
 from modelplane.server.store import changes
@@ -25,7 +26,10 @@ class DeploymentWatch:
     ) -> AsyncIterator[DeploymentChange | changes.ProgressMark]:
         """With start_revision 0 the deployment now, then each change after it; otherwise each change from
         start_revision on (inclusive); progress marks when idle."""
-        deployment_id = validation.parse_deployment(deployment, "deployment")
+        v = field_rules.Violations()
+        deployment_id = v.collect(lambda: validation.parse_deployment(deployment, "deployment"), "")
+        changes.check_start_revision(start_revision, v)
+        v.raise_if_any()
         name = deployment_name(deployment_id)
         if start_revision == 0:
             async with self._db.connection() as conn:

@@ -32,6 +32,7 @@ from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import to_json
 from modelplane.server.store.writes import new_etag, write_once
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 
@@ -39,18 +40,26 @@ T = TypeVar("T")
 def deployment_not_found(deployment_id: str) -> NotFound:
     name = deployment_name(deployment_id)
     return NotFound(
-        f"deployment {name} does not exist", reason="DEPLOYMENT_NOT_FOUND", metadata={"resource": name}
+        f"deployment {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_DEPLOYMENT_NOT_FOUND,
+        metadata={"resource": name},
     )
 
 
 def rollout_not_found(deployment_id: str, number: int) -> NotFound:
     name = rollout_name(deployment_id, number)
-    return NotFound(f"rollout {name} does not exist", reason="ROLLOUT_NOT_FOUND", metadata={"resource": name})
+    return NotFound(
+        f"rollout {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_ROLLOUT_NOT_FOUND,
+        metadata={"resource": name},
+    )
 
 
 def version_not_found(version: str) -> NotFound:
     return NotFound(
-        f"version {version} does not exist", reason="MODEL_VERSION_NOT_FOUND", metadata={"resource": version}
+        f"version {version} does not exist",
+        reason=ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND,
+        metadata={"resource": version},
     )
 
 
@@ -147,12 +156,12 @@ class DeploymentWriter:
             raise AlreadyExists(
                 f"{deployment_name(other)} already serves environment {d.environment!r}"
                 f" of models/{d.model_id}",
-                reason="DEPLOYMENT_ALREADY_EXISTS",
+                reason=ErrorReason.ERROR_REASON_DEPLOYMENT_ALREADY_EXISTS,
                 metadata={"resource": deployment_name(other)},
             )
         raise AlreadyExists(
             f"deployment {d.name} already exists; choose another deployment_id",
-            reason="DEPLOYMENT_ALREADY_EXISTS",
+            reason=ErrorReason.ERROR_REASON_DEPLOYMENT_ALREADY_EXISTS,
             metadata={"resource": d.name},
         )
 
@@ -163,7 +172,7 @@ class DeploymentWriter:
             if not await store.model_exists(m.conn, model_id):
                 raise NotFound(
                     f"model models/{model_id} does not exist",
-                    reason="MODEL_NOT_FOUND",
+                    reason=ErrorReason.ERROR_REASON_MODEL_NOT_FOUND,
                     metadata={"resource": f"models/{model_id}"},
                 )
             raise version_not_found(version_name(model_id, number))
@@ -182,7 +191,7 @@ class DeploymentWriter:
             raise FailedPrecondition(
                 f"{rollout.target_version} was ARCHIVED during {rollout.name}; it cannot become stable."
                 " Roll the rollout back, or restore the version's state",
-                reason="VERSION_ARCHIVED",
+                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
                 metadata={"resource": rollout.target_version},
             )
         await self._registry.move_alias_in(

@@ -12,11 +12,12 @@ from collections import OrderedDict
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.guardrails.domain import Policy, PolicyFields
 from modelplane.server.guardrails.engine import CheckTimeout, CompiledPolicy, Decision, compile_policy
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # Compiled policies kept in this process, least recently used first out.
 MAX_COMPILED = 256
-INVALID_RULE = "INVALID_RULE"
-FALLBACK_BREAKS_POLICY = "FALLBACK_BREAKS_POLICY"
+INVALID_RULE = ErrorReason.ERROR_REASON_INVALID_RULE
+FALLBACK_BREAKS_POLICY = ErrorReason.ERROR_REASON_FALLBACK_BREAKS_POLICY
 FALLBACK_CHECK_SECONDS = 1.0
 
 

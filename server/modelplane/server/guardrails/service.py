@@ -64,6 +64,7 @@ from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.watch import ChangeFeed
 from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -112,14 +113,18 @@ VIOLATION_ORDER = OrderSchema(
 
 def _policy_not_found(policy_id: str) -> NotFound:
     name = policy_name(policy_id)
-    return NotFound(f"policy {name} does not exist", reason="POLICY_NOT_FOUND", metadata={"resource": name})
+    return NotFound(
+        f"policy {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_POLICY_NOT_FOUND,
+        metadata={"resource": name},
+    )
 
 
 def _revision_not_found(policy_id: str, revision: int) -> NotFound:
     name = policy_name(policy_id)
     return NotFound(
         f"policy {name} has no revision {revision}",
-        reason="POLICY_REVISION_NOT_FOUND",
+        reason=ErrorReason.ERROR_REASON_POLICY_REVISION_NOT_FOUND,
         metadata={"resource": name, "revision": str(revision)},
     )
 
@@ -192,7 +197,7 @@ class GuardrailService:
                 name = policy_name(policy_id)
                 raise AlreadyExists(
                     f"policy {name} already exists; choose another policy_id",
-                    reason="POLICY_ALREADY_EXISTS",
+                    reason=ErrorReason.ERROR_REASON_POLICY_ALREADY_EXISTS,
                     metadata={"resource": name},
                 )
             self._record_change(m, "created", created.name, created)
@@ -273,7 +278,7 @@ class GuardrailService:
                 raise etag_mismatch(now.name, now.etag)
         raise Aborted(
             f"{policy_name(policy_id)} kept changing while it was being updated; retry",
-            reason="ETAG_MISMATCH",
+            reason=ErrorReason.ERROR_REASON_ETAG_MISMATCH,
             metadata={"resource": policy_name(policy_id)},
         )
 

@@ -12,6 +12,7 @@ from modelplane.server.errors import InvalidArgument, shown
 from modelplane.server.field_rules import MAX_REQUEST_ID, Violations, check_text
 from modelplane.server.guardrails.domain import MAX_TIME_BUDGET_MS, POLICY_PREFIX, Links, PolicyFields
 from modelplane.server.guardrails.engine import MAX_EXCERPT_CONTEXT, MAX_TEXT_CHARS, Severity
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # A policy id: 1 to 63 lower-case letters, digits and "-", starting with a letter (like a model id).
 POLICY_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -24,7 +25,7 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 MAX_RULES = 1000
 MAX_FALLBACK_CHARS = 10_000
-TEXT_TOO_LARGE = "TEXT_TOO_LARGE"
+TEXT_TOO_LARGE = ErrorReason.ERROR_REASON_TEXT_TOO_LARGE
 
 POLICY_MASK = frozenset(
     {

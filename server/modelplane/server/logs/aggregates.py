@@ -26,6 +26,7 @@ from modelplane.server.errors import OutOfRange, shown
 from modelplane.server.field_rules import INT64_MAX, INT64_MIN
 from modelplane.server.logs.domain import EventKind, GroupBy, LogGroup, Money, TrafficSlot
 from modelplane.server.store.pool import Connection
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # The most groups one call returns (one response carries them all); more is TOO_MANY_GROUPS.
 MAX_GROUPS = 20_000
@@ -148,7 +149,7 @@ async def aggregate(
                 raise OutOfRange(
                     f"the sum of {field} {_described(group_by, values)} is beyond the int64 range;"
                     " narrow the filter's time range or group more finely (by time bucket, say)",
-                    reason="SUM_OUT_OF_RANGE",
+                    reason=ErrorReason.ERROR_REASON_SUM_OUT_OF_RANGE,
                     metadata={"field": field},
                 )
         pct = values["pct"] or [None, None, None]

@@ -55,6 +55,7 @@ from modelplane.server.logs.pipeline import CommitPipeline, End, InOrder, Queued
 from modelplane.server.pagination import OrderField, OrderSchema, plan_list
 from modelplane.server.store.pg_time import from_pg_micros, pg_micros
 from modelplane.server.store.pool import Database
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # Tail reads at most this many committed batches per round, and sends at most this many events a message.
 TAIL_BATCHES_PER_ROUND = 100
@@ -171,7 +172,7 @@ class LogService:
             raise InvalidArgument.field(
                 f"{prefix}.events",
                 f"at most {MAX_BATCH_EVENTS} events a batch, got {len(batch.events)}; split the batch",
-                reason="BATCH_TOO_LARGE",
+                reason=ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
             )
         found = validation.check_batch_header(batch, prefix, client_required=client_required)
         now, oldest = self._window()
@@ -418,7 +419,7 @@ class LogService:
                 f"the groups do not fit in one response (at most {aggregates.MAX_GROUPS}, and"
                 f" {MAX_RESPONSE_BYTES} bytes); narrow the filter's time range, group by fewer keys or"
                 " use a wider bucket_width",
-                reason="TOO_MANY_GROUPS",
+                reason=ErrorReason.ERROR_REASON_TOO_MANY_GROUPS,
             )
         return groups
 

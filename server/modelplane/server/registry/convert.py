@@ -1,14 +1,16 @@
 """Conversions between the registry's proto messages and its domain values, in one place.
 
-Enum values that are UNSPECIFIED or unknown on input are refused here with the field's path, so no
-proto enum number ever reaches the service.
+Enum values that are UNSPECIFIED or unknown on input are refused with the field's path, so no proto
+enum number ever reaches the service: into the domain value's `refused`, which validation reports beside
+every other violation of the request (constraints, which no later check reads, raise here at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.errors import FieldViolation
+from modelplane.server.field_rules import CURRENCY_CODE, Violations
 from modelplane.server.proto_time import timestamp
 from modelplane.server.registry import names
 from modelplane.server.registry.domain import (
@@ -48,16 +50,14 @@ _CHANGE_KINDS = {
 # ---- capabilities and states
 
 
-def capability_names(values: Iterable[int], path: str) -> tuple[str, ...]:
+def capability_names(values: Iterable[int], path: str, refused: list[FieldViolation]) -> tuple[str, ...]:
+    """The known capabilities' names; each unknown or UNSPECIFIED one is a violation in `refused`."""
     found: list[str] = []
-    violations: list[FieldViolation] = []
     for i, value in enumerate(values):
         if value == registry_pb2.CAPABILITY_UNSPECIFIED or value not in registry_pb2.Capability.values():
-            violations.append(FieldViolation(f"{path}[{i}]", "must be a known capability, not UNSPECIFIED"))
+            refused.append(FieldViolation(f"{path}[{i}]", "must be a known capability, not UNSPECIFIED"))
         else:
             found.append(registry_pb2.Capability.Name(value).removeprefix(_CAPABILITY_PREFIX).lower())  # type: ignore[arg-type]
-    if violations:
-        raise InvalidArgument(violations)
     return tuple(found)
 
 
@@ -65,12 +65,16 @@ def capability_values(names: Iterable[str]) -> list[registry_pb2.Capability.Valu
     return [registry_pb2.Capability.Value(_CAPABILITY_PREFIX + name.upper()) for name in names]
 
 
-def state_from_proto(value: int, path: str, *, default: VersionState | None) -> VersionState | None:
+def state_from_proto(
+    value: int, path: str, refused: list[FieldViolation], *, default: VersionState | None
+) -> VersionState | None:
+    """The state; `default` for UNSPECIFIED, and for an unknown number too after a violation in `refused`."""
     if value == registry_pb2.MODEL_VERSION_STATE_UNSPECIFIED:
         return default
     state: VersionState | None = _STATE_FROM_PROTO.get(value)  # type: ignore[call-overload]
     if state is None:
-        raise InvalidArgument.field(path, "must be READY, DEPRECATED or ARCHIVED")
+        refused.append(FieldViolation(path, "must be READY, DEPRECATED or ARCHIVED"))
+        return default
     return state
 
 
@@ -131,26 +135,31 @@ def pricing_to_proto(pricing: Pricing) -> registry_pb2.TokenPricing:
 
 
 def version_fields(version: registry_pb2.ModelVersion) -> VersionFields:
+    refused: list[FieldViolation] = []
     return VersionFields(
         source_uri=version.source_uri,
         context_window=version.context_window,
         max_output_tokens=version.max_output_tokens,
         pricing=pricing_from_proto(version.pricing),
         source_sha256=version.source_sha256,
-        capabilities=capability_names(version.capabilities, "model_version.capabilities"),
+        capabilities=capability_names(version.capabilities, "model_version.capabilities", refused),
         description=version.description,
-        state=state_from_proto(version.state, "model_version.state", default=VersionState.READY),
+        state=state_from_proto(version.state, "model_version.state", refused, default=VersionState.READY),
         labels=dict(version.labels),
         parent_version=version.lineage.parent_version,
         source_run=version.lineage.source_run,
+        refused=tuple(refused),
     )
 
 
 def version_update(version: registry_pb2.ModelVersion, paths: frozenset[str]) -> VersionUpdate:
+    refused: list[FieldViolation] = []
     state = None
     if "state" in paths or "*" in paths:
-        state = state_from_proto(version.state, "model_version.state", default=None)
-    return VersionUpdate(description=version.description, state=state, labels=dict(version.labels))
+        state = state_from_proto(version.state, "model_version.state", refused, default=None)
+    return VersionUpdate(
+        description=version.description, state=state, labels=dict(version.labels), refused=tuple(refused)
+    )
 
 
 def version_to_proto(version: ModelVersion) -> registry_pb2.ModelVersion:
@@ -202,26 +211,39 @@ def alias_move_to_proto(move: AliasMove) -> registry_pb2.AliasMove:
 # ---- resolution
 
 
-def _price_cap(money: common_pb2.Money, path: str) -> PriceCap:
-    if len(money.currency_code) != 3 or not money.currency_code.isupper():
-        raise InvalidArgument.field(f"{path}.currency_code", "must be an ISO 4217 code such as 'USD'")
+def _price_cap(money: common_pb2.Money, path: str, v: Violations) -> PriceCap:
+    if not CURRENCY_CODE.fullmatch(money.currency_code):
+        v.add(f"{path}.currency_code", "must be an ISO 4217 code such as 'USD'")
     if money.micros < 0:
-        raise InvalidArgument.field(f"{path}.micros", "must be zero or more")
+        v.add(f"{path}.micros", "must be zero or more")
     return PriceCap(money.currency_code, money.micros)
 
 
 def constraints_from_proto(c: registry_pb2.ModelConstraints) -> Constraints:
-    return Constraints(
-        model_id=names.parse_model(c.model, "constraints.model") if c.model else "",
-        provider=c.provider,
-        required_capabilities=capability_names(c.required_capabilities, "constraints.required_capabilities"),
-        min_context_window=max(0, c.min_context_window),
-        max_input_price=_price_cap(c.max_input_price, "constraints.max_input_price")
+    """The constraints; InvalidArgument naming every field that cannot be read."""
+    v = Violations()
+    model_id = v.collect(lambda: names.parse_model(c.model, "constraints.model"), "") if c.model else ""
+    refused: list[FieldViolation] = []
+    capabilities = capability_names(c.required_capabilities, "constraints.required_capabilities", refused)
+    v.extend(refused)
+    max_input_price = (
+        _price_cap(c.max_input_price, "constraints.max_input_price", v)
         if c.HasField("max_input_price")
-        else None,
-        max_output_price=_price_cap(c.max_output_price, "constraints.max_output_price")
+        else None
+    )
+    max_output_price = (
+        _price_cap(c.max_output_price, "constraints.max_output_price", v)
         if c.HasField("max_output_price")
-        else None,
+        else None
+    )
+    v.raise_if_any()
+    return Constraints(
+        model_id=model_id,
+        provider=c.provider,
+        required_capabilities=capabilities,
+        min_context_window=max(0, c.min_context_window),
+        max_input_price=max_input_price,
+        max_output_price=max_output_price,
         labels=dict(c.labels),
     )
 

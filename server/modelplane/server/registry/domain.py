@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from modelplane.server.errors import FieldViolation
+
 # The capability vocabulary, in the stored form (the Capability enum's names, lower-case, without prefix).
 CAPABILITIES = (
     "chat",
@@ -100,6 +102,8 @@ class VersionFields:
     # A version resource name, or "".
     parent_version: str = ""
     source_run: str = ""
+    # What conversion could not read (an unknown capability or state), reported with the other violations.
+    refused: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,8 @@ class VersionUpdate:
     description: str = ""
     state: VersionState | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # What conversion could not read (an unknown state), reported with the other violations.
+    refused: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from modelplane.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    reason_name,
 )
 from modelplane.server.registry import names, search, store, validation
 from modelplane.server.registry.domain import (
@@ -45,12 +46,11 @@ from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
 from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MODEL_MASK = frozenset({"provider", "display_name", "description", "labels"})
-VERSION_MASK = frozenset({"description", "state", "labels"})
 # Resource types of the registry in the change table, and the domain type of their snapshots.
 SNAPSHOT_TYPES: dict[str, type[Model | ModelVersion | Alias]] = {
     "model": Model,
@@ -64,7 +64,7 @@ MAX_CANDIDATES = 5000
 def _model_not_found(model_id: str) -> NotFound:
     return NotFound(
         f"model {model_name(model_id)} does not exist",
-        reason="MODEL_NOT_FOUND",
+        reason=ErrorReason.ERROR_REASON_MODEL_NOT_FOUND,
         metadata={"resource": model_name(model_id)},
     )
 
@@ -72,26 +72,19 @@ def _model_not_found(model_id: str) -> NotFound:
 def _version_not_found(model_id: str, version_id: int) -> NotFound:
     name = version_name(model_id, version_id)
     return NotFound(
-        f"version {name} does not exist", reason="MODEL_VERSION_NOT_FOUND", metadata={"resource": name}
+        f"version {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND,
+        metadata={"resource": name},
     )
 
 
 def _alias_not_found(model_id: str, alias: str) -> NotFound:
     name = alias_name(model_id, alias)
-    return NotFound(f"alias {name} does not exist", reason="ALIAS_NOT_FOUND", metadata={"resource": name})
-
-
-def _expected_version(model_id: str, expected_version: str | None, reason: str) -> int | None:
-    """The number of an alias move's expected version (None: absent or empty), checked with the reason."""
-    expected: int | None = None
-    if expected_version:
-        expected_model, expected = names.parse_version(expected_version, "expected_version")
-        if expected_model != model_id:
-            raise InvalidArgument.field("expected_version", f"must be a version of models/{model_id}")
-    v = field_rules.Violations()
-    field_rules.check_text(v, "reason", reason, 1000)
-    v.raise_if_any()
-    return expected
+    return NotFound(
+        f"alias {name} does not exist",
+        reason=ErrorReason.ERROR_REASON_ALIAS_NOT_FOUND,
+        metadata={"resource": name},
+    )
 
 
 class RegistryService:
@@ -129,15 +122,14 @@ class RegistryService:
     # ---- models
 
     async def create_model(self, model_id: str, fields: ModelFields, write: WriteRequest) -> Model:
-        names.check_id(model_id, "model_id", "model id")
-        validation.check_model_fields(fields, "model")
+        validation.check_create_model(model_id, fields, write.request_id)
 
         async def body(m: Mutation) -> Model:
             created = await store.insert_model(m.conn, model_id, fields, new_etag())
             if created is None:
                 raise AlreadyExists(
                     f"model {model_name(model_id)} already exists; choose another model_id",
-                    reason="MODEL_ALREADY_EXISTS",
+                    reason=ErrorReason.ERROR_REASON_MODEL_ALREADY_EXISTS,
                     metadata={"resource": model_name(model_id)},
                 )
             self._record(m, "created", "model", created.name, created)
@@ -169,9 +161,7 @@ class RegistryService:
     async def update_model(
         self, name: str, fields: ModelFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Model:
-        model_id = names.parse_model(name, "model.name")
-        paths = field_rules.check_mask(paths, MODEL_MASK)
-        validation.check_model_fields(fields, "model", paths)
+        model_id, paths = validation.check_update_model(name, fields, paths, write.request_id)
 
         async def body(m: Mutation) -> Model:
             updated = await store.update_model(
@@ -188,7 +178,9 @@ class RegistryService:
         return await self._write(write, Model, body)
 
     async def delete_model(self, name: str, etag: str, force: bool, write: WriteRequest) -> None:
-        model_id = names.parse_model(name, "name")
+        model_id = field_rules.parse_with_request_id(
+            lambda: names.parse_model(name, "name"), write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await store.get_model(m.conn, model_id, for_update=True)
@@ -201,7 +193,7 @@ class RegistryService:
                 raise FailedPrecondition(
                     f"{current.name} has {count} version(s); delete them first or set force to"
                     " delete them too",
-                    reason="MODEL_HAS_VERSIONS",
+                    reason=ErrorReason.ERROR_REASON_MODEL_HAS_VERSIONS,
                     metadata={"resource": current.name, "version_count": str(count)},
                 )
             aliases = await store.list_aliases(m.conn, model_id, after="", limit=1_000_000)
@@ -224,8 +216,7 @@ class RegistryService:
     async def create_version(
         self, parent: str, fields: VersionFields, pricing_given: bool, write: WriteRequest
     ) -> ModelVersion:
-        model_id = names.parse_model(parent, "parent")
-        validation.check_version_fields(fields, "model_version", pricing_given)
+        model_id = validation.check_create_version(parent, fields, pricing_given, write.request_id)
 
         async def body(m: Mutation) -> ModelVersion:
             if fields.parent_version:
@@ -258,14 +249,22 @@ class RegistryService:
     async def list_versions(
         self, *, parent: str, page_size: int, page_token: str, filter_text: str, order_by: str
     ) -> Page[ModelVersion]:
-        model_id = None if parent == "models/-" else names.parse_model(parent, "parent")
-        plan = search.plan_model_version_list(
-            model_id=model_id,
-            filter_text=filter_text,
-            order_by=order_by,
-            page_size=page_size,
-            page_token=page_token,
+        v = field_rules.Violations()
+        model_id = None
+        if parent != "models/-":
+            model_id = v.collect(lambda: names.parse_model(parent, "parent"), "")
+        plan = v.collect(
+            lambda: search.plan_model_version_list(
+                model_id=model_id,
+                filter_text=filter_text,
+                order_by=order_by,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+            None,
         )
+        v.raise_if_any()
+        assert plan is not None
         async with self._db.connection() as conn:
             if model_id and await store.get_model(conn, model_id) is None:
                 raise _model_not_found(model_id)
@@ -278,16 +277,7 @@ class RegistryService:
     async def update_version(
         self, name: str, update: VersionUpdate, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> ModelVersion:
-        model_id, number = names.parse_version(name, "model_version.name")
-        paths = field_rules.check_mask(paths, VERSION_MASK)
-        v = field_rules.Violations()
-        if "state" in paths and update.state is None:
-            v.add("model_version.state", "must be READY, DEPRECATED or ARCHIVED")
-        if "description" in paths:
-            field_rules.check_text(v, "model_version.description", update.description, 4000)
-        if "labels" in paths:
-            field_rules.check_labels(v, "model_version.labels", update.labels)
-        v.raise_if_any()
+        model_id, number, paths = validation.check_update_version(name, update, paths, write.request_id)
 
         async def body(m: Mutation) -> ModelVersion:
             if "state" in paths and update.state is VersionState.ARCHIVED:
@@ -296,7 +286,7 @@ class RegistryService:
                     raise FailedPrecondition(
                         f"{version_name(model_id, number)} cannot be archived: aliases "
                         f"{', '.join(a.alias for a in aliases)} point to it; move them first",
-                        reason="VERSION_HAS_ALIASES",
+                        reason=ErrorReason.ERROR_REASON_VERSION_HAS_ALIASES,
                         metadata={"resource": version_name(model_id, number)},
                     )
             updated = await store.update_version(
@@ -313,7 +303,9 @@ class RegistryService:
         return await self._write(write, ModelVersion, body)
 
     async def delete_version(self, name: str, etag: str, write: WriteRequest) -> None:
-        model_id, number = names.parse_version(name, "name")
+        model_id, number = field_rules.parse_with_request_id(
+            lambda: names.parse_version(name, "name"), write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await store.get_version(m.conn, model_id, number)
@@ -322,7 +314,7 @@ class RegistryService:
             if current.aliases:
                 raise FailedPrecondition(
                     f"{current.name} cannot be deleted: aliases {', '.join(current.aliases)} point to it",
-                    reason="VERSION_HAS_ALIASES",
+                    reason=ErrorReason.ERROR_REASON_VERSION_HAS_ALIASES,
                     metadata={"resource": current.name},
                 )
             if not await store.delete_version(m.conn, model_id, number, expected_etag=etag):
@@ -336,13 +328,9 @@ class RegistryService:
     async def set_alias(
         self, name: str, version: str, expected_version: str | None, reason: str, write: WriteRequest
     ) -> Alias:
-        model_id, alias = names.parse_alias(name, "name")
-        target_model, number = names.parse_version(version, "version")
-        if target_model != model_id:
-            raise InvalidArgument.field(
-                "version", f"must be a version of models/{model_id}, not of models/{target_model}"
-            )
-        expected = _expected_version(model_id, expected_version, reason)
+        model_id, alias, number, expected = validation.check_set_alias(
+            name, version, expected_version, reason, write.request_id
+        )
 
         async def body(m: Mutation) -> Alias:
             return await self._point_alias(m, model_id, alias, number, expected_version, expected, reason)
@@ -380,7 +368,7 @@ class RegistryService:
         if target.state is VersionState.ARCHIVED:
             raise FailedPrecondition(
                 f"{target.name} is ARCHIVED and cannot be aliased; pick a READY or DEPRECATED version",
-                reason="VERSION_ARCHIVED",
+                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
                 metadata={"resource": target.name},
             )
         moved: Alias | None
@@ -404,7 +392,7 @@ class RegistryService:
                 if moved is not None:
                     break
             else:  # pragma: no cover - needs 16 lost races in one call
-                raise Aborted("the alias keeps moving; retry", reason="ALIAS_CONFLICT")
+                raise Aborted("the alias keeps moving; retry", reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT)
         elif expected is None:
             previous = None
             moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
@@ -419,7 +407,7 @@ class RegistryService:
             raise Aborted(
                 f"{alias_name(model_id, alias)} points to {now}, not to "
                 f"{expected_version or 'nothing'}; read it again and retry",
-                reason="ALIAS_CONFLICT",
+                reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT,
                 metadata={
                     "resource": alias_name(model_id, alias),
                     "current_version": "" if current is None else current.version,
@@ -454,10 +442,11 @@ class RegistryService:
         return found
 
     async def list_aliases(self, parent: str, page_size: int, page_token: str) -> Page[Alias]:
-        model_id = names.parse_model(parent, "parent")
-        limit = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        model_id = v.collect(lambda: names.parse_model(parent, "parent"), "")
         fingerprint = pagination.query_fingerprint("ListAliases", parent)
-        after = pagination.decode_page_token(page_token, fingerprint, (str,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (str,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_model(conn, model_id) is None:
                 raise _model_not_found(model_id)
@@ -470,8 +459,9 @@ class RegistryService:
         return Page(tuple(rows[:limit]), token)
 
     async def delete_alias(self, name: str, expected_version: str, reason: str, write: WriteRequest) -> None:
-        model_id, alias = names.parse_alias(name, "name")
-        expected = _expected_version(model_id, expected_version, reason)
+        model_id, alias, expected = validation.check_delete_alias(
+            name, expected_version, reason, write.request_id
+        )
 
         async def body(m: Mutation) -> None:
             current = await store.get_alias(m.conn, model_id, alias)
@@ -482,7 +472,7 @@ class RegistryService:
                 raise Aborted(
                     f"{current.name} points to {now.version if now else 'nothing'}, "
                     f"not to {expected_version}",
-                    reason="ALIAS_CONFLICT",
+                    reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT,
                     metadata={"resource": current.name, "current_version": now.version if now else ""},
                 )
             self._record(m, "deleted", "alias", current.name, None)
@@ -505,12 +495,13 @@ class RegistryService:
     async def list_alias_history(
         self, parent: str, alias: str, page_size: int, page_token: str
     ) -> Page[AliasMove]:
-        model_id = names.parse_model(parent, "parent")
+        v = field_rules.Violations()
+        model_id = v.collect(lambda: names.parse_model(parent, "parent"), "")
         if alias:
-            names.check_id(alias, "alias", "alias")
-        limit = pagination.resolve_page_size(page_size)
+            v.collect(lambda: names.check_id(alias, "alias", "alias"), "")
         fingerprint = pagination.query_fingerprint("ListAliasHistory", parent, alias)
-        after = pagination.decode_page_token(page_token, fingerprint, (int,))
+        limit, after = pagination.check_page(v, page_size, page_token, fingerprint, (int,))
+        v.raise_if_any()
         async with self._db.connection() as conn:
             if await store.get_model(conn, model_id) is None:
                 raise _model_not_found(model_id)
@@ -536,7 +527,7 @@ class RegistryService:
         if resolution.version.state is VersionState.ARCHIVED:
             raise FailedPrecondition(
                 f"{name} points to {resolution.version.name}, which is ARCHIVED",
-                reason="VERSION_ARCHIVED",
+                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
                 metadata={"resource": resolution.version.name},
             )
         return resolution
@@ -603,7 +594,7 @@ class RegistryService:
 class NoMatchingModel(NotFound):
     """No READY version satisfies the constraints; `rejections` say why, candidate by candidate."""
 
-    reason = "NO_MATCHING_MODEL"
+    reason = reason_name(ErrorReason.ERROR_REASON_NO_MATCHING_MODEL)
 
     def __init__(self, rejections: list[Any], candidate_count: int) -> None:
         super().__init__(

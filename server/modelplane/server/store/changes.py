@@ -16,8 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from modelplane.server.errors import InvalidArgument, OutOfRange
+from modelplane.server.field_rules import Violations
 from modelplane.server.store.pool import Connection, Database
 from modelplane.server.store.watch import ChangeFeed
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 WATCH_BATCH = 500
 END_OF_REVISION = 2**31 - 1
@@ -94,6 +96,15 @@ async def changes_after(
     return latest, changes
 
 
+def check_start_revision(start_revision: int, v: Violations | None = None) -> None:
+    """A watch's start revision is zero or more; the violation goes into `v` when given (else raised)."""
+    if start_revision < 0:
+        description = "must be zero (from now) or the first revision to send (1 for every change)"
+        if v is None:
+            raise InvalidArgument.field("start_revision", description)
+        v.add("start_revision", description)
+
+
 async def watch_changes(
     database: Database,
     feed: ChangeFeed,
@@ -106,17 +117,14 @@ async def watch_changes(
     """Every change whose revision is start_revision or later, in revision order (as etcd's start_revision:
     inclusive, so 1 replays everything kept); 0 means from now: the changes after the current revision,
     announced by a progress mark carrying it."""
-    if start_revision < 0:
-        raise InvalidArgument.field(
-            "start_revision", "must be zero (from now) or the first revision to send (1 for every change)"
-        )
+    check_start_revision(start_revision)
     async with database.connection() as conn:
         latest, compacted = await current_revision(conn)
     if 0 < start_revision <= compacted:
         raise OutOfRange(
             f"changes up to revision {compacted} are no longer kept; read the current state and watch"
             " from the revision after the one it was read at",
-            reason="REVISION_COMPACTED",
+            reason=ErrorReason.ERROR_REASON_REVISION_COMPACTED,
             metadata={"compacted_through": str(compacted)},
         )
     # The stream's position: (revision, seq) of the last change sent; END_OF_REVISION: all of it.

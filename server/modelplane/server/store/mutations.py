@@ -18,6 +18,7 @@ from typing import Any
 
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.store.pool import Connection, Database
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # The LISTEN/NOTIFY channel: only a wake-up hint carrying the revision; watchers read the change table.
 CHANGES_CHANNEL = "modelplane_changes"
@@ -198,7 +199,7 @@ class Mutation:
             raise InvalidArgument.field(
                 "request_id",
                 "was already used for a different request; send a new request id for a new request",
-                reason="REQUEST_ID_REUSED",
+                reason=ErrorReason.ERROR_REASON_REQUEST_ID_REUSED,
             )
         return Replayed(None if row["response"] is None else json.loads(row["response"]))
 

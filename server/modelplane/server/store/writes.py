@@ -16,6 +16,7 @@ from modelplane.server.errors import Aborted
 from modelplane.server.store.mutations import Mutation, WriteRequest, mutation
 from modelplane.server.store.pool import Database
 from modelplane.server.store.snapshots import from_json, to_json
+from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ def etag_mismatch(resource: str, current: str) -> Aborted:
     """The error of a compare-and-set whose expected etag is no longer the resource's."""
     return Aborted(
         f"{resource} was changed by someone else (its etag is now {current!r}); read it again and retry",
-        reason="ETAG_MISMATCH",
+        reason=ErrorReason.ERROR_REASON_ETAG_MISMATCH,
         metadata={"resource": resource, "current_etag": current},
     )
 

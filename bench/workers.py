@@ -1,0 +1,189 @@
+"""Reads with `serve --workers 2` against `--workers 1`: GetModelVersion at concurrency 64, from client
+processes of their own, on the same seeded database, in alternating rounds.
+
+    python -m bench.workers [--duration S] [--rounds R] [--clients C] [--database-url URL]
+
+Prints each server's QPS per round and the median ratio of 2 workers to 1. The kernel spreads connections,
+not calls, over the workers, so each client process opens several connections. The clients share the
+machine with the server: on a 2-core machine they take CPU the second worker would use, so the ratio there
+is a floor. The servers run at --log-level WARNING (no access log), the same for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.processes import running
+from bench.registry_seed import new_version_template
+from bench.run import bench_database, free_port
+from modelplane.v1 import registry_pb2, registry_pb2_grpc
+
+CONCURRENCY = 64
+# Connections each client process opens (a channel each), so that both workers get some.
+CONNECTIONS_PER_CLIENT = 4
+VERSIONS = 20
+CALL_TIMEOUT = 10.0
+READY_TIMEOUT = 60.0
+MODEL = "bench-workers"
+
+
+@contextmanager
+def server(workers: int, database_url: str) -> Iterator[str]:
+    """`modelplane serve --workers N` without auth on a free loopback port; yields its address."""
+    address = f"127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "modelplane.server.cli", "serve", "--workers", str(workers),
+        "--address", address, "--database-url", database_url, "--no-auth", "--log-level", "WARNING",
+    ]  # fmt: skip
+    with running(command):
+        asyncio.run(_wait_serving(address, workers))
+        yield address
+
+
+async def _wait_serving(address: str, workers: int) -> None:
+    """Until `workers` fresh connections in a row answer SERVING (each worker connects on its own)."""
+    options = (("grpc.use_local_subchannel_pool", 1),)
+    serving_in_a_row = 0
+    async with asyncio.timeout(READY_TIMEOUT):
+        while serving_in_a_row < 4 * workers:
+            async with grpc.aio.insecure_channel(address, options=options) as channel:
+                try:
+                    reply = await health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=True
+                    )
+                    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+                except grpc.aio.AioRpcError:
+                    serving = False
+            serving_in_a_row = serving_in_a_row + 1 if serving else 0
+            if not serving:
+                await asyncio.sleep(0.1)
+
+
+async def _seed(address: str) -> list[str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        try:
+            await stub.CreateModel(
+                registry_pb2.CreateModelRequest(model_id=MODEL, model=registry_pb2.Model(provider="bench")),
+                timeout=CALL_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        listed = await stub.ListModelVersions(
+            registry_pb2.ListModelVersionsRequest(parent=f"models/{MODEL}", page_size=VERSIONS),
+            timeout=CALL_TIMEOUT,
+        )
+        names = [version.name for version in listed.model_versions]
+        while len(names) < VERSIONS:
+            reply = await stub.CreateModelVersion(
+                registry_pb2.CreateModelVersionRequest(
+                    parent=f"models/{MODEL}", model_version=new_version_template(MODEL)
+                ),
+                timeout=CALL_TIMEOUT,
+            )
+            names.append(reply.model_version.name)
+        return names
+
+
+async def _client_load(address: str, names: list[str], concurrency: int, start: float, stop: float) -> int:
+    """Calls completed between `start` and `stop` (time.time()) by `concurrency` loops over the channels."""
+    options = (("grpc.use_local_subchannel_pool", 1),)
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(CONNECTIONS_PER_CLIENT)]
+    stubs = [registry_pb2_grpc.ModelRegistryServiceStub(channel) for channel in channels]
+    requests = [registry_pb2.GetModelVersionRequest(name=name) for name in names]
+    counted = failed = 0
+
+    async def loop(index: int) -> None:
+        nonlocal counted, failed
+        stub = stubs[index % len(stubs)]
+        for request in itertools.cycle(requests):
+            now = time.time()
+            if now >= stop:
+                return
+            try:
+                await stub.GetModelVersion(request, timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as error:
+                # An overloaded server may answer UNAVAILABLE (its pool's acquire timeout): not a good call.
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                failed += 1
+                continue
+            if now >= start:
+                counted += 1
+
+    try:
+        await asyncio.gather(*(loop(index) for index in range(concurrency)))
+    finally:
+        for channel in channels:
+            await channel.close(grace=None)
+    if failed:
+        print(f"  {failed} calls answered UNAVAILABLE (not counted)", file=sys.stderr)
+    return counted
+
+
+def _client_process(address: str, names: list[str], concurrency: int, start: float, stop: float) -> int:
+    return asyncio.run(_client_load(address, names, concurrency, start, stop))
+
+
+def measure(address: str, names: list[str], clients: int, duration: float, warmup: float) -> float:
+    """GetModelVersion QPS over `duration` seconds after `warmup`, from `clients` processes."""
+    start = time.time() + warmup + 1.0  # one more second for the client processes to start
+    stop = start + duration
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(clients) as pool:
+        counts = pool.starmap(
+            _client_process, [(address, names, CONCURRENCY // clients, start, stop)] * clients
+        )
+    return sum(counts) / duration
+
+
+def run(database_url: str, duration: float, warmup: float, rounds: int, clients: int) -> str:
+    qps: dict[int, list[float]] = {1: [], 2: []}
+    for round_number in range(rounds):
+        for workers in (1, 2):
+            with server(workers, database_url) as address:
+                names = asyncio.run(_seed(address))
+                figure = measure(address, names, clients, duration, warmup)
+            qps[workers].append(figure)
+            print(f"round {round_number + 1}/{rounds}: {workers} workers: {figure:.0f} QPS", file=sys.stderr)
+    ratios = [two / one for one, two in zip(qps[1], qps[2], strict=True)]
+    return "\n".join(
+        [
+            f"GetModelVersion at concurrency {CONCURRENCY} from {clients} client processes, {duration:.0f} s"
+            " rounds",
+            f"--workers 1: {', '.join(f'{value:.0f}' for value in qps[1])} QPS",
+            f"--workers 2: {', '.join(f'{value:.0f}' for value in qps[2])} QPS",
+            f"ratio 2 workers / 1: median {statistics.median(ratios):.2f}"
+            f" (rounds: {', '.join(f'{ratio:.2f}' for ratio in ratios)})",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per round and server")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of 1 worker then 2")
+    parser.add_argument("--clients", type=int, default=2, help="client processes sharing the concurrency")
+    parser.add_argument("--database-url", help="Postgres to use (default: a throw-away one)")
+    args = parser.parse_args(argv)
+    with bench_database(args.database_url) as database:
+        print(run(database.url, args.duration, args.warmup, args.rounds, args.clients))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
