@@ -12,10 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelplane.server.errors import InvalidArgument
+from modelplane.server.field_rules import Violations
 from modelplane.server.pagination import (
+    K,
+    KeysetPage,
     decode_page_token,
     encode_page_token,
     keyset_condition,
+    keyset_page,
     parse_order_by,
     query_fingerprint,
     resolve_page_size,
@@ -249,3 +253,43 @@ def test_plan_token_is_bound_to_parent_filter_and_order() -> None:
         assert caught.value.reason == "INVALID_PAGE_TOKEN"
     with pytest.raises(InvalidArgument):
         plan_model_version_list(model_id=None, filter_text="", order_by="", page_size=1, page_token=token)
+
+
+def _keyset_page(page_size: int, page_token: str, key_type: type[K], *scope: str) -> KeysetPage[K]:
+    """keyset_page on its own: what it collects is raised at once."""
+    v = Violations()
+    request = keyset_page(v, page_size, page_token, key_type, *scope)
+    v.raise_if_any()
+    return request
+
+
+def test_keyset_page_continues_after_the_last_key_it_returned() -> None:
+    first = _keyset_page(2, "", int, "ListRollouts", "deployments/chat")
+    assert (first.size, first.fetch, first.after) == (2, 3, None)
+    items, token = first.page([9, 8, 7], key=lambda n: n)
+    assert items == (9, 8)
+    second = _keyset_page(2, token, int, "ListRollouts", "deployments/chat")
+    assert second.after == 8
+    assert second.page([7], key=lambda n: n) == ((7,), "")
+
+
+def test_keyset_page_token_is_bound_to_its_scope_and_key_type() -> None:
+    _, token = _keyset_page(1, "", str, "ListDeployments", "").page(["a", "b"], key=lambda s: s)
+    assert _keyset_page(1, token, str, "ListDeployments", "").after == "a"
+    for scope in (("ListDeployments", "models/gpt"), ("ListRollouts", "")):
+        with pytest.raises(InvalidArgument) as caught:
+            _keyset_page(1, token, str, *scope)
+        assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    with pytest.raises(InvalidArgument):
+        _keyset_page(1, token, int, "ListDeployments", "")
+
+
+def test_keyset_page_collects_a_bad_size_and_token_beside_other_fields() -> None:
+    v = Violations()
+    v.add("parent", "must be deployments/{deployment}")
+    request = keyset_page(v, -1, "not a token", int, "ListRollouts", "x")
+    assert request.after is None
+    with pytest.raises(InvalidArgument) as caught:
+        v.raise_if_any()
+    assert [f.field for f in caught.value.violations] == ["parent", "page_size", "page_token"]
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"

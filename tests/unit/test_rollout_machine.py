@@ -21,7 +21,7 @@ from modelplane.server.deployments.domain import (
     TrafficTable,
     Transition,
 )
-from modelplane.server.deployments.service import plan_stages
+from modelplane.server.deployments.rollouts import plan_stages
 from modelplane.server.errors import FailedPrecondition
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from modelplane.server.auth.service import Authenticator
 from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.deployments.driver import RolloutDriver
-from modelplane.server.deployments.service import DeploymentService
+from modelplane.server.deployments.manager import DeploymentManager
 from modelplane.server.deployments.servicer import DeploymentServicer
 from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
@@ -354,7 +354,7 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
     feed = ChangeFeed(config.database_url)
     registry = RegistryService(database, feed, progress_interval=config.watch_progress_interval)
     guardrails = GuardrailService(database, feed)
-    deployments = DeploymentService(
+    deployments = DeploymentManager.build(
         database, feed, registry, progress_interval=config.watch_progress_interval
     )
     health = HealthReporter(database, MODELPLANE_SERVICES, probe_interval=config.health_probe_interval)
@@ -392,7 +392,7 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
         interceptor=interceptor,
         grpc_server=grpc_server,
         guardrails=guardrails,
-        rollout_driver=RolloutDriver(deployments),
+        rollout_driver=RolloutDriver(deployments.rollouts),
         logs=logs,
         log_maintenance=LogMaintenance(database, log_settings),
     )

@@ -11,10 +11,10 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.field_rules import INT64_MAX, INT64_MIN, Violations
@@ -252,6 +252,45 @@ def check_page(
     size = v.collect(lambda: resolve_page_size(page_size), DEFAULT_PAGE_SIZE)
     last_key = v.collect(lambda: decode_page_token(page_token, fingerprint, key_types), None)
     return size, last_key
+
+
+K = TypeVar("K", str, int)
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True)
+class KeysetPage(Generic[K]):
+    """One request for a page of a list in a fixed order of one unique key (an id, a number)."""
+
+    size: int
+    fingerprint: str
+    # The key of the previous page's last item; None on the first page.
+    after: K | None
+
+    @property
+    def fetch(self) -> int:
+        """How many items to read: one more than the page, which only says whether a next page exists."""
+        return self.size + 1
+
+    def page(self, items: Sequence[Item], key: Callable[[Item], K]) -> tuple[tuple[Item, ...], str]:
+        """The items to return and the next_page_token ("" on the last page)."""
+        if len(items) <= self.size:
+            return tuple(items), ""
+        return tuple(items[: self.size]), encode_page_token(self.fingerprint, (key(items[self.size - 1]),))
+
+
+def keyset_page(
+    v: Violations, page_size: int, page_token: str, key_type: type[K], *scope: str
+) -> KeysetPage[K]:
+    """A list request in the order of one key, its token bound to `scope` (method, parent); a bad page size
+    or token is collected into `v` beside the request's other fields (raise before using the page)."""
+    fingerprint = query_fingerprint(*scope)
+    size, last = check_page(v, page_size, page_token, fingerprint, (key_type,))
+    if last is None:
+        return KeysetPage(size, fingerprint, None)
+    after = last[0]
+    assert isinstance(after, key_type), "decode_page_token returns keys of the types asked for"
+    return KeysetPage(size, fingerprint, after)
 
 
 # ---------------------------------------------------------------------------------------------------------

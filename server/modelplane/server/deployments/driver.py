@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from modelplane.server.deployments.service import DeploymentService
+from modelplane.server.deployments.rollouts import RolloutService
 from modelplane.server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ DRIVER_INTERVAL = 0.5
 
 
 class RolloutDriver:
-    def __init__(self, service: DeploymentService, *, interval: float = DRIVER_INTERVAL) -> None:
+    def __init__(self, service: RolloutService, *, interval: float = DRIVER_INTERVAL) -> None:
         self._service = service
         self._interval = interval
         self._task: asyncio.Task[None] | None = None

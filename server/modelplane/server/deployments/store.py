@@ -285,14 +285,14 @@ async def append_history(
 
 
 async def list_history(
-    conn: Connection, deployment_id: str, *, before_id: int | None, limit: int
+    conn: Connection, deployment_id: str, *, before: int | None, limit: int
 ) -> list[HistoryRecord]:
     rows = await conn.fetch(
         "SELECT id, deployment_id, transition, rollout, rollout_state, actor, reason, traffic_before,"
         " traffic_after, revision, create_time FROM deployment_history"
         " WHERE deployment_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
         deployment_id,
-        before_id,
+        before,
         limit,
     )
     return [
