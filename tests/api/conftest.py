@@ -16,7 +16,6 @@ import pytest
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
 from tests.support import StartServer
-from tests.support.tcp_proxy import TcpProxy
 
 
 def server_config(**overrides: Any) -> ServerConfig:
@@ -61,14 +60,3 @@ async def channel(server: ModelplaneServer) -> AsyncIterator[grpc.aio.Channel]:
     """An insecure channel to `server`."""
     async with grpc.aio.insecure_channel(server.target) as channel:
         yield channel
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    """A TCP proxy to the test's Postgres that a test cuts and restores (an outage); skipped without TCP."""
-    try:
-        proxy = TcpProxy.for_url(database_url)
-    except ValueError:
-        pytest.skip("the test Postgres is reached over a Unix socket; the proxy needs TCP")
-    async with proxy:
-        yield proxy

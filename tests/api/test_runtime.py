@@ -153,7 +153,7 @@ async def test_request_id_from_the_client_is_echoed(channel: grpc.aio.Channel) -
     call = stub.Check(health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "req-1234"),), timeout=5)
     await call
     assert metadata_value(await call.trailing_metadata(), "x-request-id") == "req-1234"
-    # A stream sends it at once, in its initial metadata, so the caller has it before the stream ends.
+    # A stream sends it in the headers of its first message, so the caller has it before the stream ends.
     watch = stub.Watch(health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "req-5678"),), timeout=5)
     assert metadata_value(await watch.initial_metadata(), "x-request-id") == "req-5678"
     watch.cancel()
@@ -164,7 +164,7 @@ async def test_request_id_is_generated_when_missing_or_unusable(channel: grpc.ai
     seen: list[str] = []
     for metadata in ((), (("x-request-id", "has spaces"),), (("x-request-id", "x" * 300),)):
         call = stub.Check(health_pb2.HealthCheckRequest(), metadata=metadata, timeout=5)
-        # In the headers, before the answer, and again in the trailers.
+        # In the headers, and again in the trailers.
         headers = metadata_value(await call.initial_metadata(), "x-request-id")
         await call
         generated = metadata_value(await call.trailing_metadata(), "x-request-id")

@@ -129,8 +129,14 @@ async def test_the_attempts_are_the_python_clients(scripted: ScriptedServer) -> 
 
 
 def _unavailable_answers(server: ModelplaneServer) -> float:
-    labels = {"method": GET_MODEL, "code": "UNAVAILABLE"}
-    return server.metrics.registry.get_sample_value("modelplane_rpc_calls_total", labels) or 0.0
+    service, _, method = GET_MODEL.strip("/").partition("/")
+    labels = {
+        "grpc_type": "unary",
+        "grpc_service": service,
+        "grpc_method": method,
+        "grpc_code": "UNAVAILABLE",
+    }
+    return server.metrics.registry.get_sample_value("grpc_server_handled_total", labels) or 0.0
 
 
 async def test_the_server_sends_pushback_beside_retry_info(

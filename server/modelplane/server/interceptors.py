@@ -230,7 +230,8 @@ class CallParts:
     # the interceptor only looks the handler up and every part below is off too.
     scope: bool = True
 
-    # x-request-id in the initial metadata (clients can log it before the call ends) and the trailers.
+    # x-request-id in the headers of the first response (clients can log it before a stream ends) and in
+    # the trailers.
     request_id_metadata: bool = True
     # grpc_server_* metrics.
     metrics: bool = True
@@ -301,7 +302,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
                 result = behaviour(request, context)
                 response = await result if inspect.isawaitable(result) else result
-                return _serialized(response, serialize, limit)
+                data = _serialized(response, serialize, limit)
+                await call.send_headers()
+                return data
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with _CallScope(self, method, metrics, context, streaming=True) as call:
@@ -310,11 +313,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.
                 if inspect.isawaitable(result):
+                    # It writes its responses itself (health's Watch does), past where they could be seen.
+                    await call.send_headers()
                     await result
                 elif isinstance(result, AsyncIterator):
                     try:
                         async for response in result:
-                            yield _serialized(response, serialize, limit)
+                            data = _serialized(response, serialize, limit)
+                            await call.send_headers()
+                            yield data
                     finally:
                         # A response refused above leaves the handler's generator open: end it now.
                         aclose = getattr(result, "aclose", None)
@@ -322,7 +329,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                             await aclose()
                 elif isinstance(result, Iterable):
                     for response in result:
-                        yield _serialized(response, serialize, limit)
+                        data = _serialized(response, serialize, limit)
+                        await call.send_headers()
+                        yield data
 
         wrapped = streaming_response if handler.response_streaming else unary_response
         # gRPC hands the wrapper the request's bytes: `_request` parses them inside the call's scope.
@@ -362,6 +371,7 @@ class _CallScope:
         self._streaming = streaming
         self._started = time.perf_counter()
         self._request_id = ""
+        self._headers_sent = False
         self._actor = ANONYMOUS
         self.scope: TokenScope | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -387,13 +397,22 @@ class _CallScope:
         await self._admit(authorization)
         return self
 
+    async def send_headers(self) -> None:
+        """Sends x-request-id in the response headers, once, as the first response goes out.
+
+        Not earlier: a call that fails before answering must end Trailers-Only, since headers commit an
+        RPC and gRPC's built-in retry (the published service config, `grpc-retry-pushback-ms`) never
+        retries a committed one. Its id is then in the trailers alone."""
+        if self._headers_sent or not self._interceptor.parts.request_id_metadata:
+            return
+        self._headers_sent = True
+        await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
+
     async def _admit(self, authorization: str | None) -> None:
         method, request_id = self._method, self._request_id
         try:
             if self._interceptor.parts.request_id_metadata:
                 self._context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-                # In the headers too: a caller can log the id before the call ends (a stream, a slow call).
-                await self._context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             open_method = is_open_method(method)
             if self._interceptor._draining and not open_method:
                 raise Unavailable("the server is shutting down; retry", reason=SHUTTING_DOWN)
