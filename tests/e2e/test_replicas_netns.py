@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelplane.client.channel import Connection, connect
-from modelplane.client.errors import ModelplaneError
+from modelplane.client.errors import ModelplaneError, Unknown
 from modelplane.v1 import registry_pb2
 from tests.support.netns import Host, Network, unavailable_reason
 from tests.support.processes import SHUTDOWN_GRACE, STARTUP_LIMIT, environment, modelplane_command
@@ -68,6 +69,10 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, *, within:
             break
         await asyncio.sleep(0.2)
     raise AssertionError(f"{what} did not happen within {within:g} s")
+
+
+SERVING: int = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def health_of(address: str) -> int | None:
@@ -138,8 +143,9 @@ class Replica:
         assert self.process is not None
 
         async def serving() -> bool:
-            assert self.process is not None and self.process.poll() is None, self.log_path.read_text()
-            return await health_of(self.address) == health_pb2.HealthCheckResponse.SERVING
+            assert self.process is not None
+            assert self.process.poll() is None, self.log_path.read_text()
+            return await health_of(self.address) == SERVING
 
         await eventually(serving, f"{self.name} SERVING", within=STARTUP_LIMIT)
 
@@ -155,15 +161,21 @@ class Cluster:
     stats_socket: Path = field(default_factory=Path)
 
 
-@pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    """Two replicas SERVING in namespaces of their own; everything made is removed, on failure too."""
+def _create_token(database_url: str) -> str:
+    """An admin token made with the CLI, as an operator would: the replicas listen beyond loopback, so auth
+    is on."""
     created = subprocess.run(
         [*modelplane_command(), "token", "create", "--name", "balancer-test", "--role", "admin",
          "--database-url", database_url],
         capture_output=True, text=True, env=environment(), timeout=60, check=True,
     )  # fmt: skip
-    token = created.stdout.strip()
+    return created.stdout.strip()
+
+
+@pytest.fixture
+async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Two replicas SERVING in namespaces of their own; everything made is removed, on failure too."""
+    token = await asyncio.to_thread(_create_token, database_url)
     with Network() as network:
         relays: list[TcpProxy] = []
         replicas: list[Replica] = []
@@ -220,11 +232,7 @@ async def proxied(cluster: Cluster) -> AsyncIterator[Cluster]:
         }
     )
     log_path = cluster.tmp_path / "haproxy.log"
-    with log_path.open("wb") as log_file:
-        cluster.haproxy = subprocess.Popen(
-            host.command(["haproxy", "-db", "-f", str(HAPROXY_CONFIG)]),
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    cluster.haproxy = _start_haproxy(host, env, log_path)
     try:
         await wait_haproxy(cluster, {"replica1": "UP", "replica2": "UP"})
         yield cluster
@@ -237,9 +245,18 @@ async def proxied(cluster: Cluster) -> AsyncIterator[Cluster]:
             cluster.haproxy.wait(timeout=30)
 
 
+def _start_haproxy(host: Host, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            host.command(["haproxy", "-db", "-f", str(HAPROXY_CONFIG)]),
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+
+
 async def wait_haproxy(cluster: Cluster, states: dict[str, str]) -> None:
     async def reached() -> bool:
-        assert cluster.haproxy is not None and cluster.haproxy.poll() is None, "haproxy exited"
+        assert cluster.haproxy is not None
+        assert cluster.haproxy.poll() is None, "haproxy exited"
         if not cluster.stats_socket.exists():
             return False
         seen = await asyncio.to_thread(_haproxy_states, cluster.stats_socket)
@@ -249,22 +266,50 @@ async def wait_haproxy(cluster: Cluster, states: dict[str, str]) -> None:
     await eventually(reached, f"haproxy seeing {states}")
 
 
-async def create_models(connection: Connection, prefix: str, count: int = ROUND) -> list[str]:
-    """Creates `count` models, CONCURRENCY at a time; returns the names acknowledged. A failed call (after
-    the client's retries) fails the test: the balancer's job is that none does."""
-    names: list[str] = []
+@dataclass
+class Load:
+    """What a round of load got: the names acknowledged, and the calls cut short and resent.
+
+    A call cut short is one whose replica died after it had sent the response headers (modelplane sends
+    x-request-id in them at once): haproxy 2.6 then ends the client's stream without trailers, which gRPC
+    reports as UNKNOWN ("Stream removed"), a code the client does not retry on its own because it cannot
+    know whether the call ran. The caller resends it with the same request_id, so it runs at most once.
+    """
+
+    names: list[str] = field(default_factory=list)
+    cut_short: list[str] = field(default_factory=list)
+
+
+# Resends of one call cut short; each replica dies once per test at most.
+RESENDS = 2
+
+
+async def create_models(connection: Connection, prefix: str, count: int = ROUND) -> Load:
+    """Creates `count` models, CONCURRENCY at a time. A call that fails past the client's retries (and the
+    resends of a call cut short) fails the test: the balancer's job is that none does."""
+    load = Load()
     pending = iter(range(count))
     batch = next(_BATCHES)
 
     async def worker() -> None:
         for number in pending:
-            model = await connection.registry.create_model(
-                model_id=f"{prefix}-{batch}-{number}", model=registry_pb2.Model(provider="local")
-            )
-            names.append(model.name)
+            model_id = f"{prefix}-{batch}-{number}"
+            request_id = f"{model_id}-{uuid.uuid4().hex}"
+            for resend in range(RESENDS + 1):
+                try:
+                    model = await connection.registry.create_model(
+                        model_id=model_id, model=registry_pb2.Model(provider="local"), request_id=request_id
+                    )
+                except Unknown:
+                    if resend == RESENDS:
+                        raise
+                    load.cut_short.append(model_id)
+                    continue
+                load.names.append(model.name)
+                break
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return names
+    return load
 
 
 async def assert_all_readable(connection: Connection, names: list[str]) -> None:
@@ -273,47 +318,60 @@ async def assert_all_readable(connection: Connection, names: list[str]) -> None:
         assert model.name == name
 
 
-async def kill_one_under_load(connection: Connection, cluster: Cluster) -> list[str]:
-    """Kills replica 1 while calls run; returns the names acknowledged, all of them by then readable."""
+async def kill_one_under_load(connection: Connection, cluster: Cluster) -> Load:
+    """Kills replica 1 while calls run: every call is acknowledged, every acknowledged model is readable,
+    and the survivor took the calls after the kill."""
     first, second = cluster.replicas
     before = second.served()
     load = asyncio.create_task(create_models(connection, "during-kill", count=5 * ROUND))
     give_up = time.monotonic() + SETTLE
     while first.served() + second.served() <= before + ROUND:
-        assert time.monotonic() < give_up and not load.done(), "the load never got under way"
+        assert not load.done(), "the load ended before the kill"
+        assert time.monotonic() < give_up, "the load never got under way"
         await asyncio.sleep(0.05)
     await asyncio.to_thread(first.kill)
     try:
-        names = await load
+        done = await load
     except ModelplaneError as error:
         raise AssertionError(f"a call failed past the client's retries: {error}") from error
-    assert len(names) == 5 * ROUND
-    await assert_all_readable(connection, names)
-    # Everything after the kill went to the survivor.
+    assert len(done.names) == 5 * ROUND
+    assert len(set(done.names)) == 5 * ROUND
+    await assert_all_readable(connection, done.names)
     assert second.served() > before
-    return names
+    return done
 
 
 async def cut_postgres_and_check(
     connection: Connection, cluster: Cluster, stopped_sending: Callable[[], Awaitable[None]]
 ) -> None:
-    """Cuts replica 1 from Postgres: its health turns NOT_SERVING, and once the balancer has seen it, no call
-    reaches it while the other replica answers them all."""
+    """Cuts replica 1 from Postgres: its health turns NOT_SERVING, and once the balancer has seen it
+    (`stopped_sending` returns), no call reaches it while the other replica answers them all; Postgres
+    back, it turns SERVING again."""
     first, second = cluster.replicas
     await first.relay.cut()
 
     async def not_serving() -> bool:
-        return await health_of(first.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        return await health_of(first.address) == NOT_SERVING
 
     await eventually(not_serving, "replica 1 NOT_SERVING without Postgres")
     await stopped_sending()
     before_first, before_second = first.reached(), second.served()
-    names = await create_models(connection, "while-cut")
+    done = await create_models(connection, "while-cut")
+    # reached() counts failed calls too: a call sent to the cut replica would show, whatever it answered.
     assert first.reached() == before_first
-    assert second.served() >= before_second + ROUND
-    await assert_all_readable(connection, names)
+    assert second.served() == before_second + ROUND
+    await assert_all_readable(connection, done.names)
     await first.relay.restore()
     await first.wait_serving()
+
+
+async def spread_over_both(connection: Connection, cluster: Cluster) -> None:
+    first, second = cluster.replicas
+    done = await create_models(connection, "spread")
+    assert first.served() > 0, (first.served(), second.served())
+    assert second.served() > 0, (first.served(), second.served())
+    assert first.served() + second.served() == ROUND
+    await assert_all_readable(connection, done.names)
 
 
 async def test_client_side_round_robin_spreads_calls_and_survives_a_replica(cluster: Cluster) -> None:
@@ -322,11 +380,11 @@ async def test_client_side_round_robin_spreads_calls_and_survives_a_replica(clus
     options = [("grpc.service_config", SERVICE_CONFIG)]
     async with connect(target, token=cluster.token, options=options) as connection:
         # One channel, both replicas: round_robin keeps a connection to each and alternates calls.
-        names = await create_models(connection, "spread")
-        assert first.served() > 0 and second.served() > 0, (first.served(), second.served())
-        await assert_all_readable(connection, names)
+        await spread_over_both(connection, cluster)
 
-        await kill_one_under_load(connection, cluster)
+        done = await kill_one_under_load(connection, cluster)
+        # Straight to the replica, its death ends the connection: UNAVAILABLE, which the client retries.
+        assert done.cut_short == []
 
         first.start()
         await first.wait_serving()
@@ -354,12 +412,10 @@ async def test_client_side_round_robin_spreads_calls_and_survives_a_replica(clus
 
 async def test_haproxy_balances_calls_takes_out_dead_and_not_serving_replicas(proxied: Cluster) -> None:
     cluster = proxied
-    first, second = cluster.replicas
+    first, _ = cluster.replicas
     async with connect(cluster.proxy_address, token=cluster.token) as connection:
         # One HTTP/2 connection to haproxy; it balances each call (stream), not the connection.
-        names = await create_models(connection, "spread")
-        assert first.served() > 0 and second.served() > 0, (first.served(), second.served())
-        await assert_all_readable(connection, names)
+        await spread_over_both(connection, cluster)
 
         await kill_one_under_load(connection, cluster)
         await wait_haproxy(cluster, {"replica1": "DOWN", "replica2": "UP"})
