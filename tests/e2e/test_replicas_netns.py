@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,11 +37,9 @@ from tests.support.processes import SHUTDOWN_GRACE, STARTUP_LIMIT, environment, 
 from tests.support.tcp_proxy import TcpProxy
 
 _UNAVAILABLE = unavailable_reason()
-pytestmark = [
-    pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"{_UNAVAILABLE} (CI runs this as root)"),
-    # Two replicas start (and one starts again) and the balancers need seconds to see each change.
-    pytest.mark.timeout(300),
-]
+needs_netns = pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"{_UNAVAILABLE} (CI runs this as root)")
+# Two replicas start (and one starts again) and the balancers need seconds to see each change.
+slow = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CONFIG = REPO / "deploy" / "haproxy" / "modelplane.cfg"
@@ -374,6 +373,8 @@ async def spread_over_both(connection: Connection, cluster: Cluster) -> None:
     await assert_all_readable(connection, done.names)
 
 
+@needs_netns
+@slow
 async def test_client_side_round_robin_spreads_calls_and_survives_a_replica(cluster: Cluster) -> None:
     first, second = cluster.replicas
     target = f"ipv4:{first.address},{second.address}"
@@ -410,6 +411,8 @@ async def test_client_side_round_robin_spreads_calls_and_survives_a_replica(clus
         await cut_postgres_and_check(connection, cluster, health_watch_saw_it)
 
 
+@needs_netns
+@slow
 async def test_haproxy_balances_calls_takes_out_dead_and_not_serving_replicas(proxied: Cluster) -> None:
     cluster = proxied
     first, _ = cluster.replicas
@@ -434,6 +437,7 @@ async def test_haproxy_balances_calls_takes_out_dead_and_not_serving_replicas(pr
         await wait_haproxy(cluster, {"replica1": "UP", "replica2": "UP"})
 
 
+@needs_netns
 def test_no_address_outside_the_namespaces(tmp_path: Path) -> None:
     """Closing the network leaves no address, link or namespace of it behind."""
     before = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=10).stdout
@@ -445,3 +449,20 @@ def test_no_address_outside_the_namespaces(tmp_path: Path) -> None:
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
     assert after == before
     assert f"mp{os.getpid() % 100000}" not in namespaces
+
+
+def test_the_readme_names_the_tested_service_config_and_proxy_settings() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Replicas behind a balancer") :]
+    quoted = re.search(r"`(\{\"loadBalancingConfig\".*?\})`", section)
+    assert quoted is not None
+    assert json.loads(quoted.group(1)) == json.loads(SERVICE_CONFIG)
+    settings = set(re.findall(r"\$\{(MODELPLANE_[A-Z_0-9]+)\}", HAPROXY_CONFIG.read_text()))
+    assert settings == {
+        "MODELPLANE_PROXY_BIND",
+        "MODELPLANE_REPLICA_1",
+        "MODELPLANE_REPLICA_2",
+        "MODELPLANE_PROXY_STATS",
+    }
+    for name in settings:
+        assert f"`{name}`" in section, name
