@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import itertools
 import json
@@ -24,17 +25,20 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelplane.client.channel import Connection, connect
-from modelplane.client.errors import ModelplaneError, Unknown
+from modelplane.client.errors import EtagMismatch, ModelplaneError, Unknown
 from modelplane.v1 import registry_pb2
 from tests.support.netns import Host, Network, unavailable_reason
 from tests.support.processes import SHUTDOWN_GRACE, STARTUP_LIMIT, environment, modelplane_command
 from tests.support.tcp_proxy import TcpProxy
+
+T = TypeVar("T")
 
 _UNAVAILABLE = unavailable_reason()
 needs_netns = pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"{_UNAVAILABLE} (CI runs this as root)")
@@ -281,6 +285,22 @@ class Load:
 
 # Resends of one call cut short; each replica dies once per test at most.
 RESENDS = 2
+# Compare-and-set increments per counting task at most, and attempts at one before the test gives up.
+CAS_STEPS = 10_000
+CAS_ATTEMPTS = 50
+
+
+async def resent_if_cut_short(call: Callable[[], Awaitable[T]], cut_short: list[str], label: str) -> T:
+    """`call`, sent again when it was cut short (it carries its request_id, so it runs at most once); each
+    resend is noted in `cut_short` under `label`. See Load."""
+    for resend in range(RESENDS + 1):
+        try:
+            return await call()
+        except Unknown:
+            if resend == RESENDS:
+                raise
+            cut_short.append(label)
+    raise AssertionError("unreachable")
 
 
 async def create_models(connection: Connection, prefix: str, count: int = ROUND) -> Load:
@@ -293,22 +313,46 @@ async def create_models(connection: Connection, prefix: str, count: int = ROUND)
     async def worker() -> None:
         for number in pending:
             model_id = f"{prefix}-{batch}-{number}"
-            request_id = f"{model_id}-{uuid.uuid4().hex}"
-            for resend in range(RESENDS + 1):
-                try:
-                    model = await connection.registry.create_model(
-                        model_id=model_id, model=registry_pb2.Model(provider="local"), request_id=request_id
-                    )
-                except Unknown:
-                    if resend == RESENDS:
-                        raise
-                    load.cut_short.append(model_id)
-                    continue
-                load.names.append(model.name)
-                break
+            create = functools.partial(
+                connection.registry.create_model,
+                model_id=model_id,
+                model=registry_pb2.Model(provider="local"),
+                request_id=f"{model_id}-{uuid.uuid4().hex}",
+            )
+            model = await resent_if_cut_short(create, load.cut_short, model_id)
+            load.names.append(model.name)
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return load
+
+
+async def count_by_compare_and_set(
+    connection: Connection, name: str, stop: asyncio.Event, cut_short: list[str]
+) -> int:
+    """Adds 1 to the number in model `name`'s description until `stop` is set (CAS_STEPS at most), each
+    time a read and an update under the etag read (a stale etag: read again); returns how many updates
+    were acknowledged."""
+    acknowledged = 0
+    while not stop.is_set() and acknowledged < CAS_STEPS:
+        for _attempt in range(CAS_ATTEMPTS):
+            model = await connection.registry.get_model(name=name)
+            update = functools.partial(
+                connection.registry.update_model,
+                model=registry_pb2.Model(
+                    name=name, description=str(int(model.description) + 1), etag=model.etag
+                ),
+                update_mask=["description"],
+                request_id=uuid.uuid4().hex,
+            )
+            try:
+                await resent_if_cut_short(update, cut_short, name)
+            except EtagMismatch:
+                continue
+            acknowledged += 1
+            break
+        else:
+            raise AssertionError(f"no update of {name} got through in {CAS_ATTEMPTS} attempts")
+    return acknowledged
 
 
 async def assert_all_readable(connection: Connection, names: list[str]) -> None:
@@ -322,6 +366,16 @@ async def kill_one_under_load(connection: Connection, cluster: Cluster) -> Load:
     and the survivor took the calls after the kill."""
     first, second = cluster.replicas
     before = second.served()
+    counter = await connection.registry.create_model(
+        model_id=f"counter-{next(_BATCHES)}", model=registry_pb2.Model(provider="local", description="0")
+    )
+    cut_short: list[str] = []
+    # The counters go on until the load (which spans the kill) is done.
+    load_done = asyncio.Event()
+    counting = [
+        asyncio.create_task(count_by_compare_and_set(connection, counter.name, load_done, cut_short))
+        for _ in range(CONCURRENCY)
+    ]
     load = asyncio.create_task(create_models(connection, "during-kill", count=5 * ROUND))
     give_up = time.monotonic() + SETTLE
     while first.served() + second.served() <= before + ROUND:
@@ -331,8 +385,14 @@ async def kill_one_under_load(connection: Connection, cluster: Cluster) -> Load:
     await asyncio.to_thread(first.kill)
     try:
         done = await load
+        load_done.set()
+        counted = await asyncio.gather(*counting)
     except ModelplaneError as error:
         raise AssertionError(f"a call failed past the client's retries: {error}") from error
+    # Compare-and-set across replicas and a death: every acknowledged update applied once, none lost.
+    assert (await connection.registry.get_model(name=counter.name)).description == str(sum(counted))
+    assert all(counted), counted
+    done.cut_short.extend(cut_short)
     assert len(done.names) == 5 * ROUND
     assert len(set(done.names)) == 5 * ROUND
     await assert_all_readable(connection, done.names)
