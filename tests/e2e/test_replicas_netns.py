@@ -529,3 +529,35 @@ def test_the_readme_names_the_tested_service_config_and_proxy_settings() -> None
     }
     for name in settings:
         assert f"`{name}`" in section, name
+
+
+def test_the_proxy_health_check_is_one_grpc_health_call() -> None:
+    """The tcp-check's bytes are what the config's comment says: the HTTP/2 preface, an empty SETTINGS
+    frame, the HEADERS of a POST to Health/Check, and a DATA frame ending the stream with an empty
+    HealthCheckRequest; the reply it waits for is a HealthCheckResponse saying SERVING."""
+    config = HAPROXY_CONFIG.read_text()
+    sent = re.search(r"^\s*tcp-check send-binary ([0-9a-f]+)$", config, re.MULTILINE)
+    expected = re.search(r"^\s*tcp-check expect binary ([0-9a-f]+)$", config, re.MULTILINE)
+    assert sent is not None
+    assert expected is not None
+    data = bytes.fromhex(sent.group(1))
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    assert data.startswith(preface)
+    frames: list[tuple[int, int, int, bytes]] = []
+    rest = data[len(preface) :]
+    while rest:
+        length = int.from_bytes(rest[:3], "big")
+        frames.append((rest[3], rest[4], int.from_bytes(rest[5:9], "big"), rest[9 : 9 + length]))
+        rest = rest[9 + length :]
+    settings, headers, body = frames
+    assert settings == (0x4, 0, 0, b"")
+    kind, flags, stream, block = headers
+    assert (kind, flags, stream) == (0x1, 0x4, 1)  # HEADERS, END_HEADERS, stream 1
+    # HPACK: :method POST and :scheme http from the static table, then literals (no Huffman coding).
+    assert block.startswith(b"\x83\x86")
+    for literal in (b"/grpc.health.v1.Health/Check", b"application/grpc", b"te", b"trailers"):
+        assert bytes([len(literal)]) + literal in block
+    request = health_pb2.HealthCheckRequest(service="").SerializeToString()
+    assert body == (0x0, 0x1, 1, b"\x00" + len(request).to_bytes(4, "big") + request)
+    serving = health_pb2.HealthCheckResponse(status=SERVING).SerializeToString()
+    assert bytes.fromhex(expected.group(1)) == b"\x00" + len(serving).to_bytes(4, "big") + serving
