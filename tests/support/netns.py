@@ -8,18 +8,24 @@ links this network made. Closing deletes every namespace and link it made, whate
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 # Each `ip` command is quick; the bound only turns a wedged one into a failure.
 IP_TIMEOUT = 10.0
 # The third octet of 10.231.X.0/24 is taken from here, the first one this machine does not use.
 THIRD_OCTETS = range(7, 250)
+# Held while a network picks its /24 and puts its first address on a link, so that no other picks it too.
+CLAIM_LOCK = Path("/run/modelplane-test-netns.lock")
+_NETWORKS = itertools.count(1)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -69,17 +75,26 @@ class Network:
     """A bridge in a namespace of its own, the root namespace on it at `root_address`, and hosts on it."""
 
     def __init__(self) -> None:
-        self.tag = f"{os.getpid() % 100000}"
-        self.subnet = free_subnet()
-        addresses = self.subnet.hosts()
-        self.root_address = str(next(addresses))
-        self._addresses = addresses
+        # Names unique to this network: the process, then its count of networks made.
+        self.tag = f"{os.getpid() % 100000}n{next(_NETWORKS)}"
+        self.subnet = ipaddress.IPv4Network("0.0.0.0/32")
+        self.root_address = ""
+        self._addresses: Iterator[ipaddress.IPv4Address] = iter(())
         self._hub = f"mp{self.tag}hub"
         self._root_link = f"mp{self.tag}r"
         self._namespaces: list[str] = []
         self.hosts: list[Host] = []
 
     def open(self) -> None:
+        # Two test runs at once (two checkouts) would otherwise both find the same /24 free.
+        with CLAIM_LOCK.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.subnet = free_subnet()
+            self._addresses = self.subnet.hosts()
+            self.root_address = str(next(self._addresses))
+            self._open()
+
+    def _open(self) -> None:
         hub = self._hub
         _ip("netns", "add", hub)
         self._namespaces.append(hub)
