@@ -17,11 +17,15 @@ _CHUNK = 64 * 1024
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to upstream_host:upstream_port until cut, while neither stalled nor held."""
+    """Forwards listen_host:<port> to upstream_host:upstream_port until cut, while neither stalled nor held.
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    listen_host is 127.0.0.1 unless a test listens on an address of its own making (a network namespace's
+    bridge), never on every interface."""
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, listen_host: str = "127.0.0.1") -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
+        self.listen_host = listen_host
         self.port = 0
         self._listener: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -32,31 +36,31 @@ class TcpProxy:
         self._responses_flow.set()
 
     @classmethod
-    def for_url(cls, url: str) -> TcpProxy:
+    def for_url(cls, url: str, *, listen_host: str = "127.0.0.1") -> TcpProxy:
         """A proxy in front of the Postgres of `url`; ValueError when the URL names no TCP host."""
         parts = urlsplit(url)
         if not parts.hostname or parts.hostname.startswith("/"):
             raise ValueError(f"not a TCP Postgres URL: {url}")
-        return cls(parts.hostname, parts.port or 5432)
+        return cls(parts.hostname, parts.port or 5432, listen_host=listen_host)
 
     def url_through(self, url: str) -> str:
         """`url` with its host and port replaced by the proxy's."""
         parts = urlsplit(url)
         userinfo, at, _ = parts.netloc.rpartition("@")
-        netloc = f"{userinfo}{at}127.0.0.1:{self.port}"
+        netloc = f"{userinfo}{at}{self.listen_host}:{self.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     @property
     def target(self) -> str:
         """The proxy's "host:port", for a gRPC client."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.listen_host}:{self.port}"
 
     @property
     def is_cut(self) -> bool:
         return self._listener is None
 
     async def start(self) -> None:
-        self._listener = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self._listener = await asyncio.start_server(self._accept, self.listen_host, self.port)
         self.port = self._listener.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
