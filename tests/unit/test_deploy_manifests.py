@@ -18,7 +18,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from modelplane.server.cli import build_parser
+from modelplane.server.cli import SERVE_SETTINGS, build_parser
 from modelplane.server.health import LIVENESS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +202,43 @@ def test_the_image_build_installs_every_requirement_of_the_locked_hatchling() ->
     assert needed <= locked
     for source in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M):
         assert (ROOT / source).exists(), f"deploy/Dockerfile copies {source}, which does not exist"
+
+
+def apply_json_patch(document: Manifest, operations: list[dict[str, Any]]) -> Manifest:
+    """RFC 6902's `add` and `replace`, all the tls component uses; a path that is not there fails."""
+    patched = copy.deepcopy(document)
+    for operation in operations:
+        *parents, last = operation["path"].split("/")[1:]
+        target: Any = patched
+        for step in parents:
+            target = target[int(step)] if isinstance(target, list) else target[step]
+        if operation["op"] == "add" and isinstance(target, list):
+            assert last == "-", operation["path"]
+            target.append(operation["value"])
+        elif operation["op"] == "add" or (operation["op"] == "replace" and last in target):
+            target[last] = operation["value"]
+        else:
+            raise AssertionError(f"cannot {operation['op']} {operation['path']}")
+    return patched
+
+
+def test_the_tls_component_gives_a_valid_deployment_serving_the_secret(manifests: list[Manifest]) -> None:
+    component = yaml.safe_load((MANIFESTS / "tls" / "kustomization.yaml").read_text())
+    (patch,) = component["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": "modelplane"}
+    operations = yaml.safe_load((MANIFESTS / "tls" / patch["path"]).read_text())
+    deployment = apply_json_patch(one(manifests, "Deployment", "modelplane"), operations)
+    validate_all([deployment])
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    one(manifests, "Secret", volume["secret"]["secretName"])
+    server = container(deployment, "modelplane")
+    (mount,) = [m for m in server["volumeMounts"] if m["name"] == "tls"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    # serve reads these variables as --tls-cert and --tls-key.
+    assert {"MODELPLANE_TLS_CERT", "MODELPLANE_TLS_KEY"} <= {setting.env for setting in SERVE_SETTINGS}
+    assert env["MODELPLANE_TLS_CERT"] == f"{mount['mountPath']}/tls.crt"
+    assert env["MODELPLANE_TLS_KEY"] == f"{mount['mountPath']}/tls.key"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "grpc" not in server[probe]
+        assert f"{mount['mountPath']}/" in server[probe]["exec"]["command"][2]
