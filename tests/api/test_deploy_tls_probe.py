@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from modelplane.server.app import build_server
 from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.health import LIVENESS
 from tests.support import StartServer
+from tests.support.certificates import make_self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 PATCH = ROOT / "deploy" / "kubernetes" / "tls" / "patch.yaml"
 SERVER_NAME = "modelplane.default.svc"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl tool to make a certificate"
+)
 
 
 def probe_commands() -> dict[str, list[str]]:
@@ -31,25 +37,9 @@ def probe_commands() -> dict[str, list[str]]:
 
 def make_certificate(folder: Path) -> None:
     """The files the modelplane-tls Secret holds: a self-signed certificate for SERVER_NAME is its own CA."""
-    made = subprocess.run(
-        [
-            *(
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ),
-            *("-days", "1", "-subj", f"/CN={SERVER_NAME}", "-addext", f"subjectAltName=DNS:{SERVER_NAME}"),
-            *("-keyout", str(folder / "tls.key"), "-out", str(folder / "tls.crt")),
-        ],
-        capture_output=True,
-        check=False,
+    make_self_signed(
+        folder / "tls.crt", folder / "tls.key", common_name=SERVER_NAME, subject_alt_name=f"DNS:{SERVER_NAME}"
     )
-    assert made.returncode == 0, made.stderr
     (folder / "ca.crt").write_bytes((folder / "tls.crt").read_bytes())
 
 
