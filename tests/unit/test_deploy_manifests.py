@@ -10,6 +10,7 @@ import copy
 import importlib.metadata
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ def one(manifests: list[Manifest], kind: str, name: str) -> Manifest:
     found = [m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
     return found[0]
+
+
+def kind_and_name(manifest: Manifest) -> tuple[str, str]:
+    return manifest["kind"], manifest["metadata"]["name"]
 
 
 def container(deployment: Manifest, name: str, *, init: bool = False) -> Manifest:
@@ -222,12 +227,17 @@ def apply_json_patch(document: Manifest, operations: list[dict[str, Any]]) -> Ma
     return patched
 
 
-def test_the_tls_component_gives_a_valid_deployment_serving_the_secret(manifests: list[Manifest]) -> None:
+def tls_patch() -> list[dict[str, Any]]:
+    """The operations the tls component applies to the Deployment, and to nothing else."""
     component = yaml.safe_load((MANIFESTS / "tls" / "kustomization.yaml").read_text())
     (patch,) = component["patches"]
     assert patch["target"] == {"kind": "Deployment", "name": "modelplane"}
-    operations = yaml.safe_load((MANIFESTS / "tls" / patch["path"]).read_text())
-    deployment = apply_json_patch(one(manifests, "Deployment", "modelplane"), operations)
+    operations: list[dict[str, Any]] = yaml.safe_load((MANIFESTS / "tls" / patch["path"]).read_text())
+    return operations
+
+
+def test_the_tls_component_gives_a_valid_deployment_serving_the_secret(manifests: list[Manifest]) -> None:
+    deployment = apply_json_patch(one(manifests, "Deployment", "modelplane"), tls_patch())
     validate_all([deployment])
     pod = deployment["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
@@ -242,3 +252,30 @@ def test_the_tls_component_gives_a_valid_deployment_serving_the_secret(manifests
     for probe in ("readinessProbe", "livenessProbe"):
         assert "grpc" not in server[probe]
         assert f"{mount['mountPath']}/" in server[probe]["exec"]["command"][2]
+
+
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="needs kubectl, whose kustomize renders the folder"
+)
+def test_kubectl_kustomize_renders_what_these_tests_validate(
+    manifests: list[Manifest], tmp_path: Path
+) -> None:
+    """The tests above read the files and apply the tls patch themselves; kustomize must agree with them."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    shutil.copytree(MANIFESTS, overlay / "base")
+    (overlay / "kustomization.yaml").write_text("resources: [base]\ncomponents: [base/tls]\n")
+    for folder, components in ((overlay / "base", False), (overlay, True)):
+        rendered = subprocess.run(
+            ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=False, timeout=60
+        )
+        assert rendered.returncode == 0, rendered.stderr
+        objects = list(yaml.safe_load_all(rendered.stdout))
+        for each in objects:
+            # The one thing kustomization.yaml adds: its common label.
+            assert each["metadata"]["labels"].pop("app.kubernetes.io/part-of") == "modelplane"
+        expected = copy.deepcopy(manifests)
+        if components:
+            deployment = one(expected, "Deployment", "modelplane")
+            expected[expected.index(deployment)] = apply_json_patch(deployment, tls_patch())
+        assert sorted(objects, key=kind_and_name) == sorted(expected, key=kind_and_name)
