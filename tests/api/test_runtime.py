@@ -34,6 +34,7 @@ from tests.support import (
     retry_info,
     rich_status,
 )
+from tests.support.certificates import make_self_signed
 
 REGISTRY = "modelplane.v1.ModelRegistryService"
 FAULTY = "/modelplane.test.Faulty/"
@@ -391,32 +392,9 @@ def test_build_server_needs_a_database_url() -> None:
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl tool to make a certificate")
 async def test_tls_server_answers_a_tls_client(start_server: StartServer, tmp_path: Path) -> None:
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
-    made = await asyncio.to_thread(
-        subprocess.run,
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        capture_output=True,
-        check=False,
+    await asyncio.to_thread(
+        make_self_signed, cert, key, common_name="localhost", subject_alt_name="IP:127.0.0.1"
     )
-    assert made.returncode == 0, made.stderr
     server = await start_server(tls=TlsConfig(cert_file=cert, key_file=key))
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     async with grpc.aio.secure_channel(server.target, credentials) as channel:

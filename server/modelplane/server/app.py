@@ -235,6 +235,7 @@ class ModelplaneServer:
             check_can_listen(self.config.metrics_address, "the metrics address")
             self.metrics.start_endpoint(self.config.metrics_address)
         await self.health.set_serving(False)
+        await self.health.set_alive()
         await self.grpc_server.start()
         await self.feed.start()
         self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")

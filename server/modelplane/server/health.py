@@ -40,6 +40,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 # The empty name is the server as a whole (what `grpc_health_probe` asks by default).
 OVERALL = ""
+# The process answers at all: SERVING from start to stop whatever the database does, for liveness probes
+# (Kubernetes restarts a container whose liveness fails; restarting never brings Postgres back, and a
+# replica that cannot serve a newer schema is waiting to be upgraded, not stuck).
+LIVENESS = "liveness"
 
 
 class HealthReporter:
@@ -80,6 +84,10 @@ class HealthReporter:
             self._became_serving.set()
         else:
             self._became_serving.clear()
+
+    async def set_alive(self) -> None:
+        """LIVENESS turns SERVING; only shut_down() takes it back."""
+        await self.servicer.set(LIVENESS, SERVING)
 
     async def probe_once(self) -> bool:
         """One probe: True when the database answers and its schema is one this code can serve."""
