@@ -29,6 +29,7 @@ from modelplane.server.deployments.domain import (
     Route,
     SlotTraffic,
     Step,
+    TrafficSlot,
     TrafficTable,
     Transition,
     rollout_name,
@@ -54,7 +55,13 @@ _STATE = {state: pb.RolloutState.Value(f"ROLLOUT_STATE_{state.name}") for state 
 _MODE = {RollbackMode.INSTANT: pb.ROLLBACK_MODE_INSTANT, RollbackMode.STEPPED: pb.ROLLBACK_MODE_STEPPED}
 _MODE_FROM: dict[int, RollbackMode] = {int(number): mode for mode, number in _MODE.items()}
 _TRANSITION = {t: pb.DeploymentTransition.Value(f"DEPLOYMENT_TRANSITION_{t.name}") for t in Transition}
-_SLOT = {"stable": common_pb2.TRAFFIC_SLOT_STABLE, "canary": common_pb2.TRAFFIC_SLOT_CANARY}
+# A traffic slot as every capability's messages carry it (a guardrail check's links, a log event's).
+SLOT_TO_PROTO = {
+    TrafficSlot.NONE: common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
+    TrafficSlot.STABLE: common_pb2.TRAFFIC_SLOT_STABLE,
+    TrafficSlot.CANARY: common_pb2.TRAFFIC_SLOT_CANARY,
+}
+SLOT_FROM_PROTO = {number: slot for slot, number in SLOT_TO_PROTO.items()}
 _CHANGE_KINDS = {
     "created": registry_pb2.CHANGE_KIND_CREATED,
     "updated": registry_pb2.CHANGE_KIND_UPDATED,
@@ -243,7 +250,7 @@ def route_to_proto(route: Route) -> pb.ResolveRouteResponse:
     return pb.ResolveRouteResponse(
         endpoint=endpoint_to_proto(route.endpoint),
         model_version=route.model_version,
-        slot=_SLOT[route.slot],
+        slot=SLOT_TO_PROTO[TrafficSlot(route.slot)],
         revision=route.revision,
     )
 

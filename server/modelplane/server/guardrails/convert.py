@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import duration_pb2
 
-from modelplane.server.deployments.domain import TrafficSlot
+from modelplane.server.deployments.convert import SLOT_FROM_PROTO, SLOT_TO_PROTO
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.guardrails.domain import (
     DEFAULT_TIME_BUDGET_MS,
@@ -52,29 +52,23 @@ from modelplane.server.proto_time import datetime_from, duration_valid, timestam
 from modelplane.v1 import common_pb2
 from modelplane.v1 import guardrails_pb2 as pb
 
-_SEVERITY_TO_PROTO = {
+SEVERITY_TO_PROTO = {
     Severity.INFO: pb.SEVERITY_INFO,
     Severity.WARNING: pb.SEVERITY_WARNING,
     Severity.ERROR: pb.SEVERITY_ERROR,
     Severity.CRITICAL: pb.SEVERITY_CRITICAL,
 }
-_SEVERITY_FROM_PROTO = {number: s for s, number in _SEVERITY_TO_PROTO.items()}
-_DECISION_TO_PROTO = {
+SEVERITY_FROM_PROTO = {number: s for s, number in SEVERITY_TO_PROTO.items()}
+DECISION_TO_PROTO = {
     Decision.ALLOW: pb.DECISION_ALLOW,
     Decision.REDACT: pb.DECISION_REDACT,
     Decision.BLOCK: pb.DECISION_BLOCK,
 }
-_DECISION_FROM_PROTO = {number: d for d, number in _DECISION_TO_PROTO.items()}
+DECISION_FROM_PROTO = {number: d for d, number in DECISION_TO_PROTO.items()}
 _FAIL_MODE_TO_PROTO = {FailMode.OPEN: pb.FAIL_MODE_OPEN, FailMode.CLOSED: pb.FAIL_MODE_CLOSED}
 _FAIL_MODE_FROM_PROTO = {number: m for m, number in _FAIL_MODE_TO_PROTO.items()}
 _PII_TO_PROTO = {kind: pb.PiiKind.Value(f"PII_KIND_{kind.name}") for kind in PiiKind}
 _PII_FROM_PROTO = {number: kind for kind, number in _PII_TO_PROTO.items()}
-_SLOT_TO_PROTO = {
-    TrafficSlot.NONE: common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
-    TrafficSlot.STABLE: common_pb2.TRAFFIC_SLOT_STABLE,
-    TrafficSlot.CANARY: common_pb2.TRAFFIC_SLOT_CANARY,
-}
-_SLOT_FROM_PROTO = {number: slot for slot, number in _SLOT_TO_PROTO.items()}
 _GROUP_FROM_PROTO = {
     pb.VIOLATION_GROUP_BY_POLICY: GroupBy.POLICY,
     pb.VIOLATION_GROUP_BY_RULE: GroupBy.RULE,
@@ -158,7 +152,7 @@ def policy_fields(policy: pb.Policy, prefix: str, paths: frozenset[str] | None =
     if wanted("rules"):
         for i, rule in enumerate(policy.rules):
             path = f"{prefix}.rules[{i}]"
-            severity = _SEVERITY_FROM_PROTO.get(rule.severity)
+            severity = SEVERITY_FROM_PROTO.get(rule.severity)
             if severity is None:
                 found.append(FieldViolation(f"{path}.severity", f"must be {_SEVERITY_CHOICES}"))
             kind = _kind(rule, path, found)
@@ -167,7 +161,7 @@ def policy_fields(policy: pb.Policy, prefix: str, paths: frozenset[str] | None =
     decisions = dict(DEFAULT_DECISIONS)
     if wanted("decisions") and policy.HasField("decisions"):
         for field_name, severity in _DECISION_FIELDS:
-            decision = _DECISION_FROM_PROTO.get(getattr(policy.decisions, field_name))
+            decision = DECISION_FROM_PROTO.get(getattr(policy.decisions, field_name))
             if decision is None:
                 found.append(
                     FieldViolation(f"{prefix}.decisions.{field_name}", f"must be {_DECISION_CHOICES}")
@@ -229,7 +223,7 @@ def policy_to_proto(policy: Policy) -> pb.Policy:
         display_name=fields.display_name,
         description=fields.description,
         decisions=pb.DecisionTable(
-            **{name: _DECISION_TO_PROTO[fields.decisions[severity]] for name, severity in _DECISION_FIELDS}
+            **{name: DECISION_TO_PROTO[fields.decisions[severity]] for name, severity in _DECISION_FIELDS}
         ),
         fallback_content=dict(fields.fallback_content),
         default_fallback=fields.default_fallback,
@@ -241,14 +235,14 @@ def policy_to_proto(policy: Policy) -> pb.Policy:
         etag=policy.etag,
         shadow_revision=policy.shadow_revision,
         shadow_deployment=policy.shadow_target.deployment,
-        shadow_traffic_slot=_SLOT_TO_PROTO[policy.shadow_target.traffic_slot],
+        shadow_traffic_slot=SLOT_TO_PROTO[policy.shadow_target.traffic_slot],
     )
     budget = fields.time_budget_ms or DEFAULT_TIME_BUDGET_MS
     message.time_budget.FromMilliseconds(budget)
     for i, spec in enumerate(fields.rules):
         rule = message.rules.add(
             id=spec.id,
-            severity=_SEVERITY_TO_PROTO[spec.severity],
+            severity=SEVERITY_TO_PROTO[spec.severity],
             category=spec.category,
             description=fields.rule_descriptions[i] if i < len(fields.rule_descriptions) else "",
         )
@@ -260,7 +254,7 @@ def policy_to_proto(policy: Policy) -> pb.Policy:
 
 
 def links(message: common_pb2.EventLinks, prefix: str) -> Links:
-    slot = _SLOT_FROM_PROTO.get(message.traffic_slot)
+    slot = SLOT_FROM_PROTO.get(message.traffic_slot)
     if slot is None:
         raise InvalidArgument.field(f"{prefix}.traffic_slot", "must be STABLE, CANARY or unset")
     return Links(
@@ -275,9 +269,9 @@ def links(message: common_pb2.EventLinks, prefix: str) -> Links:
 def _violation_to_proto(v: FoundViolation) -> pb.Violation:
     return pb.Violation(
         rule_id=v.rule_id,
-        severity=_SEVERITY_TO_PROTO[v.severity],
+        severity=SEVERITY_TO_PROTO[v.severity],
         category=v.category,
-        decision=_DECISION_TO_PROTO[v.decision],
+        decision=DECISION_TO_PROTO[v.decision],
         span=pb.TextSpan(start=v.start, end=v.end),
         excerpt=v.excerpt,
     )
@@ -285,7 +279,7 @@ def _violation_to_proto(v: FoundViolation) -> pb.Violation:
 
 def verdict_to_proto(verdict: Verdict) -> pb.CheckVerdict:
     return pb.CheckVerdict(
-        decision=_DECISION_TO_PROTO[verdict.decision],
+        decision=DECISION_TO_PROTO[verdict.decision],
         violations=[_violation_to_proto(v) for v in verdict.violations],
         redacted_text=verdict.redacted_text,
         fallback_content=verdict.fallback_content,
@@ -294,7 +288,7 @@ def verdict_to_proto(verdict: Verdict) -> pb.CheckVerdict:
         highest_severity=(
             pb.SEVERITY_UNSPECIFIED
             if verdict.highest_severity is None
-            else _SEVERITY_TO_PROTO[verdict.highest_severity]
+            else SEVERITY_TO_PROTO[verdict.highest_severity]
         ),
         unchecked=verdict.unchecked,
         fail_mode=_FAIL_MODE_TO_PROTO[verdict.fail_mode],
@@ -342,7 +336,7 @@ def _links_to_proto(links: Links, policy: str = "", policy_revision: int = 0) ->
     return common_pb2.EventLinks(
         model_version=links.model_version,
         deployment=links.deployment,
-        traffic_slot=_SLOT_TO_PROTO[links.traffic_slot],
+        traffic_slot=SLOT_TO_PROTO[links.traffic_slot],
         policy=policy,
         policy_revision=policy_revision,
         trace_id=links.trace_id,
@@ -358,10 +352,10 @@ def record_to_proto(record: ViolationRecord, show_hash: bool) -> pb.ViolationRec
         policy=policy_name(record.policy_id),
         policy_revision=record.policy_revision,
         rule_id=record.rule_id,
-        severity=_SEVERITY_TO_PROTO[record.severity],
+        severity=SEVERITY_TO_PROTO[record.severity],
         category=record.category,
-        decision=_DECISION_TO_PROTO[record.decision],
-        check_decision=_DECISION_TO_PROTO[record.check_decision],
+        decision=DECISION_TO_PROTO[record.decision],
+        check_decision=DECISION_TO_PROTO[record.check_decision],
         links=_links_to_proto(record.links, policy_name(record.policy_id), record.policy_revision),
         span=pb.TextSpan(start=record.start, end=record.end),
         excerpt=record.excerpt,
@@ -412,10 +406,10 @@ def group_to_proto(group: ViolationGroup) -> pb.ViolationGroup:
     message = pb.ViolationGroup(
         policy=policy_name(group.policy_id) if group.policy_id else "",
         rule_id=group.rule_id,
-        severity=pb.SEVERITY_UNSPECIFIED if group.severity is None else _SEVERITY_TO_PROTO[group.severity],
+        severity=pb.SEVERITY_UNSPECIFIED if group.severity is None else SEVERITY_TO_PROTO[group.severity],
         model_version=group.model_version,
         deployment=group.deployment,
-        traffic_slot=_SLOT_TO_PROTO[group.traffic_slot],
+        traffic_slot=SLOT_TO_PROTO[group.traffic_slot],
         checks=group.checks,
         checks_with_violations=group.checks_with_violations,
         violations=group.violations,
@@ -443,7 +437,7 @@ def shadow_choice(request: pb.SetShadowRevisionRequest) -> int | PolicyFields | 
 
 def shadow_target(request: pb.SetShadowRevisionRequest) -> ShadowTarget:
     """Which checks SetShadowRevision's shadow evaluates."""
-    slot = _SLOT_FROM_PROTO.get(request.traffic_slot)
+    slot = SLOT_FROM_PROTO.get(request.traffic_slot)
     if slot is None:
         raise InvalidArgument.field("traffic_slot", "must be STABLE, CANARY or unset")
     return ShadowTarget(request.deployment, slot)
@@ -477,11 +471,11 @@ def _outcome(revision: int, block: int, redact: int, unchecked: int, checks: int
 def _sample_to_proto(sample: ShadowSample, show_hash: bool) -> pb.ShadowViolation:
     return pb.ShadowViolation(
         rule_id=sample.rule_id,
-        severity=_SEVERITY_TO_PROTO[sample.severity],
+        severity=SEVERITY_TO_PROTO[sample.severity],
         category=sample.category,
-        decision=_DECISION_TO_PROTO[sample.decision],
-        shadow_decision=_DECISION_TO_PROTO[sample.shadow_decision],
-        active_decision=_DECISION_TO_PROTO[sample.active_decision],
+        decision=DECISION_TO_PROTO[sample.decision],
+        shadow_decision=DECISION_TO_PROTO[sample.shadow_decision],
+        active_decision=DECISION_TO_PROTO[sample.active_decision],
         active_revision=sample.active_revision,
         links=_links_to_proto(sample.links),
         span=pb.TextSpan(start=sample.start, end=sample.end),

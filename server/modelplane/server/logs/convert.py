@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from modelplane.server.deployments.convert import SLOT_FROM_PROTO, SLOT_TO_PROTO
 from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.guardrails.convert import (
+    DECISION_FROM_PROTO,
+    DECISION_TO_PROTO,
+    SEVERITY_FROM_PROTO,
+    SEVERITY_TO_PROTO,
+)
 from modelplane.server.logs import enums
 from modelplane.server.logs.domain import (
     MAX_RESPONSE_BYTES,
@@ -104,7 +111,7 @@ def _payload(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> 
         r = message.routing
         path = f"{prefix}.routing"
         outcome = _enum(found, f"{path}.outcome", enums.OUTCOME_FROM_PROTO, r.outcome, "RoutingOutcome")
-        slot = _enum(found, f"{path}.slot", enums.SLOT_FROM_PROTO, r.slot, "TrafficSlot")
+        slot = _enum(found, f"{path}.slot", SLOT_FROM_PROTO, r.slot, "TrafficSlot")
         return Routing(
             deployment=r.deployment,
             rollout=r.rollout,
@@ -116,11 +123,11 @@ def _payload(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> 
     if which == "guardrail":
         g = message.guardrail
         path = f"{prefix}.guardrail"
-        decision = _enum(found, f"{path}.decision", enums.DECISION_FROM_PROTO, g.decision, "Decision")
+        decision = _enum(found, f"{path}.decision", DECISION_FROM_PROTO, g.decision, "Decision")
         severity: Severity | None = None
         if g.highest_severity != guardrails_pb2.SEVERITY_UNSPECIFIED:
             severity = _enum(
-                found, f"{path}.highest_severity", enums.SEVERITY_FROM_PROTO, g.highest_severity, "Severity"
+                found, f"{path}.highest_severity", SEVERITY_FROM_PROTO, g.highest_severity, "Severity"
             )
         return Guardrail(
             policy=g.policy,
@@ -152,7 +159,7 @@ def event(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> Log
     links = Links()
     if message.HasField("links"):
         m = message.links
-        slot = enums.SLOT_FROM_PROTO.get(m.traffic_slot)
+        slot = SLOT_FROM_PROTO.get(m.traffic_slot)
         if slot is None:
             found.append(FieldViolation(f"{prefix}.links.traffic_slot", "must be STABLE, CANARY or unset"))
             slot = TrafficSlot.NONE
@@ -214,7 +221,7 @@ def event_to_proto(e: LogEvent) -> pb.LogEvent:
         links=common_pb2.EventLinks(
             model_version=links.model_version,
             deployment=links.deployment,
-            traffic_slot=enums.SLOT_TO_PROTO[links.traffic_slot],
+            traffic_slot=SLOT_TO_PROTO[links.traffic_slot],
             policy=links.policy,
             policy_revision=links.policy_revision,
             trace_id=links.trace_id,
@@ -249,7 +256,7 @@ def event_to_proto(e: LogEvent) -> pb.LogEvent:
             pb.RoutingPayload(
                 deployment=p.deployment,
                 rollout=p.rollout,
-                slot=enums.SLOT_TO_PROTO[p.slot],
+                slot=SLOT_TO_PROTO[p.slot],
                 endpoint=p.endpoint,
                 outcome=enums.OUTCOME_TO_PROTO[p.outcome],
             )
@@ -261,12 +268,12 @@ def event_to_proto(e: LogEvent) -> pb.LogEvent:
             pb.GuardrailPayload(
                 policy=p.policy,
                 revision=p.revision,
-                decision=enums.DECISION_TO_PROTO[p.decision],
+                decision=DECISION_TO_PROTO[p.decision],
                 violation_count=p.violation_count,
                 highest_severity=(
                     guardrails_pb2.SEVERITY_UNSPECIFIED
                     if p.highest_severity is None
-                    else enums.SEVERITY_TO_PROTO[p.highest_severity]
+                    else SEVERITY_TO_PROTO[p.highest_severity]
                 ),
             )
         )
@@ -354,7 +361,7 @@ def group_to_proto(group: LogGroup) -> pb.LogGroup:
         service=group.service,
         model_version=group.model_version,
         deployment=group.deployment,
-        traffic_slot=enums.SLOT_TO_PROTO[group.traffic_slot],
+        traffic_slot=SLOT_TO_PROTO[group.traffic_slot],
         policy=group.policy,
         kind=pb.LOG_EVENT_KIND_UNSPECIFIED if group.kind is None else enums.KIND_TO_PROTO[group.kind],
         count=group.count,

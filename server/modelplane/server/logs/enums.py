@@ -3,17 +3,19 @@ table each, read by the conversions (convert.py) and the ingestion rows (columns
 
 from __future__ import annotations
 
+from modelplane.server.deployments.convert import SLOT_FROM_PROTO
+from modelplane.server.guardrails.convert import (
+    DECISION_FROM_PROTO,
+    SEVERITY_FROM_PROTO,
+)
 from modelplane.server.logs.domain import (
-    Decision,
     EventKind,
     GroupBy,
     InferenceStatus,
     LogLevel,
     RoutingOutcome,
-    Severity,
-    TrafficSlot,
 )
-from modelplane.v1 import common_pb2, guardrails_pb2
+from modelplane.v1 import guardrails_pb2
 from modelplane.v1 import logs_pb2 as pb
 
 LEVEL_TO_PROTO = {
@@ -46,25 +48,6 @@ OUTCOME_TO_PROTO = {
     RoutingOutcome.FALLBACK: pb.ROUTING_OUTCOME_FALLBACK,
 }
 OUTCOME_FROM_PROTO = {number: o for o, number in OUTCOME_TO_PROTO.items()}
-SLOT_TO_PROTO = {
-    TrafficSlot.NONE: common_pb2.TRAFFIC_SLOT_UNSPECIFIED,
-    TrafficSlot.STABLE: common_pb2.TRAFFIC_SLOT_STABLE,
-    TrafficSlot.CANARY: common_pb2.TRAFFIC_SLOT_CANARY,
-}
-SLOT_FROM_PROTO = {number: s for s, number in SLOT_TO_PROTO.items()}
-DECISION_TO_PROTO = {
-    Decision.ALLOW: guardrails_pb2.DECISION_ALLOW,
-    Decision.REDACT: guardrails_pb2.DECISION_REDACT,
-    Decision.BLOCK: guardrails_pb2.DECISION_BLOCK,
-}
-DECISION_FROM_PROTO = {number: d for d, number in DECISION_TO_PROTO.items()}
-SEVERITY_TO_PROTO = {
-    Severity.INFO: guardrails_pb2.SEVERITY_INFO,
-    Severity.WARNING: guardrails_pb2.SEVERITY_WARNING,
-    Severity.ERROR: guardrails_pb2.SEVERITY_ERROR,
-    Severity.CRITICAL: guardrails_pb2.SEVERITY_CRITICAL,
-}
-SEVERITY_FROM_PROTO = {number: s for s, number in SEVERITY_TO_PROTO.items()}
 GROUP_TO_PROTO = {
     GroupBy.SERVICE: pb.LOG_GROUP_BY_SERVICE,
     GroupBy.MODEL_VERSION: pb.LOG_GROUP_BY_MODEL_VERSION,
