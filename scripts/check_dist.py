@@ -50,8 +50,13 @@ async def main() -> None:
 asyncio.run(main())
 """
 
-# Exits 0 once the server accepts connections.
-PROBE = "import grpc, sys; grpc.channel_ready_future(grpc.insecure_channel(sys.argv[1])).result(timeout=1)"
+# Exits 0 once health says SERVING (the base install has no health stubs: the call is made by hand; an empty
+# HealthCheckRequest asks for the whole server, and b"\x08\x01" is a HealthCheckResponse of SERVING).
+PROBE = (
+    "import grpc, sys; channel = grpc.insecure_channel(sys.argv[1]);"
+    " check = channel.unary_unary('/grpc.health.v1.Health/Check');"
+    " sys.exit(0 if check(b'', timeout=1) == b'\\x08\\x01' else 1)"
+)
 
 
 def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -139,9 +144,14 @@ def serve_and_call(server_env: Path, client_env: Path) -> None:
         deadline = time.monotonic() + 60
         while subprocess.run(probe, capture_output=True).returncode:
             assert server.poll() is None, f"the server from the wheel exited:\n{server.communicate()[0]}"
-            assert time.monotonic() < deadline, "the server from the wheel did not listen within 60 s"
-        result = run(client_env / "bin" / "python", "-c", CLIENT_PROGRAM, address, capture_output=True)
-        assert result.stdout.strip() == "models/from-wheel openai", result.stdout
+            assert time.monotonic() < deadline, "the server from the wheel was not SERVING within 60 s"
+        result = subprocess.run(
+            [str(client_env / "bin" / "python"), "-c", CLIENT_PROGRAM, address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.strip() == "models/from-wheel openai", result.stdout + result.stderr
         print(result.stdout.strip())
     finally:
         server.terminate()
