@@ -52,6 +52,7 @@ export type Reason =
   | "ROLLOUT_IN_PROGRESS"
   | "ILLEGAL_TRANSITION"
   | "NO_READY_ENDPOINT"
+  | "SHADOW_NOT_SET"
   | "INVALID_FIELD"
   | "INVALID_FILTER"
   | "INVALID_PAGE_TOKEN"
@@ -285,6 +286,16 @@ export class NoReadyEndpoint extends FailedPrecondition {
 }
 
 /**
+ * SHADOW_NOT_SET (FAILED_PRECONDITION): the policy has no shadow revision
+ * to promote or report on; set one with SetShadowRevision first.
+ *
+ * @generated from enum value: ERROR_REASON_SHADOW_NOT_SET = 43;
+ */
+export class ShadowNotSet extends FailedPrecondition {
+  static override readonly reason: string = "SHADOW_NOT_SET";
+}
+
+/**
  * INVALID_FIELD (INVALID_ARGUMENT): one or more fields are malformed; the
  * BadRequest detail names every bad field and what to do.
  *
@@ -510,6 +521,7 @@ export const REASON_CLASSES: ReadonlyMap<string, ErrorClass> = new Map<string, E
   ["ROLLOUT_IN_PROGRESS", RolloutInProgress],
   ["ILLEGAL_TRANSITION", IllegalTransition],
   ["NO_READY_ENDPOINT", NoReadyEndpoint],
+  ["SHADOW_NOT_SET", ShadowNotSet],
   ["INVALID_FIELD", InvalidField],
   ["INVALID_FILTER", InvalidFilter],
   ["INVALID_PAGE_TOKEN", InvalidPageToken],

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file modelplane/v1/guardrails.proto.
  */
 export const file_modelplane_v1_guardrails: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tb2RlbHBsYW5lL3YxL2d1YXJkcmFpbHMucHJvdG8SDW1vZGVscGxhbmUudjEiZgoPQmFubmVkVGVybXNSdWxlEhMKBXRlcm1zGAEgAygJQgTiQQECEhwKDmNhc2Vfc2Vuc2l0aXZlGAIgASgIQgTiQQEBEiAKEm1hdGNoX2luc2lkZV93b3JkcxgDIAEoCEIE4kEBASJCCglSZWdleFJ1bGUSFQoHcGF0dGVybhgBIAEoCUIE4kEBAhIeChBjYXNlX2luc2Vuc2l0aXZlGAIgASgIQgTiQQEBIjYKB1BpaVJ1bGUSKwoFa2luZHMYASADKA4yFi5tb2RlbHBsYW5lLnYxLlBpaUtpbmRCBOJBAQEiPgoKTGVuZ3RoUnVsZRIXCgltaW5fY2hhcnMYASABKANCBOJBAQESFwoJbWF4X2NoYXJzGAIgASgDQgTiQQEBIiAKCEpzb25SdWxlEhQKBnNjaGVtYRgBIAEoCUIE4kEBASIsChNSZXF1aXJlZFBhdHRlcm5SdWxlEhUKB3BhdHRlcm4YASABKAlCBOJBAQIipAMKBFJ1bGUSEAoCaWQYASABKAlCBOJBAQISLwoIc2V2ZXJpdHkYAiABKA4yFy5tb2RlbHBsYW5lLnYxLlNldmVyaXR5QgTiQQECEhYKCGNhdGVnb3J5GAMgASgJQgTiQQECEhkKC2Rlc2NyaXB0aW9uGAQgASgJQgTiQQEBEjYKDGJhbm5lZF90ZXJtcxgFIAEoCzIeLm1vZGVscGxhbmUudjEuQmFubmVkVGVybXNSdWxlSAASKQoFcmVnZXgYBiABKAsyGC5tb2RlbHBsYW5lLnYxLlJlZ2V4UnVsZUgAEiUKA3BpaRgHIAEoCzIWLm1vZGVscGxhbmUudjEuUGlpUnVsZUgAEisKBmxlbmd0aBgIIAEoCzIZLm1vZGVscGxhbmUudjEuTGVuZ3RoUnVsZUgAEicKBGpzb24YCSABKAsyFy5tb2RlbHBsYW5lLnYxLkpzb25SdWxlSAASPgoQcmVxdWlyZWRfcGF0dGVybhgKIAEoCzIiLm1vZGVscGxhbmUudjEuUmVxdWlyZWRQYXR0ZXJuUnVsZUgAQgYKBGtpbmQiywEKDURlY2lzaW9uVGFibGUSKwoEaW5mbxgBIAEoDjIXLm1vZGVscGxhbmUudjEuRGVjaXNpb25CBOJBAQISLgoHd2FybmluZxgCIAEoDjIXLm1vZGVscGxhbmUudjEuRGVjaXNpb25CBOJBAQISLAoFZXJyb3IYAyABKA4yFy5tb2RlbHBsYW5lLnYxLkRlY2lzaW9uQgTiQQECEi8KCGNyaXRpY2FsGAQgASgOMhcubW9kZWxwbGFuZS52MS5EZWNpc2lvbkIE4kEBAiL/BAoGUG9saWN5EhIKBG5hbWUYASABKAlCBOJBAQgSGgoMZGlzcGxheV9uYW1lGAIgASgJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGAMgASgJQgTiQQEBEigKBXJ1bGVzGAQgAygLMhMubW9kZWxwbGFuZS52MS5SdWxlQgTiQQEBEjUKCWRlY2lzaW9ucxgFIAEoCzIcLm1vZGVscGxhbmUudjEuRGVjaXNpb25UYWJsZUIE4kEBARJKChBmYWxsYmFja19jb250ZW50GAYgAygLMioubW9kZWxwbGFuZS52MS5Qb2xpY3kuRmFsbGJhY2tDb250ZW50RW50cnlCBOJBAQESHgoQZGVmYXVsdF9mYWxsYmFjaxgHIAEoCUIE4kEBARIwCglmYWlsX21vZGUYCCABKA4yFy5tb2RlbHBsYW5lLnYxLkZhaWxNb2RlQgTiQQECEjQKC3RpbWVfYnVkZ2V0GAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEBEhYKCHJldmlzaW9uGAogASgDQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgNIAEoCUIE4kEBARIjChVleGNlcnB0X2NvbnRleHRfY2hhcnMYDiABKAVCBOJBAQEaNgoURmFsbGJhY2tDb250ZW50RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ1ChNDcmVhdGVQb2xpY3lSZXF1ZXN0EhcKCXBvbGljeV9pZBgBIAEoCUIE4kEBAhIrCgZwb2xpY3kYAiABKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeUIE4kEBAhIYCgpyZXF1ZXN0X2lkGAMgASgJQgTiQQEBIj0KFENyZWF0ZVBvbGljeVJlc3BvbnNlEiUKBnBvbGljeRgBIAEoCzIVLm1vZGVscGxhbmUudjEuUG9saWN5Ij4KEEdldFBvbGljeVJlcXVlc3QSEgoEbmFtZRgBIAEoCUIE4kEBAhIWCghyZXZpc2lvbhgCIAEoA0IE4kEBASI6ChFHZXRQb2xpY3lSZXNwb25zZRIlCgZwb2xpY3kYASABKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeSJeChNMaXN0UG9saWNpZXNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBASJYChRMaXN0UG9saWNpZXNSZXNwb25zZRInCghwb2xpY2llcxgBIAMoCzIVLm1vZGVscGxhbmUudjEuUG9saWN5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKTAQoTVXBkYXRlUG9saWN5UmVxdWVzdBIrCgZwb2xpY3kYASABKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeUIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQISGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBASI9ChRVcGRhdGVQb2xpY3lSZXNwb25zZRIlCgZwb2xpY3kYASABKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeSJXChNEZWxldGVQb2xpY3lSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQISEgoEZXRhZxgCIAEoCUIE4kEBARIYCgpyZXF1ZXN0X2lkGAMgASgJQgTiQQEBIhYKFERlbGV0ZVBvbGljeVJlc3BvbnNlImMKGkxpc3RQb2xpY3lSZXZpc2lvbnNSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQISFwoJcGFnZV9zaXplGAIgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAyABKAlCBOJBAQEiXwobTGlzdFBvbGljeVJldmlzaW9uc1Jlc3BvbnNlEicKCHBvbGljaWVzGAEgAygLMhUubW9kZWxwbGFuZS52MS5Qb2xpY3kSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKCFRleHRTcGFuEg0KBXN0YXJ0GAEgASgDEgsKA2VuZBgCIAEoAyK8AQoJVmlvbGF0aW9uEg8KB3J1bGVfaWQYASABKAkSKQoIc2V2ZXJpdHkYAiABKA4yFy5tb2RlbHBsYW5lLnYxLlNldmVyaXR5EhAKCGNhdGVnb3J5GAMgASgJEikKCGRlY2lzaW9uGAQgASgOMhcubW9kZWxwbGFuZS52MS5EZWNpc2lvbhIlCgRzcGFuGAUgASgLMhcubW9kZWxwbGFuZS52MS5UZXh0U3BhbhIPCgdleGNlcnB0GAYgASgJIvsDCgxDaGVja1ZlcmRpY3QSKQoIZGVjaXNpb24YASABKA4yFy5tb2RlbHBsYW5lLnYxLkRlY2lzaW9uEiwKCnZpb2xhdGlvbnMYAiADKAsyGC5tb2RlbHBsYW5lLnYxLlZpb2xhdGlvbhIVCg1yZWRhY3RlZF90ZXh0GAMgASgJEhgKEGZhbGxiYWNrX2NvbnRlbnQYBCABKAkSDgoGcG9saWN5GAUgASgJEhcKD3BvbGljeV9yZXZpc2lvbhgGIAEoAxIxChBoaWdoZXN0X3NldmVyaXR5GAcgASgOMhcubW9kZWxwbGFuZS52MS5TZXZlcml0eRIRCgl1bmNoZWNrZWQYCCABKAgSKgoJZmFpbF9tb2RlGAkgASgOMhcubW9kZWxwbGFuZS52MS5GYWlsTW9kZRIQCghjaGVja19pZBgKIAEoCRINCgVmaW5hbBgLIAEoCBJOChJvbWl0dGVkX3Zpb2xhdGlvbnMYDCADKAsyMi5tb2RlbHBsYW5lLnYxLkNoZWNrVmVyZGljdC5PbWl0dGVkVmlvbGF0aW9uc0VudHJ5EhsKE3JlZGFjdGlvbl90b29fbGFyZ2UYDSABKAgaOAoWT21pdHRlZFZpb2xhdGlvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIqgBChNDaGVja0NvbnRlbnRSZXF1ZXN0EhQKBnBvbGljeRgBIAEoCUIE4kEBAhIdCg9wb2xpY3lfcmV2aXNpb24YAiABKANCBOJBAQESEgoEdGV4dBgDIAEoCUIE4kEBAhIuCgVsaW5rcxgEIAEoCzIZLm1vZGVscGxhbmUudjEuRXZlbnRMaW5rc0IE4kEBARIYCgpyZXF1ZXN0X2lkGAUgASgJQgTiQQEBIkQKFENoZWNrQ29udGVudFJlc3BvbnNlEiwKB3ZlcmRpY3QYASABKAsyGy5tb2RlbHBsYW5lLnYxLkNoZWNrVmVyZGljdCKRAQoQQ2hlY2tTdHJlYW1TdGFydBIUCgZwb2xpY3kYASABKAlCBOJBAQISHQoPcG9saWN5X3JldmlzaW9uGAIgASgDQgTiQQEBEi4KBWxpbmtzGAMgASgLMhkubW9kZWxwbGFuZS52MS5FdmVudExpbmtzQgTiQQEBEhgKCnJlcXVlc3RfaWQYBCABKAlCBOJBAQEiEAoOQ2hlY2tTdHJlYW1FbmQijgEKEkNoZWNrU3RyZWFtUmVxdWVzdBIwCgVzdGFydBgBIAEoCzIfLm1vZGVscGxhbmUudjEuQ2hlY2tTdHJlYW1TdGFydEgAEg8KBWNodW5rGAIgASgJSAASLAoDZW5kGAMgASgLMh0ubW9kZWxwbGFuZS52MS5DaGVja1N0cmVhbUVuZEgAQgcKBWV2ZW50IlsKE0NoZWNrU3RyZWFtUHJvZ3Jlc3MSLAoKdmlvbGF0aW9ucxgBIAMoCzIYLm1vZGVscGxhbmUudjEuVmlvbGF0aW9uEhYKDnJlY2VpdmVkX2NoYXJzGAIgASgDIoYBChNDaGVja1N0cmVhbVJlc3BvbnNlEjYKCHByb2dyZXNzGAEgASgLMiIubW9kZWxwbGFuZS52MS5DaGVja1N0cmVhbVByb2dyZXNzSAASLgoHdmVyZGljdBgCIAEoCzIbLm1vZGVscGxhbmUudjEuQ2hlY2tWZXJkaWN0SABCBwoFZXZlbnQigQQKD1Zpb2xhdGlvblJlY29yZBISCgRuYW1lGAEgASgJQgTiQQEIEhYKCGNoZWNrX2lkGAIgASgJQgTiQQEDEhQKBnBvbGljeRgDIAEoCUIE4kEBAxIdCg9wb2xpY3lfcmV2aXNpb24YBCABKANCBOJBAQMSFQoHcnVsZV9pZBgFIAEoCUIE4kEBAxIvCghzZXZlcml0eRgGIAEoDjIXLm1vZGVscGxhbmUudjEuU2V2ZXJpdHlCBOJBAQMSFgoIY2F0ZWdvcnkYByABKAlCBOJBAQMSLwoIZGVjaXNpb24YCCABKA4yFy5tb2RlbHBsYW5lLnYxLkRlY2lzaW9uQgTiQQEDEjUKDmNoZWNrX2RlY2lzaW9uGAkgASgOMhcubW9kZWxwbGFuZS52MS5EZWNpc2lvbkIE4kEBAxIuCgVsaW5rcxgKIAEoCzIZLm1vZGVscGxhbmUudjEuRXZlbnRMaW5rc0IE4kEBAxIrCgRzcGFuGAsgASgLMhcubW9kZWxwbGFuZS52MS5UZXh0U3BhbkIE4kEBAxIVCgdleGNlcnB0GAwgASgJQgTiQQEDEhoKDG1hdGNoZWRfaGFzaBgNIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMiYAoVTGlzdFZpb2xhdGlvbnNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBASJlChZMaXN0VmlvbGF0aW9uc1Jlc3BvbnNlEjIKCnZpb2xhdGlvbnMYASADKAsyHi5tb2RlbHBsYW5lLnYxLlZpb2xhdGlvblJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijAIKGkFnZ3JlZ2F0ZVZpb2xhdGlvbnNSZXF1ZXN0EjcKCGdyb3VwX2J5GAEgAygOMh8ubW9kZWxwbGFuZS52MS5WaW9sYXRpb25Hcm91cEJ5QgTiQQEBEjQKCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEjIKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARI1CgxidWNrZXRfd2lkdGgYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQESFAoGcG9saWN5GAUgASgJQgTiQQEBIvMCCg5WaW9sYXRpb25Hcm91cBIOCgZwb2xpY3kYASABKAkSDwoHcnVsZV9pZBgCIAEoCRIpCghzZXZlcml0eRgDIAEoDjIXLm1vZGVscGxhbmUudjEuU2V2ZXJpdHkSFQoNbW9kZWxfdmVyc2lvbhgEIAEoCRISCgpkZXBsb3ltZW50GAUgASgJEjAKDHRyYWZmaWNfc2xvdBgGIAEoDjIaLm1vZGVscGxhbmUudjEuVHJhZmZpY1Nsb3QSMAoMYnVja2V0X3N0YXJ0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjaGVja3MYCCABKAMSHgoWY2hlY2tzX3dpdGhfdmlvbGF0aW9ucxgJIAEoAxISCgp2aW9sYXRpb25zGAogASgDEhYKDmJsb2NrZWRfY2hlY2tzGAsgASgDEhYKDnZpb2xhdGlvbl9yYXRlGAwgASgBEhIKCmJsb2NrX3JhdGUYDSABKAEiTAobQWdncmVnYXRlVmlvbGF0aW9uc1Jlc3BvbnNlEi0KBmdyb3VwcxgBIAMoCzIdLm1vZGVscGxhbmUudjEuVmlvbGF0aW9uR3JvdXAqeAoIU2V2ZXJpdHkSGAoUU0VWRVJJVFlfVU5TUEVDSUZJRUQQABIRCg1TRVZFUklUWV9JTkZPEAESFAoQU0VWRVJJVFlfV0FSTklORxACEhIKDlNFVkVSSVRZX0VSUk9SEAMSFQoRU0VWRVJJVFlfQ1JJVElDQUwQBCphCghEZWNpc2lvbhIYChRERUNJU0lPTl9VTlNQRUNJRklFRBAAEhIKDkRFQ0lTSU9OX0FMTE9XEAESEwoPREVDSVNJT05fUkVEQUNUEAISEgoOREVDSVNJT05fQkxPQ0sQAypPCghGYWlsTW9kZRIZChVGQUlMX01PREVfVU5TUEVDSUZJRUQQABISCg5GQUlMX01PREVfT1BFThABEhQKEEZBSUxfTU9ERV9DTE9TRUQQAirDAQoHUGlpS2luZBIYChRQSUlfS0lORF9VTlNQRUNJRklFRBAAEhIKDlBJSV9LSU5EX0VNQUlMEAESGQoVUElJX0tJTkRfUEhPTkVfTlVNQkVSEAISGQoVUElJX0tJTkRfUEFZTUVOVF9DQVJEEAMSEQoNUElJX0tJTkRfSUJBThAEEhMKD1BJSV9LSU5EX1VTX1NTThAFEhcKE1BJSV9LSU5EX0lQX0FERFJFU1MQBhITCg9QSUlfS0lORF9TRUNSRVQQByqlAgoQVmlvbGF0aW9uR3JvdXBCeRIiCh5WSU9MQVRJT05fR1JPVVBfQllfVU5TUEVDSUZJRUQQABIdChlWSU9MQVRJT05fR1JPVVBfQllfUE9MSUNZEAESGwoXVklPTEFUSU9OX0dST1VQX0JZX1JVTEUQAhIfChtWSU9MQVRJT05fR1JPVVBfQllfU0VWRVJJVFkQAxIkCiBWSU9MQVRJT05fR1JPVVBfQllfTU9ERUxfVkVSU0lPThAEEiEKHVZJT0xBVElPTl9HUk9VUF9CWV9ERVBMT1lNRU5UEAUSIwofVklPTEFUSU9OX0dST1VQX0JZX1RSQUZGSUNfU0xPVBAGEiIKHlZJT0xBVElPTl9HUk9VUF9CWV9USU1FX0JVQ0tFVBAHMrQHChBHdWFyZHJhaWxTZXJ2aWNlElcKDENyZWF0ZVBvbGljeRIiLm1vZGVscGxhbmUudjEuQ3JlYXRlUG9saWN5UmVxdWVzdBojLm1vZGVscGxhbmUudjEuQ3JlYXRlUG9saWN5UmVzcG9uc2USTgoJR2V0UG9saWN5Eh8ubW9kZWxwbGFuZS52MS5HZXRQb2xpY3lSZXF1ZXN0GiAubW9kZWxwbGFuZS52MS5HZXRQb2xpY3lSZXNwb25zZRJXCgxMaXN0UG9saWNpZXMSIi5tb2RlbHBsYW5lLnYxLkxpc3RQb2xpY2llc1JlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLkxpc3RQb2xpY2llc1Jlc3BvbnNlElcKDFVwZGF0ZVBvbGljeRIiLm1vZGVscGxhbmUudjEuVXBkYXRlUG9saWN5UmVxdWVzdBojLm1vZGVscGxhbmUudjEuVXBkYXRlUG9saWN5UmVzcG9uc2USVwoMRGVsZXRlUG9saWN5EiIubW9kZWxwbGFuZS52MS5EZWxldGVQb2xpY3lSZXF1ZXN0GiMubW9kZWxwbGFuZS52MS5EZWxldGVQb2xpY3lSZXNwb25zZRJsChNMaXN0UG9saWN5UmV2aXNpb25zEikubW9kZWxwbGFuZS52MS5MaXN0UG9saWN5UmV2aXNpb25zUmVxdWVzdBoqLm1vZGVscGxhbmUudjEuTGlzdFBvbGljeVJldmlzaW9uc1Jlc3BvbnNlElcKDENoZWNrQ29udGVudBIiLm1vZGVscGxhbmUudjEuQ2hlY2tDb250ZW50UmVxdWVzdBojLm1vZGVscGxhbmUudjEuQ2hlY2tDb250ZW50UmVzcG9uc2USWAoLQ2hlY2tTdHJlYW0SIS5tb2RlbHBsYW5lLnYxLkNoZWNrU3RyZWFtUmVxdWVzdBoiLm1vZGVscGxhbmUudjEuQ2hlY2tTdHJlYW1SZXNwb25zZSgBMAESXQoOTGlzdFZpb2xhdGlvbnMSJC5tb2RlbHBsYW5lLnYxLkxpc3RWaW9sYXRpb25zUmVxdWVzdBolLm1vZGVscGxhbmUudjEuTGlzdFZpb2xhdGlvbnNSZXNwb25zZRJsChNBZ2dyZWdhdGVWaW9sYXRpb25zEikubW9kZWxwbGFuZS52MS5BZ2dyZWdhdGVWaW9sYXRpb25zUmVxdWVzdBoqLm1vZGVscGxhbmUudjEuQWdncmVnYXRlVmlvbGF0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_modelplane_v1_common]);
+  fileDesc("Ch5tb2RlbHBsYW5lL3YxL2d1YXJkcmFpbHMucHJvdG8SDW1vZGVscGxhbmUudjEiZgoPQmFubmVkVGVybXNSdWxlEhMKBXRlcm1zGAEgAygJQgTiQQECEhwKDmNhc2Vfc2Vuc2l0aXZlGAIgASgIQgTiQQEBEiAKEm1hdGNoX2luc2lkZV93b3JkcxgDIAEoCEIE4kEBASJCCglSZWdleFJ1bGUSFQoHcGF0dGVybhgBIAEoCUIE4kEBAhIeChBjYXNlX2luc2Vuc2l0aXZlGAIgASgIQgTiQQEBIjYKB1BpaVJ1bGUSKwoFa2luZHMYASADKA4yFi5tb2RlbHBsYW5lLnYxLlBpaUtpbmRCBOJBAQEiPgoKTGVuZ3RoUnVsZRIXCgltaW5fY2hhcnMYASABKANCBOJBAQESFwoJbWF4X2NoYXJzGAIgASgDQgTiQQEBIiAKCEpzb25SdWxlEhQKBnNjaGVtYRgBIAEoCUIE4kEBASIsChNSZXF1aXJlZFBhdHRlcm5SdWxlEhUKB3BhdHRlcm4YASABKAlCBOJBAQIipAMKBFJ1bGUSEAoCaWQYASABKAlCBOJBAQISLwoIc2V2ZXJpdHkYAiABKA4yFy5tb2RlbHBsYW5lLnYxLlNldmVyaXR5QgTiQQECEhYKCGNhdGVnb3J5GAMgASgJQgTiQQECEhkKC2Rlc2NyaXB0aW9uGAQgASgJQgTiQQEBEjYKDGJhbm5lZF90ZXJtcxgFIAEoCzIeLm1vZGVscGxhbmUudjEuQmFubmVkVGVybXNSdWxlSAASKQoFcmVnZXgYBiABKAsyGC5tb2RlbHBsYW5lLnYxLlJlZ2V4UnVsZUgAEiUKA3BpaRgHIAEoCzIWLm1vZGVscGxhbmUudjEuUGlpUnVsZUgAEisKBmxlbmd0aBgIIAEoCzIZLm1vZGVscGxhbmUudjEuTGVuZ3RoUnVsZUgAEicKBGpzb24YCSABKAsyFy5tb2RlbHBsYW5lLnYxLkpzb25SdWxlSAASPgoQcmVxdWlyZWRfcGF0dGVybhgKIAEoCzIiLm1vZGVscGxhbmUudjEuUmVxdWlyZWRQYXR0ZXJuUnVsZUgAQgYKBGtpbmQiywEKDURlY2lzaW9uVGFibGUSKwoEaW5mbxgBIAEoDjIXLm1vZGVscGxhbmUudjEuRGVjaXNpb25CBOJBAQISLgoHd2FybmluZxgCIAEoDjIXLm1vZGVscGxhbmUudjEuRGVjaXNpb25CBOJBAQISLAoFZXJyb3IYAyABKA4yFy5tb2RlbHBsYW5lLnYxLkRlY2lzaW9uQgTiQQECEi8KCGNyaXRpY2FsGAQgASgOMhcubW9kZWxwbGFuZS52MS5EZWNpc2lvbkIE4kEBAiL+BQoGUG9saWN5EhIKBG5hbWUYASABKAlCBOJBAQgSGgoMZGlzcGxheV9uYW1lGAIgASgJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGAMgASgJQgTiQQEBEigKBXJ1bGVzGAQgAygLMhMubW9kZWxwbGFuZS52MS5SdWxlQgTiQQEBEjUKCWRlY2lzaW9ucxgFIAEoCzIcLm1vZGVscGxhbmUudjEuRGVjaXNpb25UYWJsZUIE4kEBARJKChBmYWxsYmFja19jb250ZW50GAYgAygLMioubW9kZWxwbGFuZS52MS5Qb2xpY3kuRmFsbGJhY2tDb250ZW50RW50cnlCBOJBAQESHgoQZGVmYXVsdF9mYWxsYmFjaxgHIAEoCUIE4kEBARIwCglmYWlsX21vZGUYCCABKA4yFy5tb2RlbHBsYW5lLnYxLkZhaWxNb2RlQgTiQQECEjQKC3RpbWVfYnVkZ2V0GAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEBEhYKCHJldmlzaW9uGAogASgDQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgNIAEoCUIE4kEBARIjChVleGNlcnB0X2NvbnRleHRfY2hhcnMYDiABKAVCBOJBAQESHQoPc2hhZG93X3JldmlzaW9uGA8gASgDQgTiQQEDEh8KEXNoYWRvd19kZXBsb3ltZW50GBAgASgJQgTiQQEDEj0KE3NoYWRvd190cmFmZmljX3Nsb3QYESABKA4yGi5tb2RlbHBsYW5lLnYxLlRyYWZmaWNTbG90QgTiQQEDGjYKFEZhbGxiYWNrQ29udGVudEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEidQoTQ3JlYXRlUG9saWN5UmVxdWVzdBIXCglwb2xpY3lfaWQYASABKAlCBOJBAQISKwoGcG9saWN5GAIgASgLMhUubW9kZWxwbGFuZS52MS5Qb2xpY3lCBOJBAQISGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBASI9ChRDcmVhdGVQb2xpY3lSZXNwb25zZRIlCgZwb2xpY3kYASABKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeSI+ChBHZXRQb2xpY3lSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQISFgoIcmV2aXNpb24YAiABKANCBOJBAQEiOgoRR2V0UG9saWN5UmVzcG9uc2USJQoGcG9saWN5GAEgASgLMhUubW9kZWxwbGFuZS52MS5Qb2xpY3kiXgoTTGlzdFBvbGljaWVzUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBARIUCgZmaWx0ZXIYAyABKAlCBOJBAQEiWAoUTGlzdFBvbGljaWVzUmVzcG9uc2USJwoIcG9saWNpZXMYASADKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkikwEKE1VwZGF0ZVBvbGljeVJlcXVlc3QSKwoGcG9saWN5GAEgASgLMhUubW9kZWxwbGFuZS52MS5Qb2xpY3lCBOJBAQISNQoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQgTiQQECEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiPQoUVXBkYXRlUG9saWN5UmVzcG9uc2USJQoGcG9saWN5GAEgASgLMhUubW9kZWxwbGFuZS52MS5Qb2xpY3kiVwoTRGVsZXRlUG9saWN5UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhIKBGV0YWcYAiABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBASIWChREZWxldGVQb2xpY3lSZXNwb25zZSJjChpMaXN0UG9saWN5UmV2aXNpb25zUmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhcKCXBhZ2Vfc2l6ZRgCIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAMgASgJQgTiQQEBIl8KG0xpc3RQb2xpY3lSZXZpc2lvbnNSZXNwb25zZRInCghwb2xpY2llcxgBIAMoCzIVLm1vZGVscGxhbmUudjEuUG9saWN5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSImCghUZXh0U3BhbhINCgVzdGFydBgBIAEoAxILCgNlbmQYAiABKAMivAEKCVZpb2xhdGlvbhIPCgdydWxlX2lkGAEgASgJEikKCHNldmVyaXR5GAIgASgOMhcubW9kZWxwbGFuZS52MS5TZXZlcml0eRIQCghjYXRlZ29yeRgDIAEoCRIpCghkZWNpc2lvbhgEIAEoDjIXLm1vZGVscGxhbmUudjEuRGVjaXNpb24SJQoEc3BhbhgFIAEoCzIXLm1vZGVscGxhbmUudjEuVGV4dFNwYW4SDwoHZXhjZXJwdBgGIAEoCSL7AwoMQ2hlY2tWZXJkaWN0EikKCGRlY2lzaW9uGAEgASgOMhcubW9kZWxwbGFuZS52MS5EZWNpc2lvbhIsCgp2aW9sYXRpb25zGAIgAygLMhgubW9kZWxwbGFuZS52MS5WaW9sYXRpb24SFQoNcmVkYWN0ZWRfdGV4dBgDIAEoCRIYChBmYWxsYmFja19jb250ZW50GAQgASgJEg4KBnBvbGljeRgFIAEoCRIXCg9wb2xpY3lfcmV2aXNpb24YBiABKAMSMQoQaGlnaGVzdF9zZXZlcml0eRgHIAEoDjIXLm1vZGVscGxhbmUudjEuU2V2ZXJpdHkSEQoJdW5jaGVja2VkGAggASgIEioKCWZhaWxfbW9kZRgJIAEoDjIXLm1vZGVscGxhbmUudjEuRmFpbE1vZGUSEAoIY2hlY2tfaWQYCiABKAkSDQoFZmluYWwYCyABKAgSTgoSb21pdHRlZF92aW9sYXRpb25zGAwgAygLMjIubW9kZWxwbGFuZS52MS5DaGVja1ZlcmRpY3QuT21pdHRlZFZpb2xhdGlvbnNFbnRyeRIbChNyZWRhY3Rpb25fdG9vX2xhcmdlGA0gASgIGjgKFk9taXR0ZWRWaW9sYXRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKoAQoTQ2hlY2tDb250ZW50UmVxdWVzdBIUCgZwb2xpY3kYASABKAlCBOJBAQISHQoPcG9saWN5X3JldmlzaW9uGAIgASgDQgTiQQEBEhIKBHRleHQYAyABKAlCBOJBAQISLgoFbGlua3MYBCABKAsyGS5tb2RlbHBsYW5lLnYxLkV2ZW50TGlua3NCBOJBAQESGAoKcmVxdWVzdF9pZBgFIAEoCUIE4kEBASJEChRDaGVja0NvbnRlbnRSZXNwb25zZRIsCgd2ZXJkaWN0GAEgASgLMhsubW9kZWxwbGFuZS52MS5DaGVja1ZlcmRpY3QikQEKEENoZWNrU3RyZWFtU3RhcnQSFAoGcG9saWN5GAEgASgJQgTiQQECEh0KD3BvbGljeV9yZXZpc2lvbhgCIAEoA0IE4kEBARIuCgVsaW5rcxgDIAEoCzIZLm1vZGVscGxhbmUudjEuRXZlbnRMaW5rc0IE4kEBARIYCgpyZXF1ZXN0X2lkGAQgASgJQgTiQQEBIhAKDkNoZWNrU3RyZWFtRW5kIo4BChJDaGVja1N0cmVhbVJlcXVlc3QSMAoFc3RhcnQYASABKAsyHy5tb2RlbHBsYW5lLnYxLkNoZWNrU3RyZWFtU3RhcnRIABIPCgVjaHVuaxgCIAEoCUgAEiwKA2VuZBgDIAEoCzIdLm1vZGVscGxhbmUudjEuQ2hlY2tTdHJlYW1FbmRIAEIHCgVldmVudCJbChNDaGVja1N0cmVhbVByb2dyZXNzEiwKCnZpb2xhdGlvbnMYASADKAsyGC5tb2RlbHBsYW5lLnYxLlZpb2xhdGlvbhIWCg5yZWNlaXZlZF9jaGFycxgCIAEoAyKGAQoTQ2hlY2tTdHJlYW1SZXNwb25zZRI2Cghwcm9ncmVzcxgBIAEoCzIiLm1vZGVscGxhbmUudjEuQ2hlY2tTdHJlYW1Qcm9ncmVzc0gAEi4KB3ZlcmRpY3QYAiABKAsyGy5tb2RlbHBsYW5lLnYxLkNoZWNrVmVyZGljdEgAQgcKBWV2ZW50IoEECg9WaW9sYXRpb25SZWNvcmQSEgoEbmFtZRgBIAEoCUIE4kEBCBIWCghjaGVja19pZBgCIAEoCUIE4kEBAxIUCgZwb2xpY3kYAyABKAlCBOJBAQMSHQoPcG9saWN5X3JldmlzaW9uGAQgASgDQgTiQQEDEhUKB3J1bGVfaWQYBSABKAlCBOJBAQMSLwoIc2V2ZXJpdHkYBiABKA4yFy5tb2RlbHBsYW5lLnYxLlNldmVyaXR5QgTiQQEDEhYKCGNhdGVnb3J5GAcgASgJQgTiQQEDEi8KCGRlY2lzaW9uGAggASgOMhcubW9kZWxwbGFuZS52MS5EZWNpc2lvbkIE4kEBAxI1Cg5jaGVja19kZWNpc2lvbhgJIAEoDjIXLm1vZGVscGxhbmUudjEuRGVjaXNpb25CBOJBAQMSLgoFbGlua3MYCiABKAsyGS5tb2RlbHBsYW5lLnYxLkV2ZW50TGlua3NCBOJBAQMSKwoEc3BhbhgLIAEoCzIXLm1vZGVscGxhbmUudjEuVGV4dFNwYW5CBOJBAQMSFQoHZXhjZXJwdBgMIAEoCUIE4kEBAxIaCgxtYXRjaGVkX2hhc2gYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDImAKFUxpc3RWaW9sYXRpb25zUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBARIUCgZmaWx0ZXIYAyABKAlCBOJBAQEiZQoWTGlzdFZpb2xhdGlvbnNSZXNwb25zZRIyCgp2aW9sYXRpb25zGAEgAygLMh4ubW9kZWxwbGFuZS52MS5WaW9sYXRpb25SZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIowCChpBZ2dyZWdhdGVWaW9sYXRpb25zUmVxdWVzdBI3Cghncm91cF9ieRgBIAMoDjIfLm1vZGVscGxhbmUudjEuVmlvbGF0aW9uR3JvdXBCeUIE4kEBARI0CgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARIyCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESNQoMYnVja2V0X3dpZHRoGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEBEhQKBnBvbGljeRgFIAEoCUIE4kEBASLzAgoOVmlvbGF0aW9uR3JvdXASDgoGcG9saWN5GAEgASgJEg8KB3J1bGVfaWQYAiABKAkSKQoIc2V2ZXJpdHkYAyABKA4yFy5tb2RlbHBsYW5lLnYxLlNldmVyaXR5EhUKDW1vZGVsX3ZlcnNpb24YBCABKAkSEgoKZGVwbG95bWVudBgFIAEoCRIwCgx0cmFmZmljX3Nsb3QYBiABKA4yGi5tb2RlbHBsYW5lLnYxLlRyYWZmaWNTbG90EjAKDGJ1Y2tldF9zdGFydBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY2hlY2tzGAggASgDEh4KFmNoZWNrc193aXRoX3Zpb2xhdGlvbnMYCSABKAMSEgoKdmlvbGF0aW9ucxgKIAEoAxIWCg5ibG9ja2VkX2NoZWNrcxgLIAEoAxIWCg52aW9sYXRpb25fcmF0ZRgMIAEoARISCgpibG9ja19yYXRlGA0gASgBIkwKG0FnZ3JlZ2F0ZVZpb2xhdGlvbnNSZXNwb25zZRItCgZncm91cHMYASADKAsyHS5tb2RlbHBsYW5lLnYxLlZpb2xhdGlvbkdyb3VwIvUBChhTZXRTaGFkb3dSZXZpc2lvblJlcXVlc3QSEgoEbmFtZRgBIAEoCUIE4kEBAhISCghyZXZpc2lvbhgCIAEoA0gAEicKBnBvbGljeRgDIAEoCzIVLm1vZGVscGxhbmUudjEuUG9saWN5SAASEgoEZXRhZxgEIAEoCUIE4kEBARIYCgpyZXF1ZXN0X2lkGAUgASgJQgTiQQEBEhgKCmRlcGxveW1lbnQYBiABKAlCBOJBAQESNgoMdHJhZmZpY19zbG90GAcgASgOMhoubW9kZWxwbGFuZS52MS5UcmFmZmljU2xvdEIE4kEBAUIICgZzaGFkb3ciQgoZU2V0U2hhZG93UmV2aXNpb25SZXNwb25zZRIlCgZwb2xpY3kYASABKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeSJeChpDbGVhclNoYWRvd1JldmlzaW9uUmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhIKBGV0YWcYAiABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBASJEChtDbGVhclNoYWRvd1JldmlzaW9uUmVzcG9uc2USJQoGcG9saWN5GAEgASgLMhUubW9kZWxwbGFuZS52MS5Qb2xpY3kiYAocUHJvbW90ZVNoYWRvd1JldmlzaW9uUmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhIKBGV0YWcYAiABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBASJGCh1Qcm9tb3RlU2hhZG93UmV2aXNpb25SZXNwb25zZRIlCgZwb2xpY3kYASABKAsyFS5tb2RlbHBsYW5lLnYxLlBvbGljeSK1AQoWR2V0U2hhZG93UmVwb3J0UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEh0KD3NoYWRvd19yZXZpc2lvbhgCIAEoA0IE4kEBARI0CgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARIyCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQEiiAEKDVNoYWRvd091dGNvbWUSEAoIcmV2aXNpb24YASABKAMSEwoLd291bGRfYmxvY2sYAiABKAMSFAoMd291bGRfcmVkYWN0GAMgASgDEhEKCXVuY2hlY2tlZBgEIAEoAxISCgpibG9ja19yYXRlGAUgASgBEhMKC3JlZGFjdF9yYXRlGAYgASgBImsKFFNoYWRvd1J1bGVEaWZmZXJlbmNlEg8KB3J1bGVfaWQYASABKAkSEwoLYWN0aXZlX29ubHkYAiABKAMSEwoLc2hhZG93X29ubHkYAyABKAMSGAoQZGVjaXNpb25fY2hhbmdlZBgEIAEoAyKwAwoPU2hhZG93VmlvbGF0aW9uEg8KB3J1bGVfaWQYASABKAkSKQoIc2V2ZXJpdHkYAiABKA4yFy5tb2RlbHBsYW5lLnYxLlNldmVyaXR5EhAKCGNhdGVnb3J5GAMgASgJEikKCGRlY2lzaW9uGAQgASgOMhcubW9kZWxwbGFuZS52MS5EZWNpc2lvbhIwCg9zaGFkb3dfZGVjaXNpb24YBSABKA4yFy5tb2RlbHBsYW5lLnYxLkRlY2lzaW9uEjAKD2FjdGl2ZV9kZWNpc2lvbhgGIAEoDjIXLm1vZGVscGxhbmUudjEuRGVjaXNpb24SFwoPYWN0aXZlX3JldmlzaW9uGAcgASgDEigKBWxpbmtzGAggASgLMhkubW9kZWxwbGFuZS52MS5FdmVudExpbmtzEiUKBHNwYW4YCSABKAsyFy5tb2RlbHBsYW5lLnYxLlRleHRTcGFuEg8KB2V4Y2VycHQYCiABKAkSFAoMbWF0Y2hlZF9oYXNoGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLkAgoXR2V0U2hhZG93UmVwb3J0UmVzcG9uc2USDgoGcG9saWN5GAEgASgJEhcKD3NoYWRvd19yZXZpc2lvbhgCIAEoAxIYChBhY3RpdmVfcmV2aXNpb25zGAMgAygDEg4KBmNoZWNrcxgEIAEoAxIPCgdza2lwcGVkGAUgASgDEhkKEWNoYW5nZWRfZGVjaXNpb25zGAYgASgDEiwKBmFjdGl2ZRgHIAEoCzIcLm1vZGVscGxhbmUudjEuU2hhZG93T3V0Y29tZRIsCgZzaGFkb3cYCCABKAsyHC5tb2RlbHBsYW5lLnYxLlNoYWRvd091dGNvbWUSPQoQcnVsZV9kaWZmZXJlbmNlcxgJIAMoCzIjLm1vZGVscGxhbmUudjEuU2hhZG93UnVsZURpZmZlcmVuY2USLwoHc2FtcGxlcxgKIAMoCzIeLm1vZGVscGxhbmUudjEuU2hhZG93VmlvbGF0aW9uKngKCFNldmVyaXR5EhgKFFNFVkVSSVRZX1VOU1BFQ0lGSUVEEAASEQoNU0VWRVJJVFlfSU5GTxABEhQKEFNFVkVSSVRZX1dBUk5JTkcQAhISCg5TRVZFUklUWV9FUlJPUhADEhUKEVNFVkVSSVRZX0NSSVRJQ0FMEAQqYQoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABISCg5ERUNJU0lPTl9BTExPVxABEhMKD0RFQ0lTSU9OX1JFREFDVBACEhIKDkRFQ0lTSU9OX0JMT0NLEAMqTwoIRmFpbE1vZGUSGQoVRkFJTF9NT0RFX1VOU1BFQ0lGSUVEEAASEgoORkFJTF9NT0RFX09QRU4QARIUChBGQUlMX01PREVfQ0xPU0VEEAIqwwEKB1BpaUtpbmQSGAoUUElJX0tJTkRfVU5TUEVDSUZJRUQQABISCg5QSUlfS0lORF9FTUFJTBABEhkKFVBJSV9LSU5EX1BIT05FX05VTUJFUhACEhkKFVBJSV9LSU5EX1BBWU1FTlRfQ0FSRBADEhEKDVBJSV9LSU5EX0lCQU4QBBITCg9QSUlfS0lORF9VU19TU04QBRIXChNQSUlfS0lORF9JUF9BRERSRVNTEAYSEwoPUElJX0tJTkRfU0VDUkVUEAcqpQIKEFZpb2xhdGlvbkdyb3VwQnkSIgoeVklPTEFUSU9OX0dST1VQX0JZX1VOU1BFQ0lGSUVEEAASHQoZVklPTEFUSU9OX0dST1VQX0JZX1BPTElDWRABEhsKF1ZJT0xBVElPTl9HUk9VUF9CWV9SVUxFEAISHwobVklPTEFUSU9OX0dST1VQX0JZX1NFVkVSSVRZEAMSJAogVklPTEFUSU9OX0dST1VQX0JZX01PREVMX1ZFUlNJT04QBBIhCh1WSU9MQVRJT05fR1JPVVBfQllfREVQTE9ZTUVOVBAFEiMKH1ZJT0xBVElPTl9HUk9VUF9CWV9UUkFGRklDX1NMT1QQBhIiCh5WSU9MQVRJT05fR1JPVVBfQllfVElNRV9CVUNLRVQQBzLgCgoQR3VhcmRyYWlsU2VydmljZRJXCgxDcmVhdGVQb2xpY3kSIi5tb2RlbHBsYW5lLnYxLkNyZWF0ZVBvbGljeVJlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLkNyZWF0ZVBvbGljeVJlc3BvbnNlEk4KCUdldFBvbGljeRIfLm1vZGVscGxhbmUudjEuR2V0UG9saWN5UmVxdWVzdBogLm1vZGVscGxhbmUudjEuR2V0UG9saWN5UmVzcG9uc2USVwoMTGlzdFBvbGljaWVzEiIubW9kZWxwbGFuZS52MS5MaXN0UG9saWNpZXNSZXF1ZXN0GiMubW9kZWxwbGFuZS52MS5MaXN0UG9saWNpZXNSZXNwb25zZRJXCgxVcGRhdGVQb2xpY3kSIi5tb2RlbHBsYW5lLnYxLlVwZGF0ZVBvbGljeVJlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLlVwZGF0ZVBvbGljeVJlc3BvbnNlElcKDERlbGV0ZVBvbGljeRIiLm1vZGVscGxhbmUudjEuRGVsZXRlUG9saWN5UmVxdWVzdBojLm1vZGVscGxhbmUudjEuRGVsZXRlUG9saWN5UmVzcG9uc2USbAoTTGlzdFBvbGljeVJldmlzaW9ucxIpLm1vZGVscGxhbmUudjEuTGlzdFBvbGljeVJldmlzaW9uc1JlcXVlc3QaKi5tb2RlbHBsYW5lLnYxLkxpc3RQb2xpY3lSZXZpc2lvbnNSZXNwb25zZRJXCgxDaGVja0NvbnRlbnQSIi5tb2RlbHBsYW5lLnYxLkNoZWNrQ29udGVudFJlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLkNoZWNrQ29udGVudFJlc3BvbnNlElgKC0NoZWNrU3RyZWFtEiEubW9kZWxwbGFuZS52MS5DaGVja1N0cmVhbVJlcXVlc3QaIi5tb2RlbHBsYW5lLnYxLkNoZWNrU3RyZWFtUmVzcG9uc2UoATABEl0KDkxpc3RWaW9sYXRpb25zEiQubW9kZWxwbGFuZS52MS5MaXN0VmlvbGF0aW9uc1JlcXVlc3QaJS5tb2RlbHBsYW5lLnYxLkxpc3RWaW9sYXRpb25zUmVzcG9uc2USbAoTQWdncmVnYXRlVmlvbGF0aW9ucxIpLm1vZGVscGxhbmUudjEuQWdncmVnYXRlVmlvbGF0aW9uc1JlcXVlc3QaKi5tb2RlbHBsYW5lLnYxLkFnZ3JlZ2F0ZVZpb2xhdGlvbnNSZXNwb25zZRJmChFTZXRTaGFkb3dSZXZpc2lvbhInLm1vZGVscGxhbmUudjEuU2V0U2hhZG93UmV2aXNpb25SZXF1ZXN0GigubW9kZWxwbGFuZS52MS5TZXRTaGFkb3dSZXZpc2lvblJlc3BvbnNlEmwKE0NsZWFyU2hhZG93UmV2aXNpb24SKS5tb2RlbHBsYW5lLnYxLkNsZWFyU2hhZG93UmV2aXNpb25SZXF1ZXN0GioubW9kZWxwbGFuZS52MS5DbGVhclNoYWRvd1JldmlzaW9uUmVzcG9uc2UScgoVUHJvbW90ZVNoYWRvd1JldmlzaW9uEisubW9kZWxwbGFuZS52MS5Qcm9tb3RlU2hhZG93UmV2aXNpb25SZXF1ZXN0GiwubW9kZWxwbGFuZS52MS5Qcm9tb3RlU2hhZG93UmV2aXNpb25SZXNwb25zZRJgCg9HZXRTaGFkb3dSZXBvcnQSJS5tb2RlbHBsYW5lLnYxLkdldFNoYWRvd1JlcG9ydFJlcXVlc3QaJi5tb2RlbHBsYW5lLnYxLkdldFNoYWRvd1JlcG9ydFJlc3BvbnNlYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_modelplane_v1_common]);
 
 /**
  * BannedTermsRule is broken by any of a list of terms. All terms are matched
@@ -460,6 +460,32 @@ export type Policy = Message<"modelplane.v1.Policy"> & {
    * @generated from field: int32 excerpt_context_chars = 14;
    */
   excerptContextChars: number;
+
+  /**
+   * shadow_revision is the revision evaluated in shadow next to the active
+   * one (see SetShadowRevision); 0 when there is none. The same on every
+   * revision read, as etag is.
+   *
+   * @generated from field: int64 shadow_revision = 15;
+   */
+  shadowRevision: bigint;
+
+  /**
+   * shadow_deployment, when set, narrows the shadow to checks whose links
+   * name this deployment; empty means every check against the active
+   * revision.
+   *
+   * @generated from field: string shadow_deployment = 16;
+   */
+  shadowDeployment: string;
+
+  /**
+   * shadow_traffic_slot, when set, narrows the shadow further to checks
+   * whose links name this slot of shadow_deployment.
+   *
+   * @generated from field: modelplane.v1.TrafficSlot shadow_traffic_slot = 17;
+   */
+  shadowTrafficSlot: TrafficSlot;
 };
 
 /**
@@ -1646,6 +1672,559 @@ export const AggregateViolationsResponseSchema: GenMessage<AggregateViolationsRe
   messageDesc(file_modelplane_v1_guardrails, 36);
 
 /**
+ * SetShadowRevisionRequest is the request of SetShadowRevision.
+ *
+ * @generated from message modelplane.v1.SetShadowRevisionRequest
+ */
+export type SetShadowRevisionRequest = Message<"modelplane.v1.SetShadowRevisionRequest"> & {
+  /**
+   * name is the policy's resource name, "policies/{policy}".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * shadow is the revision to evaluate in shadow; exactly one must be set.
+   *
+   * @generated from oneof modelplane.v1.SetShadowRevisionRequest.shadow
+   */
+  shadow: {
+    /**
+     * revision is an existing revision of the policy, other than the active
+     * one (an older revision, or a candidate written earlier).
+     *
+     * @generated from field: int64 revision = 2;
+     */
+    value: bigint;
+    case: "revision";
+  } | {
+    /**
+     * policy is a new candidate revision, written but not made active; its
+     * name, revision and etag are ignored. Checked as in CreatePolicy, with
+     * paths under "policy".
+     *
+     * @generated from field: modelplane.v1.Policy policy = 3;
+     */
+    value: Policy;
+    case: "policy";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * etag, if set, must match the policy's current etag.
+   *
+   * @generated from field: string etag = 4;
+   */
+  etag: string;
+
+  /**
+   * request_id makes the call idempotent; see CreatePolicyRequest.request_id.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+
+  /**
+   * deployment, when set ("deployments/{deployment}"), shadows only the
+   * checks whose links name this deployment; empty shadows every check
+   * against the active revision.
+   *
+   * @generated from field: string deployment = 6;
+   */
+  deployment: string;
+
+  /**
+   * traffic_slot, when set, shadows only the checks whose links name this
+   * slot of deployment (the canary, say); it needs deployment.
+   *
+   * @generated from field: modelplane.v1.TrafficSlot traffic_slot = 7;
+   */
+  trafficSlot: TrafficSlot;
+};
+
+/**
+ * Describes the message modelplane.v1.SetShadowRevisionRequest.
+ * Use `create(SetShadowRevisionRequestSchema)` to create a new message.
+ */
+export const SetShadowRevisionRequestSchema: GenMessage<SetShadowRevisionRequest> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 37);
+
+/**
+ * SetShadowRevisionResponse is the response of SetShadowRevision.
+ *
+ * @generated from message modelplane.v1.SetShadowRevisionResponse
+ */
+export type SetShadowRevisionResponse = Message<"modelplane.v1.SetShadowRevisionResponse"> & {
+  /**
+   * policy is the policy at its active revision, with shadow_revision set.
+   *
+   * @generated from field: modelplane.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message modelplane.v1.SetShadowRevisionResponse.
+ * Use `create(SetShadowRevisionResponseSchema)` to create a new message.
+ */
+export const SetShadowRevisionResponseSchema: GenMessage<SetShadowRevisionResponse> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 38);
+
+/**
+ * ClearShadowRevisionRequest is the request of ClearShadowRevision.
+ *
+ * @generated from message modelplane.v1.ClearShadowRevisionRequest
+ */
+export type ClearShadowRevisionRequest = Message<"modelplane.v1.ClearShadowRevisionRequest"> & {
+  /**
+   * name is the policy's resource name, "policies/{policy}".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * etag, if set, must match the policy's current etag.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+
+  /**
+   * request_id makes the call idempotent; see CreatePolicyRequest.request_id.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message modelplane.v1.ClearShadowRevisionRequest.
+ * Use `create(ClearShadowRevisionRequestSchema)` to create a new message.
+ */
+export const ClearShadowRevisionRequestSchema: GenMessage<ClearShadowRevisionRequest> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 39);
+
+/**
+ * ClearShadowRevisionResponse is the response of ClearShadowRevision.
+ *
+ * @generated from message modelplane.v1.ClearShadowRevisionResponse
+ */
+export type ClearShadowRevisionResponse = Message<"modelplane.v1.ClearShadowRevisionResponse"> & {
+  /**
+   * policy is the policy at its active revision, with shadow_revision 0.
+   *
+   * @generated from field: modelplane.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message modelplane.v1.ClearShadowRevisionResponse.
+ * Use `create(ClearShadowRevisionResponseSchema)` to create a new message.
+ */
+export const ClearShadowRevisionResponseSchema: GenMessage<ClearShadowRevisionResponse> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 40);
+
+/**
+ * PromoteShadowRevisionRequest is the request of PromoteShadowRevision.
+ *
+ * @generated from message modelplane.v1.PromoteShadowRevisionRequest
+ */
+export type PromoteShadowRevisionRequest = Message<"modelplane.v1.PromoteShadowRevisionRequest"> & {
+  /**
+   * name is the policy's resource name, "policies/{policy}".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * etag, if set, must match the policy's current etag.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+
+  /**
+   * request_id makes the call idempotent; see CreatePolicyRequest.request_id.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message modelplane.v1.PromoteShadowRevisionRequest.
+ * Use `create(PromoteShadowRevisionRequestSchema)` to create a new message.
+ */
+export const PromoteShadowRevisionRequestSchema: GenMessage<PromoteShadowRevisionRequest> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 41);
+
+/**
+ * PromoteShadowRevisionResponse is the response of PromoteShadowRevision.
+ *
+ * @generated from message modelplane.v1.PromoteShadowRevisionResponse
+ */
+export type PromoteShadowRevisionResponse = Message<"modelplane.v1.PromoteShadowRevisionResponse"> & {
+  /**
+   * policy is the policy at its new active revision, which holds the
+   * shadow's fields; shadow_revision is 0.
+   *
+   * @generated from field: modelplane.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message modelplane.v1.PromoteShadowRevisionResponse.
+ * Use `create(PromoteShadowRevisionResponseSchema)` to create a new message.
+ */
+export const PromoteShadowRevisionResponseSchema: GenMessage<PromoteShadowRevisionResponse> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 42);
+
+/**
+ * GetShadowReportRequest is the request of GetShadowReport.
+ *
+ * @generated from message modelplane.v1.GetShadowReportRequest
+ */
+export type GetShadowReportRequest = Message<"modelplane.v1.GetShadowReportRequest"> & {
+  /**
+   * name is the policy's resource name, "policies/{policy}".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * shadow_revision is the shadow revision to report on; 0 means the
+   * policy's current shadow.
+   *
+   * @generated from field: int64 shadow_revision = 2;
+   */
+  shadowRevision: bigint;
+
+  /**
+   * start_time is the start of the window, inclusive; unset means the
+   * beginning.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * end_time is the end of the window, exclusive; unset means now. Must be
+   * after start_time.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message modelplane.v1.GetShadowReportRequest.
+ * Use `create(GetShadowReportRequestSchema)` to create a new message.
+ */
+export const GetShadowReportRequestSchema: GenMessage<GetShadowReportRequest> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 43);
+
+/**
+ * ShadowOutcome counts what one revision decided over the report's checks.
+ *
+ * @generated from message modelplane.v1.ShadowOutcome
+ */
+export type ShadowOutcome = Message<"modelplane.v1.ShadowOutcome"> & {
+  /**
+   * revision is the policy revision these counts are of; 0 for the active
+   * side when the window's checks ran against several active revisions
+   * (active_revisions lists them).
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * would_block is how many checks it decided BLOCK.
+   *
+   * @generated from field: int64 would_block = 2;
+   */
+  wouldBlock: bigint;
+
+  /**
+   * would_redact is how many checks it decided REDACT.
+   *
+   * @generated from field: int64 would_redact = 3;
+   */
+  wouldRedact: bigint;
+
+  /**
+   * unchecked is how many checks ran out of its time budget (their
+   * decision is the fail mode's, counted above as well).
+   *
+   * @generated from field: int64 unchecked = 4;
+   */
+  unchecked: bigint;
+
+  /**
+   * block_rate is would_block / the report's checks; 0 with no checks.
+   *
+   * @generated from field: double block_rate = 5;
+   */
+  blockRate: number;
+
+  /**
+   * redact_rate is would_redact / the report's checks; 0 with no checks.
+   *
+   * @generated from field: double redact_rate = 6;
+   */
+  redactRate: number;
+};
+
+/**
+ * Describes the message modelplane.v1.ShadowOutcome.
+ * Use `create(ShadowOutcomeSchema)` to create a new message.
+ */
+export const ShadowOutcomeSchema: GenMessage<ShadowOutcome> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 44);
+
+/**
+ * ShadowRuleDifference is a rule that decided differently under the two
+ * revisions, with how many checks it did so in.
+ *
+ * @generated from message modelplane.v1.ShadowRuleDifference
+ */
+export type ShadowRuleDifference = Message<"modelplane.v1.ShadowRuleDifference"> & {
+  /**
+   * rule_id is the rule's id (a rule of either revision).
+   *
+   * @generated from field: string rule_id = 1;
+   */
+  ruleId: string;
+
+  /**
+   * active_only is how many checks the rule broke under the active
+   * revision and not under the shadow.
+   *
+   * @generated from field: int64 active_only = 2;
+   */
+  activeOnly: bigint;
+
+  /**
+   * shadow_only is how many checks the rule broke under the shadow and not
+   * under the active revision.
+   *
+   * @generated from field: int64 shadow_only = 3;
+   */
+  shadowOnly: bigint;
+
+  /**
+   * decision_changed is how many checks the rule broke under both, with a
+   * different decision (its severity or the decision table changed).
+   *
+   * @generated from field: int64 decision_changed = 4;
+   */
+  decisionChanged: bigint;
+};
+
+/**
+ * Describes the message modelplane.v1.ShadowRuleDifference.
+ * Use `create(ShadowRuleDifferenceSchema)` to create a new message.
+ */
+export const ShadowRuleDifferenceSchema: GenMessage<ShadowRuleDifference> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 45);
+
+/**
+ * ShadowViolation is a sample violation of the shadow revision, recorded
+ * with the privacy rules of ViolationRecord: a span, a masked excerpt and a
+ * keyed hash, never the checked or the matched text.
+ *
+ * @generated from message modelplane.v1.ShadowViolation
+ */
+export type ShadowViolation = Message<"modelplane.v1.ShadowViolation"> & {
+  /**
+   * rule_id is the id of the shadow's broken rule.
+   *
+   * @generated from field: string rule_id = 1;
+   */
+  ruleId: string;
+
+  /**
+   * severity is the rule's severity under the shadow.
+   *
+   * @generated from field: modelplane.v1.Severity severity = 2;
+   */
+  severity: Severity;
+
+  /**
+   * category is the rule's category under the shadow.
+   *
+   * @generated from field: string category = 3;
+   */
+  category: string;
+
+  /**
+   * decision is the shadow's decision for this violation.
+   *
+   * @generated from field: modelplane.v1.Decision decision = 4;
+   */
+  decision: Decision;
+
+  /**
+   * shadow_decision is the shadow's decision for the whole check.
+   *
+   * @generated from field: modelplane.v1.Decision shadow_decision = 5;
+   */
+  shadowDecision: Decision;
+
+  /**
+   * active_decision is the active revision's decision for the same check.
+   *
+   * @generated from field: modelplane.v1.Decision active_decision = 6;
+   */
+  activeDecision: Decision;
+
+  /**
+   * active_revision is the active revision the check ran against.
+   *
+   * @generated from field: int64 active_revision = 7;
+   */
+  activeRevision: bigint;
+
+  /**
+   * links are the ids of the checked event, as the caller sent them.
+   *
+   * @generated from field: modelplane.v1.EventLinks links = 8;
+   */
+  links?: EventLinks | undefined;
+
+  /**
+   * span is where the match was in the checked text.
+   *
+   * @generated from field: modelplane.v1.TextSpan span = 9;
+   */
+  span?: TextSpan | undefined;
+
+  /**
+   * excerpt is the masked excerpt; see Violation.excerpt.
+   *
+   * @generated from field: string excerpt = 10;
+   */
+  excerpt: string;
+
+  /**
+   * matched_hash is the keyed hash of the matched text, as in
+   * ViolationRecord.matched_hash: shown to admin and operator tokens only.
+   *
+   * @generated from field: string matched_hash = 11;
+   */
+  matchedHash: string;
+
+  /**
+   * create_time is when the check was made.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 12;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message modelplane.v1.ShadowViolation.
+ * Use `create(ShadowViolationSchema)` to create a new message.
+ */
+export const ShadowViolationSchema: GenMessage<ShadowViolation> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 46);
+
+/**
+ * GetShadowReportResponse is the response of GetShadowReport.
+ *
+ * @generated from message modelplane.v1.GetShadowReportResponse
+ */
+export type GetShadowReportResponse = Message<"modelplane.v1.GetShadowReportResponse"> & {
+  /**
+   * policy is the policy's resource name.
+   *
+   * @generated from field: string policy = 1;
+   */
+  policy: string;
+
+  /**
+   * shadow_revision is the shadow revision reported on.
+   *
+   * @generated from field: int64 shadow_revision = 2;
+   */
+  shadowRevision: bigint;
+
+  /**
+   * active_revisions are the active revisions the window's checks ran
+   * against, in order.
+   *
+   * @generated from field: repeated int64 active_revisions = 3;
+   */
+  activeRevisions: bigint[];
+
+  /**
+   * checks is how many checks were evaluated under both revisions.
+   *
+   * @generated from field: int64 checks = 4;
+   */
+  checks: bigint;
+
+  /**
+   * skipped is how many checks were not evaluated under the shadow because
+   * the server already had as many shadow checks (or as much of their
+   * text) waiting as it allows; they are not in checks.
+   *
+   * @generated from field: int64 skipped = 5;
+   */
+  skipped: bigint;
+
+  /**
+   * changed_decisions is how many checks the two revisions decided
+   * differently.
+   *
+   * @generated from field: int64 changed_decisions = 6;
+   */
+  changedDecisions: bigint;
+
+  /**
+   * active is what the active revision decided.
+   *
+   * @generated from field: modelplane.v1.ShadowOutcome active = 7;
+   */
+  active?: ShadowOutcome | undefined;
+
+  /**
+   * shadow is what the shadow revision would have decided.
+   *
+   * @generated from field: modelplane.v1.ShadowOutcome shadow = 8;
+   */
+  shadow?: ShadowOutcome | undefined;
+
+  /**
+   * rule_differences are the rules that make the difference, most checks
+   * first, at most 100.
+   *
+   * @generated from field: repeated modelplane.v1.ShadowRuleDifference rule_differences = 9;
+   */
+  ruleDifferences: ShadowRuleDifference[];
+
+  /**
+   * samples are the newest sample violations of the shadow in the window,
+   * at most 20, from checks the two revisions decided differently.
+   *
+   * @generated from field: repeated modelplane.v1.ShadowViolation samples = 10;
+   */
+  samples: ShadowViolation[];
+};
+
+/**
+ * Describes the message modelplane.v1.GetShadowReportResponse.
+ * Use `create(GetShadowReportResponseSchema)` to create a new message.
+ */
+export const GetShadowReportResponseSchema: GenMessage<GetShadowReportResponse> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_guardrails, 47);
+
+/**
  * Severity is how serious a broken rule is. Stored in SQL as the lower-case
  * name without the prefix ("info", "warning", "error", "critical").
  *
@@ -2068,6 +2647,80 @@ export const GuardrailService: GenService<{
     methodKind: "unary";
     input: typeof AggregateViolationsRequestSchema;
     output: typeof AggregateViolationsResponseSchema;
+  },
+  /**
+   * SetShadowRevision puts a revision in shadow next to the policy's active
+   * revision: every CheckContent against the active revision (and every
+   * CheckStream, on its whole text) is then also evaluated against the
+   * shadow, after the active verdict is made and
+   * without the caller waiting for it; the caller gets the active verdict
+   * only, and the shadow's would-be decision is recorded (see
+   * GetShadowReport). Give `revision` to shadow an existing revision, or
+   * `policy` to write a new candidate revision (compiled and checked as in
+   * CreatePolicy) that is not made active. The policy's etag changes; no
+   * active revision is made. Returns NOT_FOUND (reason POLICY_NOT_FOUND) if
+   * the policy does not exist, NOT_FOUND (reason POLICY_REVISION_NOT_FOUND)
+   * for an unknown revision, INVALID_ARGUMENT (path "revision") for the
+   * active revision itself or for neither or both of revision and policy,
+   * INVALID_ARGUMENT as in CreatePolicy for a bad candidate or on
+   * "deployment" or "traffic_slot" for a bad narrowing, ABORTED (reason
+   * ETAG_MISMATCH) if the etag is stale (nothing changes).
+   *
+   * @generated from rpc modelplane.v1.GuardrailService.SetShadowRevision
+   */
+  setShadowRevision: {
+    methodKind: "unary";
+    input: typeof SetShadowRevisionRequestSchema;
+    output: typeof SetShadowRevisionResponseSchema;
+  },
+  /**
+   * ClearShadowRevision stops evaluating the shadow; what it recorded stays
+   * readable through GetShadowReport. Clearing a policy without a shadow
+   * changes nothing and succeeds. Returns NOT_FOUND (reason
+   * POLICY_NOT_FOUND) if the policy does not exist, ABORTED (reason
+   * ETAG_MISMATCH) if the etag is stale.
+   *
+   * @generated from rpc modelplane.v1.GuardrailService.ClearShadowRevision
+   */
+  clearShadowRevision: {
+    methodKind: "unary";
+    input: typeof ClearShadowRevisionRequestSchema;
+    output: typeof ClearShadowRevisionResponseSchema;
+  },
+  /**
+   * PromoteShadowRevision makes the shadow's rules active: a new revision
+   * is written with every field of the shadow revision, as UpdatePolicy
+   * with update_mask "*" would, and the shadow is cleared. Returns NOT_FOUND
+   * (reason POLICY_NOT_FOUND) if the policy does not exist,
+   * FAILED_PRECONDITION (reason SHADOW_NOT_SET) if it has no shadow,
+   * ABORTED (reason ETAG_MISMATCH) if the etag is stale.
+   *
+   * @generated from rpc modelplane.v1.GuardrailService.PromoteShadowRevision
+   */
+  promoteShadowRevision: {
+    methodKind: "unary";
+    input: typeof PromoteShadowRevisionRequestSchema;
+    output: typeof PromoteShadowRevisionResponseSchema;
+  },
+  /**
+   * GetShadowReport compares what a shadow revision would have decided with
+   * what the active revision decided, over the checks of a time window:
+   * checks, would-block and would-redact rates under each, the rules that
+   * make the difference, and sample violations of the shadow (masked
+   * excerpts; keyed hashes for admin and operator tokens only). Returns
+   * NOT_FOUND (reason POLICY_NOT_FOUND) if the policy does not exist,
+   * NOT_FOUND (reason POLICY_REVISION_NOT_FOUND) for an unknown
+   * shadow_revision, FAILED_PRECONDITION (reason SHADOW_NOT_SET) when
+   * shadow_revision is 0 and the policy has no shadow, INVALID_ARGUMENT
+   * (path "end_time") for a window that ends before it starts or (path
+   * "shadow_revision") for a negative revision.
+   *
+   * @generated from rpc modelplane.v1.GuardrailService.GetShadowReport
+   */
+  getShadowReport: {
+    methodKind: "unary";
+    input: typeof GetShadowReportRequestSchema;
+    output: typeof GetShadowReportResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_modelplane_v1_guardrails, 0);
