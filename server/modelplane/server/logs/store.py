@@ -444,9 +444,9 @@ async def tail_after(
         return TailRead(position, [])
     first = len(params) + 1
     arguments = [*params, *_feed_arrays(feed), position.number, position.event_time, position.event_id]
-    # The feed entries in number order, and each entry's events in key order behind it (a LIMIT in the
-    # lateral subquery, so a big transaction is never read whole to return its first events); the
-    # outer sort is then incremental, and stops at the LIMIT.
+    # The feed entries in number order, and each entry's events in key order behind it; the LIMIT in
+    # the lateral subquery keeps Postgres's sort of a big transaction to a round's worth of its rows (a
+    # top-N sort), and the outer sort, incremental on the entry's number, stops at the outer LIMIT.
     feed_sql = (
         f"SELECT * FROM unnest(${first}::bigint[], ${first + 1}::bigint[], ${first + 2}::timestamptz[],"
         f" ${first + 3}::timestamptz[]) AS u (tail_number, tail_batch, tail_min, tail_max)"
