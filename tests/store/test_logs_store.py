@@ -834,6 +834,8 @@ async def test_a_tail_reads_bounded_rounds_and_resumes_inside_a_transaction(data
             dataclasses.replace(
                 inference(len(written) + i),
                 event_id=f"t-{len(written) + i:03d}",
+                # Pairs of events at one time: a round may stop between the two.
+                event_time=NOW - timedelta(minutes=1) + timedelta(milliseconds=(len(written) + i) // 2),
                 service="quiet" if sequence == 3 else "llm-client",
                 message="m" * (len(written) + i),
             )

@@ -454,7 +454,10 @@ async def tail_after(
     )
     events_sql = (
         f"SELECT {SELECT_COLUMNS} FROM log_events WHERE ({where}) AND ingest_batch = f.tail_batch"
-        " AND event_time >= f.tail_min AND event_time <= f.tail_max"
+        # In the entry a round stopped in, the index starts at the last event's time (greatest() skips
+        # the NULL of every other entry), so no round reads again what the ones before it sent.
+        f" AND event_time >= greatest(f.tail_min, CASE WHEN f.tail_number = ${first + 4}"
+        f" THEN ${first + 5}::timestamptz END) AND event_time <= f.tail_max"
         f" AND (f.tail_number <> ${first + 4} OR ${first + 5}::timestamptz IS NULL"
         f" OR (event_time, event_id) > (${first + 5}, ${first + 6}))"
         f" ORDER BY event_time, event_id LIMIT {int(events)}"
