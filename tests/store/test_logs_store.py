@@ -795,3 +795,65 @@ async def test_aggregates_hash_the_rows_and_sort_only_the_groups(database: Datab
                 plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *args))
             assert "HashAggregate" in plan, plan
             assert plan.count("Sort Key") == 1, plan
+
+
+async def _drain(
+    database: Database, start: store.TailPosition, filter_text: str, *, events: int, text_bytes: int
+) -> list[list[str]]:
+    """The event ids of each round of a tail from `start` until it has caught up."""
+    compiled = compile_filter(filter_text, LOG_FILTER)
+    rounds: list[list[str]] = []
+    position = start
+    while True:
+        async with database.connection() as conn:
+            read = await store.tail_after(
+                conn,
+                position,
+                where=compiled.sql,
+                params=compiled.params,
+                entries=2,
+                events=events,
+                text_bytes=text_bytes,
+            )
+        if read.position == position:
+            assert read.events == []
+            return rounds
+        position = read.position
+        rounds.append([e.event_id for e in read.events])
+
+
+async def test_a_tail_reads_bounded_rounds_and_resumes_inside_a_transaction(database: Database) -> None:
+    service = LogService(database)
+    async with database.connection() as conn:
+        start = await store.tail_position(conn)
+    # Transactions of 7, 1, 0 matching (all "quiet") and 5 events; every third event is "quiet".
+    sizes = [7, 1, 3, 5]
+    written: list[LogEvent] = []
+    for sequence, size in enumerate(sizes, start=1):
+        events = [
+            dataclasses.replace(
+                inference(len(written) + i),
+                event_id=f"t-{len(written) + i:03d}",
+                # Pairs of events at one time: a round may stop between the two.
+                event_time=NOW - timedelta(minutes=1) + timedelta(milliseconds=(len(written) + i) // 2),
+                service="quiet" if sequence == 3 else "llm-client",
+                message="m" * (len(written) + i),
+            )
+            for i in range(size)
+        ]
+        await service.write(batch(sequence, events))
+        written += events
+    wanted = [e.event_id for e in written if e.service == "llm-client"]
+
+    # By events: rounds of 3, each going on inside a transaction where the one before stopped; a round
+    # also ends at its last feed entry (2 a round here), and one past a transaction of no match.
+    rounds = await _drain(database, start, 'service = "llm-client"', events=3, text_bytes=10**6)
+    assert [i for r in rounds for i in r] == wanted
+    assert max(len(r) for r in rounds) == 3
+
+    # By bytes: messages of growing length, at most 20 bytes of them a round, but one event always.
+    rounds = await _drain(database, start, 'service = "llm-client"', events=100, text_bytes=20 + len("{}"))
+    assert [i for r in rounds for i in r] == wanted
+    for ids in rounds:
+        lengths = [int(i.removeprefix("t-")) for i in ids]
+        assert len(ids) == 1 or sum(lengths) + len(ids) * len("{}") <= 22, ids

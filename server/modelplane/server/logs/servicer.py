@@ -52,6 +52,8 @@ class LogServicer(logs_pb2_grpc.LogServiceServicer):
     async def TailLogEvents(
         self, request: pb.TailLogEventsRequest, context: Context
     ) -> AsyncIterator[pb.TailLogEventsResponse]:
+        # grpc.aio awaits the sending of each message before it asks for the next, and the tail reads
+        # its next round only when asked: a reader that does not keep up holds the server at one round.
         async for events in self._service.tail(request.filter):
             for message in convert.event_messages(events):
                 yield pb.TailLogEventsResponse(events=message)

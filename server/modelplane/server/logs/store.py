@@ -388,37 +388,115 @@ async def query(
     )
 
 
-async def tail_position(conn: Connection) -> int:
-    return int(await conn.fetchval("SELECT number FROM log_tail_counter"))
+@dataclass(frozen=True)
+class TailPosition:
+    """Where a tail is in the commit feed (log_tail_batches): it has sent every event of the entries
+    numbered up to `number`, except that of entry `number` itself, when `event_time` is set, only the
+    events up to (event_time, event_id) in (event_time, event_id) order. Entries are read in their
+    number's order, which is commit order, so a position is exact: resuming from it skips and repeats
+    nothing, inside one ingestion transaction too."""
+
+    number: int
+    event_time: datetime | None = None
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class TailRead:
+    """One round of a tail: the events read, in order, and the position after the last of them."""
+
+    position: TailPosition
+    events: list[LogEvent]
+
+
+async def tail_position(conn: Connection) -> TailPosition:
+    """The position of a tail that starts now: after every transaction committed so far."""
+    return TailPosition(int(await conn.fetchval("SELECT number FROM log_tail_counter")))
 
 
 async def tail_after(
-    conn: Connection, after: int, *, where: str, params: Sequence[object], limit: int
-) -> tuple[int, list[asyncpg.Record]]:
-    """Events of the batches committed after tail position `after` that match `where`; the new position.
+    conn: Connection,
+    position: TailPosition,
+    *,
+    where: str,
+    params: Sequence[object],
+    entries: int,
+    events: int,
+    text_bytes: int,
+) -> TailRead:
+    """The events matching `where` committed after `position`, in commit order and within one
+    transaction by (event_time, event_id), and the position after them.
 
-    Reads at most `limit` batches per call, so a burst is served in several rounds.
+    A round looks at most `entries` feed entries and stops after `events` events or before the bytes of
+    their messages and attributes pass `text_bytes` (the rest of an event is a few short, bounded
+    fields), whichever comes first, though it always takes one event when there is one. The rows come
+    in small steps through a cursor, so no more than that is ever held. An ingestion transaction of
+    many events is thus read over several rounds, each going on where the one before it stopped.
     """
-    batches = await conn.fetch(
+    partial = position.event_time is not None
+    feed = await conn.fetch(
         "SELECT number, ingest_batch, min_time, max_time FROM log_tail_batches"
-        " WHERE number > $1 ORDER BY number LIMIT $2",
-        after,
-        limit,
+        f" WHERE number {'>=' if partial else '>'} $1 ORDER BY number LIMIT $2",
+        position.number,
+        entries,
     )
-    if not batches:
-        return after, []
+    if not feed:
+        return TailRead(position, [])
     first = len(params) + 1
-    rows = await conn.fetch(
-        f"SELECT {SELECT_COLUMNS} FROM log_events WHERE ({where})"
-        f" AND ingest_batch = ANY(${first}::bigint[])"
-        f" AND event_time >= ${first + 1} AND event_time <= ${first + 2}"
-        " ORDER BY ingest_batch, event_time, event_id",
-        *params,
-        [b["ingest_batch"] for b in batches],
-        min(b["min_time"] for b in batches),
-        max(b["max_time"] for b in batches),
+    arguments = [*params, *_feed_arrays(feed), position.number, position.event_time, position.event_id]
+    # The feed entries in number order, and each entry's events in key order behind it; the LIMIT in
+    # the lateral subquery keeps Postgres's sort of a big transaction to a round's worth of its rows (a
+    # top-N sort), and the outer sort, incremental on the entry's number, stops at the outer LIMIT.
+    feed_sql = (
+        f"SELECT * FROM unnest(${first}::bigint[], ${first + 1}::bigint[], ${first + 2}::timestamptz[],"
+        f" ${first + 3}::timestamptz[]) AS u (tail_number, tail_batch, tail_min, tail_max)"
+        " ORDER BY tail_number"
     )
-    return int(batches[-1]["number"]), rows
+    events_sql = (
+        f"SELECT {SELECT_COLUMNS} FROM log_events WHERE ({where}) AND ingest_batch = f.tail_batch"
+        # In the entry a round stopped in, the index starts at the last event's time (greatest() skips
+        # the NULL of every other entry), so no round reads again what the ones before it sent.
+        f" AND event_time >= greatest(f.tail_min, CASE WHEN f.tail_number = ${first + 4}"
+        f" THEN ${first + 5}::timestamptz END) AND event_time <= f.tail_max"
+        f" AND (f.tail_number <> ${first + 4} OR ${first + 5}::timestamptz IS NULL"
+        f" OR (event_time, event_id) > (${first + 5}, ${first + 6}))"
+        f" ORDER BY event_time, event_id LIMIT {int(events)}"
+    )
+    # Sized outside the subquery: only the rows the LIMIT lets through, not every row its sort looks at.
+    size_sql = "octet_length(e.message) + octet_length(e.attributes::text)"
+    sql = (
+        f"SELECT f.tail_number, {size_sql} AS tail_bytes, e.* FROM ({feed_sql}) AS f"
+        f" CROSS JOIN LATERAL ({events_sql}) AS e"
+        f" ORDER BY f.tail_number, e.event_time, e.event_id LIMIT {int(events)}"
+    )
+    found: list[LogEvent] = []
+    used = 0
+    last: Any = None
+    async with conn.transaction(readonly=True):
+        async for row in conn.cursor(sql, *arguments, prefetch=_TAIL_PREFETCH):
+            size = int(row["tail_bytes"])
+            if found and used + size > text_bytes:
+                break
+            found.append(event_of(row))
+            used += size
+            last = row
+            if len(found) == events:
+                break
+        else:
+            # Every matching event of these entries is read: the position passes all of them.
+            return TailRead(TailPosition(int(feed[-1]["number"])), found)
+    return TailRead(TailPosition(int(last["tail_number"]), last["event_time"], last["event_id"]), found)
+
+
+# Rows a tail's cursor fetches per round trip: a step small enough that it never fetches far past where
+# its byte budget stops it.
+_TAIL_PREFETCH = 200
+
+
+def _feed_arrays(feed: Sequence[Any]) -> list[list[Any]]:
+    return [
+        [entry[column] for entry in feed] for column in ("number", "ingest_batch", "min_time", "max_time")
+    ]
 
 
 def _stats(row: Any, client_id: str | None = None) -> IngestionStats:
