@@ -9,7 +9,7 @@ MLflow is installed on first use into a virtualenv of its own (build/mlflow-venv
 served by `mlflow server` (4 gunicorn workers by default) on loopback, with a throw-away database beside
 modelplane's, dropped at the end, as the server process group is always stopped. The same models, versions
 (their fields as MLflow tags) and aliases as bench/registry_seed.py writes are written into both. The load
-runs in this process: gRPC through the generated stubs, MLflow's REST API through httpx with keep-alive,
+runs in this process: gRPC through the generated stubs, MLflow's REST API through httpx (keep-alive),
 each response decoded. Prints QPS per call, the ratio of modelplane's to MLflow's in the same round, and
 the CPU per call of each server (all its processes), of the Postgres backends of its database and of this
 client. It only prints figures: it never fails because a figure is low.
@@ -388,8 +388,8 @@ def format_report(cells: Sequence[Cell], args: argparse.Namespace, database: str
         "on psycopg2)",
         f"  registry in each: {seeded}",
         f"  CPU: {cpu_model()}, {os.cpu_count()} cores; each server and the load in processes of their own; "
-        f"concurrency {CONCURRENCY}; MLflow through httpx with keep-alive, modelplane through one gRPC "
-        "channel",
+        f"concurrency {CONCURRENCY}; MLflow through httpx (keep-alive where the server allows it: "
+        "gunicorn's sync workers close each connection), modelplane through one gRPC channel",
         f"  database: {database}; MLflow's in a throw-away database on the same Postgres",
         f"  {args.duration:g} s measured per call in {args.rounds} rounds taken in turn, after "
         f"{args.warmup:g} s of warm-up; modelplane at log level {args.server_log_level}",
