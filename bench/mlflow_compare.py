@@ -58,8 +58,10 @@ from bench.registry_seed import (
 )
 from bench.run import (
     REPO,
+    _count,
     _execute,
     _is_local,
+    _positive,
     _spread,
     _with_database,
     bench_database,
@@ -426,13 +428,6 @@ def format_report(cells: Sequence[Cell], args: argparse.Namespace, database: str
     return "\n".join(lines)
 
 
-def _positive(value: str) -> float:
-    seconds = float(value)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
-    return seconds
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.mlflow_compare", description=__doc__.splitlines()[0]
@@ -443,9 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedded", action="store_true", help="use an embedded Postgres")
     parser.add_argument("--duration", type=_positive, default=5.0, help="seconds measured per call (5)")
     parser.add_argument("--warmup", type=_positive, default=0.5, help="seconds of warm-up per call (0.5)")
-    parser.add_argument("--rounds", type=int, default=5, help="slices each call's time is cut into (5)")
-    parser.add_argument("--models", type=int, default=50, help="models to seed into each registry (50)")
-    parser.add_argument("--versions", type=int, default=3, help="versions per seeded model (3)")
+    parser.add_argument("--rounds", type=_count, default=5, help="slices each call's time is cut into (5)")
+    parser.add_argument("--models", type=_count, default=50, help="models to seed into each registry (50)")
+    parser.add_argument("--versions", type=_count, default=3, help="versions per seeded model (3)")
     parser.add_argument(
         "--server-log-level",
         default="INFO",
