@@ -9,10 +9,11 @@ MLflow is installed on first use into a virtualenv of its own (build/mlflow-venv
 served by `mlflow server` (4 gunicorn workers by default) on loopback, with a throw-away database beside
 modelplane's, dropped at the end, as the server process group is always stopped. The same models, versions
 (their fields as MLflow tags) and aliases as bench/registry_seed.py writes are written into both. The load
-runs in this process: gRPC through the generated stubs, MLflow's REST API through httpx (keep-alive),
-each response decoded. Prints QPS per call, the ratio of modelplane's to MLflow's in the same round, and
-the CPU per call of each server (all its processes), of the Postgres backends of its database and of this
-client. It only prints figures: it never fails because a figure is low.
+runs in this process: gRPC through the generated stubs, MLflow's REST API through bench/http_client.py
+(asyncio streams, keep-alive; httpx only seeds), each response decoded. Prints QPS per call, the ratio of
+modelplane's to MLflow's in the same round, and the CPU per call of each server (all its processes), of
+the Postgres backends of its database and of this client. It only prints figures: it never fails because
+a figure is low.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
 import statistics
@@ -29,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -39,6 +41,7 @@ import asyncpg
 import grpc
 import httpx
 
+from bench.http_client import HttpError, LeanHttp
 from bench.registry_load import (
     Call,
     CallFailed,
@@ -285,33 +288,38 @@ async def mirror(
         await _post(http, "registered-models/alias", {"name": model_id, "alias": alias, "version": number})
 
 
-def mlflow_calls(http: httpx.AsyncClient, seeded: SeededRegistry) -> dict[str, Call]:
-    """MLflow's REST calls matching modelplane's, over the same names in the same order; URLs are built
+def mlflow_calls(http: LeanHttp, seeded: SeededRegistry) -> dict[str, Call]:
+    """MLflow's REST calls matching modelplane's, over the same names in the same order; requests are built
     beforehand as the gRPC requests are, and every answer is decoded as a gRPC client decodes its reply."""
-    alias_urls = itertools.cycle(
-        f"{API}/registered-models/alias?name={quote(model)}&alias={quote(alias)}"
+    alias_requests = itertools.cycle(
+        http.get(f"{API}/registered-models/alias?name={quote(model)}&alias={quote(alias)}")
         for _, model, _, alias in (name.split("/") for name in seeded.aliases)
     )
-    version_urls = itertools.cycle(
-        f"{API}/model-versions/get?name={quote(model)}&version={number}"
+    version_requests = itertools.cycle(
+        http.get(f"{API}/model-versions/get?name={quote(model)}&version={number}")
         for _, model, _, number in (name.split("/") for name in seeded.versions)
     )
     chat_models = [m for m in seeded.models if "-chat-" in m]
-    creates = itertools.cycle(version_payload(m, new_version_template(m)) for m in chat_models)
+    creates = itertools.cycle(
+        http.post_json(
+            f"{API}/model-versions/create", json.dumps(version_payload(m, new_version_template(m))).encode()
+        )
+        for m in chat_models
+    )
 
-    async def decoded(pending: Awaitable[httpx.Response]) -> object:
+    async def decoded(request: bytes) -> object:
         try:
-            response = await pending
-        except httpx.HTTPError as exc:
+            status, body = await http.send(request)
+        except (OSError, HttpError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise CallFailed(type(exc).__name__, str(exc)) from exc
-        if response.status_code != 200:
-            raise CallFailed(f"HTTP_{response.status_code}", response.text[:200])
-        return response.json()
+        if status != 200:
+            raise CallFailed(f"HTTP_{status}", body[:200].decode(errors="replace"))
+        return json.loads(body)
 
     return {
-        MLFLOW_ALIAS: lambda: decoded(http.get(next(alias_urls))),
-        MLFLOW_GET: lambda: decoded(http.get(next(version_urls))),
-        MLFLOW_CREATE: lambda: decoded(http.post(f"{API}/model-versions/create", json=next(creates))),
+        MLFLOW_ALIAS: lambda: decoded(next(alias_requests)),
+        MLFLOW_GET: lambda: decoded(next(version_requests)),
+        MLFLOW_CREATE: lambda: decoded(next(creates)),
     }
 
 
@@ -332,10 +340,9 @@ async def run_load(
     args: argparse.Namespace,
 ) -> tuple[list[Cell], str]:
     """Seeds both registries, then measures reads and writes of both at CONCURRENCY in interleaved rounds."""
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with (
         grpc.aio.insecure_channel(served_target, options=channel_options()) as channel,
-        httpx.AsyncClient(base_url=mlflow.url, limits=limits, timeout=CALL_TIMEOUT) as http,
+        httpx.AsyncClient(base_url=mlflow.url, timeout=CALL_TIMEOUT) as http,
     ):
         await wait_serving(channel)
         stub = ModelRegistryServiceStub(channel)
@@ -345,13 +352,16 @@ async def run_load(
         )
         seeded = await seed_registry(stub, models=args.models, versions_per_model=args.versions)
         connections: list[asyncpg.Connection[asyncpg.Record] | None] = []
+        closing: list[LeanHttp] = []
         try:
             await mirror(stub, http, seeded)
             mine, mine_conn = await _postgres_cpu(database_url)
             theirs, theirs_conn = await _postgres_cpu(mlflow_database_url)
             connections += [mine_conn, theirs_conn]
             ours = registry_calls(stub, seeded)
-            other = mlflow_calls(http, seeded)
+            lean = LeanHttp(mlflow.url)
+            closing.append(lean)
+            other = mlflow_calls(lean, seeded)
             reads = {
                 MLFLOW_ALIAS: Target(other[MLFLOW_ALIAS], mlflow.pid, theirs),
                 "ResolveModel(alias)": Target(ours["ResolveModel(alias)"], served_pid, mine),
@@ -370,6 +380,8 @@ async def run_load(
             for conn in connections:
                 if conn is not None:
                     await conn.close()
+            for client in closing:
+                await client.aclose()
             await remove_seed(stub, seeded)
     described = (
         f"{len(seeded.models)} models, {len(seeded.versions)} versions, {len(seeded.aliases)} aliases, "
@@ -390,8 +402,8 @@ def format_report(cells: Sequence[Cell], args: argparse.Namespace, database: str
         "on psycopg2)",
         f"  registry in each: {seeded}",
         f"  CPU: {cpu_model()}, {os.cpu_count()} cores; each server and the load in processes of their own; "
-        f"concurrency {CONCURRENCY}; MLflow through httpx (keep-alive where the server allows it: "
-        "gunicorn's sync workers close each connection), modelplane through one gRPC channel",
+        f"concurrency {CONCURRENCY}; MLflow through bench/http_client.py (keep-alive where the server "
+        "allows it: gunicorn's sync workers close each connection), modelplane through one gRPC channel",
         f"  database: {database}; MLflow's in a throw-away database on the same Postgres",
         f"  {args.duration:g} s measured per call in {args.rounds} rounds taken in turn, after "
         f"{args.warmup:g} s of warm-up; modelplane at log level {args.server_log_level}",
