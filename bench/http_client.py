@@ -51,6 +51,9 @@ class LeanHttp:
                 return await self._exchange(reader, writer, request)
             except (asyncio.IncompleteReadError, ConnectionError):
                 writer.close()
+            except BaseException:
+                writer.close()
+                raise
         reader, writer = await asyncio.open_connection(self._host, self._port)
         try:
             return await self._exchange(reader, writer, request)
