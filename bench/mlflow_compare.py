@@ -480,7 +480,11 @@ def _stop_on_sigterm(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    mlflow = ensure_mlflow(args.venv)
+    try:
+        mlflow = ensure_mlflow(args.venv)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        print(f"mlflow_compare: installing MLflow into {args.venv} failed: {exc}", file=sys.stderr)
+        return 1
     # Six calls, each warmed up once and measured for --duration over its rounds.
     measured = 6 * (args.duration + args.warmup)
     with tempfile.NamedTemporaryFile("w+", prefix="modelplane-bench-mlflow-", suffix=".log") as log_file:
