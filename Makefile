@@ -8,7 +8,7 @@ COMPILE := $(BIN)/uv pip compile -q --universal --python-version 3.11 --generate
 RELEASED := $(shell cat protos/RELEASED)
 TS := clients/typescript
 
-.PHONY: install lock check-lock gen check-gen ts-gen ts-check-gen ts-build ts-test third-party lint typecheck breaking dist-check test test-embedded run bench clean
+.PHONY: install lock check-lock gen check-gen ts-gen ts-check-gen ts-build ts-test third-party lint typecheck breaking dist-check test test-embedded run bench bench-mlflow clean
 
 .venv/.installed: requirements/dev.lock pyproject.toml
 	python3 -m venv .venv && $(PY) -m pip install -q --require-hashes --no-deps -r requirements/dev.lock && $(PY) -m pip install -q --no-deps --no-build-isolation -e . && touch $@
@@ -68,6 +68,9 @@ run: .venv/.installed
 
 bench: .venv/.installed
 	$(PY) bench/run.py
+
+bench-mlflow: .venv/.installed
+	$(PY) -m bench.mlflow_compare
 
 clean:
 	rm -rf .venv build third_party .mypy_cache .ruff_cache .pytest_cache $(TS)/node_modules $(TS)/dist

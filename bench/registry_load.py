@@ -59,6 +59,8 @@ class Round:
     postgres_cpu_us: float | None
     # Writes only: the backends waiting on a lock and running, on average over the round.
     lock_waits: LockWaits | None = None
+    # The load process's own CPU per successful call (its callers, channel or HTTP client, decoding).
+    client_cpu_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,17 @@ class Slice:
     server_cpu: float | None = None
     postgres_cpu: float | None = None
     lock_waits: LockWaits | None = None
+    client_cpu: float | None = None
+
+
+class CallFailed(Exception):
+    """A call of a non-gRPC server (an HTTP API) that did not succeed; `code` names how, as a gRPC
+    status name would."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -109,6 +122,36 @@ def process_cpu_seconds(pid: int) -> float:
     # The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _parent_pids() -> dict[int, int]:
+    """Every process's parent, from /proc/<pid>/stat (a process that goes away meanwhile is left out)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii") as stat:
+                text = stat.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(entry.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+    return parents
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """process_cpu_seconds of a process and of every live descendant: a server that serves from worker
+    processes (gunicorn's, `serve --workers`) is billed for all of them. A worker that exits within a
+    slice takes its CPU with it."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parent_pids().items():
+        children.setdefault(parent, []).append(child)
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        total += process_cpu_seconds(current)
+        pending.extend(children.get(current, ()))
+    return total
 
 
 # How often the backends' lock waits are sampled while a write is driven.
@@ -180,7 +223,8 @@ async def _drive(
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     pg_before = None if postgres is None else await postgres.sample()
-    cpu_before = None if server_pid is None else process_cpu_seconds(server_pid)
+    cpu_before = None if server_pid is None else tree_cpu_seconds(server_pid)
+    client_before = time.process_time()
     started = time.perf_counter()
     end = started + seconds
 
@@ -189,10 +233,15 @@ async def _drive(
             begin = time.perf_counter()
             try:
                 await call()
-            except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] += 1
+            except (grpc.aio.AioRpcError, CallFailed) as exc:
+                code, details = (
+                    (exc.code, exc.details)
+                    if isinstance(exc, CallFailed)
+                    else (exc.code().name, exc.details())
+                )
+                errors[code] += 1
                 if errors.total() == 1:
-                    print(f"  first failure: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                    print(f"  first failure: {code}: {details}", file=sys.stderr)
                 continue
             latencies.append(time.perf_counter() - begin)
 
@@ -202,13 +251,14 @@ async def _drive(
     )
     # The callers stop at the first call that ends after `end`, so the slice lasts a little longer.
     elapsed = time.perf_counter() - started
-    server_cpu = None if server_pid is None else process_cpu_seconds(server_pid) - (cpu_before or 0.0)
+    client_cpu = time.process_time() - client_before
+    server_cpu = None if server_pid is None else tree_cpu_seconds(server_pid) - (cpu_before or 0.0)
     postgres_cpu = None
     pg_after = None if postgres is None else await postgres.sample()
     if pg_before is not None and pg_after is not None:
         # A backend that appeared during the slice counts from zero; one that went away is not counted.
         postgres_cpu = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
-    return Slice(latencies, errors, elapsed, server_cpu, postgres_cpu, lock_waits)
+    return Slice(latencies, errors, elapsed, server_cpu, postgres_cpu, lock_waits, client_cpu)
 
 
 def _per_call_us(cpu: float | None, calls: int) -> float | None:
@@ -228,6 +278,7 @@ def summarize(rpc: str, concurrency: int, slices: Sequence[Slice]) -> Cell:
             server_cpu_us=_per_call_us(piece.server_cpu, len(piece.latencies)),
             postgres_cpu_us=_per_call_us(piece.postgres_cpu, len(piece.latencies)),
             lock_waits=piece.lock_waits,
+            client_cpu_us=_per_call_us(piece.client_cpu, len(piece.latencies)),
         )
         for piece in slices
     ]
@@ -275,17 +326,9 @@ async def measure_level(
     return [summarize(rpc, concurrency, pieces) for rpc, pieces in slices.items()]
 
 
-def _calls(
-    channel: grpc.aio.Channel,
-    bare_channel: grpc.aio.Channel,
-    registry: ModelRegistryServiceAsyncStub,
-    seeded: SeededRegistry,
-) -> dict[str, Call]:
-    """One call function per RPC; requests are built beforehand, as the baseline's is, and rotate over
-    the seeded names so the server does not answer the same row every time."""
-    bare = bare_channel.unary_unary(FULL_METHOD, request_serializer=None, response_deserializer=None)
-    health = health_pb2_grpc.HealthStub(channel)
-    health_request = health_pb2.HealthCheckRequest(service="")
+def registry_calls(registry: ModelRegistryServiceAsyncStub, seeded: SeededRegistry) -> dict[str, Call]:
+    """One call function per registry RPC of the load; requests are built beforehand, as the baseline's
+    is, and rotate over the seeded names so the server does not answer the same row every time."""
     get_requests = itertools.cycle(registry_pb2.GetModelVersionRequest(name=n) for n in seeded.versions)
     alias_requests = itertools.cycle(registry_pb2.ResolveModelRequest(alias=a) for a in seeded.aliases)
     constraint_requests = itertools.cycle(
@@ -317,8 +360,6 @@ def _calls(
         return registry.SetAlias(request, timeout=CALL_TIMEOUT)
 
     return {
-        BARE: lambda: bare(b"", timeout=CALL_TIMEOUT),
-        HEALTH: lambda: health.Check(health_request, timeout=CALL_TIMEOUT),
         "GetModelVersion": lambda: registry.GetModelVersion(next(get_requests), timeout=CALL_TIMEOUT),
         "ResolveModel(alias)": lambda: registry.ResolveModel(next(alias_requests), timeout=CALL_TIMEOUT),
         "ResolveModel(constraints)": lambda: registry.ResolveModel(
@@ -327,6 +368,22 @@ def _calls(
         "CreateModelVersion": create,
         "SetAlias": set_alias,
     }
+
+
+def _calls(
+    channel: grpc.aio.Channel,
+    bare_channel: grpc.aio.Channel,
+    registry: ModelRegistryServiceAsyncStub,
+    seeded: SeededRegistry,
+) -> dict[str, Call]:
+    """The registry's calls, the bare server's empty call and Health/Check."""
+    bare = bare_channel.unary_unary(FULL_METHOD, request_serializer=None, response_deserializer=None)
+    health = health_pb2_grpc.HealthStub(channel)
+    health_request = health_pb2.HealthCheckRequest(service="")
+    return {
+        BARE: lambda: bare(b"", timeout=CALL_TIMEOUT),
+        HEALTH: lambda: health.Check(health_request, timeout=CALL_TIMEOUT),
+    } | registry_calls(registry, seeded)
 
 
 async def wait_serving(channel: grpc.aio.Channel) -> None:

@@ -335,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the registry benchmark alone, not the others after it",
     )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="after the registry benchmark, compare with MLflow's model registry (bench/mlflow_compare.py; "
+        "installs MLflow into build/mlflow-venv on first use)",
+    )
     return parser
 
 
@@ -358,9 +364,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_report(result, args, database.description), flush=True)
     print(flush=True)
     subprocess.run([sys.executable, "-m", "bench.registry_convert"], cwd=REPO, check=False)
+    exit_code = run_mlflow_comparison(args) if args.mlflow else 0
     if args.registry_only:
-        return 0
-    return run_guardrail_benchmarks(args)
+        return exit_code
+    return run_guardrail_benchmarks(args) or exit_code
+
+
+def run_mlflow_comparison(args: argparse.Namespace) -> int:
+    """bench/mlflow_compare.py in a process of its own, with this run's database and timing options."""
+    command = [
+        *(sys.executable, "-m", "bench.mlflow_compare"),
+        *(["--database-url", args.database_url] if args.database_url else []),
+        *(["--embedded"] if args.embedded else []),
+        *("--duration", str(args.duration), "--warmup", str(args.warmup), "--rounds", str(args.rounds)),
+        *("--models", str(args.models), "--versions", str(args.versions)),
+        *("--server-log-level", args.server_log_level),
+    ]
+    print(flush=True)
+    return subprocess.run(command, cwd=REPO, check=False).returncode
 
 
 def run_guardrail_benchmarks(args: argparse.Namespace) -> int:
