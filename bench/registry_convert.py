@@ -12,9 +12,10 @@ import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from modelplane.pricing import Prices
 from modelplane.server.proto_memo import ProtoMemo
 from modelplane.server.registry import servicer
-from modelplane.server.registry.domain import ModelVersion, Pricing, Resolution, VersionState
+from modelplane.server.registry.domain import ModelVersion, Resolution, VersionState
 
 CALLS = 20_000
 ROUNDS = 5
@@ -33,7 +34,7 @@ def sample_version() -> ModelVersion:
         capabilities=("chat", "streaming", "completion", "tool_use", "json_mode"),
         context_window=128_000,
         max_output_tokens=16_384,
-        pricing=Pricing(currency_code="USD", input=2_500_000, output=10_000_000, cached_input=250_000),
+        pricing=Prices(currency_code="USD", input=2_500_000, output=10_000_000, cached_input=250_000),
         state=VersionState.READY,
         labels={"eval": "passed", "release": "r3"},
         parent_version="",

@@ -3,8 +3,9 @@ read finds, numbers are consecutive per model, and a missing model gives None an
 
 from __future__ import annotations
 
+from modelplane.pricing import Prices
 from modelplane.server.registry import store
-from modelplane.server.registry.domain import ModelFields, Pricing, VersionFields, VersionState
+from modelplane.server.registry.domain import ModelFields, VersionFields, VersionState
 from modelplane.server.store.pool import Database
 
 FIELDS = VersionFields(
@@ -14,7 +15,7 @@ FIELDS = VersionFields(
     capabilities=("chat", "vision"),
     context_window=32_000,
     max_output_tokens=8_000,
-    pricing=Pricing(currency_code="EUR", input=10, output=20, cached_input=1, reasoning=None),
+    pricing=Prices(currency_code="EUR", input=10, output=20, cached_input=1, reasoning=None),
     state=VersionState.DEPRECATED,
     labels={"eval": "passed"},
     source_run="run-7",
@@ -32,7 +33,7 @@ async def test_the_returned_version_is_what_a_read_finds(database: Database) -> 
                 source_uri="s3://m/2",
                 context_window=8_000,
                 max_output_tokens=1_000,
-                pricing=Pricing(currency_code="USD", input=1, output=2),
+                pricing=Prices(currency_code="USD", input=1, output=2),
             ),
             "e2",
         )

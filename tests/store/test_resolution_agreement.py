@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 
+from modelplane.pricing import Prices
 from modelplane.server.registry import store
 from modelplane.server.registry.domain import (
     CAPABILITIES,
     Constraints,
     ModelFields,
     PriceCap,
-    Pricing,
     VersionFields,
     VersionState,
 )
@@ -35,7 +35,7 @@ async def _seed(conn: Connection, rng: random.Random) -> None:
                 source_uri="x",
                 context_window=window,
                 max_output_tokens=window // 4,
-                pricing=Pricing(
+                pricing=Prices(
                     currency_code=rng.choice(("USD", "USD", "EUR")),
                     input=rng.choice((0, 1_000, 5_000)),
                     output=rng.choice((1_000, 2_000, 9_000)),

@@ -137,7 +137,7 @@ def test_inconsistent_usage_is_refused() -> None:
 
 
 def test_the_server_prices_without_importing_a_consumer_package() -> None:
-    # Pricing is shared vocabulary (modelplane.pricing); the server never pulls in LLMClient's package.
+    # Prices is shared vocabulary (modelplane.pricing); the server never pulls in LLMClient's package.
     code = (
         "import sys, modelplane.server.app, modelplane.server.logs.service;"
         "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['modelplane', 'inference'],"

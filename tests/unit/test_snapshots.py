@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from modelplane.server.registry.domain import ModelVersion, Pricing, VersionState
+from modelplane.pricing import Prices
+from modelplane.server.registry.domain import ModelVersion, VersionState
 from modelplane.server.store.snapshots import from_json, to_json
 
 
@@ -56,7 +57,7 @@ def test_a_model_version_comes_back_equal() -> None:
         capabilities=("chat", "tool_use"),
         context_window=128_000,
         max_output_tokens=16_384,
-        pricing=Pricing(currency_code="USD", input=1, output=2, cached_input=None, reasoning=None),
+        pricing=Prices(currency_code="USD", input=1, output=2, cached_input=None, reasoning=None),
         state=VersionState.DEPRECATED,
         labels={"eval": "passed"},
         parent_version="",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from modelplane.pricing import Prices
 from modelplane.server.errors import FieldViolation
 from modelplane.server.field_rules import CURRENCY_CODE, Violations
 from modelplane.server.proto_time import timestamp
@@ -22,7 +23,6 @@ from modelplane.server.registry.domain import (
     ModelFields,
     ModelVersion,
     PriceCap,
-    Pricing,
     Progress,
     Rejection,
     VersionFields,
@@ -107,21 +107,7 @@ def model_to_proto(model: Model) -> registry_pb2.Model:
 # ---- versions
 
 
-def pricing_from_proto(pricing: registry_pb2.TokenPricing) -> Pricing:
-    return Pricing(
-        currency_code=pricing.currency_code,
-        input=pricing.input_micros_per_million,
-        output=pricing.output_micros_per_million,
-        cached_input=pricing.cached_input_micros_per_million
-        if pricing.HasField("cached_input_micros_per_million")
-        else None,
-        reasoning=pricing.reasoning_micros_per_million
-        if pricing.HasField("reasoning_micros_per_million")
-        else None,
-    )
-
-
-def pricing_to_proto(pricing: Pricing) -> registry_pb2.TokenPricing:
+def pricing_to_proto(pricing: Prices) -> registry_pb2.TokenPricing:
     proto = registry_pb2.TokenPricing(
         currency_code=pricing.currency_code,
         input_micros_per_million=pricing.input,
@@ -140,7 +126,7 @@ def version_fields(version: registry_pb2.ModelVersion) -> VersionFields:
         source_uri=version.source_uri,
         context_window=version.context_window,
         max_output_tokens=version.max_output_tokens,
-        pricing=pricing_from_proto(version.pricing),
+        pricing=Prices.of(version.pricing),
         source_sha256=version.source_sha256,
         capabilities=capability_names(version.capabilities, "model_version.capabilities", refused),
         description=version.description,

@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from modelplane.pricing import Prices
 from modelplane.server.errors import FieldViolation
 
 # The capability vocabulary, in the stored form (the Capability enum's names, lower-case, without prefix).
@@ -73,26 +74,13 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Pricing:
-    """Prices per million tokens in integer micro-units of `currency_code`."""
-
-    currency_code: str
-    input: int
-    output: int
-    # None: cached input tokens cost the input price.
-    cached_input: int | None = None
-    # None: reasoning tokens cost the output price.
-    reasoning: int | None = None
-
-
-@dataclass(frozen=True)
 class VersionFields:
     """What a caller sets on a new version."""
 
     source_uri: str
     context_window: int
     max_output_tokens: int
-    pricing: Pricing
+    pricing: Prices
     source_sha256: str = ""
     capabilities: tuple[str, ...] = ()
     description: str = ""
@@ -117,7 +105,7 @@ class ModelVersion:
     capabilities: tuple[str, ...]
     context_window: int
     max_output_tokens: int
-    pricing: Pricing
+    pricing: Prices
     state: VersionState
     labels: Mapping[str, str]
     parent_version: str

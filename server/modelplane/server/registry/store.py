@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from modelplane.pricing import Prices
 from modelplane.server.registry.domain import (
     Alias,
     AliasMove,
@@ -19,7 +20,6 @@ from modelplane.server.registry.domain import (
     Model,
     ModelFields,
     ModelVersion,
-    Pricing,
     VersionFields,
     VersionState,
     VersionUpdate,
@@ -77,7 +77,7 @@ def _version(row: asyncpg.Record) -> ModelVersion:
         capabilities=tuple(row["capabilities"]),
         context_window=row["context_window"],
         max_output_tokens=row["max_output_tokens"],
-        pricing=Pricing(
+        pricing=Prices(
             currency_code=row["currency_code"],
             input=row["input_price"],
             output=row["output_price"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from modelplane.pricing import Prices
 from modelplane.server.field_rules import (
     CURRENCY_CODE,
     Violations,
@@ -18,7 +19,7 @@ from modelplane.server.field_rules import (
     check_text,
 )
 from modelplane.server.registry import names
-from modelplane.server.registry.domain import CAPABILITIES, ModelFields, Pricing, VersionFields, VersionUpdate
+from modelplane.server.registry.domain import CAPABILITIES, ModelFields, VersionFields, VersionUpdate
 
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -46,7 +47,7 @@ def _model_fields(v: Violations, fields: ModelFields, prefix: str, paths: frozen
         check_labels(v, f"{prefix}.labels", fields.labels)
 
 
-def _pricing(v: Violations, path: str, pricing: Pricing | None) -> None:
+def _pricing(v: Violations, path: str, pricing: Prices | None) -> None:
     if pricing is None:
         v.add(path, "is required: the price per million tokens (zero for a free model)")
         return
