@@ -128,6 +128,11 @@ class InvalidArgument(ModelplaneError):
 class NotFound(ModelplaneError):
     reason = ""
 
+    @classmethod
+    def resource(cls, kind: str, name: str, reason: Reason) -> NotFound:
+        """The NOT_FOUND of the resource `name` (a "model", a "policy", ...), named in ErrorInfo.metadata."""
+        return cls(f"{kind} {name} does not exist", reason=reason, metadata={"resource": name})
+
 
 class AlreadyExists(ModelplaneError):
     reason = ""

@@ -39,28 +39,16 @@ T = TypeVar("T")
 
 def deployment_not_found(deployment_id: str) -> NotFound:
     name = deployment_name(deployment_id)
-    return NotFound(
-        f"deployment {name} does not exist",
-        reason=ErrorReason.ERROR_REASON_DEPLOYMENT_NOT_FOUND,
-        metadata={"resource": name},
-    )
+    return NotFound.resource("deployment", name, ErrorReason.ERROR_REASON_DEPLOYMENT_NOT_FOUND)
 
 
 def rollout_not_found(deployment_id: str, number: int) -> NotFound:
     name = rollout_name(deployment_id, number)
-    return NotFound(
-        f"rollout {name} does not exist",
-        reason=ErrorReason.ERROR_REASON_ROLLOUT_NOT_FOUND,
-        metadata={"resource": name},
-    )
+    return NotFound.resource("rollout", name, ErrorReason.ERROR_REASON_ROLLOUT_NOT_FOUND)
 
 
 def version_not_found(version: str) -> NotFound:
-    return NotFound(
-        f"version {version} does not exist",
-        reason=ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND,
-        metadata={"resource": version},
-    )
+    return NotFound.resource("version", version, ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND)
 
 
 def with_health(endpoints: tuple[Endpoint, ...], known: dict[str, EndpointHealth]) -> tuple[Endpoint, ...]:
@@ -170,10 +158,8 @@ class DeploymentWriter:
         state = await store.lock_version_state(m.conn, model_id, number)
         if state is None:
             if not await store.model_exists(m.conn, model_id):
-                raise NotFound(
-                    f"model models/{model_id} does not exist",
-                    reason=ErrorReason.ERROR_REASON_MODEL_NOT_FOUND,
-                    metadata={"resource": f"models/{model_id}"},
+                raise NotFound.resource(
+                    "model", f"models/{model_id}", ErrorReason.ERROR_REASON_MODEL_NOT_FOUND
                 )
             raise version_not_found(version_name(model_id, number))
         if state == "archived":

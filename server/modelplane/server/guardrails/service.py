@@ -120,11 +120,7 @@ VIOLATION_ORDER = OrderSchema(
 
 def _policy_not_found(policy_id: str) -> NotFound:
     name = policy_name(policy_id)
-    return NotFound(
-        f"policy {name} does not exist",
-        reason=ErrorReason.ERROR_REASON_POLICY_NOT_FOUND,
-        metadata={"resource": name},
-    )
+    return NotFound.resource("policy", name, ErrorReason.ERROR_REASON_POLICY_NOT_FOUND)
 
 
 def _revision_not_found(policy_id: str, revision: int) -> NotFound:

@@ -62,29 +62,17 @@ MAX_CANDIDATES = 5000
 
 
 def _model_not_found(model_id: str) -> NotFound:
-    return NotFound(
-        f"model {model_name(model_id)} does not exist",
-        reason=ErrorReason.ERROR_REASON_MODEL_NOT_FOUND,
-        metadata={"resource": model_name(model_id)},
-    )
+    return NotFound.resource("model", model_name(model_id), ErrorReason.ERROR_REASON_MODEL_NOT_FOUND)
 
 
 def _version_not_found(model_id: str, version_id: int) -> NotFound:
     name = version_name(model_id, version_id)
-    return NotFound(
-        f"version {name} does not exist",
-        reason=ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND,
-        metadata={"resource": name},
-    )
+    return NotFound.resource("version", name, ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND)
 
 
 def _alias_not_found(model_id: str, alias: str) -> NotFound:
     name = alias_name(model_id, alias)
-    return NotFound(
-        f"alias {name} does not exist",
-        reason=ErrorReason.ERROR_REASON_ALIAS_NOT_FOUND,
-        metadata={"resource": name},
-    )
+    return NotFound.resource("alias", name, ErrorReason.ERROR_REASON_ALIAS_NOT_FOUND)
 
 
 class RegistryService:
