@@ -19,6 +19,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from modelplane.client import DeploymentClient
+from modelplane.client.errors import InvalidArgument
 from modelplane.v1 import (
     common_pb2,
     deployments_pb2_grpc,
@@ -490,3 +492,21 @@ async def test_gates_need_a_timed_canary_step(channel: grpc.aio.Channel) -> None
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await dep.StartRollout(dpb.StartRolloutRequest(parent=DEPLOYMENT, rollout=empty), timeout=TIMEOUT)
     assert rich(caught.value).field_paths == ["rollout.analysis.gates"]
+
+
+async def test_the_python_client_carries_gates(channel: grpc.aio.Channel) -> None:
+    await _setup(channel)
+    await _feed(channel, common_pb2.TRAFFIC_SLOT_STABLE, 300, 3)
+    await _feed(channel, common_pb2.TRAFFIC_SLOT_CANARY, 300, 3)
+    client = DeploymentClient(channel)
+    plan = await client.plan_rollout(parent=DEPLOYMENT, rollout=_rollout([_error_gate()]))
+    (errors,) = plan.gate_evaluations
+    assert (errors.verdict, errors.canary_samples) == (dpb.GATE_VERDICT_PASS, 300)
+    bad = _rollout([_error_gate()])
+    bad.analysis.gates[0].bound.max_ratio = 0.5
+    with pytest.raises(InvalidArgument) as caught:
+        await client.start_rollout(parent=DEPLOYMENT, rollout=bad)
+    assert [v.field for v in caught.value.field_violations] == ["rollout.analysis.gates[0].bound.max_ratio"]
+    started = await client.start_rollout(parent=DEPLOYMENT, rollout=_rollout([_error_gate()]))
+    assert started.rollout.analysis.gates[0].name == "errors"
+    assert started.rollout.analysis.max_wait_for_data.seconds == 30
