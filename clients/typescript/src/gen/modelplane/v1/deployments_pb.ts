@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file modelplane/v1/deployments.proto.
  */
 export const file_modelplane_v1_deployments: GenFile = /*@__PURE__*/
-  fileDesc("Ch9tb2RlbHBsYW5lL3YxL2RlcGxveW1lbnRzLnByb3RvEg1tb2RlbHBsYW5lLnYxIsABCghFbmRwb2ludBIVCgdhZGRyZXNzGAEgASgJQgTiQQECEjkKBmxhYmVscxgCIAMoCzIjLm1vZGVscGxhbmUudjEuRW5kcG9pbnQuTGFiZWxzRW50cnlCBOJBAQESMwoGaGVhbHRoGAMgASgOMh0ubW9kZWxwbGFuZS52MS5FbmRwb2ludEhlYWx0aEIE4kEBAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInUKC1Nsb3RUcmFmZmljEhsKDW1vZGVsX3ZlcnNpb24YASABKAlCBOJBAQISMAoJZW5kcG9pbnRzGAIgAygLMhcubW9kZWxwbGFuZS52MS5FbmRwb2ludEIE4kEBAhIXCgl3ZWlnaHRfYnAYAyABKAVCBOJBAQEicgoMVHJhZmZpY1RhYmxlEjAKBnN0YWJsZRgBIAEoCzIaLm1vZGVscGxhbmUudjEuU2xvdFRyYWZmaWNCBOJBAQISMAoGY2FuYXJ5GAIgASgLMhoubW9kZWxwbGFuZS52MS5TbG90VHJhZmZpY0IE4kEBAyLFAwoKRGVwbG95bWVudBISCgRuYW1lGAEgASgJQgTiQQEIEhoKC2Vudmlyb25tZW50GAIgASgJQgXiQQICBRIUCgVtb2RlbBgDIAEoCUIF4kECAgUSMgoHdHJhZmZpYxgEIAEoCzIbLm1vZGVscGxhbmUudjEuVHJhZmZpY1RhYmxlQgTiQQECEhkKC2Rlc2NyaXB0aW9uGAUgASgJQgTiQQEBEjsKBmxhYmVscxgGIAMoCzIlLm1vZGVscGxhbmUudjEuRGVwbG95bWVudC5MYWJlbHNFbnRyeUIE4kEBARIcCg5hY3RpdmVfcm9sbG91dBgHIAEoCUIE4kEBAxIWCghyZXZpc2lvbhgIIAEoA0IE4kEBAxI1CgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhIKBGV0YWcYCyABKAlCBOJBAQEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKAAQoLUm9sbG91dFN0ZXASFwoJd2VpZ2h0X2JwGAEgASgFQgTiQQECEh4KFHBhdXNlX3VudGlsX3Byb21vdGVkGAIgASgISAASLQoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IAEIJCgdhZHZhbmNlItoFCgdSb2xsb3V0EhIKBG5hbWUYASABKAlCBOJBAQgSHQoOdGFyZ2V0X3ZlcnNpb24YAiABKAlCBeJBAgIFEjEKCWVuZHBvaW50cxgDIAMoCzIXLm1vZGVscGxhbmUudjEuRW5kcG9pbnRCBeJBAgIFEjcKCHN0cmF0ZWd5GAQgASgOMh4ubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RyYXRlZ3lCBeJBAgIFEjAKBXN0ZXBzGAUgAygLMhoubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RlcEIF4kECAQUSFAoGcmVhc29uGAYgASgJQgTiQQEBEjAKBXN0YXRlGAcgASgOMhsubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RhdGVCBOJBAQMSGgoMY3VycmVudF9zdGVwGAggASgFQgTiQQEDEjgKDm5leHRfc3RlcF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIaCgxmcm9tX3ZlcnNpb24YCiABKAlCBOJBAQMSOAoNcm9sbGJhY2tfbW9kZRgLIAEoDjIbLm1vZGVscGxhbmUudjEuUm9sbGJhY2tNb2RlQgTiQQEDEjoKEXJvbGxiYWNrX2ludGVydmFsGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhgKCnN0YXJ0ZWRfYnkYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC3VwZGF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgRIAEoCUIE4kEBAyKrAwoWRGVwbG95bWVudEhpc3RvcnlFbnRyeRISCgRuYW1lGAEgASgJQgTiQQEDEj0KCnRyYW5zaXRpb24YAiABKA4yIy5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnRUcmFuc2l0aW9uQgTiQQEDEhUKB3JvbGxvdXQYAyABKAlCBOJBAQMSOAoNcm9sbG91dF9zdGF0ZRgEIAEoDjIbLm1vZGVscGxhbmUudjEuUm9sbG91dFN0YXRlQgTiQQEDEhMKBWFjdG9yGAUgASgJQgTiQQEDEhQKBnJlYXNvbhgGIAEoCUIE4kEBAxI5Cg50cmFmZmljX2JlZm9yZRgHIAEoCzIbLm1vZGVscGxhbmUudjEuVHJhZmZpY1RhYmxlQgTiQQEDEjgKDXRyYWZmaWNfYWZ0ZXIYCCABKAsyGy5tb2RlbHBsYW5lLnYxLlRyYWZmaWNUYWJsZUIE4kEBAxIWCghyZXZpc2lvbhgJIAEoA0IE4kEBAxI1CgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMihQEKF0NyZWF0ZURlcGxveW1lbnRSZXF1ZXN0EhsKDWRlcGxveW1lbnRfaWQYASABKAlCBOJBAQISMwoKZGVwbG95bWVudBgCIAEoCzIZLm1vZGVscGxhbmUudjEuRGVwbG95bWVudEIE4kEBAhIYCgpyZXF1ZXN0X2lkGAMgASgJQgTiQQEBIkkKGENyZWF0ZURlcGxveW1lbnRSZXNwb25zZRItCgpkZXBsb3ltZW50GAEgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50IioKFEdldERlcGxveW1lbnRSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQIiRgoVR2V0RGVwbG95bWVudFJlc3BvbnNlEi0KCmRlcGxveW1lbnQYASABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQiYAoWTGlzdERlcGxveW1lbnRzUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBARITCgVtb2RlbBgDIAEoCUIE4kEBASJiChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIuCgtkZXBsb3ltZW50cxgBIAMoCzIZLm1vZGVscGxhbmUudjEuRGVwbG95bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkinwEKF1VwZGF0ZURlcGxveW1lbnRSZXF1ZXN0EjMKCmRlcGxveW1lbnQYASABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnRCBOJBAQISNQoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQgTiQQECEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiSQoYVXBkYXRlRGVwbG95bWVudFJlc3BvbnNlEi0KCmRlcGxveW1lbnQYASABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQiWwoXRGVsZXRlRGVwbG95bWVudFJlcXVlc3QSEgoEbmFtZRgBIAEoCUIE4kEBAhISCgRldGFnGAIgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiGgoYRGVsZXRlRGVwbG95bWVudFJlc3BvbnNlInQKE1N0YXJ0Um9sbG91dFJlcXVlc3QSFAoGcGFyZW50GAEgASgJQgTiQQECEi0KB3JvbGxvdXQYAiABKAsyFi5tb2RlbHBsYW5lLnYxLlJvbGxvdXRCBOJBAQISGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBASJuChRTdGFydFJvbGxvdXRSZXNwb25zZRInCgdyb2xsb3V0GAEgASgLMhYubW9kZWxwbGFuZS52MS5Sb2xsb3V0Ei0KCmRlcGxveW1lbnQYAiABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQiWQoSUGxhblJvbGxvdXRSZXF1ZXN0EhQKBnBhcmVudBgBIAEoCUIE4kEBAhItCgdyb2xsb3V0GAIgASgLMhYubW9kZWxwbGFuZS52MS5Sb2xsb3V0QgTiQQECIqMBCgxQbGFubmVkU3RhZ2USKgoFc3RhdGUYASABKA4yGy5tb2RlbHBsYW5lLnYxLlJvbGxvdXRTdGF0ZRIMCgRzdGVwGAIgASgFEiwKB3RyYWZmaWMYAyABKAsyGy5tb2RlbHBsYW5lLnYxLlRyYWZmaWNUYWJsZRIrCgdhZHZhbmNlGAQgASgLMhoubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RlcCJrChNQbGFuUm9sbG91dFJlc3BvbnNlEicKB3JvbGxvdXQYASABKAsyFi5tb2RlbHBsYW5lLnYxLlJvbGxvdXQSKwoGc3RhZ2VzGAIgAygLMhsubW9kZWxwbGFuZS52MS5QbGFubmVkU3RhZ2UiJwoRR2V0Um9sbG91dFJlcXVlc3QSEgoEbmFtZRgBIAEoCUIE4kEBAiI9ChJHZXRSb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dCJeChNMaXN0Um9sbG91dHNSZXF1ZXN0EhQKBnBhcmVudBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBASJZChRMaXN0Um9sbG91dHNSZXNwb25zZRIoCghyb2xsb3V0cxgBIAMoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkihQEKFVByb21vdGVSb2xsb3V0UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhQKBnRvX2VuZBgCIAEoCEIE4kEBARIUCgZyZWFzb24YAyABKAlCBOJBAQESEgoEZXRhZxgEIAEoCUIE4kEBARIYCgpyZXF1ZXN0X2lkGAUgASgJQgTiQQEBInAKFlByb21vdGVSb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBItCgpkZXBsb3ltZW50GAIgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50Im0KE1BhdXNlUm9sbG91dFJlcXVlc3QSEgoEbmFtZRgBIAEoCUIE4kEBAhIUCgZyZWFzb24YAiABKAlCBOJBAQESEgoEZXRhZxgDIAEoCUIE4kEBARIYCgpyZXF1ZXN0X2lkGAQgASgJQgTiQQEBIm4KFFBhdXNlUm9sbG91dFJlc3BvbnNlEicKB3JvbGxvdXQYASABKAsyFi5tb2RlbHBsYW5lLnYxLlJvbGxvdXQSLQoKZGVwbG95bWVudBgCIAEoCzIZLm1vZGVscGxhbmUudjEuRGVwbG95bWVudCJuChRSZXN1bWVSb2xsb3V0UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhQKBnJlYXNvbhgCIAEoCUIE4kEBARISCgRldGFnGAMgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYBCABKAlCBOJBAQEibwoVUmVzdW1lUm9sbG91dFJlc3BvbnNlEicKB3JvbGxvdXQYASABKAsyFi5tb2RlbHBsYW5lLnYxLlJvbGxvdXQSLQoKZGVwbG95bWVudBgCIAEoCzIZLm1vZGVscGxhbmUudjEuRGVwbG95bWVudCLZAQoWUm9sbGJhY2tSb2xsb3V0UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEi8KBG1vZGUYAiABKA4yGy5tb2RlbHBsYW5lLnYxLlJvbGxiYWNrTW9kZUIE4kEBAhI2Cg1zdGVwX2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEBEhQKBnJlYXNvbhgEIAEoCUIE4kEBARISCgRldGFnGAUgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYBiABKAlCBOJBAQEicQoXUm9sbGJhY2tSb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBItCgpkZXBsb3ltZW50GAIgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50Im0KE0Fib3J0Um9sbG91dFJlcXVlc3QSEgoEbmFtZRgBIAEoCUIE4kEBAhIUCgZyZWFzb24YAiABKAlCBOJBAQESEgoEZXRhZxgDIAEoCUIE4kEBARIYCgpyZXF1ZXN0X2lkGAQgASgJQgTiQQEBIm4KFEFib3J0Um9sbG91dFJlc3BvbnNlEicKB3JvbGxvdXQYASABKAsyFi5tb2RlbHBsYW5lLnYxLlJvbGxvdXQSLQoKZGVwbG95bWVudBgCIAEoCzIZLm1vZGVscGxhbmUudjEuRGVwbG95bWVudCJ9ChtSZXBvcnRFbmRwb2ludEhlYWx0aFJlcXVlc3QSGAoKZGVwbG95bWVudBgBIAEoCUIE4kEBAhIVCgdhZGRyZXNzGAIgASgJQgTiQQECEhMKBXJlYWR5GAMgASgIQgTiQQECEhgKCnJlcXVlc3RfaWQYBCABKAlCBOJBAQEiXgocUmVwb3J0RW5kcG9pbnRIZWFsdGhSZXNwb25zZRIPCgdjaGFuZ2VkGAEgASgIEi0KCmRlcGxveW1lbnQYAiABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQiZwocTGlzdERlcGxveW1lbnRIaXN0b3J5UmVxdWVzdBIUCgZwYXJlbnQYASABKAlCBOJBAQISFwoJcGFnZV9zaXplGAIgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAyABKAlCBOJBAQEicAodTGlzdERlcGxveW1lbnRIaXN0b3J5UmVzcG9uc2USNgoHZW50cmllcxgBIAMoCzIlLm1vZGVscGxhbmUudjEuRGVwbG95bWVudEhpc3RvcnlFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSgoTUmVzb2x2ZVJvdXRlUmVxdWVzdBIYCgpkZXBsb3ltZW50GAEgASgJQgTiQQECEhkKC3JvdXRpbmdfa2V5GAIgASgJQgTiQQEBIpQBChRSZXNvbHZlUm91dGVSZXNwb25zZRIpCghlbmRwb2ludBgBIAEoCzIXLm1vZGVscGxhbmUudjEuRW5kcG9pbnQSFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRIoCgRzbG90GAMgASgOMhoubW9kZWxwbGFuZS52MS5UcmFmZmljU2xvdBIQCghyZXZpc2lvbhgEIAEoAyJQChZXYXRjaERlcGxveW1lbnRSZXF1ZXN0EhgKCmRlcGxveW1lbnQYASABKAlCBOJBAQISHAoOc3RhcnRfcmV2aXNpb24YAiABKANCBOJBAQEirQEKEERlcGxveW1lbnRDaGFuZ2USEAoIcmV2aXNpb24YASABKAMSJwoEa2luZBgCIAEoDjIZLm1vZGVscGxhbmUudjEuQ2hhbmdlS2luZBItCgpkZXBsb3ltZW50GAMgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50Ei8KC2NoYW5nZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKHAQoXV2F0Y2hEZXBsb3ltZW50UmVzcG9uc2USMQoGY2hhbmdlGAEgASgLMh8ubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50Q2hhbmdlSAASMAoIcHJvZ3Jlc3MYAiABKAsyHC5tb2RlbHBsYW5lLnYxLldhdGNoUHJvZ3Jlc3NIAEIHCgVldmVudCprCg5FbmRwb2ludEhlYWx0aBIfChtFTkRQT0lOVF9IRUFMVEhfVU5TUEVDSUZJRUQQABIZChVFTkRQT0lOVF9IRUFMVEhfUkVBRFkQARIdChlFTkRQT0lOVF9IRUFMVEhfTk9UX1JFQURZEAIqkQEKD1JvbGxvdXRTdHJhdGVneRIgChxST0xMT1VUX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASGwoXUk9MTE9VVF9TVFJBVEVHWV9DQU5BUlkQARIfChtST0xMT1VUX1NUUkFURUdZX0JMVUVfR1JFRU4QAhIeChpST0xMT1VUX1NUUkFURUdZX0lNTUVESUFURRADKpkCCgxSb2xsb3V0U3RhdGUSHQoZUk9MTE9VVF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVJPTExPVVRfU1RBVEVfUEVORElORxABEh8KG1JPTExPVVRfU1RBVEVfV0FJVElOR19SRUFEWRACEh0KGVJPTExPVVRfU1RBVEVfUFJPR1JFU1NJTkcQAxIYChRST0xMT1VUX1NUQVRFX1BBVVNFRBAEEh4KGlJPTExPVVRfU1RBVEVfUk9MTElOR19CQUNLEAUSGwoXUk9MTE9VVF9TVEFURV9TVUNDRUVERUQQBhIdChlST0xMT1VUX1NUQVRFX1JPTExFRF9CQUNLEAcSGQoVUk9MTE9VVF9TVEFURV9BQk9SVEVEEAgqYwoMUm9sbGJhY2tNb2RlEh0KGVJPTExCQUNLX01PREVfVU5TUEVDSUZJRUQQABIZChVST0xMQkFDS19NT0RFX0lOU1RBTlQQARIZChVST0xMQkFDS19NT0RFX1NURVBQRUQQAiqFBAoURGVwbG95bWVudFRyYW5zaXRpb24SJQohREVQTE9ZTUVOVF9UUkFOU0lUSU9OX1VOU1BFQ0lGSUVEEAASIQodREVQTE9ZTUVOVF9UUkFOU0lUSU9OX0NSRUFURUQQARIhCh1ERVBMT1lNRU5UX1RSQU5TSVRJT05fVVBEQVRFRBACEikKJURFUExPWU1FTlRfVFJBTlNJVElPTl9ST0xMT1VUX1NUQVJURUQQAxInCiNERVBMT1lNRU5UX1RSQU5TSVRJT05fU1RFUF9BRFZBTkNFRBAEEiIKHkRFUExPWU1FTlRfVFJBTlNJVElPTl9QUk9NT1RFRBAFEiAKHERFUExPWU1FTlRfVFJBTlNJVElPTl9QQVVTRUQQBhIhCh1ERVBMT1lNRU5UX1RSQU5TSVRJT05fUkVTVU1FRBAHEioKJkRFUExPWU1FTlRfVFJBTlNJVElPTl9ST0xMQkFDS19TVEFSVEVEEAgSJQohREVQTE9ZTUVOVF9UUkFOU0lUSU9OX1JPTExFRF9CQUNLEAkSIQodREVQTE9ZTUVOVF9UUkFOU0lUSU9OX0FCT1JURUQQChIjCh9ERVBMT1lNRU5UX1RSQU5TSVRJT05fU1VDQ0VFREVEEAsSKAokREVQTE9ZTUVOVF9UUkFOU0lUSU9OX0hFQUxUSF9DSEFOR0VEEAwyzA0KEURlcGxveW1lbnRTZXJ2aWNlEmMKEENyZWF0ZURlcGxveW1lbnQSJi5tb2RlbHBsYW5lLnYxLkNyZWF0ZURlcGxveW1lbnRSZXF1ZXN0GicubW9kZWxwbGFuZS52MS5DcmVhdGVEZXBsb3ltZW50UmVzcG9uc2USWgoNR2V0RGVwbG95bWVudBIjLm1vZGVscGxhbmUudjEuR2V0RGVwbG95bWVudFJlcXVlc3QaJC5tb2RlbHBsYW5lLnYxLkdldERlcGxveW1lbnRSZXNwb25zZRJgCg9MaXN0RGVwbG95bWVudHMSJS5tb2RlbHBsYW5lLnYxLkxpc3REZXBsb3ltZW50c1JlcXVlc3QaJi5tb2RlbHBsYW5lLnYxLkxpc3REZXBsb3ltZW50c1Jlc3BvbnNlEmMKEFVwZGF0ZURlcGxveW1lbnQSJi5tb2RlbHBsYW5lLnYxLlVwZGF0ZURlcGxveW1lbnRSZXF1ZXN0GicubW9kZWxwbGFuZS52MS5VcGRhdGVEZXBsb3ltZW50UmVzcG9uc2USYwoQRGVsZXRlRGVwbG95bWVudBImLm1vZGVscGxhbmUudjEuRGVsZXRlRGVwbG95bWVudFJlcXVlc3QaJy5tb2RlbHBsYW5lLnYxLkRlbGV0ZURlcGxveW1lbnRSZXNwb25zZRJXCgxTdGFydFJvbGxvdXQSIi5tb2RlbHBsYW5lLnYxLlN0YXJ0Um9sbG91dFJlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLlN0YXJ0Um9sbG91dFJlc3BvbnNlElQKC1BsYW5Sb2xsb3V0EiEubW9kZWxwbGFuZS52MS5QbGFuUm9sbG91dFJlcXVlc3QaIi5tb2RlbHBsYW5lLnYxLlBsYW5Sb2xsb3V0UmVzcG9uc2USUQoKR2V0Um9sbG91dBIgLm1vZGVscGxhbmUudjEuR2V0Um9sbG91dFJlcXVlc3QaIS5tb2RlbHBsYW5lLnYxLkdldFJvbGxvdXRSZXNwb25zZRJXCgxMaXN0Um9sbG91dHMSIi5tb2RlbHBsYW5lLnYxLkxpc3RSb2xsb3V0c1JlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLkxpc3RSb2xsb3V0c1Jlc3BvbnNlEl0KDlByb21vdGVSb2xsb3V0EiQubW9kZWxwbGFuZS52MS5Qcm9tb3RlUm9sbG91dFJlcXVlc3QaJS5tb2RlbHBsYW5lLnYxLlByb21vdGVSb2xsb3V0UmVzcG9uc2USVwoMUGF1c2VSb2xsb3V0EiIubW9kZWxwbGFuZS52MS5QYXVzZVJvbGxvdXRSZXF1ZXN0GiMubW9kZWxwbGFuZS52MS5QYXVzZVJvbGxvdXRSZXNwb25zZRJaCg1SZXN1bWVSb2xsb3V0EiMubW9kZWxwbGFuZS52MS5SZXN1bWVSb2xsb3V0UmVxdWVzdBokLm1vZGVscGxhbmUudjEuUmVzdW1lUm9sbG91dFJlc3BvbnNlEmAKD1JvbGxiYWNrUm9sbG91dBIlLm1vZGVscGxhbmUudjEuUm9sbGJhY2tSb2xsb3V0UmVxdWVzdBomLm1vZGVscGxhbmUudjEuUm9sbGJhY2tSb2xsb3V0UmVzcG9uc2USVwoMQWJvcnRSb2xsb3V0EiIubW9kZWxwbGFuZS52MS5BYm9ydFJvbGxvdXRSZXF1ZXN0GiMubW9kZWxwbGFuZS52MS5BYm9ydFJvbGxvdXRSZXNwb25zZRJvChRSZXBvcnRFbmRwb2ludEhlYWx0aBIqLm1vZGVscGxhbmUudjEuUmVwb3J0RW5kcG9pbnRIZWFsdGhSZXF1ZXN0GisubW9kZWxwbGFuZS52MS5SZXBvcnRFbmRwb2ludEhlYWx0aFJlc3BvbnNlEnIKFUxpc3REZXBsb3ltZW50SGlzdG9yeRIrLm1vZGVscGxhbmUudjEuTGlzdERlcGxveW1lbnRIaXN0b3J5UmVxdWVzdBosLm1vZGVscGxhbmUudjEuTGlzdERlcGxveW1lbnRIaXN0b3J5UmVzcG9uc2USVwoMUmVzb2x2ZVJvdXRlEiIubW9kZWxwbGFuZS52MS5SZXNvbHZlUm91dGVSZXF1ZXN0GiMubW9kZWxwbGFuZS52MS5SZXNvbHZlUm91dGVSZXNwb25zZRJiCg9XYXRjaERlcGxveW1lbnQSJS5tb2RlbHBsYW5lLnYxLldhdGNoRGVwbG95bWVudFJlcXVlc3QaJi5tb2RlbHBsYW5lLnYxLldhdGNoRGVwbG95bWVudFJlc3BvbnNlMAFiBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_modelplane_v1_common, file_modelplane_v1_registry]);
+  fileDesc("Ch9tb2RlbHBsYW5lL3YxL2RlcGxveW1lbnRzLnByb3RvEg1tb2RlbHBsYW5lLnYxIsABCghFbmRwb2ludBIVCgdhZGRyZXNzGAEgASgJQgTiQQECEjkKBmxhYmVscxgCIAMoCzIjLm1vZGVscGxhbmUudjEuRW5kcG9pbnQuTGFiZWxzRW50cnlCBOJBAQESMwoGaGVhbHRoGAMgASgOMh0ubW9kZWxwbGFuZS52MS5FbmRwb2ludEhlYWx0aEIE4kEBAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInUKC1Nsb3RUcmFmZmljEhsKDW1vZGVsX3ZlcnNpb24YASABKAlCBOJBAQISMAoJZW5kcG9pbnRzGAIgAygLMhcubW9kZWxwbGFuZS52MS5FbmRwb2ludEIE4kEBAhIXCgl3ZWlnaHRfYnAYAyABKAVCBOJBAQEicgoMVHJhZmZpY1RhYmxlEjAKBnN0YWJsZRgBIAEoCzIaLm1vZGVscGxhbmUudjEuU2xvdFRyYWZmaWNCBOJBAQISMAoGY2FuYXJ5GAIgASgLMhoubW9kZWxwbGFuZS52MS5TbG90VHJhZmZpY0IE4kEBAyLFAwoKRGVwbG95bWVudBISCgRuYW1lGAEgASgJQgTiQQEIEhoKC2Vudmlyb25tZW50GAIgASgJQgXiQQICBRIUCgVtb2RlbBgDIAEoCUIF4kECAgUSMgoHdHJhZmZpYxgEIAEoCzIbLm1vZGVscGxhbmUudjEuVHJhZmZpY1RhYmxlQgTiQQECEhkKC2Rlc2NyaXB0aW9uGAUgASgJQgTiQQEBEjsKBmxhYmVscxgGIAMoCzIlLm1vZGVscGxhbmUudjEuRGVwbG95bWVudC5MYWJlbHNFbnRyeUIE4kEBARIcCg5hY3RpdmVfcm9sbG91dBgHIAEoCUIE4kEBAxIWCghyZXZpc2lvbhgIIAEoA0IE4kEBAxI1CgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhIKBGV0YWcYCyABKAlCBOJBAQEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKAAQoLUm9sbG91dFN0ZXASFwoJd2VpZ2h0X2JwGAEgASgFQgTiQQECEh4KFHBhdXNlX3VudGlsX3Byb21vdGVkGAIgASgISAASLQoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IAEIJCgdhZHZhbmNlIo0HCgdSb2xsb3V0EhIKBG5hbWUYASABKAlCBOJBAQgSHQoOdGFyZ2V0X3ZlcnNpb24YAiABKAlCBeJBAgIFEjEKCWVuZHBvaW50cxgDIAMoCzIXLm1vZGVscGxhbmUudjEuRW5kcG9pbnRCBeJBAgIFEjcKCHN0cmF0ZWd5GAQgASgOMh4ubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RyYXRlZ3lCBeJBAgIFEjAKBXN0ZXBzGAUgAygLMhoubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RlcEIF4kECAQUSFAoGcmVhc29uGAYgASgJQgTiQQEBEjAKBXN0YXRlGAcgASgOMhsubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RhdGVCBOJBAQMSGgoMY3VycmVudF9zdGVwGAggASgFQgTiQQEDEjgKDm5leHRfc3RlcF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIaCgxmcm9tX3ZlcnNpb24YCiABKAlCBOJBAQMSOAoNcm9sbGJhY2tfbW9kZRgLIAEoDjIbLm1vZGVscGxhbmUudjEuUm9sbGJhY2tNb2RlQgTiQQEDEjoKEXJvbGxiYWNrX2ludGVydmFsGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhgKCnN0YXJ0ZWRfYnkYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC3VwZGF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgRIAEoCUIE4kEBAxI3CghhbmFseXNpcxgSIAEoCzIeLm1vZGVscGxhbmUudjEuUm9sbG91dEFuYWx5c2lzQgXiQQIBBRI9ChBnYXRlX2V2YWx1YXRpb25zGBMgAygLMh0ubW9kZWxwbGFuZS52MS5HYXRlRXZhbHVhdGlvbkIE4kEBAxI5Cg9kYXRhX3dhaXRfc3RhcnQYFCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDIlQKCUdhdGVCb3VuZBITCgltYXhfdmFsdWUYASABKAFIABITCgltYXhfcmF0aW8YAiABKAFIABIUCgZtYXJnaW4YAyABKAFCBOJBAQFCBwoFbGltaXQiugIKDEFuYWx5c2lzR2F0ZRISCgRuYW1lGAEgASgJQgTiQQECEjMKBnNpZ25hbBgCIAEoDjIdLm1vZGVscGxhbmUudjEuQW5hbHlzaXNTaWduYWxCBOJBAQISLwoGd2luZG93GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQECEhkKC21pbl9zYW1wbGVzGAQgASgDQgTiQQECEi0KBWJvdW5kGAUgASgLMhgubW9kZWxwbGFuZS52MS5HYXRlQm91bmRCBOJBAQISMwoKb25fZmFpbHVyZRgGIAEoDjIZLm1vZGVscGxhbmUudjEuR2F0ZUFjdGlvbkIE4kEBAhIbCg1jdXJyZW5jeV9jb2RlGAcgASgJQgTiQQEBEhQKBnBvbGljeRgIIAEoCUIE4kEBASLJAQoPUm9sbG91dEFuYWx5c2lzEjAKBWdhdGVzGAEgAygLMhsubW9kZWxwbGFuZS52MS5BbmFseXNpc0dhdGVCBOJBAQISOgoRbWF4X3dhaXRfZm9yX2RhdGEYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQISMwoKb25fbm9fZGF0YRgDIAEoDjIZLm1vZGVscGxhbmUudjEuR2F0ZUFjdGlvbkIE4kEBAhITCgVhbHBoYRgEIAEoAUIE4kEBASLsAgoOR2F0ZUV2YWx1YXRpb24SDAoEZ2F0ZRgBIAEoCRItCgZzaWduYWwYAiABKA4yHS5tb2RlbHBsYW5lLnYxLkFuYWx5c2lzU2lnbmFsEjAKDHdpbmRvd19zdGFydBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKd2luZG93X2VuZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMY2FuYXJ5X3ZhbHVlGAUgASgBEhQKDHN0YWJsZV92YWx1ZRgGIAEoARIWCg5jYW5hcnlfc2FtcGxlcxgHIAEoAxIWCg5zdGFibGVfc2FtcGxlcxgIIAEoAxIRCgl0aHJlc2hvbGQYCSABKAESDwoHcF92YWx1ZRgKIAEoARIrCgd2ZXJkaWN0GAsgASgOMhoubW9kZWxwbGFuZS52MS5HYXRlVmVyZGljdBIOCgZyZWFzb24YDCABKAki6gMKFkRlcGxveW1lbnRIaXN0b3J5RW50cnkSEgoEbmFtZRgBIAEoCUIE4kEBAxI9Cgp0cmFuc2l0aW9uGAIgASgOMiMubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50VHJhbnNpdGlvbkIE4kEBAxIVCgdyb2xsb3V0GAMgASgJQgTiQQEDEjgKDXJvbGxvdXRfc3RhdGUYBCABKA4yGy5tb2RlbHBsYW5lLnYxLlJvbGxvdXRTdGF0ZUIE4kEBAxITCgVhY3RvchgFIAEoCUIE4kEBAxIUCgZyZWFzb24YBiABKAlCBOJBAQMSOQoOdHJhZmZpY19iZWZvcmUYByABKAsyGy5tb2RlbHBsYW5lLnYxLlRyYWZmaWNUYWJsZUIE4kEBAxI4Cg10cmFmZmljX2FmdGVyGAggASgLMhsubW9kZWxwbGFuZS52MS5UcmFmZmljVGFibGVCBOJBAQMSFgoIcmV2aXNpb24YCSABKANCBOJBAQMSNQoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEj0KEGdhdGVfZXZhbHVhdGlvbnMYCyADKAsyHS5tb2RlbHBsYW5lLnYxLkdhdGVFdmFsdWF0aW9uQgTiQQEDIoUBChdDcmVhdGVEZXBsb3ltZW50UmVxdWVzdBIbCg1kZXBsb3ltZW50X2lkGAEgASgJQgTiQQECEjMKCmRlcGxveW1lbnQYAiABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnRCBOJBAQISGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBASJJChhDcmVhdGVEZXBsb3ltZW50UmVzcG9uc2USLQoKZGVwbG95bWVudBgBIAEoCzIZLm1vZGVscGxhbmUudjEuRGVwbG95bWVudCIqChRHZXREZXBsb3ltZW50UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECIkYKFUdldERlcGxveW1lbnRSZXNwb25zZRItCgpkZXBsb3ltZW50GAEgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50ImAKFkxpc3REZXBsb3ltZW50c1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESEwoFbW9kZWwYAyABKAlCBOJBAQEiYgoXTGlzdERlcGxveW1lbnRzUmVzcG9uc2USLgoLZGVwbG95bWVudHMYASADKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIp8BChdVcGRhdGVEZXBsb3ltZW50UmVxdWVzdBIzCgpkZXBsb3ltZW50GAEgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50QgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBAhIYCgpyZXF1ZXN0X2lkGAMgASgJQgTiQQEBIkkKGFVwZGF0ZURlcGxveW1lbnRSZXNwb25zZRItCgpkZXBsb3ltZW50GAEgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50IlsKF0RlbGV0ZURlcGxveW1lbnRSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQISEgoEZXRhZxgCIAEoCUIE4kEBARIYCgpyZXF1ZXN0X2lkGAMgASgJQgTiQQEBIhoKGERlbGV0ZURlcGxveW1lbnRSZXNwb25zZSJ0ChNTdGFydFJvbGxvdXRSZXF1ZXN0EhQKBnBhcmVudBgBIAEoCUIE4kEBAhItCgdyb2xsb3V0GAIgASgLMhYubW9kZWxwbGFuZS52MS5Sb2xsb3V0QgTiQQECEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEibgoUU3RhcnRSb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBItCgpkZXBsb3ltZW50GAIgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50IlkKElBsYW5Sb2xsb3V0UmVxdWVzdBIUCgZwYXJlbnQYASABKAlCBOJBAQISLQoHcm9sbG91dBgCIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dEIE4kEBAiKjAQoMUGxhbm5lZFN0YWdlEioKBXN0YXRlGAEgASgOMhsubW9kZWxwbGFuZS52MS5Sb2xsb3V0U3RhdGUSDAoEc3RlcBgCIAEoBRIsCgd0cmFmZmljGAMgASgLMhsubW9kZWxwbGFuZS52MS5UcmFmZmljVGFibGUSKwoHYWR2YW5jZRgEIAEoCzIaLm1vZGVscGxhbmUudjEuUm9sbG91dFN0ZXAipAEKE1BsYW5Sb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBIrCgZzdGFnZXMYAiADKAsyGy5tb2RlbHBsYW5lLnYxLlBsYW5uZWRTdGFnZRI3ChBnYXRlX2V2YWx1YXRpb25zGAMgAygLMh0ubW9kZWxwbGFuZS52MS5HYXRlRXZhbHVhdGlvbiInChFHZXRSb2xsb3V0UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECIj0KEkdldFJvbGxvdXRSZXNwb25zZRInCgdyb2xsb3V0GAEgASgLMhYubW9kZWxwbGFuZS52MS5Sb2xsb3V0Il4KE0xpc3RSb2xsb3V0c1JlcXVlc3QSFAoGcGFyZW50GAEgASgJQgTiQQECEhcKCXBhZ2Vfc2l6ZRgCIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAMgASgJQgTiQQEBIlkKFExpc3RSb2xsb3V0c1Jlc3BvbnNlEigKCHJvbGxvdXRzGAEgAygLMhYubW9kZWxwbGFuZS52MS5Sb2xsb3V0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKFAQoVUHJvbW90ZVJvbGxvdXRSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQISFAoGdG9fZW5kGAIgASgIQgTiQQEBEhQKBnJlYXNvbhgDIAEoCUIE4kEBARISCgRldGFnGAQgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYBSABKAlCBOJBAQEicAoWUHJvbW90ZVJvbGxvdXRSZXNwb25zZRInCgdyb2xsb3V0GAEgASgLMhYubW9kZWxwbGFuZS52MS5Sb2xsb3V0Ei0KCmRlcGxveW1lbnQYAiABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQibQoTUGF1c2VSb2xsb3V0UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhQKBnJlYXNvbhgCIAEoCUIE4kEBARISCgRldGFnGAMgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYBCABKAlCBOJBAQEibgoUUGF1c2VSb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBItCgpkZXBsb3ltZW50GAIgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50Im4KFFJlc3VtZVJvbGxvdXRSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQISFAoGcmVhc29uGAIgASgJQgTiQQEBEhIKBGV0YWcYAyABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgEIAEoCUIE4kEBASJvChVSZXN1bWVSb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBItCgpkZXBsb3ltZW50GAIgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50ItkBChZSb2xsYmFja1JvbGxvdXRSZXF1ZXN0EhIKBG5hbWUYASABKAlCBOJBAQISLwoEbW9kZRgCIAEoDjIbLm1vZGVscGxhbmUudjEuUm9sbGJhY2tNb2RlQgTiQQECEjYKDXN0ZXBfaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQESFAoGcmVhc29uGAQgASgJQgTiQQEBEhIKBGV0YWcYBSABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgGIAEoCUIE4kEBASJxChdSb2xsYmFja1JvbGxvdXRSZXNwb25zZRInCgdyb2xsb3V0GAEgASgLMhYubW9kZWxwbGFuZS52MS5Sb2xsb3V0Ei0KCmRlcGxveW1lbnQYAiABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQibQoTQWJvcnRSb2xsb3V0UmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECEhQKBnJlYXNvbhgCIAEoCUIE4kEBARISCgRldGFnGAMgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYBCABKAlCBOJBAQEibgoUQWJvcnRSb2xsb3V0UmVzcG9uc2USJwoHcm9sbG91dBgBIAEoCzIWLm1vZGVscGxhbmUudjEuUm9sbG91dBItCgpkZXBsb3ltZW50GAIgASgLMhkubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50In0KG1JlcG9ydEVuZHBvaW50SGVhbHRoUmVxdWVzdBIYCgpkZXBsb3ltZW50GAEgASgJQgTiQQECEhUKB2FkZHJlc3MYAiABKAlCBOJBAQISEwoFcmVhZHkYAyABKAhCBOJBAQISGAoKcmVxdWVzdF9pZBgEIAEoCUIE4kEBASJeChxSZXBvcnRFbmRwb2ludEhlYWx0aFJlc3BvbnNlEg8KB2NoYW5nZWQYASABKAgSLQoKZGVwbG95bWVudBgCIAEoCzIZLm1vZGVscGxhbmUudjEuRGVwbG95bWVudCJnChxMaXN0RGVwbG95bWVudEhpc3RvcnlSZXF1ZXN0EhQKBnBhcmVudBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBASJwCh1MaXN0RGVwbG95bWVudEhpc3RvcnlSZXNwb25zZRI2CgdlbnRyaWVzGAEgAygLMiUubW9kZWxwbGFuZS52MS5EZXBsb3ltZW50SGlzdG9yeUVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJKChNSZXNvbHZlUm91dGVSZXF1ZXN0EhgKCmRlcGxveW1lbnQYASABKAlCBOJBAQISGQoLcm91dGluZ19rZXkYAiABKAlCBOJBAQEilAEKFFJlc29sdmVSb3V0ZVJlc3BvbnNlEikKCGVuZHBvaW50GAEgASgLMhcubW9kZWxwbGFuZS52MS5FbmRwb2ludBIVCg1tb2RlbF92ZXJzaW9uGAIgASgJEigKBHNsb3QYAyABKA4yGi5tb2RlbHBsYW5lLnYxLlRyYWZmaWNTbG90EhAKCHJldmlzaW9uGAQgASgDIlAKFldhdGNoRGVwbG95bWVudFJlcXVlc3QSGAoKZGVwbG95bWVudBgBIAEoCUIE4kEBAhIcCg5zdGFydF9yZXZpc2lvbhgCIAEoA0IE4kEBASKtAQoQRGVwbG95bWVudENoYW5nZRIQCghyZXZpc2lvbhgBIAEoAxInCgRraW5kGAIgASgOMhkubW9kZWxwbGFuZS52MS5DaGFuZ2VLaW5kEi0KCmRlcGxveW1lbnQYAyABKAsyGS5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnQSLwoLY2hhbmdlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIocBChdXYXRjaERlcGxveW1lbnRSZXNwb25zZRIxCgZjaGFuZ2UYASABKAsyHy5tb2RlbHBsYW5lLnYxLkRlcGxveW1lbnRDaGFuZ2VIABIwCghwcm9ncmVzcxgCIAEoCzIcLm1vZGVscGxhbmUudjEuV2F0Y2hQcm9ncmVzc0gAQgcKBWV2ZW50KmsKDkVuZHBvaW50SGVhbHRoEh8KG0VORFBPSU5UX0hFQUxUSF9VTlNQRUNJRklFRBAAEhkKFUVORFBPSU5UX0hFQUxUSF9SRUFEWRABEh0KGUVORFBPSU5UX0hFQUxUSF9OT1RfUkVBRFkQAiqRAQoPUm9sbG91dFN0cmF0ZWd5EiAKHFJPTExPVVRfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIbChdST0xMT1VUX1NUUkFURUdZX0NBTkFSWRABEh8KG1JPTExPVVRfU1RSQVRFR1lfQkxVRV9HUkVFThACEh4KGlJPTExPVVRfU1RSQVRFR1lfSU1NRURJQVRFEAMqmQIKDFJvbGxvdXRTdGF0ZRIdChlST0xMT1VUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUk9MTE9VVF9TVEFURV9QRU5ESU5HEAESHwobUk9MTE9VVF9TVEFURV9XQUlUSU5HX1JFQURZEAISHQoZUk9MTE9VVF9TVEFURV9QUk9HUkVTU0lORxADEhgKFFJPTExPVVRfU1RBVEVfUEFVU0VEEAQSHgoaUk9MTE9VVF9TVEFURV9ST0xMSU5HX0JBQ0sQBRIbChdST0xMT1VUX1NUQVRFX1NVQ0NFRURFRBAGEh0KGVJPTExPVVRfU1RBVEVfUk9MTEVEX0JBQ0sQBxIZChVST0xMT1VUX1NUQVRFX0FCT1JURUQQCCpjCgxSb2xsYmFja01vZGUSHQoZUk9MTEJBQ0tfTU9ERV9VTlNQRUNJRklFRBAAEhkKFVJPTExCQUNLX01PREVfSU5TVEFOVBABEhkKFVJPTExCQUNLX01PREVfU1RFUFBFRBACKoEDCg5BbmFseXNpc1NpZ25hbBIfChtBTkFMWVNJU19TSUdOQUxfVU5TUEVDSUZJRUQQABIeChpBTkFMWVNJU19TSUdOQUxfRVJST1JfUkFURRABEh8KG0FOQUxZU0lTX1NJR05BTF9MQVRFTkNZX1A1MBACEh8KG0FOQUxZU0lTX1NJR05BTF9MQVRFTkNZX1A5NRADEh8KG0FOQUxZU0lTX1NJR05BTF9MQVRFTkNZX1A5ORAEEiQKIEFOQUxZU0lTX1NJR05BTF9DT1NUX1BFUl9SRVFVRVNUEAUSJgoiQU5BTFlTSVNfU0lHTkFMX1RPS0VOU19QRVJfUkVRVUVTVBAGEigKJEFOQUxZU0lTX1NJR05BTF9HVUFSRFJBSUxfQkxPQ0tfUkFURRAHEikKJUFOQUxZU0lTX1NJR05BTF9HVUFSRFJBSUxfUkVEQUNUX1JBVEUQCBIoCiRBTkFMWVNJU19TSUdOQUxfUk9VVElOR19GQUlMVVJFX1JBVEUQCSpzCgpHYXRlQWN0aW9uEhsKF0dBVEVfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFQoRR0FURV9BQ1RJT05fUEFVU0UQARIYChRHQVRFX0FDVElPTl9ST0xMQkFDSxACEhcKE0dBVEVfQUNUSU9OX1BST0NFRUQQAyp4CgtHYXRlVmVyZGljdBIcChhHQVRFX1ZFUkRJQ1RfVU5TUEVDSUZJRUQQABIVChFHQVRFX1ZFUkRJQ1RfUEFTUxABEhUKEUdBVEVfVkVSRElDVF9GQUlMEAISHQoZR0FURV9WRVJESUNUX0lOQ09OQ0xVU0lWRRADKq8EChREZXBsb3ltZW50VHJhbnNpdGlvbhIlCiFERVBMT1lNRU5UX1RSQU5TSVRJT05fVU5TUEVDSUZJRUQQABIhCh1ERVBMT1lNRU5UX1RSQU5TSVRJT05fQ1JFQVRFRBABEiEKHURFUExPWU1FTlRfVFJBTlNJVElPTl9VUERBVEVEEAISKQolREVQTE9ZTUVOVF9UUkFOU0lUSU9OX1JPTExPVVRfU1RBUlRFRBADEicKI0RFUExPWU1FTlRfVFJBTlNJVElPTl9TVEVQX0FEVkFOQ0VEEAQSIgoeREVQTE9ZTUVOVF9UUkFOU0lUSU9OX1BST01PVEVEEAUSIAocREVQTE9ZTUVOVF9UUkFOU0lUSU9OX1BBVVNFRBAGEiEKHURFUExPWU1FTlRfVFJBTlNJVElPTl9SRVNVTUVEEAcSKgomREVQTE9ZTUVOVF9UUkFOU0lUSU9OX1JPTExCQUNLX1NUQVJURUQQCBIlCiFERVBMT1lNRU5UX1RSQU5TSVRJT05fUk9MTEVEX0JBQ0sQCRIhCh1ERVBMT1lNRU5UX1RSQU5TSVRJT05fQUJPUlRFRBAKEiMKH0RFUExPWU1FTlRfVFJBTlNJVElPTl9TVUNDRUVERUQQCxIoCiRERVBMT1lNRU5UX1RSQU5TSVRJT05fSEVBTFRIX0NIQU5HRUQQDBIoCiRERVBMT1lNRU5UX1RSQU5TSVRJT05fR0FURV9FVkFMVUFURUQQDTLMDQoRRGVwbG95bWVudFNlcnZpY2USYwoQQ3JlYXRlRGVwbG95bWVudBImLm1vZGVscGxhbmUudjEuQ3JlYXRlRGVwbG95bWVudFJlcXVlc3QaJy5tb2RlbHBsYW5lLnYxLkNyZWF0ZURlcGxveW1lbnRSZXNwb25zZRJaCg1HZXREZXBsb3ltZW50EiMubW9kZWxwbGFuZS52MS5HZXREZXBsb3ltZW50UmVxdWVzdBokLm1vZGVscGxhbmUudjEuR2V0RGVwbG95bWVudFJlc3BvbnNlEmAKD0xpc3REZXBsb3ltZW50cxIlLm1vZGVscGxhbmUudjEuTGlzdERlcGxveW1lbnRzUmVxdWVzdBomLm1vZGVscGxhbmUudjEuTGlzdERlcGxveW1lbnRzUmVzcG9uc2USYwoQVXBkYXRlRGVwbG95bWVudBImLm1vZGVscGxhbmUudjEuVXBkYXRlRGVwbG95bWVudFJlcXVlc3QaJy5tb2RlbHBsYW5lLnYxLlVwZGF0ZURlcGxveW1lbnRSZXNwb25zZRJjChBEZWxldGVEZXBsb3ltZW50EiYubW9kZWxwbGFuZS52MS5EZWxldGVEZXBsb3ltZW50UmVxdWVzdBonLm1vZGVscGxhbmUudjEuRGVsZXRlRGVwbG95bWVudFJlc3BvbnNlElcKDFN0YXJ0Um9sbG91dBIiLm1vZGVscGxhbmUudjEuU3RhcnRSb2xsb3V0UmVxdWVzdBojLm1vZGVscGxhbmUudjEuU3RhcnRSb2xsb3V0UmVzcG9uc2USVAoLUGxhblJvbGxvdXQSIS5tb2RlbHBsYW5lLnYxLlBsYW5Sb2xsb3V0UmVxdWVzdBoiLm1vZGVscGxhbmUudjEuUGxhblJvbGxvdXRSZXNwb25zZRJRCgpHZXRSb2xsb3V0EiAubW9kZWxwbGFuZS52MS5HZXRSb2xsb3V0UmVxdWVzdBohLm1vZGVscGxhbmUudjEuR2V0Um9sbG91dFJlc3BvbnNlElcKDExpc3RSb2xsb3V0cxIiLm1vZGVscGxhbmUudjEuTGlzdFJvbGxvdXRzUmVxdWVzdBojLm1vZGVscGxhbmUudjEuTGlzdFJvbGxvdXRzUmVzcG9uc2USXQoOUHJvbW90ZVJvbGxvdXQSJC5tb2RlbHBsYW5lLnYxLlByb21vdGVSb2xsb3V0UmVxdWVzdBolLm1vZGVscGxhbmUudjEuUHJvbW90ZVJvbGxvdXRSZXNwb25zZRJXCgxQYXVzZVJvbGxvdXQSIi5tb2RlbHBsYW5lLnYxLlBhdXNlUm9sbG91dFJlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLlBhdXNlUm9sbG91dFJlc3BvbnNlEloKDVJlc3VtZVJvbGxvdXQSIy5tb2RlbHBsYW5lLnYxLlJlc3VtZVJvbGxvdXRSZXF1ZXN0GiQubW9kZWxwbGFuZS52MS5SZXN1bWVSb2xsb3V0UmVzcG9uc2USYAoPUm9sbGJhY2tSb2xsb3V0EiUubW9kZWxwbGFuZS52MS5Sb2xsYmFja1JvbGxvdXRSZXF1ZXN0GiYubW9kZWxwbGFuZS52MS5Sb2xsYmFja1JvbGxvdXRSZXNwb25zZRJXCgxBYm9ydFJvbGxvdXQSIi5tb2RlbHBsYW5lLnYxLkFib3J0Um9sbG91dFJlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLkFib3J0Um9sbG91dFJlc3BvbnNlEm8KFFJlcG9ydEVuZHBvaW50SGVhbHRoEioubW9kZWxwbGFuZS52MS5SZXBvcnRFbmRwb2ludEhlYWx0aFJlcXVlc3QaKy5tb2RlbHBsYW5lLnYxLlJlcG9ydEVuZHBvaW50SGVhbHRoUmVzcG9uc2UScgoVTGlzdERlcGxveW1lbnRIaXN0b3J5EisubW9kZWxwbGFuZS52MS5MaXN0RGVwbG95bWVudEhpc3RvcnlSZXF1ZXN0GiwubW9kZWxwbGFuZS52MS5MaXN0RGVwbG95bWVudEhpc3RvcnlSZXNwb25zZRJXCgxSZXNvbHZlUm91dGUSIi5tb2RlbHBsYW5lLnYxLlJlc29sdmVSb3V0ZVJlcXVlc3QaIy5tb2RlbHBsYW5lLnYxLlJlc29sdmVSb3V0ZVJlc3BvbnNlEmIKD1dhdGNoRGVwbG95bWVudBIlLm1vZGVscGxhbmUudjEuV2F0Y2hEZXBsb3ltZW50UmVxdWVzdBomLm1vZGVscGxhbmUudjEuV2F0Y2hEZXBsb3ltZW50UmVzcG9uc2UwAWIGcHJvdG8z", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_modelplane_v1_common, file_modelplane_v1_registry]);
 
 /**
  * Endpoint is one serving address of a slot.
@@ -346,7 +346,8 @@ export type Rollout = Message<"modelplane.v1.Rollout"> & {
 
   /**
    * next_step_time is when a timed step (or a stepped rollback) advances
-   * next; unset when nothing is scheduled.
+   * next, or, for a step whose analysis gates wait for data, when they are
+   * evaluated again; unset when nothing is scheduled.
    *
    * @generated from field: google.protobuf.Timestamp next_step_time = 9;
    */
@@ -409,6 +410,34 @@ export type Rollout = Message<"modelplane.v1.Rollout"> & {
    * @generated from field: string etag = 17;
    */
   etag: string;
+
+  /**
+   * analysis holds the analysis gates that the step driver checks against
+   * the log collector's events before each timed step of a CANARY rollout;
+   * unset for none. Only CANARY rollouts with at least one timed step take
+   * gates.
+   *
+   * @generated from field: modelplane.v1.RolloutAnalysis analysis = 18;
+   */
+  analysis?: RolloutAnalysis | undefined;
+
+  /**
+   * gate_evaluations are the last evaluation of each gate, in the order of
+   * analysis.gates; empty before the first evaluation.
+   *
+   * @generated from field: repeated modelplane.v1.GateEvaluation gate_evaluations = 19;
+   */
+  gateEvaluations: GateEvaluation[];
+
+  /**
+   * data_wait_start is when the current step began waiting for enough
+   * events to decide; unset while it is not waiting. The strategy's
+   * on_no_data action is taken once analysis.max_wait_for_data has passed
+   * since then.
+   *
+   * @generated from field: google.protobuf.Timestamp data_wait_start = 20;
+   */
+  dataWaitStart?: Timestamp | undefined;
 };
 
 /**
@@ -417,6 +446,286 @@ export type Rollout = Message<"modelplane.v1.Rollout"> & {
  */
 export const RolloutSchema: GenMessage<Rollout> = /*@__PURE__*/
   messageDesc(file_modelplane_v1_deployments, 5);
+
+/**
+ * GateBound is the bound a gate holds the canary to: either absolute
+ * (max_value) or relative to the stable slot (max_ratio, plus margin).
+ *
+ * @generated from message modelplane.v1.GateBound
+ */
+export type GateBound = Message<"modelplane.v1.GateBound"> & {
+  /**
+   * limit is the kind of bound; exactly one is set.
+   *
+   * @generated from oneof modelplane.v1.GateBound.limit
+   */
+  limit: {
+    /**
+     * max_value: the canary's figure must not be significantly above this
+     * value, in the signal's unit; for a rate more than 0 and less than 1,
+     * otherwise more than 0.
+     *
+     * @generated from field: double max_value = 1;
+     */
+    value: number;
+    case: "maxValue";
+  } | {
+    /**
+     * max_ratio: the canary's figure must not be significantly above
+     * max_ratio x the stable slot's figure + margin; 1 to 100. Needs a
+     * canary and a stable slot, so a CANARY rollout.
+     *
+     * @generated from field: double max_ratio = 2;
+     */
+    value: number;
+    case: "maxRatio";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * margin is an absolute allowance added to a relative bound, in the
+   * signal's unit, not negative (for a rate less than 1); must be 0 with
+   * max_value.
+   *
+   * @generated from field: double margin = 3;
+   */
+  margin: number;
+};
+
+/**
+ * Describes the message modelplane.v1.GateBound.
+ * Use `create(GateBoundSchema)` to create a new message.
+ */
+export const GateBoundSchema: GenMessage<GateBound> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_deployments, 6);
+
+/**
+ * AnalysisGate is one check of the canary against its bound.
+ *
+ * @generated from message modelplane.v1.AnalysisGate
+ */
+export type AnalysisGate = Message<"modelplane.v1.AnalysisGate"> & {
+  /**
+   * name identifies the gate in evaluations and in the history: 1 to 63
+   * characters of lower-case letters, digits and "-", starting with a
+   * letter, unique within the rollout.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * signal is what the gate measures.
+   *
+   * @generated from field: modelplane.v1.AnalysisSignal signal = 2;
+   */
+  signal: AnalysisSignal;
+
+  /**
+   * window is how far back from the evaluation the events count, 10
+   * seconds to 24 hours; never before the rollout started.
+   *
+   * @generated from field: google.protobuf.Duration window = 3;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * min_samples is how many events each slot needs in the window before
+   * the gate may decide, 100 to 1,000,000.
+   *
+   * @generated from field: int64 min_samples = 4;
+   */
+  minSamples: bigint;
+
+  /**
+   * bound is the bound the canary is held to.
+   *
+   * @generated from field: modelplane.v1.GateBound bound = 5;
+   */
+  bound?: GateBound | undefined;
+
+  /**
+   * on_failure is PAUSE or ROLLBACK.
+   *
+   * @generated from field: modelplane.v1.GateAction on_failure = 6;
+   */
+  onFailure: GateAction;
+
+  /**
+   * currency_code is the ISO 4217 currency of COST_PER_REQUEST, e.g.
+   * "USD"; required for that signal and empty for the others. Events
+   * priced in another currency are not counted.
+   *
+   * @generated from field: string currency_code = 7;
+   */
+  currencyCode: string;
+
+  /**
+   * policy is the guardrail policy of the GUARDRAIL_* signals,
+   * "policies/{policy}", an existing policy; required for those signals
+   * and empty for the others. Only guardrail events linked to this policy
+   * and to the deployment count.
+   *
+   * @generated from field: string policy = 8;
+   */
+  policy: string;
+};
+
+/**
+ * Describes the message modelplane.v1.AnalysisGate.
+ * Use `create(AnalysisGateSchema)` to create a new message.
+ */
+export const AnalysisGateSchema: GenMessage<AnalysisGate> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_deployments, 7);
+
+/**
+ * RolloutAnalysis is the analysis of a CANARY rollout: its gates, how long
+ * to wait for data, and the false-alarm rate of each evaluation.
+ *
+ * @generated from message modelplane.v1.RolloutAnalysis
+ */
+export type RolloutAnalysis = Message<"modelplane.v1.RolloutAnalysis"> & {
+  /**
+   * gates are checked before each timed step; 1 to 10.
+   *
+   * @generated from field: repeated modelplane.v1.AnalysisGate gates = 1;
+   */
+  gates: AnalysisGate[];
+
+  /**
+   * max_wait_for_data is how long a due step waits for every gate to have
+   * min_samples events per slot, 1 second to 24 hours; then on_no_data is
+   * taken.
+   *
+   * @generated from field: google.protobuf.Duration max_wait_for_data = 2;
+   */
+  maxWaitForData?: Duration | undefined;
+
+  /**
+   * on_no_data is what happens when the data is still short after
+   * max_wait_for_data: PAUSE, ROLLBACK or PROCEED.
+   *
+   * @generated from field: modelplane.v1.GateAction on_no_data = 3;
+   */
+  onNoData: GateAction;
+
+  /**
+   * alpha is the false-alarm rate of one evaluation of one gate: the
+   * chance that a canary exactly at its bound fails it. 0 means 0.01;
+   * otherwise 0.0001 to 0.2.
+   *
+   * @generated from field: double alpha = 4;
+   */
+  alpha: number;
+};
+
+/**
+ * Describes the message modelplane.v1.RolloutAnalysis.
+ * Use `create(RolloutAnalysisSchema)` to create a new message.
+ */
+export const RolloutAnalysisSchema: GenMessage<RolloutAnalysis> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_deployments, 8);
+
+/**
+ * GateEvaluation is one evaluation of one gate: the figures of both slots
+ * over the window, the sample sizes and the verdict.
+ *
+ * @generated from message modelplane.v1.GateEvaluation
+ */
+export type GateEvaluation = Message<"modelplane.v1.GateEvaluation"> & {
+  /**
+   * gate is the gate's name.
+   *
+   * @generated from field: string gate = 1;
+   */
+  gate: string;
+
+  /**
+   * signal is the gate's signal.
+   *
+   * @generated from field: modelplane.v1.AnalysisSignal signal = 2;
+   */
+  signal: AnalysisSignal;
+
+  /**
+   * window_start is the start of the window read (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp window_start = 3;
+   */
+  windowStart?: Timestamp | undefined;
+
+  /**
+   * window_end is the end of the window read (exclusive), the evaluation
+   * time on the database clock.
+   *
+   * @generated from field: google.protobuf.Timestamp window_end = 4;
+   */
+  windowEnd?: Timestamp | undefined;
+
+  /**
+   * canary_value is the canary slot's figure, in the signal's unit.
+   *
+   * @generated from field: double canary_value = 5;
+   */
+  canaryValue: number;
+
+  /**
+   * stable_value is the stable slot's figure, in the signal's unit.
+   *
+   * @generated from field: double stable_value = 6;
+   */
+  stableValue: number;
+
+  /**
+   * canary_samples is how many canary events the figure is over.
+   *
+   * @generated from field: int64 canary_samples = 7;
+   */
+  canarySamples: bigint;
+
+  /**
+   * stable_samples is how many stable events the figure is over.
+   *
+   * @generated from field: int64 stable_samples = 8;
+   */
+  stableSamples: bigint;
+
+  /**
+   * threshold is the bound the canary was held to: max_value, or
+   * max_ratio x stable_value + margin.
+   *
+   * @generated from field: double threshold = 9;
+   */
+  threshold: number;
+
+  /**
+   * p_value is the one-sided p-value of "the canary is within its bound";
+   * the gate fails when it is below alpha; 1 when inconclusive.
+   *
+   * @generated from field: double p_value = 10;
+   */
+  pValue: number;
+
+  /**
+   * verdict is what the evaluation decided.
+   *
+   * @generated from field: modelplane.v1.GateVerdict verdict = 11;
+   */
+  verdict: GateVerdict;
+
+  /**
+   * reason says why, in words.
+   *
+   * @generated from field: string reason = 12;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message modelplane.v1.GateEvaluation.
+ * Use `create(GateEvaluationSchema)` to create a new message.
+ */
+export const GateEvaluationSchema: GenMessage<GateEvaluation> = /*@__PURE__*/
+  messageDesc(file_modelplane_v1_deployments, 9);
 
 /**
  * DeploymentHistoryEntry is one transition of a deployment.
@@ -494,6 +803,16 @@ export type DeploymentHistoryEntry = Message<"modelplane.v1.DeploymentHistoryEnt
    * @generated from field: google.protobuf.Timestamp create_time = 10;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * gate_evaluations are the evaluations of the rollout's analysis gates
+   * behind this transition: set on GATE_EVALUATED, and on the
+   * STEP_ADVANCED, SUCCEEDED, PAUSED or ROLLED_BACK entry of a step the
+   * gates decided; empty otherwise.
+   *
+   * @generated from field: repeated modelplane.v1.GateEvaluation gate_evaluations = 11;
+   */
+  gateEvaluations: GateEvaluation[];
 };
 
 /**
@@ -501,7 +820,7 @@ export type DeploymentHistoryEntry = Message<"modelplane.v1.DeploymentHistoryEnt
  * Use `create(DeploymentHistoryEntrySchema)` to create a new message.
  */
 export const DeploymentHistoryEntrySchema: GenMessage<DeploymentHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 6);
+  messageDesc(file_modelplane_v1_deployments, 10);
 
 /**
  * CreateDeploymentRequest is the request of CreateDeployment.
@@ -538,7 +857,7 @@ export type CreateDeploymentRequest = Message<"modelplane.v1.CreateDeploymentReq
  * Use `create(CreateDeploymentRequestSchema)` to create a new message.
  */
 export const CreateDeploymentRequestSchema: GenMessage<CreateDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 7);
+  messageDesc(file_modelplane_v1_deployments, 11);
 
 /**
  * CreateDeploymentResponse is the response of CreateDeployment.
@@ -559,7 +878,7 @@ export type CreateDeploymentResponse = Message<"modelplane.v1.CreateDeploymentRe
  * Use `create(CreateDeploymentResponseSchema)` to create a new message.
  */
 export const CreateDeploymentResponseSchema: GenMessage<CreateDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 8);
+  messageDesc(file_modelplane_v1_deployments, 12);
 
 /**
  * GetDeploymentRequest is the request of GetDeployment.
@@ -580,7 +899,7 @@ export type GetDeploymentRequest = Message<"modelplane.v1.GetDeploymentRequest">
  * Use `create(GetDeploymentRequestSchema)` to create a new message.
  */
 export const GetDeploymentRequestSchema: GenMessage<GetDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 9);
+  messageDesc(file_modelplane_v1_deployments, 13);
 
 /**
  * GetDeploymentResponse is the response of GetDeployment.
@@ -601,7 +920,7 @@ export type GetDeploymentResponse = Message<"modelplane.v1.GetDeploymentResponse
  * Use `create(GetDeploymentResponseSchema)` to create a new message.
  */
 export const GetDeploymentResponseSchema: GenMessage<GetDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 10);
+  messageDesc(file_modelplane_v1_deployments, 14);
 
 /**
  * ListDeploymentsRequest is the request of ListDeployments.
@@ -638,7 +957,7 @@ export type ListDeploymentsRequest = Message<"modelplane.v1.ListDeploymentsReque
  * Use `create(ListDeploymentsRequestSchema)` to create a new message.
  */
 export const ListDeploymentsRequestSchema: GenMessage<ListDeploymentsRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 11);
+  messageDesc(file_modelplane_v1_deployments, 15);
 
 /**
  * ListDeploymentsResponse is the response of ListDeployments.
@@ -666,7 +985,7 @@ export type ListDeploymentsResponse = Message<"modelplane.v1.ListDeploymentsResp
  * Use `create(ListDeploymentsResponseSchema)` to create a new message.
  */
 export const ListDeploymentsResponseSchema: GenMessage<ListDeploymentsResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 12);
+  messageDesc(file_modelplane_v1_deployments, 16);
 
 /**
  * UpdateDeploymentRequest is the request of UpdateDeployment.
@@ -702,7 +1021,7 @@ export type UpdateDeploymentRequest = Message<"modelplane.v1.UpdateDeploymentReq
  * Use `create(UpdateDeploymentRequestSchema)` to create a new message.
  */
 export const UpdateDeploymentRequestSchema: GenMessage<UpdateDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 13);
+  messageDesc(file_modelplane_v1_deployments, 17);
 
 /**
  * UpdateDeploymentResponse is the response of UpdateDeployment.
@@ -723,7 +1042,7 @@ export type UpdateDeploymentResponse = Message<"modelplane.v1.UpdateDeploymentRe
  * Use `create(UpdateDeploymentResponseSchema)` to create a new message.
  */
 export const UpdateDeploymentResponseSchema: GenMessage<UpdateDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 14);
+  messageDesc(file_modelplane_v1_deployments, 18);
 
 /**
  * DeleteDeploymentRequest is the request of DeleteDeployment.
@@ -758,7 +1077,7 @@ export type DeleteDeploymentRequest = Message<"modelplane.v1.DeleteDeploymentReq
  * Use `create(DeleteDeploymentRequestSchema)` to create a new message.
  */
 export const DeleteDeploymentRequestSchema: GenMessage<DeleteDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 15);
+  messageDesc(file_modelplane_v1_deployments, 19);
 
 /**
  * DeleteDeploymentResponse is the response of DeleteDeployment.
@@ -773,7 +1092,7 @@ export type DeleteDeploymentResponse = Message<"modelplane.v1.DeleteDeploymentRe
  * Use `create(DeleteDeploymentResponseSchema)` to create a new message.
  */
 export const DeleteDeploymentResponseSchema: GenMessage<DeleteDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 16);
+  messageDesc(file_modelplane_v1_deployments, 20);
 
 /**
  * StartRolloutRequest is the request of StartRollout.
@@ -809,7 +1128,7 @@ export type StartRolloutRequest = Message<"modelplane.v1.StartRolloutRequest"> &
  * Use `create(StartRolloutRequestSchema)` to create a new message.
  */
 export const StartRolloutRequestSchema: GenMessage<StartRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 17);
+  messageDesc(file_modelplane_v1_deployments, 21);
 
 /**
  * StartRolloutResponse is the response of StartRollout.
@@ -837,7 +1156,7 @@ export type StartRolloutResponse = Message<"modelplane.v1.StartRolloutResponse">
  * Use `create(StartRolloutResponseSchema)` to create a new message.
  */
 export const StartRolloutResponseSchema: GenMessage<StartRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 18);
+  messageDesc(file_modelplane_v1_deployments, 22);
 
 /**
  * PlanRolloutRequest is the request of PlanRollout: the fields of a
@@ -866,7 +1185,7 @@ export type PlanRolloutRequest = Message<"modelplane.v1.PlanRolloutRequest"> & {
  * Use `create(PlanRolloutRequestSchema)` to create a new message.
  */
 export const PlanRolloutRequestSchema: GenMessage<PlanRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 19);
+  messageDesc(file_modelplane_v1_deployments, 23);
 
 /**
  * PlannedStage is one stage a planned rollout would go through.
@@ -909,7 +1228,7 @@ export type PlannedStage = Message<"modelplane.v1.PlannedStage"> & {
  * Use `create(PlannedStageSchema)` to create a new message.
  */
 export const PlannedStageSchema: GenMessage<PlannedStage> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 20);
+  messageDesc(file_modelplane_v1_deployments, 24);
 
 /**
  * PlanRolloutResponse is the response of PlanRollout.
@@ -931,6 +1250,15 @@ export type PlanRolloutResponse = Message<"modelplane.v1.PlanRolloutResponse"> &
    * @generated from field: repeated modelplane.v1.PlannedStage stages = 2;
    */
   stages: PlannedStage[];
+
+  /**
+   * gate_evaluations are what each of the rollout's analysis gates would
+   * decide now, over the events of the deployment's current canary and
+   * stable slots (a window reaching back from now); empty without gates.
+   *
+   * @generated from field: repeated modelplane.v1.GateEvaluation gate_evaluations = 3;
+   */
+  gateEvaluations: GateEvaluation[];
 };
 
 /**
@@ -938,7 +1266,7 @@ export type PlanRolloutResponse = Message<"modelplane.v1.PlanRolloutResponse"> &
  * Use `create(PlanRolloutResponseSchema)` to create a new message.
  */
 export const PlanRolloutResponseSchema: GenMessage<PlanRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 21);
+  messageDesc(file_modelplane_v1_deployments, 25);
 
 /**
  * GetRolloutRequest is the request of GetRollout.
@@ -959,7 +1287,7 @@ export type GetRolloutRequest = Message<"modelplane.v1.GetRolloutRequest"> & {
  * Use `create(GetRolloutRequestSchema)` to create a new message.
  */
 export const GetRolloutRequestSchema: GenMessage<GetRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 22);
+  messageDesc(file_modelplane_v1_deployments, 26);
 
 /**
  * GetRolloutResponse is the response of GetRollout.
@@ -980,7 +1308,7 @@ export type GetRolloutResponse = Message<"modelplane.v1.GetRolloutResponse"> & {
  * Use `create(GetRolloutResponseSchema)` to create a new message.
  */
 export const GetRolloutResponseSchema: GenMessage<GetRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 23);
+  messageDesc(file_modelplane_v1_deployments, 27);
 
 /**
  * ListRolloutsRequest is the request of ListRollouts.
@@ -1015,7 +1343,7 @@ export type ListRolloutsRequest = Message<"modelplane.v1.ListRolloutsRequest"> &
  * Use `create(ListRolloutsRequestSchema)` to create a new message.
  */
 export const ListRolloutsRequestSchema: GenMessage<ListRolloutsRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 24);
+  messageDesc(file_modelplane_v1_deployments, 28);
 
 /**
  * ListRolloutsResponse is the response of ListRollouts.
@@ -1043,7 +1371,7 @@ export type ListRolloutsResponse = Message<"modelplane.v1.ListRolloutsResponse">
  * Use `create(ListRolloutsResponseSchema)` to create a new message.
  */
 export const ListRolloutsResponseSchema: GenMessage<ListRolloutsResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 25);
+  messageDesc(file_modelplane_v1_deployments, 29);
 
 /**
  * PromoteRolloutRequest is the request of PromoteRollout.
@@ -1092,7 +1420,7 @@ export type PromoteRolloutRequest = Message<"modelplane.v1.PromoteRolloutRequest
  * Use `create(PromoteRolloutRequestSchema)` to create a new message.
  */
 export const PromoteRolloutRequestSchema: GenMessage<PromoteRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 26);
+  messageDesc(file_modelplane_v1_deployments, 30);
 
 /**
  * PromoteRolloutResponse is the response of PromoteRollout.
@@ -1120,7 +1448,7 @@ export type PromoteRolloutResponse = Message<"modelplane.v1.PromoteRolloutRespon
  * Use `create(PromoteRolloutResponseSchema)` to create a new message.
  */
 export const PromoteRolloutResponseSchema: GenMessage<PromoteRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 27);
+  messageDesc(file_modelplane_v1_deployments, 31);
 
 /**
  * PauseRolloutRequest is the request of PauseRollout.
@@ -1162,7 +1490,7 @@ export type PauseRolloutRequest = Message<"modelplane.v1.PauseRolloutRequest"> &
  * Use `create(PauseRolloutRequestSchema)` to create a new message.
  */
 export const PauseRolloutRequestSchema: GenMessage<PauseRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 28);
+  messageDesc(file_modelplane_v1_deployments, 32);
 
 /**
  * PauseRolloutResponse is the response of PauseRollout.
@@ -1190,7 +1518,7 @@ export type PauseRolloutResponse = Message<"modelplane.v1.PauseRolloutResponse">
  * Use `create(PauseRolloutResponseSchema)` to create a new message.
  */
 export const PauseRolloutResponseSchema: GenMessage<PauseRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 29);
+  messageDesc(file_modelplane_v1_deployments, 33);
 
 /**
  * ResumeRolloutRequest is the request of ResumeRollout.
@@ -1232,7 +1560,7 @@ export type ResumeRolloutRequest = Message<"modelplane.v1.ResumeRolloutRequest">
  * Use `create(ResumeRolloutRequestSchema)` to create a new message.
  */
 export const ResumeRolloutRequestSchema: GenMessage<ResumeRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 30);
+  messageDesc(file_modelplane_v1_deployments, 34);
 
 /**
  * ResumeRolloutResponse is the response of ResumeRollout.
@@ -1260,7 +1588,7 @@ export type ResumeRolloutResponse = Message<"modelplane.v1.ResumeRolloutResponse
  * Use `create(ResumeRolloutResponseSchema)` to create a new message.
  */
 export const ResumeRolloutResponseSchema: GenMessage<ResumeRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 31);
+  messageDesc(file_modelplane_v1_deployments, 35);
 
 /**
  * RollbackRolloutRequest is the request of RollbackRollout.
@@ -1317,7 +1645,7 @@ export type RollbackRolloutRequest = Message<"modelplane.v1.RollbackRolloutReque
  * Use `create(RollbackRolloutRequestSchema)` to create a new message.
  */
 export const RollbackRolloutRequestSchema: GenMessage<RollbackRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 32);
+  messageDesc(file_modelplane_v1_deployments, 36);
 
 /**
  * RollbackRolloutResponse is the response of RollbackRollout.
@@ -1345,7 +1673,7 @@ export type RollbackRolloutResponse = Message<"modelplane.v1.RollbackRolloutResp
  * Use `create(RollbackRolloutResponseSchema)` to create a new message.
  */
 export const RollbackRolloutResponseSchema: GenMessage<RollbackRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 33);
+  messageDesc(file_modelplane_v1_deployments, 37);
 
 /**
  * AbortRolloutRequest is the request of AbortRollout.
@@ -1387,7 +1715,7 @@ export type AbortRolloutRequest = Message<"modelplane.v1.AbortRolloutRequest"> &
  * Use `create(AbortRolloutRequestSchema)` to create a new message.
  */
 export const AbortRolloutRequestSchema: GenMessage<AbortRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 34);
+  messageDesc(file_modelplane_v1_deployments, 38);
 
 /**
  * AbortRolloutResponse is the response of AbortRollout.
@@ -1415,7 +1743,7 @@ export type AbortRolloutResponse = Message<"modelplane.v1.AbortRolloutResponse">
  * Use `create(AbortRolloutResponseSchema)` to create a new message.
  */
 export const AbortRolloutResponseSchema: GenMessage<AbortRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 35);
+  messageDesc(file_modelplane_v1_deployments, 39);
 
 /**
  * ReportEndpointHealthRequest is the request of ReportEndpointHealth.
@@ -1457,7 +1785,7 @@ export type ReportEndpointHealthRequest = Message<"modelplane.v1.ReportEndpointH
  * Use `create(ReportEndpointHealthRequestSchema)` to create a new message.
  */
 export const ReportEndpointHealthRequestSchema: GenMessage<ReportEndpointHealthRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 36);
+  messageDesc(file_modelplane_v1_deployments, 40);
 
 /**
  * ReportEndpointHealthResponse is the response of ReportEndpointHealth.
@@ -1485,7 +1813,7 @@ export type ReportEndpointHealthResponse = Message<"modelplane.v1.ReportEndpoint
  * Use `create(ReportEndpointHealthResponseSchema)` to create a new message.
  */
 export const ReportEndpointHealthResponseSchema: GenMessage<ReportEndpointHealthResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 37);
+  messageDesc(file_modelplane_v1_deployments, 41);
 
 /**
  * ListDeploymentHistoryRequest is the request of ListDeploymentHistory.
@@ -1520,7 +1848,7 @@ export type ListDeploymentHistoryRequest = Message<"modelplane.v1.ListDeployment
  * Use `create(ListDeploymentHistoryRequestSchema)` to create a new message.
  */
 export const ListDeploymentHistoryRequestSchema: GenMessage<ListDeploymentHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 38);
+  messageDesc(file_modelplane_v1_deployments, 42);
 
 /**
  * ListDeploymentHistoryResponse is the response of ListDeploymentHistory.
@@ -1548,7 +1876,7 @@ export type ListDeploymentHistoryResponse = Message<"modelplane.v1.ListDeploymen
  * Use `create(ListDeploymentHistoryResponseSchema)` to create a new message.
  */
 export const ListDeploymentHistoryResponseSchema: GenMessage<ListDeploymentHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 39);
+  messageDesc(file_modelplane_v1_deployments, 43);
 
 /**
  * ResolveRouteRequest is the request of ResolveRoute.
@@ -1578,7 +1906,7 @@ export type ResolveRouteRequest = Message<"modelplane.v1.ResolveRouteRequest"> &
  * Use `create(ResolveRouteRequestSchema)` to create a new message.
  */
 export const ResolveRouteRequestSchema: GenMessage<ResolveRouteRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 40);
+  messageDesc(file_modelplane_v1_deployments, 44);
 
 /**
  * ResolveRouteResponse is the response of ResolveRoute.
@@ -1620,7 +1948,7 @@ export type ResolveRouteResponse = Message<"modelplane.v1.ResolveRouteResponse">
  * Use `create(ResolveRouteResponseSchema)` to create a new message.
  */
 export const ResolveRouteResponseSchema: GenMessage<ResolveRouteResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 41);
+  messageDesc(file_modelplane_v1_deployments, 45);
 
 /**
  * WatchDeploymentRequest is the request of WatchDeployment.
@@ -1654,7 +1982,7 @@ export type WatchDeploymentRequest = Message<"modelplane.v1.WatchDeploymentReque
  * Use `create(WatchDeploymentRequestSchema)` to create a new message.
  */
 export const WatchDeploymentRequestSchema: GenMessage<WatchDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 42);
+  messageDesc(file_modelplane_v1_deployments, 46);
 
 /**
  * DeploymentChange is one committed change of a deployment.
@@ -1698,7 +2026,7 @@ export type DeploymentChange = Message<"modelplane.v1.DeploymentChange"> & {
  * Use `create(DeploymentChangeSchema)` to create a new message.
  */
 export const DeploymentChangeSchema: GenMessage<DeploymentChange> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 43);
+  messageDesc(file_modelplane_v1_deployments, 47);
 
 /**
  * WatchDeploymentResponse is one message of the WatchDeployment stream.
@@ -1735,7 +2063,7 @@ export type WatchDeploymentResponse = Message<"modelplane.v1.WatchDeploymentResp
  * Use `create(WatchDeploymentResponseSchema)` to create a new message.
  */
 export const WatchDeploymentResponseSchema: GenMessage<WatchDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_modelplane_v1_deployments, 44);
+  messageDesc(file_modelplane_v1_deployments, 48);
 
 /**
  * EndpointHealth is the last reported readiness of an endpoint. Stored in
@@ -1943,6 +2271,191 @@ export const RollbackModeSchema: GenEnum<RollbackMode> = /*@__PURE__*/
   enumDesc(file_modelplane_v1_deployments, 3);
 
 /**
+ * AnalysisSignal is what an analysis gate measures over the log events
+ * linked to the deployment's canary and stable slots. Stored in SQL as the
+ * lower-case name without the prefix.
+ *
+ * @generated from enum modelplane.v1.AnalysisSignal
+ */
+export enum AnalysisSignal {
+  /**
+   * ANALYSIS_SIGNAL_UNSPECIFIED is never valid on input.
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * ANALYSIS_SIGNAL_ERROR_RATE: the share of INFERENCE events whose status
+   * is not OK (a fraction, 0 to 1).
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_ERROR_RATE = 1;
+   */
+  ERROR_RATE = 1,
+
+  /**
+   * ANALYSIS_SIGNAL_LATENCY_P50: the median latency of INFERENCE events,
+   * in milliseconds.
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_LATENCY_P50 = 2;
+   */
+  LATENCY_P50 = 2,
+
+  /**
+   * ANALYSIS_SIGNAL_LATENCY_P95: the 95th percentile latency of INFERENCE
+   * events, in milliseconds.
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_LATENCY_P95 = 3;
+   */
+  LATENCY_P95 = 3,
+
+  /**
+   * ANALYSIS_SIGNAL_LATENCY_P99: the 99th percentile latency of INFERENCE
+   * events, in milliseconds.
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_LATENCY_P99 = 4;
+   */
+  LATENCY_P99 = 4,
+
+  /**
+   * ANALYSIS_SIGNAL_COST_PER_REQUEST: the mean cost of INFERENCE events
+   * priced in the gate's currency_code (as the log collector prices them),
+   * in micro-units of that currency.
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_COST_PER_REQUEST = 5;
+   */
+  COST_PER_REQUEST = 5,
+
+  /**
+   * ANALYSIS_SIGNAL_TOKENS_PER_REQUEST: the mean input plus output tokens
+   * of INFERENCE events.
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_TOKENS_PER_REQUEST = 6;
+   */
+  TOKENS_PER_REQUEST = 6,
+
+  /**
+   * ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE: the share of GUARDRAIL events of
+   * the gate's policy that decided BLOCK (a fraction, 0 to 1).
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE = 7;
+   */
+  GUARDRAIL_BLOCK_RATE = 7,
+
+  /**
+   * ANALYSIS_SIGNAL_GUARDRAIL_REDACT_RATE: the share of GUARDRAIL events of
+   * the gate's policy that decided REDACT (a fraction, 0 to 1).
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_GUARDRAIL_REDACT_RATE = 8;
+   */
+  GUARDRAIL_REDACT_RATE = 8,
+
+  /**
+   * ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE: the share of ROUTING events whose
+   * outcome is ERROR, TIMEOUT or NO_ENDPOINT (a fraction, 0 to 1).
+   *
+   * @generated from enum value: ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE = 9;
+   */
+  ROUTING_FAILURE_RATE = 9,
+}
+
+/**
+ * Describes the enum modelplane.v1.AnalysisSignal.
+ */
+export const AnalysisSignalSchema: GenEnum<AnalysisSignal> = /*@__PURE__*/
+  enumDesc(file_modelplane_v1_deployments, 4);
+
+/**
+ * GateAction is what the step driver does when a gate fails, or when the
+ * data stays short past max_wait_for_data. Stored in SQL as the lower-case
+ * name without the prefix.
+ *
+ * @generated from enum modelplane.v1.GateAction
+ */
+export enum GateAction {
+  /**
+   * GATE_ACTION_UNSPECIFIED is never valid on input.
+   *
+   * @generated from enum value: GATE_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * GATE_ACTION_PAUSE: the rollout is PAUSED where it is; a person resumes,
+   * promotes or rolls it back.
+   *
+   * @generated from enum value: GATE_ACTION_PAUSE = 1;
+   */
+  PAUSE = 1,
+
+  /**
+   * GATE_ACTION_ROLLBACK: the rollout is rolled back INSTANT (ROLLED_BACK).
+   *
+   * @generated from enum value: GATE_ACTION_ROLLBACK = 2;
+   */
+  ROLLBACK = 2,
+
+  /**
+   * GATE_ACTION_PROCEED: the step advances as if the gates had passed;
+   * valid for on_no_data only.
+   *
+   * @generated from enum value: GATE_ACTION_PROCEED = 3;
+   */
+  PROCEED = 3,
+}
+
+/**
+ * Describes the enum modelplane.v1.GateAction.
+ */
+export const GateActionSchema: GenEnum<GateAction> = /*@__PURE__*/
+  enumDesc(file_modelplane_v1_deployments, 5);
+
+/**
+ * GateVerdict is what one evaluation of a gate decided. Stored in SQL as the
+ * lower-case name without the prefix.
+ *
+ * @generated from enum modelplane.v1.GateVerdict
+ */
+export enum GateVerdict {
+  /**
+   * GATE_VERDICT_UNSPECIFIED is never sent.
+   *
+   * @generated from enum value: GATE_VERDICT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * GATE_VERDICT_PASS: both slots have min_samples events and the canary
+   * is not significantly beyond the bound.
+   *
+   * @generated from enum value: GATE_VERDICT_PASS = 1;
+   */
+  PASS = 1,
+
+  /**
+   * GATE_VERDICT_FAIL: the canary is significantly beyond the bound (at
+   * the analysis' alpha); the gate's on_failure action is taken.
+   *
+   * @generated from enum value: GATE_VERDICT_FAIL = 2;
+   */
+  FAIL = 2,
+
+  /**
+   * GATE_VERDICT_INCONCLUSIVE: a slot has fewer than min_samples events in
+   * the window; the step waits for data.
+   *
+   * @generated from enum value: GATE_VERDICT_INCONCLUSIVE = 3;
+   */
+  INCONCLUSIVE = 3,
+}
+
+/**
+ * Describes the enum modelplane.v1.GateVerdict.
+ */
+export const GateVerdictSchema: GenEnum<GateVerdict> = /*@__PURE__*/
+  enumDesc(file_modelplane_v1_deployments, 6);
+
+/**
  * DeploymentTransition is what a history entry records. Stored in SQL as
  * the lower-case name without the prefix.
  *
@@ -2043,13 +2556,22 @@ export enum DeploymentTransition {
    * @generated from enum value: DEPLOYMENT_TRANSITION_HEALTH_CHANGED = 12;
    */
   HEALTH_CHANGED = 12,
+
+  /**
+   * DEPLOYMENT_TRANSITION_GATE_EVALUATED: the step driver evaluated the
+   * rollout's analysis gates and a gate's verdict changed without deciding
+   * the step (the table is unchanged); see gate_evaluations.
+   *
+   * @generated from enum value: DEPLOYMENT_TRANSITION_GATE_EVALUATED = 13;
+   */
+  GATE_EVALUATED = 13,
 }
 
 /**
  * Describes the enum modelplane.v1.DeploymentTransition.
  */
 export const DeploymentTransitionSchema: GenEnum<DeploymentTransition> = /*@__PURE__*/
-  enumDesc(file_modelplane_v1_deployments, 4);
+  enumDesc(file_modelplane_v1_deployments, 7);
 
 /**
  * DeploymentService keeps deployments (an environment of one registry model
@@ -2148,7 +2670,11 @@ export const DeploymentService: GenService<{
    * (reason ROLLOUT_IN_PROGRESS) while another rollout of the deployment is
    * active, INVALID_ARGUMENT for an ARCHIVED target version, steps whose
    * weights do not rise or exceed 10,000, or any field that does not apply
-   * to the strategy.
+   * to the strategy; INVALID_ARGUMENT naming every bad field of
+   * rollout.analysis (e.g. "rollout.analysis.gates[0].bound.max_ratio"):
+   * gates on a strategy other than CANARY or without a timed step, a
+   * guardrail gate without an existing policy, bad bounds, windows or
+   * sample floors.
    *
    * @generated from rpc modelplane.v1.DeploymentService.StartRollout
    */
@@ -2160,7 +2686,8 @@ export const DeploymentService: GenService<{
   /**
    * PlanRollout validates a StartRollout request exactly as StartRollout
    * does, changes nothing, and returns the traffic table of each stage the
-   * rollout would go through. Returns the errors of StartRollout.
+   * rollout would go through, and what each analysis gate would decide now.
+   * Returns the errors of StartRollout.
    *
    * @generated from rpc modelplane.v1.DeploymentService.PlanRollout
    */
