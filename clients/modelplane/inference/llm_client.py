@@ -50,6 +50,7 @@ _PROVIDER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?!//)")
 # The registry watch is reopened after at least half of 50 ms, doubling up to refresh_interval.
 _FIRST_RETRY_DELAY = 0.05
 _MAX_ERROR_MESSAGE = 500
+_TRAFFIC_SLOTS = ("", "stable", "canary")
 
 
 def provider_model_id(source_uri: str) -> str:
@@ -106,6 +107,17 @@ class SelectedModel:
     model_version: str
     source: ModelSource
     pricing: registry_pb2.TokenPricing | None
+
+
+@dataclass(frozen=True)
+class _Links:
+    """What a call's event is joined to: the caller's trace and request, and the deployment slot that
+    routed it."""
+
+    trace_id: str
+    request_id: str
+    deployment: str
+    traffic_slot: str
 
 
 @dataclass(frozen=True)
@@ -185,12 +197,20 @@ class LLMClient:
         temperature: float | None = None,
         trace_id: str = "",
         request_id: str = "",
+        deployment: str = "",
+        traffic_slot: str = "",
     ) -> CompletionResult:
         """Generate an answer to `prompt` (a user message, or a whole conversation).
 
-        Raises the provider's error (ProviderError) when generation fails, after reporting the failed
-        call to the event sink; registry trouble never makes it fail (see the module doc).
+        `trace_id` and `request_id` link the call's event to the caller's request; `deployment` and
+        `traffic_slot` ("stable" or "canary") to the deployment slot that routed it, which is what a rollout's
+        analysis gates on inference signals read. Raises the provider's error (ProviderError) when
+        generation fails, after reporting the failed call to the event sink; registry trouble never makes
+        it fail (see the module doc).
         """
+        if traffic_slot not in _TRAFFIC_SLOTS:
+            raise ValueError(f"traffic_slot must be one of {sorted(_TRAFFIC_SLOTS)}, not {traffic_slot!r}")
+        links = _Links(trace_id, request_id, deployment, traffic_slot)
         messages = as_messages(prompt)
         selected = await self._select()
         request = GenerationRequest(
@@ -210,8 +230,7 @@ class LLMClient:
                     time.perf_counter() - started,
                     error_type=type(exc).__name__,
                     error_message=str(exc)[:_MAX_ERROR_MESSAGE],
-                    trace_id=trace_id,
-                    request_id=request_id,
+                    links=links,
                 )
             )
             raise
@@ -226,8 +245,7 @@ class LLMClient:
                 usage=usage,
                 cost=cost,
                 finish_reason=generation.finish_reason,
-                trace_id=trace_id,
-                request_id=request_id,
+                links=links,
             )
         )
         return CompletionResult(
@@ -404,8 +422,7 @@ class LLMClient:
         finish_reason: str = "",
         error_type: str = "",
         error_message: str = "",
-        trace_id: str = "",
-        request_id: str = "",
+        links: _Links,
     ) -> InferenceEvent:
         usage = usage or TokenUsage()
         return InferenceEvent(
@@ -424,6 +441,8 @@ class LLMClient:
             finish_reason=finish_reason,
             error_type=error_type,
             error_message=error_message,
-            trace_id=trace_id,
-            request_id=request_id,
+            trace_id=links.trace_id,
+            request_id=links.request_id,
+            deployment=links.deployment,
+            traffic_slot=links.traffic_slot,
         )
