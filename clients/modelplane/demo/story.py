@@ -1,0 +1,609 @@
+"""The whole story, end to end: a real server with its embedded Postgres, the three consumer services as
+processes of their own, and two canary rollouts decided by their analysis gates.
+
+1. The server starts; the story registers the policy, the model and two versions with prices, and starts
+   the services: inference (LLMClient), the story teller's endpoints (NarrativeGenerator) and the front
+   door (ServiceCoordinator); each ships every event it makes through its LogShipper.
+2. A deployment serves version 1. Run 1 canaries version 2, as well-behaved as stable: readers' requests
+   flow through the traffic table, the gates pass at each step, the rollout succeeds, the prod alias moves.
+3. Run 2 canaries version 3, whose stories break the policy far more often: the gate on the guardrail block
+   rate fails and rolls it back; the history names the gate and its figures.
+4. AggregateLogEvents, by model version and slot, shows the traffic; every gate evaluation that decided a
+   step is read again through AggregateLogEvents over its own window, and the figures agree.
+
+Every step is asserted: `run_story` raises StoryFailed at the first thing that did not happen as told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TextIO
+
+from google.protobuf import duration_pb2
+
+from modelplane.client import Connection, connect
+from modelplane.demo.gate_agreement import Agreement, check_agreement, supported
+from modelplane.demo.processes import ServerProcess, ServiceProcess
+from modelplane.demo.story_setting import (
+    CANARY_ALIAS,
+    DEPLOYMENT,
+    DEPLOYMENT_ID,
+    ENVIRONMENT,
+    GOOD_RELEASE,
+    MODEL,
+    MODEL_ID,
+    POLICY,
+    POLICY_ID,
+    PROD_ALIAS,
+    STABLE_RELEASE,
+    WILD_RELEASE,
+    Release,
+    kids_policy,
+)
+from modelplane.demo.timeline import Timeline, table
+from modelplane.v1 import common_pb2, deployments_pb2, logs_pb2, registry_pb2
+
+# Requests the front door sends per round, between two looks at the rollout.
+ROUND = 40
+# Canary steps: a share of the readers for a few seconds each; the gates decide before each step moves on.
+STEPS = ((2500, 2.0), (5000, 2.0))
+# Gates read the last 10 s (the shortest window) and need 100 events per slot (the fewest allowed).
+GATE_WINDOW = timedelta(seconds=10)
+MIN_SAMPLES = 100
+# How long a due step may wait for enough events before it pauses.
+MAX_WAIT_FOR_DATA = timedelta(seconds=60)
+# A run that has not ended after this long has failed; not a performance bound.
+RUN_LIMIT = 120.0
+FINAL_STATES = (
+    deployments_pb2.ROLLOUT_STATE_SUCCEEDED,
+    deployments_pb2.ROLLOUT_STATE_ROLLED_BACK,
+    deployments_pb2.ROLLOUT_STATE_ABORTED,
+    deployments_pb2.ROLLOUT_STATE_PAUSED,
+)
+GATE_NAMES = ("story-blocks", "cost-per-story", "inference-errors", "routing-failures")
+
+
+class StoryFailed(AssertionError):
+    """Something in the story did not happen as told."""
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise StoryFailed(what)
+
+
+@dataclass
+class RunResult:
+    """What one canary run did: its rollout, the history it wrote, and the traffic it saw."""
+
+    title: str
+    version: str
+    rollout: deployments_pb2.Rollout
+    history: list[deployments_pb2.DeploymentHistoryEntry]
+    traffic: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def deciding(self) -> deployments_pb2.DeploymentHistoryEntry:
+        """The history entry that ended the run."""
+        return self.history[-1]
+
+
+@dataclass
+class StoryResult:
+    runs: list[RunResult]
+    agreements: list[Agreement]
+    groups: list[logs_pb2.LogGroup]
+    shipped: dict[str, dict[str, int]]
+
+
+def _short(version: str) -> str:
+    return (
+        version.rsplit("/", 2)[-2] + "/" + version.rsplit("/", 1)[-1] if "/versions/" in version else version
+    )
+
+
+def _seconds(value: timedelta) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def story_gates() -> deployments_pb2.RolloutAnalysis:
+    """The canary's gates: each compares the canary's slot with the stable one's over the last 10 s."""
+    window = _seconds(GATE_WINDOW)
+    rollback = deployments_pb2.GATE_ACTION_ROLLBACK
+
+    def gate(
+        name: str, signal: int, bound: deployments_pb2.GateBound, **extra: str
+    ) -> deployments_pb2.AnalysisGate:
+        return deployments_pb2.AnalysisGate(
+            name=name,
+            signal=signal,  # type: ignore[arg-type]
+            window=window,
+            min_samples=MIN_SAMPLES,
+            bound=bound,
+            on_failure=rollback,
+            **extra,
+        )
+
+    return deployments_pb2.RolloutAnalysis(
+        gates=[
+            # At most twice stable's block rate, plus 5 points.
+            gate(
+                "story-blocks",
+                deployments_pb2.ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE,
+                deployments_pb2.GateBound(max_ratio=2.0, margin=0.05),
+                policy=POLICY,
+            ),
+            # At most 1.5 times what a story costs on stable.
+            gate(
+                "cost-per-story",
+                deployments_pb2.ANALYSIS_SIGNAL_COST_PER_REQUEST,
+                deployments_pb2.GateBound(max_ratio=1.5),
+                currency_code="USD",
+            ),
+            gate(
+                "inference-errors",
+                deployments_pb2.ANALYSIS_SIGNAL_ERROR_RATE,
+                deployments_pb2.GateBound(max_value=0.05),
+            ),
+            gate(
+                "routing-failures",
+                deployments_pb2.ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE,
+                deployments_pb2.GateBound(max_value=0.05),
+            ),
+        ],
+        max_wait_for_data=_seconds(MAX_WAIT_FOR_DATA),
+        on_no_data=deployments_pb2.GATE_ACTION_PAUSE,
+    )
+
+
+def describe_evaluation(evaluation: deployments_pb2.GateEvaluation) -> str:
+    verdict = deployments_pb2.GateVerdict.Name(evaluation.verdict).removeprefix("GATE_VERDICT_")
+    return (
+        f"{evaluation.gate} {verdict}: canary {evaluation.canary_value:.4g} (n={evaluation.canary_samples})"
+        f" vs stable {evaluation.stable_value:.4g} (n={evaluation.stable_samples}),"
+        f" bound {evaluation.threshold:.4g}, p={evaluation.p_value:.3g}"
+    )
+
+
+def describe_entry(entry: deployments_pb2.DeploymentHistoryEntry) -> str:
+    transition = deployments_pb2.DeploymentTransition.Name(entry.transition).removeprefix(
+        "DEPLOYMENT_TRANSITION_"
+    )
+    after = entry.traffic_after
+    weights = f"stable {after.stable.weight_bp / 100:g}%"
+    if after.HasField("canary") and after.canary.model_version:
+        weights += f" / canary {after.canary.weight_bp / 100:g}%"
+    return f"history r{entry.revision} {transition} by {entry.actor or '-'}: {entry.reason} [{weights}]"
+
+
+class HistoryReader:
+    """The deployment's history entries not seen yet, oldest first (ListDeploymentHistory is newest first)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._last_revision = 0
+        self._seen: set[str] = set()
+
+    async def new_entries(self) -> list[deployments_pb2.DeploymentHistoryEntry]:
+        fresh: list[deployments_pb2.DeploymentHistoryEntry] = []
+        async for entry in self._connection.deployments.list_deployment_history(parent=DEPLOYMENT):
+            if entry.revision < self._last_revision:
+                break
+            if entry.name not in self._seen:
+                fresh.append(entry)
+        fresh.reverse()
+        for entry in fresh:
+            self._seen.add(entry.name)
+            self._last_revision = max(self._last_revision, entry.revision)
+        return fresh
+
+
+class Story:
+    """The story's state: the timeline, the connection, the service processes, the history read so far."""
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        connection: Connection,
+        storyteller: ServiceProcess,
+        orchestration: ServiceProcess,
+    ) -> None:
+        self.timeline = timeline
+        self.connection = connection
+        self.storyteller = storyteller
+        self.orchestration = orchestration
+        self.history = HistoryReader(connection)
+        self.round = 0
+        self.all_entries: list[deployments_pb2.DeploymentHistoryEntry] = []
+
+    async def show_history(self) -> list[deployments_pb2.DeploymentHistoryEntry]:
+        entries = await self.history.new_entries()
+        for entry in entries:
+            self.timeline.say(describe_entry(entry))
+            for evaluation in entry.gate_evaluations:
+                self.timeline.say(f"    gate {describe_evaluation(evaluation)}")
+        self.all_entries.extend(entries)
+        return entries
+
+    async def traffic(self, count: int = ROUND) -> Counter[str]:
+        """One round of readers' requests through the front door; how they went."""
+        self.round += 1
+        reply = await self.orchestration.request({"op": "traffic", "round": self.round, "count": count})
+        outcomes = Counter({key: int(value) for key, value in reply.items()})
+        errors = sum(value for key, value in outcomes.items() if key.startswith("error"))
+        expect(errors == 0, f"round {self.round}: requests failed: {dict(outcomes)}")
+        return outcomes
+
+    def say_traffic(self, outcomes: Counter[str], rounds: int) -> None:
+        parts = []
+        for key in sorted(outcomes):
+            version, slot, status = key.split(" ")
+            parts.append(f"{slot} {_short(version)} {status} {outcomes[key]}")
+        total = sum(outcomes.values())
+        self.timeline.say(f"traffic: {total} requests in {rounds} rounds: " + ", ".join(parts))
+
+    async def canary_run(self, title: str, version: str, endpoint: str) -> RunResult:
+        """Points the canary alias at `version`, brings up its endpoint and starts the canary with its gates;
+        sends readers' requests until the rollout ends; returns what happened."""
+        self.timeline.heading(title)
+        await self.connection.registry.set_alias(name=CANARY_ALIAS, version=version, reason=title)
+        self.timeline.say(f"{CANARY_ALIAS} -> {version}")
+        await self.storyteller.request({"op": "report_ready", "addresses": [endpoint]})
+        self.timeline.say(f"endpoint {endpoint} reports READY")
+        started = await self.connection.deployments.start_rollout(
+            parent=DEPLOYMENT,
+            rollout=deployments_pb2.Rollout(
+                target_version=version,
+                endpoints=[deployments_pb2.Endpoint(address=endpoint)],
+                strategy=deployments_pb2.ROLLOUT_STRATEGY_CANARY,
+                steps=[
+                    deployments_pb2.RolloutStep(
+                        weight_bp=weight, duration=_seconds(timedelta(seconds=seconds))
+                    )
+                    for weight, seconds in STEPS
+                ],
+                analysis=story_gates(),
+                reason=title,
+            ),
+        )
+        rollout = started.rollout
+        steps = ", then ".join(f"{weight / 100:g}% for {seconds:g} s" for weight, seconds in STEPS)
+        self.timeline.say(f"StartRollout {rollout.name}: canary {_short(version)} {steps}, then promoted")
+        self.timeline.say(
+            "gates: " + ", ".join(GATE_NAMES) + f" (each over the last {GATE_WINDOW.seconds} s,"
+            f" at least {MIN_SAMPLES} events per slot; a failure rolls back)"
+        )
+        run = RunResult(title, version, rollout, history=[])
+        pending: Counter[str] = Counter()
+        rounds = 0
+        give_up = self.timeline.elapsed + RUN_LIMIT
+        while True:
+            pending += await self.traffic()
+            rounds += 1
+            entries = await self.show_history()
+            run.history.extend(entry for entry in entries if entry.rollout == rollout.name)
+            rollout = await self.connection.deployments.get_rollout(name=rollout.name)
+            if entries or rounds % 10 == 0 or rollout.state in FINAL_STATES:
+                if pending:
+                    self.say_traffic(pending, rounds)
+                run.traffic += pending
+                pending, rounds = Counter(), 0
+            if rollout.state in FINAL_STATES:
+                break
+            expect(self.timeline.elapsed < give_up, f"{rollout.name} did not end within {RUN_LIMIT:g} s")
+        run.rollout = rollout
+        return run
+
+
+async def register(timeline: Timeline, connection: Connection, release: Release) -> str:
+    """Registers `release` as the model's next version; its name."""
+    version = await connection.registry.create_model_version(
+        parent=MODEL,
+        model_version=registry_pb2.ModelVersion(
+            source_uri=release.source_uri,
+            description=release.description,
+            capabilities=[registry_pb2.CAPABILITY_CHAT],
+            context_window=8_000,
+            max_output_tokens=1_000,
+            pricing=release.pricing,
+        ),
+    )
+    prices = release.pricing
+    timeline.say(
+        f"registered {version.name} ({release.source_uri}, {release.description}):"
+        f" {prices.input_micros_per_million / 1e6:g} / {prices.output_micros_per_million / 1e6:g}"
+        f" {prices.currency_code} per million tokens in / out"
+    )
+    return version.name
+
+
+async def _set_up(story_timeline: Timeline, connection: Connection) -> None:
+    await connection.guardrails.create_policy(policy_id=POLICY_ID, policy=kids_policy())
+    story_timeline.say(
+        f'{POLICY}: "dragonfire" is a critical violation; a blocked story gets the fallback story'
+    )
+    await connection.registry.create_model(
+        model_id=MODEL_ID, model=registry_pb2.Model(provider="local", display_name="Bedtime stories")
+    )
+
+
+@contextlib.asynccontextmanager
+async def _services(
+    timeline: Timeline, directory: Path, target: str
+) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Starts inference and the story teller (the front door needs the deployment, so it comes later)."""
+    started: list[ServiceProcess] = []
+    try:
+        inference = await ServiceProcess.start("inference", directory / "inference.log", "--server", target)
+        started.append(inference)
+        storyteller = await ServiceProcess.start(
+            "storyteller",
+            directory / "storyteller.log",
+            "--server",
+            target,
+            "--inference",
+            inference.ready["address"],
+            "--endpoints",
+            "3",
+        )
+        started.append(storyteller)
+        timeline.say(f"inference service (LLMClient) on {inference.ready['address']}")
+        timeline.say(
+            f"story teller (NarrativeGenerator) endpoints {', '.join(storyteller.ready['endpoints'])}"
+        )
+        yield inference, storyteller
+    except BaseException:
+        for service in started:
+            service.kill()
+        raise
+
+
+async def run_story(timeline: Timeline, *, directory: Path, database_url: str | None = None) -> StoryResult:
+    """The story, start to end; raises StoryFailed (or DemoProcessError) when a step did not happen."""
+    server = ServerProcess(directory / "server.log", data_dir=directory / "data", database_url=database_url)
+    where = "embedded Postgres" if database_url is None else "the Postgres of --database-url"
+    timeline.say(f"modelplane serve on {server.target} ({where}; logs in {directory})")
+    await server.start()
+    timeline.say("server SERVING")
+    try:
+        async with connect(server.target, timeout=10.0) as connection:
+            return await _story(timeline, directory, server.target, connection)
+    finally:
+        code = await server.stop()
+        timeline.say(f"server stopped (exit {code})")
+
+
+async def _story(timeline: Timeline, directory: Path, target: str, connection: Connection) -> StoryResult:
+    await _set_up(timeline, connection)
+    stable = await register(timeline, connection, STABLE_RELEASE)
+    good = await register(timeline, connection, GOOD_RELEASE)
+    async with _services(timeline, directory, target) as (inference, storyteller):
+        endpoints: list[str] = storyteller.ready["endpoints"]
+        await connection.deployments.create_deployment(
+            deployment_id=DEPLOYMENT_ID,
+            deployment=deployments_pb2.Deployment(
+                environment=ENVIRONMENT,
+                model=MODEL,
+                traffic=deployments_pb2.TrafficTable(
+                    stable=deployments_pb2.SlotTraffic(
+                        model_version=stable, endpoints=[deployments_pb2.Endpoint(address=endpoints[0])]
+                    )
+                ),
+            ),
+        )
+        alias = await connection.registry.get_alias(name=PROD_ALIAS)
+        expect(alias.version == stable, f"{PROD_ALIAS} points at {alias.version}, not {stable}")
+        timeline.say(
+            f"{DEPLOYMENT}: stable {_short(stable)} on {endpoints[0]}; {PROD_ALIAS} -> {_short(stable)}"
+        )
+        orchestration = await ServiceProcess.start(
+            "orchestration", directory / "orchestration.log", "--server", target
+        )
+        timeline.say("front door (ServiceCoordinator) follows the traffic table")
+        story = Story(timeline, connection, storyteller, orchestration)
+        await story.show_history()
+        warmup = await story.traffic()
+        story.say_traffic(warmup, 1)
+        expect(
+            set(warmup) <= {f"{stable} stable allowed", f"{stable} stable blocked"},
+            f"before any rollout every request goes to stable {stable}: {dict(warmup)}",
+        )
+
+        first = await story.canary_run(
+            f"Run 1: canary of {_short(good)}, as well-behaved as stable", good, endpoints[1]
+        )
+        check_success(first)
+        alias = await connection.registry.get_alias(name=PROD_ALIAS)
+        expect(alias.version == good, f"after success {PROD_ALIAS} points at {alias.version}, not {good}")
+        timeline.say(f"{PROD_ALIAS} -> {_short(alias.version)}")
+
+        timeline.heading("Run 2: a canary whose stories break the policy")
+        wild = await register(timeline, connection, WILD_RELEASE)
+        second = await story.canary_run(f"Run 2: canary of {_short(wild)}", wild, endpoints[2])
+        check_rollback(second)
+        alias = await connection.registry.get_alias(name=PROD_ALIAS)
+        expect(
+            alias.version == good, f"after the rollback {PROD_ALIAS} points at {alias.version}, not {good}"
+        )
+        deployment = await connection.deployments.get_deployment(name=DEPLOYMENT)
+        expect(
+            deployment.traffic.stable.model_version == good and not deployment.traffic.canary.model_version,
+            f"after the rollback the table serves {good} alone: {deployment.traffic}",
+        )
+        timeline.say(f"{PROD_ALIAS} still -> {_short(alias.version)}; the table serves it alone")
+        after = await story.traffic()
+        story.say_traffic(after, 1)
+        expect(
+            set(after) <= {f"{good} stable allowed", f"{good} stable blocked"},
+            f"after the rollback every request goes to stable {good}: {dict(after)}",
+        )
+
+        timeline.heading("Flush and aggregate")
+        shipped: dict[str, dict[str, int]] = {}
+        for service in (orchestration, storyteller, inference):
+            shipped[service.name] = await service.request({"op": "flush"})
+            expect(shipped[service.name]["flushed"] == 1, f"{service.name} did not flush in time")
+        agreements = await check_gate_figures(story, [first, second])
+        groups = await connection.logs.aggregate_log_events(
+            filter=f'deployment = "{DEPLOYMENT}"',
+            group_by=[
+                logs_pb2.LOG_GROUP_BY_MODEL_VERSION,
+                logs_pb2.LOG_GROUP_BY_TRAFFIC_SLOT,
+                logs_pb2.LOG_GROUP_BY_KIND,
+            ],
+        )
+        for service in (orchestration, storyteller, inference):
+            shipped[service.name] = await service.stop()
+            counters = shipped[service.name]
+            expect(
+                counters["dropped"]
+                == counters["rejected"]
+                == counters["unconvertible"]
+                == counters["abandoned"]
+                == 0
+                and counters["acknowledged"] == counters["accepted"],
+                f"{service.name} shipped every event it made once: {counters}",
+            )
+        timeline.say(
+            "services stopped; events shipped and acknowledged: "
+            + ", ".join(f"{name} {counters['acknowledged']}" for name, counters in shipped.items())
+        )
+    return StoryResult([first, second], agreements, groups, shipped)
+
+
+def check_success(run: RunResult) -> None:
+    expect(
+        run.rollout.state == deployments_pb2.ROLLOUT_STATE_SUCCEEDED,
+        f"{run.rollout.name} ended {deployments_pb2.RolloutState.Name(run.rollout.state)}, not SUCCEEDED",
+    )
+    deciding = [entry for entry in run.history if entry.gate_evaluations]
+    expect(bool(deciding), f"{run.rollout.name}: no history entry carries the gates' evaluations")
+    last = run.deciding
+    expect(
+        last.transition == deployments_pb2.DEPLOYMENT_TRANSITION_SUCCEEDED,
+        f"{run.rollout.name}: the last entry is {describe_entry(last)}",
+    )
+    expect(
+        {evaluation.gate for evaluation in last.gate_evaluations} == set(GATE_NAMES)
+        and all(e.verdict == deployments_pb2.GATE_VERDICT_PASS for e in last.gate_evaluations),
+        f"{run.rollout.name} succeeded with every gate passing: {describe_entry(last)}",
+    )
+    expect(any(" canary " in key for key in run.traffic), "the canary took traffic")
+
+
+def check_rollback(run: RunResult) -> None:
+    expect(
+        run.rollout.state == deployments_pb2.ROLLOUT_STATE_ROLLED_BACK,
+        f"{run.rollout.name} ended {deployments_pb2.RolloutState.Name(run.rollout.state)}, not ROLLED_BACK",
+    )
+    last = run.deciding
+    expect(
+        last.transition == deployments_pb2.DEPLOYMENT_TRANSITION_ROLLED_BACK,
+        f"{run.rollout.name}: the last entry is {describe_entry(last)}",
+    )
+    failed = [e for e in last.gate_evaluations if e.verdict == deployments_pb2.GATE_VERDICT_FAIL]
+    expect(
+        [e.gate for e in failed] == ["story-blocks"],
+        f"{run.rollout.name} was rolled back by story-blocks alone: {describe_entry(last)}",
+    )
+    expect("story-blocks" in last.reason, f"the rollback's reason names the gate: {last.reason!r}")
+    blocks = failed[0]
+    expect(
+        blocks.canary_value > blocks.threshold and blocks.canary_samples >= MIN_SAMPLES,
+        f"the canary's block rate is over its bound: {describe_evaluation(blocks)}",
+    )
+
+
+async def check_gate_figures(story: Story, runs: Sequence[RunResult]) -> list[Agreement]:
+    """Every gate evaluation that decided a step, read again through AggregateLogEvents."""
+    agreements = []
+    for run in runs:
+        gates = run.rollout.analysis.gates
+        for entry in run.history:
+            if entry.transition == deployments_pb2.DEPLOYMENT_TRANSITION_GATE_EVALUATED:
+                continue
+            for evaluation in entry.gate_evaluations:
+                if supported(evaluation.signal):
+                    agreements.append(await check_agreement(story.connection, DEPLOYMENT, gates, evaluation))
+    expect(bool(agreements), "some gate evaluation decided a step")
+    rows = []
+    for agreement in agreements:
+        evaluation = agreement.evaluation
+        rows.append(
+            (
+                evaluation.gate,
+                f"{evaluation.canary_value:.4g} / {agreement.canary.value:.4g}",
+                f"{evaluation.canary_samples} / {agreement.canary.samples}",
+                f"{evaluation.stable_value:.4g} / {agreement.stable.value:.4g}",
+                f"{evaluation.stable_samples} / {agreement.stable.samples}",
+                "yes" if agreement.agrees else "NO",
+            )
+        )
+    story.timeline.block(
+        "The figures each deciding gate evaluation used (gate / AggregateLogEvents over the same window):\n"
+        + table(("gate", "canary value", "canary n", "stable value", "stable n", "equal"), rows)
+    )
+    for agreement in agreements:
+        expect(
+            agreement.agrees, f"AggregateLogEvents disagrees with {describe_evaluation(agreement.evaluation)}"
+        )
+    return agreements
+
+
+def summary(result: StoryResult) -> str:
+    """The runs, the traffic by model version and slot, as two tables."""
+    run_rows = []
+    for run in result.runs:
+        last = run.deciding
+        failed = [e.gate for e in last.gate_evaluations if e.verdict == deployments_pb2.GATE_VERDICT_FAIL]
+        run_rows.append(
+            (
+                _short(run.version),
+                deployments_pb2.RolloutState.Name(run.rollout.state).removeprefix("ROLLOUT_STATE_"),
+                ", ".join(failed) if failed else "every gate passed",
+                last.actor,
+                sum(run.traffic.values()),
+            )
+        )
+    runs = table(("canary", "outcome", "decided by", "actor", "requests"), run_rows)
+    group_rows = []
+    for group in result.groups:
+        kind = logs_pb2.LogEventKind.Name(group.kind).removeprefix("LOG_EVENT_KIND_").lower()
+        slot = common_pb2.TrafficSlot.Name(group.traffic_slot).removeprefix("TRAFFIC_SLOT_").lower()
+        cost = f"{group.cost.micros / group.count:.1f}" if kind == "inference" and group.count else "-"
+        blocks = f"{group.guardrail_block_rate:.3f}" if kind == "guardrail" else "-"
+        group_rows.append(
+            (_short(group.model_version), slot, kind, group.count, group.error_count, blocks, cost)
+        )
+    groups = table(
+        ("version", "slot", "kind", "events", "errors", "block rate", "micro-USD/call"), group_rows
+    )
+    return f"Runs:\n{runs}\n\nAggregateLogEvents of {DEPLOYMENT} by model version, slot and kind:\n{groups}"
+
+
+async def main_async(out: TextIO | None, database_url: str | None, directory: Path | None) -> int:
+    timeline = Timeline(out)
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelplane-demo-")))
+        try:
+            result = await run_story(timeline, directory=directory, database_url=database_url)
+        except StoryFailed as failure:
+            timeline.block(f"\nFAILED: {failure}")
+            return 1
+        timeline.block("\n" + summary(result))
+        timeline.block(f"\nThe whole story happened as told in {timeline.elapsed:.1f} s.")
+    return 0
+
+
+def main(out: TextIO | None = None, database_url: str | None = None, directory: Path | None = None) -> int:
+    return asyncio.run(main_async(out, database_url, directory))
