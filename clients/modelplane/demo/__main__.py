@@ -21,10 +21,17 @@ def cli(argv: list[str] | None = None) -> int:
         type=Path,
         help="where the processes' logs (and the embedded Postgres) go; default: a temporary one",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        choices=range(1, 5),
+        default=1,
+        help="server replicas on the one database, each with its step driver (default 1)",
+    )
     args = parser.parse_args(argv)
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-    return main(sys.stdout, database_url=args.database_url, directory=args.dir)
+    return main(sys.stdout, database_url=args.database_url, directory=args.dir, replicas=args.replicas)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -66,6 +67,12 @@ FINAL_STATES = (
     deployments_pb2.ROLLOUT_STATE_ROLLED_BACK,
     deployments_pb2.ROLLOUT_STATE_ABORTED,
     deployments_pb2.ROLLOUT_STATE_PAUSED,
+)
+ENDING_TRANSITIONS = (
+    deployments_pb2.DEPLOYMENT_TRANSITION_SUCCEEDED,
+    deployments_pb2.DEPLOYMENT_TRANSITION_ROLLED_BACK,
+    deployments_pb2.DEPLOYMENT_TRANSITION_ABORTED,
+    deployments_pb2.DEPLOYMENT_TRANSITION_PAUSED,
 )
 GATE_NAMES = ("story-blocks", "cost-per-story", "inference-errors", "routing-failures")
 
@@ -338,18 +345,20 @@ async def _set_up(story_timeline: Timeline, connection: Connection) -> None:
 
 @contextlib.asynccontextmanager
 async def _services(
-    timeline: Timeline, directory: Path, target: str
+    timeline: Timeline, directory: Path, targets: Targets
 ) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
     """Starts inference and the story teller (the front door needs the deployment, so it comes later)."""
     started: list[ServiceProcess] = []
     try:
-        inference = await ServiceProcess.start("inference", directory / "inference.log", "--server", target)
+        inference = await ServiceProcess.start(
+            "inference", directory / "inference.log", "--server", targets.inference
+        )
         started.append(inference)
         storyteller = await ServiceProcess.start(
             "storyteller",
             directory / "storyteller.log",
             "--server",
-            target,
+            targets.storyteller,
             "--inference",
             inference.ready["address"],
             "--endpoints",
@@ -367,26 +376,57 @@ async def _services(
         raise
 
 
-async def run_story(timeline: Timeline, *, directory: Path, database_url: str | None = None) -> StoryResult:
-    """The story, start to end; raises StoryFailed (or DemoProcessError) when a step did not happen."""
-    server = ServerProcess(directory / "server.log", data_dir=directory / "data", database_url=database_url)
+async def run_story(
+    timeline: Timeline, *, directory: Path, database_url: str | None = None, replicas: int = 1
+) -> StoryResult:
+    """The story, start to end; raises StoryFailed (or DemoProcessError) when a step did not happen.
+
+    With several `replicas`, that many servers share the one database (and embedded Postgres); the story
+    and the services talk to different ones, and every replica's step driver races for each step."""
+    servers = [
+        ServerProcess(
+            directory / f"server-{index + 1}.log", data_dir=directory / "data", database_url=database_url
+        )
+        for index in range(replicas)
+    ]
     where = "embedded Postgres" if database_url is None else "the Postgres of --database-url"
-    timeline.say(f"modelplane serve on {server.target} ({where}; logs in {directory})")
-    await server.start()
-    timeline.say("server SERVING")
     try:
-        async with connect(server.target, timeout=10.0) as connection:
-            return await _story(timeline, directory, server.target, connection)
+        for server in servers:
+            timeline.say(f"modelplane serve on {server.target} ({where}; logs in {directory})")
+            await server.start()
+            timeline.say(f"server {server.target} SERVING")
+        async with connect(Targets.of(servers).control, timeout=10.0) as connection:
+            return await _story(timeline, directory, Targets.of(servers), connection)
     finally:
-        code = await server.stop()
-        timeline.say(f"server stopped (exit {code})")
+        # The last server to stop stops the embedded Postgres they share.
+        for server in reversed(servers):
+            code = await server.stop()
+            if code is not None:
+                timeline.say(f"server {server.target} stopped (exit {code})")
 
 
-async def _story(timeline: Timeline, directory: Path, target: str, connection: Connection) -> StoryResult:
+@dataclass(frozen=True)
+class Targets:
+    """Which replica each party talks to: the story and inference the first, the others the last."""
+
+    control: str
+    inference: str
+    storyteller: str
+    orchestration: str
+
+    @classmethod
+    def of(cls, servers: Sequence[ServerProcess]) -> Targets:
+        first, last = servers[0].target, servers[-1].target
+        return cls(control=first, inference=first, storyteller=last, orchestration=last)
+
+
+async def _story(
+    timeline: Timeline, directory: Path, targets: Targets, connection: Connection
+) -> StoryResult:
     await _set_up(timeline, connection)
     stable = await register(timeline, connection, STABLE_RELEASE)
     good = await register(timeline, connection, GOOD_RELEASE)
-    async with _services(timeline, directory, target) as (inference, storyteller):
+    async with _services(timeline, directory, targets) as (inference, storyteller):
         endpoints: list[str] = storyteller.ready["endpoints"]
         await connection.deployments.create_deployment(
             deployment_id=DEPLOYMENT_ID,
@@ -406,7 +446,7 @@ async def _story(timeline: Timeline, directory: Path, target: str, connection: C
             f"{DEPLOYMENT}: stable {_short(stable)} on {endpoints[0]}; {PROD_ALIAS} -> {_short(stable)}"
         )
         orchestration = await ServiceProcess.start(
-            "orchestration", directory / "orchestration.log", "--server", target
+            "orchestration", directory / "orchestration.log", "--server", targets.orchestration
         )
         timeline.say("front door (ServiceCoordinator) follows the traffic table")
         story = Story(timeline, connection, storyteller, orchestration)
@@ -480,7 +520,36 @@ async def _story(timeline: Timeline, directory: Path, target: str, connection: C
     return StoryResult([first, second], agreements, groups, shipped)
 
 
+def check_decided_once(run: RunResult) -> None:
+    """Each decision is in the history once, however many replicas' step drivers raced for it: one start,
+    each step advanced once, one end, and a gate verdict change written once."""
+    transitions = [entry.transition for entry in run.history]
+    ends = [transition for transition in transitions if transition in ENDING_TRANSITIONS]
+    expect(
+        transitions.count(deployments_pb2.DEPLOYMENT_TRANSITION_ROLLOUT_STARTED) == 1
+        and len(ends) == 1
+        and transitions[-1] == ends[0],
+        f"{run.rollout.name} started once and ended once: {[describe_entry(e) for e in run.history]}",
+    )
+    steps = [
+        entry.traffic_after.canary.weight_bp
+        for entry in run.history
+        if entry.transition == deployments_pb2.DEPLOYMENT_TRANSITION_STEP_ADVANCED
+    ]
+    expect(steps == sorted(set(steps)), f"{run.rollout.name} advanced each step once: {steps}")
+    verdicts = [
+        tuple(evaluation.verdict for evaluation in entry.gate_evaluations)
+        for entry in run.history
+        if entry.transition == deployments_pb2.DEPLOYMENT_TRANSITION_GATE_EVALUATED
+    ]
+    expect(
+        all(before != after for before, after in itertools.pairwise(verdicts)),
+        f"{run.rollout.name} wrote each change of the gates' verdicts once: {verdicts}",
+    )
+
+
 def check_success(run: RunResult) -> None:
+    check_decided_once(run)
     expect(
         run.rollout.state == deployments_pb2.ROLLOUT_STATE_SUCCEEDED,
         f"{run.rollout.name} ended {deployments_pb2.RolloutState.Name(run.rollout.state)}, not SUCCEEDED",
@@ -501,6 +570,7 @@ def check_success(run: RunResult) -> None:
 
 
 def check_rollback(run: RunResult) -> None:
+    check_decided_once(run)
     expect(
         run.rollout.state == deployments_pb2.ROLLOUT_STATE_ROLLED_BACK,
         f"{run.rollout.name} ended {deployments_pb2.RolloutState.Name(run.rollout.state)}, not ROLLED_BACK",
@@ -590,13 +660,17 @@ def summary(result: StoryResult) -> str:
     return f"Runs:\n{runs}\n\nAggregateLogEvents of {DEPLOYMENT} by model version, slot and kind:\n{groups}"
 
 
-async def main_async(out: TextIO | None, database_url: str | None, directory: Path | None) -> int:
+async def main_async(
+    out: TextIO | None, *, database_url: str | None, directory: Path | None, replicas: int
+) -> int:
     timeline = Timeline(out)
     with contextlib.ExitStack() as stack:
         if directory is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelplane-demo-")))
         try:
-            result = await run_story(timeline, directory=directory, database_url=database_url)
+            result = await run_story(
+                timeline, directory=directory, database_url=database_url, replicas=replicas
+            )
         except StoryFailed as failure:
             timeline.block(f"\nFAILED: {failure}")
             return 1
@@ -605,5 +679,12 @@ async def main_async(out: TextIO | None, database_url: str | None, directory: Pa
     return 0
 
 
-def main(out: TextIO | None = None, database_url: str | None = None, directory: Path | None = None) -> int:
-    return asyncio.run(main_async(out, database_url, directory))
+def main(
+    out: TextIO | None = None,
+    *,
+    database_url: str | None = None,
+    directory: Path | None = None,
+    replicas: int = 1,
+) -> int:
+    """Runs the story; 0 when every step happened as told, 1 (after saying what did not) otherwise."""
+    return asyncio.run(main_async(out, database_url=database_url, directory=directory, replicas=replicas))

@@ -24,7 +24,6 @@ POLICY = f"policies/{POLICY_ID}"
 POLICY_FALLBACK = "Once upon a time, everyone in the village helped each other."
 
 
-
 @dataclass(frozen=True)
 class Release:
     """One model version the story registers: its source, its prices, and the share of its answers that

@@ -1,0 +1,52 @@
+"""`make demo`'s entry point, `python -m modelplane.demo`, run whole as a process on the test Postgres: the
+server and the three consumer services as processes, both canary runs decided by their gates, the gates'
+figures equal to AggregateLogEvents'. The demo asserts every step itself and exits 0 only when all happened;
+this test holds it to that, and to the lines the README quotes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import environment
+
+# Bounds the run so a hang fails the test; not a performance expectation.
+DEMO_LIMIT = 300.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_makefile_runs_the_demo_module() -> None:
+    recipe = re.search(r"^demo:.*\n\t(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert recipe is not None, "the Makefile has a demo target"
+    assert recipe.group(1) == "$(PY) -m modelplane.demo"
+
+
+@pytest.mark.timeout(DEMO_LIMIT + 30)
+def test_the_whole_story_happens_as_told(database_url: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "modelplane.demo", "--database-url", database_url, "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=DEMO_LIMIT,
+        check=False,
+    )
+    output = result.stdout
+    logs = "\n".join(f"--- {path.name}\n{path.read_text()[-3000:]}" for path in sorted(tmp_path.glob("*.log")))
+    assert result.returncode == 0, f"{output}\n{result.stderr}\n{logs}"
+    assert "FAILED" not in output
+    assert "The whole story happened as told" in output
+    # Run 1 succeeded with every gate passing, and the alias moved.
+    assert re.search(r"SUCCEEDED by modelplane-driver", output), output
+    assert "models/storyteller/aliases/prod -> versions/2" in output
+    # Run 2 was rolled back by the gate on the guardrail block rate, with its figures in the history.
+    assert re.search(r"ROLLED_BACK by modelplane-driver: .*story-blocks", output), output
+    assert re.search(r"gate story-blocks FAIL: canary [\d.]+ \(n=\d+\)", output), output
+    # The summary tables.
+    assert re.search(r"versions/3\s+ROLLED_BACK\s+story-blocks", output), output
+    assert re.search(r"versions/2\s+SUCCEEDED\s+every gate passed", output), output
+    assert "AggregateLogEvents of deployments/stories-prod by model version, slot and kind" in output
