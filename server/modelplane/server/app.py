@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from modelplane.server.auth.service import Authenticator
 from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.deployments.driver import RolloutDriver
-from modelplane.server.deployments.manager import DeploymentManager
+from modelplane.server.deployments.manager import DeploymentManager, LogGateReader
 from modelplane.server.deployments.servicer import DeploymentServicer
 from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
@@ -355,9 +355,6 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
     feed = ChangeFeed(config.database_url)
     registry = RegistryService(database, feed, progress_interval=config.watch_progress_interval)
     guardrails = GuardrailService(database, feed)
-    deployments = DeploymentManager.build(
-        database, feed, registry, progress_interval=config.watch_progress_interval
-    )
     health = HealthReporter(database, MODELPLANE_SERVICES, probe_interval=config.health_probe_interval)
     metrics = ServerMetrics()
     log_settings = LogSettings(
@@ -366,6 +363,13 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
         stream_queue_batches=config.log_stream_queue_batches,
     )
     logs = LogService(database, log_settings, observer=LogIngestionMetrics(metrics.registry))
+    deployments = DeploymentManager.build(
+        database,
+        feed,
+        registry,
+        LogGateReader(logs, guardrails),
+        progress_interval=config.watch_progress_interval,
+    )
     interceptor = CallInterceptor(
         Authenticator(database, enabled=config.auth),
         metrics,

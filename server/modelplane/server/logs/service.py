@@ -23,7 +23,7 @@ from modelplane.server.filters import (
     text_field,
     timestamp_field,
 )
-from modelplane.server.logs import aggregates, store, validation
+from modelplane.server.logs import aggregates, slot_window, store, validation
 from modelplane.server.logs.columns import (
     EVENT_ID,
     ROW_CACHED_INPUT_TOKENS,
@@ -49,6 +49,8 @@ from modelplane.server.logs.domain import (
     LogLevel,
     Page,
     RowBatch,
+    SlotComparison,
+    SlotWindowQuery,
     TrafficSlot,
 )
 from modelplane.server.logs.pipeline import CommitPipeline, End, InOrder, QueuedReader
@@ -441,6 +443,12 @@ class LogService:
                 reason=ErrorReason.ERROR_REASON_TOO_MANY_GROUPS,
             )
         return groups
+
+    async def compare_slots(self, query: SlotWindowQuery) -> SlotComparison:
+        """A deployment's canary and stable events in a window, measured as the query says; the rollout
+        gates' reading (the caller bounds the window)."""
+        async with self._db.connection() as conn:
+            return await slot_window.compare_slots(conn, query)
 
     async def ingestion_stats(self, client_id: str) -> tuple[list[IngestionStats], IngestionStats]:
         if client_id and not EVENT_ID.fullmatch(client_id):
