@@ -20,10 +20,11 @@ import asyncio
 import contextlib
 import itertools
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -54,14 +55,21 @@ from modelplane.v1 import common_pb2, deployments_pb2, logs_pb2, registry_pb2
 # Requests the front door sends per round, between two looks at the rollout.
 ROUND = 40
 # Canary steps: a share of the readers for a few seconds each; the gates decide before each step moves on.
-STEPS = ((2500, 2.0), (5000, 2.0))
+# The first is long enough for its quarter of the readers to make the gates' samples well before it ends.
+STEPS = ((2500, 8.0), (5000, 3.0))
 # Gates read the last 10 s (the shortest window) and need 100 events per slot (the fewest allowed).
 GATE_WINDOW = timedelta(seconds=10)
 MIN_SAMPLES = 100
 # How long a due step may wait for enough events before it pauses.
 MAX_WAIT_FOR_DATA = timedelta(seconds=60)
-# A run that has not ended after this long has failed; not a performance bound.
+# The readers stop this many seconds before a step comes due, once the canary has the samples it needs
+# (with this much to spare), so every event is stored before the gates decide.
+QUIET_BEFORE_DUE = 1.5
+SAMPLE_HEADROOM = 1.2
+# A run that has not ended after this long, or a due step not decided after this long, has failed; not
+# performance bounds.
 RUN_LIMIT = 120.0
+DECISION_LIMIT = 30.0
 FINAL_STATES = (
     deployments_pb2.ROLLOUT_STATE_SUCCEEDED,
     deployments_pb2.ROLLOUT_STATE_ROLLED_BACK,
@@ -221,6 +229,7 @@ class Story:
         self,
         timeline: Timeline,
         connection: Connection,
+        inference: ServiceProcess,
         storyteller: ServiceProcess,
         orchestration: ServiceProcess,
     ) -> None:
@@ -228,8 +237,12 @@ class Story:
         self.connection = connection
         self.storyteller = storyteller
         self.orchestration = orchestration
+        # Every service ships events; flushing them all means every event made so far is stored.
+        self.services = (orchestration, storyteller, inference)
         self.history = HistoryReader(connection)
         self.round = 0
+        # (wall-clock start, canary requests) of each round of traffic.
+        self.canary_rounds: list[tuple[float, int]] = []
         self.all_entries: list[deployments_pb2.DeploymentHistoryEntry] = []
 
     async def show_history(self) -> list[deployments_pb2.DeploymentHistoryEntry]:
@@ -244,8 +257,11 @@ class Story:
     async def traffic(self, count: int = ROUND) -> Counter[str]:
         """One round of readers' requests through the front door; how they went."""
         self.round += 1
+        started = time.time()
         reply = await self.orchestration.request({"op": "traffic", "round": self.round, "count": count})
         outcomes = Counter({key: int(value) for key, value in reply.items()})
+        canary = sum(value for key, value in outcomes.items() if " canary " in key)
+        self.canary_rounds.append((started, canary))
         errors = sum(value for key, value in outcomes.items() if key.startswith("error"))
         expect(errors == 0, f"round {self.round}: requests failed: {dict(outcomes)}")
         return outcomes
@@ -293,22 +309,56 @@ class Story:
         pending: Counter[str] = Counter()
         rounds = 0
         give_up = self.timeline.elapsed + RUN_LIMIT
-        while True:
-            pending += await self.traffic()
-            rounds += 1
+        while rollout.state not in FINAL_STATES:
+            expect(self.timeline.elapsed < give_up, f"{rollout.name} did not end within {RUN_LIMIT:g} s")
+            if self.quiet_before(rollout):
+                await self.await_decision(rollout)
+            else:
+                pending += await self.traffic()
+                rounds += 1
             entries = await self.show_history()
             run.history.extend(entry for entry in entries if entry.rollout == rollout.name)
             rollout = await self.connection.deployments.get_rollout(name=rollout.name)
-            if entries or rounds % 10 == 0 or rollout.state in FINAL_STATES:
+            if entries or rounds == 10 or rollout.state in FINAL_STATES:
                 if pending:
                     self.say_traffic(pending, rounds)
                 run.traffic += pending
                 pending, rounds = Counter(), 0
-            if rollout.state in FINAL_STATES:
-                break
-            expect(self.timeline.elapsed < give_up, f"{rollout.name} did not end within {RUN_LIMIT:g} s")
         run.rollout = rollout
         return run
+
+    def quiet_before(self, rollout: deployments_pb2.Rollout) -> bool:
+        """Whether the readers should stop for the step coming due: it is near, and the canary's slot has
+        the events its gates need in the window already. A gate reads what has been stored when it decides,
+        so the story lets the services ship everything first: then the figures a gate decides on are all the
+        events of its window, the ones AggregateLogEvents reads later."""
+        if not rollout.HasField("next_step_time") or rollout.HasField("data_wait_start"):
+            return False
+        due = rollout.next_step_time.ToDatetime(tzinfo=UTC).timestamp()
+        if due - time.time() > QUIET_BEFORE_DUE:
+            return False
+        window_start = due - GATE_WINDOW.total_seconds() + QUIET_BEFORE_DUE
+        in_window = sum(canary for started, canary in self.canary_rounds if started >= window_start)
+        return in_window >= MIN_SAMPLES * SAMPLE_HEADROOM
+
+    async def flush(self) -> None:
+        """Returns once every service's events made so far are stored."""
+        for service in self.services:
+            reply = await service.request({"op": "flush"})
+            expect(reply["flushed"], f"{service.name} shipped its events in time")
+
+    async def await_decision(self, rollout: deployments_pb2.Rollout) -> None:
+        """Ships every event made so far, then waits (no requests in flight) until the step driver has
+        decided the due step, or begun waiting for more data."""
+        await self.flush()
+        give_up = time.monotonic() + DECISION_LIMIT
+        while time.monotonic() < give_up:
+            now = await self.connection.deployments.get_rollout(name=rollout.name)
+            moved = (now.state, now.current_step) != (rollout.state, rollout.current_step)
+            if moved or now.HasField("data_wait_start"):
+                return
+            await asyncio.sleep(0.1)
+        raise StoryFailed(f"the step driver did not decide {rollout.name}'s due step in {DECISION_LIMIT:g} s")
 
 
 async def register(timeline: Timeline, connection: Connection, release: Release) -> str:
@@ -449,7 +499,7 @@ async def _story(
             "orchestration", directory / "orchestration.log", "--server", targets.orchestration
         )
         timeline.say("front door (ServiceCoordinator) follows the traffic table")
-        story = Story(timeline, connection, storyteller, orchestration)
+        story = Story(timeline, connection, inference, storyteller, orchestration)
         await story.show_history()
         warmup = await story.traffic()
         story.say_traffic(warmup, 1)
@@ -488,10 +538,7 @@ async def _story(
         )
 
         timeline.heading("Flush and aggregate")
-        shipped: dict[str, dict[str, int]] = {}
-        for service in (orchestration, storyteller, inference):
-            shipped[service.name] = await service.request({"op": "flush"})
-            expect(shipped[service.name]["flushed"] == 1, f"{service.name} did not flush in time")
+        await story.flush()
         agreements = await check_gate_figures(story, [first, second])
         groups = await connection.logs.aggregate_log_events(
             filter=f'deployment = "{DEPLOYMENT}"',
@@ -501,7 +548,8 @@ async def _story(
                 logs_pb2.LOG_GROUP_BY_KIND,
             ],
         )
-        for service in (orchestration, storyteller, inference):
+        shipped: dict[str, dict[str, int]] = {}
+        for service in story.services:
             shipped[service.name] = await service.stop()
             counters = shipped[service.name]
             expect(
