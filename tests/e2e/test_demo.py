@@ -1,7 +1,9 @@
 """`make demo`'s entry point, `python -m modelplane.demo`, run whole as a process on the test Postgres: the
 server and the three consumer services as processes, both canary runs decided by their gates, the gates'
 figures equal to AggregateLogEvents'. The demo asserts every step itself and exits 0 only when all happened;
-this test holds it to that, and to the lines the README quotes."""
+this test holds it to that, and to the lines the README quotes. Across two replicas on one database (the
+story and the services talking to different ones, both step drivers racing), each decision is in the
+history once."""
 
 from __future__ import annotations
 
@@ -26,9 +28,19 @@ def test_the_makefile_runs_the_demo_module() -> None:
 
 
 @pytest.mark.timeout(DEMO_LIMIT + 30)
-def test_the_whole_story_happens_as_told(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one server", "two replicas"])
+def test_the_whole_story_happens_as_told(database_url: str, tmp_path: Path, replicas: int) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "modelplane.demo",
+        "--database-url",
+        database_url,
+        "--dir",
+        str(tmp_path),
+    ]
     result = subprocess.run(
-        [sys.executable, "-m", "modelplane.demo", "--database-url", database_url, "--dir", str(tmp_path)],
+        [*command, "--replicas", str(replicas)],
         capture_output=True,
         text=True,
         env=environment(),
@@ -36,10 +48,17 @@ def test_the_whole_story_happens_as_told(database_url: str, tmp_path: Path) -> N
         check=False,
     )
     output = result.stdout
-    logs = "\n".join(f"--- {path.name}\n{path.read_text()[-3000:]}" for path in sorted(tmp_path.glob("*.log")))
+    logs = "\n".join(
+        f"--- {path.name}\n{path.read_text()[-3000:]}" for path in sorted(tmp_path.glob("*.log"))
+    )
     assert result.returncode == 0, f"{output}\n{result.stderr}\n{logs}"
     assert "FAILED" not in output
     assert "The whole story happened as told" in output
+    assert len(re.findall(r"^ *[\d.]+s  server 127\.0\.0\.1:\d+ SERVING$", output, re.MULTILINE)) == replicas
+    # Each decision is in the history once, however many step drivers raced for it: run 1 advanced its
+    # first step and succeeded, run 2 was rolled back at its first step.
+    for decision in ("STEP_ADVANCED", "SUCCEEDED", "ROLLED_BACK"):
+        assert len(re.findall(rf"history r\d+ {decision} by modelplane-driver", output)) == 1, output
     # Run 1 succeeded with every gate passing, and the alias moved.
     assert re.search(r"SUCCEEDED by modelplane-driver", output), output
     assert "models/storyteller/aliases/prod -> versions/2" in output
