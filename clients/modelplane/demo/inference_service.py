@@ -20,8 +20,9 @@ from modelplane.demo.story_provider import StoryProvider
 from modelplane.demo.story_setting import CANARY_ALIAS, MISCHIEF, PROD_ALIAS, STABLE_RELEASE
 from modelplane.inference import ConfiguredModel, LLMClient
 
-# The prompt a call may send, in characters.
+# The prompt a call may send, in characters, and the most tokens it may ask for.
 MAX_PROMPT = 4_000
+MAX_OUTPUT_TOKENS = 4_000
 
 
 class InferenceService:
@@ -42,16 +43,20 @@ class InferenceService:
         self.ready = {"address": await self._http.start()}
 
     async def generate(self, body: Any, headers: Mapping[str, str]) -> dict[str, Any]:
-        """One completion: {"deployment", "slot", "prompt", "trace_id", "request_id"} in, the CompletionResult
-        out; the call's event is linked to that deployment slot."""
+        """One completion: {"deployment", "slot", "prompt", "max_output_tokens", "trace_id", "request_id"} in,
+        the CompletionResult out; the call's event is linked to that deployment slot."""
         if not isinstance(body, dict) or body.get("slot") not in self._clients:
             raise BadRequest('the body must name the "slot": "stable" or "canary"')
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not 0 < len(prompt) <= MAX_PROMPT:
             raise BadRequest(f'"prompt" must be text of 1 to {MAX_PROMPT} characters')
+        limit = body.get("max_output_tokens")
+        if limit is not None and not (isinstance(limit, int) and 0 < limit <= MAX_OUTPUT_TOKENS):
+            raise BadRequest(f'"max_output_tokens" must be 1 to {MAX_OUTPUT_TOKENS} when given')
         slot = body["slot"]
         result = await self._clients[slot].complete(
             prompt,
+            max_output_tokens=limit,
             trace_id=str(body.get("trace_id", "")),
             request_id=str(body.get("request_id", "")),
             deployment=str(body.get("deployment", "")),

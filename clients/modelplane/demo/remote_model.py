@@ -1,5 +1,6 @@
 """The story teller's model, reached over HTTP: a TextGenerator that posts each prompt to the inference
-service, and the JSON form of a CompletionResult that the two sides exchange."""
+service, and the JSON form of a CompletionResult that the two sides exchange. Temperature is left to the
+inference service."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import httpx
 
-from modelplane.client.routing import Slot
 from modelplane.inference import ChatMessage, CompletionResult, Cost, TokenUsage
 
 
@@ -45,14 +45,12 @@ def completion_from_json(data: dict[str, Any]) -> CompletionResult:
 
 
 class RemoteModel:
-    """Completes prompts through the inference service at `address`, with the model of `deployment`'s
-    traffic `slot`."""
+    """Completes prompts through the inference service at `address`; the slot that routed the request picks
+    the model there (each slot's LLMClient follows its own alias)."""
 
-    def __init__(self, client: httpx.AsyncClient, address: str, deployment: str, slot: Slot) -> None:
+    def __init__(self, client: httpx.AsyncClient, address: str) -> None:
         self._client = client
         self._url = f"http://{address}/generate"
-        self._deployment = deployment
-        self._slot = slot
 
     async def complete(
         self,
@@ -62,13 +60,16 @@ class RemoteModel:
         temperature: float | None = None,
         trace_id: str = "",
         request_id: str = "",
+        deployment: str = "",
+        traffic_slot: str = "",
     ) -> CompletionResult:
         if not isinstance(prompt, str):
             raise TypeError("the inference service takes a plain prompt")
         body = {
-            "deployment": self._deployment,
-            "slot": self._slot,
+            "deployment": deployment,
+            "slot": traffic_slot,
             "prompt": prompt,
+            "max_output_tokens": max_output_tokens,
             "trace_id": trace_id,
             "request_id": request_id,
         }

@@ -28,16 +28,13 @@ class StorytellerService:
     def __init__(self, connection: Connection, shipper: LogShipper, inference: str, endpoints: int) -> None:
         self._connection = connection
         self._http_client = httpx.AsyncClient(timeout=10.0)
-        self._generators = {
-            slot: NarrativeGenerator(
-                RemoteModel(self._http_client, inference, DEPLOYMENT, slot),
-                guardrails=connection.guardrails,
-                policy=POLICY,
-                fail_mode=FailMode.CLOSED,
-                events=shipper,
-            )
-            for slot in ("stable", "canary")
-        }
+        self._generator = NarrativeGenerator(
+            RemoteModel(self._http_client, inference),
+            guardrails=connection.guardrails,
+            policy=POLICY,
+            fail_mode=FailMode.CLOSED,
+            events=shipper,
+        )
         self._servers = [JsonHttpServer(self.tell) for _ in range(endpoints)]
         self.ready: dict[str, Any] = {}
 
@@ -52,7 +49,7 @@ class StorytellerService:
         prompt = body.get("prompt") if isinstance(body, dict) else None
         if not isinstance(prompt, str) or not 0 < len(prompt) <= MAX_PROMPT:
             raise BadRequest(f'"prompt" must be text of 1 to {MAX_PROMPT} characters')
-        narrative = await self._generators[slot].generate(
+        narrative = await self._generator.generate(
             prompt,
             trace_id=headers.get("x-modelplane-trace-id", ""),
             request_id=headers.get("x-request-id", ""),

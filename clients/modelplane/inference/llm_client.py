@@ -110,17 +110,6 @@ class SelectedModel:
 
 
 @dataclass(frozen=True)
-class _Links:
-    """What a call's event is joined to: the caller's trace and request, and the deployment slot that
-    routed it."""
-
-    trace_id: str
-    request_id: str
-    deployment: str
-    traffic_slot: str
-
-
-@dataclass(frozen=True)
 class CompletionResult:
     """The outcome of one `complete` call."""
 
@@ -210,7 +199,6 @@ class LLMClient:
         """
         if traffic_slot not in _TRAFFIC_SLOTS:
             raise ValueError(f"traffic_slot must be one of {sorted(_TRAFFIC_SLOTS)}, not {traffic_slot!r}")
-        links = _Links(trace_id, request_id, deployment, traffic_slot)
         messages = as_messages(prompt)
         selected = await self._select()
         request = GenerationRequest(
@@ -230,7 +218,10 @@ class LLMClient:
                     time.perf_counter() - started,
                     error_type=type(exc).__name__,
                     error_message=str(exc)[:_MAX_ERROR_MESSAGE],
-                    links=links,
+                    trace_id=trace_id,
+                    request_id=request_id,
+                    deployment=deployment,
+                    traffic_slot=traffic_slot,
                 )
             )
             raise
@@ -245,7 +236,10 @@ class LLMClient:
                 usage=usage,
                 cost=cost,
                 finish_reason=generation.finish_reason,
-                links=links,
+                trace_id=trace_id,
+                request_id=request_id,
+                deployment=deployment,
+                traffic_slot=traffic_slot,
             )
         )
         return CompletionResult(
@@ -422,7 +416,10 @@ class LLMClient:
         finish_reason: str = "",
         error_type: str = "",
         error_message: str = "",
-        links: _Links,
+        trace_id: str = "",
+        request_id: str = "",
+        deployment: str = "",
+        traffic_slot: str = "",
     ) -> InferenceEvent:
         usage = usage or TokenUsage()
         return InferenceEvent(
@@ -441,8 +438,8 @@ class LLMClient:
             finish_reason=finish_reason,
             error_type=error_type,
             error_message=error_message,
-            trace_id=links.trace_id,
-            request_id=links.request_id,
-            deployment=links.deployment,
-            traffic_slot=links.traffic_slot,
+            trace_id=trace_id,
+            request_id=request_id,
+            deployment=deployment,
+            traffic_slot=traffic_slot,
         )
