@@ -444,6 +444,38 @@ def deployment_watched(output: Output, sandbox: Sandbox) -> None:
     assert first["deployment"]["traffic"]["stable"]["model_version"] == "models/chat-large/versions/2"
 
 
+def gates_planned(output: Output, sandbox: Sandbox) -> None:
+    evaluations = reply(output)["gate_evaluations"]
+    assert [e["gate"] for e in evaluations] == ["errors", "p95", "cost"]
+    # No canary events yet: every gate waits for data, and says how many events it has.
+    assert {e["verdict"] for e in evaluations} == {"GATE_VERDICT_INCONCLUSIVE"}
+    assert all("waiting for data: canary has 0 of the 500 events needed" in e["reason"] for e in evaluations)
+
+
+def gated_rollout_started(output: Output, sandbox: Sandbox) -> None:
+    rollout = reply(output)["rollout"]
+    assert rollout["name"] == "deployments/chat-prod/rollouts/2"
+    assert rollout["state"] == "ROLLOUT_STATE_WAITING_READY"
+    gates = rollout["analysis"]["gates"]
+    assert [(g["name"], g["on_failure"]) for g in gates] == [
+        ("errors", "GATE_ACTION_ROLLBACK"),
+        ("p95", "GATE_ACTION_PAUSE"),
+        ("cost", "GATE_ACTION_PAUSE"),
+    ]
+
+
+def bad_gate_refused(output: Output, sandbox: Sandbox) -> None:
+    assert output.returncode == 64 + grpc.StatusCode.INVALID_ARGUMENT.value[0], output.describe()
+    assert "rollout.analysis.gates[0].min_samples" in output.stderr
+    assert "rollout.analysis.gates[0].bound.max_ratio" in output.stderr
+
+
+def gated_rollout_aborted(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_ABORTED"
+    assert "canary" not in answer["deployment"]["traffic"]
+
+
 SHELL_CHECKS = [
     Expect("modelplane serve", serve_on_another_database, until=lambda out, err: "health: SERVING" in err),
     Expect(" list", service_list),
@@ -485,6 +517,10 @@ SHELL_CHECKS = [
     Expect("ModelRegistryService/GetAlias", alias_moved),
     Expect("DeploymentService/ListDeploymentHistory", history_listed),
     Expect("DeploymentService/WatchDeployment", deployment_watched, until=shows(1, "change")),
+    Expect("DeploymentService/PlanRollout", gates_planned),
+    Expect("DeploymentService/StartRollout", gated_rollout_started),
+    Expect('"min_samples": 10,', bad_gate_refused),
+    Expect("DeploymentService/AbortRollout", gated_rollout_aborted),
 ]
 
 

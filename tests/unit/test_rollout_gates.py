@@ -12,6 +12,7 @@ from modelplane.server.deployments.domain import (
     Gate,
     GateAction,
     GateBound,
+    GateEvaluation,
     GateVerdict,
 )
 from modelplane.server.logs.domain import SlotComparison, SlotFigures, WindowMeasure
@@ -43,7 +44,7 @@ def _rates(canary: tuple[int, int], stable: tuple[int, int]) -> SlotComparison:
     return SlotComparison(canary=side(*canary), stable=side(*stable))
 
 
-def _judge(gate: Gate, found: SlotComparison) -> gates.GateEvaluation:
+def _judge(gate: Gate, found: SlotComparison) -> GateEvaluation:
     return gates.judge(gate, found, alpha=0.01, start=NOW - timedelta(minutes=10), end=NOW)
 
 
@@ -91,7 +92,7 @@ def test_window_never_starts_before_the_rollout() -> None:
     assert gates.window_start(ERRORS, NOW, NOW - timedelta(hours=1)) == NOW - timedelta(minutes=10)
 
 
-def _evaluated(*verdicts: GateVerdict) -> tuple[gates.GateEvaluation, ...]:
+def _evaluated(*verdicts: GateVerdict) -> tuple[GateEvaluation, ...]:
     base = _judge(ERRORS, _rates((20, 1000), (20, 1000)))
     names = ("errors", "p95")
     return tuple(dataclasses.replace(base, gate=names[i], verdict=v) for i, v in enumerate(verdicts))
