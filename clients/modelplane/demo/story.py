@@ -57,15 +57,15 @@ ROUND = 40
 # Canary steps: a share of the readers for a few seconds each; the gates decide before each step moves on.
 # The first is long enough for its quarter of the readers to make the gates' samples well before it ends.
 STEPS = ((2500, 8.0), (5000, 3.0))
-# Gates read the last 10 s (the shortest window) and need 100 events per slot (the fewest allowed).
-GATE_WINDOW = timedelta(seconds=10)
+# Gates read the last minute (the whole rollout, here) and need 100 events per slot (the fewest allowed):
+# a window as short as a step would let a slow machine's quarter of the readers never fill it.
+GATE_WINDOW = timedelta(seconds=60)
 MIN_SAMPLES = 100
-# How long a due step may wait for enough events before it pauses.
-MAX_WAIT_FOR_DATA = timedelta(seconds=60)
-# The readers stop this many seconds before a step comes due, once the canary has the samples it needs
-# (with this much to spare), so every event is stored before the gates decide.
-QUIET_BEFORE_DUE = 1.5
-SAMPLE_HEADROOM = 1.2
+# How long a due step may wait for enough events before it pauses; the gates are evaluated again every
+# tenth of it meanwhile.
+MAX_WAIT_FOR_DATA = timedelta(seconds=30)
+# The readers stop this many seconds before each evaluation of the gates, and every event is shipped.
+QUIET_BEFORE_DUE = 1.0
 # A run that has not ended after this long, or a due step not decided after this long, has failed; not
 # performance bounds.
 RUN_LIMIT = 120.0
@@ -241,8 +241,8 @@ class Story:
         self.services = (orchestration, storyteller, inference)
         self.history = HistoryReader(connection)
         self.round = 0
-        # (wall-clock start, canary requests) of each round of traffic.
-        self.canary_rounds: list[tuple[float, int]] = []
+        # Requests a second the last round made, for sizing the next.
+        self.rate = 0.0
         self.all_entries: list[deployments_pb2.DeploymentHistoryEntry] = []
 
     async def show_history(self) -> list[deployments_pb2.DeploymentHistoryEntry]:
@@ -257,11 +257,10 @@ class Story:
     async def traffic(self, count: int = ROUND) -> Counter[str]:
         """One round of readers' requests through the front door; how they went."""
         self.round += 1
-        started = time.time()
+        started = time.monotonic()
         reply = await self.orchestration.request({"op": "traffic", "round": self.round, "count": count})
+        self.rate = count / max(time.monotonic() - started, 1e-3)
         outcomes = Counter({key: int(value) for key, value in reply.items()})
-        canary = sum(value for key, value in outcomes.items() if " canary " in key)
-        self.canary_rounds.append((started, canary))
         errors = sum(value for key, value in outcomes.items() if key.startswith("error"))
         expect(errors == 0, f"round {self.round}: requests failed: {dict(outcomes)}")
         return outcomes
@@ -311,10 +310,11 @@ class Story:
         give_up = self.timeline.elapsed + RUN_LIMIT
         while rollout.state not in FINAL_STATES:
             expect(self.timeline.elapsed < give_up, f"{rollout.name} did not end within {RUN_LIMIT:g} s")
-            if self.quiet_before(rollout):
+            size = self.round_size(rollout)
+            if size == 0:
                 await self.await_decision(rollout)
             else:
-                pending += await self.traffic()
+                pending += await self.traffic(size)
                 rounds += 1
             entries = await self.show_history()
             run.history.extend(entry for entry in entries if entry.rollout == rollout.name)
@@ -327,19 +327,18 @@ class Story:
         run.rollout = rollout
         return run
 
-    def quiet_before(self, rollout: deployments_pb2.Rollout) -> bool:
-        """Whether the readers should stop for the step coming due: it is near, and the canary's slot has
-        the events its gates need in the window already. A gate reads what has been stored when it decides,
-        so the story lets the services ship everything first: then the figures a gate decides on are all the
-        events of its window, the ones AggregateLogEvents reads later."""
-        if not rollout.HasField("next_step_time") or rollout.HasField("data_wait_start"):
-            return False
+    def round_size(self, rollout: deployments_pb2.Rollout) -> int:
+        """How many requests the next round may send: as many as end before the quiet time ahead of the
+        gates' next evaluation (the step coming due, or the next recheck while it waits for data); 0 when
+        it is time to be quiet. A gate reads what is stored when it evaluates, so the story has the services
+        ship everything first: then every event a gate counts in its window is stored by then, and the
+        figures it decides on are the ones AggregateLogEvents reads over that window later."""
+        if not rollout.HasField("next_step_time"):
+            return ROUND
         due = rollout.next_step_time.ToDatetime(tzinfo=UTC).timestamp()
-        if due - time.time() > QUIET_BEFORE_DUE:
-            return False
-        window_start = due - GATE_WINDOW.total_seconds() + QUIET_BEFORE_DUE
-        in_window = sum(canary for started, canary in self.canary_rounds if started >= window_start)
-        return in_window >= MIN_SAMPLES * SAMPLE_HEADROOM
+        left = due - time.time() - QUIET_BEFORE_DUE
+        rate = self.rate or ROUND  # before any round: one full round a second
+        return max(0, min(ROUND, int(rate * left * 0.8)))
 
     async def flush(self) -> None:
         """Returns once every service's events made so far are stored."""
@@ -349,16 +348,19 @@ class Story:
 
     async def await_decision(self, rollout: deployments_pb2.Rollout) -> None:
         """Ships every event made so far, then waits (no requests in flight) until the step driver has
-        decided the due step, or begun waiting for more data."""
+        evaluated the gates: the step moved, the rollout ended, or a recheck set the next evaluation."""
         await self.flush()
+
+        def when(rollout: deployments_pb2.Rollout) -> tuple[int, int, int]:
+            return (rollout.state, rollout.current_step, rollout.next_step_time.ToNanoseconds())
+
         give_up = time.monotonic() + DECISION_LIMIT
         while time.monotonic() < give_up:
             now = await self.connection.deployments.get_rollout(name=rollout.name)
-            moved = (now.state, now.current_step) != (rollout.state, rollout.current_step)
-            if moved or now.HasField("data_wait_start"):
+            if when(now) != when(rollout):
                 return
             await asyncio.sleep(0.1)
-        raise StoryFailed(f"the step driver did not decide {rollout.name}'s due step in {DECISION_LIMIT:g} s")
+        raise StoryFailed(f"the step driver did not evaluate {rollout.name}'s gates in {DECISION_LIMIT:g} s")
 
 
 async def register(timeline: Timeline, connection: Connection, release: Release) -> str:
