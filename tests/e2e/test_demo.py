@@ -15,10 +15,40 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import environment
+from tests.support.readme_blocks import parse_blocks
 
 # Bounds the run so a hang fails the test; not a performance expectation.
 DEMO_LIMIT = 300.0
 ROOT = Path(__file__).resolve().parents[2]
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]\d+)?")
+
+
+def readme_excerpt() -> list[str]:
+    """The output lines the README quotes under `make demo` (its comments after "An excerpt")."""
+    [block] = [
+        block
+        for block in parse_blocks((ROOT / "README.md").read_text())
+        if block.heading == "The whole story: `make demo`"
+    ]
+    comments = [line.removeprefix("#") for line in block.text.splitlines() if line.startswith("#")]
+    assert comments[0].strip().startswith("An excerpt"), comments[0]
+    return [line.strip() for line in comments[1:] if line.strip()]
+
+
+def pattern(quoted: str) -> re.Pattern[str]:
+    """A quoted line as a pattern: its words as they are, any figure for its figures, any text for "…",
+    any run of spaces for a run of spaces (tables are as wide as their widest cell)."""
+    parts = []
+    for piece in re.split(r"(…|\s+|\d+(?:\.\d+)?(?:e[-+]\d+)?)", quoted):
+        if piece == "…":
+            parts.append(".*")
+        elif piece.isspace():
+            parts.append(r"\s+")
+        elif _NUMBER.fullmatch(piece):
+            parts.append(_NUMBER.pattern)
+        else:
+            parts.append(re.escape(piece))
+    return re.compile(r"^\s*" + "".join(parts) + r"\s*$", re.MULTILINE)
 
 
 def test_the_makefile_runs_the_demo_module() -> None:
@@ -69,3 +99,6 @@ def test_the_whole_story_happens_as_told(database_url: str, tmp_path: Path, repl
     assert re.search(r"versions/3\s+ROLLED_BACK\s+story-blocks", output), output
     assert re.search(r"versions/2\s+SUCCEEDED\s+every gate passed", output), output
     assert "AggregateLogEvents of deployments/stories-prod by model version, slot and kind" in output
+    # What the README quotes of a run is what a run prints, figures aside.
+    missing = [line for line in readme_excerpt() if not pattern(line).search(output)]
+    assert not missing, f"README lines the demo no longer prints: {missing}\n{output}"
