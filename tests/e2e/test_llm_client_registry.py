@@ -29,20 +29,6 @@ FALLBACK = ConfiguredModel(
 
 
 @pytest.fixture
-async def server(database_url: str) -> AsyncIterator[ModelplaneServer]:
-    config = ServerConfig(
-        address="127.0.0.1:0", database_url=database_url, auth=False, watch_progress_interval=0.5
-    )
-    running = build_server(config)
-    await running.start()
-    try:
-        await running.wait_serving()
-        yield running
-    finally:
-        await running.stop(0)
-
-
-@pytest.fixture
 async def connection(server: ModelplaneServer) -> AsyncIterator[Connection]:
     async with connect(server.target) as conn:
         yield conn

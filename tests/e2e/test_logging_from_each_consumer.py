@@ -19,8 +19,7 @@ from modelplane.client.log_shipper import LogShipper
 from modelplane.inference import ConfiguredModel, Generation, GenerationRequest, LLMClient
 from modelplane.orchestration import InProcessTransport, RouteTarget, ServiceCoordinator
 from modelplane.orchestration.traffic import static_table
-from modelplane.server.app import ModelplaneServer, build_server
-from modelplane.server.config import ServerConfig
+from modelplane.server.app import ModelplaneServer
 from modelplane.storyteller import NarrativeGenerator, NarrativeStatus
 from modelplane.v1 import common_pb2, guardrails_pb2, logs_pb2, registry_pb2
 from tests.support.loopback import free_port
@@ -49,17 +48,6 @@ class ScriptedProvider:
             raise RuntimeError("the provider is overloaded")
         text = STORIES[prompt]
         return Generation(text=text, input_tokens=1000, output_tokens=250, cached_input_tokens=200)
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[ModelplaneServer]:
-    running = build_server(ServerConfig(address="127.0.0.1:0", database_url=database_url, auth=False))
-    await running.start()
-    try:
-        await running.wait_serving()
-        yield running
-    finally:
-        await running.stop(0)
 
 
 @pytest.fixture

@@ -73,17 +73,6 @@ def kids_policy() -> guardrails_pb2.Policy:
 
 
 @pytest.fixture
-async def server(database_url: str) -> AsyncIterator[ModelplaneServer]:
-    running = build_server(ServerConfig(address="127.0.0.1:0", database_url=database_url, auth=False))
-    await running.start()
-    try:
-        await running.wait_serving()
-        yield running
-    finally:
-        await running.stop(0)
-
-
-@pytest.fixture
 async def connection(server: ModelplaneServer) -> AsyncIterator[Connection]:
     async with connect(server.target) as conn:
         await conn.guardrails.create_policy(policy_id="kids-safe", policy=kids_policy())
