@@ -821,7 +821,8 @@ class Rollout(_message.Message):
     @_builtins.property
     def next_step_time(self) -> _timestamp_pb2.Timestamp:
         """next_step_time is when a timed step (or a stepped rollback) advances
-        next; unset when nothing is scheduled.
+        next, or, for a step whose analysis gates wait for data, when they are
+        evaluated again; unset when nothing is scheduled.
         """
 
     @_builtins.property

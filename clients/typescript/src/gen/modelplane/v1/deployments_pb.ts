@@ -346,7 +346,8 @@ export type Rollout = Message<"modelplane.v1.Rollout"> & {
 
   /**
    * next_step_time is when a timed step (or a stepped rollback) advances
-   * next; unset when nothing is scheduled.
+   * next, or, for a step whose analysis gates wait for data, when they are
+   * evaluated again; unset when nothing is scheduled.
    *
    * @generated from field: google.protobuf.Timestamp next_step_time = 9;
    */
