@@ -119,9 +119,9 @@ class StoryResult:
 
 
 def _short(version: str) -> str:
-    return (
-        version.rsplit("/", 2)[-2] + "/" + version.rsplit("/", 1)[-1] if "/versions/" in version else version
-    )
+    """ "versions/2" for "models/storyteller/versions/2": the story has one model."""
+    _, separator, number = version.partition("/versions/")
+    return f"versions/{number}" if separator else version
 
 
 def _seconds(value: timedelta) -> duration_pb2.Duration:
@@ -131,16 +131,19 @@ def _seconds(value: timedelta) -> duration_pb2.Duration:
 
 
 def story_gates() -> deployments_pb2.RolloutAnalysis:
-    """The canary's gates: each compares the canary's slot with the stable one's over the last 10 s."""
+    """The canary's gates: each compares the canary's slot with the stable one's over the last minute."""
     window = _seconds(GATE_WINDOW)
     rollback = deployments_pb2.GATE_ACTION_ROLLBACK
 
     def gate(
-        name: str, signal: int, bound: deployments_pb2.GateBound, **extra: str
+        name: str,
+        signal: deployments_pb2.AnalysisSignal.ValueType,
+        bound: deployments_pb2.GateBound,
+        **extra: str,
     ) -> deployments_pb2.AnalysisGate:
         return deployments_pb2.AnalysisGate(
             name=name,
-            signal=signal,  # type: ignore[arg-type]
+            signal=signal,
             window=window,
             min_samples=MIN_SAMPLES,
             bound=bound,
@@ -243,7 +246,6 @@ class Story:
         self.round = 0
         # Requests a second the last round made, for sizing the next.
         self.rate = 0.0
-        self.all_entries: list[deployments_pb2.DeploymentHistoryEntry] = []
 
     async def show_history(self) -> list[deployments_pb2.DeploymentHistoryEntry]:
         entries = await self.history.new_entries()
@@ -251,7 +253,6 @@ class Story:
             self.timeline.say(describe_entry(entry))
             for evaluation in entry.gate_evaluations:
                 self.timeline.say(f"    gate {describe_evaluation(evaluation)}")
-        self.all_entries.extend(entries)
         return entries
 
     async def traffic(self, count: int = ROUND) -> Counter[str]:
@@ -274,9 +275,8 @@ class Story:
         self.timeline.say(f"traffic: {total} requests in {rounds} rounds: " + ", ".join(parts))
 
     async def canary_run(self, title: str, version: str, endpoint: str) -> RunResult:
-        """Points the canary alias at `version`, brings up its endpoint and starts the canary with its gates;
-        sends readers' requests until the rollout ends; returns what happened."""
-        self.timeline.heading(title)
+        """Points the canary alias at `version`, brings up its endpoint and starts the canary with its gates
+        (`title` is its reason); sends readers' requests until the rollout ends; returns what happened."""
         await self.connection.registry.set_alias(name=CANARY_ALIAS, version=version, reason=title)
         self.timeline.say(f"{CANARY_ALIAS} -> {version}")
         await self.storyteller.request({"op": "report_ready", "addresses": [endpoint]})
@@ -510,15 +510,15 @@ async def _story(
             f"before any rollout every request goes to stable {stable}: {dict(warmup)}",
         )
 
-        first = await story.canary_run(
-            f"Run 1: canary of {_short(good)}, as well-behaved as stable", good, endpoints[1]
-        )
+        title = f"Run 1: canary of {_short(good)}, as well-behaved as stable"
+        timeline.heading(title)
+        first = await story.canary_run(title, good, endpoints[1])
         check_success(first)
         alias = await connection.registry.get_alias(name=PROD_ALIAS)
         expect(alias.version == good, f"after success {PROD_ALIAS} points at {alias.version}, not {good}")
         timeline.say(f"{PROD_ALIAS} -> {_short(alias.version)}")
 
-        timeline.heading("Run 2: a canary whose stories break the policy")
+        timeline.heading("Run 2: canary of the next version, whose stories break the policy")
         wild = await register(timeline, connection, WILD_RELEASE)
         second = await story.canary_run(f"Run 2: canary of {_short(wild)}", wild, endpoints[2])
         check_rollback(second)
