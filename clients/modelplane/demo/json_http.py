@@ -2,8 +2,9 @@
 `HttpTransport` (orchestration) and the story teller's inference calls post to.
 
 One handler per server gets the decoded body and the request headers (lower-cased) and returns what is
-sent back as JSON. Connections are kept alive; every read is bounded in bytes and in time, and a handler
-that raises answers 500 with one line, never a traceback.
+sent back as JSON; it raises BadRequest for a request it does not take (its status, 400 by default).
+Connections are kept alive; every read is bounded in bytes and in time, and a handler that raises anything
+else answers 500 with one line, never a traceback (which goes to the log).
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class JsonHttpServer:
                 body, headers = request
                 try:
                     answer = await self._handler(body, headers)
+                except BadRequest as error:
+                    await _respond(writer, error.status, {"error": str(error)})
+                    continue
                 except Exception as error:
                     log.exception("the handler failed")
                     await _respond(writer, 500, {"error": f"{type(error).__name__}: {error}"})

@@ -32,7 +32,7 @@ from google.protobuf import duration_pb2
 
 from modelplane.client import Connection, connect
 from modelplane.demo.gate_agreement import Agreement, check_agreement, supported
-from modelplane.demo.processes import ServerProcess, ServiceProcess
+from modelplane.demo.processes import DemoProcessError, ServerProcess, ServiceProcess
 from modelplane.demo.story_setting import (
     CANARY_ALIAS,
     DEPLOYMENT,
@@ -721,7 +721,7 @@ async def main_async(
             result = await run_story(
                 timeline, directory=directory, database_url=database_url, replicas=replicas
             )
-        except StoryFailed as failure:
+        except (StoryFailed, DemoProcessError) as failure:
             timeline.block(f"\nFAILED: {failure}")
             return 1
         timeline.block("\n" + summary(result))
