@@ -8,7 +8,7 @@ COMPILE := $(BIN)/uv pip compile -q --universal --python-version 3.11 --generate
 RELEASED := $(shell cat protos/RELEASED)
 TS := clients/typescript
 
-.PHONY: install lock check-lock gen check-gen ts-gen ts-check-gen ts-build ts-test third-party lint typecheck breaking dist-check test test-embedded run bench bench-mlflow clean
+.PHONY: install lock check-lock gen check-gen ts-gen ts-check-gen ts-build ts-test third-party lint typecheck breaking dist-check test test-embedded run demo bench bench-mlflow clean
 
 .venv/.installed: requirements/dev.lock pyproject.toml
 	python3 -m venv .venv && $(PY) -m pip install -q --require-hashes --no-deps -r requirements/dev.lock && $(PY) -m pip install -q --no-deps --no-build-isolation -e . && touch $@
@@ -65,6 +65,9 @@ test-embedded: .venv/.installed
 
 run: .venv/.installed
 	$(BIN)/modelplane serve --address 127.0.0.1:50051 --data-dir .modelplane --no-auth
+
+demo: .venv/.installed
+	$(PY) -m modelplane.demo
 
 bench: .venv/.installed
 	$(PY) bench/run.py

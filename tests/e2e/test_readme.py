@@ -767,8 +767,20 @@ def test_every_readme_block_is_run_or_marked_with_a_reason() -> None:
     assert [block.text for block in skipped] == [
         "make run    # the server on 127.0.0.1:50051, an embedded Postgres under ./.modelplane/, auth off\n"
         "make test   # the whole test suite against a real Postgres and real servers on loopback\n",
+        demo_block().text,
         backup_block().text,
     ], [block.where for block in skipped]
+
+
+def demo_block() -> Block:
+    """The shell block of "The whole story": `make demo` and an excerpt of its output, which
+    tests/e2e/test_demo.py runs and matches."""
+    found = [
+        b for b in readme_blocks() if b.heading == "The whole story: `make demo`" and b.language in SHELL
+    ]
+    assert len(found) == 1, [b.where for b in found]
+    assert [command.text for command in shell_commands(found[0])] == ["make demo"]
+    return found[0]
 
 
 def backup_block() -> Block:
