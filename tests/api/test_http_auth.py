@@ -58,7 +58,7 @@ async def test_no_token_is_401_with_token_missing(client: httpx.AsyncClient) -> 
     "authorization", [b"Bearer mp_" + b"A" * 43, b"Basic dXNlcjpwYXNz", "Bearer é".encode()]
 )
 async def test_a_bad_token_is_401(client: httpx.AsyncClient, authorization: bytes) -> None:
-    response = await client.get("/v1/models", headers={"Authorization": authorization})
+    response = await client.get("/v1/models", headers={b"Authorization": authorization})
     assert response.status_code == 401
     assert _reason(response) in ("TOKEN_INVALID", "TOKEN_MISSING")
 

@@ -109,7 +109,8 @@ def test_no_two_routes_take_the_same_requests() -> None:
             filled = "/".join("x1" if part == "*" else part for part in pattern.split("/"))
             sample = sample.replace("{" + variable + ("=" + pattern if pattern != "*" else "") + "}", filled)
         found = TABLE.find(route.http_method, sample)
-        assert found is not None and found[0] is route, f"{route.http_method} {sample} finds {found}"
+        assert found is not None, f"{route.http_method} {sample} finds no route"
+        assert found[0] is route, f"{route.http_method} {sample} finds {found[0].template.text}"
 
 
 async def _grpc(both: Both, method: MethodDescriptor, request: Message) -> Message | status_pb2.Status:
@@ -173,7 +174,7 @@ async def test_http_answers_what_grpc_answers(both: Both, method: MethodDescript
     grpc_answer = await _grpc(both, method, request)
     assert http_code == HTTP_STATUS[expected], f"{route.http_method} {route.template.text}: {http_answer}"
     if expected == grpc.StatusCode.OK:
-        assert isinstance(grpc_answer, Message) and not isinstance(grpc_answer, status_pb2.Status)
+        assert not isinstance(grpc_answer, status_pb2.Status), grpc_answer
         assert _parsed(method, http_answer) == grpc_answer
     else:
         assert isinstance(grpc_answer, status_pb2.Status), grpc_answer

@@ -24,7 +24,7 @@ _VARIABLE = re.compile(r"\{([a-z_.]+)(?:=[^}]*)?\}")
 class HttpCall:
     method: str
     url: str
-    params: list[tuple[str, str]]
+    params: tuple[tuple[str, str | int | float | bool | None], ...]
     body: dict[str, Any] | None
 
 
@@ -65,8 +65,8 @@ def http_call(route: Route, message: Message) -> HttpCall:
 
     url = _VARIABLE.sub(fill, route.template.text)
     if route.body == "*":
-        return HttpCall(route.http_method, url, [], document)
-    return HttpCall(route.http_method, url, _query(document), None)
+        return HttpCall(route.http_method, url, (), document)
+    return HttpCall(route.http_method, url, tuple(_query(document)), None)
 
 
 async def send(
