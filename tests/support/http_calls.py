@@ -29,11 +29,12 @@ class HttpCall:
 
 
 def _pop(document: dict[str, Any], dotted: str) -> Any:
+    """Takes a path variable's value out of the document; "" for a field left unset."""
     *parents, last = dotted.split(".")
     node = document
     for part in parents:
-        node = node[part]
-    return node.pop(last)
+        node = node.get(part, {})
+    return node.pop(last, "")
 
 
 def _query(document: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
