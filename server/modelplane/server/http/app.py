@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from modelplane.server.http.console import ConsoleFiles
 from modelplane.server.http.gateway import Gateway
@@ -36,7 +36,7 @@ class HttpApp:
         self._gateway = gateway
         self._console = console
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
