@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from modelplane.server.app import ModelplaneServer
+from modelplane.server.http import gateway
 from modelplane.server.http.streams import ResumePoint, WatchIds
 from modelplane.v1 import registry_pb2 as pb
 from tests.support import StartServer
@@ -167,3 +168,16 @@ def test_watch_ids_skip_what_a_resumed_client_has() -> None:
     assert ResumePoint.parse("9") == ResumePoint(10, 0)
     fresh = WatchIds(None)
     assert fresh.id_of(pb.WatchModelsResponse(progress=pb.WatchProgress(revision=4))) == "4"
+
+
+async def test_an_idle_stream_sends_keep_alive_comments(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway, "FIRST_MESSAGE_WAIT", 0.05)
+    monkeypatch.setattr(gateway, "KEEPALIVE_INTERVAL", 0.05)
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        async with client.stream("GET", "/v1/logEvents:tail") as response:
+            assert response.status_code == 200
+            # Nothing is logged: the only lines are comments, which EventSource ignores.
+            line = await anext(line async for line in response.aiter_lines() if line)
+    assert line == ": keep-alive"
