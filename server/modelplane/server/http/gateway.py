@@ -20,6 +20,7 @@ from google.rpc import status_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from modelplane.server.error_status import internal_status
 from modelplane.server.errors import InvalidArgument, ModelplaneError
@@ -198,8 +199,8 @@ class Gateway:
             if request_id:
                 headers["X-Request-Id"] = request_id
         frames = _frames(call, messages, first, route, ids, ndjson=ndjson)
-        return StreamingResponse(
-            frames, media_type=streams.NDJSON if ndjson else streams.SSE, headers=headers
+        return _CallStream(
+            call, frames, media_type=streams.NDJSON if ndjson else streams.SSE, headers=headers
         )
 
     async def health(self, request: Request) -> Response:
@@ -214,6 +215,23 @@ class Gateway:
         name = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
         serving = answer.status == health_pb2.HealthCheckResponse.SERVING
         return _json({"status": name}, 200 if serving else 503)
+
+
+class _CallStream(StreamingResponse):
+    """A streaming response that ends its gRPC call however the response ends, even when the client went
+    away before its first byte (then the frames' own cleanup never runs)."""
+
+    def __init__(
+        self, call: grpc.aio.UnaryStreamCall[Any, Any], content: AsyncIterator[bytes], **kwargs: Any
+    ):
+        super().__init__(content, **kwargs)
+        self._call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._call.cancel()
 
 
 def _serialize(message: Message) -> bytes:
