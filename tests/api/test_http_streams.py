@@ -181,3 +181,32 @@ async def test_an_idle_stream_sends_keep_alive_comments(
             # Nothing is logged: the only lines are comments, which EventSource ignores.
             line = await anext(line async for line in response.aiter_lines() if line)
     assert line == ": keep-alive"
+
+
+@pytest.mark.parametrize("read_first_event", [True, False])
+async def test_a_client_that_leaves_ends_the_grpc_stream(
+    http_server: ModelplaneServer, monkeypatch: pytest.MonkeyPatch, read_first_event: bool
+) -> None:
+    # Without a first message in time, the response starts at once, before any event.
+    monkeypatch.setattr(gateway, "FIRST_MESSAGE_WAIT", 0.01)
+    assert http_server.http is not None
+    host, _, port = http_server.http.target.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /v1/models:watch HTTP/1.1\r\nHost: {http_server.http.target}\r\n\r\n".encode())
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        if read_first_event:
+            await reader.readuntil(b"\n\n")
+    writer.close()
+    await writer.wait_closed()
+    labels = {
+        "grpc_type": "server_stream",
+        "grpc_service": "modelplane.v1.ModelRegistryService",
+        "grpc_method": "WatchModels",
+        "grpc_code": "CANCELLED",
+    }
+    registry = http_server.metrics.registry
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        while not registry.get_sample_value("grpc_server_handled_total", labels):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
