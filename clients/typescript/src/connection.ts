@@ -6,6 +6,7 @@
 
 import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { Health } from "./gen/grpc/health/v1/health_pb.js";
 import { DeploymentService } from "./gen/modelplane/v1/deployments_pb.js";
 import { GuardrailService } from "./gen/modelplane/v1/guardrails_pb.js";
 import { LogService } from "./gen/modelplane/v1/logs_pb.js";
@@ -55,6 +56,8 @@ export class Connection {
   readonly deployments: ServiceClient<typeof DeploymentService>;
   readonly guardrails: ServiceClient<typeof GuardrailService>;
   readonly logs: ServiceClient<typeof LogService>;
+  /** gRPC's health service (grpc.health.v1.Health): `check({})` is SERVING once the server can serve. */
+  readonly health: ServiceClient<typeof Health>;
 
   constructor(
     private readonly sessions: Http2SessionManager,
@@ -65,6 +68,7 @@ export class Connection {
     this.deployments = createServiceClient(DeploymentService, transport, settings);
     this.guardrails = createServiceClient(GuardrailService, transport, settings);
     this.logs = createServiceClient(LogService, transport, settings);
+    this.health = createServiceClient(Health, transport, settings);
   }
 
   /** Closes the connection; calls in flight fail with CANCELLED. */
