@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from modelplane.v1 import guardrails_pb2 as gpb
 from modelplane.v1 import logs_pb2 as lpb
@@ -28,7 +30,10 @@ def _sent(request_id: str) -> tuple[tuple[str, str], ...]:
     return ((KEY, request_id),)
 
 
-async def _in(*requests: object) -> AsyncIterator[object]:
+M = TypeVar("M", bound=Message)
+
+
+async def _in(*requests: M) -> AsyncIterator[M]:
     for request in requests:
         yield request
 
