@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelplane.client.channel import Connection, connect
 from modelplane.client.errors import EtagMismatch, ModelplaneError, Unknown
+from modelplane.client.service_config import BALANCING_SERVICE_CONFIG
 from modelplane.v1 import registry_pb2
 from tests.support.netns import Host, Network, unavailable_reason
 from tests.support.processes import SHUTDOWN_GRACE, STARTUP_LIMIT, environment, modelplane_command
@@ -47,10 +48,6 @@ REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CONFIG = REPO / "deploy" / "haproxy" / "modelplane.cfg"
 PORT = 50051
 CREATE = "/modelplane.v1.ModelRegistryService/CreateModel"
-# gRPC's client-side balancing: a subchannel per address, calls spread over the ones whose health is SERVING.
-SERVICE_CONFIG = json.dumps(
-    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
-)
 # Calls in one round of load, and how many run at once; enough that both replicas get some.
 ROUND = 40
 CONCURRENCY = 4
@@ -443,8 +440,8 @@ async def spread_over_both(connection: Connection, cluster: Cluster) -> None:
 async def test_client_side_round_robin_spreads_calls_and_survives_a_replica(cluster: Cluster) -> None:
     first, second = cluster.replicas
     target = f"ipv4:{first.address},{second.address}"
-    options = [("grpc.service_config", SERVICE_CONFIG)]
-    async with connect(target, token=cluster.token, options=options) as connection:
+    # gRPC's client-side balancing: a subchannel per address, calls spread over those whose health is SERVING.
+    async with connect(target, token=cluster.token, balance=True) as connection:
         # One channel, both replicas: round_robin keeps a connection to each and alternates calls.
         await spread_over_both(connection, cluster)
 
@@ -519,7 +516,7 @@ def test_the_readme_names_the_tested_service_config_and_proxy_settings() -> None
     section = readme[readme.index("### Replicas behind a balancer") :]
     quoted = re.search(r"`(\{\"loadBalancingConfig\".*?\})`", section)
     assert quoted is not None
-    assert json.loads(quoted.group(1)) == json.loads(SERVICE_CONFIG)
+    assert json.loads(quoted.group(1)) == json.loads(BALANCING_SERVICE_CONFIG)
     settings = set(re.findall(r"\$\{(MODELPLANE_[A-Z_0-9]+)\}", HAPROXY_CONFIG.read_text()))
     assert settings == {
         "MODELPLANE_PROXY_BIND",
