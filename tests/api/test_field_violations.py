@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modelplane.server.guardrails.validation import POLICY_MASK
 from modelplane.v1 import common_pb2 as cpb
 from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import guardrails_pb2 as gpb
@@ -243,6 +244,13 @@ def _batch() -> lpb.LogBatch:
     second.event_id = "e-2"
     return lpb.LogBatch(client_id="c-1", sequence=1, events=[_event(), second])
 
+
+# The breaks of a filtered list without order_by: its page size, filter and page token.
+_FILTERED_LIST_BREAKS: Breaks = {
+    "page_size": [_set(page_size=-1)],
+    "filter": [_set(filter="("), _set(filter="bogus = 1")],
+    "page_token": [_set(page_token="!!!")],
+}
 
 _BATCH_BREAKS: Breaks = {
     "batch.client_id": [_set(batch__client_id="bad id!")],
@@ -539,28 +547,14 @@ CASES: dict[str, Case] = {
     "ListPolicies": Case(
         GuardrailServiceStub,
         lambda: gpb.ListPoliciesRequest(page_size=5, filter='display_name = "Safe"'),
-        {
-            "page_size": [_set(page_size=-1)],
-            "filter": [_set(filter="("), _set(filter="bogus = 1")],
-            "page_token": [_set(page_token="!!!")],
-        },
+        _FILTERED_LIST_BREAKS,
         request_id="",
     ),
     "UpdatePolicy": Case(
         GuardrailServiceStub,
         lambda: gpb.UpdatePolicyRequest(
             policy=_policy("policies/safe"),
-            update_mask=_mask(
-                "display_name",
-                "description",
-                "rules",
-                "decisions",
-                "fallback_content",
-                "default_fallback",
-                "fail_mode",
-                "time_budget",
-                "excerpt_context_chars",
-            ),
+            update_mask=_mask(*sorted(POLICY_MASK)),
         ),
         {
             "policy.name": [_set(policy__name="safe"), _set(policy__name="policies/Safe")],
@@ -668,11 +662,7 @@ CASES: dict[str, Case] = {
     "ListViolations": Case(
         GuardrailServiceStub,
         lambda: gpb.ListViolationsRequest(page_size=5, filter='rule_id = "secret"'),
-        {
-            "page_size": [_set(page_size=-1)],
-            "filter": [_set(filter="("), _set(filter="bogus = 1")],
-            "page_token": [_set(page_token="!!!")],
-        },
+        _FILTERED_LIST_BREAKS,
         request_id="",
     ),
     "AggregateViolations": Case(
