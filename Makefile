@@ -25,15 +25,15 @@ gen: .venv/.installed
 	$(PY) scripts/gen_protos.py && $(PY) scripts/gen_errors.py && $(PY) scripts/gen_service_config.py && $(PY) scripts/gen_openapi.py
 
 check-gen: .venv/.installed
-	rm -rf build/gen && mkdir -p build/gen && $(PY) scripts/gen_protos.py build/gen && diff -r build/gen/modelplane/v1 clients/modelplane/v1 && $(PY) scripts/gen_errors.py --check && $(PY) scripts/gen_service_config.py --check && $(PY) scripts/gen_openapi.py --check && echo "generated code matches protos/"
+	rm -rf build/gen && mkdir -p build/gen && $(PY) scripts/gen_protos.py build/gen && diff -r build/gen/modelplane/v1 clients/modelplane/v1 && $(PY) scripts/gen_errors.py --check && $(PY) scripts/gen_service_config.py --check && $(PY) scripts/gen_openapi.py --check && $(PY) scripts/copy_third_party_protos.py --check && echo "generated code matches protos/"
 
 $(TS)/node_modules/.installed: $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund && touch node_modules/.installed
 
-ts-gen: .venv/.installed third-party $(TS)/node_modules/.installed
+ts-gen: .venv/.installed $(TS)/node_modules/.installed
 	$(BIN)/buf generate --template $(TS)/buf.gen.yaml
 
-ts-check-gen: .venv/.installed third-party $(TS)/node_modules/.installed
+ts-check-gen: .venv/.installed $(TS)/node_modules/.installed
 	rm -rf build/ts-gen && $(BIN)/buf generate --template $(TS)/buf.gen.yaml --output build/ts-gen && diff -r build/ts-gen/$(TS)/src/gen $(TS)/src/gen && echo "generated TypeScript matches protos/"
 
 ts-build: $(TS)/node_modules/.installed
@@ -45,13 +45,13 @@ ts-test: .venv/.installed ts-build
 third-party: .venv/.installed
 	$(PY) scripts/copy_third_party_protos.py
 
-lint: .venv/.installed third-party
+lint: .venv/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/buf lint
 
 typecheck: .venv/.installed
 	$(BIN)/mypy
 
-breaking: .venv/.installed third-party
+breaking: .venv/.installed
 	rm -rf build/released && mkdir -p build/released && git archive $(RELEASED) protos buf.yaml | tar -x -C build/released && cp -r third_party build/released/ && $(BIN)/buf breaking --against build/released && echo "protos/ keeps the contract released at $(RELEASED)"
 
 dist-check: .venv/.installed
@@ -76,4 +76,4 @@ bench-mlflow: .venv/.installed
 	$(PY) -m bench.mlflow_compare
 
 clean:
-	rm -rf .venv build third_party .mypy_cache .ruff_cache .pytest_cache $(TS)/node_modules $(TS)/dist
+	rm -rf .venv build .mypy_cache .ruff_cache .pytest_cache $(TS)/node_modules $(TS)/dist

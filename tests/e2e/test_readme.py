@@ -580,7 +580,6 @@ SHELL_CHECKS = [
     Expect("ModelRegistryService/ListModelVersions", search_found_first_version),
     Expect('"min_context_window": 1000000', resolution_failed),
     Expect("ModelRegistryService/WatchModels", models_watched, until=shows(1, "progress")),
-    Expect("make third-party", succeeded),
     Expect("describe modelplane.v1.QueryLogEventsRequest", request_described_with_comments),
     Expect("$H/healthz", http_health),
     Expect("-X POST $H/v1/models -d", http_model("Chat small", "")),
@@ -715,7 +714,9 @@ PYTHON_CHECKS = [
 
 
 def typescript_client(output: Output, sandbox: Sandbox) -> None:
-    *versions, missing, watched = printed(output)
+    serving, *versions, missing, bad_fields, watched = printed(output)
+    assert serving == "SERVING"
+    assert bad_fields == "model_id model.provider"
     # After the deployment's promotion, prod points to version 2.
     assert versions == [
         "models/chat-large/versions/1 context 128000 ",

@@ -97,6 +97,7 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
+        *_connection_age(config),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -109,6 +110,16 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         # Workers (modelplane.server.workers) share their port on purpose, beside their parent's reservation,
         # which keeps that guarantee for them.
         ("grpc.so_reuseport", 1 if config.shared_port else 0),
+    ]
+
+
+def _connection_age(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC's connection age settings; none when connections live forever (max_connection_age 0)."""
+    if not config.max_connection_age:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", max(1, round(config.max_connection_age * 1000))),
+        ("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace * 1000)),
     ]
 
 

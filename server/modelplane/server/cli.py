@@ -207,6 +207,20 @@ SERVE_SETTINGS = (
         metavar="S",
     ),
     Setting(
+        "--max-connection-age",
+        "seconds a client connection lives before the server asks it to reconnect (0: forever)",
+        _seconds,
+        default_of("max_connection_age"),
+        metavar="S",
+    ),
+    Setting(
+        "--max-connection-age-grace",
+        "seconds calls in flight on a connection asked to reconnect get to finish",
+        _seconds,
+        default_of("max_connection_age_grace"),
+        metavar="S",
+    ),
+    Setting(
         "--log-level", f"one of {', '.join(LOG_LEVELS)}", _log_level, default_of("log_level"), metavar="LEVEL"
     ),
     Setting(
@@ -323,6 +337,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
             metrics_address=args.metrics_address,
             metrics_insecure=args.metrics_insecure,
             shutdown_grace=args.shutdown_grace,
+            max_connection_age=args.max_connection_age,
+            max_connection_age_grace=args.max_connection_age_grace,
             log_level=args.log_level,
             log_retention_days=args.log_retention_days,
             log_partition_lead_days=args.log_partition_lead_days,

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
 from modelplane.server.deployments.domain import TrafficSlot
+from modelplane.server.errors import FieldViolation
 from modelplane.server.guardrails.engine import Decision, Severity
 
 T = TypeVar("T")
@@ -175,6 +176,9 @@ class LogBatch:
     sequence: int
     dropped_since_last: int
     events: tuple[LogEvent, ...]
+    # What conversion could not read from the request (an UNSPECIFIED enum, a missing time), reported by
+    # the service beside every other bad field; its fields hold defaults in their place.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
 
 # An ingestion row: the values of columns.EVENT_COLUMNS, in order. Its event_time is in Postgres's form
@@ -225,6 +229,9 @@ class AggregateQuery:
     # Width of TIME_BUCKET groups; 0 when not grouping by time.
     bucket_seconds: int
     currency_code: str
+    # What conversion could not read from the request (an UNSPECIFIED enum, a missing time), reported by
+    # the service beside every other bad field; its fields hold defaults in their place.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
