@@ -1,8 +1,8 @@
 """Keeps third_party/protos, the vendored Google and gRPC .proto files of the contract, true to their sources.
 
 The files are checked in, so that a user in any language (and buf, offline) has every .proto the contract
-and its errors need without Python: google/api/{field_behavior,annotations,http}.proto (imported by the contract),
-google/rpc/{status,error_details,code}.proto (the rich error model every error carries) and
+and its errors need without Python: google/api/{field_behavior,annotations,http}.proto (imported by the
+contract), google/rpc/{status,error_details,code}.proto (the rich error model every error carries) and
 grpc/health/v1/health.proto (the health service every server runs).
 
 With no argument, copies the google/ files afresh from the installed googleapis-common-protos (after an
