@@ -40,6 +40,7 @@ from modelplane.server.store.pool import Database
 from modelplane.server.store.provision import DatabaseMissing, create_database, redacted_url
 from modelplane.server.store.watch import ChangeFeed
 from modelplane.server.tasks import cancel_and_wait
+from modelplane.server.tracing import Tracing, provider_from_environment
 from modelplane.v1 import (
     deployments_pb2,
     deployments_pb2_grpc,
@@ -178,6 +179,7 @@ class ModelplaneServer:
         rollout_driver: RolloutDriver | None = None,
         logs: LogService | None = None,
         log_maintenance: LogMaintenance | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.database = database
@@ -191,6 +193,7 @@ class ModelplaneServer:
         self.rollout_driver = rollout_driver
         self.logs = logs
         self.log_maintenance = log_maintenance
+        self.tracing = tracing
         # False in every worker but the first: a database that is missing or away at start is said once, by
         # worker 1, while the others retry quietly (DEBUG lines).
         self.reports_start_problems = True
@@ -332,6 +335,9 @@ class ModelplaneServer:
         await _bounded("the metrics endpoint", asyncio.to_thread(self.metrics.stop_endpoint), left())
         # Given its own bound, inside which it terminates what it could not close: never skipped.
         await self.database.close(timeout=left())
+        if self.tracing is not None:
+            # Spans still batched go out now; the exporter's own timeout bounds it.
+            await _bounded("tracing", asyncio.to_thread(self.tracing.shutdown), left())
         log.info("stopped")
 
 
@@ -343,9 +349,12 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float | None = Non
         log.error("stopping %s took over %.1f s; going on without it", what, seconds or STOP_STEP_LIMIT)
 
 
-def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> ModelplaneServer:
+def build_server(
+    config: ServerConfig, *, parts: CallParts | None = None, tracing: Tracing | None = None
+) -> ModelplaneServer:
     """Wires a server from `config`; does no I/O (start() binds, reads TLS files and connects). `parts`
-    (default: every part, the access log sampled as configured) is for the call-overhead benchmark."""
+    (default: every part, the access log sampled as configured) is for the call-overhead benchmark;
+    `tracing` (default: none) traces every call and SQL statement."""
     if config.database_url is None:
         raise ValueError(
             "config.database_url is required: serve() starts the embedded Postgres and passes its URL"
@@ -373,9 +382,12 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
         max_response_bytes=config.max_message_bytes,
         parts=parts or CallParts(access_log_sample=config.access_log_sample),
     )
-    grpc_server = grpc.aio.server(
-        interceptors=[interceptor] if interceptor.parts.intercept else [], options=server_options(config)
-    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [interceptor] if interceptor.parts.intercept else []  # type: ignore[type-arg]
+    if tracing is not None:
+        # First, so that the span holds the whole call, and the call's scope runs with it current.
+        interceptors.insert(0, tracing.server_interceptor())
+        tracing.instrument_storage()
+    grpc_server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
     guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
     deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), grpc_server)
@@ -396,6 +408,7 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
         rollout_driver=RolloutDriver(deployments.rollouts),
         logs=logs,
         log_maintenance=LogMaintenance(database, log_settings),
+        tracing=tracing,
     )
 
 
@@ -430,8 +443,10 @@ async def run_server(
     config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals], *, worker: int | None = None
 ) -> None:
     """Runs one server process until one of `stop_signals`. A single server logs the operator's first lines;
-    a `worker` leaves them to its parent and logs one line of its own."""
-    server = build_server(config)
+    a `worker` leaves them to its parent and logs one line of its own. Traced as OTEL_* says (each worker
+    sets its own exporter up: an exporter's thread does not survive the fork)."""
+    provider = provider_from_environment()
+    server = build_server(config, tracing=Tracing(provider) if provider is not None else None)
     server.reports_start_problems = worker in (None, 1)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -346,11 +346,16 @@ def _serve(args: argparse.Namespace) -> int:
     with _server_extra():
         from modelplane.server.app import ListenError, serve
     from modelplane.server.store.embedded import EmbeddedPostgresError
+    from modelplane.server.tracing import TracingError, provider_from_environment
     from modelplane.server.workers import WorkersError
 
     try:
+        # Checked before anything starts: a tracing setup that cannot run is said in one line, once.
+        checked = provider_from_environment()
+        if checked is not None:
+            checked.shutdown()
         serve(config)
-    except (ListenError, EmbeddedPostgresError, WorkersError, OSError) as exc:
+    except (ListenError, EmbeddedPostgresError, WorkersError, TracingError, OSError) as exc:
         # An address taken, the embedded Postgres unable to run, an unreadable TLS file, workers that do not
         # fit Postgres's connection limit: one line each;
         # the traceback goes to the log at DEBUG.
