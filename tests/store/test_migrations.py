@@ -103,8 +103,9 @@ async def test_a_no_transaction_migration_can_build_an_index_concurrently(
         )
     finally:
         await conn.close()
-    # Expand-only: code that knows the schema before it still serves the one after it.
-    assert (await _recorded(database_url))[-1]["serves_from"] == version - 1
+    # Expand-only: code that serves the schema before it still serves the one after it.
+    recorded = await _recorded(database_url)
+    assert recorded[-1]["serves_from"] == recorded[-2]["serves_from"] <= version - 1
 
 
 def test_an_unknown_directive_is_refused(tmp_path: Path) -> None:

@@ -152,7 +152,10 @@ def inference_log_event(event: InferenceEvent, *, service: str, instance: str = 
         level=level,
         message=_cut(message, MAX_MESSAGE),
         links=common_pb2.EventLinks(
-            model_version=event.model_version, trace_id=event.trace_id, request_id=event.request_id
+            model_version=event.model_version,
+            trace_id=event.trace_id,
+            request_id=event.request_id,
+            span_id=event.span_id,
         ),
         attributes=_attributes(
             {
@@ -216,6 +219,7 @@ def guardrail_log_event(event: GuardrailEvent, *, service: str, instance: str = 
             policy_revision=event.policy_revision,
             trace_id=event.trace_id,
             request_id=event.request_id,
+            span_id=event.span_id,
         ),
         attributes=_attributes(
             {
@@ -270,6 +274,7 @@ def routing_log_event(event: RoutingEvent, *, service: str, instance: str = "") 
             traffic_slot=slot,
             trace_id=event.trace_id,
             request_id=event.request_id,
+            span_id=event.span_id,
         ),
         attributes=_attributes(
             {

@@ -11,14 +11,21 @@ from opentelemetry import propagate, trace
 Metadata = tuple[tuple[str, str], ...]
 
 
+def trace_headers() -> dict[str, str]:
+    """The current span's W3C trace context (traceparent, tracestate, baggage: whatever the configured
+    propagator writes) as headers; empty when there is no current span."""
+    carrier: dict[str, str] = {}
+    if trace.get_current_span().get_span_context().is_valid:
+        propagate.inject(carrier)
+    return carrier
+
+
 def with_trace_context(metadata: Metadata) -> Metadata:
-    """`metadata` and the current span's W3C trace context (traceparent, tracestate, baggage: whatever the
-    configured propagator writes), so the server's span of the call is a child of the caller's."""
+    """`metadata` and the current trace context (trace_headers), so that the server's span of the call
+    is a child of the caller's."""
     if not trace.get_current_span().get_span_context().is_valid:
         return metadata
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return (*metadata, *carrier.items()) if carrier else metadata
+    return (*metadata, *trace_headers().items())
 
 
 def current_trace_ids() -> tuple[str, str]:

@@ -76,6 +76,7 @@ class Links:
     policy_revision: int = 0
     trace_id: str = ""
     request_id: str = ""
+    span_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,7 @@ def event_of(row: Any) -> LogEvent:
             policy_revision=int(row["policy_revision"]),
             trace_id=row["trace_id"],
             request_id=row["request_id"],
+            span_id=row["span_id"],
         ),
         attributes=json.loads(attributes) if isinstance(attributes, str) else dict(attributes or {}),
         payload=payload,
