@@ -12,6 +12,7 @@ import modelplane.v1
 from modelplane.server.auth.roles import (
     EVERYONE,
     METHOD_ROLES,
+    OTLP_LOGS_SERVICE,
     WRITERS,
     Role,
     allowed_roles,
@@ -27,8 +28,9 @@ REGISTRY = "/modelplane.v1.ModelRegistryService/"
 
 
 def _generated_services() -> list[ServiceDescriptor]:
-    """Every service in every generated *_pb2 module, so a new .proto's services are found too."""
-    services: list[ServiceDescriptor] = []
+    """Every service in every generated *_pb2 module, so a new .proto's services are found too, and OTLP's
+    logs service, which the server runs beside them."""
+    services: list[ServiceDescriptor] = [OTLP_LOGS_SERVICE]
     for module_info in pkgutil.iter_modules(modelplane.v1.__path__):
         if not module_info.name.endswith("_pb2"):
             continue

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
 from modelplane.server.auth.service import Authenticator
 from modelplane.server.config import ServerConfig, TlsConfig
@@ -30,6 +31,7 @@ from modelplane.server.health import HealthReporter
 from modelplane.server.interceptors import CallInterceptor, CallParts
 from modelplane.server.log_lines import configure_logging
 from modelplane.server.logs.maintenance import LogMaintenance
+from modelplane.server.logs.otlp_servicer import OtlpLogsServicer
 from modelplane.server.logs.service import LogService, LogSettings
 from modelplane.server.logs.servicer import LogServicer
 from modelplane.server.metrics import LogIngestionMetrics, ServerMetrics
@@ -90,6 +92,7 @@ MODELPLANE_SERVICES: tuple[str, ...] = (
     logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+OTLP_LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -378,7 +381,7 @@ def build_server(
     interceptor = CallInterceptor(
         Authenticator(database, enabled=config.auth),
         metrics,
-        text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS,
+        text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS | OtlpLogsServicer.TEXT_CHECKED_METHODS,
         max_response_bytes=config.max_message_bytes,
         parts=parts or CallParts(access_log_sample=config.access_log_sample),
     )
@@ -392,9 +395,10 @@ def build_server(
     guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
     deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), grpc_server)
     logs_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(logs), grpc_server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(OtlpLogsServicer(logs), grpc_server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, grpc_server)
     reflection.enable_server_reflection(
-        [*MODELPLANE_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
+        [*MODELPLANE_SERVICES, OTLP_LOGS_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
     )
     return ModelplaneServer(
         config,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from modelplane.server.errors import InvalidArgument
 from modelplane.v1 import deployments_pb2, guardrails_pb2, logs_pb2, registry_pb2
@@ -112,12 +113,17 @@ DEPLOYMENT_RULES: Mapping[str, frozenset[Role]] = {
     "ResolveRoute": WRITERS_AND_SERVICES,
 }
 
-# Every modelplane service with its rules by short method name.
+# OTLP's logs service (opentelemetry.proto.collector.logs.v1.LogsService), which the server also runs.
+OTLP_LOGS_SERVICE: ServiceDescriptor = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
+
+# Every service the server runs with its rules by short method name.
 _SERVICES: tuple[tuple[ServiceDescriptor, Mapping[str, frozenset[Role]]], ...] = (
     (registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"], REGISTRY_RULES),
     (guardrails_pb2.DESCRIPTOR.services_by_name["GuardrailService"], GUARDRAIL_RULES),
     (deployments_pb2.DESCRIPTOR.services_by_name["DeploymentService"], DEPLOYMENT_RULES),
     (logs_pb2.DESCRIPTOR.services_by_name["LogService"], LOG_RULES),
+    # OTLP's logs service on the same port: services export their logs as they ship modelplane events.
+    (OTLP_LOGS_SERVICE, {"Export": WRITERS_AND_SERVICES}),
 )
 
 
