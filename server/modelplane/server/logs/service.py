@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from modelplane.pricing import Prices, TokenUsage, cost_micros
 from modelplane.server.errors import FieldViolation, InvalidArgument, OutOfRange
 from modelplane.server.filters import (
+    CompiledFilter,
     FilterSchema,
     compile_filter,
     enum_field,
@@ -468,24 +469,43 @@ class LogService:
         slow reader's server side at one round of memory.
         """
         compiled = compile_filter(filter_text, LOG_FILTER)
-        async with self._db.connection() as conn:
-            position = await store.tail_position(conn)
+        position = await self.feed_position()
         while True:
-            async with self._db.connection() as conn:
-                read = await store.tail_after(
-                    conn,
-                    position,
-                    where=compiled.sql,
-                    params=compiled.params,
-                    entries=TAIL_FEED_ENTRIES_PER_ROUND,
-                    events=TAIL_EVENTS_PER_ROUND,
-                    text_bytes=TAIL_BYTES_PER_ROUND,
-                )
+            read = await self._read_feed(position, compiled)
             moved, position = read.position != position, read.position
             for start in range(0, len(read.events), TAIL_EVENTS_PER_MESSAGE):
                 yield tuple(read.events[start : start + TAIL_EVENTS_PER_MESSAGE])
             if not moved:
                 await asyncio.sleep(self.settings.tail_poll_interval)
+
+    async def feed_position(self) -> store.TailPosition:
+        """The commit feed's position now: after every ingestion transaction committed so far."""
+        async with self._db.connection() as conn:
+            return await store.tail_position(conn)
+
+    async def read_feed(self, position: store.TailPosition, filter_text: str = "") -> store.TailRead:
+        """One bounded round of the events matching the filter committed after `position` (a tail's
+        round, see `tail`), and the position after them. A position older than what the feed keeps reads
+        from the oldest entry kept: compare it with `feed_start` first."""
+        return await self._read_feed(position, compile_filter(filter_text, LOG_FILTER))
+
+    async def feed_start(self) -> int:
+        """The number of the oldest entry the commit feed still keeps (store.TAIL_FEED_KEEP of them); a
+        position before it has missed the entries dropped since."""
+        async with self._db.connection() as conn:
+            return await store.tail_feed_start(conn)
+
+    async def _read_feed(self, position: store.TailPosition, compiled: CompiledFilter) -> store.TailRead:
+        async with self._db.connection() as conn:
+            return await store.tail_after(
+                conn,
+                position,
+                where=compiled.sql,
+                params=compiled.params,
+                entries=TAIL_FEED_ENTRIES_PER_ROUND,
+                events=TAIL_EVENTS_PER_ROUND,
+                text_bytes=TAIL_BYTES_PER_ROUND,
+            )
 
     async def aggregate(self, query: AggregateQuery, *, size_of: Callable[[LogGroup], int]) -> list[LogGroup]:
         """The groups of the query; OutOfRange (TOO_MANY_GROUPS) when there are more than MAX_GROUPS or

@@ -415,6 +415,14 @@ async def tail_position(conn: Connection) -> TailPosition:
     return TailPosition(int(await conn.fetchval("SELECT number FROM log_tail_counter")))
 
 
+async def tail_feed_start(conn: Connection) -> int:
+    """The number of the oldest feed entry kept; the next number to be taken when the feed is empty."""
+    oldest = await conn.fetchval("SELECT min(number) FROM log_tail_batches")
+    if oldest is not None:
+        return int(oldest)
+    return int(await conn.fetchval("SELECT number FROM log_tail_counter")) + 1
+
+
 async def tail_after(
     conn: Connection,
     position: TailPosition,
