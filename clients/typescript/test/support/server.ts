@@ -96,7 +96,12 @@ export class Server {
   /** Starts `modelplane serve` on `databaseUrl` (at `address`, or a free port) and waits until it serves. */
   static async start(
     databaseUrl: string,
-    options: { auth: boolean; address?: string; tls?: { certFile: string; keyFile: string } },
+    options: {
+      auth: boolean;
+      address?: string;
+      tls?: { certFile: string; keyFile: string };
+      env?: Readonly<Record<string, string>>;
+    },
   ): Promise<Server> {
     const address = options.address ?? `127.0.0.1:${await freePort()}`;
     const args = ["serve", "--address", address, "--database-url", databaseUrl, "--shutdown-grace", "1"];
@@ -106,7 +111,7 @@ export class Server {
     if (options.tls !== undefined) {
       args.push("--tls-cert", options.tls.certFile, "--tls-key", options.tls.keyFile);
     }
-    const child = spawn(MODELPLANE, args, { stdio: ["ignore", "pipe", "pipe"], env: serverEnvironment() });
+    const child = spawn(MODELPLANE, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...serverEnvironment(), ...options.env } });
     const log: string[] = [];
     const server = new Server(address, databaseUrl, child, log);
     await new Promise<void>((ready, fail) => {
@@ -161,7 +166,7 @@ export interface LiveServer {
  * before the tests, then run `prepare` on its connection, and stop it, close the connection and drop the
  * database after them. */
 export function liveServer(
-  options: { auth: boolean; tls?: { certFile: string; keyFile: string } },
+  options: { auth: boolean; tls?: { certFile: string; keyFile: string }; env?: Readonly<Record<string, string>> },
   prepare?: (conn: Connection) => Promise<void>,
 ): LiveServer {
   const live: Partial<LiveServer> = {};
