@@ -58,6 +58,40 @@ async def test_a_call_is_a_server_span_under_the_callers_trace_with_its_sql_insi
     assert all(s.attributes is not None and s.attributes.get("db.system") == "postgresql" for s in statements)
 
 
+async def test_a_traced_change_writes_its_control_plane_event_with_the_calls_trace(
+    database_url: str, exporter: InMemorySpanExporter
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = build_server(server_config(database_url=database_url), tracing=Tracing(provider))
+    await server.start()
+    try:
+        await server.wait_serving(timeout=30)
+        async with connect(server.target) as connection:
+            with provider.get_tracer("test").start_as_current_span("caller") as caller:
+                await connection.registry.create_model(
+                    model_id="audited", model=registry_pb2.Model(provider="x")
+                )
+            # A call without a trace of its caller's has the server's span as the root of its own.
+            await connection.registry.create_model(
+                model_id="untraced", model=registry_pb2.Model(provider="x")
+            )
+            events = [e async for e in connection.logs.query_log_events(filter='service = "modelplane"')]
+    finally:
+        await server.stop(grace=0)
+    caller_id = caller.get_span_context().span_id
+    calls = [s for s in exporter.get_finished_spans() if s.name == CREATE_MODEL]
+    (child,) = [s for s in calls if s.parent is not None and s.parent.span_id == caller_id]
+    (root,) = [s for s in calls if s.parent is None]
+    by_resource = {e.control_plane_change.resource: e.links for e in events}
+    for resource, span in (("models/audited", child), ("models/untraced", root)):
+        links = by_resource[resource]
+        assert (links.trace_id, links.span_id) == (
+            f"{span.context.trace_id:032x}",
+            f"{span.context.span_id:016x}",
+        )
+
+
 async def test_a_failed_call_carries_its_status_code(
     database_url: str, exporter: InMemorySpanExporter
 ) -> None:
