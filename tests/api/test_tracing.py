@@ -3,6 +3,8 @@ exported through the SDK (in memory) and over OTLP/gRPC to a real receiver, as O
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -90,6 +92,25 @@ async def test_a_traced_change_writes_its_control_plane_event_with_the_calls_tra
             f"{span.context.trace_id:032x}",
             f"{span.context.span_id:016x}",
         )
+
+
+async def test_the_access_log_names_each_calls_trace_and_span(
+    database_url: str, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = build_server(server_config(database_url=database_url), tracing=Tracing(provider))
+    await server.start()
+    try:
+        await server.wait_serving(timeout=30)
+        with caplog.at_level(logging.INFO, logger="modelplane.access"):
+            async with connect(server.target) as connection:
+                assert [m async for m in connection.registry.list_models()] == []
+    finally:
+        await server.stop(grace=0)
+    (call,) = [s for s in exporter.get_finished_spans() if s.name.endswith("/ListModels")]
+    (line,) = [r.getMessage() for r in caplog.records if "/ListModels" in r.getMessage()]
+    assert line.endswith(f"trace_id={call.context.trace_id:032x} span_id={call.context.span_id:016x}")
 
 
 async def test_a_failed_call_carries_its_status_code(

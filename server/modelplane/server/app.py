@@ -383,7 +383,8 @@ def build_server(
         metrics,
         text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS | OtlpLogsServicer.TEXT_CHECKED_METHODS,
         max_response_bytes=config.max_message_bytes,
-        parts=parts or CallParts(access_log_sample=config.access_log_sample),
+        parts=parts
+        or CallParts(access_log_sample=config.access_log_sample, access_log_trace=tracing is not None),
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [interceptor] if interceptor.parts.intercept else []  # type: ignore[type-arg]
     if tracing is not None:
