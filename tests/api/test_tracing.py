@@ -4,16 +4,18 @@ exported through the SDK (in memory) and over OTLP/gRPC to a real receiver, as O
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelplane.client import connect
-from modelplane.server.app import build_server
+from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.tracing import Tracing, TracingError, provider_from_environment, tracing_requested
 from modelplane.v1 import registry_pb2
 from tests.api.conftest import server_config
@@ -22,29 +24,44 @@ from tests.support.otlp_receiver import otlp_receiver
 CREATE_MODEL = "/modelplane.v1.ModelRegistryService/CreateModel"
 
 
+@dataclass
+class Traced:
+    """A SERVING server traced into memory, and the provider a test's caller makes its spans with."""
+
+    server: ModelplaneServer
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+
+    def spans(self, method: str) -> list[ReadableSpan]:
+        """The server's finished spans of calls of `method` ("CreateModel")."""
+        return [s for s in self.exporter.get_finished_spans() if s.name.endswith(f"/{method}")]
+
+
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-async def test_a_call_is_a_server_span_under_the_callers_trace_with_its_sql_inside(
-    database_url: str, exporter: InMemorySpanExporter
-) -> None:
+async def traced(database_url: str) -> AsyncIterator[Traced]:
+    exporter = InMemorySpanExporter()
     provider = TracerProvider()
+    # Each span is exported as it ends, before the call's response leaves the server.
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     server = build_server(server_config(database_url=database_url), tracing=Tracing(provider))
     await server.start()
     try:
         await server.wait_serving(timeout=30)
-        caller = provider.get_tracer("test")
-        async with connect(server.target) as connection:
-            with caller.start_as_current_span("caller") as parent:
-                await connection.registry.create_model(
-                    model_id="traced", model=registry_pb2.Model(provider="openai")
-                )
+        yield Traced(server, provider, exporter)
     finally:
         await server.stop(grace=0)
-    spans = exporter.get_finished_spans()
+
+
+async def test_a_call_is_a_server_span_under_the_callers_trace_with_its_sql_inside(
+    traced: Traced,
+) -> None:
+    caller = traced.provider.get_tracer("test")
+    async with connect(traced.server.target) as connection:
+        with caller.start_as_current_span("caller") as parent:
+            await connection.registry.create_model(
+                model_id="traced", model=registry_pb2.Model(provider="openai")
+            )
+    spans = traced.exporter.get_finished_spans()
     calls = [s for s in spans if s.name == CREATE_MODEL]
     assert len(calls) == 1
     call = calls[0]
@@ -61,28 +78,16 @@ async def test_a_call_is_a_server_span_under_the_callers_trace_with_its_sql_insi
 
 
 async def test_a_traced_change_writes_its_control_plane_event_with_the_calls_trace(
-    database_url: str, exporter: InMemorySpanExporter
+    traced: Traced,
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    server = build_server(server_config(database_url=database_url), tracing=Tracing(provider))
-    await server.start()
-    try:
-        await server.wait_serving(timeout=30)
-        async with connect(server.target) as connection:
-            with provider.get_tracer("test").start_as_current_span("caller") as caller:
-                await connection.registry.create_model(
-                    model_id="audited", model=registry_pb2.Model(provider="x")
-                )
-            # A call without a trace of its caller's has the server's span as the root of its own.
-            await connection.registry.create_model(
-                model_id="untraced", model=registry_pb2.Model(provider="x")
-            )
-            events = [e async for e in connection.logs.query_log_events(filter='service = "modelplane"')]
-    finally:
-        await server.stop(grace=0)
+    async with connect(traced.server.target) as connection:
+        with traced.provider.get_tracer("test").start_as_current_span("caller") as caller:
+            await connection.registry.create_model(model_id="audited", model=registry_pb2.Model(provider="x"))
+        # A call without a trace of its caller's has the server's span as the root of its own.
+        await connection.registry.create_model(model_id="untraced", model=registry_pb2.Model(provider="x"))
+        events = [e async for e in connection.logs.query_log_events(filter='service = "modelplane"')]
     caller_id = caller.get_span_context().span_id
-    calls = [s for s in exporter.get_finished_spans() if s.name == CREATE_MODEL]
+    calls = traced.spans("CreateModel")
     (child,) = [s for s in calls if s.parent is not None and s.parent.span_id == caller_id]
     (root,) = [s for s in calls if s.parent is None]
     by_resource = {e.control_plane_change.resource: e.links for e in events}
@@ -95,39 +100,21 @@ async def test_a_traced_change_writes_its_control_plane_event_with_the_calls_tra
 
 
 async def test_the_access_log_names_each_calls_trace_and_span(
-    database_url: str, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+    traced: Traced, caplog: pytest.LogCaptureFixture
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    server = build_server(server_config(database_url=database_url), tracing=Tracing(provider))
-    await server.start()
-    try:
-        await server.wait_serving(timeout=30)
-        with caplog.at_level(logging.INFO, logger="modelplane.access"):
-            async with connect(server.target) as connection:
-                assert [m async for m in connection.registry.list_models()] == []
-    finally:
-        await server.stop(grace=0)
-    (call,) = [s for s in exporter.get_finished_spans() if s.name.endswith("/ListModels")]
+    with caplog.at_level(logging.INFO, logger="modelplane.access"):
+        async with connect(traced.server.target) as connection:
+            assert [m async for m in connection.registry.list_models()] == []
+    (call,) = traced.spans("ListModels")
     (line,) = [r.getMessage() for r in caplog.records if "/ListModels" in r.getMessage()]
     assert line.endswith(f"trace_id={call.context.trace_id:032x} span_id={call.context.span_id:016x}")
 
 
-async def test_a_failed_call_carries_its_status_code(
-    database_url: str, exporter: InMemorySpanExporter
-) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    server = build_server(server_config(database_url=database_url), tracing=Tracing(provider))
-    await server.start()
-    try:
-        await server.wait_serving(timeout=30)
-        async with connect(server.target) as connection:
-            with pytest.raises(Exception, match="models/missing"):
-                await connection.registry.get_model(name="models/missing")
-    finally:
-        await server.stop(grace=0)
-    (call,) = [s for s in exporter.get_finished_spans() if s.name.endswith("/GetModel")]
+async def test_a_failed_call_carries_its_status_code(traced: Traced) -> None:
+    async with connect(traced.server.target) as connection:
+        with pytest.raises(Exception, match="models/missing"):
+            await connection.registry.get_model(name="models/missing")
+    (call,) = traced.spans("GetModel")
     assert call.attributes is not None
     assert call.attributes["rpc.grpc.status_code"] == 5
     # The semantic conventions leave a server span's status unset for a client's mistake (NOT_FOUND).

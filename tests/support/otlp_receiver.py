@@ -4,11 +4,13 @@ keeping every request they receive, for the tests of what modelplane exports."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.logs.v1 import logs_pb2
@@ -30,23 +32,11 @@ class OtlpReceiver:
 
     def spans(self) -> list[tuple[dict[str, str], trace_pb2.Span]]:
         """Every span received, with its resource's string attributes."""
-        found: list[tuple[dict[str, str], trace_pb2.Span]] = []
-        for request in self.trace_requests:
-            for resource_spans in request.resource_spans:
-                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                for scope_spans in resource_spans.scope_spans:
-                    found.extend((resource, span) for span in scope_spans.spans)
-        return found
+        return _items(self.trace_requests, "resource_spans", "scope_spans", "spans")
 
     def log_records(self) -> list[tuple[dict[str, str], logs_pb2.LogRecord]]:
         """Every log record received, with its resource's string attributes."""
-        found: list[tuple[dict[str, str], logs_pb2.LogRecord]] = []
-        for request in self.log_requests:
-            for resource_logs in request.resource_logs:
-                resource = {a.key: a.value.string_value for a in resource_logs.resource.attributes}
-                for scope_logs in resource_logs.scope_logs:
-                    found.extend((resource, record) for record in scope_logs.log_records)
-        return found
+        return _items(self.log_requests, "resource_logs", "scope_logs", "log_records")
 
     async def wait_for(self, predicate: object, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Waits until `predicate()` is true after some request arrived."""
@@ -55,6 +45,18 @@ class OtlpReceiver:
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
+
+
+def _items(requests: Sequence[Message], resources: str, scopes: str, items: str) -> list[Any]:
+    """The items of OTLP export requests (both signals nest resource, scope, item alike), each with its
+    resource's string attributes."""
+    found: list[Any] = []
+    for request in requests:
+        for resource_items in getattr(request, resources):
+            resource = {a.key: a.value.string_value for a in resource_items.resource.attributes}
+            for scope_items in getattr(resource_items, scopes):
+                found.extend((resource, item) for item in getattr(scope_items, items))
+    return found
 
 
 class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
