@@ -29,7 +29,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2 as otlp_records
 from opentelemetry.proto.resource.v1 import resource_pb2 as otlp_resource
 
 from modelplane.server.app import MODELPLANE_SERVICES, ModelplaneServer, build_server
-from modelplane.server.auth.roles import OTLP_LOGS_SERVICE, Role, allowed_roles, method_path
+from modelplane.server.auth.roles import Role, allowed_roles, method_path
 from modelplane.server.auth.store import create_token, revoke_token
 from modelplane.server.config import ServerConfig
 from modelplane.server.store.urls import with_database
@@ -45,6 +45,7 @@ from tests.support.rich_errors import RichError, rich
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 # The server registers its services' generated modules, which puts their descriptors in the default pool.
+OTLP_LOGS_SERVICE = otlp_logs.DESCRIPTOR.services_by_name["LogsService"]
 SERVICES: list[ServiceDescriptor] = [
     *(descriptor_pool.Default().FindServiceByName(name) for name in MODELPLANE_SERVICES),
     # OTLP's logs service runs on the same port, behind the same auth.

@@ -7,12 +7,12 @@ import pkgutil
 
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 import modelplane.v1
 from modelplane.server.auth.roles import (
     EVERYONE,
     METHOD_ROLES,
-    OTLP_LOGS_SERVICE,
     WRITERS,
     Role,
     allowed_roles,
@@ -25,6 +25,7 @@ from modelplane.server.auth.roles import (
 from modelplane.server.errors import InvalidArgument
 
 REGISTRY = "/modelplane.v1.ModelRegistryService/"
+OTLP_LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
 
 
 def _generated_services() -> list[ServiceDescriptor]:
