@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from modelplane.client.trace_context import current_trace_ids
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.store.pool import Connection, Database
 from modelplane.v1.error_reason_pb2 import ErrorReason
@@ -143,6 +144,16 @@ class Mutation:
             # Nothing for the commit to read the revision back by: take it now.
             await self.revision()
         pending, self._pending = self._pending, []
+        trace_id, span_id = current_trace_ids()
+        if trace_id and pending:
+            # The control-plane events of these changes (written at COMMIT, schema/0012) name the traced
+            # call that made them; one statement more, and only when the call is traced.
+            await self.conn.execute(
+                "SELECT set_config('modelplane.trace_id', $1, true),"
+                " set_config('modelplane.span_id', $2, true)",
+                trace_id,
+                span_id,
+            )
         row = await self.conn.fetchrow(
             "SELECT revision, first_audit_id FROM"
             " mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12, $13, $14)",
