@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -50,6 +51,9 @@ from modelplane.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from modelplane.server.http.face import HttpFace
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +199,7 @@ class ModelplaneServer:
         # worker 1, while the others retry quietly (DEBUG lines).
         self.reports_start_problems = True
         self._port: int | None = None
+        self.http: HttpFace | None = None
         self._background: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -231,12 +236,19 @@ class ModelplaneServer:
         if not port:
             raise ListenError(f"cannot listen on {address}")
         self._port = port
+        if self.config.http_address is not None:
+            # Imported here: starlette and uvicorn come with the `http` extra, needed only when asked for.
+            from modelplane.server.http.face import HttpFace
+
+            self.http = HttpFace.bind(self.config, self.grpc_server)
         if self.config.metrics_address is not None:
             check_can_listen(self.config.metrics_address, "the metrics address")
             self.metrics.start_endpoint(self.config.metrics_address)
         await self.health.set_serving(False)
         await self.health.set_alive()
         await self.grpc_server.start()
+        if self.http is not None:
+            await self.http.start(MODELPLANE_SERVICES)
         await self.feed.start()
         self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")
         log.debug("listening on %s", self.target)
@@ -316,7 +328,12 @@ class ModelplaneServer:
         grace_ends = loop.time() + grace
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
         drain = max(grace_ends - loop.time(), 0.0)
-        await _bounded("the gRPC server", self.grpc_server.stop(drain), drain + STOP_STEP_LIMIT)
+        # HTTP requests are gRPC calls of this server: both drain together, and the HTTP listener refuses
+        # new connections as the gRPC server refuses new calls.
+        steps = [_bounded("the gRPC server", self.grpc_server.stop(drain), drain + STOP_STEP_LIMIT)]
+        if self.http is not None:
+            steps.append(_bounded("the HTTP listener", self.http.stop(), drain + STOP_STEP_LIMIT))
+        await asyncio.gather(*steps)
         stop_ends = loop.time() + STOP_AFTER_GRACE
 
         def left() -> float:
@@ -399,11 +416,16 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
     )
 
 
-def log_banner(config: ServerConfig, target: str, database: str, workers: int = 1) -> None:
+def log_banner(
+    config: ServerConfig, target: str, database: str, workers: int = 1, http_target: str = ""
+) -> None:
     """The lines an operator reads first: where the server listens, its database, whether auth is on."""
     security = "TLS" if config.tls is not None else "plaintext"
     processes = f", {workers} worker processes" if workers > 1 else ""
     log.info("modelplane serving on %s (%s%s)", target, security, processes)
+    if config.http_address is not None:
+        scheme = "https" if config.tls is not None else "http"
+        log.info("HTTP/JSON on %s://%s (the RPCs under /v1/, /healthz, /openapi.json)", scheme, http_target)
     log.info("database: %s", database)
     if config.auth:
         log.info("auth is on: every RPC but health and reflection needs a bearer token")
@@ -440,7 +462,7 @@ async def run_server(
     await server.start()
     _tune_garbage_collection()
     if worker is None:
-        log_banner(config, server.target, database)
+        log_banner(config, server.target, database, http_target=server.http.target if server.http else "")
     else:
         log.info("serving on %s", server.target)
     try:
@@ -464,6 +486,8 @@ def serve(config: ServerConfig) -> None:
 
     configure_logging(config.log_level)
     check_can_listen(config.address)
+    if config.http_address is not None:
+        check_can_listen(config.http_address, "the HTTP address")
     if config.metrics_address is not None:
         check_can_listen(config.metrics_address, "the metrics address")
     workers = worker_count(config)

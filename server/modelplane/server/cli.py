@@ -167,6 +167,12 @@ DATABASE_SETTINGS = (
 
 SERVE_SETTINGS = (
     Setting("--address", "HOST:PORT to listen on", _address, default_of("address"), metavar="HOST:PORT"),
+    Setting(
+        "--http-address",
+        "HOST:PORT to serve HTTP/JSON and the web console on, with the same tokens and TLS as --address",
+        _address,
+        metavar="HOST:PORT",
+    ),
     *DATABASE_SETTINGS,
     Setting("--no-auth", "accept calls without a token (loopback only, unless --insecure)", switch=True),
     Setting("--insecure", "allow --no-auth on an address beyond loopback", switch=True),
@@ -307,6 +313,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     try:
         return ServerConfig(
             address=args.address,
+            http_address=args.http_address,
             database_url=args.database_url or None,
             data_dir=args.data_dir,
             create_database=args.create_database,
@@ -345,6 +352,9 @@ def _serve(args: argparse.Namespace) -> int:
     config = server_config(args)
     with _server_extra():
         from modelplane.server.app import ListenError, serve
+    if config.http_address is not None:
+        with _server_extra("http"):
+            import modelplane.server.http.listener  # noqa: F401 - only to say early that the extra is missing
     from modelplane.server.store.embedded import EmbeddedPostgresError
     from modelplane.server.workers import WorkersError
 

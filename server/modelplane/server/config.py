@@ -96,6 +96,9 @@ class ServerConfig:
     # Set by the worker supervisor in each worker: bind the port with SO_REUSEPORT, beside its siblings and
     # the supervisor's reservation, instead of refusing a port that is in use.
     shared_port: bool = False
+    # host:port of the HTTP/JSON face of the RPCs (and of the web console); None: no HTTP. It takes the
+    # same tokens and TLS as the gRPC address, and the same rule: with auth off, loopback only.
+    http_address: str | None = None
     # Share of successful calls written to the access log, from 0 (failed calls only) to 1 (every call).
     # A failed call is always written.
     access_log_sample: float = 1.0
@@ -109,6 +112,14 @@ class ServerConfig:
             require_loopback(
                 self.address,
                 what="with auth off",
+                risk="call every RPC",
+                remedy="turn auth on (drop --no-auth)",
+                override="--insecure",
+            )
+        if self.http_address is not None and not self.auth and not self.insecure:
+            require_loopback(
+                self.http_address,
+                what="for HTTP with auth off",
                 risk="call every RPC",
                 remedy="turn auth on (drop --no-auth)",
                 override="--insecure",
