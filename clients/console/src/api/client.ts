@@ -98,16 +98,19 @@ export async function call<I extends DescMessage, O extends DescMessage>(
 
 /**
  * Reads a server stream as server-sent events, handing each message to `onMessage` until the server ends
- * it (resolves), fails it (throws ApiError) or `signal` aborts it (resolves).
+ * it (resolves), fails it (throws ApiError) or `signal` aborts it (resolves). `onOpen` runs once the
+ * server has accepted the stream (its response has begun).
  */
 export async function stream<I extends DescMessage, O extends DescMessage>(
   method: ServerStream<I, O>,
   init: MessageInitShape<I>,
   onMessage: (message: MessageShape<O>) => void,
   signal: AbortSignal,
+  onOpen: () => void = () => undefined,
 ): Promise<void> {
   try {
     const response = await send(method, requestJson(method.input, init), "text/event-stream", signal);
+    onOpen();
     if (response.body === null) {
       return;
     }

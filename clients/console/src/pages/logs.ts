@@ -49,9 +49,12 @@ function querySection(filter: HTMLInputElement): HTMLElement {
   // The token of each page shown so far: the keyset pages go forward by token, and back by this stack.
   let tokens: string[] = [""];
   let nextToken = "";
+  let latest = 0;
 
   async function load(): Promise<void> {
     filter.removeAttribute("aria-invalid");
+    // Only the answer to the last query is shown, whichever order the answers come in.
+    const mine = ++latest;
     try {
       const response = await call(LogService.method.queryLogEvents, {
         filter: filter.value,
@@ -59,12 +62,18 @@ function querySection(filter: HTMLInputElement): HTMLElement {
         pageSize: 25,
         pageToken: tokens[tokens.length - 1] ?? "",
       });
+      if (mine !== latest) {
+        return;
+      }
       nextToken = response.nextPageToken;
       next.disabled = nextToken === "";
       previous.disabled = tokens.length <= 1;
       replace(position, `page ${tokens.length}`);
       replace(results, table("Log events", HEADINGS, response.events.map(eventRow), "No event matches."));
     } catch (error) {
+      if (mine !== latest) {
+        return;
+      }
       next.disabled = true;
       replace(results, filterErrorBox(error, filter));
     }
@@ -114,7 +123,8 @@ function tailSection(filter: HTMLInputElement): { element: HTMLElement; stop: ()
     running = controller;
     toggle.setAttribute("aria-pressed", "true");
     toggle.textContent = "Stop live tail";
-    replace(state, h("span", { class: "dot on" }), ` Tailing ${filter.value ? `“${filter.value}”` : "every event"}…`);
+    const what = filter.value ? `“${filter.value}”` : "every event";
+    replace(state, `Connecting to the tail of ${what}…`);
     stream(
       LogService.method.tailLogEvents,
       { filter: filter.value },
@@ -129,6 +139,7 @@ function tailSection(filter: HTMLInputElement): { element: HTMLElement; stop: ()
         }
       },
       controller.signal,
+      () => replace(state, h("span", { class: "dot on" }), ` Tailing ${what}…`),
     )
       .then(() => {
         if (running === controller) {
@@ -185,9 +196,11 @@ function chartsSection(): HTMLElement {
     { name: "range" },
     RANGES.map((entry, index) => h("option", { value: String(index) }, entry.label)),
   );
-  const charts = h("div", { class: "charts", "aria-live": "polite" });
+  const charts = h("div", { class: "charts", "aria-live": "polite", "data-testid": "traffic-charts" });
+  let latest = 0;
 
   async function load(): Promise<void> {
+    const mine = ++latest;
     const chosen = RANGES[Number(range.value)] ?? RANGES[0]!;
     const now = Date.now() / 1000;
     const span: [number, number] = [now - chosen.seconds, now];
@@ -207,6 +220,10 @@ function chartsSection(): HTMLElement {
           bucketWidth,
         }),
       ]);
+      if (mine !== latest) {
+        return;
+      }
+      charts.dataset["range"] = chosen.label;
       const buckets = overall.groups.map(bucketOf);
       const latency = (pick: (group: LogGroup) => number): (number | null)[] =>
         overall.groups.map((group) => (group.latencyCount > 0n ? pick(group) : null));
@@ -238,7 +255,9 @@ function chartsSection(): HTMLElement {
         timeChart("Cost (USD) by model version and slot", cost.buckets, cost.series, span, (value) => `$${value.toFixed(4)}`),
       );
     } catch (error) {
-      replace(charts, errorBox(error));
+      if (mine === latest) {
+        replace(charts, errorBox(error));
+      }
     }
   }
 

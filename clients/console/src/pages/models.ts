@@ -69,9 +69,12 @@ function searchSection(): HTMLElement {
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "More versions");
   let nextToken = "";
   let rows: (Node | string)[][] = [];
+  let latest = 0;
 
   async function load(append: boolean): Promise<void> {
     filter.removeAttribute("aria-invalid");
+    // Only the answer to the last search is shown, whichever order the answers come in.
+    const mine = ++latest;
     try {
       const response = await call(ModelRegistryService.method.listModelVersions, {
         parent: "models/-",
@@ -80,11 +83,17 @@ function searchSection(): HTMLElement {
         pageSize: 50,
         pageToken: append ? nextToken : "",
       });
+      if (mine !== latest) {
+        return;
+      }
       rows = [...(append ? rows : []), ...response.modelVersions.map(versionRow)];
       nextToken = response.nextPageToken;
       more.hidden = nextToken === "";
       replace(results, table("Model versions", VERSION_HEADINGS, rows, "No version matches the filter."));
     } catch (error) {
+      if (mine !== latest) {
+        return;
+      }
       more.hidden = true;
       replace(results, filterErrorBox(error, filter));
     }
