@@ -175,6 +175,10 @@ def api_error(console: Console, path: str) -> dict[str, object]:
 def test_sign_in_by_keyboard_and_browse_versions_aliases_and_their_history(
     page: Page, console: Console
 ) -> None:
+    page.goto(console.url)
+    page.keyboard.type("mp_not-a-token")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("UNAUTHENTICATED")
     sign_in(page, console, console.admin_token)
     expect(page.get_by_test_id("access")).to_have_text("read and write")
     versions = page.get_by_role("region", name="Model versions")
@@ -472,6 +476,43 @@ def _start_canary_at_ten_percent(console: Console) -> None:
 _UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
     .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
     .map(e => e.outerHTML)"""
+# Every visible text whose colour has less than WCAG's contrast with the background it sits on: 4.5:1, or
+# 3:1 for large text (24 px, or 18.66 px bold).
+_LOW_CONTRAST = """() => {
+  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c);
+    if (!m) return null;
+    const p = m[1].split(',').map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const background = (element) => {
+    for (let e = element; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0.5) return c;
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  };
+  const low = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const element = node.parentElement;
+    if (!node.textContent.trim() || !element || element.getClientRects().length === 0) continue;
+    const style = getComputedStyle(element);
+    if (style.visibility === 'hidden') continue;
+    const fore = luminance(parse(style.color));
+    const back = luminance(background(element));
+    const [light, dark] = fore > back ? [fore, back] : [back, fore];
+    const ratio = (light + 0.05) / (dark + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) {
+      low.push(`${ratio.toFixed(2)}:1 ${element.tagName} ${node.textContent.trim().slice(0, 30)}`);
+    }
+  }
+  return low;
+}"""
 # Every control a keyboard user should reach (the ones on screen), and everything Tab stops at.
 _FOCUSABLE = "a[href], button:not([disabled]), input, select, textarea, summary"
 _CONTROLS = f"() => [...document.querySelectorAll('{_FOCUSABLE}')].filter(e => e.getClientRects().length > 0)"
@@ -500,6 +541,7 @@ def test_every_page_at_laptop_and_phone_width(
             if name in ("guardrails", "logs"):
                 expect(page.locator("figure.chart canvas").first).to_be_visible()
             assert page.evaluate(_UNLABELLED) == [], f"unlabelled controls on {name}"
+            assert page.evaluate(_LOW_CONTRAST) == [], f"text below WCAG AA contrast on {name}"
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= viewport["width"], f"{name} is {width} px wide at {viewport['width']} px"
             # Tab through the whole page: every control takes the focus in turn.
@@ -515,7 +557,7 @@ def test_every_page_at_laptop_and_phone_width(
                 f"({_CONTROLS})().filter(e => !window.__reached.has(e)).map(e => e.outerHTML.slice(0, 80))"
             )
             assert unreached == [], f"not reachable by keyboard on {name}: {unreached}"
-            page.evaluate("window.scrollTo(0, 0)")
+            page.evaluate("document.activeElement?.blur(); window.scrollTo(0, 0)")
             page.screenshot(path=str(folder / f"{name}-{viewport['width']}.png"), full_page=True)
     finally:
         context.close()
