@@ -18,6 +18,7 @@ import { field, h, replace, section, table } from "../ui/dom";
 import { errorBox } from "../ui/errors";
 import { durationSeconds, enumLabel, formatTime, formatWeight } from "../ui/format";
 import type { Page } from "./page";
+import { resourcePage } from "./picker";
 
 const ACTIVE_STATES = new Set([
   RolloutState.WAITING_READY,
@@ -375,31 +376,14 @@ function deploymentDetail(root: HTMLElement, name: string, canWrite: boolean): (
   return () => stop.abort();
 }
 
-export const deploymentsPage: Page = (root, { session, params }) => {
-  const picker = h("select", { name: "deployment" });
-  const detail = h("div");
-  let stopDetail: (() => void) | undefined;
-  replace(root, h("h1", {}, "Deployments"), field("Deployment", picker), detail);
-
-  function open(id: string): void {
-    stopDetail?.();
-    stopDetail = id ? deploymentDetail(detail, `deployments/${id}`, session.canWrite) : undefined;
-  }
-
-  picker.addEventListener("change", () => {
-    location.hash = `#/deployments/${picker.value}`;
+export const deploymentsPage: Page = (root, { session, params }) =>
+  resourcePage(root, {
+    title: "Deployments",
+    label: "Deployment",
+    collection: "deployments",
+    route: "deployments",
+    chosen: params[0],
+    list: async () =>
+      (await call(DeploymentService.method.listDeployments, { pageSize: 1000 })).deployments.map((deployment) => deployment.name),
+    show: (detail, name) => deploymentDetail(detail, name, session.canWrite),
   });
-  call(DeploymentService.method.listDeployments, { pageSize: 1000 })
-    .then((response) => {
-      const ids = response.deployments.map((deployment) => deployment.name.slice("deployments/".length));
-      replace(picker, ids.map((id) => h("option", { value: id }, id)));
-      const chosen = params[0] ?? ids[0] ?? "";
-      picker.value = chosen;
-      if (!chosen) {
-        replace(detail, h("p", {}, "No deployment yet."));
-      }
-      open(chosen);
-    })
-    .catch((error: unknown) => replace(detail, errorBox(error)));
-  return () => stopDetail?.();
-};

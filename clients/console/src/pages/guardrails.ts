@@ -19,6 +19,7 @@ import { field, h, replace, section, table } from "../ui/dom";
 import { errorBox } from "../ui/errors";
 import { enumLabel, formatTime } from "../ui/format";
 import type { Page } from "./page";
+import { resourcePage } from "./picker";
 
 /** The violations chart's range and bucket: the last day, by the hour. */
 const CHART_HOURS = 24;
@@ -236,44 +237,32 @@ function checkSection(policy: Policy, canCheck: boolean): HTMLElement {
   return section("Check a text", form, result);
 }
 
-export const guardrailsPage: Page = (root, { session, params }) => {
-  const picker = h("select", { name: "policy" });
-  const detail = h("div");
-  replace(root, h("h1", {}, "Guardrails"), field("Policy", picker), detail);
-
-  function open(id: string): void {
-    if (!id) {
-      replace(detail, h("p", {}, "No policy yet."));
-      return;
-    }
-    call(GuardrailService.method.getPolicy, { name: `policies/${id}` })
-      .then((response) => {
-        const policy = response.policy;
-        if (!policy) {
-          return;
-        }
-        replace(
-          detail,
-          section(policy.displayName || policy.name, rulesView(policy)),
-          checkSection(policy, session.canCheck),
-          violationsSection(policy),
-          revisionsSection(policy.name),
-        );
-      })
-      .catch((error: unknown) => replace(detail, errorBox(error)));
-  }
-
-  picker.addEventListener("change", () => {
-    location.hash = `#/guardrails/${picker.value}`;
-  });
-  call(GuardrailService.method.listPolicies, { pageSize: 1000 })
+function policyDetail(detail: HTMLElement, name: string, canCheck: boolean): () => void {
+  call(GuardrailService.method.getPolicy, { name })
     .then((response) => {
-      const ids = response.policies.map((policy) => policy.name.slice("policies/".length));
-      replace(picker, ids.map((id) => h("option", { value: id }, id)));
-      const chosen = params[0] ?? ids[0] ?? "";
-      picker.value = chosen;
-      open(chosen);
+      const policy = response.policy;
+      if (!policy) {
+        return;
+      }
+      replace(
+        detail,
+        section(policy.displayName || policy.name, rulesView(policy)),
+        checkSection(policy, canCheck),
+        violationsSection(policy),
+        revisionsSection(policy.name),
+      );
     })
     .catch((error: unknown) => replace(detail, errorBox(error)));
   return () => undefined;
-};
+}
+
+export const guardrailsPage: Page = (root, { session, params }) =>
+  resourcePage(root, {
+    title: "Guardrails",
+    label: "Policy",
+    collection: "policies",
+    route: "guardrails",
+    chosen: params[0],
+    list: async () => (await call(GuardrailService.method.listPolicies, { pageSize: 1000 })).policies.map((policy) => policy.name),
+    show: (detail, name) => policyDetail(detail, name, session.canCheck),
+  });
