@@ -25,10 +25,10 @@ check-lock: .venv/.installed
 	rm -rf build/lock && mkdir -p build/lock && cp requirements/*.lock build/lock/ && $(COMPILE) --extra dev -o build/lock/dev.lock && $(COMPILE) -c build/lock/dev.lock --extra server -o build/lock/server.lock && $(COMPILE) -c build/lock/dev.lock -o build/lock/base.lock && diff -r -I '^ *#' requirements build/lock && echo "the locks match pyproject.toml"
 
 gen: .venv/.installed
-	$(PY) scripts/gen_protos.py && $(PY) scripts/gen_errors.py && $(PY) scripts/gen_service_config.py
+	$(PY) scripts/gen_protos.py && $(PY) scripts/gen_errors.py && $(PY) scripts/gen_service_config.py && $(PY) scripts/gen_openapi.py
 
 check-gen: .venv/.installed
-	rm -rf build/gen && mkdir -p build/gen && $(PY) scripts/gen_protos.py build/gen && diff -r build/gen/modelplane/v1 clients/modelplane/v1 && $(PY) scripts/gen_errors.py --check && $(PY) scripts/gen_service_config.py --check && echo "generated code matches protos/"
+	rm -rf build/gen && mkdir -p build/gen && $(PY) scripts/gen_protos.py build/gen && diff -r build/gen/modelplane/v1 clients/modelplane/v1 && $(PY) scripts/gen_errors.py --check && $(PY) scripts/gen_service_config.py --check && $(PY) scripts/gen_openapi.py --check && echo "generated code matches protos/"
 
 $(TS)/node_modules/.installed: $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund && touch node_modules/.installed
@@ -79,7 +79,7 @@ test-embedded: .venv/.installed
 	MODELPLANE_TEST_EMBEDDED=1 $(BIN)/pytest
 
 run: .venv/.installed
-	$(BIN)/modelplane serve --address 127.0.0.1:50051 --data-dir .modelplane --no-auth
+	$(BIN)/modelplane serve --address 127.0.0.1:50051 --http-address 127.0.0.1:8080 --data-dir .modelplane --no-auth
 
 bench: .venv/.installed
 	$(PY) bench/run.py

@@ -1,25 +1,76 @@
 """The HTTP application: the RPCs under /v1/, health at /healthz, the OpenAPI document at /openapi.json,
-and the web console at / when its files are installed."""
+and the web console at / when its files are installed.
+
+A plain ASGI callable dispatching on the path's first segment: every request under /v1/ reaches the
+transcoder, whatever its characters (a router's patterns would turn a newline in a resource name into a
+bare 404), and every answer there is a google.rpc.Status in JSON.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from modelplane.server.http.console import ConsoleFiles
 from modelplane.server.http.gateway import Gateway
 from modelplane.server.http.routes import RouteTable
 
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
-# Every method a route may use; Starlette answers 405 itself for any other.
-HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+API_PREFIX = "/v1/"
+HEALTH_PATH = "/healthz"
+OPENAPI_PATH = "/openapi.json"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class HttpApp:
+    """The ASGI app calling the gRPC server behind a channel."""
+
+    def __init__(self, gateway: Gateway, console: ConsoleFiles) -> None:
+        self._gateway = gateway
+        self._console = console
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self._handler(request)(request)
+        await response(scope, receive, send)
+
+    def _handler(self, request: Request) -> Handler:
+        path = request.url.path
+        if path.startswith(API_PREFIX):
+            return self._gateway.handle
+        if path == HEALTH_PATH:
+            return _only_get(self._gateway.health)
+        if path == OPENAPI_PATH:
+            return _only_get(_openapi)
+        if self._console.present:
+            return self._console.serve
+        return self._gateway.handle
+
+
+def _only_get(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return JSONResponse(
+                {"code": grpc.StatusCode.UNIMPLEMENTED.value[0], "message": "use GET", "details": []},
+                status_code=405,
+                headers={"Allow": "GET, HEAD"},
+            )
+        return await handler(request)
+
+    return guarded
+
+
+async def _openapi(request: Request) -> Response:
+    return FileResponse(OPENAPI_FILE, media_type="application/json")
 
 
 def build_app(
@@ -28,23 +79,7 @@ def build_app(
     *,
     max_body_bytes: int,
     console: ConsoleFiles | None = None,
-) -> Starlette:
+) -> HttpApp:
     """The ASGI app calling the gRPC server behind `channel` for the RPCs of `services`."""
     gateway = Gateway(channel, RouteTable.of(services), max_body_bytes=max_body_bytes)
-    console = console if console is not None else ConsoleFiles()
-
-    async def openapi(request: Request) -> Response:
-        return FileResponse(OPENAPI_FILE, media_type="application/json")
-
-    async def elsewhere(request: Request) -> Response:
-        if console.present:
-            return await console.serve(request)
-        return await gateway.handle(request)
-
-    routes = [
-        Route("/healthz", gateway.health, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/{rest:path}", gateway.handle, methods=HTTP_METHODS),
-        Route("/{rest:path}", elsewhere, methods=HTTP_METHODS),
-    ]
-    return Starlette(routes=routes)
+    return HttpApp(gateway, console if console is not None else ConsoleFiles())

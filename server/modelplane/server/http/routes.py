@@ -31,8 +31,10 @@ class PathTemplate:
 
     text: str
     pattern: re.Pattern[str]
-    # The request field path (dotted) each capture group of `pattern` sets, in group order.
+    # The request field path (dotted) each capture group of `pattern` sets, in group order, and the
+    # segments pattern of each ("*" for a bare "{field}").
     variables: tuple[str, ...]
+    patterns: tuple[str, ...]
     verb: str
 
     @classmethod
@@ -44,19 +46,21 @@ class PathTemplate:
         if ":" in last and "}" not in last.split(":")[-1]:
             path, _, verb = text.rpartition(":")
         variables: list[str] = []
+        patterns: list[str] = []
         regex: list[str] = []
         position = 0
         for match in _VARIABLE.finditer(path):
             regex.append(_literal_regex(path[position : match.start()]))
             variables.append(match.group(1))
-            regex.append("(" + _segments_regex(match.group(2) or "*") + ")")
+            patterns.append(match.group(2) or "*")
+            regex.append("(" + _segments_regex(patterns[-1]) + ")")
             position = match.end()
         regex.append(_literal_regex(path[position:]))
         if "{" in path[position:] or "}" in path[position:]:
             raise TemplateError(f"template {text!r} has an unbalanced variable")
         if verb:
             regex.append(re.escape(":" + verb))
-        return cls(text, re.compile("".join(regex)), tuple(variables), verb)
+        return cls(text, re.compile("".join(regex)), tuple(variables), tuple(patterns), verb)
 
     def match(self, raw_path: str) -> dict[str, str] | None:
         """The decoded value of each variable when `raw_path` (still percent-encoded) fits, else None."""
@@ -65,12 +69,34 @@ class PathTemplate:
             return None
         return {name: unquote(value) for name, value in zip(self.variables, found.groups(), strict=True)}
 
-    def openapi_path(self) -> str:
-        """The template as OpenAPI writes a path: each variable one parameter named by its field path.
+    def expanded(self) -> tuple[str, list[tuple[str, str]]]:
+        """The template with each `*` of a variable as its own named segment, as OpenAPI writes a path:
+        "/v1/{name=models/*/versions/*}" is "/v1/models/{model}/versions/{version}", with the pairs
+        (segment name, field path) [("model", "name"), ("version", "name")]. A segment is named after
+        the collection before it, made singular."""
+        segments: list[tuple[str, str]] = []
 
-        A variable over several segments ("{name=models/*/versions/*}") becomes one parameter holding
-        the whole resource name, its slashes included, as grpc-gateway's generator does."""
-        return _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", self.text)
+        def expand(match: re.Match[str]) -> str:
+            parts = (match.group(2) or "*").split("/")
+            out = []
+            for i, part in enumerate(parts):
+                if part != "*":
+                    out.append(part)
+                    continue
+                name = _singular(parts[i - 1]) if i > 0 else match.group(1).replace(".", "_")
+                segments.append((name, match.group(1)))
+                out.append("{" + name + "}")
+            return "/".join(out)
+
+        return _VARIABLE.sub(expand, self.text), segments
+
+
+def _singular(collection: str) -> str:
+    if collection.endswith("ies"):
+        return collection[:-3] + "y"
+    if collection.endswith("ses"):
+        return collection[:-2]
+    return collection.removesuffix("s")
 
 
 def _literal_regex(text: str) -> str:

@@ -46,6 +46,17 @@ _WELL_KNOWN = frozenset(
 )
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
+
+
+def _joined(path: str, name: str) -> str:
+    """`name` (a client's, not a field's) under `path`, quoted unless it looks like a field name, so that a
+    path is never blank or made of control characters."""
+    if _NAME.fullmatch(name):
+        return f"{path}.{name}" if path else name
+    return f"{path}[{json.dumps(name[:100])}]" if path else json.dumps(name[:100])
+
+
 def _malformed(path: str, description: str) -> InvalidArgument:
     return InvalidArgument.field(path, description, reason=MALFORMED)
 
@@ -74,7 +85,7 @@ def build_request(
             raise _malformed(BODY, "the body must be a JSON object of the request's fields")
         document: dict[str, Any] = body
         if query:
-            name = query[0][0]
+            name = _joined("", query[0][0])
             raise _malformed(name, "this method takes its fields in the JSON body, not in the query string")
     else:
         document = {}
@@ -116,7 +127,7 @@ def _place_query(
     for name, value in query:
         fields = _field_path(descriptor, name)
         if fields is None:
-            raise _malformed(name, f"{descriptor.name} has no field {name!r}")
+            raise _malformed(_joined("", name), f"{descriptor.name} has no field {name[:100]!r}")
         path = ".".join(f.name for f in fields)
         if path in taken:
             raise _malformed(path, "this field is set by the URL path; leave it out of the query")
@@ -206,9 +217,8 @@ def locate_error(value: Any, descriptor: Descriptor, path: str = "") -> str | No
     seen_fields: set[str] = set()
     for key, item in value.items():
         field = _field_named(descriptor, key)
-        here = f"{path}.{key}" if path else key
         if field is None:
-            return here
+            return _joined(path, key)
         here = f"{path}.{field.name}" if path else field.name
         if field.name in seen_fields:
             return here
