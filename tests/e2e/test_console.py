@@ -347,6 +347,16 @@ def test_charts_read_the_aggregates_of_the_seeded_events(page: Page, console: Co
     tokens = _figures(page, "Tokens by model version and slot")
     expected_tokens = sum(400 + i % 50 + 150 + i % 30 for i in range(240))
     assert sum(int(row[1].replace(",", "")) for row in tokens if row[1] != "—") == expected_tokens
+    # The error rate per bucket, weighted by the bucket's requests, gives back the seeded errors: 1 in 10.
+    rates = _figures(page, "Inference error rate by model version and slot")
+    assert [row[0] for row in rates] == [row[0] for row in requests]
+    errors = sum(
+        float(rate[1].removesuffix("%")) / 100 * int(count[1].replace(",", ""))
+        for rate, count in zip(rates, requests, strict=True)
+    )
+    assert abs(errors - 24) < 0.5
+    p95 = _figures(page, "p95 latency by model version and slot")
+    assert all(100 <= int(row[1].removesuffix(" ms")) <= 460 for row in p95)
     latency = _figures(page, "Latency percentiles")
     assert latency
     assert all(cell.endswith(" ms") for row in latency for cell in row[1:])

@@ -229,6 +229,13 @@ function chartsSection(): HTMLElement {
         overall.groups.map((group) => (group.latencyCount > 0n ? pick(group) : null));
       const requests = pivot(perVersion.groups, bucketOf, versionAndSlot, (group) => Number(group.count));
       const tokens = pivot(perVersion.groups, bucketOf, versionAndSlot, (group) => Number(group.inputTokens + group.outputTokens));
+      const errors = pivot(perVersion.groups, bucketOf, versionAndSlot, (group) => group.errorRate * 100);
+      const p95 = pivot(
+        perVersion.groups.filter((group) => group.latencyCount > 0n),
+        bucketOf,
+        versionAndSlot,
+        (group) => durationSeconds(group.latencyP95) * 1000,
+      );
       const cost = pivot(perVersion.groups, bucketOf, versionAndSlot, (group) => Number(group.cost?.micros ?? 0n) / 1e6);
       replace(
         charts,
@@ -251,6 +258,8 @@ function chartsSection(): HTMLElement {
           span,
           (value) => `${value.toFixed(0)} ms`,
         ),
+        timeChart("Inference error rate by model version and slot", errors.buckets, errors.series, span, (value) => `${value.toFixed(1)}%`),
+        timeChart("p95 latency by model version and slot", p95.buckets, p95.series, span, (value) => `${value.toFixed(0)} ms`),
         timeChart("Tokens by model version and slot", tokens.buckets, tokens.series, span),
         timeChart("Cost (USD) by model version and slot", cost.buckets, cost.series, span, (value) => `$${value.toFixed(4)}`),
       );
