@@ -25,7 +25,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from modelplane.server.store.urls import with_database
 from modelplane.v1 import deployments_pb2, deployments_pb2_grpc, logs_pb2, logs_pb2_grpc
@@ -453,9 +453,17 @@ def _screenshot_folder(tmp_path: Path) -> Path:
 
 
 def _start_canary_at_ten_percent(console: Console) -> None:
-    """A canary of version 3 at its first step, so the deployment's picture has two bars."""
+    """A canary of version 3 at its first step, so the deployment's picture has two bars (unless a rollout
+    is active already)."""
     with grpc.insecure_channel(console.grpc_target) as channel:
         stub = deployments_pb2_grpc.DeploymentServiceStub(channel)
+        current = stub.GetDeployment(
+            deployments_pb2.GetDeploymentRequest(name=DEPLOYMENT),
+            metadata=console.metadata(),
+            timeout=GRPC_TIMEOUT,
+        )
+        if current.deployment.active_rollout:
+            return
         step = deployments_pb2.RolloutStep(weight_bp=1000, pause_until_promoted=True)
         stub.StartRollout(
             deployments_pb2.StartRolloutRequest(
@@ -571,3 +579,62 @@ def test_every_page_at_laptop_and_phone_width(
             page.screenshot(path=str(folder / f"{name}-{viewport['width']}.png"), full_page=True)
     finally:
         context.close()
+
+
+# What a server with analysis gates adds to a rollout's JSON (this contract has no gates yet).
+_GATES_JSON = {
+    "analysis": {
+        "gates": [
+            {
+                "name": "errors",
+                "signal": "ANALYSIS_SIGNAL_ERROR_RATE",
+                "window": "300s",
+                "minSamples": "100",
+                "bound": {"maxRatio": 1.5, "margin": 0.01},
+                "onFailure": "GATE_ACTION_ROLLBACK",
+            }
+        ],
+        "maxWaitForData": "600s",
+        "onNoData": "GATE_ACTION_PAUSE",
+        "alpha": 0.05,
+    },
+    "gateEvaluations": [
+        {
+            "gate": "errors",
+            "signal": "ANALYSIS_SIGNAL_ERROR_RATE",
+            "canaryValue": 0.031,
+            "stableValue": 0.012,
+            "canarySamples": "420",
+            "stableSamples": "3800",
+            "pValue": 0.0004,
+            "verdict": "GATE_VERDICT_FAIL",
+            "reason": "canary error rate 0.031 > 1.5 x stable 0.012 + 0.01",
+        }
+    ],
+}
+
+
+def test_a_rollouts_gates_are_shown_when_the_server_sends_them(page: Page, console: Console) -> None:
+    """The rollout panel shows no gates from this server; given a rollout answer with gates (the server's
+    own answer with the gate fields of the gates contract added), it shows them and their verdicts."""
+    _start_canary_at_ten_percent(console)
+    sign_in(page, console, console.admin_token, "deployments/chat-prod")
+    expect(page.get_by_test_id("rollout-state")).to_have_text("progressing")
+    expect(page.get_by_test_id("gates")).to_have_count(0)
+
+    def with_gates(route: Route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["rollout"].update(_GATES_JSON)
+        route.fulfill(response=answer, json=body)
+
+    page.route("**/v1/deployments/chat-prod/rollouts/*", with_gates)
+    page.reload()
+    gates = page.get_by_role("region", name="Analysis gates")
+    expect(gates).to_contain_text("error rate")
+    expect(gates).to_contain_text("canary \u2264 1.5 \u00d7 stable (margin 0.01)")
+    expect(gates).to_contain_text("rollback")
+    verdicts = page.get_by_role("region", name="Latest gate verdicts")
+    expect(verdicts).to_contain_text("fail")
+    expect(verdicts).to_contain_text("420 / 3800")
+    expect(verdicts).to_contain_text("canary error rate 0.031 > 1.5 x stable 0.012 + 0.01")

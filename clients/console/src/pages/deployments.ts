@@ -12,11 +12,12 @@ import {
   type RolloutStep,
   type SlotTraffic,
 } from "@gen/modelplane/v1/deployments_pb.js";
-import { call, stream } from "../api/client";
+import { call, callWithJson, stream } from "../api/client";
 import { DeploymentService, ModelRegistryService } from "../api/services";
 import { field, h, replace, section, table } from "../ui/dom";
 import { errorBox } from "../ui/errors";
 import { durationSeconds, enumLabel, formatTime, formatWeight } from "../ui/format";
+import { gatesView } from "./gates";
 import type { Page } from "./page";
 import { resourcePage } from "./picker";
 
@@ -307,10 +308,14 @@ function deploymentDetail(root: HTMLElement, name: string, canWrite: boolean): (
     shownRollout = next.activeRollout;
     replace(historyPanel, historyView(name));
     if (next.activeRollout) {
-      call(DeploymentService.method.getRollout, { name: next.activeRollout })
-        .then((response) => {
-          if (response.rollout && deployment) {
-            replace(rolloutPanel, rolloutView(response.rollout, deployment, canWrite, refreshFromServer));
+      callWithJson(DeploymentService.method.getRollout, { name: next.activeRollout })
+        .then(({ message, json }) => {
+          if (message.rollout && deployment) {
+            replace(
+              rolloutPanel,
+              rolloutView(message.rollout, deployment, canWrite, refreshFromServer),
+              gatesView(json["rollout"]),
+            );
           }
         })
         .catch((error: unknown) => replace(rolloutPanel, errorBox(error)));
