@@ -18,7 +18,7 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
-from google.protobuf import descriptor_pool, json_format
+from google.protobuf import descriptor_pool, field_mask_pb2, json_format
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -29,6 +29,7 @@ from modelplane.server.config import ServerConfig
 from modelplane.server.http.routes import Route, RouteTable
 from modelplane.server.http.statuses import HTTP_STATUS
 from modelplane.server.store.urls import with_database
+from modelplane.v1 import registry_pb2 as pb
 from tests.support import rich_status
 from tests.support.http_calls import http_call, send
 from tests.support.live_server import create_database, drop_database
@@ -182,3 +183,54 @@ async def test_http_answers_what_grpc_answers(both: Both, method: MethodDescript
         json_format.ParseDict(http_answer, http_status)
         assert http_status == grpc_answer
         assert http_status.code == expected.value[0]
+
+
+def _registry_writes() -> list[tuple[str, Message]]:
+    version = MINIMAL_CALLS["ModelRegistryService"]["CreateModelVersion"][0]
+    assert isinstance(version, pb.CreateModelVersionRequest)
+    return [
+        (
+            "CreateModel",
+            pb.CreateModelRequest(
+                model_id="twice",
+                model=pb.Model(provider="openai", display_name="Twice", labels={"team": "a"}),
+                request_id="http-1",
+            ),
+        ),
+        (
+            "UpdateModel",
+            pb.UpdateModelRequest(
+                model=pb.Model(name="models/twice", description="said once"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+                request_id="http-2",
+            ),
+        ),
+        (
+            "CreateModelVersion",
+            pb.CreateModelVersionRequest(
+                parent="models/twice", model_version=version.model_version, request_id="http-3"
+            ),
+        ),
+        (
+            "SetAlias",
+            pb.SetAliasRequest(
+                name="models/twice/aliases/prod",
+                version="models/twice/versions/1",
+                reason="first",
+                request_id="http-4",
+            ),
+        ),
+        ("DeleteAlias", pb.DeleteAliasRequest(name="models/twice/aliases/prod", request_id="http-5")),
+    ]
+
+
+@module_loop
+async def test_a_write_over_http_is_the_same_request_as_over_grpc(both: Both) -> None:
+    """A write with a request_id, repeated over gRPC after HTTP, gets the first answer back: the server
+    checked that the two requests are the same (a different one is REQUEST_ID_REUSED) and ran it once."""
+    service = descriptor_pool.Default().FindServiceByName("modelplane.v1.ModelRegistryService")
+    for name, request in _registry_writes():
+        method = service.methods_by_name[name]
+        code, answer = await _http(both, ROUTES[method.full_name], request)
+        assert code == 200, answer
+        assert await _grpc(both, method, request) == _parsed(method, answer)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from modelplane.server.app import ModelplaneServer
+from modelplane.server.http import gateway
 from modelplane.server.http.streams import ResumePoint, WatchIds
 from modelplane.v1 import registry_pb2 as pb
 from tests.support import StartServer
@@ -167,3 +168,45 @@ def test_watch_ids_skip_what_a_resumed_client_has() -> None:
     assert ResumePoint.parse("9") == ResumePoint(10, 0)
     fresh = WatchIds(None)
     assert fresh.id_of(pb.WatchModelsResponse(progress=pb.WatchProgress(revision=4))) == "4"
+
+
+async def test_an_idle_stream_sends_keep_alive_comments(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway, "FIRST_MESSAGE_WAIT", 0.05)
+    monkeypatch.setattr(gateway, "KEEPALIVE_INTERVAL", 0.05)
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        async with client.stream("GET", "/v1/logEvents:tail") as response:
+            assert response.status_code == 200
+            # Nothing is logged: the only lines are comments, which EventSource ignores.
+            line = await anext(line async for line in response.aiter_lines() if line)
+    assert line == ": keep-alive"
+
+
+@pytest.mark.parametrize("read_first_event", [True, False])
+async def test_a_client_that_leaves_ends_the_grpc_stream(
+    http_server: ModelplaneServer, monkeypatch: pytest.MonkeyPatch, read_first_event: bool
+) -> None:
+    # Without a first message in time, the response starts at once, before any event.
+    monkeypatch.setattr(gateway, "FIRST_MESSAGE_WAIT", 0.01)
+    assert http_server.http is not None
+    host, _, port = http_server.http.target.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /v1/models:watch HTTP/1.1\r\nHost: {http_server.http.target}\r\n\r\n".encode())
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        if read_first_event:
+            await reader.readuntil(b"\n\n")
+    writer.close()
+    await writer.wait_closed()
+    labels = {
+        "grpc_type": "server_stream",
+        "grpc_service": "modelplane.v1.ModelRegistryService",
+        "grpc_method": "WatchModels",
+        "grpc_code": "CANCELLED",
+    }
+    registry = http_server.metrics.registry
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        while not registry.get_sample_value("grpc_server_handled_total", labels):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)

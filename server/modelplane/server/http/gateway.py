@@ -20,6 +20,7 @@ from google.rpc import status_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from modelplane.server.error_status import internal_status
 from modelplane.server.errors import InvalidArgument, ModelplaneError
@@ -43,6 +44,8 @@ HEALTH_DEADLINE = 5.0
 # event; past that the stream starts and any error comes as its last event.
 FIRST_MESSAGE_WAIT = 2.0
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+# Seconds an SSE stream may stay silent before it sends a keep-alive comment.
+KEEPALIVE_INTERVAL = 15.0
 # What the stream's iterator gives after its last message.
 _END = object()
 
@@ -156,13 +159,7 @@ class Gateway:
                     )
             body = transcode.parse_body(bytes(raw))
         query = request.query_params.multi_items()
-        message = transcode.build_request(route, path_values, query, body)
-        if route.server_streaming and streams.is_resumable(route.method.input_type, route.method.output_type):
-            last_event_id = request.headers.get(streams.LAST_EVENT_ID)
-            if last_event_id:
-                resume = streams.ResumePoint.parse(last_event_id)
-                setattr(message, streams.START_REVISION, resume.start_revision)
-        return message
+        return transcode.build_request(route, path_values, query, body)
 
     async def _unary_call(self, request: Request, route: Route, message: Message) -> Response:
         call = self._unary[route.grpc_path](message, metadata=_metadata(request), timeout=UNARY_DEADLINE)
@@ -178,6 +175,14 @@ class Gateway:
         return _json(transcode.response_json(route, response), 200, request_id)
 
     async def _server_stream(self, request: Request, route: Route, message: Message) -> Response:
+        ids: streams.WatchIds | None = None
+        if streams.is_resumable(route.method.input_type, route.method.output_type):
+            # A browser's EventSource sends the id of the last event it saw when it reconnects.
+            last_event_id = request.headers.get(streams.LAST_EVENT_ID)
+            resume = streams.ResumePoint.parse(last_event_id) if last_event_id else None
+            if resume is not None:
+                setattr(message, streams.START_REVISION, resume.start_revision)
+            ids = streams.WatchIds(resume)
         call = self._stream[route.grpc_path](message, metadata=_metadata(request))
         messages = aiter(call)
         first: asyncio.Future[Any] = asyncio.ensure_future(anext(messages, _END))
@@ -188,18 +193,14 @@ class Gateway:
             trailers = exc.trailing_metadata()
             return error_response(status_of(exc.code(), exc.details(), trailers), _request_id_of(trailers))
         ndjson = streams.wants_ndjson(request.headers.get("accept", ""))
-        ids: streams.WatchIds | None = None
-        if streams.is_resumable(route.method.input_type, route.method.output_type):
-            last_event_id = request.headers.get(streams.LAST_EVENT_ID)
-            ids = streams.WatchIds(streams.ResumePoint.parse(last_event_id) if last_event_id else None)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if first.done():
             request_id = _request_id_of(await call.initial_metadata())
             if request_id:
                 headers["X-Request-Id"] = request_id
         frames = _frames(call, messages, first, route, ids, ndjson=ndjson)
-        return StreamingResponse(
-            frames, media_type=streams.NDJSON if ndjson else streams.SSE, headers=headers
+        return _CallStream(
+            call, frames, media_type=streams.NDJSON if ndjson else streams.SSE, headers=headers
         )
 
     async def health(self, request: Request) -> Response:
@@ -214,6 +215,23 @@ class Gateway:
         name = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
         serving = answer.status == health_pb2.HealthCheckResponse.SERVING
         return _json({"status": name}, 200 if serving else 503)
+
+
+class _CallStream(StreamingResponse):
+    """A streaming response that ends its gRPC call however the response ends, even when the client went
+    away before its first byte (then the frames' own cleanup never runs)."""
+
+    def __init__(
+        self, call: grpc.aio.UnaryStreamCall[Any, Any], content: AsyncIterator[bytes], **kwargs: Any
+    ):
+        super().__init__(content, **kwargs)
+        self._call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._call.cancel()
 
 
 def _serialize(message: Message) -> bytes:
@@ -234,10 +252,21 @@ async def _frames(
     *,
     ndjson: bool,
 ) -> AsyncIterator[bytes]:
-    """The stream's messages as SSE events or NDJSON lines, and its error, if any, last."""
+    """The stream's messages as SSE events or NDJSON lines, and its error, if any, last. An SSE stream idle
+    for KEEPALIVE_INTERVAL seconds (a tail with nothing new) sends a comment line, which EventSource
+    ignores, so that proxies and browsers do not close it as dead."""
+    pending = first
     try:
-        message = await first
-        while message is not _END:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_INTERVAL)
+            if not done:
+                if not ndjson:
+                    yield streams.SSE_KEEPALIVE
+                continue
+            message = pending.result()
+            if message is _END:
+                break
+            pending = asyncio.ensure_future(anext(messages, _END))
             event_id = ids.id_of(message) if ids is not None else ""
             # None: a change a resumed client already has.
             if event_id is not None:
@@ -246,10 +275,9 @@ async def _frames(
                     yield streams.ndjson_line("result", data)
                 else:
                     yield streams.sse_event(data, event_id=event_id)
-            message = await anext(messages, _END)
     except grpc.aio.AioRpcError as exc:
         status = status_json(status_of(exc.code(), exc.details(), exc.trailing_metadata()))
         yield streams.ndjson_line("error", status) if ndjson else streams.sse_event(status, event="error")
     finally:
-        first.cancel()
+        pending.cancel()
         call.cancel()

@@ -27,6 +27,8 @@ SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
 LAST_EVENT_ID = "last-event-id"
 START_REVISION = "start_revision"
+# An SSE comment: EventSource ignores it; it keeps an idle stream from looking dead to proxies.
+SSE_KEEPALIVE = b": keep-alive\n\n"
 
 
 def wants_ndjson(accept: str) -> bool:
