@@ -7,8 +7,11 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 COMPILE := $(BIN)/uv pip compile -q --universal --python-version 3.11 --generate-hashes --no-header pyproject.toml
 RELEASED := $(shell cat protos/RELEASED)
 TS := clients/typescript
+CONSOLE := clients/console
+# The console's build output, inside the Python package so that it ships in the wheel.
+CONSOLE_STATIC := server/modelplane/server/console/static
 
-.PHONY: install lock check-lock gen check-gen ts-gen ts-check-gen ts-build ts-test third-party lint typecheck breaking dist-check test test-embedded run demo bench bench-mlflow clean
+.PHONY: install lock check-lock gen check-gen ts-gen ts-check-gen ts-build ts-test console-build console-check console-screenshots third-party lint typecheck breaking dist-check test test-embedded run demo bench bench-mlflow clean
 
 .venv/.installed: requirements/dev.lock pyproject.toml
 	python3 -m venv .venv && $(PY) -m pip install -q --require-hashes --no-deps -r requirements/dev.lock && $(PY) -m pip install -q --no-deps --no-build-isolation -e . && touch $@
@@ -41,6 +44,18 @@ ts-build: $(TS)/node_modules/.installed
 
 ts-test: .venv/.installed ts-build
 	cd $(TS) && npm test
+
+$(CONSOLE)/node_modules/.installed: $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --no-audit --no-fund && touch node_modules/.installed
+
+console-build: $(CONSOLE)/node_modules/.installed
+	cd $(CONSOLE) && npm run --silent build
+
+console-check: $(CONSOLE)/node_modules/.installed
+	rm -rf build/console && cd $(CONSOLE) && npm run --silent typecheck && npx vite build --logLevel warn --outDir ../../build/console && cd ../.. && diff -r build/console $(CONSOLE_STATIC) && echo "the built console matches $(CONSOLE)/"
+
+console-screenshots: .venv/.installed
+	MODELPLANE_CONSOLE_SCREENSHOTS=$(CONSOLE)/screenshots $(BIN)/pytest tests/e2e/test_console.py -q
 
 third-party: .venv/.installed
 	$(PY) scripts/copy_third_party_protos.py
@@ -76,4 +91,4 @@ bench-mlflow: .venv/.installed
 	$(PY) -m bench.mlflow_compare
 
 clean:
-	rm -rf .venv build .mypy_cache .ruff_cache .pytest_cache $(TS)/node_modules $(TS)/dist
+	rm -rf .venv build .mypy_cache .ruff_cache .pytest_cache $(TS)/node_modules $(TS)/dist $(CONSOLE)/node_modules

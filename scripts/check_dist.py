@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -82,10 +83,25 @@ def build() -> tuple[Path, Path]:
     assert not any(n.startswith("modelplane/__init__") for n in names), "modelplane must stay a namespace"
     migrations = [n for n in names if n.startswith("modelplane/server/store/schema/") and n.endswith(".sql")]
     assert migrations, "the wheel lacks the SQL migrations"
+    check_console(wheel, names)
     with tarfile.open(sdist) as archive:
         members = archive.getnames()
     assert any(m.endswith("protos/modelplane/v1/registry.proto") for m in members), "the sdist lacks protos/"
+    assert not any("/node_modules/" in m for m in members), "the sdist holds node_modules"
     return wheel, sdist
+
+
+CONSOLE = "modelplane/server/console/static/"
+
+
+def check_console(wheel: Path, names: set[str]) -> None:
+    """The web console's index.html is in the wheel with every script and stylesheet it loads."""
+    assert f"{CONSOLE}index.html" in names, "the wheel lacks the web console (make console-build)"
+    index = zipfile.ZipFile(wheel).read(f"{CONSOLE}index.html").decode()
+    assets = re.findall(r'(?:src|href)="\./(assets/[^"]+)"', index)
+    assert assets, "the console's index.html loads no assets"
+    for asset in assets:
+        assert CONSOLE + asset in names, f"the wheel lacks {asset}, which the console's index.html loads"
 
 
 def venv(name: str, lock: str, wheel: Path, extra: str) -> Path:

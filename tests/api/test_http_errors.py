@@ -179,7 +179,9 @@ async def test_unknown_routes_and_methods(client: httpx.AsyncClient) -> None:
     wrong = await client.put("/v1/models/chat", json={})
     assert wrong.status_code == 405
     assert set(wrong.headers["allow"].split(", ")) == {"GET", "PATCH", "DELETE"}
-    assert (await client.get("/not-the-api")).status_code == 404
+    unknown = await client.get("/v1/not-the-api")
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 async def test_a_body_over_the_message_limit_is_400(client: httpx.AsyncClient) -> None:

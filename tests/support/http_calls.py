@@ -62,7 +62,10 @@ def http_call(route: Route, message: Message) -> HttpCall:
     document = json_format.MessageToDict(message, preserving_proto_field_name=True)
 
     def fill(match: re.Match[str]) -> str:
-        return quote(str(_pop(document, match.group(1))), safe="/")
+        # A segment of "." or ".." is percent-encoded as every HTTP client would otherwise remove it
+        # (RFC 3986 dot-segment removal) and the request would reach another path.
+        value = quote(str(_pop(document, match.group(1))), safe="/")
+        return "/".join(s.replace(".", "%2E") if s in (".", "..") else s for s in value.split("/"))
 
     url = _VARIABLE.sub(fill, route.template.text)
     if route.body == "*":
