@@ -100,6 +100,7 @@ export class Server {
       auth: boolean;
       address?: string;
       tls?: { certFile: string; keyFile: string };
+      metricsAddress?: string;
       env?: Readonly<Record<string, string>>;
     },
   ): Promise<Server> {
@@ -110,6 +111,9 @@ export class Server {
     }
     if (options.tls !== undefined) {
       args.push("--tls-cert", options.tls.certFile, "--tls-key", options.tls.keyFile);
+    }
+    if (options.metricsAddress !== undefined) {
+      args.push("--metrics-address", options.metricsAddress);
     }
     const child = spawn(MODELPLANE, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...serverEnvironment(), ...options.env } });
     const log: string[] = [];
@@ -138,9 +142,19 @@ export class Server {
     return this.log.join("");
   }
 
+  /** Kills the server (SIGKILL), as a crash would, and waits for its exit. */
+  async kill(): Promise<void> {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) {
+      return;
+    }
+    const exited = new Promise<void>((done) => this.process.once("exit", () => done()));
+    this.process.kill("SIGKILL");
+    await exited;
+  }
+
   /** Stops the server with SIGTERM (gracefully: open streams end with UNAVAILABLE) and waits for its exit. */
   async stop(): Promise<number | null> {
-    if (this.process.exitCode !== null) {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) {
       return this.process.exitCode;
     }
     const exited = new Promise<number | null>((done) => this.process.once("exit", (code) => done(code)));
