@@ -3,6 +3,7 @@ exported through the SDK (in memory) and over OTLP/gRPC to a real receiver, as O
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,14 @@ class Traced:
     def spans(self, method: str) -> list[ReadableSpan]:
         """The server's finished spans of calls of `method` ("CreateModel")."""
         return [s for s in self.exporter.get_finished_spans() if s.name.endswith(f"/{method}")]
+
+    async def ended(self, method: str, count: int = 1) -> list[ReadableSpan]:
+        """The spans of `method` once `count` have ended: a call that fails has sent its status to the
+        client when the server's span around it ends, so the client may see the error first."""
+        async with asyncio.timeout(10):
+            while len(self.spans(method)) < count:  # noqa: ASYNC110 - the SDK exporter has no event to wait on
+                await asyncio.sleep(0.01)
+        return self.spans(method)
 
 
 @pytest.fixture
@@ -114,7 +123,7 @@ async def test_a_failed_call_carries_its_status_code(traced: Traced) -> None:
     async with connect(traced.server.target) as connection:
         with pytest.raises(Exception, match="models/missing"):
             await connection.registry.get_model(name="models/missing")
-    (call,) = traced.spans("GetModel")
+    (call,) = await traced.ended("GetModel")
     assert call.attributes is not None
     assert call.attributes["rpc.grpc.status_code"] == 5
     # The semantic conventions leave a server span's status unset for a client's mistake (NOT_FOUND).

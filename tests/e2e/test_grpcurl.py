@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from modelplane.server.app import MODELPLANE_SERVICES, ModelplaneServer, build_server
+from modelplane.server.app import MODELPLANE_SERVICES, OTLP_LOGS_SERVICE, ModelplaneServer, build_server
 from modelplane.server.auth.store import create_token
 from modelplane.server.config import ServerConfig
 from modelplane.v1 import registry_pb2
@@ -92,6 +92,7 @@ async def test_list_shows_every_service(open_server: ModelplaneServer) -> None:
     assert REGISTRY in MODELPLANE_SERVICES
     assert set(run.stdout.split()) == {
         *MODELPLANE_SERVICES,
+        OTLP_LOGS_SERVICE,
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -150,6 +150,16 @@ def _pricing_of(row: Any) -> Prices:
     )
 
 
+def _refuse_oversized(batch: LogBatch, prefix: str) -> None:
+    """InvalidArgument (BATCH_TOO_LARGE) for a batch of more than MAX_BATCH_EVENTS events."""
+    if len(batch.events) > MAX_BATCH_EVENTS:
+        raise InvalidArgument.field(
+            f"{prefix}.events",
+            f"at most {MAX_BATCH_EVENTS} events a batch, got {len(batch.events)}; split the batch",
+            reason=ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
+        )
+
+
 class LogService:
     def __init__(
         self,
@@ -178,12 +188,7 @@ class LogService:
         """The batch as ingestion rows; InvalidArgument naming every broken rule."""
         if isinstance(batch, RowBatch):
             return self._checked_times(batch, prefix)
-        if len(batch.events) > MAX_BATCH_EVENTS:
-            raise InvalidArgument.field(
-                f"{prefix}.events",
-                f"at most {MAX_BATCH_EVENTS} events a batch, got {len(batch.events)}; split the batch",
-                reason=ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
-            )
+        _refuse_oversized(batch, prefix)
         # What conversion refused first; the rules then meet a refused field's default (an epoch event time,
         # say) too, and Violations names each field once.
         v = Violations()
@@ -321,12 +326,7 @@ class LogService:
         with the events left out: (their index in the batch, the first rule each broke). For receivers
         whose protocol acknowledges part of a request (OTLP's partial success); same checks, pricing,
         idempotency and acknowledgement as `write`."""
-        if len(batch.events) > MAX_BATCH_EVENTS:
-            raise InvalidArgument.field(
-                "batch.events",
-                f"at most {MAX_BATCH_EVENTS} events a batch, got {len(batch.events)}; split the batch",
-                reason=ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
-            )
+        _refuse_oversized(batch, "batch")
         now, oldest = self._window()
         kept: list[tuple[int, LogEvent]] = []
         left_out: list[tuple[int, FieldViolation]] = []
