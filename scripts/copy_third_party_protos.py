@@ -89,6 +89,10 @@ def differences() -> list[str]:
         source, vendored = _google_source() / name, VENDORED / name
         if not vendored.exists() or vendored.read_bytes() != source.read_bytes():
             found.append(f"{vendored.relative_to(ROOT)} differs from {source}: run `make third-party`")
+    listed = {*GOOGLE_FILES, HEALTH_FILE, "LICENSE", "README.md"}
+    for path in sorted(VENDORED.rglob("*")):
+        if path.is_file() and path.relative_to(VENDORED).as_posix() not in listed:
+            found.append(f"{path.relative_to(ROOT)} is not one of the vendored files: remove it, or list it")
     installed = descriptor_pb2.FileDescriptorProto()
     health_pb2.DESCRIPTOR.CopyToProto(installed)
     if _shape(_compiled(HEALTH_FILE)) != _shape(installed):
