@@ -36,6 +36,7 @@ from tests.support.console_seed import (
     MODEL,
     Metadata,
     seed,
+    seed_deployment,
     seed_logs,
     seed_slot_events,
 )
@@ -600,23 +601,7 @@ def _start_gated_canary(console: Console) -> str:
     metadata = console.metadata()
     with grpc.insecure_channel(console.grpc_target) as channel:
         stub = deployments_pb2_grpc.DeploymentServiceStub(channel)
-        stub.CreateDeployment(
-            deployments_pb2.CreateDeploymentRequest(
-                deployment_id=GATED_DEPLOYMENT.removeprefix("deployments/"),
-                deployment=deployments_pb2.Deployment(
-                    environment="staging",
-                    model=MODEL,
-                    traffic=deployments_pb2.TrafficTable(
-                        stable=deployments_pb2.SlotTraffic(
-                            model_version=f"{MODEL}/versions/1",
-                            endpoints=[deployments_pb2.Endpoint(address="10.0.1.7:8000")],
-                        )
-                    ),
-                ),
-            ),
-            metadata=metadata,
-            timeout=GRPC_TIMEOUT,
-        )
+        seed_deployment(channel, metadata, GATED_DEPLOYMENT, "staging", "10.0.1.7:8000")
         window = duration_pb2.Duration(seconds=600)
         gates = [
             deployments_pb2.AnalysisGate(
@@ -645,7 +630,9 @@ def _start_gated_canary(console: Console) -> str:
                     strategy=deployments_pb2.ROLLOUT_STRATEGY_CANARY,
                     steps=[
                         deployments_pb2.RolloutStep(weight_bp=1000, pause_until_promoted=True),
-                        deployments_pb2.RolloutStep(weight_bp=5000, duration=duration_pb2.Duration(seconds=1)),
+                        deployments_pb2.RolloutStep(
+                            weight_bp=5000, duration=duration_pb2.Duration(seconds=1)
+                        ),
                     ],
                     analysis=deployments_pb2.RolloutAnalysis(
                         gates=gates,
@@ -671,7 +658,13 @@ def _start_gated_canary(console: Console) -> str:
             (common_pb2.TRAFFIC_SLOT_CANARY, 2, 40),
         ):
             seed_slot_events(
-                channel, metadata, GATED_DEPLOYMENT, slot, f"{MODEL}/versions/{version}", count=400, errors=errors
+                channel,
+                metadata,
+                GATED_DEPLOYMENT,
+                slot,
+                f"{MODEL}/versions/{version}",
+                count=400,
+                errors=errors,
             )
     return started.rollout.name
 
@@ -707,9 +700,12 @@ def test_a_gated_canary_shows_its_gates_their_verdicts_and_the_decision(
     latency = verdicts.get_by_role("row").filter(has_text="p95")
     expect(latency).to_contain_text("pass")
     expect(latency).to_contain_text("400 / 400")
-    decided = page.get_by_role("list", name="History, newest first").get_by_role("listitem").filter(
-        has_text="paused"
-    ).filter(has=page.get_by_test_id("gate-evaluation"))
+    decided = (
+        page.get_by_role("list", name="History, newest first")
+        .get_by_role("listitem")
+        .filter(has_text="paused")
+        .filter(has=page.get_by_test_id("gate-evaluation"))
+    )
     expect(decided).to_have_count(1)
     expect(decided).to_contain_text(f"{rollout} (paused)")
     expect(decided).to_contain_text("gate errors failed")
@@ -717,5 +713,9 @@ def test_a_gated_canary_shows_its_gates_their_verdicts_and_the_decision(
         "errors: fail \u00b7 canary 10%, stable 2% over 400 / 400 events"
     )
     expect(decided.get_by_test_id("gate-evaluation").nth(1)).to_contain_text("p95: pass")
+    assert page.evaluate(_LOW_CONTRAST) == [], "text below WCAG AA contrast in the gates or the timeline"
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(_screenshot_folder(tmp_path) / "deployments-gates-1280.png"), full_page=True)
+    page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the gates panel is {width} px wide at {PHONE['width']} px"

@@ -85,18 +85,25 @@ def seed_registry(channel: grpc.Channel, metadata: Metadata) -> None:
         )
 
 
-def seed_deployment(channel: grpc.Channel, metadata: Metadata) -> None:
+def seed_deployment(
+    channel: grpc.Channel,
+    metadata: Metadata,
+    name: str = DEPLOYMENT,
+    environment: str = "prod",
+    stable_endpoint: str = "10.0.0.7:8000",
+) -> None:
+    """A deployment of the model with version 1 stable on one endpoint."""
     deployments = deployments_pb2_grpc.DeploymentServiceStub(channel)
     deployments.CreateDeployment(
         deployments_pb2.CreateDeploymentRequest(
-            deployment_id="chat-prod",
+            deployment_id=name.removeprefix("deployments/"),
             deployment=deployments_pb2.Deployment(
-                environment="prod",
+                environment=environment,
                 model=MODEL,
                 traffic=deployments_pb2.TrafficTable(
                     stable=deployments_pb2.SlotTraffic(
                         model_version=f"{MODEL}/versions/1",
-                        endpoints=[deployments_pb2.Endpoint(address="10.0.0.7:8000")],
+                        endpoints=[deployments_pb2.Endpoint(address=stable_endpoint)],
                     )
                 ),
                 description="The story teller's chat model",
