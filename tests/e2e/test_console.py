@@ -1,8 +1,8 @@
 """The web console in Debian's headless Chromium, driven by Playwright, against `modelplane serve
 --http-address` with auth on: signing in, browsing, a bad filter shown at its position, a canary started
 and promoted while its bar moves without a reload, a text checked, charts read, a reader's view without
-write controls, and every page at laptop and phone width (labelled controls, nothing wider than the
-screen, screenshots).
+write controls, a gated canary's gates, verdicts and decision, and every page at laptop and phone width
+(labelled controls, nothing wider than the screen, screenshots).
 
 Screenshots go to a temporary folder, or to MODELPLANE_CONSOLE_SCREENSHOTS when set (`make
 console-screenshots` writes the README's, in clients/console/screenshots/).
@@ -25,11 +25,21 @@ from pathlib import Path
 
 import grpc
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from google.protobuf import duration_pb2
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from modelplane.server.store.urls import with_database
-from modelplane.v1 import deployments_pb2, deployments_pb2_grpc, logs_pb2, logs_pb2_grpc
-from tests.support.console_seed import CANARY_ENDPOINT, DEPLOYMENT, MODEL, Metadata, seed, seed_logs
+from modelplane.v1 import common_pb2, deployments_pb2, deployments_pb2_grpc, logs_pb2, logs_pb2_grpc
+from tests.support.console_seed import (
+    CANARY_ENDPOINT,
+    DEPLOYMENT,
+    MODEL,
+    Metadata,
+    seed,
+    seed_deployment,
+    seed_logs,
+    seed_slot_events,
+)
 from tests.support.live_server import create_database, drop_database
 from tests.support.loopback import free_port
 from tests.support.processes import environment, launched, modelplane_command, wait_serving
@@ -581,60 +591,131 @@ def test_every_page_at_laptop_and_phone_width(
         context.close()
 
 
-# What a server with analysis gates adds to a rollout's JSON (this contract has no gates yet).
-_GATES_JSON = {
-    "analysis": {
-        "gates": [
-            {
-                "name": "errors",
-                "signal": "ANALYSIS_SIGNAL_ERROR_RATE",
-                "window": "300s",
-                "minSamples": "100",
-                "bound": {"maxRatio": 1.5, "margin": 0.01},
-                "onFailure": "GATE_ACTION_ROLLBACK",
-            }
-        ],
-        "maxWaitForData": "600s",
-        "onNoData": "GATE_ACTION_PAUSE",
-        "alpha": 0.05,
-    },
-    "gateEvaluations": [
-        {
-            "gate": "errors",
-            "signal": "ANALYSIS_SIGNAL_ERROR_RATE",
-            "canaryValue": 0.031,
-            "stableValue": 0.012,
-            "canarySamples": "420",
-            "stableSamples": "3800",
-            "pValue": 0.0004,
-            "verdict": "GATE_VERDICT_FAIL",
-            "reason": "canary error rate 0.031 > 1.5 x stable 0.012 + 0.01",
-        }
-    ],
-}
+GATED_DEPLOYMENT = "deployments/chat-stage"
 
 
-def test_a_rollouts_gates_are_shown_when_the_server_sends_them(page: Page, console: Console) -> None:
-    """The rollout panel shows no gates from this server; given a rollout answer with gates (the server's
-    own answer with the gate fields of the gates contract added), it shows them and their verdicts."""
-    _start_canary_at_ten_percent(console)
-    sign_in(page, console, console.admin_token, "deployments/chat-prod")
+def _start_gated_canary(console: Console) -> str:
+    """A deployment of version 1 with a gated canary of version 2 at its first step (held until promoted,
+    then a timed step whose end the gates decide), and the events the gates read for both slots: the
+    canary fails five times as often as the stable slot, at the same latencies. Returns the rollout."""
+    metadata = console.metadata()
+    with grpc.insecure_channel(console.grpc_target) as channel:
+        stub = deployments_pb2_grpc.DeploymentServiceStub(channel)
+        seed_deployment(channel, metadata, GATED_DEPLOYMENT, "staging", "10.0.1.7:8000")
+        window = duration_pb2.Duration(seconds=600)
+        gates = [
+            deployments_pb2.AnalysisGate(
+                name="errors",
+                signal=deployments_pb2.ANALYSIS_SIGNAL_ERROR_RATE,
+                window=window,
+                min_samples=200,
+                bound=deployments_pb2.GateBound(max_ratio=1.0),
+                on_failure=deployments_pb2.GATE_ACTION_PAUSE,
+            ),
+            deployments_pb2.AnalysisGate(
+                name="p95",
+                signal=deployments_pb2.ANALYSIS_SIGNAL_LATENCY_P95,
+                window=window,
+                min_samples=200,
+                bound=deployments_pb2.GateBound(max_ratio=1.2, margin=5.0),
+                on_failure=deployments_pb2.GATE_ACTION_ROLLBACK,
+            ),
+        ]
+        started = stub.StartRollout(
+            deployments_pb2.StartRolloutRequest(
+                parent=GATED_DEPLOYMENT,
+                rollout=deployments_pb2.Rollout(
+                    target_version=f"{MODEL}/versions/2",
+                    endpoints=[deployments_pb2.Endpoint(address="10.0.1.11:8000")],
+                    strategy=deployments_pb2.ROLLOUT_STRATEGY_CANARY,
+                    steps=[
+                        deployments_pb2.RolloutStep(weight_bp=1000, pause_until_promoted=True),
+                        deployments_pb2.RolloutStep(
+                            weight_bp=5000, duration=duration_pb2.Duration(seconds=1)
+                        ),
+                    ],
+                    analysis=deployments_pb2.RolloutAnalysis(
+                        gates=gates,
+                        max_wait_for_data=duration_pb2.Duration(seconds=120),
+                        on_no_data=deployments_pb2.GATE_ACTION_PAUSE,
+                    ),
+                    reason="longer context for staging",
+                ),
+            ),
+            metadata=metadata,
+            timeout=GRPC_TIMEOUT,
+        )
+        stub.ReportEndpointHealth(
+            deployments_pb2.ReportEndpointHealthRequest(
+                deployment=GATED_DEPLOYMENT, address="10.0.1.11:8000", ready=True
+            ),
+            metadata=metadata,
+            timeout=GRPC_TIMEOUT,
+        )
+        # Written after the rollout started: a gate's window never reaches back before its start.
+        for slot, version, errors in (
+            (common_pb2.TRAFFIC_SLOT_STABLE, 1, 8),
+            (common_pb2.TRAFFIC_SLOT_CANARY, 2, 40),
+        ):
+            seed_slot_events(
+                channel,
+                metadata,
+                GATED_DEPLOYMENT,
+                slot,
+                f"{MODEL}/versions/{version}",
+                count=400,
+                errors=errors,
+            )
+    return started.rollout.name
+
+
+def test_a_gated_canary_shows_its_gates_their_verdicts_and_the_decision(
+    page: Page, console: Console, tmp_path: Path
+) -> None:
+    """A real gated canary: the panel shows each gate and that none has decided yet; promoted from the
+    console, the timed step's end is decided by the gates (errors fails, so the rollout pauses), and the
+    panel shows each gate's figures, sample sizes and verdict while the timeline shows the decision."""
+    rollout = _start_gated_canary(console)
+    sign_in(page, console, console.admin_token, GATED_DEPLOYMENT)
     expect(page.get_by_test_id("rollout-state")).to_have_text("progressing")
-    expect(page.get_by_test_id("gates")).to_have_count(0)
-
-    def with_gates(route: Route) -> None:
-        answer = route.fetch()
-        body = answer.json()
-        body["rollout"].update(_GATES_JSON)
-        route.fulfill(response=answer, json=body)
-
-    page.route("**/v1/deployments/chat-prod/rollouts/*", with_gates)
-    page.reload()
     gates = page.get_by_role("region", name="Analysis gates")
+    expect(gates.get_by_role("row")).to_have_count(3)
     expect(gates).to_contain_text("error rate")
-    expect(gates).to_contain_text("canary \u2264 1.5 \u00d7 stable (margin 0.01)")
+    expect(gates).to_contain_text("canary \u2264 1 \u00d7 stable")
+    expect(gates).to_contain_text("latency p95")
+    expect(gates).to_contain_text("canary \u2264 1.2 \u00d7 stable + 5 ms")
     expect(gates).to_contain_text("rollback")
+    expect(page.get_by_test_id("gates-policy")).to_contain_text("2 min for enough events, then: pause")
     verdicts = page.get_by_role("region", name="Latest gate verdicts")
-    expect(verdicts).to_contain_text("fail")
-    expect(verdicts).to_contain_text("420 / 3800")
-    expect(verdicts).to_contain_text("canary error rate 0.031 > 1.5 x stable 0.012 + 0.01")
+    expect(verdicts).to_contain_text("No gate has been evaluated yet")
+
+    page.get_by_role("button", name="Promote", exact=True).click()
+    # The driver decides the timed step's end from the gates; the watch stream brings the pause in.
+    expect(page.get_by_test_id("rollout-state")).to_have_text("paused")
+    errors = verdicts.get_by_role("row").filter(has_text="errors")
+    expect(errors).to_contain_text("fail")
+    expect(errors).to_contain_text("10%")
+    expect(errors).to_contain_text("2%")
+    expect(errors).to_contain_text("400 / 400")
+    latency = verdicts.get_by_role("row").filter(has_text="p95")
+    expect(latency).to_contain_text("pass")
+    expect(latency).to_contain_text("400 / 400")
+    decided = (
+        page.get_by_role("list", name="History, newest first")
+        .get_by_role("listitem")
+        .filter(has_text="paused")
+        .filter(has=page.get_by_test_id("gate-evaluation"))
+    )
+    expect(decided).to_have_count(1)
+    expect(decided).to_contain_text(f"{rollout} (paused)")
+    expect(decided).to_contain_text("gate errors failed")
+    expect(decided.get_by_test_id("gate-evaluation").first).to_have_text(
+        "errors: fail \u00b7 canary 10%, stable 2% over 400 / 400 events"
+    )
+    expect(decided.get_by_test_id("gate-evaluation").nth(1)).to_contain_text("p95: pass")
+    assert page.evaluate(_LOW_CONTRAST) == [], "text below WCAG AA contrast in the gates or the timeline"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(_screenshot_folder(tmp_path) / "deployments-gates-1280.png"), full_page=True)
+    page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the gates panel is {width} px wide at {PHONE['width']} px"

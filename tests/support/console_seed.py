@@ -85,18 +85,25 @@ def seed_registry(channel: grpc.Channel, metadata: Metadata) -> None:
         )
 
 
-def seed_deployment(channel: grpc.Channel, metadata: Metadata) -> None:
+def seed_deployment(
+    channel: grpc.Channel,
+    metadata: Metadata,
+    name: str = DEPLOYMENT,
+    environment: str = "prod",
+    stable_endpoint: str = "10.0.0.7:8000",
+) -> None:
+    """A deployment of the model with version 1 stable on one endpoint."""
     deployments = deployments_pb2_grpc.DeploymentServiceStub(channel)
     deployments.CreateDeployment(
         deployments_pb2.CreateDeploymentRequest(
-            deployment_id="chat-prod",
+            deployment_id=name.removeprefix("deployments/"),
             deployment=deployments_pb2.Deployment(
-                environment="prod",
+                environment=environment,
                 model=MODEL,
                 traffic=deployments_pb2.TrafficTable(
                     stable=deployments_pb2.SlotTraffic(
                         model_version=f"{MODEL}/versions/1",
-                        endpoints=[deployments_pb2.Endpoint(address="10.0.0.7:8000")],
+                        endpoints=[deployments_pb2.Endpoint(address=stable_endpoint)],
                     )
                 ),
                 description="The story teller's chat model",
@@ -223,3 +230,42 @@ def seed(channel: grpc.Channel, token: str) -> None:
     seed_deployment(channel, metadata)
     seed_policy(channel, metadata)
     seed_logs(channel, metadata)
+
+
+def seed_slot_events(
+    channel: grpc.Channel,
+    metadata: Metadata,
+    deployment: str,
+    slot: common_pb2.TrafficSlot.ValueType,
+    version: str,
+    *,
+    count: int,
+    errors: int,
+) -> None:
+    """`count` inference events of one slot of a deployment, written now, the first `errors` of them
+    failed, latencies 1 to 100 ms alike on every slot: what a rollout's analysis gates read."""
+    logs = logs_pb2_grpc.LogServiceStub(channel)
+    now = _timestamp(datetime.now(UTC))
+    events = [
+        logs_pb2.LogEvent(
+            event_id=f"slot-{uuid.uuid4().hex}",
+            event_time=now,
+            service="storyteller",
+            level=logs_pb2.LOG_LEVEL_ERROR if index < errors else logs_pb2.LOG_LEVEL_INFO,
+            links=common_pb2.EventLinks(deployment=deployment, traffic_slot=slot),
+            inference=logs_pb2.InferencePayload(
+                provider="openai",
+                model_version=version,
+                input_tokens=100,
+                output_tokens=50,
+                latency=duration_pb2.Duration(nanos=(1 + index % 100) * 1_000_000),
+                status=logs_pb2.INFERENCE_STATUS_ERROR if index < errors else logs_pb2.INFERENCE_STATUS_OK,
+            ),
+        )
+        for index in range(count)
+    ]
+    logs.WriteLogEvents(
+        logs_pb2.WriteLogEventsRequest(batch=logs_pb2.LogBatch(events=events)),
+        metadata=metadata,
+        timeout=TIMEOUT,
+    )

@@ -90,21 +90,9 @@ export async function call<I extends DescMessage, O extends DescMessage>(
   method: Unary<I, O>,
   init: MessageInitShape<I>,
 ): Promise<MessageShape<O>> {
-  return (await callWithJson(method, init)).message;
-}
-
-/**
- * Calls a unary RPC and returns the answer both typed and as the JSON it came in, which also holds the
- * fields of a newer server that these generated types do not know yet.
- */
-export async function callWithJson<I extends DescMessage, O extends DescMessage>(
-  method: Unary<I, O>,
-  init: MessageInitShape<I>,
-): Promise<{ message: MessageShape<O>; json: JsonObject }> {
   const signal = AbortSignal.timeout(CALL_TIMEOUT_MS);
   const response = await send(method, requestJson(method.input, init), "application/json", signal);
-  const json = (await response.json()) as JsonObject;
-  return { message: fromJson(method.output, json, { ignoreUnknownFields: true }), json };
+  return fromJson(method.output, (await response.json()) as JsonObject, { ignoreUnknownFields: true });
 }
 
 /**

@@ -12,12 +12,12 @@ import {
   type RolloutStep,
   type SlotTraffic,
 } from "@gen/modelplane/v1/deployments_pb.js";
-import { call, callWithJson, stream } from "../api/client";
+import { call, stream } from "../api/client";
 import { DeploymentService, ModelRegistryService } from "../api/services";
 import { field, h, replace, section, table } from "../ui/dom";
 import { errorBox } from "../ui/errors";
 import { durationSeconds, enumLabel, formatTime, formatWeight } from "../ui/format";
-import { gatesView } from "./gates";
+import { evaluationLine, gatesView } from "./gates";
 import type { Page } from "./page";
 import { resourcePage } from "./picker";
 
@@ -267,6 +267,9 @@ function historyView(deployment: string): HTMLElement {
                 { class: "after" },
                 ` · canary ${formatWeight(entry.trafficAfter?.canary?.weightBp ?? 0)}, stable ${formatWeight(entry.trafficAfter?.stable?.weightBp ?? 0)}`,
               ),
+              entry.gateEvaluations.length > 0
+                ? h("ul", { class: "gate-evaluations", "aria-label": "Gate evaluations" }, entry.gateEvaluations.map(evaluationLine))
+                : null,
             ),
           ),
         ),
@@ -308,13 +311,13 @@ function deploymentDetail(root: HTMLElement, name: string, canWrite: boolean): (
     shownRollout = next.activeRollout;
     replace(historyPanel, historyView(name));
     if (next.activeRollout) {
-      callWithJson(DeploymentService.method.getRollout, { name: next.activeRollout })
-        .then(({ message, json }) => {
-          if (message.rollout && deployment) {
+      call(DeploymentService.method.getRollout, { name: next.activeRollout })
+        .then((response) => {
+          if (response.rollout && deployment) {
             replace(
               rolloutPanel,
-              rolloutView(message.rollout, deployment, canWrite, refreshFromServer),
-              gatesView(json["rollout"]),
+              rolloutView(response.rollout, deployment, canWrite, refreshFromServer),
+              gatesView(response.rollout),
             );
           }
         })
