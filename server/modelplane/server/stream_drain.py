@@ -89,4 +89,3 @@ class ResumableRequests:
         except Exception:  # a read gRPC failed (the call is over): there is nothing left to wait for
             return False
         return True
-
