@@ -47,7 +47,7 @@ async def test_a_refused_stream_is_not_ended_while_the_client_is_still_sending(
 ) -> None:
     # The NUL in the start is refused as the first message arrives; the status must still wait for the
     # client, which keeps sending (a chunk it had queued) and only then half-closes.
-    call = GuardrailServiceStub(channel).CheckStream(timeout=TIMEOUT)
+    call = GuardrailServiceStub(channel).CheckStream(None, timeout=TIMEOUT)
     await call.write(BAD_START)
     ended = asyncio.ensure_future(call.code())
     # Well within the server's wait: a server that ended the call at once has ended it by now.
