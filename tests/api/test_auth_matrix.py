@@ -36,7 +36,7 @@ from modelplane.server.store.urls import with_database
 from modelplane.v1 import common_pb2
 from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import logs_pb2 as lpb
-from tests.support.live_server import client_core_race, create_database, drop_database
+from tests.support.live_server import create_database, drop_database
 from tests.support.minimal_calls import MINIMAL_CALLS, MISSING, MISSING_DEPLOYMENT
 from tests.support.rich_errors import RichError, rich
 
@@ -230,15 +230,6 @@ class AuthServer:
         self, credential: str, service: ServiceDescriptor, method: MethodDescriptor, request: Message
     ) -> RichError | None:
         """None when the call succeeds (the first message, for a stream); the rich error otherwise."""
-        for _ in range(CORE_RACE_ATTEMPTS):
-            error = await self._call_once(credential, service, method, request)
-            if not client_core_race(method, error):
-                return error
-        return error
-
-    async def _call_once(
-        self, credential: str, service: ServiceDescriptor, method: MethodDescriptor, request: Message
-    ) -> RichError | None:
         channel = self.channels[credential]
         output_class = _message_class(method.output_type)
         path = method_path(service, method.name)
@@ -271,12 +262,6 @@ class AuthServer:
         except grpc.aio.AioRpcError as error:
             return rich(error)
         return None
-
-
-# A client stream the server ends at once (auth refused) while the client's own gRPC core is still sending
-# its message now and then comes back from that core as INTERNAL "Internal error from Core", with none of
-# the server's details; the server never sent it. Such an attempt is made again.
-CORE_RACE_ATTEMPTS = 5
 
 
 def _serialize(message: Message) -> bytes:

@@ -44,7 +44,6 @@ from tests.support.live_server import (
 
 # Under the names the property test calls them by: hypothesis seeds the repeatable run from the test's
 # source, and other names would draw other examples.
-from tests.support.live_server import client_core_race as _core_race
 from tests.support.live_server import request_size as _size
 from tests.support.proto_strategies import (
     INT32_MAX,
@@ -676,9 +675,6 @@ def test_only_documented_statuses(live: LiveServer, method: MethodDescriptor, da
     error, responses = live.run(live.call(method, request))
     # Shown by --hypothesis-show-statistics: how deep the random requests get.
     event("OK" if error is None else f"{error.code.name} {error.reason}")
-    if _core_race(method, error):
-        event("client core race")
-        return
     check_outcome(method, request, error, responses)
 
 

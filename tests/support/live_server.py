@@ -229,19 +229,3 @@ def check_error(
 def request_size(request: Request) -> int:
     """The bytes of a request on the wire, of all its messages for a stream."""
     return request.ByteSize() if isinstance(request, Message) else sum(m.ByteSize() for m in request)
-
-
-def client_core_race(method: MethodDescriptor, error: RichError | None) -> bool:
-    """Whether `error` is the client's own gRPC core losing a race with a stream the server ended early.
-
-    Seen rarely, not reproducible on its own: a stream the server ends early while the client is still
-    sending (a large chunk, say) comes back from the client's own gRPC core as INTERNAL "Internal error from
-    Core", with none of the server's details. The server never sent that status.
-    """
-    return (
-        method.client_streaming
-        and error is not None
-        and error.code == grpc.StatusCode.INTERNAL
-        and error.message == "Internal error from Core"
-        and not error.details
-    )

@@ -35,6 +35,7 @@ from modelplane.server.errors import (
 )
 from modelplane.server.metrics import GRPC_TYPES, MethodMetrics, ServerMetrics
 from modelplane.server.nul_characters import refuse_nul_characters
+from modelplane.server.stream_drain import ResumableRequests
 from modelplane.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
@@ -301,7 +302,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         metrics = self._metrics.method(method, kind) if self.parts.metrics else None
 
         async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, metrics, context, streaming=False) as call:
+            raw = ResumableRequests(raw) if streaming else raw
+            async with _CallScope(
+                self, method, metrics, context, streaming=False, requests=raw if streaming else None
+            ) as call:
                 request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
                 result = behaviour(request, context)
                 response = await result if inspect.isawaitable(result) else result
@@ -310,7 +314,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return data
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with _CallScope(self, method, metrics, context, streaming=True) as call:
+            raw = ResumableRequests(raw) if streaming else raw
+            async with _CallScope(
+                self, method, metrics, context, streaming=True, requests=raw if streaming else None
+            ) as call:
                 request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
                 result = behaviour(request, context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
@@ -366,8 +373,11 @@ class _CallScope:
         context: grpc.aio.ServicerContext[Any, Any],
         *,
         streaming: bool,
+        requests: ResumableRequests | None = None,
     ) -> None:
+        """`streaming`: the response streams. `requests`: the request stream, when the request streams."""
         self._interceptor = interceptor
+        self._requests = requests
         self._method = method
         self._metrics = metrics
         self._context = context
@@ -446,10 +456,23 @@ class _CallScope:
         traceback: TracebackType | None,
     ) -> bool:
         if exc is None:
+            await self._drain()
             self._finish(self._context.code() or grpc.StatusCode.OK)
             return False
         await self._fail(exc)
         return False
+
+    async def _drain(self) -> None:
+        """Before the server's status goes out, waits (bounded) for the client to finish sending: a status
+        that overtakes a client's send reaches it as INTERNAL from its own gRPC core (see stream_drain)."""
+        if self._requests is None:
+            return
+        try:
+            await self._requests.drain(self._context.time_remaining())
+        except asyncio.CancelledError:
+            # The client cancelled meanwhile: nobody is left to receive a status.
+            self._finish(grpc.StatusCode.CANCELLED)
+            raise
 
     async def _fail(self, exc: BaseException) -> None:
         """Logs the outcome of a failed call and, where the status is ours to give, aborts with it."""
@@ -486,6 +509,7 @@ class _CallScope:
         details: str,
         trailing: tuple[tuple[str, str | bytes], ...] | None = None,
     ) -> None:
+        await self._drain()
         self._finish(code)
         metadata = trailing if trailing is not None else ((REQUEST_ID_KEY, self._request_id),)
         await self._context.abort(code, details, metadata)
