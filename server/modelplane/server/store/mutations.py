@@ -2,9 +2,10 @@
 
 Every mutating RPC of every capability runs in a `Mutation` (through `store.writes.write_once`), so what
 the README promises of every write ("Running the server") holds in one place: a revision per write
-transaction (commit order = revision order), a change row per resource changed, an audit row in the same
-transaction, at-most-once execution per request id, and a NOTIFY that wakes the watchers once the
-transaction commits.
+transaction, read by watchers only once every smaller one has committed or rolled back (so a reader of
+`revision > N` never misses a change that commits later), a change row per resource changed, an audit row
+in the same transaction, at-most-once execution per request id, and a NOTIFY that wakes the watchers once
+the revision is published (`store.publish`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from typing import Any
 
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.store.pool import Connection, Database
+from modelplane.server.store.publish import publisher_for
 from modelplane.v1.error_reason_pb2 import ErrorReason
-
-# The LISTEN/NOTIFY channel: only a wake-up hint carrying the revision; watchers read the change table.
-CHANGES_CHANNEL = "modelplane_changes"
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,9 @@ class Mutation:
     """The open write transaction of one mutating RPC.
 
     The change rows, audit rows, log events and the request id's stored result are kept here and written
-    by one statement (`mutation_finish`, see schema/0008) when the block ends, just before COMMIT. Unless
-    the body asked for the revision earlier, a deferred trigger takes it at COMMIT: the revision counter's
-    row lock (the next writer waits on it) is then held only while Postgres commits, not across a round
-    trip to this process, whose event loop may be busy with other calls.
+    by one statement (`mutation_finish`, see schema/0011) when the block ends, just before COMMIT, which
+    also takes the revision unless the body asked for it earlier. Taking it locks nothing another writer
+    waits for: the revision's own advisory lock, held until COMMIT, only holds back the published horizon.
     """
 
     def __init__(self, conn: Connection, write: WriteRequest) -> None:
@@ -70,8 +68,6 @@ class Mutation:
         # Changes written so far: the seq of the next one.
         self._written = 0
         self._response: str | None = None
-        # The first audit row of changes whose revision is taken at COMMIT.
-        self._audit_id: int | None = None
         # Tables with rows written with the revision placeholder.
         self._placeholder_tables: list[str] = []
         self._placeholder = -1 - secrets.randbits(62)
@@ -83,18 +79,11 @@ class Mutation:
 
     async def revision(self) -> int:
         """The revision of this transaction, taken now if it was not yet, for a body that writes it into
-        its own rows. Call it as late as the body allows: the next writer waits from here to COMMIT.
-
-        The UPDATE holds the counter's row lock until COMMIT, so the next writer waits: revisions are
-        handed out in commit order and a reader of `revision > N` never sees a gap filled later.
+        its own rows. Call it as late as the body allows: no revision above it is published (seen by
+        watchers) from here until this transaction ends.
         """
         if self._revision is None:
-            value = await self.conn.fetchval(
-                "WITH taken AS (UPDATE revision_counter SET revision = revision + 1 RETURNING revision)"
-                " SELECT revision FROM taken, pg_notify($1, revision::text)",
-                CHANGES_CHANNEL,
-            )
-            self._revision = int(value)
+            self._revision = int(await self.conn.fetchval("SELECT take_revision()"))
         return self._revision
 
     def revision_for(self, table: str) -> int:
@@ -139,15 +128,10 @@ class Mutation:
         remember = self._response is not None
         if not self._pending and not remember and not self._placeholder_tables:
             return
-        if self._placeholder_tables and not self._pending and self._revision is None:
-            # Nothing for the commit to read the revision back by: take it now.
-            await self.revision()
         pending, self._pending = self._pending, []
-        row = await self.conn.fetchrow(
-            "SELECT revision, first_audit_id FROM"
-            " mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12, $13, $14)",
+        revision = await self.conn.fetchval(
+            "SELECT mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9::text[]::jsonb[], $10, $11, $12, $13)",
             self._revision,
-            CHANGES_CHANNEL,
             self.write.actor,
             self.write.method,
             self.write.request_id,
@@ -161,15 +145,9 @@ class Mutation:
             self._placeholder,
             self._placeholder_tables,
         )
-        assert row is not None
         self._written += len(pending)
-        self._audit_id = row["first_audit_id"]
-
-    async def committed(self) -> None:
-        """After COMMIT: reads the revision the commit took, when it was taken there (by its audit row)."""
-        if self._audit_id is not None and self._revision is None:
-            value = await self.conn.fetchval("SELECT revision FROM audit_log WHERE id = $1", self._audit_id)
-            self._revision = int(value)
+        if revision is not None:
+            self._revision = int(revision)
 
     async def replay(self) -> Replayed | None:
         """Claims the request id; returns the first call's stored result when this call is a repeat.
@@ -213,9 +191,8 @@ class Mutation:
 async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mutation]:
     """Opens a write transaction; it commits when the block ends and rolls back on any error.
 
-    A write whose revision was taken at COMMIT learns it with one more read afterwards (its caches need it);
-    should that read fail, the write has committed all the same, and a retry with its request id gets the
-    first call's result.
+    After COMMIT the block ends once the write's revision is published (bounded by PUBLISH_WAIT): a watch or
+    a read that starts after the call returned sees it. The connection goes back to the pool first.
     """
     # connection() turns a lost database into StorageUnavailable, here as around any borrowed connection.
     async with database.connection() as conn:
@@ -223,4 +200,5 @@ async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mut
         async with conn.transaction():
             yield m
             await m.finish()
-        await m.committed()
+    if m.taken_revision is not None:
+        await publisher_for(database).committed(m.taken_revision)
