@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.store.pool import Connection, Database
 from modelplane.server.store.publish import publisher_for
@@ -71,6 +73,8 @@ class Mutation:
         # Tables with rows written with the revision placeholder.
         self._placeholder_tables: list[str] = []
         self._placeholder = -1 - secrets.randbits(62)
+        # Whether `begin` claimed the request id for this call.
+        self._claimed = False
 
     @property
     def taken_revision(self) -> int | None:
@@ -149,23 +153,37 @@ class Mutation:
         if revision is not None:
             self._revision = int(revision)
 
-    async def replay(self) -> Replayed | None:
-        """Claims the request id; returns the first call's stored result when this call is a repeat.
+    async def begin(self) -> None:
+        """Opens the transaction and claims the request id, in one round trip.
 
-        The INSERT waits on a concurrent first call's uncommitted row, so of several concurrent calls
-        with one id exactly one runs; the others return its result once it commits (or run themselves
-        if it rolled back).
+        The claim's INSERT waits on a concurrent first call's uncommitted row, so of several concurrent
+        calls with one id exactly one runs; the others find its row once it commits (or claim it themselves
+        if it rolled back) and `replay` returns its result. The values go into the text of the statement (one
+        round trip takes no parameters) as hexadecimal, so no value can end its literal.
         """
-        if not self.write.request_id:
-            return None
-        claimed = await self.conn.fetchval(
-            "INSERT INTO request_ids (method, request_id, fingerprint) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING RETURNING true",
-            self.write.method,
-            self.write.request_id,
-            self.write.fingerprint,
-        )
-        if claimed:
+        write = self.write
+        if not write.request_id:
+            await self.conn.execute("BEGIN")
+            return
+        try:
+            await self.conn.execute(
+                "BEGIN; INSERT INTO request_ids (method, request_id, fingerprint) VALUES ("
+                f"convert_from('\\x{write.method.encode().hex()}'::bytea, 'UTF8'),"
+                f" convert_from('\\x{write.request_id.encode().hex()}'::bytea, 'UTF8'),"
+                f" '\\x{write.fingerprint.hex()}'::bytea)"
+            )
+        except asyncpg.UniqueViolationError:
+            # A first call with this id has committed: read its result in a transaction of this call's own.
+            await self.conn.execute("ROLLBACK; BEGIN")
+        else:
+            self._claimed = True
+
+    async def replay(self) -> Replayed | None:
+        """The first call's stored result when this call repeats a request id (`begin` claimed it, else).
+
+        A repeat whose request differs from the first call's is refused: INVALID_ARGUMENT on request_id.
+        """
+        if not self.write.request_id or self._claimed:
             return None
         row = await self.conn.fetchrow(
             "SELECT fingerprint, response FROM request_ids WHERE method = $1 AND request_id = $2",
@@ -197,8 +215,11 @@ async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mut
     # connection() turns a lost database into StorageUnavailable, here as around any borrowed connection.
     async with database.connection() as conn:
         m = Mutation(conn, write)
-        async with conn.transaction():
-            yield m
-            await m.finish()
+        await m.begin()
+        # On an error the pool rolls the transaction back as it takes the connection back (or terminates a
+        # connection a cancelled or lost statement left behind).
+        yield m
+        await m.finish()
+        await conn.execute("COMMIT")
     if m.taken_revision is not None:
         await publisher_for(database).committed(m.taken_revision)

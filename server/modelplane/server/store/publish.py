@@ -83,7 +83,7 @@ class RevisionPublisher:
                 await asyncio.wait_for(asyncio.shield(finished), remaining)
             except TimeoutError:
                 continue
-            except Exception:  # noqa: BLE001 - the write has committed; the failure is logged by _run
+            except Exception:  # the write has committed; _run logged the failure
                 return
 
     async def _run(self) -> None:
