@@ -85,3 +85,41 @@ async def test_a_watcher_never_sees_a_smaller_revision_commit_after_it_moved_pas
     assert published == sorted(published)
     async with database.connection() as conn:
         assert published[-1] == await conn.fetchval("SELECT last_value FROM revision_seq")
+
+
+async def test_a_write_returns_only_once_every_smaller_revision_has_settled(database: Database) -> None:
+    order: list[str] = []
+    taken = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        async with mutation(database, WriteRequest(actor="tester", method="Test")) as m:
+            m.change(resource_type="thing", resource="things/slow", kind="created", snapshot={})
+            await m.revision()
+            taken.set()
+            await release.wait()
+            order.append("slow commits")
+
+    async def quick() -> None:
+        async with mutation(database, WriteRequest(actor="tester", method="Test")) as m:
+            m.change(resource_type="thing", resource="things/quick", kind="created", snapshot={})
+        order.append("quick returns")
+
+    slow_write = asyncio.create_task(slow())
+    await taken.wait()
+    quick_write = asyncio.create_task(quick())
+    # The quick write commits (with the larger revision) and waits; let it get that far before the slow
+    # one commits.
+    await asyncio.sleep(0.2)
+    release.set()
+    await asyncio.gather(slow_write, quick_write)
+    assert order == ["slow commits", "quick returns"]
+    async with database.connection() as conn:
+        assert await conn.fetchval("SELECT revision FROM revision_counter") == 2
+        # The control-plane log events reached the log tail's feed in revision order.
+        fed = await conn.fetch(
+            "SELECT e.change_revision FROM log_tail_batches b"
+            " JOIN log_events e ON e.ingest_batch = b.ingest_batch"
+            " WHERE e.kind = 'control_plane_change' ORDER BY b.number"
+        )
+    assert [r["change_revision"] for r in fed] == [1, 2]
