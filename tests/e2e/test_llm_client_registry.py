@@ -1,5 +1,6 @@
-"""LLMClient against the real registry server on loopback: lazy resolution, once; alias moves; constraints;
-and the configured model as a fallback when the registry cannot be reached."""
+"""Inference with the registry: LLMClient against the real registry server on loopback (lazy resolution,
+once; alias moves; constraints; the configured model as a fallback when the registry cannot be reached),
+and standalone, with no registry configured."""
 
 from __future__ import annotations
 
@@ -25,20 +26,6 @@ FALLBACK = ConfiguredModel(
         currency_code="USD", input_micros_per_million=1_000_000, output_micros_per_million=1_000_000
     ),
 )
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[ModelplaneServer]:
-    config = ServerConfig(
-        address="127.0.0.1:0", database_url=database_url, auth=False, watch_progress_interval=0.5
-    )
-    running = build_server(config)
-    await running.start()
-    try:
-        await running.wait_serving()
-        yield running
-    finally:
-        await running.stop(0)
 
 
 @pytest.fixture
@@ -199,6 +186,30 @@ async def test_resolves_by_constraints_and_follows_a_cheaper_new_version(
         "registry",
     )
     assert (later.model_version, later.provider_model) == (cheaper.name, "gpt-4o-nano")
+
+
+async def test_standalone_with_no_registry_configured_the_configured_model_answers() -> None:
+    sink = CollectingSink()
+    configured = ConfiguredModel("gpt-4o-mini", version="models/chat/versions/1", pricing=pricing(600_000))
+    async with LLMClient(LocalProvider(), model=configured, events=sink) as llm:
+        result = await llm.complete("hello")
+    assert (result.model_source, result.model_version, result.provider_model) == (
+        "configured",
+        "models/chat/versions/1",
+        "gpt-4o-mini",
+    )
+    # Priced with the configured prices: 1 USD/M input, 0.60 USD/M output.
+    assert result.cost is not None
+    expected = (
+        result.usage.input_tokens * 1_000_000 + result.usage.output_tokens * 600_000 + 500_000
+    ) // 10**6
+    assert result.cost.micros == expected
+    [event] = sink.events
+    assert (event.model_source, event.model_version, event.cost_micros) == (
+        "configured",
+        "models/chat/versions/1",
+        expected,
+    )
 
 
 # gRPC waits 1 s and more before redialling a refused address; keep the test quick.

@@ -50,6 +50,7 @@ from tests.support.readme_blocks import Block, ShellCommand, parse_blocks, shell
 from tests.support.readme_runner import (
     README_ADDRESS,
     README_DATABASE_URL,
+    README_HTTP_ADDRESS,
     REPOSITORY,
     Output,
     Sandbox,
@@ -215,6 +216,96 @@ def models_watched(output: Output, sandbox: Sandbox) -> None:
         ("3", "CHANGE_KIND_UPDATED", "models/chat-large/versions/1"),
     ], output.describe()
     assert "progress" in watched[-1], output.describe()
+
+
+def json_reply(output: Output) -> Any:
+    """The JSON body curl printed for a call that succeeded."""
+    ok(output)
+    return json.loads(output.stdout)
+
+
+def http_health(output: Output, sandbox: Sandbox) -> None:
+    assert json_reply(output) == {"status": "SERVING"}
+
+
+def http_model(display_name: str, description: str) -> Check:
+    def check(output: Output, sandbox: Sandbox) -> None:
+        model = json_reply(output)["model"]
+        assert model["name"] == "models/chat-small", output.describe()
+        # The proto3 JSON mapping: lowerCamelCase names, every field present.
+        assert (model["displayName"], model["description"]) == (display_name, description)
+        assert model["labels"] == {}
+
+    return check
+
+
+def http_deleted(output: Output, sandbox: Sandbox) -> None:
+    assert json_reply(output) == {}, output.describe()
+    with grpc.insecure_channel(sandbox.address) as channel:
+        registry = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        missing = refusal(registry.GetModel, registry_pb2.GetModelRequest(name="models/chat-small"))
+    assert missing == grpc.StatusCode.NOT_FOUND
+
+
+def http_resolved_to_first_version(output: Output, sandbox: Sandbox) -> None:
+    answer = json_reply(output)
+    assert answer["modelVersion"]["name"] == "models/chat-large/versions/1", output.describe()
+    assert answer["modelVersion"]["aliases"] == ["prod"]
+
+
+def http_search_found_first_version(output: Output, sandbox: Sandbox) -> None:
+    names = [version["name"] for version in json_reply(output)["modelVersions"]]
+    assert names == ["models/chat-large/versions/1"], output.describe()
+
+
+def http_resolution_failed(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    body, status = output.stdout.rsplit("\n", 1)[0].rsplit("\n", 1)
+    assert status == "404", output.describe()
+    error = json.loads(body)
+    assert error["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    details = {detail["@type"].rpartition("/")[2]: detail for detail in error["details"]}
+    assert details["google.rpc.ErrorInfo"]["reason"] == "NO_MATCHING_MODEL"
+    (rejection,) = details["modelplane.v1.ResolveModelFailure"]["rejections"]
+    assert rejection["modelVersion"] == "models/chat-large/versions/1"
+    assert rejection["constraint"] == "constraints.min_context_window"
+
+
+def sse_data(stdout: str) -> list[Any]:
+    """The data of every whole event a Server-Sent Events stream printed."""
+    events = stdout.split("\n\n")[:-1]
+    return [
+        json.loads(line[len("data: ") :])
+        for event in events
+        for line in event.splitlines()
+        if line.startswith("data: ")
+    ]
+
+
+def http_models_watched(output: Output, sandbox: Sandbox) -> None:
+    assert output.interrupted, output.describe()
+    changes = [message["change"] for message in sse_data(output.stdout) if "change" in message]
+    assert [(c["revision"], c["resource"]) for c in changes[:4]] == [
+        ("1", "models/chat-large"),
+        ("2", "models/chat-large/versions/1"),
+        ("3", "models/chat-large/aliases/prod"),
+        ("3", "models/chat-large/versions/1"),
+    ], output.describe()
+    # Each event's id resumes the watch after it (Last-Event-ID): the K-th change of revision N is "N:K".
+    assert "id: 3:2\n" in output.stdout, output.describe()
+
+
+def http_models_watched_as_lines(output: Output, sandbox: Sandbox) -> None:
+    assert output.interrupted, output.describe()
+    lines = [json.loads(line) for line in output.stdout.splitlines()[:4]]
+    assert [line["result"]["change"]["revision"] for line in lines] == ["1", "2", "3", "3"], output.describe()
+
+
+def sse_shows(count: int) -> Until:
+    def until(stdout: str, stderr: str) -> bool:
+        return sum("change" in data for data in sse_data(stdout)) >= count
+
+    return until
 
 
 def succeeded(output: Output, sandbox: Sandbox) -> None:
@@ -444,6 +535,38 @@ def deployment_watched(output: Output, sandbox: Sandbox) -> None:
     assert first["deployment"]["traffic"]["stable"]["model_version"] == "models/chat-large/versions/2"
 
 
+def gates_planned(output: Output, sandbox: Sandbox) -> None:
+    evaluations = reply(output)["gate_evaluations"]
+    assert [e["gate"] for e in evaluations] == ["errors", "p95", "cost"]
+    # No canary events yet: every gate waits for data, and says how many events it has.
+    assert {e["verdict"] for e in evaluations} == {"GATE_VERDICT_INCONCLUSIVE"}
+    assert all("waiting for data: canary has 0 of the 500 events needed" in e["reason"] for e in evaluations)
+
+
+def gated_rollout_started(output: Output, sandbox: Sandbox) -> None:
+    rollout = reply(output)["rollout"]
+    assert rollout["name"] == "deployments/chat-prod/rollouts/2"
+    assert rollout["state"] == "ROLLOUT_STATE_WAITING_READY"
+    gates = rollout["analysis"]["gates"]
+    assert [(g["name"], g["on_failure"]) for g in gates] == [
+        ("errors", "GATE_ACTION_ROLLBACK"),
+        ("p95", "GATE_ACTION_PAUSE"),
+        ("cost", "GATE_ACTION_PAUSE"),
+    ]
+
+
+def bad_gate_refused(output: Output, sandbox: Sandbox) -> None:
+    assert output.returncode == 64 + grpc.StatusCode.INVALID_ARGUMENT.value[0], output.describe()
+    assert "rollout.analysis.gates[0].min_samples" in output.stderr
+    assert "rollout.analysis.gates[0].bound.max_ratio" in output.stderr
+
+
+def gated_rollout_aborted(output: Output, sandbox: Sandbox) -> None:
+    answer = reply(output)
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_ABORTED"
+    assert "canary" not in answer["deployment"]["traffic"]
+
+
 SHELL_CHECKS = [
     Expect("modelplane serve", serve_on_another_database, until=lambda out, err: "health: SERVING" in err),
     Expect(" list", service_list),
@@ -457,8 +580,18 @@ SHELL_CHECKS = [
     Expect("ModelRegistryService/ListModelVersions", search_found_first_version),
     Expect('"min_context_window": 1000000', resolution_failed),
     Expect("ModelRegistryService/WatchModels", models_watched, until=shows(1, "progress")),
-    Expect("make third-party", succeeded),
     Expect("describe modelplane.v1.QueryLogEventsRequest", request_described_with_comments),
+    Expect("$H/healthz", http_health),
+    Expect("-X POST $H/v1/models -d", http_model("Chat small", "")),
+    Expect("curl -s $H/v1/models/chat-small", http_model("Chat small", "")),
+    Expect("-X PATCH $H/v1/models/chat-small", http_model("Chat small", "short answers")),
+    Expect("-X DELETE $H/v1/models/chat-small", http_deleted),
+    Expect('{"alias": "models/chat-large/aliases/prod"}', http_resolved_to_first_version),
+    Expect('"requiredCapabilities"', http_resolved_to_first_version),
+    Expect("filter=capabilities:tool_use AND alias:prod", http_search_found_first_version),
+    Expect('"minContextWindow": 1000000', http_resolution_failed),
+    Expect('"$H/v1/models:watch?startRevision=1"\n', http_models_watched, until=sse_shows(4)),
+    Expect("application/x-ndjson", http_models_watched_as_lines, until=lambda out, err: out.count("\n") >= 4),
     Expect("token create", token_created),
     Expect("token create --role service --name web-frontend", scoped_token_created),
     Expect("token list", tokens_listed),
@@ -485,6 +618,10 @@ SHELL_CHECKS = [
     Expect("ModelRegistryService/GetAlias", alias_moved),
     Expect("DeploymentService/ListDeploymentHistory", history_listed),
     Expect("DeploymentService/WatchDeployment", deployment_watched, until=shows(1, "change")),
+    Expect("DeploymentService/PlanRollout", gates_planned),
+    Expect("DeploymentService/StartRollout", gated_rollout_started),
+    Expect('"min_samples": 10,', bad_gate_refused),
+    Expect("DeploymentService/AbortRollout", gated_rollout_aborted),
 ]
 
 
@@ -577,7 +714,9 @@ PYTHON_CHECKS = [
 
 
 def typescript_client(output: Output, sandbox: Sandbox) -> None:
-    *versions, missing, watched = printed(output)
+    serving, *versions, missing, bad_fields, watched = printed(output)
+    assert serving == "SERVING"
+    assert bad_fields == "model_id model.provider"
     # After the deployment's promotion, prod points to version 2.
     assert versions == [
         "models/chat-large/versions/1 context 128000 ",
@@ -599,17 +738,22 @@ TYPESCRIPT_CHECKS = [
 @pytest.fixture
 def sandbox(database_url: str, tmp_path: Path) -> Iterator[Sandbox]:
     """The server started as `make run` starts it, on a free port and the test's database."""
-    address = free_address()
+    address, http_address = free_address(), free_address()
     argv = make_recipe("run")
-    # What the README says of `make run`: loopback, an embedded Postgres under ./.modelplane/, auth off.
-    assert argv[1:] == ["serve", "--address", README_ADDRESS, "--data-dir", ".modelplane", "--no-auth"], argv
+    # What the README says of `make run`: loopback, HTTP/JSON beside gRPC, an embedded Postgres under
+    # ./.modelplane/, auth off.
+    assert argv[1:] == [
+        "serve", "--address", README_ADDRESS, "--http-address", README_HTTP_ADDRESS,
+        "--data-dir", ".modelplane", "--no-auth",
+    ], argv  # fmt: skip
     argv[argv.index(README_ADDRESS)] = address
+    argv[argv.index(README_HTTP_ADDRESS)] = http_address
     argv[argv.index(".modelplane")] = str(tmp_path / "data")
     # The test's database stands in for the embedded one, so the server runs as many workers as `make run`
     # would with its embedded Postgres on this machine (with a URL, the default counts one worker more).
     workers = default_worker_count(embedded_postgres=True)
     argv += ["--database-url", database_url, "--workers", str(workers)]
-    box = Sandbox(address=address, database_url=database_url, workdir=tmp_path)
+    box = Sandbox(address=address, database_url=database_url, workdir=tmp_path, http_address=http_address)
     log_path = tmp_path / "serve.log"
     with started_server(argv, log_path, box.environment()):
         # "says so in its first lines"
@@ -729,10 +873,23 @@ def test_every_readme_block_is_run_or_marked_with_a_reason() -> None:
     skipped = [block for block in blocks if block.directive == "skip"]
     # Skips stay rare: each one is proved some other way in this module.
     assert [block.text for block in skipped] == [
-        "make run    # the server on 127.0.0.1:50051, an embedded Postgres under ./.modelplane/, auth off\n"
+        "make run    # the server on 127.0.0.1:50051 (HTTP/JSON on 127.0.0.1:8080), an embedded Postgres"
+        " under ./.modelplane/, auth off\n"
         "make test   # the whole test suite against a real Postgres and real servers on loopback\n",
+        demo_block().text,
         backup_block().text,
     ], [block.where for block in skipped]
+
+
+def demo_block() -> Block:
+    """The shell block of "The whole story": `make demo` and an excerpt of its output, which
+    tests/e2e/test_demo.py runs and matches."""
+    found = [
+        b for b in readme_blocks() if b.heading == "The whole story: `make demo`" and b.language in SHELL
+    ]
+    assert len(found) == 1, [b.where for b in found]
+    assert [command.text for command in shell_commands(found[0])] == ["make demo"]
+    return found[0]
 
 
 def backup_block() -> Block:

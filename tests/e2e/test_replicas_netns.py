@@ -9,6 +9,7 @@ of the bridge, so one replica's Postgres can be cut while the other keeps it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import functools
 import io
@@ -31,9 +32,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelplane.client.channel import Connection, connect
+from modelplane.client.channel import Connection, TlsOptions, connect
 from modelplane.client.errors import EtagMismatch, ModelplaneError, Unknown
+from modelplane.client.retry import NO_RETRY
+from modelplane.client.service_config import BALANCING_SERVICE_CONFIG
 from modelplane.v1 import registry_pb2
+from tests.support.certificates import make_self_signed
 from tests.support.netns import Host, Network, unavailable_reason
 from tests.support.processes import SHUTDOWN_GRACE, STARTUP_LIMIT, environment, modelplane_command
 from tests.support.tcp_proxy import TcpProxy
@@ -46,11 +50,9 @@ slow = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CONFIG = REPO / "deploy" / "haproxy" / "modelplane.cfg"
 PORT = 50051
+# The name in the TLS proxy's certificate, which the client checks.
+PROXY_NAME = "modelplane-proxy"
 CREATE = "/modelplane.v1.ModelRegistryService/CreateModel"
-# gRPC's client-side balancing: a subchannel per address, calls spread over the ones whose health is SERVING.
-SERVICE_CONFIG = json.dumps(
-    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
-)
 # Calls in one round of load, and how many run at once; enough that both replicas get some.
 ROUND = 40
 CONCURRENCY = 4
@@ -224,9 +226,10 @@ def _haproxy_states(stats_socket: Path) -> dict[str, str]:
     return {row["svname"]: row["status"] for row in rows if row["pxname"] == "replicas"}
 
 
-@pytest.fixture
-async def proxied(cluster: Cluster) -> AsyncIterator[Cluster]:
-    """The cluster behind haproxy (deploy/haproxy/modelplane.cfg as shipped) on a host of its own."""
+@contextlib.asynccontextmanager
+async def behind_haproxy(cluster: Cluster, settings: dict[str, str] | None = None) -> AsyncIterator[Cluster]:
+    """The cluster behind haproxy (deploy/haproxy/modelplane.cfg as shipped, with `settings` added to its
+    environment) on a host of its own."""
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run installs it)")
     host = cluster.network.add_host("lb")
@@ -238,6 +241,7 @@ async def proxied(cluster: Cluster) -> AsyncIterator[Cluster]:
             "MODELPLANE_REPLICA_1": cluster.replicas[0].address,
             "MODELPLANE_REPLICA_2": cluster.replicas[1].address,
             "MODELPLANE_PROXY_STATS": str(cluster.stats_socket),
+            **(settings or {}),
         }
     )
     log_path = cluster.tmp_path / "haproxy.log"
@@ -252,6 +256,13 @@ async def proxied(cluster: Cluster) -> AsyncIterator[Cluster]:
         except subprocess.TimeoutExpired:
             cluster.haproxy.kill()
             cluster.haproxy.wait(timeout=30)
+
+
+@pytest.fixture
+async def proxied(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The cluster behind haproxy speaking plaintext HTTP/2 to clients."""
+    async with behind_haproxy(cluster) as proxied:
+        yield proxied
 
 
 def _start_haproxy(host: Host, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -443,8 +454,8 @@ async def spread_over_both(connection: Connection, cluster: Cluster) -> None:
 async def test_client_side_round_robin_spreads_calls_and_survives_a_replica(cluster: Cluster) -> None:
     first, second = cluster.replicas
     target = f"ipv4:{first.address},{second.address}"
-    options = [("grpc.service_config", SERVICE_CONFIG)]
-    async with connect(target, token=cluster.token, options=options) as connection:
+    # gRPC's client-side balancing: a subchannel per address, calls spread over those whose health is SERVING.
+    async with connect(target, token=cluster.token, balance=True) as connection:
         # One channel, both replicas: round_robin keeps a connection to each and alternates calls.
         await spread_over_both(connection, cluster)
 
@@ -501,6 +512,25 @@ async def test_haproxy_balances_calls_takes_out_dead_and_not_serving_replicas(pr
         await wait_haproxy(cluster, {"replica1": "UP", "replica2": "UP"})
 
 
+@slow
+async def test_haproxy_terminates_tls_for_clients(cluster: Cluster) -> None:
+    # The proxy's own certificate (haproxy takes the chain and the key in one file); the client trusts it as
+    # its CA and checks the name in it.
+    cert, key = cluster.tmp_path / "proxy.crt", cluster.tmp_path / "proxy.key"
+    make_self_signed(cert, key, common_name=PROXY_NAME, subject_alt_name=f"DNS:{PROXY_NAME}")
+    bundle = cluster.tmp_path / "proxy.pem"
+    bundle.write_bytes(cert.read_bytes() + key.read_bytes())
+    async with behind_haproxy(cluster, {"MODELPLANE_PROXY_CERT": str(bundle)}) as proxied:
+        tls = TlsOptions.from_files(root_certificates=cert, server_name=PROXY_NAME)
+        async with connect(proxied.proxy_address, token=proxied.token, tls=tls) as connection:
+            # TLS to haproxy, one HTTP/2 connection; it still balances each call over both replicas.
+            await spread_over_both(connection, proxied)
+        # Plaintext HTTP/2 to a TLS listener is no gRPC call: the client cannot get through.
+        async with connect(proxied.proxy_address, token=proxied.token, retry=NO_RETRY) as plaintext:
+            with pytest.raises(ModelplaneError):
+                await plaintext.registry.get_model(name="models/anything")
+
+
 def test_no_address_outside_the_namespaces(netns: None) -> None:
     """Closing the network leaves no address, link or namespace of it behind."""
     before = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=10).stdout
@@ -519,13 +549,14 @@ def test_the_readme_names_the_tested_service_config_and_proxy_settings() -> None
     section = readme[readme.index("### Replicas behind a balancer") :]
     quoted = re.search(r"`(\{\"loadBalancingConfig\".*?\})`", section)
     assert quoted is not None
-    assert json.loads(quoted.group(1)) == json.loads(SERVICE_CONFIG)
+    assert json.loads(quoted.group(1)) == json.loads(BALANCING_SERVICE_CONFIG)
     settings = set(re.findall(r"\$\{(MODELPLANE_[A-Z_0-9]+)\}", HAPROXY_CONFIG.read_text()))
     assert settings == {
         "MODELPLANE_PROXY_BIND",
         "MODELPLANE_REPLICA_1",
         "MODELPLANE_REPLICA_2",
         "MODELPLANE_PROXY_STATS",
+        "MODELPLANE_PROXY_CERT",
     }
     for name in settings:
         assert f"`{name}`" in section, name

@@ -1,12 +1,13 @@
-"""`modelplane serve --workers 2` as a subprocess: both workers serve on the one port, a killed worker is
-started again while the other serves, SIGTERM stops them all, the port stays refused to a second server,
-the metrics endpoint adds up every worker, and what holds across replicas (a watch sees a change made on
-another connection, compare-and-set, each timed rollout step once) holds across workers; and a worker count
-whose connections would not fit Postgres is refused in one line."""
+"""`modelplane serve --workers 2` as a subprocess: both workers serve on the one port (gRPC and HTTP), a
+killed worker is started again while the other serves, SIGTERM stops them all, the ports stay refused to a
+second server, the metrics endpoint adds up every worker, and what holds across replicas (a watch sees a
+change made on another connection, compare-and-set, each timed rollout step once) holds across workers; and
+a worker count whose connections would not fit Postgres is refused in one line."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -82,17 +83,20 @@ def _scrape(metrics_address: str) -> str:
     return body.decode()
 
 
-# A running `serve --workers 2`: the process, its address, its metrics address, its log.
-Running = tuple[subprocess.Popen[bytes], str, str, Path]
+# A running `serve --workers 2`: the process, its address, its metrics address, its log, its HTTP address.
+Running = tuple[subprocess.Popen[bytes], str, str, Path, str]
 
 
 @pytest.fixture
 def two_workers(database_url: str, tmp_path: Path) -> Iterator[Running]:
-    """`serve --workers 2` without auth; yields the process, its address, its metrics address, its log."""
+    """`serve --workers 2` without auth; yields the process, its address, its metrics address, its log and
+    its HTTP address."""
     address, metrics_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    http_address = f"127.0.0.1:{free_port()}"
     log_path = tmp_path / "serve.log"
     args = [
         "serve", "--workers", "2", "--address", address, "--metrics-address", metrics_address,
+        "--http-address", http_address,
         "--database-url", database_url, "--no-auth", "--shutdown-grace", str(SHUTDOWN_GRACE),
     ]  # fmt: skip
     with launched(args, tmp_path, log_path) as process:
@@ -103,13 +107,13 @@ def two_workers(database_url: str, tmp_path: Path) -> Iterator[Running]:
         while log_path.read_text().count("health: SERVING") < 2:
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
-        yield process, address, metrics_address, log_path
+        yield process, address, metrics_address, log_path, http_address
 
 
 def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(
     two_workers: Running, database_url: str, tmp_path: Path
 ) -> None:
-    process, address, metrics_address, log_path = two_workers
+    process, address, metrics_address, log_path, _ = two_workers
     first = _started_workers(log_path)
     assert sorted(first) == [1, 2]
     assert len(set(first.values())) == 2
@@ -159,7 +163,7 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(
 async def test_across_workers_a_watch_sees_every_change_and_compare_and_set_holds(
     two_workers: Running,
 ) -> None:
-    _, address, _, log_path = two_workers
+    _, address, _, log_path, _ = two_workers
     async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as watching:
         watch = registry_pb2_grpc.ModelRegistryServiceStub(watching).WatchModels(
             registry_pb2.WatchModelsRequest(start_revision=0), timeout=60
@@ -245,7 +249,7 @@ async def test_across_workers_each_timed_rollout_step_happens_once(two_workers: 
     # The deployment tests' own steps, here on two workers whose rollout drivers race for every step.
     from tests.api import test_deployments as deployments
 
-    _, address, _, _ = two_workers
+    _, address, _, _, _ = two_workers
     async with grpc.aio.insecure_channel(address) as channel:
         dep, reg = deployments._stubs(channel)
         await deployments._registry(reg)
@@ -269,3 +273,38 @@ async def test_across_workers_each_timed_rollout_step_happens_once(two_workers: 
         -1,
     ]
     assert deployments._replay(entries).stable.model_version == deployments.V2
+
+
+_LISTED = re.compile(
+    r"\[worker (\d+)\] modelplane\.access: /modelplane\.v1\.ModelRegistryService/ListModels OK"
+)
+
+
+def _list_models_over_http(http_address: str) -> dict[str, object]:
+    # urllib opens a new connection for every request, which the kernel may give to either worker.
+    with urllib.request.urlopen(f"http://{http_address}/v1/models", timeout=10) as reply:
+        assert reply.status == 200
+        body: dict[str, object] = json.loads(reply.read())
+    return body
+
+
+def test_both_workers_serve_http_on_one_port(two_workers: Running, database_url: str, tmp_path: Path) -> None:
+    """Each worker serves HTTP for its own gRPC server, so each call is logged by the worker whose HTTP took
+    it; a second server is refused the HTTP port in one line; SIGTERM still stops everything cleanly."""
+    process, _, _, log_path, http_address = two_workers
+    assert f"HTTP/JSON on http://{http_address}" in log_path.read_text()
+    for _ in range(CONNECTIONS):
+        assert _list_models_over_http(http_address) == {"models": [], "nextPageToken": ""}
+    assert {int(n) for n in _LISTED.findall(log_path.read_text())} == {1, 2}
+
+    second = subprocess.run(
+        [*modelplane_command(), "serve", "--address", f"127.0.0.1:{free_port()}",
+         "--http-address", http_address, "--database-url", database_url, "--no-auth"],
+        capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=60, check=False,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert second.stderr == f"modelplane: error: the HTTP address {http_address} is already in use\n"
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=SHUTDOWN_GRACE + 30) == 0, log_path.read_text()
+    assert "Traceback" not in log_path.read_text()

@@ -132,11 +132,13 @@ def start_live_server(
     check: Check,
     *,
     stream_window: float | None = None,
+    **overrides: Any,
 ) -> Iterator[LiveServer]:
-    """A started server on a new database copied from `template`, on a new event loop; all gone on exit."""
+    """A started server on a new database copied from `template`, on a new event loop; all gone on exit.
+    `overrides` are ServerConfig settings (http_address, say)."""
     loop = asyncio.new_event_loop()
     try:
-        name, server, channel = loop.run_until_complete(_start(admin_url, template))
+        name, server, channel = loop.run_until_complete(_start(admin_url, template, **overrides))
         try:
             yield LiveServer(
                 loop, server, channel, with_database(admin_url, name), service, check, stream_window
@@ -167,18 +169,20 @@ async def drop_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-async def _start(admin_url: str, template: str) -> tuple[str, ModelplaneServer, grpc.aio.Channel]:
+async def _start(
+    admin_url: str, template: str, **overrides: Any
+) -> tuple[str, ModelplaneServer, grpc.aio.Channel]:
     name = await create_database(admin_url, template)
-    server = build_server(
-        ServerConfig(
-            address="127.0.0.1:0",
-            database_url=with_database(admin_url, name),
-            auth=False,
-            health_probe_interval=0.1,
-            shutdown_grace=1.0,
-            watch_progress_interval=0.2,
-        )
-    )
+    settings: dict[str, Any] = {
+        "address": "127.0.0.1:0",
+        "database_url": with_database(admin_url, name),
+        "auth": False,
+        "health_probe_interval": 0.1,
+        "shutdown_grace": 1.0,
+        "watch_progress_interval": 0.2,
+        **overrides,
+    }
+    server = build_server(ServerConfig(**settings))
     await server.start()
     await server.wait_serving(timeout=30)
     return name, server, grpc.aio.insecure_channel(server.target)

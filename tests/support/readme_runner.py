@@ -3,10 +3,11 @@ server the way `make run` starts it; the outputs go back to the test of the READ
 
 A TypeScript example runs as an ES module with the package's tsx, importing the package as an installed one.
 Every command runs in the repository's root (so `.venv/bin/...` and `make` resolve as in the README) with
-the README's `127.0.0.1:50051` replaced by the live server's address and its example database URL by the
-test's own; the environment has no MODELPLANE_* variable of the developer's, only the ones the `Sandbox`
-sets. A command the README marks "(Ctrl-C to stop)" runs until its output shows what the test waits for
-(or a time limit passes) and is then interrupted with SIGINT, as Ctrl-C would.
+the README's `127.0.0.1:50051` (and its HTTP address, `127.0.0.1:8080`) replaced by the live server's and
+its example database URL by the test's own; the environment has no MODELPLANE_* variable of the
+developer's, only the ones the `Sandbox` sets. A command the README marks "(Ctrl-C to stop)" runs until its
+output shows what the test waits for (or a time limit passes) and is then interrupted with SIGINT, as
+Ctrl-C would.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tests.support.readme_blocks import ShellCommand
 __all__ = [
     "README_ADDRESS",
     "README_DATABASE_URL",
+    "README_HTTP_ADDRESS",
     "REPOSITORY",
     "Output",
     "Sandbox",
@@ -46,6 +48,7 @@ __all__ = [
 REPOSITORY = Path(__file__).resolve().parents[2]
 # What the README's examples name, and the test replaces with its own server and database.
 README_ADDRESS = "127.0.0.1:50051"
+README_HTTP_ADDRESS = "127.0.0.1:8080"
 README_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/modelplane"
 # The TypeScript package: a ```ts example imports it as "@modelplane/client", built by `make ts-build`.
 TYPESCRIPT_PACKAGE = REPOSITORY / "clients" / "typescript"
@@ -98,11 +101,14 @@ class Sandbox:
     address: str
     database_url: str
     workdir: Path
+    # The live server's HTTP/JSON address (`make run` serves HTTP beside gRPC).
+    http_address: str = ""
     # Where a `serve` without --address listens (MODELPLANE_ADDRESS), so it never meets the live server.
     spare_address: str = field(default_factory=free_address)
 
     def substitute(self, text: str) -> str:
-        return text.replace(README_ADDRESS, self.address).replace(README_DATABASE_URL, self.database_url)
+        text = text.replace(README_ADDRESS, self.address).replace(README_DATABASE_URL, self.database_url)
+        return text.replace(README_HTTP_ADDRESS, self.http_address) if self.http_address else text
 
     def environment(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("MODELPLANE_")}

@@ -27,6 +27,8 @@ class TcpProxy:
         self.upstream_port = upstream_port
         self.listen_host = listen_host
         self.port = 0
+        # Connections accepted so far (a client that reconnects shows here).
+        self.accepted = 0
         self._listener: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
@@ -113,6 +115,7 @@ class TcpProxy:
         await self.close()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 self.upstream_host, self.upstream_port

@@ -1,4 +1,5 @@
-"""ServerConfig: the one loopback rule (auth off, the metrics endpoint) and the defaults the CLI takes."""
+"""ServerConfig: the one loopback rule (auth off on gRPC or HTTP, the metrics endpoint) and the defaults the
+CLI takes."""
 
 from __future__ import annotations
 
@@ -32,6 +33,26 @@ def test_auth_off_beyond_loopback_needs_insecure() -> None:
     assert ServerConfig(address="0.0.0.0:1", auth=False, insecure=True).insecure
     assert ServerConfig(address="0.0.0.0:1", auth=True).auth
     assert not ServerConfig(address="[::1]:1", auth=False).auth
+
+
+def test_http_with_auth_off_beyond_loopback_needs_insecure() -> None:
+    # The HTTP address answers the same calls as the gRPC one, so it obeys the same rule on its own.
+    with pytest.raises(
+        ConfigError, match=r"refusing to listen on 0\.0\.0\.0:8080 for HTTP with auth off.*--insecure"
+    ):
+        ServerConfig(auth=False, http_address="0.0.0.0:8080")
+    assert ServerConfig(auth=False, insecure=True, http_address="0.0.0.0:8080").http_address == "0.0.0.0:8080"
+    assert ServerConfig(auth=True, http_address="0.0.0.0:8080").auth
+    assert ServerConfig(auth=False, http_address="127.0.0.1:8080").http_address == "127.0.0.1:8080"
+
+
+def test_the_http_address_flag_and_variable() -> None:
+    args = build_parser().parse_args(["serve", "--http-address", "127.0.0.1:8080"])
+    apply_environment(args, {})
+    assert server_config(args).http_address == "127.0.0.1:8080"
+    args = build_parser().parse_args(["serve"])
+    apply_environment(args, {"MODELPLANE_HTTP_ADDRESS": "[::1]:8080"})
+    assert server_config(args).http_address == "[::1]:8080"
 
 
 def test_metrics_beyond_loopback_needs_metrics_insecure() -> None:

@@ -152,15 +152,30 @@ async def test_chat_messages_pass_through_and_no_pricing_means_no_cost() -> None
     assert (selected.provider_model, selected.source, selected.pricing) == ("m", "configured", None)
 
 
-async def test_trace_and_request_ids_reach_the_event() -> None:
+async def test_trace_request_and_deployment_slot_reach_the_event() -> None:
     sink = CollectingSink()
     async with LLMClient(LocalProvider(), model=ConfiguredModel("m"), events=sink) as llm:
-        await llm.complete("hi", trace_id="0af7651916cd43dd8448eb211c80319c", request_id="req-1")
+        await llm.complete(
+            "hi",
+            trace_id="0af7651916cd43dd8448eb211c80319c",
+            request_id="req-1",
+            deployment="deployments/chat-prod",
+            traffic_slot="canary",
+        )
         await llm.complete("hi again")
     first, second = inference_events(sink)
     assert (first.trace_id, first.request_id) == ("0af7651916cd43dd8448eb211c80319c", "req-1")
-    assert (second.trace_id, second.request_id) == ("", "")
+    assert (first.deployment, first.traffic_slot) == ("deployments/chat-prod", "canary")
+    assert (second.trace_id, second.request_id, second.deployment, second.traffic_slot) == ("", "", "", "")
     assert first.event_id != second.event_id
+
+
+async def test_an_unknown_traffic_slot_is_refused_before_the_provider_is_asked() -> None:
+    provider = LocalProvider()
+    async with LLMClient(provider, model=ConfiguredModel("m")) as llm:
+        with pytest.raises(ValueError, match="traffic_slot"):
+            await llm.complete("hi", traffic_slot="blue")
+    assert provider.requests == []
 
 
 async def test_a_raising_sink_never_breaks_the_call() -> None:

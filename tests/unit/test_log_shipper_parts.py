@@ -327,6 +327,8 @@ def test_an_inference_event_becomes_an_inference_payload() -> None:
         trace_id="0af7651916cd43dd8448eb211c80319c",
         request_id="req-1",
         event_time=WHEN,
+        deployment="deployments/chat-prod",
+        traffic_slot="stable",
     )
     message = to_log_event(event, service="inference", instance="pod-7")
     assert message.event_id == event.event_id
@@ -346,6 +348,8 @@ def test_an_inference_event_becomes_an_inference_payload() -> None:
     assert payload.status == logs_pb2.INFERENCE_STATUS_OK
     assert message.links == common_pb2.EventLinks(
         model_version="models/chat/versions/3",
+        deployment="deployments/chat-prod",
+        traffic_slot=common_pb2.TRAFFIC_SLOT_STABLE,
         trace_id="0af7651916cd43dd8448eb211c80319c",
         request_id="req-1",
     )

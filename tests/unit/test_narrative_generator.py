@@ -1,6 +1,6 @@
 """NarrativeGenerator in every mode, with the real LLMClient on the offline LocalProvider and a scripted
 monitor that speaks the GuardrailMonitor protocol; the same against the real server is in
-tests/e2e/test_narrative_monitor.py."""
+tests/e2e/test_narrative_generator_guardrails.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from modelplane.client.errors import (
     ShuttingDown,
     Unavailable,
 )
-from modelplane.client.events import GuardrailEvent
+from modelplane.client.events import GuardrailEvent, InferenceEvent
 from modelplane.client.guardrails import GuardrailClient
 from modelplane.inference import ConfiguredModel, LLMClient, LocalProvider
 from modelplane.storyteller import (
@@ -240,6 +240,27 @@ async def test_allow_passes_the_text_through_and_lists_warnings(llm: LLMClient) 
         "req-1",
     )
     assert event.latency_seconds >= 0
+
+
+async def test_the_llms_call_is_linked_to_the_same_deployment_slot_as_the_check() -> None:
+    sink = CollectingSink()
+    async with LLMClient(
+        LocalProvider(), model=ConfiguredModel("story-model", version=MODEL_VERSION), events=sink
+    ) as llm:
+        monitor = ScriptedMonitor(verdict(guardrails_pb2.DECISION_ALLOW))
+        generator = NarrativeGenerator(llm, guardrails=monitor, policy=POLICY, events=sink)
+        await generator.generate(
+            PROMPT,
+            trace_id="trace-1",
+            request_id="req-1",
+            deployment="deployments/story",
+            traffic_slot="canary",
+        )
+    [inference] = [event for event in sink.events if isinstance(event, InferenceEvent)]
+    [guardrail] = guardrail_events(sink)
+    links = ("deployments/story", "canary", "trace-1", "req-1")
+    assert (inference.deployment, inference.traffic_slot, inference.trace_id, inference.request_id) == links
+    assert (guardrail.deployment, guardrail.traffic_slot, guardrail.trace_id, guardrail.request_id) == links
 
 
 async def test_redact_returns_the_redacted_text(llm: LLMClient) -> None:

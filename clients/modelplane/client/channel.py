@@ -24,6 +24,7 @@ from modelplane.client.guardrails import GuardrailClient
 from modelplane.client.logs import LogClient
 from modelplane.client.registry import ModelRegistryClient
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from modelplane.client.service_config import balancing_channel_options
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -179,11 +180,14 @@ def connect(
     retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     metadata: Sequence[tuple[str, str]] = (),
     options: Sequence[tuple[str, Any]] = (),
+    balance: bool = False,
 ) -> Connection:
     """Opens a connection to the server at `target` ("host:port"). `tls=True` uses gRPC's bundled roots;
     `timeout` is the default deadline of each unary call, retries included; `retry` governs retries on
-    UNAVAILABLE (NO_RETRY turns them off); `options` adds gRPC channel arguments."""
-    plan = plan_channel(token=token, tls=tls, metadata=metadata, options=options)
+    UNAVAILABLE (NO_RETRY turns them off); `options` adds gRPC channel arguments. `balance=True` spreads
+    calls over every address of `target` ("ipv4:10.0.0.2:50051,10.0.0.3:50051", or a DNS name with many
+    records, "dns:///replicas.example:50051") with round_robin, healthy replicas only."""
+    plan = plan_channel(token=token, tls=tls, metadata=metadata, options=options, balance=balance)
     if plan.credentials is None:
         channel = grpc.aio.insecure_channel(target, options=plan.options)
     else:
@@ -207,11 +211,12 @@ def plan_channel(
     tls: bool | TlsOptions,
     metadata: Sequence[tuple[str, str]],
     options: Sequence[tuple[str, Any]],
+    balance: bool = False,
 ) -> ChannelPlan:
     """The channel settings `connect` uses (see there): the token as call credentials over TLS, as call
     metadata in plaintext."""
     call_metadata = list(metadata)
-    channel_args = channel_options(options)
+    channel_args = channel_options([*(balancing_channel_options() if balance else ()), *options])
     if tls is False:
         if token is not None:
             call_metadata.append(("authorization", f"Bearer {token}"))

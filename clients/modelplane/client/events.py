@@ -93,6 +93,10 @@ class InferenceEvent:
     # event_id lets log collection drop a batch that is sent twice; it is unique per event.
     event_id: str = field(default_factory=_new_event_id)
     event_time: datetime = field(default_factory=_now)
+    # deployment and traffic_slot ("stable" or "canary") name the deployment slot that routed the call,
+    # "" when none did: a rollout's analysis gates on inference signals read the events of its slots.
+    deployment: str = ""
+    traffic_slot: str = ""
 
 
 @dataclass(frozen=True)

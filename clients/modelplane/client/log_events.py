@@ -152,7 +152,11 @@ def inference_log_event(event: InferenceEvent, *, service: str, instance: str = 
         level=level,
         message=_cut(message, MAX_MESSAGE),
         links=common_pb2.EventLinks(
-            model_version=event.model_version, trace_id=event.trace_id, request_id=event.request_id
+            model_version=event.model_version,
+            deployment=event.deployment,
+            traffic_slot=_slot(event.traffic_slot),
+            trace_id=event.trace_id,
+            request_id=event.request_id,
         ),
         attributes=_attributes(
             {

@@ -5,16 +5,37 @@ attempts and backoff as the Python client's DEFAULT_RETRY_POLICY, on UNAVAILABLE
 requests made idempotent by a request_id. gRPC waits what the server's `grpc-retry-pushback-ms` trailer
 says before each retry. `connect()` does not use it: its clients retry by themselves and would multiply the
 attempts; pass `retrying_channel_options()` to a bare grpc channel instead.
+
+`BALANCING_SERVICE_CONFIG` spreads calls over every address a target resolves to (several addresses, or a
+DNS name with many records) with gRPC's round_robin, and checks each address's health (grpc.health.v1, the
+whole server), so a replica answering NOT_SERVING gets no calls until it answers SERVING again.
+`connect(..., balance=True)` uses it.
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any
 
-__all__ = ["SERVICE_CONFIG", "retrying_channel_options"]
+__all__ = [
+    "BALANCING_SERVICE_CONFIG",
+    "SERVICE_CONFIG",
+    "balancing_channel_options",
+    "retrying_channel_options",
+]
 
 SERVICE_CONFIG: str = resources.files(__package__).joinpath("service_config.json").read_text()
+
+
+BALANCING_SERVICE_CONFIG: str = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
+
+
+def balancing_channel_options() -> list[tuple[str, Any]]:
+    """Channel arguments that balance calls over every address of the target, healthy ones only."""
+    return [("grpc.service_config", BALANCING_SERVICE_CONFIG)]
 
 
 def retrying_channel_options() -> list[tuple[str, Any]]:

@@ -50,6 +50,7 @@ _PROVIDER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?!//)")
 # The registry watch is reopened after at least half of 50 ms, doubling up to refresh_interval.
 _FIRST_RETRY_DELAY = 0.05
 _MAX_ERROR_MESSAGE = 500
+_TRAFFIC_SLOTS = ("", "stable", "canary")
 
 
 def provider_model_id(source_uri: str) -> str:
@@ -185,12 +186,19 @@ class LLMClient:
         temperature: float | None = None,
         trace_id: str = "",
         request_id: str = "",
+        deployment: str = "",
+        traffic_slot: str = "",
     ) -> CompletionResult:
         """Generate an answer to `prompt` (a user message, or a whole conversation).
 
-        Raises the provider's error (ProviderError) when generation fails, after reporting the failed
-        call to the event sink; registry trouble never makes it fail (see the module doc).
+        `trace_id` and `request_id` link the call's event to the caller's request; `deployment` and
+        `traffic_slot` ("stable" or "canary") to the deployment slot that routed it, which is what a rollout's
+        analysis gates on inference signals read. Raises the provider's error (ProviderError) when
+        generation fails, after reporting the failed call to the event sink; registry trouble never makes
+        it fail (see the module doc).
         """
+        if traffic_slot not in _TRAFFIC_SLOTS:
+            raise ValueError(f"traffic_slot must be one of {sorted(_TRAFFIC_SLOTS)}, not {traffic_slot!r}")
         messages = as_messages(prompt)
         selected = await self._select()
         request = GenerationRequest(
@@ -212,6 +220,8 @@ class LLMClient:
                     error_message=str(exc)[:_MAX_ERROR_MESSAGE],
                     trace_id=trace_id,
                     request_id=request_id,
+                    deployment=deployment,
+                    traffic_slot=traffic_slot,
                 )
             )
             raise
@@ -228,6 +238,8 @@ class LLMClient:
                 finish_reason=generation.finish_reason,
                 trace_id=trace_id,
                 request_id=request_id,
+                deployment=deployment,
+                traffic_slot=traffic_slot,
             )
         )
         return CompletionResult(
@@ -406,6 +418,8 @@ class LLMClient:
         error_message: str = "",
         trace_id: str = "",
         request_id: str = "",
+        deployment: str = "",
+        traffic_slot: str = "",
     ) -> InferenceEvent:
         usage = usage or TokenUsage()
         return InferenceEvent(
@@ -426,4 +440,6 @@ class LLMClient:
             error_message=error_message,
             trace_id=trace_id,
             request_id=request_id,
+            deployment=deployment,
+            traffic_slot=traffic_slot,
         )

@@ -100,8 +100,11 @@ class TextGenerator(Protocol):
         temperature: float | None = None,
         trace_id: str = "",
         request_id: str = "",
+        deployment: str = "",
+        traffic_slot: str = "",
     ) -> CompletionResult:
-        """Generate an answer to the prompt."""
+        """Generate an answer to the prompt; the ids link its event to the caller's request and the
+        deployment slot that routed it."""
         ...
 
 
@@ -210,8 +213,8 @@ class NarrativeGenerator:
         """A narrative for `prompt`, checked as the module doc describes.
 
         `trace_id`, `request_id`, `deployment` and `traffic_slot` link the check (and its violation records)
-        to the caller's request. Raises the LLM's error when generation fails, and a ModelplaneError when
-        the monitor refuses the check for a reason other than being unreachable.
+        and the LLM's call to the caller's request. Raises the LLM's error when generation fails, and a
+        ModelplaneError when the monitor refuses the check for a reason other than being unreachable.
         """
         if traffic_slot not in _TRAFFIC_SLOTS:
             raise ValueError(f"traffic_slot must be one of {sorted(_TRAFFIC_SLOTS)}, not {traffic_slot!r}")
@@ -221,6 +224,8 @@ class NarrativeGenerator:
             temperature=temperature,
             trace_id=trace_id,
             request_id=request_id,
+            deployment=deployment,
+            traffic_slot=traffic_slot,
         )
         if self._monitor is None:
             return Narrative(

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
@@ -30,7 +31,7 @@ from modelplane.v1 import common_pb2 as modelplane_dot_v1_dot_common__pb2
 from modelplane.v1 import registry_pb2 as modelplane_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelplane/v1/deployments.proto\x12\rmodelplane.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amodelplane/v1/common.proto\x1a\x1cmodelplane/v1/registry.proto\"\xc0\x01\n\x08\x45ndpoint\x12\x15\n\x07\x61\x64\x64ress\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x06labels\x18\x02 \x03(\x0b\x32#.modelplane.v1.Endpoint.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x33\n\x06health\x18\x03 \x01(\x0e\x32\x1d.modelplane.v1.EndpointHealthB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x0bSlotTraffic\x12\x1b\n\rmodel_version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\tendpoints\x18\x02 \x03(\x0b\x32\x17.modelplane.v1.EndpointB\x04\xe2\x41\x01\x02\x12\x17\n\tweight_bp\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\"r\n\x0cTrafficTable\x12\x30\n\x06stable\x18\x01 \x01(\x0b\x32\x1a.modelplane.v1.SlotTrafficB\x04\xe2\x41\x01\x02\x12\x30\n\x06\x63\x61nary\x18\x02 \x01(\x0b\x32\x1a.modelplane.v1.SlotTrafficB\x04\xe2\x41\x01\x03\"\xc5\x03\n\nDeployment\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0b\x65nvironment\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x14\n\x05model\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x32\n\x07traffic\x18\x04 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTableB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12;\n\x06labels\x18\x06 \x03(\x0b\x32%.modelplane.v1.Deployment.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x63tive_rollout\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0b \x01(\tB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x0bRolloutStep\x12\x17\n\tweight_bp\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x1e\n\x14pause_until_promoted\x18\x02 \x01(\x08H\x00\x12-\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x42\t\n\x07\x61\x64vance\"\xda\x05\n\x07Rollout\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1d\n\x0etarget_version\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x31\n\tendpoints\x18\x03 \x03(\x0b\x32\x17.modelplane.v1.EndpointB\x05\xe2\x41\x02\x02\x05\x12\x37\n\x08strategy\x18\x04 \x01(\x0e\x32\x1e.modelplane.v1.RolloutStrategyB\x05\xe2\x41\x02\x02\x05\x12\x30\n\x05steps\x18\x05 \x03(\x0b\x32\x1a.modelplane.v1.RolloutStepB\x05\xe2\x41\x02\x01\x05\x12\x14\n\x06reason\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x30\n\x05state\x18\x07 \x01(\x0e\x32\x1b.modelplane.v1.RolloutStateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63urrent_step\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x38\n\x0enext_step_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66rom_version\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\rrollback_mode\x18\x0b \x01(\x0e\x32\x1b.modelplane.v1.RollbackModeB\x04\xe2\x41\x01\x03\x12:\n\x11rollback_interval\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x18\n\nstarted_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\"\xab\x03\n\x16\x44\x65ploymentHistoryEntry\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12=\n\ntransition\x18\x02 \x01(\x0e\x32#.modelplane.v1.DeploymentTransitionB\x04\xe2\x41\x01\x03\x12\x15\n\x07rollout\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\rrollout_state\x18\x04 \x01(\x0e\x32\x1b.modelplane.v1.RolloutStateB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x0etraffic_before\x18\x07 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTableB\x04\xe2\x41\x01\x03\x12\x38\n\rtraffic_after\x18\x08 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTableB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x85\x01\n\x17\x43reateDeploymentRequest\x12\x1b\n\rdeployment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"I\n\x18\x43reateDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"*\n\x14GetDeploymentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x15GetDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"`\n\x16ListDeploymentsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05model\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"b\n\x17ListDeploymentsResponse\x12.\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x19.modelplane.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9f\x01\n\x17UpdateDeploymentRequest\x12\x33\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"I\n\x18UpdateDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"[\n\x17\x44\x65leteDeploymentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x1a\n\x18\x44\x65leteDeploymentResponse\"t\n\x13StartRolloutRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x07rollout\x18\x02 \x01(\x0b\x32\x16.modelplane.v1.RolloutB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"n\n\x14StartRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"Y\n\x12PlanRolloutRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x07rollout\x18\x02 \x01(\x0b\x32\x16.modelplane.v1.RolloutB\x04\xe2\x41\x01\x02\"\xa3\x01\n\x0cPlannedStage\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.modelplane.v1.RolloutState\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12,\n\x07traffic\x18\x03 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTable\x12+\n\x07\x61\x64vance\x18\x04 \x01(\x0b\x32\x1a.modelplane.v1.RolloutStep\"k\n\x13PlanRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12+\n\x06stages\x18\x02 \x03(\x0b\x32\x1b.modelplane.v1.PlannedStage\"\'\n\x11GetRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x12GetRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\"^\n\x13ListRolloutsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"Y\n\x14ListRolloutsResponse\x12(\n\x08rollouts\x18\x01 \x03(\x0b\x32\x16.modelplane.v1.Rollout\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x85\x01\n\x15PromoteRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06to_end\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"p\n\x16PromoteRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"m\n\x13PauseRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"n\n\x14PauseRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"n\n\x14ResumeRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"o\n\x15ResumeRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"\xd9\x01\n\x16RollbackRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x04mode\x18\x02 \x01(\x0e\x32\x1b.modelplane.v1.RollbackModeB\x04\xe2\x41\x01\x02\x12\x36\n\rstep_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x14\n\x06reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\"q\n\x17RollbackRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"m\n\x13\x41\x62ortRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"n\n\x14\x41\x62ortRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"}\n\x1bReportEndpointHealthRequest\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05ready\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x1cReportEndpointHealthResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"g\n\x1cListDeploymentHistoryRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"p\n\x1dListDeploymentHistoryResponse\x12\x36\n\x07\x65ntries\x18\x01 \x03(\x0b\x32%.modelplane.v1.DeploymentHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x13ResolveRouteRequest\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0brouting_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x94\x01\n\x14ResolveRouteResponse\x12)\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x17.modelplane.v1.Endpoint\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\x04slot\x18\x03 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlot\x12\x10\n\x08revision\x18\x04 \x01(\x03\"P\n\x16WatchDeploymentRequest\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0estart_revision\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\xad\x01\n\x10\x44\x65ploymentChange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.modelplane.v1.ChangeKind\x12-\n\ndeployment\x18\x03 \x01(\x0b\x32\x19.modelplane.v1.Deployment\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x17WatchDeploymentResponse\x12\x31\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.modelplane.v1.DeploymentChangeH\x00\x12\x30\n\x08progress\x18\x02 \x01(\x0b\x32\x1c.modelplane.v1.WatchProgressH\x00\x42\x07\n\x05\x65vent*k\n\x0e\x45ndpointHealth\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NDPOINT_HEALTH_READY\x10\x01\x12\x1d\n\x19\x45NDPOINT_HEALTH_NOT_READY\x10\x02*\x91\x01\n\x0fRolloutStrategy\x12 \n\x1cROLLOUT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1b\n\x17ROLLOUT_STRATEGY_CANARY\x10\x01\x12\x1f\n\x1bROLLOUT_STRATEGY_BLUE_GREEN\x10\x02\x12\x1e\n\x1aROLLOUT_STRATEGY_IMMEDIATE\x10\x03*\x99\x02\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLLOUT_STATE_PENDING\x10\x01\x12\x1f\n\x1bROLLOUT_STATE_WAITING_READY\x10\x02\x12\x1d\n\x19ROLLOUT_STATE_PROGRESSING\x10\x03\x12\x18\n\x14ROLLOUT_STATE_PAUSED\x10\x04\x12\x1e\n\x1aROLLOUT_STATE_ROLLING_BACK\x10\x05\x12\x1b\n\x17ROLLOUT_STATE_SUCCEEDED\x10\x06\x12\x1d\n\x19ROLLOUT_STATE_ROLLED_BACK\x10\x07\x12\x19\n\x15ROLLOUT_STATE_ABORTED\x10\x08*c\n\x0cRollbackMode\x12\x1d\n\x19ROLLBACK_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLLBACK_MODE_INSTANT\x10\x01\x12\x19\n\x15ROLLBACK_MODE_STEPPED\x10\x02*\x85\x04\n\x14\x44\x65ploymentTransition\x12%\n!DEPLOYMENT_TRANSITION_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_CREATED\x10\x01\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_UPDATED\x10\x02\x12)\n%DEPLOYMENT_TRANSITION_ROLLOUT_STARTED\x10\x03\x12\'\n#DEPLOYMENT_TRANSITION_STEP_ADVANCED\x10\x04\x12\"\n\x1e\x44\x45PLOYMENT_TRANSITION_PROMOTED\x10\x05\x12 \n\x1c\x44\x45PLOYMENT_TRANSITION_PAUSED\x10\x06\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_RESUMED\x10\x07\x12*\n&DEPLOYMENT_TRANSITION_ROLLBACK_STARTED\x10\x08\x12%\n!DEPLOYMENT_TRANSITION_ROLLED_BACK\x10\t\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_ABORTED\x10\n\x12#\n\x1f\x44\x45PLOYMENT_TRANSITION_SUCCEEDED\x10\x0b\x12(\n$DEPLOYMENT_TRANSITION_HEALTH_CHANGED\x10\x0c\x32\xcc\r\n\x11\x44\x65ploymentService\x12\x63\n\x10\x43reateDeployment\x12&.modelplane.v1.CreateDeploymentRequest\x1a\'.modelplane.v1.CreateDeploymentResponse\x12Z\n\rGetDeployment\x12#.modelplane.v1.GetDeploymentRequest\x1a$.modelplane.v1.GetDeploymentResponse\x12`\n\x0fListDeployments\x12%.modelplane.v1.ListDeploymentsRequest\x1a&.modelplane.v1.ListDeploymentsResponse\x12\x63\n\x10UpdateDeployment\x12&.modelplane.v1.UpdateDeploymentRequest\x1a\'.modelplane.v1.UpdateDeploymentResponse\x12\x63\n\x10\x44\x65leteDeployment\x12&.modelplane.v1.DeleteDeploymentRequest\x1a\'.modelplane.v1.DeleteDeploymentResponse\x12W\n\x0cStartRollout\x12\".modelplane.v1.StartRolloutRequest\x1a#.modelplane.v1.StartRolloutResponse\x12T\n\x0bPlanRollout\x12!.modelplane.v1.PlanRolloutRequest\x1a\".modelplane.v1.PlanRolloutResponse\x12Q\n\nGetRollout\x12 .modelplane.v1.GetRolloutRequest\x1a!.modelplane.v1.GetRolloutResponse\x12W\n\x0cListRollouts\x12\".modelplane.v1.ListRolloutsRequest\x1a#.modelplane.v1.ListRolloutsResponse\x12]\n\x0ePromoteRollout\x12$.modelplane.v1.PromoteRolloutRequest\x1a%.modelplane.v1.PromoteRolloutResponse\x12W\n\x0cPauseRollout\x12\".modelplane.v1.PauseRolloutRequest\x1a#.modelplane.v1.PauseRolloutResponse\x12Z\n\rResumeRollout\x12#.modelplane.v1.ResumeRolloutRequest\x1a$.modelplane.v1.ResumeRolloutResponse\x12`\n\x0fRollbackRollout\x12%.modelplane.v1.RollbackRolloutRequest\x1a&.modelplane.v1.RollbackRolloutResponse\x12W\n\x0c\x41\x62ortRollout\x12\".modelplane.v1.AbortRolloutRequest\x1a#.modelplane.v1.AbortRolloutResponse\x12o\n\x14ReportEndpointHealth\x12*.modelplane.v1.ReportEndpointHealthRequest\x1a+.modelplane.v1.ReportEndpointHealthResponse\x12r\n\x15ListDeploymentHistory\x12+.modelplane.v1.ListDeploymentHistoryRequest\x1a,.modelplane.v1.ListDeploymentHistoryResponse\x12W\n\x0cResolveRoute\x12\".modelplane.v1.ResolveRouteRequest\x1a#.modelplane.v1.ResolveRouteResponse\x12\x62\n\x0fWatchDeployment\x12%.modelplane.v1.WatchDeploymentRequest\x1a&.modelplane.v1.WatchDeploymentResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmodelplane/v1/deployments.proto\x12\rmodelplane.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amodelplane/v1/common.proto\x1a\x1cmodelplane/v1/registry.proto\"\xc0\x01\n\x08\x45ndpoint\x12\x15\n\x07\x61\x64\x64ress\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x06labels\x18\x02 \x03(\x0b\x32#.modelplane.v1.Endpoint.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x33\n\x06health\x18\x03 \x01(\x0e\x32\x1d.modelplane.v1.EndpointHealthB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x0bSlotTraffic\x12\x1b\n\rmodel_version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\tendpoints\x18\x02 \x03(\x0b\x32\x17.modelplane.v1.EndpointB\x04\xe2\x41\x01\x02\x12\x17\n\tweight_bp\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\"r\n\x0cTrafficTable\x12\x30\n\x06stable\x18\x01 \x01(\x0b\x32\x1a.modelplane.v1.SlotTrafficB\x04\xe2\x41\x01\x02\x12\x30\n\x06\x63\x61nary\x18\x02 \x01(\x0b\x32\x1a.modelplane.v1.SlotTrafficB\x04\xe2\x41\x01\x03\"\xc5\x03\n\nDeployment\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0b\x65nvironment\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x14\n\x05model\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x32\n\x07traffic\x18\x04 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTableB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12;\n\x06labels\x18\x06 \x03(\x0b\x32%.modelplane.v1.Deployment.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x63tive_rollout\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0b \x01(\tB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x0bRolloutStep\x12\x17\n\tweight_bp\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x1e\n\x14pause_until_promoted\x18\x02 \x01(\x08H\x00\x12-\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x42\t\n\x07\x61\x64vance\"\x8d\x07\n\x07Rollout\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1d\n\x0etarget_version\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x31\n\tendpoints\x18\x03 \x03(\x0b\x32\x17.modelplane.v1.EndpointB\x05\xe2\x41\x02\x02\x05\x12\x37\n\x08strategy\x18\x04 \x01(\x0e\x32\x1e.modelplane.v1.RolloutStrategyB\x05\xe2\x41\x02\x02\x05\x12\x30\n\x05steps\x18\x05 \x03(\x0b\x32\x1a.modelplane.v1.RolloutStepB\x05\xe2\x41\x02\x01\x05\x12\x14\n\x06reason\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x30\n\x05state\x18\x07 \x01(\x0e\x32\x1b.modelplane.v1.RolloutStateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63urrent_step\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x38\n\x0enext_step_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66rom_version\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\rrollback_mode\x18\x0b \x01(\x0e\x32\x1b.modelplane.v1.RollbackModeB\x04\xe2\x41\x01\x03\x12:\n\x11rollback_interval\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x18\n\nstarted_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x08\x61nalysis\x18\x12 \x01(\x0b\x32\x1e.modelplane.v1.RolloutAnalysisB\x05\xe2\x41\x02\x01\x05\x12=\n\x10gate_evaluations\x18\x13 \x03(\x0b\x32\x1d.modelplane.v1.GateEvaluationB\x04\xe2\x41\x01\x03\x12\x39\n\x0f\x64\x61ta_wait_start\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"T\n\tGateBound\x12\x13\n\tmax_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tmax_ratio\x18\x02 \x01(\x01H\x00\x12\x14\n\x06margin\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\x42\x07\n\x05limit\"\xba\x02\n\x0c\x41nalysisGate\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x06signal\x18\x02 \x01(\x0e\x32\x1d.modelplane.v1.AnalysisSignalB\x04\xe2\x41\x01\x02\x12/\n\x06window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x02\x12\x19\n\x0bmin_samples\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12-\n\x05\x62ound\x18\x05 \x01(\x0b\x32\x18.modelplane.v1.GateBoundB\x04\xe2\x41\x01\x02\x12\x33\n\non_failure\x18\x06 \x01(\x0e\x32\x19.modelplane.v1.GateActionB\x04\xe2\x41\x01\x02\x12\x1b\n\rcurrency_code\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06policy\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\"\xc9\x01\n\x0fRolloutAnalysis\x12\x30\n\x05gates\x18\x01 \x03(\x0b\x32\x1b.modelplane.v1.AnalysisGateB\x04\xe2\x41\x01\x02\x12:\n\x11max_wait_for_data\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x02\x12\x33\n\non_no_data\x18\x03 \x01(\x0e\x32\x19.modelplane.v1.GateActionB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lpha\x18\x04 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\xec\x02\n\x0eGateEvaluation\x12\x0c\n\x04gate\x18\x01 \x01(\t\x12-\n\x06signal\x18\x02 \x01(\x0e\x32\x1d.modelplane.v1.AnalysisSignal\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61nary_value\x18\x05 \x01(\x01\x12\x14\n\x0cstable_value\x18\x06 \x01(\x01\x12\x16\n\x0e\x63\x61nary_samples\x18\x07 \x01(\x03\x12\x16\n\x0estable_samples\x18\x08 \x01(\x03\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x0f\n\x07p_value\x18\n \x01(\x01\x12+\n\x07verdict\x18\x0b \x01(\x0e\x32\x1a.modelplane.v1.GateVerdict\x12\x0e\n\x06reason\x18\x0c \x01(\t\"\xea\x03\n\x16\x44\x65ploymentHistoryEntry\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12=\n\ntransition\x18\x02 \x01(\x0e\x32#.modelplane.v1.DeploymentTransitionB\x04\xe2\x41\x01\x03\x12\x15\n\x07rollout\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\rrollout_state\x18\x04 \x01(\x0e\x32\x1b.modelplane.v1.RolloutStateB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x0etraffic_before\x18\x07 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTableB\x04\xe2\x41\x01\x03\x12\x38\n\rtraffic_after\x18\x08 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTableB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\x10gate_evaluations\x18\x0b \x03(\x0b\x32\x1d.modelplane.v1.GateEvaluationB\x04\xe2\x41\x01\x03\"\x85\x01\n\x17\x43reateDeploymentRequest\x12\x1b\n\rdeployment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"I\n\x18\x43reateDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"*\n\x14GetDeploymentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x15GetDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"`\n\x16ListDeploymentsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05model\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"b\n\x17ListDeploymentsResponse\x12.\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x19.modelplane.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9f\x01\n\x17UpdateDeploymentRequest\x12\x33\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"I\n\x18UpdateDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"[\n\x17\x44\x65leteDeploymentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x1a\n\x18\x44\x65leteDeploymentResponse\"t\n\x13StartRolloutRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x07rollout\x18\x02 \x01(\x0b\x32\x16.modelplane.v1.RolloutB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"n\n\x14StartRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"Y\n\x12PlanRolloutRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x07rollout\x18\x02 \x01(\x0b\x32\x16.modelplane.v1.RolloutB\x04\xe2\x41\x01\x02\"\xa3\x01\n\x0cPlannedStage\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.modelplane.v1.RolloutState\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12,\n\x07traffic\x18\x03 \x01(\x0b\x32\x1b.modelplane.v1.TrafficTable\x12+\n\x07\x61\x64vance\x18\x04 \x01(\x0b\x32\x1a.modelplane.v1.RolloutStep\"\xa4\x01\n\x13PlanRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12+\n\x06stages\x18\x02 \x03(\x0b\x32\x1b.modelplane.v1.PlannedStage\x12\x37\n\x10gate_evaluations\x18\x03 \x03(\x0b\x32\x1d.modelplane.v1.GateEvaluation\"\'\n\x11GetRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x12GetRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\"^\n\x13ListRolloutsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"Y\n\x14ListRolloutsResponse\x12(\n\x08rollouts\x18\x01 \x03(\x0b\x32\x16.modelplane.v1.Rollout\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x85\x01\n\x15PromoteRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06to_end\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"p\n\x16PromoteRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"m\n\x13PauseRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"n\n\x14PauseRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"n\n\x14ResumeRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"o\n\x15ResumeRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"\xd9\x01\n\x16RollbackRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x04mode\x18\x02 \x01(\x0e\x32\x1b.modelplane.v1.RollbackModeB\x04\xe2\x41\x01\x02\x12\x36\n\rstep_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x14\n\x06reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\"q\n\x17RollbackRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"m\n\x13\x41\x62ortRolloutRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"n\n\x14\x41\x62ortRolloutResponse\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.modelplane.v1.Rollout\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"}\n\x1bReportEndpointHealthRequest\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05ready\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x1cReportEndpointHealthResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12-\n\ndeployment\x18\x02 \x01(\x0b\x32\x19.modelplane.v1.Deployment\"g\n\x1cListDeploymentHistoryRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"p\n\x1dListDeploymentHistoryResponse\x12\x36\n\x07\x65ntries\x18\x01 \x03(\x0b\x32%.modelplane.v1.DeploymentHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x13ResolveRouteRequest\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0brouting_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x94\x01\n\x14ResolveRouteResponse\x12)\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x17.modelplane.v1.Endpoint\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\x04slot\x18\x03 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlot\x12\x10\n\x08revision\x18\x04 \x01(\x03\"P\n\x16WatchDeploymentRequest\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0estart_revision\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\xad\x01\n\x10\x44\x65ploymentChange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.modelplane.v1.ChangeKind\x12-\n\ndeployment\x18\x03 \x01(\x0b\x32\x19.modelplane.v1.Deployment\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x17WatchDeploymentResponse\x12\x31\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.modelplane.v1.DeploymentChangeH\x00\x12\x30\n\x08progress\x18\x02 \x01(\x0b\x32\x1c.modelplane.v1.WatchProgressH\x00\x42\x07\n\x05\x65vent*k\n\x0e\x45ndpointHealth\x12\x1f\n\x1b\x45NDPOINT_HEALTH_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NDPOINT_HEALTH_READY\x10\x01\x12\x1d\n\x19\x45NDPOINT_HEALTH_NOT_READY\x10\x02*\x91\x01\n\x0fRolloutStrategy\x12 \n\x1cROLLOUT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1b\n\x17ROLLOUT_STRATEGY_CANARY\x10\x01\x12\x1f\n\x1bROLLOUT_STRATEGY_BLUE_GREEN\x10\x02\x12\x1e\n\x1aROLLOUT_STRATEGY_IMMEDIATE\x10\x03*\x99\x02\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLLOUT_STATE_PENDING\x10\x01\x12\x1f\n\x1bROLLOUT_STATE_WAITING_READY\x10\x02\x12\x1d\n\x19ROLLOUT_STATE_PROGRESSING\x10\x03\x12\x18\n\x14ROLLOUT_STATE_PAUSED\x10\x04\x12\x1e\n\x1aROLLOUT_STATE_ROLLING_BACK\x10\x05\x12\x1b\n\x17ROLLOUT_STATE_SUCCEEDED\x10\x06\x12\x1d\n\x19ROLLOUT_STATE_ROLLED_BACK\x10\x07\x12\x19\n\x15ROLLOUT_STATE_ABORTED\x10\x08*c\n\x0cRollbackMode\x12\x1d\n\x19ROLLBACK_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLLBACK_MODE_INSTANT\x10\x01\x12\x19\n\x15ROLLBACK_MODE_STEPPED\x10\x02*\x81\x03\n\x0e\x41nalysisSignal\x12\x1f\n\x1b\x41NALYSIS_SIGNAL_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41NALYSIS_SIGNAL_ERROR_RATE\x10\x01\x12\x1f\n\x1b\x41NALYSIS_SIGNAL_LATENCY_P50\x10\x02\x12\x1f\n\x1b\x41NALYSIS_SIGNAL_LATENCY_P95\x10\x03\x12\x1f\n\x1b\x41NALYSIS_SIGNAL_LATENCY_P99\x10\x04\x12$\n ANALYSIS_SIGNAL_COST_PER_REQUEST\x10\x05\x12&\n\"ANALYSIS_SIGNAL_TOKENS_PER_REQUEST\x10\x06\x12(\n$ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE\x10\x07\x12)\n%ANALYSIS_SIGNAL_GUARDRAIL_REDACT_RATE\x10\x08\x12(\n$ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE\x10\t*s\n\nGateAction\x12\x1b\n\x17GATE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11GATE_ACTION_PAUSE\x10\x01\x12\x18\n\x14GATE_ACTION_ROLLBACK\x10\x02\x12\x17\n\x13GATE_ACTION_PROCEED\x10\x03*x\n\x0bGateVerdict\x12\x1c\n\x18GATE_VERDICT_UNSPECIFIED\x10\x00\x12\x15\n\x11GATE_VERDICT_PASS\x10\x01\x12\x15\n\x11GATE_VERDICT_FAIL\x10\x02\x12\x1d\n\x19GATE_VERDICT_INCONCLUSIVE\x10\x03*\xaf\x04\n\x14\x44\x65ploymentTransition\x12%\n!DEPLOYMENT_TRANSITION_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_CREATED\x10\x01\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_UPDATED\x10\x02\x12)\n%DEPLOYMENT_TRANSITION_ROLLOUT_STARTED\x10\x03\x12\'\n#DEPLOYMENT_TRANSITION_STEP_ADVANCED\x10\x04\x12\"\n\x1e\x44\x45PLOYMENT_TRANSITION_PROMOTED\x10\x05\x12 \n\x1c\x44\x45PLOYMENT_TRANSITION_PAUSED\x10\x06\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_RESUMED\x10\x07\x12*\n&DEPLOYMENT_TRANSITION_ROLLBACK_STARTED\x10\x08\x12%\n!DEPLOYMENT_TRANSITION_ROLLED_BACK\x10\t\x12!\n\x1d\x44\x45PLOYMENT_TRANSITION_ABORTED\x10\n\x12#\n\x1f\x44\x45PLOYMENT_TRANSITION_SUCCEEDED\x10\x0b\x12(\n$DEPLOYMENT_TRANSITION_HEALTH_CHANGED\x10\x0c\x12(\n$DEPLOYMENT_TRANSITION_GATE_EVALUATED\x10\r2\xa5\x14\n\x11\x44\x65ploymentService\x12\x7f\n\x10\x43reateDeployment\x12&.modelplane.v1.CreateDeploymentRequest\x1a\'.modelplane.v1.CreateDeploymentResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/deployments:\x01*\x12|\n\rGetDeployment\x12#.modelplane.v1.GetDeploymentRequest\x1a$.modelplane.v1.GetDeploymentResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=deployments/*}\x12y\n\x0fListDeployments\x12%.modelplane.v1.ListDeploymentsRequest\x1a&.modelplane.v1.ListDeploymentsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deployments\x12\x93\x01\n\x10UpdateDeployment\x12&.modelplane.v1.UpdateDeploymentRequest\x1a\'.modelplane.v1.UpdateDeploymentResponse\".\x82\xd3\xe4\x93\x02(2#/v1/{deployment.name=deployments/*}:\x01*\x12\x85\x01\n\x10\x44\x65leteDeployment\x12&.modelplane.v1.DeleteDeploymentRequest\x1a\'.modelplane.v1.DeleteDeploymentResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/{name=deployments/*}\x12\x87\x01\n\x0cStartRollout\x12\".modelplane.v1.StartRolloutRequest\x1a#.modelplane.v1.StartRolloutResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{parent=deployments/*}/rollouts:\x01*\x12\x89\x01\n\x0bPlanRollout\x12!.modelplane.v1.PlanRolloutRequest\x1a\".modelplane.v1.PlanRolloutResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/{parent=deployments/*}/rollouts:plan:\x01*\x12~\n\nGetRollout\x12 .modelplane.v1.GetRolloutRequest\x1a!.modelplane.v1.GetRolloutResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/{name=deployments/*/rollouts/*}\x12\x84\x01\n\x0cListRollouts\x12\".modelplane.v1.ListRolloutsRequest\x1a#.modelplane.v1.ListRolloutsResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=deployments/*}/rollouts\x12\x95\x01\n\x0ePromoteRollout\x12$.modelplane.v1.PromoteRolloutRequest\x1a%.modelplane.v1.PromoteRolloutResponse\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/{name=deployments/*/rollouts/*}:promote:\x01*\x12\x8d\x01\n\x0cPauseRollout\x12\".modelplane.v1.PauseRolloutRequest\x1a#.modelplane.v1.PauseRolloutResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/{name=deployments/*/rollouts/*}:pause:\x01*\x12\x91\x01\n\rResumeRollout\x12#.modelplane.v1.ResumeRolloutRequest\x1a$.modelplane.v1.ResumeRolloutResponse\"5\x82\xd3\xe4\x93\x02/\"*/v1/{name=deployments/*/rollouts/*}:resume:\x01*\x12\x99\x01\n\x0fRollbackRollout\x12%.modelplane.v1.RollbackRolloutRequest\x1a&.modelplane.v1.RollbackRolloutResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/{name=deployments/*/rollouts/*}:rollback:\x01*\x12\x8d\x01\n\x0c\x41\x62ortRollout\x12\".modelplane.v1.AbortRolloutRequest\x1a#.modelplane.v1.AbortRolloutResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/{name=deployments/*/rollouts/*}:abort:\x01*\x12\xaf\x01\n\x14ReportEndpointHealth\x12*.modelplane.v1.ReportEndpointHealthRequest\x1a+.modelplane.v1.ReportEndpointHealthResponse\">\x82\xd3\xe4\x93\x02\x38\"3/v1/{deployment=deployments/*}:reportEndpointHealth:\x01*\x12\x9e\x01\n\x15ListDeploymentHistory\x12+.modelplane.v1.ListDeploymentHistoryRequest\x1a,.modelplane.v1.ListDeploymentHistoryResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=deployments/*}/history\x12\x8c\x01\n\x0cResolveRoute\x12\".modelplane.v1.ResolveRouteRequest\x1a#.modelplane.v1.ResolveRouteResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/{deployment=deployments/*}:resolveRoute\x12\x90\x01\n\x0fWatchDeployment\x12%.modelplane.v1.WatchDeploymentRequest\x1a&.modelplane.v1.WatchDeploymentResponse\",\x82\xd3\xe4\x93\x02&\x12$/v1/{deployment=deployments/*}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -115,6 +116,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLLOUT'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
   _globals['_ROLLOUT'].fields_by_name['etag']._loaded_options = None
   _globals['_ROLLOUT'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['analysis']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['analysis']._serialized_options = b'\342A\002\001\005'
+  _globals['_ROLLOUT'].fields_by_name['gate_evaluations']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['gate_evaluations']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['data_wait_start']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['data_wait_start']._serialized_options = b'\342A\001\003'
+  _globals['_GATEBOUND'].fields_by_name['margin']._loaded_options = None
+  _globals['_GATEBOUND'].fields_by_name['margin']._serialized_options = b'\342A\001\001'
+  _globals['_ANALYSISGATE'].fields_by_name['name']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_ANALYSISGATE'].fields_by_name['signal']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['signal']._serialized_options = b'\342A\001\002'
+  _globals['_ANALYSISGATE'].fields_by_name['window']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['window']._serialized_options = b'\342A\001\002'
+  _globals['_ANALYSISGATE'].fields_by_name['min_samples']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['min_samples']._serialized_options = b'\342A\001\002'
+  _globals['_ANALYSISGATE'].fields_by_name['bound']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['bound']._serialized_options = b'\342A\001\002'
+  _globals['_ANALYSISGATE'].fields_by_name['on_failure']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['on_failure']._serialized_options = b'\342A\001\002'
+  _globals['_ANALYSISGATE'].fields_by_name['currency_code']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['currency_code']._serialized_options = b'\342A\001\001'
+  _globals['_ANALYSISGATE'].fields_by_name['policy']._loaded_options = None
+  _globals['_ANALYSISGATE'].fields_by_name['policy']._serialized_options = b'\342A\001\001'
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['gates']._loaded_options = None
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['gates']._serialized_options = b'\342A\001\002'
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['max_wait_for_data']._loaded_options = None
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['max_wait_for_data']._serialized_options = b'\342A\001\002'
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['on_no_data']._loaded_options = None
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['on_no_data']._serialized_options = b'\342A\001\002'
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['alpha']._loaded_options = None
+  _globals['_ROLLOUTANALYSIS'].fields_by_name['alpha']._serialized_options = b'\342A\001\001'
   _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['name']._loaded_options = None
   _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['name']._serialized_options = b'\342A\001\003'
   _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['transition']._loaded_options = None
@@ -135,6 +168,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['revision']._serialized_options = b'\342A\001\003'
   _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['create_time']._loaded_options = None
   _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['gate_evaluations']._loaded_options = None
+  _globals['_DEPLOYMENTHISTORYENTRY'].fields_by_name['gate_evaluations']._serialized_options = b'\342A\001\003'
   _globals['_CREATEDEPLOYMENTREQUEST'].fields_by_name['deployment_id']._loaded_options = None
   _globals['_CREATEDEPLOYMENTREQUEST'].fields_by_name['deployment_id']._serialized_options = b'\342A\001\002'
   _globals['_CREATEDEPLOYMENTREQUEST'].fields_by_name['deployment']._loaded_options = None
@@ -247,110 +282,160 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHDEPLOYMENTREQUEST'].fields_by_name['deployment']._serialized_options = b'\342A\001\002'
   _globals['_WATCHDEPLOYMENTREQUEST'].fields_by_name['start_revision']._loaded_options = None
   _globals['_WATCHDEPLOYMENTREQUEST'].fields_by_name['start_revision']._serialized_options = b'\342A\001\001'
-  _globals['_ENDPOINTHEALTH']._serialized_start=6511
-  _globals['_ENDPOINTHEALTH']._serialized_end=6618
-  _globals['_ROLLOUTSTRATEGY']._serialized_start=6621
-  _globals['_ROLLOUTSTRATEGY']._serialized_end=6766
-  _globals['_ROLLOUTSTATE']._serialized_start=6769
-  _globals['_ROLLOUTSTATE']._serialized_end=7050
-  _globals['_ROLLBACKMODE']._serialized_start=7052
-  _globals['_ROLLBACKMODE']._serialized_end=7151
-  _globals['_DEPLOYMENTTRANSITION']._serialized_start=7154
-  _globals['_DEPLOYMENTTRANSITION']._serialized_end=7671
-  _globals['_ENDPOINT']._serialized_start=241
-  _globals['_ENDPOINT']._serialized_end=433
-  _globals['_ENDPOINT_LABELSENTRY']._serialized_start=388
-  _globals['_ENDPOINT_LABELSENTRY']._serialized_end=433
-  _globals['_SLOTTRAFFIC']._serialized_start=435
-  _globals['_SLOTTRAFFIC']._serialized_end=552
-  _globals['_TRAFFICTABLE']._serialized_start=554
-  _globals['_TRAFFICTABLE']._serialized_end=668
-  _globals['_DEPLOYMENT']._serialized_start=671
-  _globals['_DEPLOYMENT']._serialized_end=1124
-  _globals['_DEPLOYMENT_LABELSENTRY']._serialized_start=388
-  _globals['_DEPLOYMENT_LABELSENTRY']._serialized_end=433
-  _globals['_ROLLOUTSTEP']._serialized_start=1127
-  _globals['_ROLLOUTSTEP']._serialized_end=1255
-  _globals['_ROLLOUT']._serialized_start=1258
-  _globals['_ROLLOUT']._serialized_end=1988
-  _globals['_DEPLOYMENTHISTORYENTRY']._serialized_start=1991
-  _globals['_DEPLOYMENTHISTORYENTRY']._serialized_end=2418
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=2421
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=2554
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=2556
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=2629
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=2631
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=2673
-  _globals['_GETDEPLOYMENTRESPONSE']._serialized_start=2675
-  _globals['_GETDEPLOYMENTRESPONSE']._serialized_end=2745
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=2747
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=2843
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=2845
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=2943
-  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_start=2946
-  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=3105
-  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_start=3107
-  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_end=3180
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=3182
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=3273
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=3275
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=3301
-  _globals['_STARTROLLOUTREQUEST']._serialized_start=3303
-  _globals['_STARTROLLOUTREQUEST']._serialized_end=3419
-  _globals['_STARTROLLOUTRESPONSE']._serialized_start=3421
-  _globals['_STARTROLLOUTRESPONSE']._serialized_end=3531
-  _globals['_PLANROLLOUTREQUEST']._serialized_start=3533
-  _globals['_PLANROLLOUTREQUEST']._serialized_end=3622
-  _globals['_PLANNEDSTAGE']._serialized_start=3625
-  _globals['_PLANNEDSTAGE']._serialized_end=3788
-  _globals['_PLANROLLOUTRESPONSE']._serialized_start=3790
-  _globals['_PLANROLLOUTRESPONSE']._serialized_end=3897
-  _globals['_GETROLLOUTREQUEST']._serialized_start=3899
-  _globals['_GETROLLOUTREQUEST']._serialized_end=3938
-  _globals['_GETROLLOUTRESPONSE']._serialized_start=3940
-  _globals['_GETROLLOUTRESPONSE']._serialized_end=4001
-  _globals['_LISTROLLOUTSREQUEST']._serialized_start=4003
-  _globals['_LISTROLLOUTSREQUEST']._serialized_end=4097
-  _globals['_LISTROLLOUTSRESPONSE']._serialized_start=4099
-  _globals['_LISTROLLOUTSRESPONSE']._serialized_end=4188
-  _globals['_PROMOTEROLLOUTREQUEST']._serialized_start=4191
-  _globals['_PROMOTEROLLOUTREQUEST']._serialized_end=4324
-  _globals['_PROMOTEROLLOUTRESPONSE']._serialized_start=4326
-  _globals['_PROMOTEROLLOUTRESPONSE']._serialized_end=4438
-  _globals['_PAUSEROLLOUTREQUEST']._serialized_start=4440
-  _globals['_PAUSEROLLOUTREQUEST']._serialized_end=4549
-  _globals['_PAUSEROLLOUTRESPONSE']._serialized_start=4551
-  _globals['_PAUSEROLLOUTRESPONSE']._serialized_end=4661
-  _globals['_RESUMEROLLOUTREQUEST']._serialized_start=4663
-  _globals['_RESUMEROLLOUTREQUEST']._serialized_end=4773
-  _globals['_RESUMEROLLOUTRESPONSE']._serialized_start=4775
-  _globals['_RESUMEROLLOUTRESPONSE']._serialized_end=4886
-  _globals['_ROLLBACKROLLOUTREQUEST']._serialized_start=4889
-  _globals['_ROLLBACKROLLOUTREQUEST']._serialized_end=5106
-  _globals['_ROLLBACKROLLOUTRESPONSE']._serialized_start=5108
-  _globals['_ROLLBACKROLLOUTRESPONSE']._serialized_end=5221
-  _globals['_ABORTROLLOUTREQUEST']._serialized_start=5223
-  _globals['_ABORTROLLOUTREQUEST']._serialized_end=5332
-  _globals['_ABORTROLLOUTRESPONSE']._serialized_start=5334
-  _globals['_ABORTROLLOUTRESPONSE']._serialized_end=5444
-  _globals['_REPORTENDPOINTHEALTHREQUEST']._serialized_start=5446
-  _globals['_REPORTENDPOINTHEALTHREQUEST']._serialized_end=5571
-  _globals['_REPORTENDPOINTHEALTHRESPONSE']._serialized_start=5573
-  _globals['_REPORTENDPOINTHEALTHRESPONSE']._serialized_end=5667
-  _globals['_LISTDEPLOYMENTHISTORYREQUEST']._serialized_start=5669
-  _globals['_LISTDEPLOYMENTHISTORYREQUEST']._serialized_end=5772
-  _globals['_LISTDEPLOYMENTHISTORYRESPONSE']._serialized_start=5774
-  _globals['_LISTDEPLOYMENTHISTORYRESPONSE']._serialized_end=5886
-  _globals['_RESOLVEROUTEREQUEST']._serialized_start=5888
-  _globals['_RESOLVEROUTEREQUEST']._serialized_end=5962
-  _globals['_RESOLVEROUTERESPONSE']._serialized_start=5965
-  _globals['_RESOLVEROUTERESPONSE']._serialized_end=6113
-  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_start=6115
-  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_end=6195
-  _globals['_DEPLOYMENTCHANGE']._serialized_start=6198
-  _globals['_DEPLOYMENTCHANGE']._serialized_end=6371
-  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_start=6374
-  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_end=6509
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=7674
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=9414
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['CreateDeployment']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['CreateDeployment']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/deployments:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['GetDeployment']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['GetDeployment']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/{name=deployments/*}'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ListDeployments']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ListDeployments']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/deployments'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['UpdateDeployment']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['UpdateDeployment']._serialized_options = b'\202\323\344\223\002(2#/v1/{deployment.name=deployments/*}:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['DeleteDeployment']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['DeleteDeployment']._serialized_options = b'\202\323\344\223\002\032*\030/v1/{name=deployments/*}'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['StartRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['StartRollout']._serialized_options = b'\202\323\344\223\002(\"#/v1/{parent=deployments/*}/rollouts:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['PlanRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['PlanRollout']._serialized_options = b'\202\323\344\223\002-\"(/v1/{parent=deployments/*}/rollouts:plan:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['GetRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['GetRollout']._serialized_options = b'\202\323\344\223\002%\022#/v1/{name=deployments/*/rollouts/*}'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ListRollouts']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ListRollouts']._serialized_options = b'\202\323\344\223\002%\022#/v1/{parent=deployments/*}/rollouts'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['PromoteRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['PromoteRollout']._serialized_options = b'\202\323\344\223\0020\"+/v1/{name=deployments/*/rollouts/*}:promote:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['PauseRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['PauseRollout']._serialized_options = b'\202\323\344\223\002.\")/v1/{name=deployments/*/rollouts/*}:pause:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ResumeRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ResumeRollout']._serialized_options = b'\202\323\344\223\002/\"*/v1/{name=deployments/*/rollouts/*}:resume:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['RollbackRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['RollbackRollout']._serialized_options = b'\202\323\344\223\0021\",/v1/{name=deployments/*/rollouts/*}:rollback:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['AbortRollout']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['AbortRollout']._serialized_options = b'\202\323\344\223\002.\")/v1/{name=deployments/*/rollouts/*}:abort:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ReportEndpointHealth']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ReportEndpointHealth']._serialized_options = b'\202\323\344\223\0028\"3/v1/{deployment=deployments/*}:reportEndpointHealth:\001*'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ListDeploymentHistory']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ListDeploymentHistory']._serialized_options = b'\202\323\344\223\002$\022\"/v1/{parent=deployments/*}/history'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ResolveRoute']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['ResolveRoute']._serialized_options = b'\202\323\344\223\002-\022+/v1/{deployment=deployments/*}:resolveRoute'
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['WatchDeployment']._loaded_options = None
+  _globals['_DEPLOYMENTSERVICE'].methods_by_name['WatchDeployment']._serialized_options = b'\202\323\344\223\002&\022$/v1/{deployment=deployments/*}:watch'
+  _globals['_ENDPOINTHEALTH']._serialized_start=7815
+  _globals['_ENDPOINTHEALTH']._serialized_end=7922
+  _globals['_ROLLOUTSTRATEGY']._serialized_start=7925
+  _globals['_ROLLOUTSTRATEGY']._serialized_end=8070
+  _globals['_ROLLOUTSTATE']._serialized_start=8073
+  _globals['_ROLLOUTSTATE']._serialized_end=8354
+  _globals['_ROLLBACKMODE']._serialized_start=8356
+  _globals['_ROLLBACKMODE']._serialized_end=8455
+  _globals['_ANALYSISSIGNAL']._serialized_start=8458
+  _globals['_ANALYSISSIGNAL']._serialized_end=8843
+  _globals['_GATEACTION']._serialized_start=8845
+  _globals['_GATEACTION']._serialized_end=8960
+  _globals['_GATEVERDICT']._serialized_start=8962
+  _globals['_GATEVERDICT']._serialized_end=9082
+  _globals['_DEPLOYMENTTRANSITION']._serialized_start=9085
+  _globals['_DEPLOYMENTTRANSITION']._serialized_end=9644
+  _globals['_ENDPOINT']._serialized_start=271
+  _globals['_ENDPOINT']._serialized_end=463
+  _globals['_ENDPOINT_LABELSENTRY']._serialized_start=418
+  _globals['_ENDPOINT_LABELSENTRY']._serialized_end=463
+  _globals['_SLOTTRAFFIC']._serialized_start=465
+  _globals['_SLOTTRAFFIC']._serialized_end=582
+  _globals['_TRAFFICTABLE']._serialized_start=584
+  _globals['_TRAFFICTABLE']._serialized_end=698
+  _globals['_DEPLOYMENT']._serialized_start=701
+  _globals['_DEPLOYMENT']._serialized_end=1154
+  _globals['_DEPLOYMENT_LABELSENTRY']._serialized_start=418
+  _globals['_DEPLOYMENT_LABELSENTRY']._serialized_end=463
+  _globals['_ROLLOUTSTEP']._serialized_start=1157
+  _globals['_ROLLOUTSTEP']._serialized_end=1285
+  _globals['_ROLLOUT']._serialized_start=1288
+  _globals['_ROLLOUT']._serialized_end=2197
+  _globals['_GATEBOUND']._serialized_start=2199
+  _globals['_GATEBOUND']._serialized_end=2283
+  _globals['_ANALYSISGATE']._serialized_start=2286
+  _globals['_ANALYSISGATE']._serialized_end=2600
+  _globals['_ROLLOUTANALYSIS']._serialized_start=2603
+  _globals['_ROLLOUTANALYSIS']._serialized_end=2804
+  _globals['_GATEEVALUATION']._serialized_start=2807
+  _globals['_GATEEVALUATION']._serialized_end=3171
+  _globals['_DEPLOYMENTHISTORYENTRY']._serialized_start=3174
+  _globals['_DEPLOYMENTHISTORYENTRY']._serialized_end=3664
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=3667
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=3800
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=3802
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=3875
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=3877
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=3919
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_start=3921
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_end=3991
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=3993
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=4089
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=4091
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=4189
+  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_start=4192
+  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=4351
+  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_start=4353
+  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_end=4426
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=4428
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=4519
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=4521
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=4547
+  _globals['_STARTROLLOUTREQUEST']._serialized_start=4549
+  _globals['_STARTROLLOUTREQUEST']._serialized_end=4665
+  _globals['_STARTROLLOUTRESPONSE']._serialized_start=4667
+  _globals['_STARTROLLOUTRESPONSE']._serialized_end=4777
+  _globals['_PLANROLLOUTREQUEST']._serialized_start=4779
+  _globals['_PLANROLLOUTREQUEST']._serialized_end=4868
+  _globals['_PLANNEDSTAGE']._serialized_start=4871
+  _globals['_PLANNEDSTAGE']._serialized_end=5034
+  _globals['_PLANROLLOUTRESPONSE']._serialized_start=5037
+  _globals['_PLANROLLOUTRESPONSE']._serialized_end=5201
+  _globals['_GETROLLOUTREQUEST']._serialized_start=5203
+  _globals['_GETROLLOUTREQUEST']._serialized_end=5242
+  _globals['_GETROLLOUTRESPONSE']._serialized_start=5244
+  _globals['_GETROLLOUTRESPONSE']._serialized_end=5305
+  _globals['_LISTROLLOUTSREQUEST']._serialized_start=5307
+  _globals['_LISTROLLOUTSREQUEST']._serialized_end=5401
+  _globals['_LISTROLLOUTSRESPONSE']._serialized_start=5403
+  _globals['_LISTROLLOUTSRESPONSE']._serialized_end=5492
+  _globals['_PROMOTEROLLOUTREQUEST']._serialized_start=5495
+  _globals['_PROMOTEROLLOUTREQUEST']._serialized_end=5628
+  _globals['_PROMOTEROLLOUTRESPONSE']._serialized_start=5630
+  _globals['_PROMOTEROLLOUTRESPONSE']._serialized_end=5742
+  _globals['_PAUSEROLLOUTREQUEST']._serialized_start=5744
+  _globals['_PAUSEROLLOUTREQUEST']._serialized_end=5853
+  _globals['_PAUSEROLLOUTRESPONSE']._serialized_start=5855
+  _globals['_PAUSEROLLOUTRESPONSE']._serialized_end=5965
+  _globals['_RESUMEROLLOUTREQUEST']._serialized_start=5967
+  _globals['_RESUMEROLLOUTREQUEST']._serialized_end=6077
+  _globals['_RESUMEROLLOUTRESPONSE']._serialized_start=6079
+  _globals['_RESUMEROLLOUTRESPONSE']._serialized_end=6190
+  _globals['_ROLLBACKROLLOUTREQUEST']._serialized_start=6193
+  _globals['_ROLLBACKROLLOUTREQUEST']._serialized_end=6410
+  _globals['_ROLLBACKROLLOUTRESPONSE']._serialized_start=6412
+  _globals['_ROLLBACKROLLOUTRESPONSE']._serialized_end=6525
+  _globals['_ABORTROLLOUTREQUEST']._serialized_start=6527
+  _globals['_ABORTROLLOUTREQUEST']._serialized_end=6636
+  _globals['_ABORTROLLOUTRESPONSE']._serialized_start=6638
+  _globals['_ABORTROLLOUTRESPONSE']._serialized_end=6748
+  _globals['_REPORTENDPOINTHEALTHREQUEST']._serialized_start=6750
+  _globals['_REPORTENDPOINTHEALTHREQUEST']._serialized_end=6875
+  _globals['_REPORTENDPOINTHEALTHRESPONSE']._serialized_start=6877
+  _globals['_REPORTENDPOINTHEALTHRESPONSE']._serialized_end=6971
+  _globals['_LISTDEPLOYMENTHISTORYREQUEST']._serialized_start=6973
+  _globals['_LISTDEPLOYMENTHISTORYREQUEST']._serialized_end=7076
+  _globals['_LISTDEPLOYMENTHISTORYRESPONSE']._serialized_start=7078
+  _globals['_LISTDEPLOYMENTHISTORYRESPONSE']._serialized_end=7190
+  _globals['_RESOLVEROUTEREQUEST']._serialized_start=7192
+  _globals['_RESOLVEROUTEREQUEST']._serialized_end=7266
+  _globals['_RESOLVEROUTERESPONSE']._serialized_start=7269
+  _globals['_RESOLVEROUTERESPONSE']._serialized_end=7417
+  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_start=7419
+  _globals['_WATCHDEPLOYMENTREQUEST']._serialized_end=7499
+  _globals['_DEPLOYMENTCHANGE']._serialized_start=7502
+  _globals['_DEPLOYMENTCHANGE']._serialized_end=7675
+  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_start=7678
+  _globals['_WATCHDEPLOYMENTRESPONSE']._serialized_end=7813
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=9647
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=12244
 # @@protoc_insertion_point(module_scope)

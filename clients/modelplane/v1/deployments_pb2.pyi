@@ -212,6 +212,180 @@ ROLLBACK_MODE_STEPPED: RollbackMode.ValueType  # 2
 """ROLLBACK_MODE_STEPPED: the canary's weight goes back down the steps."""
 Global___RollbackMode: _TypeAlias = RollbackMode  # noqa: Y015
 
+class _AnalysisSignal:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AnalysisSignalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnalysisSignal.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANALYSIS_SIGNAL_UNSPECIFIED: _AnalysisSignal.ValueType  # 0
+    """ANALYSIS_SIGNAL_UNSPECIFIED is never valid on input."""
+    ANALYSIS_SIGNAL_ERROR_RATE: _AnalysisSignal.ValueType  # 1
+    """ANALYSIS_SIGNAL_ERROR_RATE: the share of INFERENCE events whose status
+    is not OK (a fraction, 0 to 1).
+    """
+    ANALYSIS_SIGNAL_LATENCY_P50: _AnalysisSignal.ValueType  # 2
+    """ANALYSIS_SIGNAL_LATENCY_P50: the median latency of INFERENCE events,
+    in milliseconds.
+    """
+    ANALYSIS_SIGNAL_LATENCY_P95: _AnalysisSignal.ValueType  # 3
+    """ANALYSIS_SIGNAL_LATENCY_P95: the 95th percentile latency of INFERENCE
+    events, in milliseconds.
+    """
+    ANALYSIS_SIGNAL_LATENCY_P99: _AnalysisSignal.ValueType  # 4
+    """ANALYSIS_SIGNAL_LATENCY_P99: the 99th percentile latency of INFERENCE
+    events, in milliseconds.
+    """
+    ANALYSIS_SIGNAL_COST_PER_REQUEST: _AnalysisSignal.ValueType  # 5
+    """ANALYSIS_SIGNAL_COST_PER_REQUEST: the mean cost of INFERENCE events
+    priced in the gate's currency_code (as the log collector prices them),
+    in micro-units of that currency.
+    """
+    ANALYSIS_SIGNAL_TOKENS_PER_REQUEST: _AnalysisSignal.ValueType  # 6
+    """ANALYSIS_SIGNAL_TOKENS_PER_REQUEST: the mean input plus output tokens
+    of INFERENCE events.
+    """
+    ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE: _AnalysisSignal.ValueType  # 7
+    """ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE: the share of GUARDRAIL events of
+    the gate's policy that decided BLOCK (a fraction, 0 to 1).
+    """
+    ANALYSIS_SIGNAL_GUARDRAIL_REDACT_RATE: _AnalysisSignal.ValueType  # 8
+    """ANALYSIS_SIGNAL_GUARDRAIL_REDACT_RATE: the share of GUARDRAIL events of
+    the gate's policy that decided REDACT (a fraction, 0 to 1).
+    """
+    ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE: _AnalysisSignal.ValueType  # 9
+    """ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE: the share of ROUTING events whose
+    outcome is ERROR, TIMEOUT or NO_ENDPOINT (a fraction, 0 to 1).
+    """
+
+class AnalysisSignal(_AnalysisSignal, metaclass=_AnalysisSignalEnumTypeWrapper):
+    """AnalysisSignal is what an analysis gate measures over the log events
+    linked to the deployment's canary and stable slots. Stored in SQL as the
+    lower-case name without the prefix.
+    """
+
+ANALYSIS_SIGNAL_UNSPECIFIED: AnalysisSignal.ValueType  # 0
+"""ANALYSIS_SIGNAL_UNSPECIFIED is never valid on input."""
+ANALYSIS_SIGNAL_ERROR_RATE: AnalysisSignal.ValueType  # 1
+"""ANALYSIS_SIGNAL_ERROR_RATE: the share of INFERENCE events whose status
+is not OK (a fraction, 0 to 1).
+"""
+ANALYSIS_SIGNAL_LATENCY_P50: AnalysisSignal.ValueType  # 2
+"""ANALYSIS_SIGNAL_LATENCY_P50: the median latency of INFERENCE events,
+in milliseconds.
+"""
+ANALYSIS_SIGNAL_LATENCY_P95: AnalysisSignal.ValueType  # 3
+"""ANALYSIS_SIGNAL_LATENCY_P95: the 95th percentile latency of INFERENCE
+events, in milliseconds.
+"""
+ANALYSIS_SIGNAL_LATENCY_P99: AnalysisSignal.ValueType  # 4
+"""ANALYSIS_SIGNAL_LATENCY_P99: the 99th percentile latency of INFERENCE
+events, in milliseconds.
+"""
+ANALYSIS_SIGNAL_COST_PER_REQUEST: AnalysisSignal.ValueType  # 5
+"""ANALYSIS_SIGNAL_COST_PER_REQUEST: the mean cost of INFERENCE events
+priced in the gate's currency_code (as the log collector prices them),
+in micro-units of that currency.
+"""
+ANALYSIS_SIGNAL_TOKENS_PER_REQUEST: AnalysisSignal.ValueType  # 6
+"""ANALYSIS_SIGNAL_TOKENS_PER_REQUEST: the mean input plus output tokens
+of INFERENCE events.
+"""
+ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE: AnalysisSignal.ValueType  # 7
+"""ANALYSIS_SIGNAL_GUARDRAIL_BLOCK_RATE: the share of GUARDRAIL events of
+the gate's policy that decided BLOCK (a fraction, 0 to 1).
+"""
+ANALYSIS_SIGNAL_GUARDRAIL_REDACT_RATE: AnalysisSignal.ValueType  # 8
+"""ANALYSIS_SIGNAL_GUARDRAIL_REDACT_RATE: the share of GUARDRAIL events of
+the gate's policy that decided REDACT (a fraction, 0 to 1).
+"""
+ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE: AnalysisSignal.ValueType  # 9
+"""ANALYSIS_SIGNAL_ROUTING_FAILURE_RATE: the share of ROUTING events whose
+outcome is ERROR, TIMEOUT or NO_ENDPOINT (a fraction, 0 to 1).
+"""
+Global___AnalysisSignal: _TypeAlias = AnalysisSignal  # noqa: Y015
+
+class _GateAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GateActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GateAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GATE_ACTION_UNSPECIFIED: _GateAction.ValueType  # 0
+    """GATE_ACTION_UNSPECIFIED is never valid on input."""
+    GATE_ACTION_PAUSE: _GateAction.ValueType  # 1
+    """GATE_ACTION_PAUSE: the rollout is PAUSED where it is; a person resumes,
+    promotes or rolls it back.
+    """
+    GATE_ACTION_ROLLBACK: _GateAction.ValueType  # 2
+    """GATE_ACTION_ROLLBACK: the rollout is rolled back INSTANT (ROLLED_BACK)."""
+    GATE_ACTION_PROCEED: _GateAction.ValueType  # 3
+    """GATE_ACTION_PROCEED: the step advances as if the gates had passed;
+    valid for on_no_data only.
+    """
+
+class GateAction(_GateAction, metaclass=_GateActionEnumTypeWrapper):
+    """GateAction is what the step driver does when a gate fails, or when the
+    data stays short past max_wait_for_data. Stored in SQL as the lower-case
+    name without the prefix.
+    """
+
+GATE_ACTION_UNSPECIFIED: GateAction.ValueType  # 0
+"""GATE_ACTION_UNSPECIFIED is never valid on input."""
+GATE_ACTION_PAUSE: GateAction.ValueType  # 1
+"""GATE_ACTION_PAUSE: the rollout is PAUSED where it is; a person resumes,
+promotes or rolls it back.
+"""
+GATE_ACTION_ROLLBACK: GateAction.ValueType  # 2
+"""GATE_ACTION_ROLLBACK: the rollout is rolled back INSTANT (ROLLED_BACK)."""
+GATE_ACTION_PROCEED: GateAction.ValueType  # 3
+"""GATE_ACTION_PROCEED: the step advances as if the gates had passed;
+valid for on_no_data only.
+"""
+Global___GateAction: _TypeAlias = GateAction  # noqa: Y015
+
+class _GateVerdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GateVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GateVerdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GATE_VERDICT_UNSPECIFIED: _GateVerdict.ValueType  # 0
+    """GATE_VERDICT_UNSPECIFIED is never sent."""
+    GATE_VERDICT_PASS: _GateVerdict.ValueType  # 1
+    """GATE_VERDICT_PASS: both slots have min_samples events and the canary
+    is not significantly beyond the bound.
+    """
+    GATE_VERDICT_FAIL: _GateVerdict.ValueType  # 2
+    """GATE_VERDICT_FAIL: the canary is significantly beyond the bound (at
+    the analysis' alpha); the gate's on_failure action is taken.
+    """
+    GATE_VERDICT_INCONCLUSIVE: _GateVerdict.ValueType  # 3
+    """GATE_VERDICT_INCONCLUSIVE: a slot has fewer than min_samples events in
+    the window; the step waits for data.
+    """
+
+class GateVerdict(_GateVerdict, metaclass=_GateVerdictEnumTypeWrapper):
+    """GateVerdict is what one evaluation of a gate decided. Stored in SQL as the
+    lower-case name without the prefix.
+    """
+
+GATE_VERDICT_UNSPECIFIED: GateVerdict.ValueType  # 0
+"""GATE_VERDICT_UNSPECIFIED is never sent."""
+GATE_VERDICT_PASS: GateVerdict.ValueType  # 1
+"""GATE_VERDICT_PASS: both slots have min_samples events and the canary
+is not significantly beyond the bound.
+"""
+GATE_VERDICT_FAIL: GateVerdict.ValueType  # 2
+"""GATE_VERDICT_FAIL: the canary is significantly beyond the bound (at
+the analysis' alpha); the gate's on_failure action is taken.
+"""
+GATE_VERDICT_INCONCLUSIVE: GateVerdict.ValueType  # 3
+"""GATE_VERDICT_INCONCLUSIVE: a slot has fewer than min_samples events in
+the window; the step waits for data.
+"""
+Global___GateVerdict: _TypeAlias = GateVerdict  # noqa: Y015
+
 class _DeploymentTransition:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -252,6 +426,11 @@ class _DeploymentTransitionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_
     """DEPLOYMENT_TRANSITION_HEALTH_CHANGED: an endpoint's reported health
     changed the table (and possibly the canary's weight).
     """
+    DEPLOYMENT_TRANSITION_GATE_EVALUATED: _DeploymentTransition.ValueType  # 13
+    """DEPLOYMENT_TRANSITION_GATE_EVALUATED: the step driver evaluated the
+    rollout's analysis gates and a gate's verdict changed without deciding
+    the step (the table is unchanged); see gate_evaluations.
+    """
 
 class DeploymentTransition(_DeploymentTransition, metaclass=_DeploymentTransitionEnumTypeWrapper):
     """DeploymentTransition is what a history entry records. Stored in SQL as
@@ -291,6 +470,11 @@ is stable and the alias moved.
 DEPLOYMENT_TRANSITION_HEALTH_CHANGED: DeploymentTransition.ValueType  # 12
 """DEPLOYMENT_TRANSITION_HEALTH_CHANGED: an endpoint's reported health
 changed the table (and possibly the canary's weight).
+"""
+DEPLOYMENT_TRANSITION_GATE_EVALUATED: DeploymentTransition.ValueType  # 13
+"""DEPLOYMENT_TRANSITION_GATE_EVALUATED: the step driver evaluated the
+rollout's analysis gates and a gate's verdict changed without deciding
+the step (the table is unchanged); see gate_evaluations.
 """
 Global___DeploymentTransition: _TypeAlias = DeploymentTransition  # noqa: Y015
 
@@ -589,6 +773,9 @@ class Rollout(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    ANALYSIS_FIELD_NUMBER: _builtins.int
+    GATE_EVALUATIONS_FIELD_NUMBER: _builtins.int
+    DATA_WAIT_START_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the resource name, "deployments/{deployment}/rollouts/{n}"; n
     counts the deployment's rollouts from 1.
@@ -634,7 +821,8 @@ class Rollout(_message.Message):
     @_builtins.property
     def next_step_time(self) -> _timestamp_pb2.Timestamp:
         """next_step_time is when a timed step (or a stepped rollback) advances
-        next; unset when nothing is scheduled.
+        next, or, for a step whose analysis gates wait for data, when they are
+        evaluated again; unset when nothing is scheduled.
         """
 
     @_builtins.property
@@ -652,6 +840,28 @@ class Rollout(_message.Message):
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """end_time is when the rollout reached a final state; unset before."""
+
+    @_builtins.property
+    def analysis(self) -> Global___RolloutAnalysis:
+        """analysis holds the analysis gates that the step driver checks against
+        the log collector's events before each timed step of a CANARY rollout;
+        unset for none. Only CANARY rollouts with at least one timed step take
+        gates.
+        """
+
+    @_builtins.property
+    def gate_evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateEvaluation]:
+        """gate_evaluations are the last evaluation of each gate, in the order of
+        analysis.gates; empty before the first evaluation.
+        """
+
+    @_builtins.property
+    def data_wait_start(self) -> _timestamp_pb2.Timestamp:
+        """data_wait_start is when the current step began waiting for enough
+        events to decide; unset while it is not waiting. The strategy's
+        on_no_data action is taken once analysis.max_wait_for_data has passed
+        since then.
+        """
 
     def __init__(
         self,
@@ -673,14 +883,254 @@ class Rollout(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        analysis: Global___RolloutAnalysis | None = ...,
+        gate_evaluations: _abc.Iterable[Global___GateEvaluation] | None = ...,
+        data_wait_start: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "next_step_time", b"next_step_time", "rollback_interval", b"rollback_interval", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "create_time", b"create_time", "data_wait_start", b"data_wait_start", "end_time", b"end_time", "next_step_time", b"next_step_time", "rollback_interval", b"rollback_interval", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "current_step", b"current_step", "end_time", b"end_time", "endpoints", b"endpoints", "etag", b"etag", "from_version", b"from_version", "name", b"name", "next_step_time", b"next_step_time", "reason", b"reason", "rollback_interval", b"rollback_interval", "rollback_mode", b"rollback_mode", "started_by", b"started_by", "state", b"state", "steps", b"steps", "strategy", b"strategy", "target_version", b"target_version", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "create_time", b"create_time", "current_step", b"current_step", "data_wait_start", b"data_wait_start", "end_time", b"end_time", "endpoints", b"endpoints", "etag", b"etag", "from_version", b"from_version", "gate_evaluations", b"gate_evaluations", "name", b"name", "next_step_time", b"next_step_time", "reason", b"reason", "rollback_interval", b"rollback_interval", "rollback_mode", b"rollback_mode", "started_by", b"started_by", "state", b"state", "steps", b"steps", "strategy", b"strategy", "target_version", b"target_version", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Rollout: _TypeAlias = Rollout  # noqa: Y015
+
+@_typing.final
+class GateBound(_message.Message):
+    """GateBound is the bound a gate holds the canary to: either absolute
+    (max_value) or relative to the stable slot (max_ratio, plus margin).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_VALUE_FIELD_NUMBER: _builtins.int
+    MAX_RATIO_FIELD_NUMBER: _builtins.int
+    MARGIN_FIELD_NUMBER: _builtins.int
+    max_value: _builtins.float
+    """max_value: the canary's figure must not be significantly above this
+    value, in the signal's unit; for a rate more than 0 and less than 1,
+    otherwise more than 0.
+    """
+    max_ratio: _builtins.float
+    """max_ratio: the canary's figure must not be significantly above
+    max_ratio x the stable slot's figure + margin; 1 to 100. Needs a
+    canary and a stable slot, so a CANARY rollout.
+    """
+    margin: _builtins.float
+    """margin is an absolute allowance added to a relative bound, in the
+    signal's unit, not negative (for a rate less than 1); must be 0 with
+    max_value.
+    """
+    def __init__(
+        self,
+        *,
+        max_value: _builtins.float = ...,
+        max_ratio: _builtins.float = ...,
+        margin: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "max_ratio", b"max_ratio", "max_value", b"max_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "margin", b"margin", "max_ratio", b"max_ratio", "max_value", b"max_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_limit: _TypeAlias = _typing.Literal["max_value", "max_ratio"]  # noqa: Y015
+    _WhichOneofArgType_limit: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_limit) -> _WhichOneofReturnType_limit | None: ...
+
+Global___GateBound: _TypeAlias = GateBound  # noqa: Y015
+
+@_typing.final
+class AnalysisGate(_message.Message):
+    """AnalysisGate is one check of the canary against its bound."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    MIN_SAMPLES_FIELD_NUMBER: _builtins.int
+    BOUND_FIELD_NUMBER: _builtins.int
+    ON_FAILURE_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name identifies the gate in evaluations and in the history: 1 to 63
+    characters of lower-case letters, digits and "-", starting with a
+    letter, unique within the rollout.
+    """
+    signal: Global___AnalysisSignal.ValueType
+    """signal is what the gate measures."""
+    min_samples: _builtins.int
+    """min_samples is how many events each slot needs in the window before
+    the gate may decide, 100 to 1,000,000.
+    """
+    on_failure: Global___GateAction.ValueType
+    """on_failure is PAUSE or ROLLBACK."""
+    currency_code: _builtins.str
+    """currency_code is the ISO 4217 currency of COST_PER_REQUEST, e.g.
+    "USD"; required for that signal and empty for the others. Events
+    priced in another currency are not counted.
+    """
+    policy: _builtins.str
+    """policy is the guardrail policy of the GUARDRAIL_* signals,
+    "policies/{policy}", an existing policy; required for those signals
+    and empty for the others. Only guardrail events linked to this policy
+    and to the deployment count.
+    """
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """window is how far back from the evaluation the events count, 10
+        seconds to 24 hours; never before the rollout started.
+        """
+
+    @_builtins.property
+    def bound(self) -> Global___GateBound:
+        """bound is the bound the canary is held to."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        signal: Global___AnalysisSignal.ValueType = ...,
+        window: _duration_pb2.Duration | None = ...,
+        min_samples: _builtins.int = ...,
+        bound: Global___GateBound | None = ...,
+        on_failure: Global___GateAction.ValueType = ...,
+        currency_code: _builtins.str = ...,
+        policy: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bound", b"bound", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bound", b"bound", "currency_code", b"currency_code", "min_samples", b"min_samples", "name", b"name", "on_failure", b"on_failure", "policy", b"policy", "signal", b"signal", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalysisGate: _TypeAlias = AnalysisGate  # noqa: Y015
+
+@_typing.final
+class RolloutAnalysis(_message.Message):
+    """RolloutAnalysis is the analysis of a CANARY rollout: its gates, how long
+    to wait for data, and the false-alarm rate of each evaluation.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATES_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_FOR_DATA_FIELD_NUMBER: _builtins.int
+    ON_NO_DATA_FIELD_NUMBER: _builtins.int
+    ALPHA_FIELD_NUMBER: _builtins.int
+    on_no_data: Global___GateAction.ValueType
+    """on_no_data is what happens when the data is still short after
+    max_wait_for_data: PAUSE, ROLLBACK or PROCEED.
+    """
+    alpha: _builtins.float
+    """alpha is the false-alarm rate of one evaluation of one gate: the
+    chance that a canary exactly at its bound fails it. 0 means 0.01;
+    otherwise 0.0001 to 0.2.
+    """
+    @_builtins.property
+    def gates(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalysisGate]:
+        """gates are checked before each timed step; 1 to 10."""
+
+    @_builtins.property
+    def max_wait_for_data(self) -> _duration_pb2.Duration:
+        """max_wait_for_data is how long a due step waits for every gate to have
+        min_samples events per slot, 1 second to 24 hours; then on_no_data is
+        taken.
+        """
+
+    def __init__(
+        self,
+        *,
+        gates: _abc.Iterable[Global___AnalysisGate] | None = ...,
+        max_wait_for_data: _duration_pb2.Duration | None = ...,
+        on_no_data: Global___GateAction.ValueType = ...,
+        alpha: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_wait_for_data", b"max_wait_for_data"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "gates", b"gates", "max_wait_for_data", b"max_wait_for_data", "on_no_data", b"on_no_data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutAnalysis: _TypeAlias = RolloutAnalysis  # noqa: Y015
+
+@_typing.final
+class GateEvaluation(_message.Message):
+    """GateEvaluation is one evaluation of one gate: the figures of both slots
+    over the window, the sample sizes and the verdict.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATE_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    CANARY_VALUE_FIELD_NUMBER: _builtins.int
+    STABLE_VALUE_FIELD_NUMBER: _builtins.int
+    CANARY_SAMPLES_FIELD_NUMBER: _builtins.int
+    STABLE_SAMPLES_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    gate: _builtins.str
+    """gate is the gate's name."""
+    signal: Global___AnalysisSignal.ValueType
+    """signal is the gate's signal."""
+    canary_value: _builtins.float
+    """canary_value is the canary slot's figure, in the signal's unit."""
+    stable_value: _builtins.float
+    """stable_value is the stable slot's figure, in the signal's unit."""
+    canary_samples: _builtins.int
+    """canary_samples is how many canary events the figure is over."""
+    stable_samples: _builtins.int
+    """stable_samples is how many stable events the figure is over."""
+    threshold: _builtins.float
+    """threshold is the bound the canary was held to: max_value, or
+    max_ratio x stable_value + margin.
+    """
+    p_value: _builtins.float
+    """p_value is the one-sided p-value of "the canary is within its bound";
+    the gate fails when it is below alpha; 1 when inconclusive.
+    """
+    verdict: Global___GateVerdict.ValueType
+    """verdict is what the evaluation decided."""
+    reason: _builtins.str
+    """reason says why, in words."""
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """window_start is the start of the window read (inclusive)."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp:
+        """window_end is the end of the window read (exclusive), the evaluation
+        time on the database clock.
+        """
+
+    def __init__(
+        self,
+        *,
+        gate: _builtins.str = ...,
+        signal: Global___AnalysisSignal.ValueType = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        canary_value: _builtins.float = ...,
+        stable_value: _builtins.float = ...,
+        canary_samples: _builtins.int = ...,
+        stable_samples: _builtins.int = ...,
+        threshold: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+        verdict: Global___GateVerdict.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_samples", b"canary_samples", "canary_value", b"canary_value", "gate", b"gate", "p_value", b"p_value", "reason", b"reason", "signal", b"signal", "stable_samples", b"stable_samples", "stable_value", b"stable_value", "threshold", b"threshold", "verdict", b"verdict", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GateEvaluation: _TypeAlias = GateEvaluation  # noqa: Y015
 
 @_typing.final
 class DeploymentHistoryEntry(_message.Message):
@@ -698,6 +1148,7 @@ class DeploymentHistoryEntry(_message.Message):
     TRAFFIC_AFTER_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    GATE_EVALUATIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is "deployments/{deployment}/history/{id}"; ids increase."""
     transition: Global___DeploymentTransition.ValueType
@@ -726,6 +1177,14 @@ class DeploymentHistoryEntry(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """create_time is when it happened."""
 
+    @_builtins.property
+    def gate_evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateEvaluation]:
+        """gate_evaluations are the evaluations of the rollout's analysis gates
+        behind this transition: set on GATE_EVALUATED, and on the
+        STEP_ADVANCED, SUCCEEDED, PAUSED or ROLLED_BACK entry of a step the
+        gates decided; empty otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -739,10 +1198,11 @@ class DeploymentHistoryEntry(_message.Message):
         traffic_after: Global___TrafficTable | None = ...,
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        gate_evaluations: _abc.Iterable[Global___GateEvaluation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "traffic_after", b"traffic_after", "traffic_before", b"traffic_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "create_time", b"create_time", "name", b"name", "reason", b"reason", "revision", b"revision", "rollout", b"rollout", "rollout_state", b"rollout_state", "traffic_after", b"traffic_after", "traffic_before", b"traffic_before", "transition", b"transition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "create_time", b"create_time", "gate_evaluations", b"gate_evaluations", "name", b"name", "reason", b"reason", "revision", b"revision", "rollout", b"rollout", "rollout_state", b"rollout_state", "traffic_after", b"traffic_after", "traffic_before", b"traffic_before", "transition", b"transition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1165,6 +1625,7 @@ class PlanRolloutResponse(_message.Message):
 
     ROLLOUT_FIELD_NUMBER: _builtins.int
     STAGES_FIELD_NUMBER: _builtins.int
+    GATE_EVALUATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def rollout(self) -> Global___Rollout:
         """rollout is the validated rollout, in state PENDING."""
@@ -1175,15 +1636,23 @@ class PlanRolloutResponse(_message.Message):
         step, and the final table after success.
         """
 
+    @_builtins.property
+    def gate_evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateEvaluation]:
+        """gate_evaluations are what each of the rollout's analysis gates would
+        decide now, over the events of the deployment's current canary and
+        stable slots (a window reaching back from now); empty without gates.
+        """
+
     def __init__(
         self,
         *,
         rollout: Global___Rollout | None = ...,
         stages: _abc.Iterable[Global___PlannedStage] | None = ...,
+        gate_evaluations: _abc.Iterable[Global___GateEvaluation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout", "stages", b"stages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gate_evaluations", b"gate_evaluations", "rollout", b"rollout", "stages", b"stages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

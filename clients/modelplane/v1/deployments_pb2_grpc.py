@@ -220,7 +220,11 @@ class DeploymentServiceServicer:
         (reason ROLLOUT_IN_PROGRESS) while another rollout of the deployment is
         active, INVALID_ARGUMENT for an ARCHIVED target version, steps whose
         weights do not rise or exceed 10,000, or any field that does not apply
-        to the strategy.
+        to the strategy; INVALID_ARGUMENT naming every bad field of
+        rollout.analysis (e.g. "rollout.analysis.gates[0].bound.max_ratio"):
+        gates on a strategy other than CANARY or without a timed step, a
+        guardrail gate without an existing policy, bad bounds, windows or
+        sample floors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,7 +233,8 @@ class DeploymentServiceServicer:
     def PlanRollout(self, request, context):
         """PlanRollout validates a StartRollout request exactly as StartRollout
         does, changes nothing, and returns the traffic table of each stage the
-        rollout would go through. Returns the errors of StartRollout.
+        rollout would go through, and what each analysis gate would decide now.
+        Returns the errors of StartRollout.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -94,12 +94,17 @@ class DeploymentServiceStub:
     (reason ROLLOUT_IN_PROGRESS) while another rollout of the deployment is
     active, INVALID_ARGUMENT for an ARCHIVED target version, steps whose
     weights do not rise or exceed 10,000, or any field that does not apply
-    to the strategy.
+    to the strategy; INVALID_ARGUMENT naming every bad field of
+    rollout.analysis (e.g. "rollout.analysis.gates[0].bound.max_ratio"):
+    gates on a strategy other than CANARY or without a timed step, a
+    guardrail gate without an existing policy, bad bounds, windows or
+    sample floors.
     """
     PlanRollout: _grpc.UnaryUnaryMultiCallable[_deployments_pb2.PlanRolloutRequest, _deployments_pb2.PlanRolloutResponse]
     """PlanRollout validates a StartRollout request exactly as StartRollout
     does, changes nothing, and returns the traffic table of each stage the
-    rollout would go through. Returns the errors of StartRollout.
+    rollout would go through, and what each analysis gate would decide now.
+    Returns the errors of StartRollout.
     """
     GetRollout: _grpc.UnaryUnaryMultiCallable[_deployments_pb2.GetRolloutRequest, _deployments_pb2.GetRolloutResponse]
     """GetRollout gets a rollout. Returns NOT_FOUND (reason ROLLOUT_NOT_FOUND)
@@ -255,12 +260,17 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     (reason ROLLOUT_IN_PROGRESS) while another rollout of the deployment is
     active, INVALID_ARGUMENT for an ARCHIVED target version, steps whose
     weights do not rise or exceed 10,000, or any field that does not apply
-    to the strategy.
+    to the strategy; INVALID_ARGUMENT naming every bad field of
+    rollout.analysis (e.g. "rollout.analysis.gates[0].bound.max_ratio"):
+    gates on a strategy other than CANARY or without a timed step, a
+    guardrail gate without an existing policy, bad bounds, windows or
+    sample floors.
     """
     PlanRollout: _aio.UnaryUnaryMultiCallable[_deployments_pb2.PlanRolloutRequest, _deployments_pb2.PlanRolloutResponse]  # type: ignore[assignment]
     """PlanRollout validates a StartRollout request exactly as StartRollout
     does, changes nothing, and returns the traffic table of each stage the
-    rollout would go through. Returns the errors of StartRollout.
+    rollout would go through, and what each analysis gate would decide now.
+    Returns the errors of StartRollout.
     """
     GetRollout: _aio.UnaryUnaryMultiCallable[_deployments_pb2.GetRolloutRequest, _deployments_pb2.GetRolloutResponse]  # type: ignore[assignment]
     """GetRollout gets a rollout. Returns NOT_FOUND (reason ROLLOUT_NOT_FOUND)
@@ -449,7 +459,11 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         (reason ROLLOUT_IN_PROGRESS) while another rollout of the deployment is
         active, INVALID_ARGUMENT for an ARCHIVED target version, steps whose
         weights do not rise or exceed 10,000, or any field that does not apply
-        to the strategy.
+        to the strategy; INVALID_ARGUMENT naming every bad field of
+        rollout.analysis (e.g. "rollout.analysis.gates[0].bound.max_ratio"):
+        gates on a strategy other than CANARY or without a timed step, a
+        guardrail gate without an existing policy, bad bounds, windows or
+        sample floors.
         """
 
     @_abc_1.abstractmethod
@@ -460,7 +474,8 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_deployments_pb2.PlanRolloutResponse, _abc.Awaitable[_deployments_pb2.PlanRolloutResponse]]:
         """PlanRollout validates a StartRollout request exactly as StartRollout
         does, changes nothing, and returns the traffic table of each stage the
-        rollout would go through. Returns the errors of StartRollout.
+        rollout would go through, and what each analysis gate would decide now.
+        Returns the errors of StartRollout.
         """
 
     @_abc_1.abstractmethod

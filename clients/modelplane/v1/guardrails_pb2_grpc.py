@@ -209,7 +209,9 @@ class GuardrailServiceServicer:
         caller can stop streaming to its user; a final verdict, equal to what
         CheckContent answers for the whole text, always closes the stream.
         Returns INVALID_ARGUMENT for messages out of order or a text over the
-        limit, NOT_FOUND if the policy or revision does not exist.
+        limit, NOT_FOUND if the policy or revision does not exist. Not offered
+        over HTTP/JSON, which has no bidirectional stream: CheckContent checks
+        a whole text there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -99,7 +99,9 @@ class GuardrailServiceStub:
     caller can stop streaming to its user; a final verdict, equal to what
     CheckContent answers for the whole text, always closes the stream.
     Returns INVALID_ARGUMENT for messages out of order or a text over the
-    limit, NOT_FOUND if the policy or revision does not exist.
+    limit, NOT_FOUND if the policy or revision does not exist. Not offered
+    over HTTP/JSON, which has no bidirectional stream: CheckContent checks
+    a whole text there.
     """
     ListViolations: _grpc.UnaryUnaryMultiCallable[_guardrails_pb2.ListViolationsRequest, _guardrails_pb2.ListViolationsResponse]
     """ListViolations lists violation records, newest first, matching a filter.
@@ -226,7 +228,9 @@ class GuardrailServiceAsyncStub(GuardrailServiceStub):
     caller can stop streaming to its user; a final verdict, equal to what
     CheckContent answers for the whole text, always closes the stream.
     Returns INVALID_ARGUMENT for messages out of order or a text over the
-    limit, NOT_FOUND if the policy or revision does not exist.
+    limit, NOT_FOUND if the policy or revision does not exist. Not offered
+    over HTTP/JSON, which has no bidirectional stream: CheckContent checks
+    a whole text there.
     """
     ListViolations: _aio.UnaryUnaryMultiCallable[_guardrails_pb2.ListViolationsRequest, _guardrails_pb2.ListViolationsResponse]  # type: ignore[assignment]
     """ListViolations lists violation records, newest first, matching a filter.
@@ -398,7 +402,9 @@ class GuardrailServiceServicer(metaclass=_abc_1.ABCMeta):
         caller can stop streaming to its user; a final verdict, equal to what
         CheckContent answers for the whole text, always closes the stream.
         Returns INVALID_ARGUMENT for messages out of order or a text over the
-        limit, NOT_FOUND if the policy or revision does not exist.
+        limit, NOT_FOUND if the policy or revision does not exist. Not offered
+        over HTTP/JSON, which has no bidirectional stream: CheckContent checks
+        a whole text there.
         """
 
     @_abc_1.abstractmethod

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
@@ -29,7 +30,7 @@ from modelplane.v1 import common_pb2 as modelplane_dot_v1_dot_common__pb2
 from modelplane.v1 import guardrails_pb2 as modelplane_dot_v1_dot_guardrails__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelplane/v1/logs.proto\x12\rmodelplane.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amodelplane/v1/common.proto\x1a\x1emodelplane/v1/guardrails.proto\"\xf7\x02\n\x10InferencePayload\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rmodel_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cinput_tokens\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x1b\n\routput_tokens\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12!\n\x13\x63\x61\x63hed_input_tokens\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x1e\n\x10reasoning_tokens\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x30\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12(\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x14.modelplane.v1.MoneyB\x04\xe2\x41\x01\x01\x12\x34\n\x06status\x18\t \x01(\x0e\x32\x1e.modelplane.v1.InferenceStatusB\x04\xe2\x41\x01\x02\x12 \n\x12\x63ost_from_registry\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\"\xf1\x01\n\x0eRoutingPayload\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07rollout\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x04slot\x18\x03 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlotB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x65ndpoint\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x07outcome\x18\x05 \x01(\x0e\x32\x1d.modelplane.v1.RoutingOutcomeB\x04\xe2\x41\x01\x02\x12\x30\n\x07latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\"\xc9\x01\n\x10GuardrailPayload\x12\x14\n\x06policy\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08revision\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12/\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x17.modelplane.v1.DecisionB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fviolation_count\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x37\n\x10highest_severity\x18\x05 \x01(\x0e\x32\x17.modelplane.v1.SeverityB\x04\xe2\x41\x01\x01\"o\n\x12\x43ontrolPlaneChange\x12\x16\n\x08resource\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63tion\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61\x63tor\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08revision\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\x95\x05\n\x08LogEvent\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x34\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x15\n\x07service\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08instance\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12,\n\x05level\x18\x05 \x01(\x0e\x32\x17.modelplane.v1.LogLevelB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x05links\x18\x07 \x01(\x0b\x32\x19.modelplane.v1.EventLinksB\x04\xe2\x41\x01\x01\x12\x41\n\nattributes\x18\x08 \x03(\x0b\x32\'.modelplane.v1.LogEvent.AttributesEntryB\x04\xe2\x41\x01\x01\x12\x34\n\tinference\x18\t \x01(\x0b\x32\x1f.modelplane.v1.InferencePayloadH\x00\x12\x30\n\x07routing\x18\n \x01(\x0b\x32\x1d.modelplane.v1.RoutingPayloadH\x00\x12\x34\n\tguardrail\x18\x0b \x01(\x0b\x32\x1f.modelplane.v1.GuardrailPayloadH\x00\x12\x41\n\x14\x63ontrol_plane_change\x18\x0c \x01(\x0b\x32!.modelplane.v1.ControlPlaneChangeH\x00\x12\x35\n\x0bingest_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"\x8c\x01\n\x08LogBatch\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12 \n\x12\x64ropped_since_last\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12-\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x17.modelplane.v1.LogEventB\x04\xe2\x41\x01\x01\"Q\n\x06LogAck\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x03\x12\x12\n\nduplicates\x18\x03 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\x03\"E\n\x15WriteLogEventsRequest\x12,\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x17.modelplane.v1.LogBatchB\x04\xe2\x41\x01\x02\"<\n\x16WriteLogEventsResponse\x12\"\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x15.modelplane.v1.LogAck\"F\n\x16StreamLogEventsRequest\x12,\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x17.modelplane.v1.LogBatchB\x04\xe2\x41\x01\x02\"=\n\x17StreamLogEventsResponse\x12\"\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x15.modelplane.v1.LogAck\"x\n\x15QueryLogEventsRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"Z\n\x16QueryLogEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.modelplane.v1.LogEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x14TailLogEventsRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"@\n\x15TailLogEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.modelplane.v1.LogEvent\"\xb8\x01\n\x19\x41ggregateLogEventsRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x31\n\x08group_by\x18\x02 \x03(\x0e\x32\x19.modelplane.v1.LogGroupByB\x04\xe2\x41\x01\x01\x12\x35\n\x0c\x62ucket_width\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x1b\n\rcurrency_code\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x9e\x05\n\x08LogGroup\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\ndeployment\x18\x03 \x01(\t\x12\x30\n\x0ctraffic_slot\x18\x04 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlot\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12)\n\x04kind\x18\x06 \x01(\x0e\x32\x1b.modelplane.v1.LogEventKind\x12\x30\n\x0c\x62ucket_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x08 \x01(\x03\x12\x13\n\x0b\x65rror_count\x18\t \x01(\x03\x12\x12\n\nerror_rate\x18\n \x01(\x01\x12\x15\n\rlatency_count\x18\x0b \x01(\x03\x12.\n\x0blatency_p50\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p95\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p99\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cinput_tokens\x18\x0f \x01(\x03\x12\x15\n\routput_tokens\x18\x10 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x11 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x12 \x01(\x03\x12\"\n\x04\x63ost\x18\x13 \x01(\x0b\x32\x14.modelplane.v1.Money\x12\x18\n\x10guardrail_checks\x18\x14 \x01(\x03\x12\x18\n\x10guardrail_blocks\x18\x15 \x01(\x03\x12\x1c\n\x14guardrail_block_rate\x18\x16 \x01(\x01\"E\n\x1a\x41ggregateLogEventsResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.modelplane.v1.LogGroup\"\xe0\x01\n\x0eIngestionStats\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08received\x18\x02 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x03\x12\x12\n\nduplicates\x18\x04 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x03\x12\x15\n\rsequence_gaps\x18\x06 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x07 \x01(\x03\x12\x15\n\rlast_sequence\x18\x08 \x01(\x03\x12\x33\n\x0flast_batch_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x18GetIngestionStatsRequest\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"y\n\x19GetIngestionStatsResponse\x12.\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x1d.modelplane.v1.IngestionStats\x12,\n\x05total\x18\x02 \x01(\x0b\x32\x1d.modelplane.v1.IngestionStats*\x8f\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x13\n\x0fLOG_LEVEL_FATAL\x10\x05*\xcb\x01\n\x0cLogEventKind\x12\x1e\n\x1aLOG_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16LOG_EVENT_KIND_MESSAGE\x10\x01\x12\x1c\n\x18LOG_EVENT_KIND_INFERENCE\x10\x02\x12\x1a\n\x16LOG_EVENT_KIND_ROUTING\x10\x03\x12\x1c\n\x18LOG_EVENT_KIND_GUARDRAIL\x10\x04\x12\'\n#LOG_EVENT_KIND_CONTROL_PLANE_CHANGE\x10\x05*\xa6\x01\n\x0fInferenceStatus\x12 \n\x1cINFERENCE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13INFERENCE_STATUS_OK\x10\x01\x12\x1a\n\x16INFERENCE_STATUS_ERROR\x10\x02\x12\x1c\n\x18INFERENCE_STATUS_TIMEOUT\x10\x03\x12\x1e\n\x1aINFERENCE_STATUS_CANCELLED\x10\x04*\xc0\x01\n\x0eRoutingOutcome\x12\x1f\n\x1bROUTING_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12ROUTING_OUTCOME_OK\x10\x01\x12\x19\n\x15ROUTING_OUTCOME_ERROR\x10\x02\x12\x1b\n\x17ROUTING_OUTCOME_TIMEOUT\x10\x03\x12\x1f\n\x1bROUTING_OUTCOME_NO_ENDPOINT\x10\x04\x12\x1c\n\x18ROUTING_OUTCOME_FALLBACK\x10\x05*\xee\x01\n\nLogGroupBy\x12\x1c\n\x18LOG_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14LOG_GROUP_BY_SERVICE\x10\x01\x12\x1e\n\x1aLOG_GROUP_BY_MODEL_VERSION\x10\x02\x12\x1b\n\x17LOG_GROUP_BY_DEPLOYMENT\x10\x03\x12\x1d\n\x19LOG_GROUP_BY_TRAFFIC_SLOT\x10\x04\x12\x17\n\x13LOG_GROUP_BY_POLICY\x10\x05\x12\x15\n\x11LOG_GROUP_BY_KIND\x10\x06\x12\x1c\n\x18LOG_GROUP_BY_TIME_BUCKET\x10\x07\x32\xe1\x04\n\nLogService\x12]\n\x0eWriteLogEvents\x12$.modelplane.v1.WriteLogEventsRequest\x1a%.modelplane.v1.WriteLogEventsResponse\x12\x64\n\x0fStreamLogEvents\x12%.modelplane.v1.StreamLogEventsRequest\x1a&.modelplane.v1.StreamLogEventsResponse(\x01\x30\x01\x12]\n\x0eQueryLogEvents\x12$.modelplane.v1.QueryLogEventsRequest\x1a%.modelplane.v1.QueryLogEventsResponse\x12\\\n\rTailLogEvents\x12#.modelplane.v1.TailLogEventsRequest\x1a$.modelplane.v1.TailLogEventsResponse0\x01\x12i\n\x12\x41ggregateLogEvents\x12(.modelplane.v1.AggregateLogEventsRequest\x1a).modelplane.v1.AggregateLogEventsResponse\x12\x66\n\x11GetIngestionStats\x12\'.modelplane.v1.GetIngestionStatsRequest\x1a(.modelplane.v1.GetIngestionStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelplane/v1/logs.proto\x12\rmodelplane.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amodelplane/v1/common.proto\x1a\x1emodelplane/v1/guardrails.proto\"\xf7\x02\n\x10InferencePayload\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rmodel_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cinput_tokens\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x1b\n\routput_tokens\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12!\n\x13\x63\x61\x63hed_input_tokens\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x1e\n\x10reasoning_tokens\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x30\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12(\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x14.modelplane.v1.MoneyB\x04\xe2\x41\x01\x01\x12\x34\n\x06status\x18\t \x01(\x0e\x32\x1e.modelplane.v1.InferenceStatusB\x04\xe2\x41\x01\x02\x12 \n\x12\x63ost_from_registry\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\"\xf1\x01\n\x0eRoutingPayload\x12\x18\n\ndeployment\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07rollout\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x04slot\x18\x03 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlotB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x65ndpoint\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x07outcome\x18\x05 \x01(\x0e\x32\x1d.modelplane.v1.RoutingOutcomeB\x04\xe2\x41\x01\x02\x12\x30\n\x07latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\"\xc9\x01\n\x10GuardrailPayload\x12\x14\n\x06policy\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08revision\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12/\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x17.modelplane.v1.DecisionB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fviolation_count\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x37\n\x10highest_severity\x18\x05 \x01(\x0e\x32\x17.modelplane.v1.SeverityB\x04\xe2\x41\x01\x01\"o\n\x12\x43ontrolPlaneChange\x12\x16\n\x08resource\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63tion\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61\x63tor\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08revision\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\x95\x05\n\x08LogEvent\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x34\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x15\n\x07service\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08instance\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12,\n\x05level\x18\x05 \x01(\x0e\x32\x17.modelplane.v1.LogLevelB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x05links\x18\x07 \x01(\x0b\x32\x19.modelplane.v1.EventLinksB\x04\xe2\x41\x01\x01\x12\x41\n\nattributes\x18\x08 \x03(\x0b\x32\'.modelplane.v1.LogEvent.AttributesEntryB\x04\xe2\x41\x01\x01\x12\x34\n\tinference\x18\t \x01(\x0b\x32\x1f.modelplane.v1.InferencePayloadH\x00\x12\x30\n\x07routing\x18\n \x01(\x0b\x32\x1d.modelplane.v1.RoutingPayloadH\x00\x12\x34\n\tguardrail\x18\x0b \x01(\x0b\x32\x1f.modelplane.v1.GuardrailPayloadH\x00\x12\x41\n\x14\x63ontrol_plane_change\x18\x0c \x01(\x0b\x32!.modelplane.v1.ControlPlaneChangeH\x00\x12\x35\n\x0bingest_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"\x8c\x01\n\x08LogBatch\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12 \n\x12\x64ropped_since_last\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12-\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x17.modelplane.v1.LogEventB\x04\xe2\x41\x01\x01\"Q\n\x06LogAck\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x03\x12\x12\n\nduplicates\x18\x03 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\x03\"E\n\x15WriteLogEventsRequest\x12,\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x17.modelplane.v1.LogBatchB\x04\xe2\x41\x01\x02\"<\n\x16WriteLogEventsResponse\x12\"\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x15.modelplane.v1.LogAck\"F\n\x16StreamLogEventsRequest\x12,\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x17.modelplane.v1.LogBatchB\x04\xe2\x41\x01\x02\"=\n\x17StreamLogEventsResponse\x12\"\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x15.modelplane.v1.LogAck\"x\n\x15QueryLogEventsRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"Z\n\x16QueryLogEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.modelplane.v1.LogEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x14TailLogEventsRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"@\n\x15TailLogEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.modelplane.v1.LogEvent\"\xb8\x01\n\x19\x41ggregateLogEventsRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x31\n\x08group_by\x18\x02 \x03(\x0e\x32\x19.modelplane.v1.LogGroupByB\x04\xe2\x41\x01\x01\x12\x35\n\x0c\x62ucket_width\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x1b\n\rcurrency_code\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x9e\x05\n\x08LogGroup\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\ndeployment\x18\x03 \x01(\t\x12\x30\n\x0ctraffic_slot\x18\x04 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlot\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12)\n\x04kind\x18\x06 \x01(\x0e\x32\x1b.modelplane.v1.LogEventKind\x12\x30\n\x0c\x62ucket_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x08 \x01(\x03\x12\x13\n\x0b\x65rror_count\x18\t \x01(\x03\x12\x12\n\nerror_rate\x18\n \x01(\x01\x12\x15\n\rlatency_count\x18\x0b \x01(\x03\x12.\n\x0blatency_p50\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p95\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p99\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cinput_tokens\x18\x0f \x01(\x03\x12\x15\n\routput_tokens\x18\x10 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x11 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x12 \x01(\x03\x12\"\n\x04\x63ost\x18\x13 \x01(\x0b\x32\x14.modelplane.v1.Money\x12\x18\n\x10guardrail_checks\x18\x14 \x01(\x03\x12\x18\n\x10guardrail_blocks\x18\x15 \x01(\x03\x12\x1c\n\x14guardrail_block_rate\x18\x16 \x01(\x01\"E\n\x1a\x41ggregateLogEventsResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.modelplane.v1.LogGroup\"\xe0\x01\n\x0eIngestionStats\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08received\x18\x02 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x03\x12\x12\n\nduplicates\x18\x04 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x03\x12\x15\n\rsequence_gaps\x18\x06 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x07 \x01(\x03\x12\x15\n\rlast_sequence\x18\x08 \x01(\x03\x12\x33\n\x0flast_batch_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x18GetIngestionStatsRequest\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"y\n\x19GetIngestionStatsResponse\x12.\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x1d.modelplane.v1.IngestionStats\x12,\n\x05total\x18\x02 \x01(\x0b\x32\x1d.modelplane.v1.IngestionStats*\x8f\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x13\n\x0fLOG_LEVEL_FATAL\x10\x05*\xcb\x01\n\x0cLogEventKind\x12\x1e\n\x1aLOG_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16LOG_EVENT_KIND_MESSAGE\x10\x01\x12\x1c\n\x18LOG_EVENT_KIND_INFERENCE\x10\x02\x12\x1a\n\x16LOG_EVENT_KIND_ROUTING\x10\x03\x12\x1c\n\x18LOG_EVENT_KIND_GUARDRAIL\x10\x04\x12\'\n#LOG_EVENT_KIND_CONTROL_PLANE_CHANGE\x10\x05*\xa6\x01\n\x0fInferenceStatus\x12 \n\x1cINFERENCE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13INFERENCE_STATUS_OK\x10\x01\x12\x1a\n\x16INFERENCE_STATUS_ERROR\x10\x02\x12\x1c\n\x18INFERENCE_STATUS_TIMEOUT\x10\x03\x12\x1e\n\x1aINFERENCE_STATUS_CANCELLED\x10\x04*\xc0\x01\n\x0eRoutingOutcome\x12\x1f\n\x1bROUTING_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12ROUTING_OUTCOME_OK\x10\x01\x12\x19\n\x15ROUTING_OUTCOME_ERROR\x10\x02\x12\x1b\n\x17ROUTING_OUTCOME_TIMEOUT\x10\x03\x12\x1f\n\x1bROUTING_OUTCOME_NO_ENDPOINT\x10\x04\x12\x1c\n\x18ROUTING_OUTCOME_FALLBACK\x10\x05*\xee\x01\n\nLogGroupBy\x12\x1c\n\x18LOG_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14LOG_GROUP_BY_SERVICE\x10\x01\x12\x1e\n\x1aLOG_GROUP_BY_MODEL_VERSION\x10\x02\x12\x1b\n\x17LOG_GROUP_BY_DEPLOYMENT\x10\x03\x12\x1d\n\x19LOG_GROUP_BY_TRAFFIC_SLOT\x10\x04\x12\x17\n\x13LOG_GROUP_BY_POLICY\x10\x05\x12\x15\n\x11LOG_GROUP_BY_KIND\x10\x06\x12\x1c\n\x18LOG_GROUP_BY_TIME_BUCKET\x10\x07\x32\xf3\x05\n\nLogService\x12}\n\x0eWriteLogEvents\x12$.modelplane.v1.WriteLogEventsRequest\x1a%.modelplane.v1.WriteLogEventsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/logEvents:write:\x01*\x12\x64\n\x0fStreamLogEvents\x12%.modelplane.v1.StreamLogEventsRequest\x1a&.modelplane.v1.StreamLogEventsResponse(\x01\x30\x01\x12t\n\x0eQueryLogEvents\x12$.modelplane.v1.QueryLogEventsRequest\x1a%.modelplane.v1.QueryLogEventsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/logEvents\x12x\n\rTailLogEvents\x12#.modelplane.v1.TailLogEventsRequest\x1a$.modelplane.v1.TailLogEventsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/logEvents:tail0\x01\x12\x8a\x01\n\x12\x41ggregateLogEvents\x12(.modelplane.v1.AggregateLogEventsRequest\x1a).modelplane.v1.AggregateLogEventsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/logEvents:aggregate\x12\x82\x01\n\x11GetIngestionStats\x12\'.modelplane.v1.GetIngestionStatsRequest\x1a(.modelplane.v1.GetIngestionStatsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/ingestionStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -138,60 +139,70 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGGREGATELOGEVENTSREQUEST'].fields_by_name['currency_code']._serialized_options = b'\342A\001\001'
   _globals['_GETINGESTIONSTATSREQUEST'].fields_by_name['client_id']._loaded_options = None
   _globals['_GETINGESTIONSTATSREQUEST'].fields_by_name['client_id']._serialized_options = b'\342A\001\001'
-  _globals['_LOGLEVEL']._serialized_start=3959
-  _globals['_LOGLEVEL']._serialized_end=4102
-  _globals['_LOGEVENTKIND']._serialized_start=4105
-  _globals['_LOGEVENTKIND']._serialized_end=4308
-  _globals['_INFERENCESTATUS']._serialized_start=4311
-  _globals['_INFERENCESTATUS']._serialized_end=4477
-  _globals['_ROUTINGOUTCOME']._serialized_start=4480
-  _globals['_ROUTINGOUTCOME']._serialized_end=4672
-  _globals['_LOGGROUPBY']._serialized_start=4675
-  _globals['_LOGGROUPBY']._serialized_end=4913
-  _globals['_INFERENCEPAYLOAD']._serialized_start=202
-  _globals['_INFERENCEPAYLOAD']._serialized_end=577
-  _globals['_ROUTINGPAYLOAD']._serialized_start=580
-  _globals['_ROUTINGPAYLOAD']._serialized_end=821
-  _globals['_GUARDRAILPAYLOAD']._serialized_start=824
-  _globals['_GUARDRAILPAYLOAD']._serialized_end=1025
-  _globals['_CONTROLPLANECHANGE']._serialized_start=1027
-  _globals['_CONTROLPLANECHANGE']._serialized_end=1138
-  _globals['_LOGEVENT']._serialized_start=1141
-  _globals['_LOGEVENT']._serialized_end=1802
-  _globals['_LOGEVENT_ATTRIBUTESENTRY']._serialized_start=1742
-  _globals['_LOGEVENT_ATTRIBUTESENTRY']._serialized_end=1791
-  _globals['_LOGBATCH']._serialized_start=1805
-  _globals['_LOGBATCH']._serialized_end=1945
-  _globals['_LOGACK']._serialized_start=1947
-  _globals['_LOGACK']._serialized_end=2028
-  _globals['_WRITELOGEVENTSREQUEST']._serialized_start=2030
-  _globals['_WRITELOGEVENTSREQUEST']._serialized_end=2099
-  _globals['_WRITELOGEVENTSRESPONSE']._serialized_start=2101
-  _globals['_WRITELOGEVENTSRESPONSE']._serialized_end=2161
-  _globals['_STREAMLOGEVENTSREQUEST']._serialized_start=2163
-  _globals['_STREAMLOGEVENTSREQUEST']._serialized_end=2233
-  _globals['_STREAMLOGEVENTSRESPONSE']._serialized_start=2235
-  _globals['_STREAMLOGEVENTSRESPONSE']._serialized_end=2296
-  _globals['_QUERYLOGEVENTSREQUEST']._serialized_start=2298
-  _globals['_QUERYLOGEVENTSREQUEST']._serialized_end=2418
-  _globals['_QUERYLOGEVENTSRESPONSE']._serialized_start=2420
-  _globals['_QUERYLOGEVENTSRESPONSE']._serialized_end=2510
-  _globals['_TAILLOGEVENTSREQUEST']._serialized_start=2512
-  _globals['_TAILLOGEVENTSREQUEST']._serialized_end=2556
-  _globals['_TAILLOGEVENTSRESPONSE']._serialized_start=2558
-  _globals['_TAILLOGEVENTSRESPONSE']._serialized_end=2622
-  _globals['_AGGREGATELOGEVENTSREQUEST']._serialized_start=2625
-  _globals['_AGGREGATELOGEVENTSREQUEST']._serialized_end=2809
-  _globals['_LOGGROUP']._serialized_start=2812
-  _globals['_LOGGROUP']._serialized_end=3482
-  _globals['_AGGREGATELOGEVENTSRESPONSE']._serialized_start=3484
-  _globals['_AGGREGATELOGEVENTSRESPONSE']._serialized_end=3553
-  _globals['_INGESTIONSTATS']._serialized_start=3556
-  _globals['_INGESTIONSTATS']._serialized_end=3780
-  _globals['_GETINGESTIONSTATSREQUEST']._serialized_start=3782
-  _globals['_GETINGESTIONSTATSREQUEST']._serialized_end=3833
-  _globals['_GETINGESTIONSTATSRESPONSE']._serialized_start=3835
-  _globals['_GETINGESTIONSTATSRESPONSE']._serialized_end=3956
-  _globals['_LOGSERVICE']._serialized_start=4916
-  _globals['_LOGSERVICE']._serialized_end=5525
+  _globals['_LOGSERVICE'].methods_by_name['WriteLogEvents']._loaded_options = None
+  _globals['_LOGSERVICE'].methods_by_name['WriteLogEvents']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/logEvents:write:\001*'
+  _globals['_LOGSERVICE'].methods_by_name['QueryLogEvents']._loaded_options = None
+  _globals['_LOGSERVICE'].methods_by_name['QueryLogEvents']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/logEvents'
+  _globals['_LOGSERVICE'].methods_by_name['TailLogEvents']._loaded_options = None
+  _globals['_LOGSERVICE'].methods_by_name['TailLogEvents']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/logEvents:tail'
+  _globals['_LOGSERVICE'].methods_by_name['AggregateLogEvents']._loaded_options = None
+  _globals['_LOGSERVICE'].methods_by_name['AggregateLogEvents']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/logEvents:aggregate'
+  _globals['_LOGSERVICE'].methods_by_name['GetIngestionStats']._loaded_options = None
+  _globals['_LOGSERVICE'].methods_by_name['GetIngestionStats']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/ingestionStats'
+  _globals['_LOGLEVEL']._serialized_start=3989
+  _globals['_LOGLEVEL']._serialized_end=4132
+  _globals['_LOGEVENTKIND']._serialized_start=4135
+  _globals['_LOGEVENTKIND']._serialized_end=4338
+  _globals['_INFERENCESTATUS']._serialized_start=4341
+  _globals['_INFERENCESTATUS']._serialized_end=4507
+  _globals['_ROUTINGOUTCOME']._serialized_start=4510
+  _globals['_ROUTINGOUTCOME']._serialized_end=4702
+  _globals['_LOGGROUPBY']._serialized_start=4705
+  _globals['_LOGGROUPBY']._serialized_end=4943
+  _globals['_INFERENCEPAYLOAD']._serialized_start=232
+  _globals['_INFERENCEPAYLOAD']._serialized_end=607
+  _globals['_ROUTINGPAYLOAD']._serialized_start=610
+  _globals['_ROUTINGPAYLOAD']._serialized_end=851
+  _globals['_GUARDRAILPAYLOAD']._serialized_start=854
+  _globals['_GUARDRAILPAYLOAD']._serialized_end=1055
+  _globals['_CONTROLPLANECHANGE']._serialized_start=1057
+  _globals['_CONTROLPLANECHANGE']._serialized_end=1168
+  _globals['_LOGEVENT']._serialized_start=1171
+  _globals['_LOGEVENT']._serialized_end=1832
+  _globals['_LOGEVENT_ATTRIBUTESENTRY']._serialized_start=1772
+  _globals['_LOGEVENT_ATTRIBUTESENTRY']._serialized_end=1821
+  _globals['_LOGBATCH']._serialized_start=1835
+  _globals['_LOGBATCH']._serialized_end=1975
+  _globals['_LOGACK']._serialized_start=1977
+  _globals['_LOGACK']._serialized_end=2058
+  _globals['_WRITELOGEVENTSREQUEST']._serialized_start=2060
+  _globals['_WRITELOGEVENTSREQUEST']._serialized_end=2129
+  _globals['_WRITELOGEVENTSRESPONSE']._serialized_start=2131
+  _globals['_WRITELOGEVENTSRESPONSE']._serialized_end=2191
+  _globals['_STREAMLOGEVENTSREQUEST']._serialized_start=2193
+  _globals['_STREAMLOGEVENTSREQUEST']._serialized_end=2263
+  _globals['_STREAMLOGEVENTSRESPONSE']._serialized_start=2265
+  _globals['_STREAMLOGEVENTSRESPONSE']._serialized_end=2326
+  _globals['_QUERYLOGEVENTSREQUEST']._serialized_start=2328
+  _globals['_QUERYLOGEVENTSREQUEST']._serialized_end=2448
+  _globals['_QUERYLOGEVENTSRESPONSE']._serialized_start=2450
+  _globals['_QUERYLOGEVENTSRESPONSE']._serialized_end=2540
+  _globals['_TAILLOGEVENTSREQUEST']._serialized_start=2542
+  _globals['_TAILLOGEVENTSREQUEST']._serialized_end=2586
+  _globals['_TAILLOGEVENTSRESPONSE']._serialized_start=2588
+  _globals['_TAILLOGEVENTSRESPONSE']._serialized_end=2652
+  _globals['_AGGREGATELOGEVENTSREQUEST']._serialized_start=2655
+  _globals['_AGGREGATELOGEVENTSREQUEST']._serialized_end=2839
+  _globals['_LOGGROUP']._serialized_start=2842
+  _globals['_LOGGROUP']._serialized_end=3512
+  _globals['_AGGREGATELOGEVENTSRESPONSE']._serialized_start=3514
+  _globals['_AGGREGATELOGEVENTSRESPONSE']._serialized_end=3583
+  _globals['_INGESTIONSTATS']._serialized_start=3586
+  _globals['_INGESTIONSTATS']._serialized_end=3810
+  _globals['_GETINGESTIONSTATSREQUEST']._serialized_start=3812
+  _globals['_GETINGESTIONSTATSREQUEST']._serialized_end=3863
+  _globals['_GETINGESTIONSTATSRESPONSE']._serialized_start=3865
+  _globals['_GETINGESTIONSTATSRESPONSE']._serialized_end=3986
+  _globals['_LOGSERVICE']._serialized_start=4946
+  _globals['_LOGSERVICE']._serialized_end=5701
 # @@protoc_insertion_point(module_scope)

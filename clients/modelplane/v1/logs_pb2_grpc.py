@@ -126,7 +126,8 @@ class LogServiceServicer:
         acknowledged before it stay stored, and the client should drop the bad
         batch and count its events in dropped_since_last. Ends with UNAVAILABLE
         when the store is down or the server shuts down: reconnect and resend
-        every unacknowledged batch.
+        every unacknowledged batch. Not offered over HTTP/JSON, which has no
+        bidirectional stream: WriteLogEvents is its batch form there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

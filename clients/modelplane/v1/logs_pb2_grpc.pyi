@@ -73,7 +73,8 @@ class LogServiceStub:
     acknowledged before it stay stored, and the client should drop the bad
     batch and count its events in dropped_since_last. Ends with UNAVAILABLE
     when the store is down or the server shuts down: reconnect and resend
-    every unacknowledged batch.
+    every unacknowledged batch. Not offered over HTTP/JSON, which has no
+    bidirectional stream: WriteLogEvents is its batch form there.
     """
     QueryLogEvents: _grpc.UnaryUnaryMultiCallable[_logs_pb2.QueryLogEventsRequest, _logs_pb2.QueryLogEventsResponse]
     """QueryLogEvents lists stored events matching a filter, newest or oldest
@@ -153,7 +154,8 @@ class LogServiceAsyncStub(LogServiceStub):
     acknowledged before it stay stored, and the client should drop the bad
     batch and count its events in dropped_since_last. Ends with UNAVAILABLE
     when the store is down or the server shuts down: reconnect and resend
-    every unacknowledged batch.
+    every unacknowledged batch. Not offered over HTTP/JSON, which has no
+    bidirectional stream: WriteLogEvents is its batch form there.
     """
     QueryLogEvents: _aio.UnaryUnaryMultiCallable[_logs_pb2.QueryLogEventsRequest, _logs_pb2.QueryLogEventsResponse]  # type: ignore[assignment]
     """QueryLogEvents lists stored events matching a filter, newest or oldest
@@ -242,7 +244,8 @@ class LogServiceServicer(metaclass=_abc_1.ABCMeta):
         acknowledged before it stay stored, and the client should drop the bad
         batch and count its events in dropped_since_last. Ends with UNAVAILABLE
         when the store is down or the server shuts down: reconnect and resend
-        every unacknowledged batch.
+        every unacknowledged batch. Not offered over HTTP/JSON, which has no
+        bidirectional stream: WriteLogEvents is its batch form there.
         """
 
     @_abc_1.abstractmethod

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from modelplane.v1 import common_pb2 as modelplane_dot_v1_dot_common__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmodelplane/v1/registry.proto\x12\rmodelplane.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1amodelplane/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x02\n\x05Model\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08provider\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32 .modelplane.v1.Model.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0elatest_version\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x02\n\x0cTokenPricing\x12\x1b\n\rcurrency_code\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x18input_micros_per_million\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\'\n\x19output_micros_per_million\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x32\n\x1f\x63\x61\x63hed_input_micros_per_million\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12/\n\x1creasoning_micros_per_million\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\"\n _cached_input_micros_per_millionB\x1f\n\x1d_reasoning_micros_per_million\"A\n\x07Lineage\x12\x1c\n\x0eparent_version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nsource_run\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\xc4\x05\n\x0cModelVersion\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x18\n\nversion_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\nsource_uri\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x1c\n\rsource_sha256\x18\x05 \x01(\tB\x05\xe2\x41\x02\x01\x05\x12\x36\n\x0c\x63\x61pabilities\x18\x06 \x03(\x0e\x32\x19.modelplane.v1.CapabilityB\x05\xe2\x41\x02\x01\x05\x12\x1d\n\x0e\x63ontext_window\x18\x07 \x01(\x03\x42\x05\xe2\x41\x02\x02\x05\x12 \n\x11max_output_tokens\x18\x08 \x01(\x03\x42\x05\xe2\x41\x02\x02\x05\x12\x33\n\x07pricing\x18\t \x01(\x0b\x32\x1b.modelplane.v1.TokenPricingB\x05\xe2\x41\x02\x02\x05\x12\x35\n\x05state\x18\n \x01(\x0e\x32 .modelplane.v1.ModelVersionStateB\x04\xe2\x41\x01\x01\x12=\n\x06labels\x18\x0b \x03(\x0b\x32\'.modelplane.v1.ModelVersion.LabelsEntryB\x04\xe2\x41\x01\x01\x12.\n\x07lineage\x18\x0c \x01(\x0b\x32\x16.modelplane.v1.LineageB\x05\xe2\x41\x02\x01\x05\x12\x15\n\x07\x61liases\x18\r \x03(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x10 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08provider\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x88\x01\n\nModelAlias\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"\xce\x01\n\tAliasMove\x12\x13\n\x05\x61lias\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66rom_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nto_version\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\tmove_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\"q\n\x12\x43reateModelRequest\x12\x16\n\x08model_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x14.modelplane.v1.ModelB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\":\n\x13\x43reateModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.Model\"%\n\x0fGetModelRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.Model\"t\n\x11ListModelsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"S\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.modelplane.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x90\x01\n\x12UpdateModelRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.ModelB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\":\n\x13UpdateModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.Model\"k\n\x12\x44\x65leteModelRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x66orce\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x15\n\x13\x44\x65leteModelResponse\"\x85\x01\n\x19\x43reateModelVersionRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\rmodel_version\x18\x02 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersionB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x1a\x43reateModelVersionResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\",\n\x16GetModelVersionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x17GetModelVersionResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\"\x91\x01\n\x18ListModelVersionsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"i\n\x19ListModelVersionsResponse\x12\x33\n\x0emodel_versions\x18\x01 \x03(\x0b\x32\x1b.modelplane.v1.ModelVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x19UpdateModelVersionRequest\x12\x38\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersionB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x1aUpdateModelVersionResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\"]\n\x19\x44\x65leteModelVersionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x1c\n\x1a\x44\x65leteModelVersionResponse\"\xa6\x01\n\x0fSetAliasRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12#\n\x10\x65xpected_version\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x14\n\x06reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x42\x13\n\x11_expected_version\"<\n\x10SetAliasResponse\x12(\n\x05\x61lias\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.ModelAlias\"%\n\x0fGetAliasRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x10GetAliasResponse\x12(\n\x05\x61lias\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.ModelAlias\"]\n\x12ListAliasesRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"Z\n\x13ListAliasesResponse\x12*\n\x07\x61liases\x18\x01 \x03(\x0b\x32\x19.modelplane.v1.ModelAlias\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x12\x44\x65leteAliasRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x10\x65xpected_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x15\n\x13\x44\x65leteAliasResponse\"w\n\x17ListAliasHistoryRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lias\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x18ListAliasHistoryResponse\x12\'\n\x05moves\x18\x01 \x03(\x0b\x32\x18.modelplane.v1.AliasMove\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfe\x02\n\x10ModelConstraints\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12>\n\x15required_capabilities\x18\x03 \x03(\x0e\x32\x19.modelplane.v1.CapabilityB\x04\xe2\x41\x01\x01\x12 \n\x12min_context_window\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x33\n\x0fmax_input_price\x18\x05 \x01(\x0b\x32\x14.modelplane.v1.MoneyB\x04\xe2\x41\x01\x01\x12\x34\n\x10max_output_price\x18\x06 \x01(\x0b\x32\x14.modelplane.v1.MoneyB\x04\xe2\x41\x01\x01\x12\x41\n\x06labels\x18\x07 \x03(\x0b\x32+.modelplane.v1.ModelConstraints.LabelsEntryB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x13ResolveModelRequest\x12\x0f\n\x05\x61lias\x18\x01 \x01(\tH\x00\x12\x36\n\x0b\x63onstraints\x18\x02 \x01(\x0b\x32\x1f.modelplane.v1.ModelConstraintsH\x00\x42\n\n\x08selector\"\\\n\x14ResolveModelResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\x12\x10\n\x08revision\x18\x02 \x01(\x03\"O\n\x12\x43\x61ndidateRejection\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x12\n\nconstraint\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"e\n\x13ResolveModelFailure\x12\x35\n\nrejections\x18\x01 \x03(\x0b\x32!.modelplane.v1.CandidateRejection\x12\x17\n\x0f\x63\x61ndidate_count\x18\x02 \x01(\x03\"2\n\x12WatchModelsRequest\x12\x1c\n\x0estart_revision\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\xa0\x02\n\x0bModelChange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.modelplane.v1.ChangeKind\x12\x10\n\x08resource\x18\x03 \x01(\t\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05model\x18\x05 \x01(\x0b\x32\x14.modelplane.v1.ModelH\x00\x12\x34\n\rmodel_version\x18\x06 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersionH\x00\x12*\n\x05\x61lias\x18\x07 \x01(\x0b\x32\x19.modelplane.v1.ModelAliasH\x00\x42\n\n\x08snapshot\"!\n\rWatchProgress\x12\x10\n\x08revision\x18\x01 \x01(\x03\"~\n\x13WatchModelsResponse\x12,\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.modelplane.v1.ModelChangeH\x00\x12\x30\n\x08progress\x18\x02 \x01(\x0b\x32\x1c.modelplane.v1.WatchProgressH\x00\x42\x07\n\x05\x65vent*\x86\x02\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41PABILITY_CHAT\x10\x01\x12\x19\n\x15\x43\x41PABILITY_COMPLETION\x10\x02\x12\x18\n\x14\x43\x41PABILITY_EMBEDDING\x10\x03\x12\x18\n\x14\x43\x41PABILITY_JSON_MODE\x10\x04\x12\x17\n\x13\x43\x41PABILITY_TOOL_USE\x10\x05\x12\x15\n\x11\x43\x41PABILITY_VISION\x10\x06\x12\x14\n\x10\x43\x41PABILITY_AUDIO\x10\x07\x12\x18\n\x14\x43\x41PABILITY_REASONING\x10\x08\x12\x18\n\x14\x43\x41PABILITY_STREAMING\x10\t*\x9d\x01\n\x11ModelVersionState\x12#\n\x1fMODEL_VERSION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MODEL_VERSION_STATE_READY\x10\x01\x12\"\n\x1eMODEL_VERSION_STATE_DEPRECATED\x10\x02\x12 \n\x1cMODEL_VERSION_STATE_ARCHIVED\x10\x03*t\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_DELETED\x10\x03\x32\x9f\x0c\n\x14ModelRegistryService\x12T\n\x0b\x43reateModel\x12!.modelplane.v1.CreateModelRequest\x1a\".modelplane.v1.CreateModelResponse\x12K\n\x08GetModel\x12\x1e.modelplane.v1.GetModelRequest\x1a\x1f.modelplane.v1.GetModelResponse\x12Q\n\nListModels\x12 .modelplane.v1.ListModelsRequest\x1a!.modelplane.v1.ListModelsResponse\x12T\n\x0bUpdateModel\x12!.modelplane.v1.UpdateModelRequest\x1a\".modelplane.v1.UpdateModelResponse\x12T\n\x0b\x44\x65leteModel\x12!.modelplane.v1.DeleteModelRequest\x1a\".modelplane.v1.DeleteModelResponse\x12i\n\x12\x43reateModelVersion\x12(.modelplane.v1.CreateModelVersionRequest\x1a).modelplane.v1.CreateModelVersionResponse\x12`\n\x0fGetModelVersion\x12%.modelplane.v1.GetModelVersionRequest\x1a&.modelplane.v1.GetModelVersionResponse\x12\x66\n\x11ListModelVersions\x12\'.modelplane.v1.ListModelVersionsRequest\x1a(.modelplane.v1.ListModelVersionsResponse\x12i\n\x12UpdateModelVersion\x12(.modelplane.v1.UpdateModelVersionRequest\x1a).modelplane.v1.UpdateModelVersionResponse\x12i\n\x12\x44\x65leteModelVersion\x12(.modelplane.v1.DeleteModelVersionRequest\x1a).modelplane.v1.DeleteModelVersionResponse\x12K\n\x08SetAlias\x12\x1e.modelplane.v1.SetAliasRequest\x1a\x1f.modelplane.v1.SetAliasResponse\x12K\n\x08GetAlias\x12\x1e.modelplane.v1.GetAliasRequest\x1a\x1f.modelplane.v1.GetAliasResponse\x12T\n\x0bListAliases\x12!.modelplane.v1.ListAliasesRequest\x1a\".modelplane.v1.ListAliasesResponse\x12T\n\x0b\x44\x65leteAlias\x12!.modelplane.v1.DeleteAliasRequest\x1a\".modelplane.v1.DeleteAliasResponse\x12\x63\n\x10ListAliasHistory\x12&.modelplane.v1.ListAliasHistoryRequest\x1a\'.modelplane.v1.ListAliasHistoryResponse\x12W\n\x0cResolveModel\x12\".modelplane.v1.ResolveModelRequest\x1a#.modelplane.v1.ResolveModelResponse\x12V\n\x0bWatchModels\x12!.modelplane.v1.WatchModelsRequest\x1a\".modelplane.v1.WatchModelsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmodelplane/v1/registry.proto\x12\rmodelplane.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1amodelplane/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x02\n\x05Model\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08provider\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32 .modelplane.v1.Model.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0elatest_version\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x02\n\x0cTokenPricing\x12\x1b\n\rcurrency_code\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x18input_micros_per_million\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\'\n\x19output_micros_per_million\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x32\n\x1f\x63\x61\x63hed_input_micros_per_million\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12/\n\x1creasoning_micros_per_million\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\"\n _cached_input_micros_per_millionB\x1f\n\x1d_reasoning_micros_per_million\"A\n\x07Lineage\x12\x1c\n\x0eparent_version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nsource_run\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\xc4\x05\n\x0cModelVersion\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x18\n\nversion_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\nsource_uri\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x1c\n\rsource_sha256\x18\x05 \x01(\tB\x05\xe2\x41\x02\x01\x05\x12\x36\n\x0c\x63\x61pabilities\x18\x06 \x03(\x0e\x32\x19.modelplane.v1.CapabilityB\x05\xe2\x41\x02\x01\x05\x12\x1d\n\x0e\x63ontext_window\x18\x07 \x01(\x03\x42\x05\xe2\x41\x02\x02\x05\x12 \n\x11max_output_tokens\x18\x08 \x01(\x03\x42\x05\xe2\x41\x02\x02\x05\x12\x33\n\x07pricing\x18\t \x01(\x0b\x32\x1b.modelplane.v1.TokenPricingB\x05\xe2\x41\x02\x02\x05\x12\x35\n\x05state\x18\n \x01(\x0e\x32 .modelplane.v1.ModelVersionStateB\x04\xe2\x41\x01\x01\x12=\n\x06labels\x18\x0b \x03(\x0b\x32\'.modelplane.v1.ModelVersion.LabelsEntryB\x04\xe2\x41\x01\x01\x12.\n\x07lineage\x18\x0c \x01(\x0b\x32\x16.modelplane.v1.LineageB\x05\xe2\x41\x02\x01\x05\x12\x15\n\x07\x61liases\x18\r \x03(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x10 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08provider\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x88\x01\n\nModelAlias\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"\xce\x01\n\tAliasMove\x12\x13\n\x05\x61lias\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x66rom_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nto_version\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\tmove_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\"q\n\x12\x43reateModelRequest\x12\x16\n\x08model_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x14.modelplane.v1.ModelB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\":\n\x13\x43reateModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.Model\"%\n\x0fGetModelRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.Model\"t\n\x11ListModelsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"S\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.modelplane.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x90\x01\n\x12UpdateModelRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.ModelB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\":\n\x13UpdateModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.modelplane.v1.Model\"k\n\x12\x44\x65leteModelRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x66orce\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x15\n\x13\x44\x65leteModelResponse\"\x85\x01\n\x19\x43reateModelVersionRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\rmodel_version\x18\x02 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersionB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x1a\x43reateModelVersionResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\",\n\x16GetModelVersionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x17GetModelVersionResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\"\x91\x01\n\x18ListModelVersionsRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"i\n\x19ListModelVersionsResponse\x12\x33\n\x0emodel_versions\x18\x01 \x03(\x0b\x32\x1b.modelplane.v1.ModelVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x19UpdateModelVersionRequest\x12\x38\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersionB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x1aUpdateModelVersionResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\"]\n\x19\x44\x65leteModelVersionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x1c\n\x1a\x44\x65leteModelVersionResponse\"\xa6\x01\n\x0fSetAliasRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12#\n\x10\x65xpected_version\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x14\n\x06reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x42\x13\n\x11_expected_version\"<\n\x10SetAliasResponse\x12(\n\x05\x61lias\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.ModelAlias\"%\n\x0fGetAliasRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x10GetAliasResponse\x12(\n\x05\x61lias\x18\x01 \x01(\x0b\x32\x19.modelplane.v1.ModelAlias\"]\n\x12ListAliasesRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"Z\n\x13ListAliasesResponse\x12*\n\x07\x61liases\x18\x01 \x03(\x0b\x32\x19.modelplane.v1.ModelAlias\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x12\x44\x65leteAliasRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x10\x65xpected_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x15\n\x13\x44\x65leteAliasResponse\"w\n\x17ListAliasHistoryRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61lias\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x18ListAliasHistoryResponse\x12\'\n\x05moves\x18\x01 \x03(\x0b\x32\x18.modelplane.v1.AliasMove\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfe\x02\n\x10ModelConstraints\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12>\n\x15required_capabilities\x18\x03 \x03(\x0e\x32\x19.modelplane.v1.CapabilityB\x04\xe2\x41\x01\x01\x12 \n\x12min_context_window\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x33\n\x0fmax_input_price\x18\x05 \x01(\x0b\x32\x14.modelplane.v1.MoneyB\x04\xe2\x41\x01\x01\x12\x34\n\x10max_output_price\x18\x06 \x01(\x0b\x32\x14.modelplane.v1.MoneyB\x04\xe2\x41\x01\x01\x12\x41\n\x06labels\x18\x07 \x03(\x0b\x32+.modelplane.v1.ModelConstraints.LabelsEntryB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x13ResolveModelRequest\x12\x0f\n\x05\x61lias\x18\x01 \x01(\tH\x00\x12\x36\n\x0b\x63onstraints\x18\x02 \x01(\x0b\x32\x1f.modelplane.v1.ModelConstraintsH\x00\x42\n\n\x08selector\"\\\n\x14ResolveModelResponse\x12\x32\n\rmodel_version\x18\x01 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersion\x12\x10\n\x08revision\x18\x02 \x01(\x03\"O\n\x12\x43\x61ndidateRejection\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x12\n\nconstraint\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"e\n\x13ResolveModelFailure\x12\x35\n\nrejections\x18\x01 \x03(\x0b\x32!.modelplane.v1.CandidateRejection\x12\x17\n\x0f\x63\x61ndidate_count\x18\x02 \x01(\x03\"2\n\x12WatchModelsRequest\x12\x1c\n\x0estart_revision\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\xa0\x02\n\x0bModelChange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.modelplane.v1.ChangeKind\x12\x10\n\x08resource\x18\x03 \x01(\t\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05model\x18\x05 \x01(\x0b\x32\x14.modelplane.v1.ModelH\x00\x12\x34\n\rmodel_version\x18\x06 \x01(\x0b\x32\x1b.modelplane.v1.ModelVersionH\x00\x12*\n\x05\x61lias\x18\x07 \x01(\x0b\x32\x19.modelplane.v1.ModelAliasH\x00\x42\n\n\x08snapshot\"!\n\rWatchProgress\x12\x10\n\x08revision\x18\x01 \x01(\x03\"~\n\x13WatchModelsResponse\x12,\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1a.modelplane.v1.ModelChangeH\x00\x12\x30\n\x08progress\x18\x02 \x01(\x0b\x32\x1c.modelplane.v1.WatchProgressH\x00\x42\x07\n\x05\x65vent*\x86\x02\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41PABILITY_CHAT\x10\x01\x12\x19\n\x15\x43\x41PABILITY_COMPLETION\x10\x02\x12\x18\n\x14\x43\x41PABILITY_EMBEDDING\x10\x03\x12\x18\n\x14\x43\x41PABILITY_JSON_MODE\x10\x04\x12\x17\n\x13\x43\x41PABILITY_TOOL_USE\x10\x05\x12\x15\n\x11\x43\x41PABILITY_VISION\x10\x06\x12\x14\n\x10\x43\x41PABILITY_AUDIO\x10\x07\x12\x18\n\x14\x43\x41PABILITY_REASONING\x10\x08\x12\x18\n\x14\x43\x41PABILITY_STREAMING\x10\t*\x9d\x01\n\x11ModelVersionState\x12#\n\x1fMODEL_VERSION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MODEL_VERSION_STATE_READY\x10\x01\x12\"\n\x1eMODEL_VERSION_STATE_DEPRECATED\x10\x02\x12 \n\x1cMODEL_VERSION_STATE_ARCHIVED\x10\x03*t\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_DELETED\x10\x03\x32\x94\x11\n\x14ModelRegistryService\x12k\n\x0b\x43reateModel\x12!.modelplane.v1.CreateModelRequest\x1a\".modelplane.v1.CreateModelResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/models:\x01*\x12h\n\x08GetModel\x12\x1e.modelplane.v1.GetModelRequest\x1a\x1f.modelplane.v1.GetModelResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/{name=models/*}\x12\x65\n\nListModels\x12 .modelplane.v1.ListModelsRequest\x1a!.modelplane.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12z\n\x0bUpdateModel\x12!.modelplane.v1.UpdateModelRequest\x1a\".modelplane.v1.UpdateModelResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/{model.name=models/*}:\x01*\x12q\n\x0b\x44\x65leteModel\x12!.modelplane.v1.DeleteModelRequest\x1a\".modelplane.v1.DeleteModelResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/{name=models/*}\x12\x94\x01\n\x12\x43reateModelVersion\x12(.modelplane.v1.CreateModelVersionRequest\x1a).modelplane.v1.CreateModelVersionResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{parent=models/*}/versions:\x01*\x12\x88\x01\n\x0fGetModelVersion\x12%.modelplane.v1.GetModelVersionRequest\x1a&.modelplane.v1.GetModelVersionResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=models/*/versions/*}\x12\x8e\x01\n\x11ListModelVersions\x12\'.modelplane.v1.ListModelVersionsRequest\x1a(.modelplane.v1.ListModelVersionsResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=models/*}/versions\x12\xa2\x01\n\x12UpdateModelVersion\x12(.modelplane.v1.UpdateModelVersionRequest\x1a).modelplane.v1.UpdateModelVersionResponse\"7\x82\xd3\xe4\x93\x02\x31\x32,/v1/{model_version.name=models/*/versions/*}:\x01*\x12\x91\x01\n\x12\x44\x65leteModelVersion\x12(.modelplane.v1.DeleteModelVersionRequest\x1a).modelplane.v1.DeleteModelVersionResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/v1/{name=models/*/versions/*}\x12y\n\x08SetAlias\x12\x1e.modelplane.v1.SetAliasRequest\x1a\x1f.modelplane.v1.SetAliasResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/{name=models/*/aliases/*}:set:\x01*\x12r\n\x08GetAlias\x12\x1e.modelplane.v1.GetAliasRequest\x1a\x1f.modelplane.v1.GetAliasResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=models/*/aliases/*}\x12{\n\x0bListAliases\x12!.modelplane.v1.ListAliasesRequest\x1a\".modelplane.v1.ListAliasesResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=models/*}/aliases\x12{\n\x0b\x44\x65leteAlias\x12!.modelplane.v1.DeleteAliasRequest\x1a\".modelplane.v1.DeleteAliasResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/v1/{name=models/*/aliases/*}\x12\x8f\x01\n\x10ListAliasHistory\x12&.modelplane.v1.ListAliasHistoryRequest\x1a\'.modelplane.v1.ListAliasHistoryResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=models/*}/aliasHistory\x12v\n\x0cResolveModel\x12\".modelplane.v1.ResolveModelRequest\x1a#.modelplane.v1.ResolveModelResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/models:resolve:\x01*\x12p\n\x0bWatchModels\x12!.modelplane.v1.WatchModelsRequest\x1a\".modelplane.v1.WatchModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/models:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -239,108 +240,142 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELCONSTRAINTS'].fields_by_name['labels']._serialized_options = b'\342A\001\001'
   _globals['_WATCHMODELSREQUEST'].fields_by_name['start_revision']._loaded_options = None
   _globals['_WATCHMODELSREQUEST'].fields_by_name['start_revision']._serialized_options = b'\342A\001\001'
-  _globals['_CAPABILITY']._serialized_start=5914
-  _globals['_CAPABILITY']._serialized_end=6176
-  _globals['_MODELVERSIONSTATE']._serialized_start=6179
-  _globals['_MODELVERSIONSTATE']._serialized_end=6336
-  _globals['_CHANGEKIND']._serialized_start=6338
-  _globals['_CHANGEKIND']._serialized_end=6454
-  _globals['_MODEL']._serialized_start=176
-  _globals['_MODEL']._serialized_end=545
-  _globals['_MODEL_LABELSENTRY']._serialized_start=500
-  _globals['_MODEL_LABELSENTRY']._serialized_end=545
-  _globals['_TOKENPRICING']._serialized_start=548
-  _globals['_TOKENPRICING']._serialized_end=842
-  _globals['_LINEAGE']._serialized_start=844
-  _globals['_LINEAGE']._serialized_end=909
-  _globals['_MODELVERSION']._serialized_start=912
-  _globals['_MODELVERSION']._serialized_end=1620
-  _globals['_MODELVERSION_LABELSENTRY']._serialized_start=500
-  _globals['_MODELVERSION_LABELSENTRY']._serialized_end=545
-  _globals['_MODELALIAS']._serialized_start=1623
-  _globals['_MODELALIAS']._serialized_end=1759
-  _globals['_ALIASMOVE']._serialized_start=1762
-  _globals['_ALIASMOVE']._serialized_end=1968
-  _globals['_CREATEMODELREQUEST']._serialized_start=1970
-  _globals['_CREATEMODELREQUEST']._serialized_end=2083
-  _globals['_CREATEMODELRESPONSE']._serialized_start=2085
-  _globals['_CREATEMODELRESPONSE']._serialized_end=2143
-  _globals['_GETMODELREQUEST']._serialized_start=2145
-  _globals['_GETMODELREQUEST']._serialized_end=2182
-  _globals['_GETMODELRESPONSE']._serialized_start=2184
-  _globals['_GETMODELRESPONSE']._serialized_end=2239
-  _globals['_LISTMODELSREQUEST']._serialized_start=2241
-  _globals['_LISTMODELSREQUEST']._serialized_end=2357
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2359
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2442
-  _globals['_UPDATEMODELREQUEST']._serialized_start=2445
-  _globals['_UPDATEMODELREQUEST']._serialized_end=2589
-  _globals['_UPDATEMODELRESPONSE']._serialized_start=2591
-  _globals['_UPDATEMODELRESPONSE']._serialized_end=2649
-  _globals['_DELETEMODELREQUEST']._serialized_start=2651
-  _globals['_DELETEMODELREQUEST']._serialized_end=2758
-  _globals['_DELETEMODELRESPONSE']._serialized_start=2760
-  _globals['_DELETEMODELRESPONSE']._serialized_end=2781
-  _globals['_CREATEMODELVERSIONREQUEST']._serialized_start=2784
-  _globals['_CREATEMODELVERSIONREQUEST']._serialized_end=2917
-  _globals['_CREATEMODELVERSIONRESPONSE']._serialized_start=2919
-  _globals['_CREATEMODELVERSIONRESPONSE']._serialized_end=2999
-  _globals['_GETMODELVERSIONREQUEST']._serialized_start=3001
-  _globals['_GETMODELVERSIONREQUEST']._serialized_end=3045
-  _globals['_GETMODELVERSIONRESPONSE']._serialized_start=3047
-  _globals['_GETMODELVERSIONRESPONSE']._serialized_end=3124
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=3127
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=3272
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=3274
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=3379
-  _globals['_UPDATEMODELVERSIONREQUEST']._serialized_start=3382
-  _globals['_UPDATEMODELVERSIONREQUEST']._serialized_end=3548
-  _globals['_UPDATEMODELVERSIONRESPONSE']._serialized_start=3550
-  _globals['_UPDATEMODELVERSIONRESPONSE']._serialized_end=3630
-  _globals['_DELETEMODELVERSIONREQUEST']._serialized_start=3632
-  _globals['_DELETEMODELVERSIONREQUEST']._serialized_end=3725
-  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_start=3727
-  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_end=3755
-  _globals['_SETALIASREQUEST']._serialized_start=3758
-  _globals['_SETALIASREQUEST']._serialized_end=3924
-  _globals['_SETALIASRESPONSE']._serialized_start=3926
-  _globals['_SETALIASRESPONSE']._serialized_end=3986
-  _globals['_GETALIASREQUEST']._serialized_start=3988
-  _globals['_GETALIASREQUEST']._serialized_end=4025
-  _globals['_GETALIASRESPONSE']._serialized_start=4027
-  _globals['_GETALIASRESPONSE']._serialized_end=4087
-  _globals['_LISTALIASESREQUEST']._serialized_start=4089
-  _globals['_LISTALIASESREQUEST']._serialized_end=4182
-  _globals['_LISTALIASESRESPONSE']._serialized_start=4184
-  _globals['_LISTALIASESRESPONSE']._serialized_end=4274
-  _globals['_DELETEALIASREQUEST']._serialized_start=4276
-  _globals['_DELETEALIASREQUEST']._serialized_end=4396
-  _globals['_DELETEALIASRESPONSE']._serialized_start=4398
-  _globals['_DELETEALIASRESPONSE']._serialized_end=4419
-  _globals['_LISTALIASHISTORYREQUEST']._serialized_start=4421
-  _globals['_LISTALIASHISTORYREQUEST']._serialized_end=4540
-  _globals['_LISTALIASHISTORYRESPONSE']._serialized_start=4542
-  _globals['_LISTALIASHISTORYRESPONSE']._serialized_end=4634
-  _globals['_MODELCONSTRAINTS']._serialized_start=4637
-  _globals['_MODELCONSTRAINTS']._serialized_end=5019
-  _globals['_MODELCONSTRAINTS_LABELSENTRY']._serialized_start=500
-  _globals['_MODELCONSTRAINTS_LABELSENTRY']._serialized_end=545
-  _globals['_RESOLVEMODELREQUEST']._serialized_start=5021
-  _globals['_RESOLVEMODELREQUEST']._serialized_end=5127
-  _globals['_RESOLVEMODELRESPONSE']._serialized_start=5129
-  _globals['_RESOLVEMODELRESPONSE']._serialized_end=5221
-  _globals['_CANDIDATEREJECTION']._serialized_start=5223
-  _globals['_CANDIDATEREJECTION']._serialized_end=5302
-  _globals['_RESOLVEMODELFAILURE']._serialized_start=5304
-  _globals['_RESOLVEMODELFAILURE']._serialized_end=5405
-  _globals['_WATCHMODELSREQUEST']._serialized_start=5407
-  _globals['_WATCHMODELSREQUEST']._serialized_end=5457
-  _globals['_MODELCHANGE']._serialized_start=5460
-  _globals['_MODELCHANGE']._serialized_end=5748
-  _globals['_WATCHPROGRESS']._serialized_start=5750
-  _globals['_WATCHPROGRESS']._serialized_end=5783
-  _globals['_WATCHMODELSRESPONSE']._serialized_start=5785
-  _globals['_WATCHMODELSRESPONSE']._serialized_end=5911
-  _globals['_MODELREGISTRYSERVICE']._serialized_start=6457
-  _globals['_MODELREGISTRYSERVICE']._serialized_end=8024
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['CreateModel']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['CreateModel']._serialized_options = b'\202\323\344\223\002\017\"\n/v1/models:\001*'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['GetModel']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['GetModel']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/{name=models/*}'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListModels']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['UpdateModel']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['UpdateModel']._serialized_options = b'\202\323\344\223\002\0362\031/v1/{model.name=models/*}:\001*'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['DeleteModel']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['DeleteModel']._serialized_options = b'\202\323\344\223\002\025*\023/v1/{name=models/*}'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['CreateModelVersion']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['CreateModelVersion']._serialized_options = b'\202\323\344\223\002#\"\036/v1/{parent=models/*}/versions:\001*'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['GetModelVersion']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['GetModelVersion']._serialized_options = b'\202\323\344\223\002 \022\036/v1/{name=models/*/versions/*}'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListModelVersions']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListModelVersions']._serialized_options = b'\202\323\344\223\002 \022\036/v1/{parent=models/*}/versions'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['UpdateModelVersion']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['UpdateModelVersion']._serialized_options = b'\202\323\344\223\00212,/v1/{model_version.name=models/*/versions/*}:\001*'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['DeleteModelVersion']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['DeleteModelVersion']._serialized_options = b'\202\323\344\223\002 *\036/v1/{name=models/*/versions/*}'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['SetAlias']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['SetAlias']._serialized_options = b'\202\323\344\223\002&\"!/v1/{name=models/*/aliases/*}:set:\001*'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['GetAlias']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['GetAlias']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/{name=models/*/aliases/*}'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListAliases']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListAliases']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/{parent=models/*}/aliases'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['DeleteAlias']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['DeleteAlias']._serialized_options = b'\202\323\344\223\002\037*\035/v1/{name=models/*/aliases/*}'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListAliasHistory']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ListAliasHistory']._serialized_options = b'\202\323\344\223\002$\022\"/v1/{parent=models/*}/aliasHistory'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ResolveModel']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['ResolveModel']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/models:resolve:\001*'
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['WatchModels']._loaded_options = None
+  _globals['_MODELREGISTRYSERVICE'].methods_by_name['WatchModels']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/models:watch'
+  _globals['_CAPABILITY']._serialized_start=5944
+  _globals['_CAPABILITY']._serialized_end=6206
+  _globals['_MODELVERSIONSTATE']._serialized_start=6209
+  _globals['_MODELVERSIONSTATE']._serialized_end=6366
+  _globals['_CHANGEKIND']._serialized_start=6368
+  _globals['_CHANGEKIND']._serialized_end=6484
+  _globals['_MODEL']._serialized_start=206
+  _globals['_MODEL']._serialized_end=575
+  _globals['_MODEL_LABELSENTRY']._serialized_start=530
+  _globals['_MODEL_LABELSENTRY']._serialized_end=575
+  _globals['_TOKENPRICING']._serialized_start=578
+  _globals['_TOKENPRICING']._serialized_end=872
+  _globals['_LINEAGE']._serialized_start=874
+  _globals['_LINEAGE']._serialized_end=939
+  _globals['_MODELVERSION']._serialized_start=942
+  _globals['_MODELVERSION']._serialized_end=1650
+  _globals['_MODELVERSION_LABELSENTRY']._serialized_start=530
+  _globals['_MODELVERSION_LABELSENTRY']._serialized_end=575
+  _globals['_MODELALIAS']._serialized_start=1653
+  _globals['_MODELALIAS']._serialized_end=1789
+  _globals['_ALIASMOVE']._serialized_start=1792
+  _globals['_ALIASMOVE']._serialized_end=1998
+  _globals['_CREATEMODELREQUEST']._serialized_start=2000
+  _globals['_CREATEMODELREQUEST']._serialized_end=2113
+  _globals['_CREATEMODELRESPONSE']._serialized_start=2115
+  _globals['_CREATEMODELRESPONSE']._serialized_end=2173
+  _globals['_GETMODELREQUEST']._serialized_start=2175
+  _globals['_GETMODELREQUEST']._serialized_end=2212
+  _globals['_GETMODELRESPONSE']._serialized_start=2214
+  _globals['_GETMODELRESPONSE']._serialized_end=2269
+  _globals['_LISTMODELSREQUEST']._serialized_start=2271
+  _globals['_LISTMODELSREQUEST']._serialized_end=2387
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2389
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2472
+  _globals['_UPDATEMODELREQUEST']._serialized_start=2475
+  _globals['_UPDATEMODELREQUEST']._serialized_end=2619
+  _globals['_UPDATEMODELRESPONSE']._serialized_start=2621
+  _globals['_UPDATEMODELRESPONSE']._serialized_end=2679
+  _globals['_DELETEMODELREQUEST']._serialized_start=2681
+  _globals['_DELETEMODELREQUEST']._serialized_end=2788
+  _globals['_DELETEMODELRESPONSE']._serialized_start=2790
+  _globals['_DELETEMODELRESPONSE']._serialized_end=2811
+  _globals['_CREATEMODELVERSIONREQUEST']._serialized_start=2814
+  _globals['_CREATEMODELVERSIONREQUEST']._serialized_end=2947
+  _globals['_CREATEMODELVERSIONRESPONSE']._serialized_start=2949
+  _globals['_CREATEMODELVERSIONRESPONSE']._serialized_end=3029
+  _globals['_GETMODELVERSIONREQUEST']._serialized_start=3031
+  _globals['_GETMODELVERSIONREQUEST']._serialized_end=3075
+  _globals['_GETMODELVERSIONRESPONSE']._serialized_start=3077
+  _globals['_GETMODELVERSIONRESPONSE']._serialized_end=3154
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=3157
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=3302
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=3304
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=3409
+  _globals['_UPDATEMODELVERSIONREQUEST']._serialized_start=3412
+  _globals['_UPDATEMODELVERSIONREQUEST']._serialized_end=3578
+  _globals['_UPDATEMODELVERSIONRESPONSE']._serialized_start=3580
+  _globals['_UPDATEMODELVERSIONRESPONSE']._serialized_end=3660
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_start=3662
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_end=3755
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_start=3757
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_end=3785
+  _globals['_SETALIASREQUEST']._serialized_start=3788
+  _globals['_SETALIASREQUEST']._serialized_end=3954
+  _globals['_SETALIASRESPONSE']._serialized_start=3956
+  _globals['_SETALIASRESPONSE']._serialized_end=4016
+  _globals['_GETALIASREQUEST']._serialized_start=4018
+  _globals['_GETALIASREQUEST']._serialized_end=4055
+  _globals['_GETALIASRESPONSE']._serialized_start=4057
+  _globals['_GETALIASRESPONSE']._serialized_end=4117
+  _globals['_LISTALIASESREQUEST']._serialized_start=4119
+  _globals['_LISTALIASESREQUEST']._serialized_end=4212
+  _globals['_LISTALIASESRESPONSE']._serialized_start=4214
+  _globals['_LISTALIASESRESPONSE']._serialized_end=4304
+  _globals['_DELETEALIASREQUEST']._serialized_start=4306
+  _globals['_DELETEALIASREQUEST']._serialized_end=4426
+  _globals['_DELETEALIASRESPONSE']._serialized_start=4428
+  _globals['_DELETEALIASRESPONSE']._serialized_end=4449
+  _globals['_LISTALIASHISTORYREQUEST']._serialized_start=4451
+  _globals['_LISTALIASHISTORYREQUEST']._serialized_end=4570
+  _globals['_LISTALIASHISTORYRESPONSE']._serialized_start=4572
+  _globals['_LISTALIASHISTORYRESPONSE']._serialized_end=4664
+  _globals['_MODELCONSTRAINTS']._serialized_start=4667
+  _globals['_MODELCONSTRAINTS']._serialized_end=5049
+  _globals['_MODELCONSTRAINTS_LABELSENTRY']._serialized_start=530
+  _globals['_MODELCONSTRAINTS_LABELSENTRY']._serialized_end=575
+  _globals['_RESOLVEMODELREQUEST']._serialized_start=5051
+  _globals['_RESOLVEMODELREQUEST']._serialized_end=5157
+  _globals['_RESOLVEMODELRESPONSE']._serialized_start=5159
+  _globals['_RESOLVEMODELRESPONSE']._serialized_end=5251
+  _globals['_CANDIDATEREJECTION']._serialized_start=5253
+  _globals['_CANDIDATEREJECTION']._serialized_end=5332
+  _globals['_RESOLVEMODELFAILURE']._serialized_start=5334
+  _globals['_RESOLVEMODELFAILURE']._serialized_end=5435
+  _globals['_WATCHMODELSREQUEST']._serialized_start=5437
+  _globals['_WATCHMODELSREQUEST']._serialized_end=5487
+  _globals['_MODELCHANGE']._serialized_start=5490
+  _globals['_MODELCHANGE']._serialized_end=5778
+  _globals['_WATCHPROGRESS']._serialized_start=5780
+  _globals['_WATCHPROGRESS']._serialized_end=5813
+  _globals['_WATCHMODELSRESPONSE']._serialized_start=5815
+  _globals['_WATCHMODELSRESPONSE']._serialized_end=5941
+  _globals['_MODELREGISTRYSERVICE']._serialized_start=6487
+  _globals['_MODELREGISTRYSERVICE']._serialized_end=8683
 # @@protoc_insertion_point(module_scope)

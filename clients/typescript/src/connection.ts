@@ -4,8 +4,10 @@
 // The bearer token travels as `authorization: Bearer <token>` on every call. Without TLS it is readable on
 // the wire: use TLS beyond loopback.
 
-import type { Interceptor } from "@connectrpc/connect";
+import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { BalancingTransport } from "./balancing.js";
+import { Health } from "./gen/grpc/health/v1/health_pb.js";
 import { DeploymentService } from "./gen/modelplane/v1/deployments_pb.js";
 import { GuardrailService } from "./gen/modelplane/v1/guardrails_pb.js";
 import { LogService } from "./gen/modelplane/v1/logs_pb.js";
@@ -47,6 +49,10 @@ export interface ConnectOptions {
   headers?: Readonly<Record<string, string>>;
   /** Connect interceptors, run on every call after the client's own. */
   interceptors?: Interceptor[];
+  /** Spread calls round-robin over every replica of the target, healthy ones only: several addresses, or a
+   * DNS name with a record per replica ("dns:///replicas.example:50051"), resolved again every 30 s. Given
+   * several addresses, `connect` balances without being asked. */
+  balance?: boolean;
 }
 
 /** One connection to a modelplane server and the clients of its services; close it when done. */
@@ -55,21 +61,24 @@ export class Connection {
   readonly deployments: ServiceClient<typeof DeploymentService>;
   readonly guardrails: ServiceClient<typeof GuardrailService>;
   readonly logs: ServiceClient<typeof LogService>;
+  /** gRPC's health service (grpc.health.v1.Health): `check({})` is SERVING once the server can serve. */
+  readonly health: ServiceClient<typeof Health>;
 
   constructor(
-    private readonly sessions: Http2SessionManager,
-    transport: Parameters<typeof createServiceClient>[1],
+    private readonly closeTransport: () => void,
+    transport: Transport,
     settings: CallSettings,
   ) {
     this.registry = createServiceClient(ModelRegistryService, transport, settings);
     this.deployments = createServiceClient(DeploymentService, transport, settings);
     this.guardrails = createServiceClient(GuardrailService, transport, settings);
     this.logs = createServiceClient(LogService, transport, settings);
+    this.health = createServiceClient(Health, transport, settings);
   }
 
   /** Closes the connection; calls in flight fail with CANCELLED. */
   close(): void {
-    this.sessions.abort();
+    this.closeTransport();
   }
 }
 
@@ -77,10 +86,29 @@ function pem(value: string | Uint8Array | undefined): string | Buffer | undefine
   return value === undefined || typeof value === "string" ? value : Buffer.from(value);
 }
 
-/** Opens a connection to the server at `target` ("host:port"). */
-export function connect(target: string, options: ConnectOptions = {}): Connection {
+/** Opens a connection to the server at `target` ("host:port"), or to several replicas (see `balance`). */
+export function connect(target: string | readonly string[], options: ConnectOptions = {}): Connection {
+  const targets = typeof target === "string" ? [target] : target;
+  const settings = {
+    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    retry: checkRetryPolicy(options.retry ?? DEFAULT_RETRY_POLICY),
+    watchRetry: checkRetryPolicy(options.watchRetry ?? WATCH_RESUME_POLICY),
+  };
+  if (targets.length > 1 || options.balance === true) {
+    const balancer = BalancingTransport.create(targets, (address) => {
+      const { transport, sessions } = transportTo(address, options);
+      return { transport, close: () => sessions.abort() };
+    });
+    return new Connection(() => balancer.close(), balancer, settings);
+  }
+  const { transport, sessions } = transportTo(targets[0] ?? "", options);
+  return new Connection(() => sessions.abort(), transport, settings);
+}
+
+/** One HTTP/2 connection to `address` and the gRPC transport over it. */
+function transportTo(address: string, options: ConnectOptions): { transport: Transport; sessions: Http2SessionManager } {
   const tls = options.tls === true ? {} : options.tls || undefined;
-  const baseUrl = `${tls === undefined ? "http" : "https"}://${target}`;
+  const baseUrl = `${tls === undefined ? "http" : "https"}://${address}`;
   const nodeOptions =
     tls === undefined
       ? {}
@@ -115,9 +143,5 @@ export function connect(target: string, options: ConnectOptions = {}): Connectio
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
   });
-  return new Connection(sessions, transport, {
-    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    retry: checkRetryPolicy(options.retry ?? DEFAULT_RETRY_POLICY),
-    watchRetry: checkRetryPolicy(options.watchRetry ?? WATCH_RESUME_POLICY),
-  });
+  return { transport, sessions };
 }

@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from modelplane.server.auth.service import Authenticator
 from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.deployments.driver import RolloutDriver
-from modelplane.server.deployments.manager import DeploymentManager
+from modelplane.server.deployments.manager import DeploymentManager, LogGateReader
 from modelplane.server.deployments.servicer import DeploymentServicer
 from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
@@ -50,6 +51,9 @@ from modelplane.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from modelplane.server.http.face import HttpFace
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
+        *_connection_age(config),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -105,6 +110,16 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         # Workers (modelplane.server.workers) share their port on purpose, beside their parent's reservation,
         # which keeps that guarantee for them.
         ("grpc.so_reuseport", 1 if config.shared_port else 0),
+    ]
+
+
+def _connection_age(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC's connection age settings; none when connections live forever (max_connection_age 0)."""
+    if not config.max_connection_age:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", max(1, round(config.max_connection_age * 1000))),
+        ("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace * 1000)),
     ]
 
 
@@ -195,6 +210,7 @@ class ModelplaneServer:
         # worker 1, while the others retry quietly (DEBUG lines).
         self.reports_start_problems = True
         self._port: int | None = None
+        self.http: HttpFace | None = None
         self._background: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -231,12 +247,19 @@ class ModelplaneServer:
         if not port:
             raise ListenError(f"cannot listen on {address}")
         self._port = port
+        if self.config.http_address is not None:
+            # Imported here: starlette and uvicorn come with the `http` extra, needed only when asked for.
+            from modelplane.server.http.face import HttpFace
+
+            self.http = HttpFace.bind(self.config, self.grpc_server)
         if self.config.metrics_address is not None:
             check_can_listen(self.config.metrics_address, "the metrics address")
             self.metrics.start_endpoint(self.config.metrics_address)
         await self.health.set_serving(False)
         await self.health.set_alive()
         await self.grpc_server.start()
+        if self.http is not None:
+            await self.http.start(MODELPLANE_SERVICES)
         await self.feed.start()
         self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")
         log.debug("listening on %s", self.target)
@@ -316,7 +339,12 @@ class ModelplaneServer:
         grace_ends = loop.time() + grace
         await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
         drain = max(grace_ends - loop.time(), 0.0)
-        await _bounded("the gRPC server", self.grpc_server.stop(drain), drain + STOP_STEP_LIMIT)
+        # HTTP requests are gRPC calls of this server: both drain together, and the HTTP listener refuses
+        # new connections as the gRPC server refuses new calls.
+        steps = [_bounded("the gRPC server", self.grpc_server.stop(drain), drain + STOP_STEP_LIMIT)]
+        if self.http is not None:
+            steps.append(_bounded("the HTTP listener", self.http.stop(), drain + STOP_STEP_LIMIT))
+        await asyncio.gather(*steps)
         stop_ends = loop.time() + STOP_AFTER_GRACE
 
         def left() -> float:
@@ -355,9 +383,6 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
     feed = ChangeFeed(config.database_url)
     registry = RegistryService(database, feed, progress_interval=config.watch_progress_interval)
     guardrails = GuardrailService(database, feed)
-    deployments = DeploymentManager.build(
-        database, feed, registry, progress_interval=config.watch_progress_interval
-    )
     health = HealthReporter(database, MODELPLANE_SERVICES, probe_interval=config.health_probe_interval)
     metrics = ServerMetrics()
     log_settings = LogSettings(
@@ -366,6 +391,13 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
         stream_queue_batches=config.log_stream_queue_batches,
     )
     logs = LogService(database, log_settings, observer=LogIngestionMetrics(metrics.registry))
+    deployments = DeploymentManager.build(
+        database,
+        feed,
+        registry,
+        LogGateReader(logs, guardrails),
+        progress_interval=config.watch_progress_interval,
+    )
     interceptor = CallInterceptor(
         Authenticator(database, enabled=config.auth),
         metrics,
@@ -399,11 +431,16 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
     )
 
 
-def log_banner(config: ServerConfig, target: str, database: str, workers: int = 1) -> None:
+def log_banner(
+    config: ServerConfig, target: str, database: str, workers: int = 1, http_target: str = ""
+) -> None:
     """The lines an operator reads first: where the server listens, its database, whether auth is on."""
     security = "TLS" if config.tls is not None else "plaintext"
     processes = f", {workers} worker processes" if workers > 1 else ""
     log.info("modelplane serving on %s (%s%s)", target, security, processes)
+    if config.http_address is not None:
+        scheme = "https" if config.tls is not None else "http"
+        log.info("HTTP/JSON on %s://%s (the RPCs under /v1/, /healthz, /openapi.json)", scheme, http_target)
     log.info("database: %s", database)
     if config.auth:
         log.info("auth is on: every RPC but health and reflection needs a bearer token")
@@ -440,7 +477,7 @@ async def run_server(
     await server.start()
     _tune_garbage_collection()
     if worker is None:
-        log_banner(config, server.target, database)
+        log_banner(config, server.target, database, http_target=server.http.target if server.http else "")
     else:
         log.info("serving on %s", server.target)
     try:
@@ -464,6 +501,8 @@ def serve(config: ServerConfig) -> None:
 
     configure_logging(config.log_level)
     check_can_listen(config.address)
+    if config.http_address is not None:
+        check_can_listen(config.http_address, "the HTTP address")
     if config.metrics_address is not None:
         check_can_listen(config.metrics_address, "the metrics address")
     workers = worker_count(config)

@@ -167,6 +167,12 @@ DATABASE_SETTINGS = (
 
 SERVE_SETTINGS = (
     Setting("--address", "HOST:PORT to listen on", _address, default_of("address"), metavar="HOST:PORT"),
+    Setting(
+        "--http-address",
+        "HOST:PORT to serve HTTP/JSON and the web console on, with the same tokens and TLS as --address",
+        _address,
+        metavar="HOST:PORT",
+    ),
     *DATABASE_SETTINGS,
     Setting("--no-auth", "accept calls without a token (loopback only, unless --insecure)", switch=True),
     Setting("--insecure", "allow --no-auth on an address beyond loopback", switch=True),
@@ -198,6 +204,20 @@ SERVE_SETTINGS = (
         "seconds in-flight calls get to finish on SIGTERM",
         _seconds,
         default_of("shutdown_grace"),
+        metavar="S",
+    ),
+    Setting(
+        "--max-connection-age",
+        "seconds a client connection lives before the server asks it to reconnect (0: forever)",
+        _seconds,
+        default_of("max_connection_age"),
+        metavar="S",
+    ),
+    Setting(
+        "--max-connection-age-grace",
+        "seconds calls in flight on a connection asked to reconnect get to finish",
+        _seconds,
+        default_of("max_connection_age_grace"),
         metavar="S",
     ),
     Setting(
@@ -307,6 +327,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     try:
         return ServerConfig(
             address=args.address,
+            http_address=args.http_address,
             database_url=args.database_url or None,
             data_dir=args.data_dir,
             create_database=args.create_database,
@@ -316,6 +337,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
             metrics_address=args.metrics_address,
             metrics_insecure=args.metrics_insecure,
             shutdown_grace=args.shutdown_grace,
+            max_connection_age=args.max_connection_age,
+            max_connection_age_grace=args.max_connection_age_grace,
             log_level=args.log_level,
             log_retention_days=args.log_retention_days,
             log_partition_lead_days=args.log_partition_lead_days,
@@ -345,6 +368,9 @@ def _serve(args: argparse.Namespace) -> int:
     config = server_config(args)
     with _server_extra():
         from modelplane.server.app import ListenError, serve
+    if config.http_address is not None:
+        with _server_extra("http"):
+            import modelplane.server.http.listener  # noqa: F401 - only to say early that the extra is missing
     from modelplane.server.store.embedded import EmbeddedPostgresError
     from modelplane.server.workers import WorkersError
 

@@ -76,6 +76,12 @@ class ServerConfig:
     metrics_insecure: bool = False
     # Seconds in-flight RPCs get to finish on SIGTERM.
     shutdown_grace: float = 10.0
+    # Seconds a client connection lives (gRPC adds up to 10% either way) before the server asks the client to
+    # reconnect (GOAWAY), so that long-lived connections spread over replicas added since; 0 keeps them
+    # forever. Calls in flight then get max_connection_age_grace seconds; streams open longer end UNAVAILABLE
+    # (a watch resumes where it stopped).
+    max_connection_age: float = 600.0
+    max_connection_age_grace: float = 60.0
     # Lowest level of the log lines written (one of LOG_LEVELS).
     log_level: str = "INFO"
     # Seconds between progress messages on an idle watch stream.
@@ -96,6 +102,9 @@ class ServerConfig:
     # Set by the worker supervisor in each worker: bind the port with SO_REUSEPORT, beside its siblings and
     # the supervisor's reservation, instead of refusing a port that is in use.
     shared_port: bool = False
+    # host:port of the HTTP/JSON face of the RPCs (and of the web console); None: no HTTP. It takes the
+    # same tokens and TLS as the gRPC address, and the same rule: with auth off, loopback only.
+    http_address: str | None = None
     # Share of successful calls written to the access log, from 0 (failed calls only) to 1 (every call).
     # A failed call is always written.
     access_log_sample: float = 1.0
@@ -103,12 +112,22 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be 1 or more, got {self.workers}")
+        if self.max_connection_age < 0 or self.max_connection_age_grace < 0:
+            raise ConfigError("the connection age and its grace are seconds, 0 or more")
         if not 0.0 <= self.access_log_sample <= 1.0:
             raise ConfigError(f"the access log sample must be between 0 and 1, got {self.access_log_sample}")
         if not self.auth and not self.insecure:
             require_loopback(
                 self.address,
                 what="with auth off",
+                risk="call every RPC",
+                remedy="turn auth on (drop --no-auth)",
+                override="--insecure",
+            )
+        if self.http_address is not None and not self.auth and not self.insecure:
+            require_loopback(
+                self.http_address,
+                what="for HTTP with auth off",
                 risk="call every RPC",
                 remedy="turn auth on (drop --no-auth)",
                 override="--insecure",

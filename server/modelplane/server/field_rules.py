@@ -28,20 +28,28 @@ class Violations:
     """Collects every broken rule of one request, so the caller fixes them all in one go.
 
     The pattern of a request's checks: one Violations, every field checked into it (`add`, or `collect`
-    around a check that raises, such as a name parser), then `raise_if_any` once, before any other work.
+    around a check that raises, such as a name parser or the guardrails' rule compiler; `extend` with what
+    a conversion refused), then `raise_if_any` once, before any other work.
+
+    A field is named once, with the first rule it breaks: a whole check run after the field checks (a
+    compiler, the window check of a converted default) often meets the same bad field again, in its own words.
     """
 
     def __init__(self) -> None:
         self.items: list[FieldViolation] = []
+        self._named: set[str] = set()
         # The reason of the first collected error that had one of its own (INVALID_PAGE_TOKEN, say): the
         # answer keeps it, so a client matching on it still sees it beside the other bad fields.
         self.reason: str | None = None
 
     def add(self, path: str, description: str) -> None:
-        self.items.append(FieldViolation(path, description))
+        self.extend([FieldViolation(path, description)])
 
     def extend(self, violations: Iterable[FieldViolation]) -> None:
-        self.items.extend(violations)
+        for item in violations:
+            if item.field not in self._named:
+                self._named.add(item.field)
+                self.items.append(item)
 
     def collect(self, check: Callable[[], T], fallback: T) -> T:
         """What `check` returns; when it raises InvalidArgument, its violations join these and `fallback`
@@ -49,14 +57,14 @@ class Violations:
         try:
             return check()
         except InvalidArgument as exc:
-            self.items.extend(exc.violations)
+            self.extend(exc.violations)
             if self.reason is None and exc.reason != InvalidArgument.reason:
                 self.reason = exc.reason
             return fallback
 
-    def raise_if_any(self) -> None:
+    def raise_if_any(self, metadata: Mapping[str, str] | None = None) -> None:
         if self.items:
-            raise InvalidArgument(self.items, reason=self.reason)
+            raise InvalidArgument(self.items, reason=self.reason, metadata=metadata)
 
 
 def check_text(v: Violations, path: str, value: str, limit: int) -> None:
@@ -74,13 +82,13 @@ def check_labels(v: Violations, path: str, labels: Mapping[str, str]) -> None:
             v.add(f"{path}[{key!r}]", "value must be at most 63 characters")
 
 
-def check_request_id(request_id: str, v: Violations | None = None) -> None:
+def check_request_id(request_id: str, v: Violations | None = None, *, path: str = "request_id") -> None:
     """The request id's bound, into `v` when given (else raised at once)."""
     if len(request_id) > MAX_REQUEST_ID:
         description = f"must be at most {MAX_REQUEST_ID} characters; a UUID is advised"
         if v is None:
-            raise InvalidArgument.field("request_id", description)
-        v.add("request_id", description)
+            raise InvalidArgument.field(path, description)
+        v.add(path, description)
 
 
 def parse_with_request_id(parse: Callable[[], T], request_id: str) -> T:

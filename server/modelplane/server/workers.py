@@ -298,6 +298,8 @@ def supervise(config: ServerConfig, workers: int, database: str) -> None:
     check_connection_budget(config.database_url, workers)
     _check_readable(config)
     reservation = reserve_port(config.address)
+    # The HTTP port is shared by the workers the same way: each one serves HTTP for its own gRPC server.
+    http_reservation = reserve_port(config.http_address) if config.http_address is not None else None
     endpoint: MetricsEndpoint | None = None
     try:
         with _metrics_directory() as directory:
@@ -305,12 +307,19 @@ def supervise(config: ServerConfig, workers: int, database: str) -> None:
                 endpoint = MetricsEndpoint(merged_registry(directory))
                 endpoint.start(config.metrics_address)
             config = dataclasses.replace(config, address=reservation.address)
+            http_target = ""
+            if http_reservation is not None:
+                config = dataclasses.replace(config, http_address=http_reservation.address)
+                http_host, _, http_port = http_reservation.address.rpartition(":")
+                http_target = local_target(http_host.strip("[]"), int(http_port))
             port = int(reservation.address.rpartition(":")[2])
-            log_banner(config, local_target(config.host, port), database, workers)
+            log_banner(config, local_target(config.host, port), database, workers, http_target)
             WorkerSupervisor(config, workers, database).run()
     finally:
         if endpoint is not None:
             endpoint.stop()
+        if http_reservation is not None:
+            http_reservation.close()
         reservation.close()
 
 

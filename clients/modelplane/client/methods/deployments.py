@@ -87,8 +87,11 @@ def start_rollout(
     *, parent: str, rollout: pb.Rollout, request_id: str | None = None, timeout: float | None = None
 ) -> Unary[pb.StartRolloutResponse, pb.StartRolloutResponse]:
     """Starts a rollout of `parent` to rollout.target_version; returns the rollout and the deployment.
-    Raises DeploymentNotFound, ModelVersionNotFound, RolloutInProgress, InvalidArgument (an ARCHIVED
-    version, steps whose weights do not make sense, with field paths)."""
+    A CANARY rollout with timed steps may carry `rollout.analysis` (pb.RolloutAnalysis: gates on the log
+    collector's signals, checked by the server before each timed step; the rollout's gate_evaluations and
+    the history entries show each verdict). Raises DeploymentNotFound, ModelVersionNotFound,
+    RolloutInProgress, InvalidArgument (an ARCHIVED version, steps whose weights do not make sense, bad
+    gates, with field paths such as "rollout.analysis.gates[0].bound.max_ratio")."""
     request = pb.StartRolloutRequest(parent=parent, rollout=rollout, request_id=ensure_request_id(request_id))
     return Unary("StartRollout", request, whole_response, timeout)
 
@@ -96,8 +99,9 @@ def start_rollout(
 def plan_rollout(
     *, parent: str, rollout: pb.Rollout, timeout: float | None = None
 ) -> Unary[pb.PlanRolloutResponse, pb.PlanRolloutResponse]:
-    """StartRollout as a dry run: the traffic table of each stage; changes nothing. Raises as
-    start_rollout does."""
+    """StartRollout as a dry run: the traffic table of each stage, and in gate_evaluations what each
+    analysis gate would decide now (figures of both slots, sample sizes, verdict); changes nothing.
+    Raises as start_rollout does."""
     request = pb.PlanRolloutRequest(parent=parent, rollout=rollout)
     return Unary("PlanRollout", request, whole_response, timeout)
 

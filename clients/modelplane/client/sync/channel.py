@@ -76,12 +76,13 @@ def connect(
     retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     metadata: Sequence[tuple[str, str]] = (),
     options: Sequence[tuple[str, Any]] = (),
+    balance: bool = False,
 ) -> Connection:
     """Opens a sync connection to the server at `target` ("host:port"), with the arguments of
     modelplane.client.connect: `tls=True` uses gRPC's bundled roots; `timeout` is the default deadline of
     each unary call, retries included; `retry` governs retries on UNAVAILABLE (NO_RETRY turns them off);
-    `options` adds gRPC channel arguments."""
-    plan = plan_channel(token=token, tls=tls, metadata=metadata, options=options)
+    `options` adds gRPC channel arguments; `balance=True` spreads calls over the target's addresses."""
+    plan = plan_channel(token=token, tls=tls, metadata=metadata, options=options, balance=balance)
     if plan.credentials is None:
         channel = grpc.insecure_channel(target, options=plan.options)
     else:

@@ -96,7 +96,12 @@ export class Server {
   /** Starts `modelplane serve` on `databaseUrl` (at `address`, or a free port) and waits until it serves. */
   static async start(
     databaseUrl: string,
-    options: { auth: boolean; address?: string; tls?: { certFile: string; keyFile: string } },
+    options: {
+      auth: boolean;
+      address?: string;
+      tls?: { certFile: string; keyFile: string };
+      metricsAddress?: string;
+    },
   ): Promise<Server> {
     const address = options.address ?? `127.0.0.1:${await freePort()}`;
     const args = ["serve", "--address", address, "--database-url", databaseUrl, "--shutdown-grace", "1"];
@@ -105,6 +110,9 @@ export class Server {
     }
     if (options.tls !== undefined) {
       args.push("--tls-cert", options.tls.certFile, "--tls-key", options.tls.keyFile);
+    }
+    if (options.metricsAddress !== undefined) {
+      args.push("--metrics-address", options.metricsAddress);
     }
     const child = spawn(MODELPLANE, args, { stdio: ["ignore", "pipe", "pipe"], env: serverEnvironment() });
     const log: string[] = [];
@@ -133,9 +141,19 @@ export class Server {
     return this.log.join("");
   }
 
+  /** Kills the server (SIGKILL), as a crash would, and waits for its exit. */
+  async kill(): Promise<void> {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) {
+      return;
+    }
+    const exited = new Promise<void>((done) => this.process.once("exit", () => done()));
+    this.process.kill("SIGKILL");
+    await exited;
+  }
+
   /** Stops the server with SIGTERM (gracefully: open streams end with UNAVAILABLE) and waits for its exit. */
   async stop(): Promise<number | null> {
-    if (this.process.exitCode !== null) {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) {
       return this.process.exitCode;
     }
     const exited = new Promise<number | null>((done) => this.process.once("exit", (code) => done(code)));

@@ -13,11 +13,18 @@ from collections.abc import Iterable
 from google.protobuf import duration_pb2
 
 from modelplane.server.deployments.domain import (
+    Analysis,
+    AnalysisSignal,
     Deployment,
     DeploymentChange,
     DeploymentFields,
     Endpoint,
     EndpointHealth,
+    Gate,
+    GateAction,
+    GateBound,
+    GateEvaluation,
+    GateVerdict,
     HistoryRecord,
     Plan,
     RollbackMode,
@@ -62,6 +69,11 @@ SLOT_TO_PROTO = {
     TrafficSlot.CANARY: common_pb2.TRAFFIC_SLOT_CANARY,
 }
 SLOT_FROM_PROTO = {number: slot for slot, number in SLOT_TO_PROTO.items()}
+_SIGNAL = {s: pb.AnalysisSignal.Value(f"ANALYSIS_SIGNAL_{s.name}") for s in AnalysisSignal}
+_SIGNAL_FROM: dict[int, AnalysisSignal] = {int(number): s for s, number in _SIGNAL.items()}
+_ACTION = {a: pb.GateAction.Value(f"GATE_ACTION_{a.name}") for a in GateAction}
+_ACTION_FROM: dict[int, GateAction] = {int(number): a for a, number in _ACTION.items()}
+_VERDICT = {v: pb.GateVerdict.Value(f"GATE_VERDICT_{v.name}") for v in GateVerdict}
 _CHANGE_KINDS = {
     "created": registry_pb2.CHANGE_KIND_CREATED,
     "updated": registry_pb2.CHANGE_KIND_UPDATED,
@@ -124,10 +136,47 @@ def _step(step: pb.RolloutStep, path: str, found: list[FieldViolation]) -> Step:
     return Step(weight_bp=step.weight_bp, duration=seconds)
 
 
+def _gate(g: pb.AnalysisGate, path: str, found: list[FieldViolation]) -> Gate:
+    """The gate; an unset or unknown enum, or an unreadable window, is None (validation names it)."""
+    window = _seconds(g.window, f"{path}.window", found) if g.HasField("window") else None
+    bound = None
+    if g.HasField("bound"):
+        which = g.bound.WhichOneof("limit")
+        bound = GateBound(
+            max_value=g.bound.max_value if which == "max_value" else None,
+            max_ratio=g.bound.max_ratio if which == "max_ratio" else None,
+            margin=g.bound.margin,
+        )
+    return Gate(
+        name=g.name,
+        signal=_SIGNAL_FROM.get(g.signal),
+        window=window,
+        min_samples=g.min_samples,
+        bound=bound,
+        on_failure=_ACTION_FROM.get(g.on_failure),
+        currency_code=g.currency_code,
+        policy=g.policy,
+    )
+
+
+def _analysis(a: pb.RolloutAnalysis, found: list[FieldViolation]) -> Analysis:
+    path = "rollout.analysis"
+    wait = None
+    if a.HasField("max_wait_for_data"):
+        wait = _seconds(a.max_wait_for_data, f"{path}.max_wait_for_data", found)
+    return Analysis(
+        gates=tuple(_gate(g, f"{path}.gates[{i}]", found) for i, g in enumerate(a.gates)),
+        max_wait_for_data=wait,
+        on_no_data=_ACTION_FROM.get(a.on_no_data),
+        alpha=a.alpha,
+    )
+
+
 def rollout_spec(r: pb.Rollout) -> RolloutSpec:
     found: list[FieldViolation] = []
     strategy = _STRATEGY_FROM.get(r.strategy)
     steps = [_step(step, f"rollout.steps[{i}]", found) for i, step in enumerate(r.steps)]
+    analysis = _analysis(r.analysis, found) if r.HasField("analysis") else None
     return RolloutSpec(
         target_version=r.target_version,
         endpoints=endpoints_from_proto(r.endpoints),
@@ -135,6 +184,7 @@ def rollout_spec(r: pb.Rollout) -> RolloutSpec:
         steps=tuple(steps),
         reason=r.reason,
         refused=tuple(found),
+        analysis=analysis,
     )
 
 
@@ -190,6 +240,50 @@ def step_to_proto(s: Step) -> pb.RolloutStep:
     return pb.RolloutStep(weight_bp=s.weight_bp, duration=duration(s.duration))
 
 
+def analysis_to_proto(a: Analysis) -> pb.RolloutAnalysis:
+    message = pb.RolloutAnalysis(
+        on_no_data=pb.GATE_ACTION_UNSPECIFIED if a.on_no_data is None else _ACTION[a.on_no_data],
+        alpha=a.alpha,
+    )
+    if a.max_wait_for_data is not None:
+        message.max_wait_for_data.CopyFrom(duration(a.max_wait_for_data))
+    for g in a.gates:
+        gate = message.gates.add(
+            name=g.name,
+            signal=pb.ANALYSIS_SIGNAL_UNSPECIFIED if g.signal is None else _SIGNAL[g.signal],
+            min_samples=g.min_samples,
+            on_failure=pb.GATE_ACTION_UNSPECIFIED if g.on_failure is None else _ACTION[g.on_failure],
+            currency_code=g.currency_code,
+            policy=g.policy,
+        )
+        if g.window is not None:
+            gate.window.CopyFrom(duration(g.window))
+        if g.bound is not None:
+            gate.bound.margin = g.bound.margin
+            if g.bound.max_value is not None:
+                gate.bound.max_value = g.bound.max_value
+            elif g.bound.max_ratio is not None:
+                gate.bound.max_ratio = g.bound.max_ratio
+    return message
+
+
+def evaluation_to_proto(e: GateEvaluation) -> pb.GateEvaluation:
+    return pb.GateEvaluation(
+        gate=e.gate,
+        signal=_SIGNAL[e.signal],
+        window_start=timestamp(e.window_start),
+        window_end=timestamp(e.window_end),
+        canary_value=e.canary_value,
+        stable_value=e.stable_value,
+        canary_samples=e.canary_samples,
+        stable_samples=e.stable_samples,
+        threshold=e.threshold,
+        p_value=e.p_value,
+        verdict=_VERDICT[e.verdict],
+        reason=e.reason,
+    )
+
+
 def rollout_to_proto(r: Rollout) -> pb.Rollout:
     message = pb.Rollout(
         name=r.name,
@@ -213,6 +307,11 @@ def rollout_to_proto(r: Rollout) -> pb.Rollout:
         message.end_time.CopyFrom(timestamp(r.end_time))
     if r.rollback_interval is not None:
         message.rollback_interval.CopyFrom(duration(r.rollback_interval))
+    if r.analysis is not None:
+        message.analysis.CopyFrom(analysis_to_proto(r.analysis))
+    message.gate_evaluations.extend(evaluation_to_proto(e) for e in r.gate_evaluations)
+    if r.data_wait_start is not None:
+        message.data_wait_start.CopyFrom(timestamp(r.data_wait_start))
     return message
 
 
@@ -226,6 +325,7 @@ def plan_to_proto(plan: Plan) -> pb.PlanRolloutResponse:
         if stage.advance is not None:
             message.advance.CopyFrom(step_to_proto(stage.advance))
         response.stages.append(message)
+    response.gate_evaluations.extend(evaluation_to_proto(e) for e in plan.gate_evaluations)
     return response
 
 
@@ -243,6 +343,7 @@ def history_to_proto(h: HistoryRecord) -> pb.DeploymentHistoryEntry:
     )
     if h.traffic_before is not None:
         entry.traffic_before.CopyFrom(table_to_proto(h.traffic_before))
+    entry.gate_evaluations.extend(evaluation_to_proto(e) for e in h.gate_evaluations)
     return entry
 
 

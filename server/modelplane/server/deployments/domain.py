@@ -85,6 +85,35 @@ class Transition(StrEnum):
     ABORTED = "aborted"
     SUCCEEDED = "succeeded"
     HEALTH_CHANGED = "health_changed"
+    GATE_EVALUATED = "gate_evaluated"
+
+
+class AnalysisSignal(StrEnum):
+    """What an analysis gate measures; the values are the stored form."""
+
+    ERROR_RATE = "error_rate"
+    LATENCY_P50 = "latency_p50"
+    LATENCY_P95 = "latency_p95"
+    LATENCY_P99 = "latency_p99"
+    COST_PER_REQUEST = "cost_per_request"
+    TOKENS_PER_REQUEST = "tokens_per_request"
+    GUARDRAIL_BLOCK_RATE = "guardrail_block_rate"
+    GUARDRAIL_REDACT_RATE = "guardrail_redact_rate"
+    ROUTING_FAILURE_RATE = "routing_failure_rate"
+
+
+class GateAction(StrEnum):
+    """What the driver does on a failed gate or on data still short after the wait."""
+
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+    PROCEED = "proceed"
+
+
+class GateVerdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
 
 
 def deployment_name(deployment_id: str) -> str:
@@ -161,6 +190,59 @@ class Step:
 
 
 @dataclass(frozen=True)
+class GateBound:
+    """Exactly one of max_value (absolute) and max_ratio (x the stable figure, + margin) is set."""
+
+    max_value: float | None
+    max_ratio: float | None
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One analysis gate; None where the caller left a field unset (validation names it)."""
+
+    name: str
+    signal: AnalysisSignal | None
+    # Seconds of events before the evaluation that count.
+    window: float | None
+    min_samples: int
+    bound: GateBound | None
+    on_failure: GateAction | None
+    currency_code: str = ""
+    # The policy's resource name, "policies/{policy}", for the guardrail signals.
+    policy: str = ""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    gates: tuple[Gate, ...]
+    # Seconds a due step waits for enough events before on_no_data.
+    max_wait_for_data: float | None
+    on_no_data: GateAction | None
+    # The false-alarm rate of one evaluation of one gate; 0 means the default.
+    alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class GateEvaluation:
+    """One evaluation of one gate over its window: both slots' figures, sample sizes and the verdict."""
+
+    gate: str
+    signal: AnalysisSignal
+    window_start: datetime
+    window_end: datetime
+    canary_value: float
+    stable_value: float
+    canary_samples: int
+    stable_samples: int
+    threshold: float
+    p_value: float
+    verdict: GateVerdict
+    reason: str
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     """What a caller asks for in StartRollout / PlanRollout."""
 
@@ -172,6 +254,7 @@ class RolloutSpec:
     # What conversion could not read (a step without its end, a bad duration), reported with the other
     # violations.
     refused: tuple[FieldViolation, ...] = ()
+    analysis: Analysis | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +290,11 @@ class Rollout:
     etag: str
     # The state a PAUSED rollout was paused in (WAITING_READY or PROGRESSING); None otherwise.
     paused_from: RolloutState | None = None
+    analysis: Analysis | None = None
+    # The last evaluation of each gate, in the order of analysis.gates.
+    gate_evaluations: tuple[GateEvaluation, ...] = ()
+    # When the due step began waiting for data; None while it is not waiting.
+    data_wait_start: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -222,6 +310,7 @@ class HistoryEntry:
     traffic_before: TrafficTable | None
     traffic_after: TrafficTable
     rollout_state: RolloutState | None = None
+    gate_evaluations: tuple[GateEvaluation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,6 +327,7 @@ class HistoryRecord:
     traffic_after: TrafficTable
     revision: int
     create_time: datetime
+    gate_evaluations: tuple[GateEvaluation, ...] = ()
 
     @property
     def name(self) -> str:
@@ -257,6 +347,8 @@ class PlannedStage:
 class Plan:
     rollout: Rollout
     stages: tuple[PlannedStage, ...]
+    # What each gate would decide now.
+    gate_evaluations: tuple[GateEvaluation, ...] = ()
 
 
 @dataclass(frozen=True)

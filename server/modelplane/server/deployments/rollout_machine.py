@@ -71,6 +71,7 @@ def _outcome(
         update_time=now,
         end_time=now if final else None,
         next_step_time=None if final else rollout.next_step_time,
+        data_wait_start=None if final else rollout.data_wait_start,
         paused_from=rollout.paused_from if rollout.state is RolloutState.PAUSED else None,
     )
     return Outcome(rollout, table, HistoryEntry(transition, reason, before, table, rollout.state))
@@ -89,13 +90,19 @@ def _enter_step(
     spec = rollout.steps[step]
     next_time = None if spec.duration is None else now + timedelta(seconds=spec.duration)
     moved = dataclasses.replace(
-        rollout, state=RolloutState.PROGRESSING, current_step=step, next_step_time=next_time
+        rollout,
+        state=RolloutState.PROGRESSING,
+        current_step=step,
+        next_step_time=next_time,
+        data_wait_start=None,
     )
     return moved, traffic.with_canary_weight(table, spec.weight_bp)
 
 
 def _wait_ready(rollout: Rollout, table: TrafficTable) -> tuple[Rollout, TrafficTable]:
-    waiting = dataclasses.replace(rollout, state=RolloutState.WAITING_READY, next_step_time=None)
+    waiting = dataclasses.replace(
+        rollout, state=RolloutState.WAITING_READY, next_step_time=None, data_wait_start=None
+    )
     return waiting, traffic.with_canary_weight(table, 0)
 
 
@@ -154,7 +161,11 @@ def pause(rollout: Rollout, table: TrafficTable, *, reason: str, now: datetime) 
     if rollout.state not in (RolloutState.WAITING_READY, RolloutState.PROGRESSING):
         raise illegal(rollout, "paused")
     paused = dataclasses.replace(
-        rollout, state=RolloutState.PAUSED, paused_from=rollout.state, next_step_time=None
+        rollout,
+        state=RolloutState.PAUSED,
+        paused_from=rollout.state,
+        next_step_time=None,
+        data_wait_start=None,
     )
     return _outcome(table, paused, table, Transition.PAUSED, reason, now)
 

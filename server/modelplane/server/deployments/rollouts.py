@@ -9,26 +9,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from modelplane.server import field_rules
+from modelplane.server.deployments import gate_rules, gates, store, validation
 from modelplane.server.deployments import rollout_machine as machine
-from modelplane.server.deployments import store, validation
 from modelplane.server.deployments.domain import (
     DRIVER_ACTOR,
     Deployment,
     EndpointHealth,
+    GateEvaluation,
+    HistoryEntry,
     Page,
     Plan,
     PlannedStage,
+    RollbackMode,
     RollbackSpec,
     Rollout,
     RolloutResult,
     RolloutSpec,
     RolloutState,
     TrafficTable,
+    Transition,
     rollout_name,
 )
+from modelplane.server.deployments.gates import GateReader
 from modelplane.server.deployments.records import records_page
 from modelplane.server.deployments.writer import (
     DeploymentWriter,
@@ -58,9 +63,10 @@ async def _existing_rollout(conn: Connection, deployment_id: str, number: int) -
 class RolloutService:
     """The rollout use cases and the driver's timed step, independent of gRPC and of SQL."""
 
-    def __init__(self, database: Database, writer: DeploymentWriter) -> None:
+    def __init__(self, database: Database, writer: DeploymentWriter, gates: GateReader) -> None:
         self._db = database
         self._writer = writer
+        self._gates = gates
 
     async def _pending(
         self, m: Mutation | None, deployment: Deployment, spec: RolloutSpec, number: int
@@ -86,6 +92,7 @@ class RolloutService:
             strategy=spec.strategy,
             steps=spec.steps,
             reason=spec.reason,
+            analysis=spec.analysis,
             state=RolloutState.PENDING,
             current_step=0,
             next_step_time=None,
@@ -103,6 +110,11 @@ class RolloutService:
         """The deployment's id, or INVALID_ARGUMENT naming every bad field of a StartRollout / PlanRollout
         request; with other bad fields, a target of another model than the deployment's is named too."""
         v, deployment_id = validation.check_rollout_request(parent, spec, request_id)
+        for path, policy in gate_rules.guardrail_policies(spec.analysis):
+            if not await self._gates.policy_exists(policy):
+                v.add(
+                    path, f"{policy} does not exist: a guardrail gate reads the checks of an existing policy"
+                )
         if v.items and deployment_id:
             async with self._db.connection() as conn:
                 current = await store.get_deployment(conn, deployment_id)
@@ -161,7 +173,8 @@ class RolloutService:
             )
         pending = await self._pending(None, current, spec, 0)
         pending = dataclasses.replace(pending, create_time=now, update_time=now)
-        return Plan(pending, plan_stages(pending, current.traffic, now))
+        evaluations = await self._evaluate(pending, current, now, not_before=None)
+        return Plan(pending, plan_stages(pending, current.traffic, now), evaluations)
 
     async def list_rollouts(self, parent: str, page_size: int, page_token: str) -> Page[Rollout]:
         return await records_page(
@@ -262,13 +275,79 @@ class RolloutService:
         if current is None or rollout is None:  # pragma: no cover - both are locked
             return False
         now = await store.db_now(m.conn)
-        outcome = machine.tick(rollout, current.traffic, expected_step=due.current_step, now=now)
-        if outcome is None:
-            return False
+        gated = (
+            rollout.analysis is not None
+            and rollout.state is RolloutState.PROGRESSING
+            and rollout.current_step == due.current_step
+            and rollout.next_step_time is not None
+            and rollout.next_step_time <= now
+        )
+        if gated:
+            outcome = await self._gated_step(m, rollout, current, now)
+            if outcome is None:
+                return True  # waiting for data, its next check saved
+        else:
+            outcome = machine.tick(rollout, current.traffic, expected_step=due.current_step, now=now)
+            if outcome is None:
+                return False
         await self._writer.commit(
             m, current, entry=outcome.entry, table=outcome.table, now=now, rollout=outcome.rollout
         )
         return True
+
+    async def _evaluate(
+        self, rollout: Rollout, deployment: Deployment, now: datetime, *, not_before: datetime | None
+    ) -> tuple[GateEvaluation, ...]:
+        """Every gate of the rollout judged over its window ending now; one bounded read per gate."""
+        if rollout.analysis is None:
+            return ()
+        alpha = gates.alpha_of(rollout.analysis)
+        found = []
+        for gate in rollout.analysis.gates:
+            start = gates.window_start(gate, now, not_before)
+            figures = await self._gates.compare_slots(gates.window_query(gate, deployment.name, start, now))
+            found.append(gates.judge(gate, figures, alpha=alpha, start=start, end=now))
+        return tuple(found)
+
+    async def _gated_step(
+        self, m: Mutation, rollout: Rollout, current: Deployment, now: datetime
+    ) -> machine.Outcome | None:
+        """A due timed step of a rollout with gates: advance, wait for data, pause or roll back, as the
+        gates decide. A wait whose verdicts are those recorded last is saved without a history entry
+        (None); every other evaluation is written into the history with its figures."""
+        assert rollout.analysis is not None
+        evaluations = await self._evaluate(rollout, current, now, not_before=rollout.create_time)
+        decision = gates.decide(rollout.analysis, evaluations, rollout.data_wait_start, now)
+        table = current.traffic
+        evaluated = dataclasses.replace(rollout, gate_evaluations=evaluations)
+        if decision.fate is gates.StepFate.WAIT:
+            recheck = now + timedelta(seconds=gates.recheck_after(rollout.analysis))
+            waiting = dataclasses.replace(
+                evaluated, data_wait_start=decision.wait_start, next_step_time=recheck
+            )
+            if not gates.worth_recording(rollout, evaluations):
+                # Only the driver's bookkeeping changed (the next check, the latest figures): no transition,
+                # so no revision, and the rollout keeps its etag.
+                await store.save_rollout(m.conn, waiting)
+                return None
+            entry = HistoryEntry(
+                Transition.GATE_EVALUATED, decision.reason, table, table, waiting.state, evaluations
+            )
+            return machine.Outcome(dataclasses.replace(waiting, update_time=now), table, entry)
+        if decision.fate is gates.StepFate.ADVANCE:
+            outcome = machine.tick(evaluated, table, expected_step=rollout.current_step, now=now)
+            assert outcome is not None  # the caller saw it due
+            reason = f"{outcome.entry.reason}; {decision.reason}"
+        elif decision.fate is gates.StepFate.PAUSE:
+            outcome = machine.pause(evaluated, table, reason=decision.reason, now=now)
+            reason = decision.reason
+        else:
+            outcome = machine.rollback(
+                evaluated, table, mode=RollbackMode.INSTANT, interval=None, reason=decision.reason, now=now
+            )
+            reason = decision.reason
+        entry = dataclasses.replace(outcome.entry, reason=reason, gate_evaluations=evaluations)
+        return dataclasses.replace(outcome, entry=entry)
 
 
 def plan_stages(pending: Rollout, table: TrafficTable, now: datetime) -> tuple[PlannedStage, ...]:

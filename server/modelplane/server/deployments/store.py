@@ -17,6 +17,7 @@ import asyncpg
 from modelplane.server.deployments.domain import (
     Deployment,
     EndpointHealth,
+    GateEvaluation,
     HistoryEntry,
     HistoryRecord,
     Rollout,
@@ -270,8 +271,8 @@ async def append_history(
 ) -> None:
     await conn.execute(
         "INSERT INTO deployment_history (deployment_id, transition, rollout, rollout_state, actor, reason,"
-        " traffic_before, traffic_after, revision, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-        " now())",
+        " traffic_before, traffic_after, revision, create_time, gate_evaluations)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10)",
         deployment_id,
         entry.transition.value,
         rollout,
@@ -281,6 +282,7 @@ async def append_history(
         None if entry.traffic_before is None else json.dumps(to_json(entry.traffic_before)),
         json.dumps(to_json(entry.traffic_after)),
         revision,
+        json.dumps(to_json(entry.gate_evaluations)) if entry.gate_evaluations else None,
     )
 
 
@@ -289,7 +291,7 @@ async def list_history(
 ) -> list[HistoryRecord]:
     rows = await conn.fetch(
         "SELECT id, deployment_id, transition, rollout, rollout_state, actor, reason, traffic_before,"
-        " traffic_after, revision, create_time FROM deployment_history"
+        " traffic_after, revision, create_time, gate_evaluations FROM deployment_history"
         " WHERE deployment_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
         deployment_id,
         before,
@@ -310,6 +312,9 @@ async def list_history(
             traffic_after=from_json(TrafficTable, _json(r["traffic_after"])),
             revision=int(r["revision"]),
             create_time=r["create_time"],
+            gate_evaluations=tuple(
+                from_json(GateEvaluation, e) for e in _json(r["gate_evaluations"] or "[]")
+            ),
         )
         for r in rows
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from modelplane.server.deployments import gate_rules
 from modelplane.server.deployments.domain import (
     FULL_WEIGHT_BP,
     DeploymentFields,
@@ -154,6 +155,7 @@ def check_rollout(v: Violations, spec: RolloutSpec) -> None:
     elif spec.steps:
         v.add("rollout.steps", f"must be empty for {spec.strategy.name}: only CANARY has steps")
     check_text(v, "rollout.reason", spec.reason, MAX_REASON)
+    gate_rules.check_analysis(v, spec)
 
 
 def check_rollout_request(parent: str, spec: RolloutSpec, request_id: str) -> tuple[Violations, str]:

@@ -6,12 +6,20 @@ change, so a revision in the cache is never compiled again.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from modelplane.server.errors import FieldViolation, InvalidArgument
-from modelplane.server.guardrails.domain import Policy, PolicyFields
-from modelplane.server.guardrails.engine import CheckTimeout, CompiledPolicy, Decision, compile_policy
+from modelplane.server.guardrails.domain import MAX_TIME_BUDGET_MS, Policy, PolicyFields
+from modelplane.server.guardrails.engine import (
+    MAX_EXCERPT_CONTEXT,
+    CheckTimeout,
+    CompiledPolicy,
+    Decision,
+    compile_policy,
+)
 from modelplane.v1.error_reason_pb2 import ErrorReason
 
 # Compiled policies kept in this process, least recently used first out.
@@ -25,15 +33,19 @@ def compile_fields(fields: PolicyFields, prefix: str, *, check_fallbacks: bool =
     """Compiles a policy's rules, and refuses fallback content that would itself be redacted or blocked
     (or that the policy cannot check in time). A stored revision passed that check when it was written:
     compiled again, it skips it, so a loaded machine never turns a stored policy into an invalid one."""
+    # An excerpt width or a budget out of range is the field checks' to name (validation.py); the compiler
+    # judges the rules, with the width the policy could have.
+    excerpt_context = fields.excerpt_context_chars
     try:
         compiled = compile_policy(
             fields.rules,
             fields.decisions,
             path=f"{prefix}.rules",
-            excerpt_context=fields.excerpt_context_chars,
+            excerpt_context=excerpt_context if 0 <= excerpt_context <= MAX_EXCERPT_CONTEXT else 0,
         )
     except InvalidArgument as exc:
-        raise InvalidArgument(exc.violations, reason=INVALID_RULE) from None
+        violations = _at_request_positions(exc.violations, f"{prefix}.rules", fields)
+        raise InvalidArgument(violations, reason=INVALID_RULE) from None
     if not check_fallbacks:
         return compiled
     broken: list[tuple[str, str]] = []
@@ -42,7 +54,8 @@ def compile_fields(fields: PolicyFields, prefix: str, *, check_fallbacks: bool =
         contents.append((f"{prefix}.default_fallback", fields.default_fallback))
     # All fallbacks together get the policy's budget, and at least FALLBACK_CHECK_SECONDS: a tight budget
     # is for generated texts, and a fallback is checked once, here.
-    deadline = time.perf_counter() + max(fields.effective_time_budget_ms / 1000, FALLBACK_CHECK_SECONDS)
+    budget_ms = min(fields.effective_time_budget_ms, MAX_TIME_BUDGET_MS)
+    deadline = time.perf_counter() + max(budget_ms / 1000, FALLBACK_CHECK_SECONDS)
     for path, content in contents:
         try:
             result = compiled.check(content, deadline)
@@ -62,6 +75,21 @@ def compile_fields(fields: PolicyFields, prefix: str, *, check_fallbacks: bool =
             reason=FALLBACK_BREAKS_POLICY,
         )
     return compiled
+
+
+def _at_request_positions(
+    violations: Sequence[FieldViolation], rules_path: str, fields: PolicyFields
+) -> list[FieldViolation]:
+    """The compiler's violations with each rule's index that of the request (conversion left out the rules
+    without a kind, so the compiler's indexes count only the rules it was given)."""
+    if not fields.rule_positions:
+        return list(violations)
+    index = re.compile(re.escape(rules_path) + r"\[(\d+)\]")
+
+    def at_request(match: re.Match[str]) -> str:
+        return f"{rules_path}[{fields.rule_position(int(match[1]))}]"
+
+    return [FieldViolation(index.sub(at_request, v.field, count=1), v.description) for v in violations]
 
 
 class CompiledCache:

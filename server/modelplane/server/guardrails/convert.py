@@ -1,7 +1,8 @@
 """Conversions between the guardrails monitor's proto messages and its domain values, in one place.
 
 Enum values that are UNSPECIFIED or unknown on input are refused here with the field's path, so no
-proto enum number ever reaches the service.
+proto enum number ever reaches the service. A refused field goes into the domain value's `refused`, which
+the service reports beside every other bad field of the request, instead of raising here alone.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from google.protobuf import duration_pb2
 
 from modelplane.server.deployments.convert import SLOT_FROM_PROTO, SLOT_TO_PROTO
+from modelplane.server.deployments.domain import TrafficSlot
 from modelplane.server.errors import FieldViolation, InvalidArgument
 from modelplane.server.guardrails.domain import (
     DEFAULT_TIME_BUDGET_MS,
@@ -124,11 +126,8 @@ def _kind(
                 kinds.append(kind)
         return Pii(tuple(kinds))
     if which == "length":
-        length = rule.length
-        if length.min_chars < 0 or length.max_chars < 0:
-            found.append(FieldViolation(f"{path}.length", "bounds must not be negative"))
-            return None
-        return Length(min_chars=length.min_chars, max_chars=length.max_chars)
+        # The compiler checks the bounds, each by its own path.
+        return Length(min_chars=rule.length.min_chars, max_chars=rule.length.max_chars)
     if which == "json":
         return Json(rule.json.schema)
     if which == "required_pattern":
@@ -142,22 +141,28 @@ def _kind(
 
 
 def policy_fields(policy: pb.Policy, prefix: str, paths: frozenset[str] | None = None) -> PolicyFields:
-    """The fields of a policy message (only those in `paths` are read and checked when given)."""
+    """The fields of a policy message (only those in `paths` are read and checked when given); a rule
+    without a kind is left out, and named in `refused`."""
     found: list[FieldViolation] = []
 
     def wanted(name: str) -> bool:
         return paths is None or name in paths or "*" in paths
 
     rules: list[RuleSpec] = []
+    positions: list[int] = []
     if wanted("rules"):
         for i, rule in enumerate(policy.rules):
             path = f"{prefix}.rules[{i}]"
             severity = SEVERITY_FROM_PROTO.get(rule.severity)
             if severity is None:
                 found.append(FieldViolation(f"{path}.severity", f"must be {_SEVERITY_CHOICES}"))
+                # Kept with a stand-in severity (never stored: the request is refused), so the rule's other
+                # fields are still checked and the rules keep their request indexes.
+                severity = Severity.INFO
             kind = _kind(rule, path, found)
-            if severity is not None and kind is not None:
+            if kind is not None:
                 rules.append(RuleSpec(id=rule.id, severity=severity, category=rule.category, kind=kind))
+                positions.append(i)
     decisions = dict(DEFAULT_DECISIONS)
     if wanted("decisions") and policy.HasField("decisions"):
         for field_name, severity in _DECISION_FIELDS:
@@ -178,8 +183,6 @@ def policy_fields(policy: pb.Policy, prefix: str, paths: frozenset[str] | None =
     budget = 0
     if wanted("time_budget") and policy.HasField("time_budget"):
         budget = _millis(policy.time_budget, f"{prefix}.time_budget", found)
-    if found:
-        raise InvalidArgument(found)
     return PolicyFields(
         display_name=policy.display_name,
         description=policy.description,
@@ -191,6 +194,8 @@ def policy_fields(policy: pb.Policy, prefix: str, paths: frozenset[str] | None =
         fail_mode=fail_mode,
         time_budget_ms=budget,
         excerpt_context_chars=policy.excerpt_context_chars,
+        refused=tuple(found),
+        rule_positions=() if len(positions) == len(policy.rules) else tuple(positions),
     )
 
 
@@ -253,16 +258,23 @@ def policy_to_proto(policy: Policy) -> pb.Policy:
 # ---- checks
 
 
-def links(message: common_pb2.EventLinks, prefix: str) -> Links:
-    slot = SLOT_FROM_PROTO.get(message.traffic_slot)
+def _slot(number: common_pb2.TrafficSlot.ValueType, path: str, found: list[FieldViolation]) -> TrafficSlot:
+    slot = SLOT_FROM_PROTO.get(number)
     if slot is None:
-        raise InvalidArgument.field(f"{prefix}.traffic_slot", "must be STABLE, CANARY or unset")
+        found.append(FieldViolation(path, "must be STABLE, CANARY or unset"))
+        return TrafficSlot.NONE
+    return slot
+
+
+def links(message: common_pb2.EventLinks, prefix: str) -> Links:
+    found: list[FieldViolation] = []
     return Links(
         model_version=message.model_version,
         deployment=message.deployment,
-        traffic_slot=slot,
+        traffic_slot=_slot(message.traffic_slot, f"{prefix}.traffic_slot", found),
         trace_id=message.trace_id,
         request_id=message.request_id,
+        refused=tuple(found),
     )
 
 
@@ -391,14 +403,13 @@ def aggregate_query(request: pb.AggregateViolationsRequest) -> AggregateQuery:
         if not request.policy.startswith("policies/"):
             found.append(FieldViolation("policy", "must be a policy name, policies/{policy}, or empty"))
         policy_id = request.policy.removeprefix("policies/")
-    if found:
-        raise InvalidArgument(found)
     return AggregateQuery(
         group_by=tuple(groups),
         start_time=start_time,
         end_time=end_time,
         bucket_seconds=bucket_seconds,
         policy_id=policy_id,
+        refused=tuple(found),
     )
 
 
@@ -437,10 +448,9 @@ def shadow_choice(request: pb.SetShadowRevisionRequest) -> int | PolicyFields | 
 
 def shadow_target(request: pb.SetShadowRevisionRequest) -> ShadowTarget:
     """Which checks SetShadowRevision's shadow evaluates."""
-    slot = SLOT_FROM_PROTO.get(request.traffic_slot)
-    if slot is None:
-        raise InvalidArgument.field("traffic_slot", "must be STABLE, CANARY or unset")
-    return ShadowTarget(request.deployment, slot)
+    found: list[FieldViolation] = []
+    slot = _slot(request.traffic_slot, "traffic_slot", found)
+    return ShadowTarget(request.deployment, slot, refused=tuple(found))
 
 
 def shadow_query(request: pb.GetShadowReportRequest) -> ShadowQuery:
@@ -450,10 +460,12 @@ def shadow_query(request: pb.GetShadowReportRequest) -> ShadowQuery:
         datetime_from(request.start_time, "start_time", found) if request.HasField("start_time") else None
     )
     end_time = datetime_from(request.end_time, "end_time", found) if request.HasField("end_time") else None
-    if found:
-        raise InvalidArgument(found)
     return ShadowQuery(
-        policy_id="", shadow_revision=request.shadow_revision, start_time=start_time, end_time=end_time
+        policy_id="",
+        shadow_revision=request.shadow_revision,
+        start_time=start_time,
+        end_time=end_time,
+        refused=tuple(found),
     )
 
 

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from modelplane.server.deployments.domain import TrafficSlot
+from modelplane.server.errors import FieldViolation
 from modelplane.server.guardrails.engine import (
     DEFAULT_DECISIONS,
     BannedTerms,
@@ -82,10 +83,20 @@ class PolicyFields:
     time_budget_ms: int = 0
     # Characters of text an excerpt shows on each side of its match; 0: the masked match alone.
     excerpt_context_chars: int = 0
+    # What conversion could not read from the request (an unknown enum number, a bad duration): reported by
+    # validation beside every other bad field; never stored, never compared.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
+    # The request's index of each of `rules`, when conversion refused some rules (so the compiler's paths
+    # name the request's rules); empty when `rules` are the request's, in order.
+    rule_positions: tuple[int, ...] = field(default=(), compare=False)
 
     @property
     def effective_time_budget_ms(self) -> int:
         return self.time_budget_ms or DEFAULT_TIME_BUDGET_MS
+
+    def rule_position(self, index: int) -> int:
+        """The request's index of `rules[index]`."""
+        return self.rule_positions[index] if self.rule_positions else index
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,9 @@ class ShadowTarget:
 
     deployment: str = ""
     traffic_slot: TrafficSlot = TrafficSlot.NONE
+    # What conversion could not read from the request (an unknown enum number, a bad duration): reported by
+    # validation beside every other bad field; never stored, never compared.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
     def matches(self, links: Links) -> bool:
         if self.deployment and links.deployment != self.deployment:
@@ -133,6 +147,9 @@ class Links:
     trace_id: str = ""
     # The caller's request id (EventLinks.request_id), so records join with the request's other events.
     request_id: str = ""
+    # What conversion could not read from the request (an unknown enum number, a bad duration): reported by
+    # validation beside every other bad field; never stored, never compared.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -247,6 +264,9 @@ class AggregateQuery:
     # Whole seconds; 0 when not grouping by time bucket.
     bucket_seconds: int = 0
     policy_id: str = ""
+    # What conversion could not read from the request (an unknown enum number, a bad duration): reported by
+    # validation beside every other bad field; never stored, never compared.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -280,6 +300,9 @@ class ShadowQuery:
     shadow_revision: int = 0
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # What conversion could not read from the request (an unknown enum number, a bad duration): reported by
+    # validation beside every other bad field; never stored, never compared.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -202,9 +202,13 @@ class GuardrailService:
         )
 
     async def create_policy(self, policy_id: str, fields: PolicyFields, write: WriteRequest) -> Policy:
-        validation.check_policy_id(policy_id, "policy_id")
-        validation.check_policy_fields(fields, "policy")
-        compiled = await asyncio.to_thread(compile_fields, fields, "policy")
+        v = field_rules.Violations()
+        v.collect(lambda: validation.check_policy_id(policy_id, "policy_id"), "")
+        validation.check_policy_fields(v, fields, "policy")
+        field_rules.check_request_id(write.request_id, v)
+        compiled = await _compiled_into(v, fields)
+        v.raise_if_any()
+        assert compiled is not None, "raise_if_any raised when the policy did not compile"
 
         async def body(m: Mutation) -> Policy:
             created = await store.insert_policy(m.conn, policy_id, fields, new_etag())
@@ -224,8 +228,10 @@ class GuardrailService:
         return policy
 
     async def get_policy(self, name: str, revision: int) -> Policy:
-        policy_id = validation.parse_policy_name(name, "name")
-        validation.check_revision(revision, "revision")
+        v = field_rules.Violations()
+        policy_id = v.collect(lambda: validation.parse_policy_name(name, "name"), "")
+        v.collect(lambda: validation.check_revision(revision, "revision"), None)
+        v.raise_if_any()
         async with self._db.connection() as conn:
             found = await store.get_policy(conn, policy_id, revision)
             if found is None:
@@ -254,9 +260,18 @@ class GuardrailService:
     async def update_policy(
         self, name: str, given: PolicyFields, paths: frozenset[str], etag: str, write: WriteRequest
     ) -> Policy:
-        policy_id = validation.parse_policy_name(name, "policy.name")
-        paths = field_rules.check_mask(paths, validation.POLICY_MASK)
-        validation.check_policy_fields(given, "policy", paths)
+        v = field_rules.Violations()
+        policy_id = v.collect(lambda: validation.parse_policy_name(name, "policy.name"), "")
+        paths = v.collect(
+            lambda: field_rules.check_mask(paths, validation.POLICY_MASK), paths & validation.POLICY_MASK
+        )
+        validation.check_policy_fields(v, given, "policy", paths)
+        field_rules.check_request_id(write.request_id, v)
+        if v.items and "rules" in paths:
+            # Bad rules named beside the other bad fields; with nothing else bad, the compile of the merged
+            # policy below names them (and fallbacks the rules would block, which need the current policy).
+            await _compiled_into(v, given, check_fallbacks=False)
+        v.raise_if_any()
         for _ in range(_UPDATE_ATTEMPTS):
             async with self._db.connection() as conn:
                 current = await store.get_policy(conn, policy_id)
@@ -298,7 +313,7 @@ class GuardrailService:
         )
 
     async def delete_policy(self, name: str, etag: str, write: WriteRequest) -> None:
-        policy_id = validation.parse_policy_name(name, "name")
+        policy_id = _policy_with_request_id(name, write)
 
         async def body(m: Mutation) -> None:
             current = await store.get_policy(m.conn, policy_id)
@@ -341,17 +356,20 @@ class GuardrailService:
         write: WriteRequest,
     ) -> Policy:
         """Shadows an existing revision (an int) or a new candidate revision (fields) next to the active."""
-        policy_id = validation.parse_policy_name(name, "name")
+        v = field_rules.Violations()
+        policy_id = v.collect(lambda: validation.parse_policy_name(name, "name"), "")
         if shadow is None:
-            raise InvalidArgument.field(
-                "revision", "set revision (an existing revision) or policy (a new candidate revision)"
-            )
-        validation.check_shadow_target(target)
-        if isinstance(shadow, PolicyFields):
-            validation.check_policy_fields(shadow, "policy")
-            await asyncio.to_thread(compile_fields, shadow, "policy")
+            v.add("revision", "set revision (an existing revision) or policy (a new candidate revision)")
+        elif isinstance(shadow, PolicyFields):
+            validation.check_policy_fields(v, shadow, "policy")
         elif shadow <= 0:
-            raise InvalidArgument.field("revision", "must be a revision number, 1 or more")
+            v.add("revision", "must be a revision number, 1 or more")
+        validation.check_shadow_target(v, target)
+        field_rules.check_request_id(write.request_id, v)
+        if isinstance(shadow, PolicyFields):
+            await _compiled_into(v, shadow)
+        v.raise_if_any()
+        assert shadow is not None, "raise_if_any raised when neither revision nor policy was given"
 
         async def body(m: Mutation) -> Policy:
             head, current = await self._locked_current(m, policy_id, etag)
@@ -376,7 +394,7 @@ class GuardrailService:
         return policy
 
     async def clear_shadow_revision(self, name: str, etag: str, write: WriteRequest) -> Policy:
-        policy_id = validation.parse_policy_name(name, "name")
+        policy_id = _policy_with_request_id(name, write)
 
         async def body(m: Mutation) -> Policy:
             head, current = await self._locked_current(m, policy_id, etag)
@@ -393,7 +411,7 @@ class GuardrailService:
 
     async def promote_shadow_revision(self, name: str, etag: str, write: WriteRequest) -> Policy:
         """Writes the shadow's fields as the next, active revision and clears the shadow."""
-        policy_id = validation.parse_policy_name(name, "name")
+        policy_id = _policy_with_request_id(name, write)
 
         async def body(m: Mutation) -> Policy:
             head, _ = await self._locked_current(m, policy_id, etag)
@@ -412,8 +430,9 @@ class GuardrailService:
 
     async def shadow_report(self, name: str, query: ShadowQuery) -> ShadowReport:
         """What a shadow revision would have decided next to the active one over a window."""
-        policy_id = validation.parse_policy_name(name, "name")
         v = field_rules.Violations()
+        policy_id = v.collect(lambda: validation.parse_policy_name(name, "name"), "")
+        v.extend(query.refused)
         if query.shadow_revision < 0:
             v.add("shadow_revision", "must be 0 (the current shadow) or a revision number")
         if query.start_time and query.end_time and query.end_time <= query.start_time:
@@ -439,10 +458,11 @@ class GuardrailService:
             )
 
     async def list_revisions(self, name: str, *, page_size: int, page_token: str) -> Page[Policy]:
-        policy_id = validation.parse_policy_name(name, "name")
-        size = pagination.resolve_page_size(page_size)
+        v = field_rules.Violations()
+        policy_id = v.collect(lambda: validation.parse_policy_name(name, "name"), "")
         fingerprint = pagination.query_fingerprint("ListPolicyRevisions", name)
-        last = pagination.decode_page_token(page_token, fingerprint, (int,))
+        size, last = pagination.check_page(v, page_size, page_token, fingerprint, (int,))
+        v.raise_if_any()
         before = None if last is None else int(last[0])  # type: ignore[arg-type]
         async with self._db.connection() as conn:
             if await store.get_head(conn, policy_id) is None:
@@ -516,11 +536,13 @@ class GuardrailService:
     async def check_content(
         self, policy: str, revision: int, text: str, links: Links, request_id: str
     ) -> Verdict:
-        policy_id = validation.parse_policy_name(policy, "policy")
-        validation.check_revision(revision, "policy_revision")
-        validation.check_text_size(len(text), "text")
-        validation.check_links(links, "links")
-        field_rules.check_request_id(request_id)
+        v = field_rules.Violations()
+        policy_id = v.collect(lambda: validation.parse_policy_name(policy, "policy"), "")
+        v.collect(lambda: validation.check_revision(revision, "policy_revision"), None)
+        v.collect(lambda: validation.check_text_size(len(text), "text"), None)
+        validation.check_links(v, links, "links")
+        field_rules.check_request_id(request_id, v)
+        v.raise_if_any()
         chosen, compiled = await self._policy_for_check(policy_id, revision)
         verdict, result = await self._run_check(chosen, compiled, text)
         kept = await self._keep_record(chosen, verdict, result, links, request_id)
@@ -551,10 +573,12 @@ class GuardrailService:
         first = await anext(events, None)
         if not isinstance(first, StreamStart):
             raise InvalidArgument.field("start", "the first message must be a start naming the policy")
-        policy_id = validation.parse_policy_name(first.policy, "start.policy")
-        validation.check_revision(first.policy_revision, "start.policy_revision")
-        validation.check_links(first.links, "start.links")
-        field_rules.check_request_id(first.request_id)
+        v = field_rules.Violations()
+        policy_id = v.collect(lambda: validation.parse_policy_name(first.policy, "start.policy"), "")
+        v.collect(lambda: validation.check_revision(first.policy_revision, "start.policy_revision"), None)
+        validation.check_links(v, first.links, "start.links")
+        field_rules.check_request_id(first.request_id, v, path="start.request_id")
+        v.raise_if_any()
         chosen, compiled = await self._policy_for_check(policy_id, first.policy_revision)
         stream = StreamCheck(compiled)
         # Early scanning of all the chunks together gets the policy's budget once; then chunks are only kept.
@@ -646,9 +670,12 @@ class GuardrailService:
         return Page(tuple(k.value for k in kept), token)
 
     async def aggregate_violations(self, query: AggregateQuery) -> tuple[ViolationGroup, ...]:
+        v = field_rules.Violations()
+        v.extend(query.refused)
         if query.policy_id:
-            validation.check_policy_id(query.policy_id, "policy")
-        _check_aggregate(query)
+            v.collect(lambda: validation.check_policy_id(query.policy_id, "policy"), "")
+        _check_aggregate(v, query)
+        v.raise_if_any()
         # This process's own clean checks count at once; other replicas' within a flush interval.
         await self.flush_counts()
         async with self._db.connection() as conn:
@@ -658,8 +685,7 @@ class GuardrailService:
 MAX_BUCKET_SECONDS = 31 * 24 * 3600
 
 
-def _check_aggregate(query: AggregateQuery) -> None:
-    v = field_rules.Violations()
+def _check_aggregate(v: field_rules.Violations, query: AggregateQuery) -> None:
     seen: set[str] = set()
     for i, group in enumerate(query.group_by):
         if group in seen:
@@ -669,4 +695,21 @@ def _check_aggregate(query: AggregateQuery) -> None:
         v.add("bucket_width", "is required with TIME_BUCKET: a whole number of seconds from 1 s to 31 days")
     if query.start_time and query.end_time and query.end_time <= query.start_time:
         v.add("end_time", "must be after start_time")
-    v.raise_if_any()
+
+
+def _policy_with_request_id(name: str, write: WriteRequest) -> str:
+    """The policy id of a write naming one policy, its violations and the request id's named together."""
+    return field_rules.parse_with_request_id(
+        lambda: validation.parse_policy_name(name, "name"), write.request_id
+    )
+
+
+async def _compiled_into(
+    v: field_rules.Violations, fields: PolicyFields, *, check_fallbacks: bool = True
+) -> CompiledPolicy | None:
+    """The policy compiled on a thread (compiling is CPU work), or None with its violations added to `v`."""
+    return await asyncio.to_thread(
+        v.collect,
+        functools.partial(compile_fields, fields, "policy", check_fallbacks=check_fallbacks),
+        None,
+    )

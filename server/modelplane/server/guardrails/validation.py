@@ -2,6 +2,8 @@
 
 What a rule checks (terms, expressions, schemas) is judged by the engine when it compiles the policy;
 this module checks everything around it: names, ids, sizes, the decision table, budgets and links.
+The checks of a request's fields add to one field_rules.Violations (beside what conversion refused), so
+the answer names every bad field at once.
 """
 
 from __future__ import annotations
@@ -74,9 +76,11 @@ def check_revision(revision: int, path: str) -> None:
         raise InvalidArgument.field(path, "must be 0 (the latest) or a revision number")
 
 
-def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str] | None = None) -> None:
-    """Checks the fields of a policy (only those in `paths` when given: an update mask)."""
-    v = Violations()
+def check_policy_fields(
+    v: Violations, fields: PolicyFields, prefix: str, paths: frozenset[str] | None = None
+) -> None:
+    """Checks the fields of a policy (only those in `paths` when given: an update mask) into `v`."""
+    v.extend(fields.refused)
 
     def wanted(name: str) -> bool:
         return paths is None or name in paths
@@ -89,7 +93,7 @@ def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str]
         if len(fields.rules) > MAX_RULES:
             v.add(f"{prefix}.rules", f"has {len(fields.rules)} rules; at most {MAX_RULES} are allowed")
         for i, rule in enumerate(fields.rules):
-            path = f"{prefix}.rules[{i}]"
+            path = f"{prefix}.rules[{fields.rule_position(i)}]"
             if not RULE_ID.fullmatch(rule.id):
                 v.add(f"{path}.id", "must be 1 to 63 lower-case letters, digits, '_' or '-'")
             if not RULE_ID.fullmatch(rule.category):
@@ -118,11 +122,10 @@ def check_policy_fields(fields: PolicyFields, prefix: str, paths: frozenset[str]
             f"{prefix}.excerpt_context_chars",
             f"must be from 0 (excerpts show the masked match alone) to {MAX_EXCERPT_CONTEXT} characters",
         )
-    v.raise_if_any()
 
 
-def check_links(links: Links, prefix: str) -> None:
-    v = Violations()
+def check_links(v: Violations, links: Links, prefix: str) -> None:
+    v.extend(links.refused)
     if links.model_version and not _MODEL_VERSION.fullmatch(links.model_version):
         v.add(f"{prefix}.model_version", "must be a version name, models/{model}/versions/{n}, or empty")
     if links.deployment and not _DEPLOYMENT.fullmatch(links.deployment):
@@ -130,16 +133,14 @@ def check_links(links: Links, prefix: str) -> None:
     if links.trace_id and not _TRACE_ID.fullmatch(links.trace_id):
         v.add(f"{prefix}.trace_id", "must be a W3C trace id of 32 lower-case hex digits, or empty")
     check_text(v, f"{prefix}.request_id", links.request_id, MAX_REQUEST_ID)
-    v.raise_if_any()
 
 
-def check_shadow_target(target: ShadowTarget) -> None:
-    v = Violations()
+def check_shadow_target(v: Violations, target: ShadowTarget) -> None:
+    v.extend(target.refused)
     if target.deployment and not _DEPLOYMENT.fullmatch(target.deployment):
         v.add("deployment", "must be a deployment name, deployments/{deployment}, or empty (every check)")
     if target.traffic_slot is not TrafficSlot.NONE and not target.deployment:
         v.add("traffic_slot", "narrows the shadow to a slot of a deployment: set deployment too")
-    v.raise_if_any()
 
 
 def check_text_size(size: int, path: str) -> None:

@@ -213,7 +213,8 @@ class Count(Column):
         number = _read(event, source)
         if number < 0:
             found.append(FieldViolation(f"{prefix}.{source}", "must not be negative"))
-        elif self.at_most and number > _read(event, source.rpartition(".")[0] + "." + self.at_most):
+        # Beside a negative bound, which is named itself, no number is "more than" it.
+        elif self.at_most and number > max(0, _read(event, source.rpartition(".")[0] + "." + self.at_most)):
             found.append(FieldViolation(f"{prefix}.{source}", f"must be at most {self.at_most}"))
 
 

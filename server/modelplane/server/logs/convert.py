@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from modelplane.server.deployments.convert import SLOT_FROM_PROTO, SLOT_TO_PROTO
-from modelplane.server.errors import FieldViolation, InvalidArgument
+from modelplane.server.errors import FieldViolation
 from modelplane.server.guardrails.convert import (
     DECISION_FROM_PROTO,
     DECISION_TO_PROTO,
@@ -185,21 +185,21 @@ def event(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> Log
     )
 
 
-def batch(message: pb.LogBatch, prefix: str, *, metadata: dict[str, str] | None = None) -> LogBatch:
-    """The domain batch; InvalidArgument naming every field that cannot be converted."""
+def batch(message: pb.LogBatch, prefix: str) -> LogBatch:
+    """The domain batch; every field that cannot be converted is named in its `refused` (the service
+    reports them beside the batch's other bad fields), up to MAX_REPORTED_VIOLATIONS."""
     found: list[FieldViolation] = []
     events: list[LogEvent] = []
     for i, item in enumerate(message.events):
         events.append(event(item, f"{prefix}.events[{i}]", found))
         if len(found) >= MAX_REPORTED_VIOLATIONS:
             break
-    if found:
-        raise InvalidArgument(found[:MAX_REPORTED_VIOLATIONS], metadata=metadata)
     return LogBatch(
         client_id=message.client_id,
         sequence=message.sequence,
         dropped_since_last=message.dropped_since_last,
         events=tuple(events),
+        refused=tuple(found[:MAX_REPORTED_VIOLATIONS]),
     )
 
 
@@ -341,18 +341,15 @@ def aggregate_query(request: pb.AggregateLogEventsRequest) -> AggregateQuery:
             )
         else:
             bucket_seconds = width.seconds
-    if GroupBy.TIME_BUCKET in groups and not bucket_seconds and not found:
+    if GroupBy.TIME_BUCKET in groups and not bucket_seconds and not request.HasField("bucket_width"):
         found.append(FieldViolation("bucket_width", "is required when grouping by LOG_GROUP_BY_TIME_BUCKET"))
-    currency = request.currency_code or "USD"
-    if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
-        found.append(FieldViolation("currency_code", "must be an ISO 4217 code like USD, or empty"))
-    if found:
-        raise InvalidArgument(found)
+    # The currency code is the service's to check (validation.aggregate_violations).
     return AggregateQuery(
         filter_text=request.filter,
         group_by=tuple(groups),
         bucket_seconds=bucket_seconds,
-        currency_code=currency,
+        currency_code=request.currency_code or "USD",
+        refused=tuple(found),
     )
 
 

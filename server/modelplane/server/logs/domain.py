@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
 from modelplane.server.deployments.domain import TrafficSlot
+from modelplane.server.errors import FieldViolation
 from modelplane.server.guardrails.engine import Decision, Severity
 
 T = TypeVar("T")
@@ -175,6 +176,9 @@ class LogBatch:
     sequence: int
     dropped_since_last: int
     events: tuple[LogEvent, ...]
+    # What conversion could not read from the request (an UNSPECIFIED enum, a missing time), reported by
+    # the service beside every other bad field; its fields hold defaults in their place.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
 
 # An ingestion row: the values of columns.EVENT_COLUMNS, in order. Its event_time is in Postgres's form
@@ -225,6 +229,9 @@ class AggregateQuery:
     # Width of TIME_BUCKET groups; 0 when not grouping by time.
     bucket_seconds: int
     currency_code: str
+    # What conversion could not read from the request (an UNSPECIFIED enum, a missing time), reported by
+    # the service beside every other bad field; its fields hold defaults in their place.
+    refused: tuple[FieldViolation, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -285,3 +292,62 @@ class Page(Generic[T]):
     next_page_token: str
     # The page token that goes on after items[i]: for a response that carries only items[: i + 1].
     token_after: Callable[[int], str] = _last_page
+
+
+class WindowMeasure(StrEnum):
+    """What a slot comparison counts: which events, their value and what is a hit (for rates)."""
+
+    # Inference events; a hit is an error.
+    ERRORS = "errors"
+    # Inference events with a latency; the value is the latency in microseconds.
+    LATENCY = "latency"
+    # Inference events priced in the query's currency; the value is the cost in micro-units.
+    COST = "cost"
+    # Inference events; the value is input + output tokens.
+    TOKENS = "tokens"
+    # Guardrail events of the query's policy; a hit is a BLOCK.
+    BLOCKS = "blocks"
+    # Guardrail events of the query's policy; a hit is a REDACT.
+    REDACTS = "redacts"
+    # Routing events; a hit is a failed call (error, timeout, no endpoint).
+    ROUTING_FAILURES = "routing_failures"
+
+
+@dataclass(frozen=True)
+class SlotWindowQuery:
+    """The events of a deployment's canary and stable slots in [start, end), measured one way."""
+
+    deployment: str
+    measure: WindowMeasure
+    start: datetime
+    end: datetime
+    currency_code: str = ""
+    policy: str = ""
+    # LATENCY: the quantile taken of each slot, and the canary's bar in microseconds: bar_value, or
+    # bar_ratio x the stable slot's quantile + bar_margin.
+    quantile: float = 0.5
+    bar_value: float | None = None
+    bar_ratio: float | None = None
+    bar_margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class SlotFigures:
+    """One slot's events in a window: how many, how many hits, the sum and sum of squares of the values,
+    the quantile asked for (LATENCY), and how many values are above the bar (the canary's bar for the
+    canary, the slot's own quantile for the stable slot)."""
+
+    samples: int
+    hits: int
+    total: float
+    squares: float
+    quantile: float | None
+    over_bar: int
+
+
+@dataclass(frozen=True)
+class SlotComparison:
+    canary: SlotFigures
+    stable: SlotFigures
+    # The canary's latency bar used (LATENCY), in microseconds; None otherwise or with no stable quantile.
+    bar: float | None = None

@@ -136,4 +136,4 @@ def long_way(message: pb.LogBatch, prefix: str, metadata: dict[str, str] | None)
     except InvalidArgument as exc:
         exc.metadata.update(metadata or {})
         raise
-    return batch(message, prefix, metadata=metadata)
+    return batch(message, prefix)

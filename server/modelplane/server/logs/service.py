@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from modelplane.pricing import Prices, TokenUsage, cost_micros
 from modelplane.server.errors import FieldViolation, InvalidArgument, OutOfRange
+from modelplane.server.field_rules import Violations
 from modelplane.server.filters import (
     FilterSchema,
     compile_filter,
@@ -23,7 +24,7 @@ from modelplane.server.filters import (
     text_field,
     timestamp_field,
 )
-from modelplane.server.logs import aggregates, store, validation
+from modelplane.server.logs import aggregates, slot_window, store, validation
 from modelplane.server.logs.columns import (
     EVENT_ID,
     ROW_CACHED_INPUT_TOKENS,
@@ -49,6 +50,8 @@ from modelplane.server.logs.domain import (
     LogLevel,
     Page,
     RowBatch,
+    SlotComparison,
+    SlotWindowQuery,
     TrafficSlot,
 )
 from modelplane.server.logs.pipeline import CommitPipeline, End, InOrder, QueuedReader
@@ -180,17 +183,23 @@ class LogService:
                 f"at most {MAX_BATCH_EVENTS} events a batch, got {len(batch.events)}; split the batch",
                 reason=ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
             )
-        found = validation.check_batch_header(batch, prefix, client_required=client_required)
+        # What conversion refused first; the rules then meet a refused field's default (an epoch event time,
+        # say) too, and Violations names each field once.
+        v = Violations()
+        v.extend(batch.refused)
+        v.extend(validation.check_batch_header(batch, prefix, client_required=client_required))
         now, oldest = self._window()
         events: list[LogEvent] = []
         for i, event in enumerate(batch.events):
+            found: list[FieldViolation] = []
             events.append(
                 validation.checked_event(event, f"{prefix}.events[{i}]", now=now, oldest=oldest, found=found)
             )
-            if len(found) >= validation.MAX_REPORTED_VIOLATIONS:
+            v.extend(found)
+            if len(v.items) >= validation.MAX_REPORTED_VIOLATIONS:
                 break
-        if found:
-            raise InvalidArgument(found[: validation.MAX_REPORTED_VIOLATIONS])
+        if v.items:
+            raise InvalidArgument(v.items[: validation.MAX_REPORTED_VIOLATIONS])
         unpriced = tuple(
             i for i, e in enumerate(events) if isinstance(e.payload, Inference) and e.payload.cost is None
         )
@@ -353,16 +362,14 @@ class LogService:
 
     def _checked_in_stream(self, batch: LogBatch | RowBatch, client_id: str | None) -> RowBatch:
         """A stream's batch checked, and of the stream's client; InvalidArgument naming its sequence."""
-        try:
-            checked = self._checked(batch, "batch", client_required=True)
-            if client_id is not None and batch.client_id != client_id:
-                raise InvalidArgument.field(
-                    "batch.client_id",
-                    f"changed from {client_id!r} within one stream; open a stream per client",
-                )
-        except InvalidArgument as exc:
-            exc.metadata["sequence"] = str(batch.sequence)
-            raise
+        v = Violations()
+        if client_id is not None and batch.client_id != client_id:
+            v.add(
+                "batch.client_id", f"changed from {client_id!r} within one stream; open a stream per client"
+            )
+        checked = v.collect(lambda: self._checked(batch, "batch", client_required=True), None)
+        v.raise_if_any(metadata={"sequence": str(batch.sequence)})
+        assert checked is not None, "raise_if_any raised when the batch was refused"
         return checked
 
     # -- reading -----------------------------------------------------------------------------------------
@@ -419,10 +426,12 @@ class LogService:
     async def aggregate(self, query: AggregateQuery, *, size_of: Callable[[LogGroup], int]) -> list[LogGroup]:
         """The groups of the query; OutOfRange (TOO_MANY_GROUPS) when there are more than MAX_GROUPS or
         their encoding (measured by `size_of`) passes MAX_RESPONSE_BYTES: one response carries them all."""
-        found = validation.aggregate_violations(query)
-        if found:
-            raise InvalidArgument(found)
-        compiled = compile_filter(query.filter_text, LOG_FILTER)
+        v = Violations()
+        v.extend(query.refused)
+        v.extend(validation.aggregate_violations(query))
+        compiled = v.collect(lambda: compile_filter(query.filter_text, LOG_FILTER), None)
+        v.raise_if_any()
+        assert compiled is not None, "raise_if_any raised when the filter did not compile"
         async with self._db.connection() as conn:
             groups = await aggregates.aggregate(
                 conn,
@@ -441,6 +450,12 @@ class LogService:
                 reason=ErrorReason.ERROR_REASON_TOO_MANY_GROUPS,
             )
         return groups
+
+    async def compare_slots(self, query: SlotWindowQuery) -> SlotComparison:
+        """A deployment's canary and stable events in a window, measured as the query says; the rollout
+        gates' reading (the caller bounds the window)."""
+        async with self._db.connection() as conn:
+            return await slot_window.compare_slots(conn, query)
 
     async def ingestion_stats(self, client_id: str) -> tuple[list[IngestionStats], IngestionStats]:
         if client_id and not EVENT_ID.fullmatch(client_id):

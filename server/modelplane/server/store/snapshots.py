@@ -68,7 +68,12 @@ def _decode(hint: Any, data: Any) -> Any:
 
 
 def from_json(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Rebuilds a dataclass written by to_json."""
+    """Rebuilds a dataclass written by to_json. A field missing from `data` (one added to the class, with
+    a default, after `data` was written) takes its default."""
     hints = _hints(cast(Any, cls))
-    kwargs = {f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    kwargs = {
+        f.name: _decode(hints[f.name], data[f.name])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and f.name in data
+    }
     return cls(**kwargs)

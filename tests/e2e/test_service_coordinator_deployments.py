@@ -1,14 +1,11 @@
-"""ServiceCoordinator with the real deployment manager on loopback: routing follows a rollout through the
-watch, agrees with ResolveRoute, and survives the server going away mid-stream; the HTTP transport against a
-real HTTP endpoint."""
+"""Orchestration with the deployment manager: ServiceCoordinator against the real server on loopback (routing
+follows a rollout through the watch, agrees with ResolveRoute, survives the server going away mid-stream,
+reports a failing endpoint), and standalone, routing by a configured table with no server configured."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,13 +14,12 @@ from modelplane.client import BackoffPolicy, Connection, connect
 from modelplane.client.events import RoutingEvent
 from modelplane.orchestration import (
     EndpointFailed,
-    HttpTransport,
     InProcessTransport,
-    RequestRejected,
     RouteTarget,
     ServiceCoordinator,
     TrafficTable,
 )
+from modelplane.orchestration.traffic import static_table
 from modelplane.server.app import ModelplaneServer, build_server
 from modelplane.server.config import ServerConfig
 from modelplane.v1 import common_pb2, deployments_pb2, registry_pb2
@@ -115,6 +111,15 @@ def canary_rollout(version: str, *weights: int) -> deployments_pb2.Rollout:
             deployments_pb2.RolloutStep(weight_bp=weight, pause_until_promoted=True) for weight in weights
         ],
     )
+
+
+class CollectingSink:
+    def __init__(self) -> None:
+        self.events: list[RoutingEvent] = []
+
+    def emit(self, event: object) -> None:
+        assert isinstance(event, RoutingEvent)
+        self.events.append(event)
 
 
 def canary_weight(coordinator: ServiceCoordinator) -> int:
@@ -305,71 +310,27 @@ async def test_failing_endpoint_is_reported_not_ready(connection: Connection) ->
         assert await coordinator.call(DEPLOYMENT, {}, routing_key=doomed[0]) == "ok"
 
 
-class _Endpoint(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        if self.path == "/reject":
-            self.send_response(422)
-            self.end_headers()
-            self.wfile.write(b"bad payload")
-            return
-        if self.path == "/crash":
-            self.send_response(503)
-            self.end_headers()
-            return
-        answer = json.dumps(
-            {
-                "echo": body,
-                "slot": self.headers["x-modelplane-traffic-slot"],
-                "rid": self.headers["x-request-id"],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def http_endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-async def test_http_transport_posts_json_with_routing_headers(http_endpoint: str) -> None:
-    coordinator = ServiceCoordinator(
-        static_routes={DEPLOYMENT: [http_endpoint]}, transport=HttpTransport(path="/v1/generate")
+async def test_standalone_with_no_deployment_manager_a_configured_table_routes() -> None:
+    sink = CollectingSink()
+    route = static_table(
+        DEPLOYMENT,
+        STABLE,
+        canary=CANARY,
+        canary_weight_bp=2_500,
+        stable_model_version="models/chat/versions/1",
     )
-    answer = await coordinator.call(DEPLOYMENT, {"prompt": "hello"}, routing_key="u", request_id="r-9")
-    assert answer == {"echo": {"prompt": "hello"}, "slot": "stable", "rid": "r-9"}
-    await coordinator.aclose()
 
+    async def serve(payload: Any, target: RouteTarget) -> str:
+        return f"{target.endpoint} {payload}"
 
-async def test_http_transport_maps_statuses(http_endpoint: str) -> None:
-    target = RouteTarget(DEPLOYMENT, "stable", http_endpoint, "", "", 0, "static")
-    rejecting = HttpTransport(path="/reject")
-    with pytest.raises(RequestRejected) as rejected:
-        await rejecting.call(target, {}, timeout=5, headers={})
-    assert rejected.value.status == 422
-    await rejecting.aclose()
-    crashing = HttpTransport(path="/crash")
-    with pytest.raises(EndpointFailed) as failed:
-        await crashing.call(target, {}, timeout=5, headers={})
-    assert failed.value.status == 503
-    await crashing.aclose()
-    refused = HttpTransport()
-    # Port 9 (discard) has no listener on loopback here: a refused connection is the endpoint's failure.
-    gone = RouteTarget(DEPLOYMENT, "stable", "127.0.0.1:9", "", "", 0, "static")
-    with pytest.raises(EndpointFailed):
-        await refused.call(gone, {}, timeout=5, headers={})
-    assert refused.url("http://svc.internal:8000/") == "http://svc.internal:8000/"
-    await refused.aclose()
+    transport = InProcessTransport(dict.fromkeys(STABLE + CANARY, serve))
+    async with ServiceCoordinator(
+        static_routes={DEPLOYMENT: route}, transport=transport, events=sink
+    ) as coordinator:
+        keys = [f"user-{index}" for index in range(400)]
+        answers = [await coordinator.call(DEPLOYMENT, "hello", routing_key=key) for key in keys]
+    assert {answer.split(" ")[0] for answer in answers} <= set(STABLE + CANARY)
+    canary = sum(answer.split(" ")[0] in CANARY for answer in answers)
+    assert 0.15 < canary / len(keys) < 0.35
+    assert [event.routed_by for event in sink.events] == ["static"] * len(keys)
+    assert {(event.outcome, event.table_revision) for event in sink.events} == {("ok", 0)}

@@ -1,6 +1,7 @@
-"""NarrativeGenerator against the real guardrails monitor on loopback: ALLOW, REDACT and BLOCK with the
-policy's own fallback, the records linked to the model version and trace, and the fail modes when the
-monitor is not there (nothing listening, or stopped while the story teller runs)."""
+"""The story teller with the guardrails monitor: NarrativeGenerator against the real server on loopback
+(ALLOW, REDACT and BLOCK with the policy's own fallback, the records linked to the model version and
+trace, the fail modes when the monitor is not there: nothing listening, or stopped while the story teller
+runs), and standalone, with no monitor configured."""
 
 from __future__ import annotations
 
@@ -72,17 +73,6 @@ def kids_policy() -> guardrails_pb2.Policy:
 
 
 @pytest.fixture
-async def server(database_url: str) -> AsyncIterator[ModelplaneServer]:
-    running = build_server(ServerConfig(address="127.0.0.1:0", database_url=database_url, auth=False))
-    await running.start()
-    try:
-        await running.wait_serving()
-        yield running
-    finally:
-        await running.stop(0)
-
-
-@pytest.fixture
 async def connection(server: ModelplaneServer) -> AsyncIterator[Connection]:
     async with connect(server.target) as conn:
         await conn.guardrails.create_policy(policy_id="kids-safe", policy=kids_policy())
@@ -95,6 +85,22 @@ async def llm() -> AsyncIterator[LLMClient]:
         ScriptedProvider(), model=ConfiguredModel("story-model", version=MODEL_VERSION)
     ) as client:
         yield client
+
+
+async def test_standalone_with_no_monitor_configured_stories_go_out_unchecked(llm: LLMClient) -> None:
+    sink = CollectingSink()
+    generator = NarrativeGenerator(llm, events=sink)
+
+    narrative = await generator.generate("battle")
+
+    # What the policy blocks when the monitor is configured goes out as written, and says so.
+    assert (narrative.text, narrative.status, narrative.checked) == (
+        STORIES["battle"],
+        NarrativeStatus.UNCHECKED,
+        False,
+    )
+    assert (narrative.decision, narrative.model_version) == (None, MODEL_VERSION)
+    assert sink.guardrail_events() == []
 
 
 async def test_allowed_story_is_returned_as_written(connection: Connection, llm: LLMClient) -> None:

@@ -1,7 +1,10 @@
-"""The three consumer services share one LogShipper and their events arrive, typed and linked, in the real
-server's store: ServiceCoordinator routes each request to an endpoint that runs NarrativeGenerator, which
-calls LLMClient and the guardrails monitor. Each request leaves one routing, one inference and one guardrail
-event under its trace id, queried back with QueryLogEvents and aggregated with AggregateLogEvents."""
+"""Logging from each consumer: the three services share one LogShipper and their events arrive, typed and
+linked, in the real server's store. ServiceCoordinator routes each request to an endpoint that runs
+NarrativeGenerator, which calls LLMClient and the guardrails monitor; each request leaves one routing, one
+inference and one guardrail event under its trace id, all three linked to the deployment slot that routed
+it, queried back with QueryLogEvents and aggregated with AggregateLogEvents. Standalone, with the log
+collector not there, every consumer's calls go on and the shipper counts what it could not deliver.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ from modelplane.client.log_shipper import LogShipper
 from modelplane.inference import ConfiguredModel, Generation, GenerationRequest, LLMClient
 from modelplane.orchestration import InProcessTransport, RouteTarget, ServiceCoordinator
 from modelplane.orchestration.traffic import static_table
-from modelplane.server.app import ModelplaneServer, build_server
-from modelplane.server.config import ServerConfig
+from modelplane.server.app import ModelplaneServer
 from modelplane.storyteller import NarrativeGenerator, NarrativeStatus
 from modelplane.v1 import common_pb2, guardrails_pb2, logs_pb2, registry_pb2
+from tests.support.loopback import free_port
 
 DEPLOYMENT = "deployments/story-prod"
 POLICY = "policies/kids-safe"
@@ -45,17 +48,6 @@ class ScriptedProvider:
             raise RuntimeError("the provider is overloaded")
         text = STORIES[prompt]
         return Generation(text=text, input_tokens=1000, output_tokens=250, cached_input_tokens=200)
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[ModelplaneServer]:
-    running = build_server(ServerConfig(address="127.0.0.1:0", database_url=database_url, auth=False))
-    await running.start()
-    try:
-        await running.wait_serving()
-        yield running
-    finally:
-        await running.stop(0)
 
 
 @pytest.fixture
@@ -168,6 +160,8 @@ async def test_one_shipper_carries_every_services_events_typed_and_linked(
     )
     assert (routing.links.deployment, routing.links.traffic_slot) == (DEPLOYMENT, slot)
     assert (inference.inference.provider, inference.inference.model_version) == ("scripted", version)
+    # The model call is linked to the slot that routed it, as the gates on inference signals need.
+    assert (inference.links.deployment, inference.links.traffic_slot) == (DEPLOYMENT, slot)
     assert (inference.inference.input_tokens, inference.inference.output_tokens) == (1000, 250)
     assert inference.inference.cached_input_tokens == 200
     assert inference.inference.status == logs_pb2.INFERENCE_STATUS_OK
@@ -207,3 +201,27 @@ async def test_one_shipper_carries_every_services_events_typed_and_linked(
     assert guardrail_group.guardrail_block_rate == 0.5
     routing_group = by_kind["LOG_EVENT_KIND_ROUTING"]
     assert (routing_group.count, routing_group.error_count, routing_group.latency_count) == (3, 1, 3)
+
+
+async def test_standalone_with_the_log_collector_away_every_consumer_works_on() -> None:
+    # Nothing listens on the port: the shipper never connects, and must never hold a caller up.
+    shipper = LogShipper(f"127.0.0.1:{free_port()}", service="storyteller", flush_interval=0.05)
+    version = "models/story/versions/1"
+    llm = LLMClient(ScriptedProvider(), model=ConfiguredModel("story", version=version), events=shipper)
+    generator = NarrativeGenerator(llm, events=shipper)
+
+    async def endpoint(payload: Any, target: RouteTarget) -> Any:
+        return await generator.generate(payload, deployment=target.deployment, traffic_slot=target.slot)
+
+    route = static_table(DEPLOYMENT, [STABLE], stable_model_version=version)
+    async with ServiceCoordinator(
+        static_routes={DEPLOYMENT: route}, transport=InProcessTransport({STABLE: endpoint}), events=shipper
+    ) as coordinator:
+        narratives = [await coordinator.call(DEPLOYMENT, "calm", routing_key=f"k{i}") for i in range(3)]
+    assert [narrative.status for narrative in narratives] == [NarrativeStatus.UNCHECKED] * 3
+    assert await shipper.aflush(0.3) is False
+    await shipper.aclose(timeout=0.3)
+    await llm.close()
+    stats = shipper.stats
+    # A routing and an inference event per call (no monitor, no guardrail event), none delivered.
+    assert (stats.accepted, stats.acknowledged, stats.abandoned) == (6, 0, 6)
