@@ -93,8 +93,8 @@ class Mutation:
     def revision_for(self, table: str) -> int:
         """What to write into the `revision` column of a row of `table` that names this write's revision,
         without taking the revision now: the revision itself when it was taken already, else a placeholder
-        (a negative number, unique to this transaction) that COMMIT replaces with the revision. The table
-        needs an index on `revision` for its negative values (see schema/0008)."""
+        (a negative number, unique to this transaction) that the statement ending the write replaces with
+        the revision. The table needs an index on `revision` for its negative values (see schema/0008)."""
         if self._revision is not None:
             return self._revision
         if table not in self._placeholder_tables:
