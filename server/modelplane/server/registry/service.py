@@ -361,7 +361,7 @@ class RegistryService:
             )
         moved: Alias | None
         previous: int | None
-        # The move writes its history row, naming the revision taken as the write ends (Mutation.revision_for).
+        # The move writes its history row, naming the revision taken as the write ends (see revision_for).
         actor, revision = m.write.actor, m.revision_for("alias_history")
         if expected_version is None:
             # No guard asked for: a compare-and-set loop on whatever the alias points to now.
