@@ -38,6 +38,9 @@ class Step:
     name: str
     # What the server process builds: "bare", or a full server with these CallParts fields.
     parts: dict[str, object] | None
+    # The server traces every call (a span per call, made and dropped: no exporter, so only the tracing's
+    # own cost is measured).
+    traced: bool = False
 
 
 STEPS = (
@@ -53,6 +56,9 @@ STEPS = (
     Step("+ the access log, every call (INFO)", {}),
 )
 SAMPLED = Step("  the access log sampled at 1%, instead", {"access_log_sample": 0.01})
+TRACED = Step("  + tracing (OpenTelemetry SDK, spans made, not exported)", {}, traced=True)
+# The steps measured beside the last one rather than after it, by the name the runner passes.
+VARIANTS = {"sampled": SAMPLED, "traced": TRACED}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -73,13 +79,21 @@ async def _serve_bare(port: int) -> None:
     await server.stop(0)
 
 
-async def _serve_full(port: int, database_url: str, parts: dict[str, object]) -> None:
+async def _serve_full(port: int, database_url: str, parts: dict[str, object], *, traced: bool) -> None:
     from modelplane.server.app import build_server
     from modelplane.server.config import ServerConfig
     from modelplane.server.interceptors import CallParts
 
+    tracing = None
+    if traced:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        from modelplane.server.tracing import Tracing
+
+        tracing = Tracing(TracerProvider())
+        parts = {**parts, "access_log_trace": True}
     config = ServerConfig(address=f"127.0.0.1:{port}", database_url=database_url, auth=False)
-    server = build_server(config, parts=CallParts(**parts))  # type: ignore[arg-type]
+    server = build_server(config, parts=CallParts(**parts), tracing=tracing)  # type: ignore[arg-type]
     await server.start()
     await _until_stopped()
     await server.stop(0)
@@ -91,16 +105,16 @@ async def _until_stopped() -> None:
     await stop.wait()
 
 
-def serve(step_index: int, sampled: bool, port: int, database_url: str) -> None:
+def serve(step_index: int, variant: str, port: int, database_url: str) -> None:
     from modelplane.server.log_lines import configure_logging
 
     # The access log is written where a server writes it, to stderr (sent to /dev/null by the runner).
     configure_logging("INFO")
-    step = SAMPLED if sampled else STEPS[step_index]
+    step = VARIANTS.get(variant) or STEPS[step_index]
     if step.parts is None:
         asyncio.run(_serve_bare(port))
     else:
-        asyncio.run(_serve_full(port, database_url, step.parts))
+        asyncio.run(_serve_full(port, database_url, step.parts, traced=step.traced))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,12 +152,12 @@ async def _drive(target: str, calls: int) -> None:
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
-def measure(step_index: int, sampled: bool, database_url: str, calls: int) -> float:
-    """Server CPU microseconds per call of one step, in a server process of its own."""
+def measure(step_index: int, variant: str, database_url: str, calls: int) -> float:
+    """Server CPU microseconds per call of one step (or variant), in a server process of its own."""
     port = free_port()
     command = [
         sys.executable, "-m", "bench.call_overhead", "--serve", str(step_index), "--port", str(port),
-        "--database-url", database_url, *(["--sampled"] if sampled else []),
+        "--database-url", database_url, *(["--variant", variant] if variant else []),
     ]  # fmt: skip
     with running(command) as process:
         target = f"127.0.0.1:{port}"
@@ -156,27 +170,37 @@ def measure(step_index: int, sampled: bool, database_url: str, calls: int) -> fl
 
 
 def run(database_url: str, calls: int, rounds: int) -> str:
-    steps = [(index, False, step) for index, step in enumerate(STEPS)] + [(len(STEPS) - 1, True, SAMPLED)]
+    last = len(STEPS) - 1
+    steps = [(index, "", step) for index, step in enumerate(STEPS)]
+    steps += [(last, variant, step) for variant, step in VARIANTS.items()]
     samples: dict[str, list[float]] = {step.name: [] for _, _, step in steps}
     # Rounds alternate over the steps, so a change in the machine's load touches every step alike.
     for round_number in range(rounds):
-        for index, sampled, step in steps:
+        for index, variant, step in steps:
             print(f"round {round_number + 1}/{rounds}: {step.name.strip()} ...", file=sys.stderr)
-            samples[step.name].append(measure(index, sampled, database_url, calls))
+            samples[step.name].append(measure(index, variant, database_url, calls))
     medians = {name: statistics.median(values) for name, values in samples.items()}
     bare = medians[STEPS[0].name]
     lines = [
         f"server CPU per Health/Check call at concurrency {CONCURRENCY}, median of {rounds} rounds of"
         f" {calls} calls",
-        f"{'step':<58} {'us/call':>8} {'added':>7} {'x bare':>7}",
+        f"{'step':<62} {'us/call':>8} {'added':>7} {'x bare':>7}",
     ]
     previous: float | None = None
-    for _, sampled, step in steps:
+    for _, variant, step in steps:
         value = medians[step.name]
-        base = medians[STEPS[-2].name] if sampled else previous
+        # A variant replaces the last step: what it adds is measured against the step before that one
+        # (sampling) or against the last step itself (tracing, on top of everything).
+        base = (
+            medians[STEPS[-2].name]
+            if variant == "sampled"
+            else medians[STEPS[-1].name]
+            if variant
+            else previous
+        )
         added = "" if base is None else f"{value - base:+.0f}"
-        lines.append(f"{step.name:<58} {value:>8.0f} {added:>7} {value / bare:>7.2f}")
-        if not sampled:
+        lines.append(f"{step.name:<62} {value:>8.0f} {added:>7} {value / bare:>7.2f}")
+        if not variant:
             previous = value
     return "\n".join(lines)
 
@@ -189,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every step (the median is shown)")
     parser.add_argument("--database-url", help="Postgres for the servers' readiness (default: throw-away)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--sampled", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="", choices=["", *VARIANTS], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser
 
@@ -197,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.serve is not None:
-        serve(args.serve, args.sampled, args.port, args.database_url)
+        serve(args.serve, args.variant, args.port, args.database_url)
         return 0
     with bench_database(args.database_url) as database:
         print(run(database.url, args.calls, args.rounds))

@@ -8,6 +8,7 @@ that a wrong table cannot make the matrix agree with itself.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as otlp_logs
+from opentelemetry.proto.common.v1 import common_pb2 as otlp_common
+from opentelemetry.proto.logs.v1 import logs_pb2 as otlp_records
+from opentelemetry.proto.resource.v1 import resource_pb2 as otlp_resource
 
 from modelplane.server.app import MODELPLANE_SERVICES, ModelplaneServer, build_server
 from modelplane.server.auth.roles import Role, allowed_roles, method_path
@@ -32,15 +37,18 @@ from modelplane.v1 import common_pb2
 from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import logs_pb2 as lpb
 from tests.support.live_server import client_core_race, create_database, drop_database
-from tests.support.minimal_calls import MINIMAL_CALLS, MISSING_DEPLOYMENT
+from tests.support.minimal_calls import MINIMAL_CALLS, MISSING, MISSING_DEPLOYMENT
 from tests.support.rich_errors import RichError, rich
 
 # Every async test shares the loop of the module's server.
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 # The server registers its services' generated modules, which puts their descriptors in the default pool.
+OTLP_LOGS_SERVICE = otlp_logs.DESCRIPTOR.services_by_name["LogsService"]
 SERVICES: list[ServiceDescriptor] = [
-    descriptor_pool.Default().FindServiceByName(name) for name in MODELPLANE_SERVICES
+    *(descriptor_pool.Default().FindServiceByName(name) for name in MODELPLANE_SERVICES),
+    # OTLP's logs service runs on the same port, behind the same auth.
+    OTLP_LOGS_SERVICE,
 ]
 METHODS: list[tuple[ServiceDescriptor, MethodDescriptor]] = [
     (service, method) for service in SERVICES for method in service.methods
@@ -115,6 +123,9 @@ HAND_WRITTEN_RULES: list[tuple[str, str, Role, bool]] = [
     ("LogService", "QueryLogEvents", Role.READER, True),
     ("LogService", "TailLogEvents", Role.READER, True),
     ("LogService", "GetIngestionStats", Role.READER, True),
+    # README "Tracing and OTLP": OTLP's Export is a write, as WriteLogEvents is.
+    ("LogsService", "Export", Role.READER, False),
+    ("LogsService", "Export", Role.SERVICE, True),
 ]
 
 
@@ -429,7 +440,7 @@ def test_no_minimal_call_is_stale() -> None:
 def test_the_matrix_covers_each_kind_of_rpc() -> None:
     # Guards the descriptor walk itself: an empty or truncated method list would make the matrix vacuous.
     names = {(service.name, method.name) for service, method in METHODS}
-    assert {service.full_name for service in SERVICES} == set(MODELPLANE_SERVICES)
+    assert {service.full_name for service in SERVICES} == {*MODELPLANE_SERVICES, OTLP_LOGS_SERVICE.full_name}
     assert {"ModelRegistryService", "GuardrailService"} <= {service.name for service in SERVICES}
     assert {
         ("ModelRegistryService", "CreateModel"),
@@ -575,6 +586,39 @@ async def test_a_scoped_token_ships_log_events_only_about_its_scope(
     _assert_out_of_scope(error, resource)
     assert error is not None
     assert error.metadata["field"] == path
+
+
+@module_loop
+async def test_a_scoped_token_exports_otlp_records_only_about_its_scope(auth_server: AuthServer) -> None:
+    def export(model_version: str) -> otlp_logs.ExportLogsServiceRequest:
+        record = otlp_records.LogRecord(
+            time_unix_nano=time.time_ns(),
+            attributes=[
+                otlp_common.KeyValue(
+                    key="modelplane.model_version", value=otlp_common.AnyValue(string_value=model_version)
+                ),
+                otlp_common.KeyValue(
+                    key="gen_ai.usage.input_tokens", value=otlp_common.AnyValue(int_value=3)
+                ),
+            ],
+        )
+        service_name = otlp_common.KeyValue(
+            key="service.name", value=otlp_common.AnyValue(string_value="web")
+        )
+        return otlp_logs.ExportLogsServiceRequest(
+            resource_logs=[
+                otlp_records.ResourceLogs(
+                    resource=otlp_resource.Resource(attributes=[service_name]),
+                    scope_logs=[otlp_records.ScopeLogs(log_records=[record])],
+                )
+            ]
+        )
+
+    service = _service("LogsService")
+    method = service.methods_by_name["Export"]
+    assert await auth_server.call("scoped-in", service, method, export(f"{MISSING}/versions/1")) is None
+    error = await auth_server.call("scoped-in", service, method, export("models/other/versions/1"))
+    _assert_out_of_scope(error, "models/other")
 
 
 @module_loop

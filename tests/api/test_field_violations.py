@@ -315,7 +315,8 @@ class Case:
     call: Callable[[Any, str, Message], Awaitable[None]] = _unary
     # The path of the request id of a mutation ("" for a read, whose valid base request must succeed).
     request_id: str = "request_id"
-    # A call the base test cannot send: a tail answers nothing until events arrive.
+    # A call the base test leaves out: a valid tail answers nothing until events arrive (its one field is
+    # named alone by the property test).
     endless: bool = False
 
 
@@ -816,15 +817,13 @@ async def _call(channel: grpc.aio.Channel, method: str, request: Message) -> Ric
     return None
 
 
-@pytest.mark.parametrize("method", sorted(CASES))
+@pytest.mark.parametrize("method", sorted(m for m, case in CASES.items() if not case.endless))
 def test_each_base_request_breaks_nothing(live: LiveServer, method: str) -> None:
     # The property below means something only if a base request breaks no rule itself. A read is simply
     # sent; a mutation has its request id alone broken, so that nothing is written, and it must be the
     # only field named.
     case = CASES[method]
     request = case.base()
-    if case.endless:
-        pytest.skip("a valid tail answers nothing until events arrive")
     if not case.request_id:
         assert live.run(_call(live.channel, method, request)) is None
         return

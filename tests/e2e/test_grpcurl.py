@@ -104,7 +104,10 @@ async def test_describe_shows_every_rpc(open_server: ModelplaneServer) -> None:
     for method in SERVICE.methods:
         stream = "stream " if method.server_streaming else ""
         request, response = method.input_type.full_name, method.output_type.full_name
-        assert f"rpc {method.name} ( .{request} ) returns ( {stream}.{response} );" in run.stdout, run.stdout
+        # Each RPC with its google.api.http route (reflection serves the options with the descriptors).
+        signature = f"rpc {method.name} ( .{request} ) returns ( {stream}.{response} ) {{"
+        assert signature in run.stdout, run.stdout
+    assert 'option (.google.api.http) = { get:"/v1/{name=models/*}"  };' in run.stdout, run.stdout
 
 
 async def test_health_check(open_server: ModelplaneServer) -> None:

@@ -448,6 +448,27 @@ def ingestion_counted(output: Output, sandbox: Sandbox) -> None:
     assert [(c["received"], c["accepted"], c["last_sequence"]) for c in demo] == [("1", "1", "1")]
 
 
+def otlp_records_received(output: Output, sandbox: Sandbox) -> None:
+    partial = reply(output)["partial_success"]
+    assert partial["rejected_log_records"] == "1"
+    assert partial["error_message"].startswith(
+        "1 log records rejected: resource_logs[0].scope_logs[0].log_records[1]: attribute log.record.uid"
+    )
+
+
+def otlp_event_found_by_trace(output: Output, sandbox: Sandbox) -> None:
+    (event,) = reply(output)["events"]
+    assert (event["event_id"], event["service"]) == ("01JD3X8Z6Q7R9S0T1V2W3X4Y5Z", "chat-api")
+    assert event["links"]["span_id"] == "00f067aa0ba902b7"
+    # Priced at the version's registry prices: 1200 * 2.5 + 300 * 10 micro-units.
+    assert event["inference"]["cost"] == {"currency_code": "USD", "micros": "6000"}
+
+
+def events_exported(output: Output, sandbox: Sandbox) -> None:
+    ok(output)
+    assert output.stdout.strip() == "exported 1 events in 1 requests (0 rejected by the receiver)"
+
+
 def second_version_created(output: Output, sandbox: Sandbox) -> None:
     assert reply(output)["model_version"]["name"] == "models/chat-large/versions/2"
 
@@ -608,6 +629,9 @@ SHELL_CHECKS = [
     Expect("LogService/QueryLogEvents", events_queried),
     Expect("LogService/AggregateLogEvents", events_aggregated),
     Expect("LogService/GetIngestionStats", ingestion_counted),
+    Expect("LogsService/Export", otlp_records_received),
+    Expect('trace_id = \\"4bf92f3577b34da6a3ce929d0e0e4736', otlp_event_found_by_trace),
+    Expect("export-otlp", events_exported),
     Expect("ModelRegistryService/CreateModelVersion", second_version_created),
     Expect("DeploymentService/CreateDeployment", deployment_created),
     Expect("DeploymentService/PlanRollout", rollout_planned),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as otlp_logs
 
 from modelplane.v1 import deployments_pb2 as dpb
 from modelplane.v1 import guardrails_pb2 as gpb
@@ -181,6 +182,10 @@ MINIMAL_CALLS: dict[str, dict[str, tuple[Message, grpc.StatusCode]]] = {
         "ResolveRoute": (dpb.ResolveRouteRequest(deployment=MISSING_DEPLOYMENT), grpc.StatusCode.NOT_FOUND),
         # A missing deployment at start_revision 0: a progress mark first.
         "WatchDeployment": (dpb.WatchDeploymentRequest(deployment=MISSING_DEPLOYMENT), grpc.StatusCode.OK),
+    },
+    "LogsService": {
+        # An empty OTLP export stores nothing and succeeds.
+        "Export": (otlp_logs.ExportLogsServiceRequest(), grpc.StatusCode.OK),
     },
     "LogService": {
         # An empty batch still commits its counters and is acknowledged.

@@ -7,6 +7,7 @@ import pkgutil
 
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 import modelplane.v1
 from modelplane.server.auth.roles import (
@@ -24,11 +25,13 @@ from modelplane.server.auth.roles import (
 from modelplane.server.errors import InvalidArgument
 
 REGISTRY = "/modelplane.v1.ModelRegistryService/"
+OTLP_LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
 
 
 def _generated_services() -> list[ServiceDescriptor]:
-    """Every service in every generated *_pb2 module, so a new .proto's services are found too."""
-    services: list[ServiceDescriptor] = []
+    """Every service in every generated *_pb2 module, so a new .proto's services are found too, and OTLP's
+    logs service, which the server runs beside them."""
+    services: list[ServiceDescriptor] = [OTLP_LOGS_SERVICE]
     for module_info in pkgutil.iter_modules(modelplane.v1.__path__):
         if not module_info.name.endswith("_pb2"):
             continue

@@ -14,6 +14,7 @@ from modelplane.client.errors import from_rpc_error
 from modelplane.client.methods import page_request
 from modelplane.client.resumable_stream import resumable_watch
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
+from modelplane.client.trace_context import with_trace_context
 
 if TYPE_CHECKING:
     from modelplane.client.channel import Connection
@@ -109,7 +110,7 @@ class ServiceClient:
 
         async def attempt(remaining: float | None) -> ResponseT:
             try:
-                return await method(request, timeout=remaining, metadata=self.metadata)
+                return await method(request, timeout=remaining, metadata=with_trace_context(self.metadata))
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from error
 
@@ -164,7 +165,7 @@ class ServiceClient:
 
             def open_call(revision: int, remaining: float | None) -> grpc.aio.UnaryStreamCall[Any, MessageT]:
                 stream: grpc.aio.UnaryStreamCall[Any, MessageT] = method(
-                    watch.request_at(revision), timeout=remaining, metadata=self.metadata
+                    watch.request_at(revision), timeout=remaining, metadata=with_trace_context(self.metadata)
                 )
                 return stream
 
@@ -184,7 +185,7 @@ class ServiceClient:
         async def iterate(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[ItemT, None]:
             stream = describe(*args, **kwargs)
             call = getattr(self._stub, stream.rpc)(
-                stream.request, timeout=stream.timeout, metadata=self.metadata
+                stream.request, timeout=stream.timeout, metadata=with_trace_context(self.metadata)
             )
             try:
                 async for response in call:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol, runtime_checkable
 
+from modelplane.client.trace_context import current_trace_ids
+
 EventStatus = Literal["ok", "error"]
 # How a routed call ended; the values are RoutingOutcome's stored forms (modelplane.v1.logs).
 RoutingOutcome = Literal["ok", "error", "timeout", "no_endpoint", "fallback"]
@@ -47,6 +49,16 @@ class GuardedSink:
             self.errors += 1
             if self.errors == 1:
                 self.log.exception("event sink raised; dropping the event")
+
+
+def _link_current_span(event: InferenceEvent | GuardrailEvent | RoutingEvent) -> None:
+    """An event the caller gave no trace id records the current OpenTelemetry span's trace and span ids,
+    taken when the event is made (the shipper converts it later, on a task of its own)."""
+    if not event.trace_id:
+        trace_id, span_id = current_trace_ids()
+        if trace_id:
+            object.__setattr__(event, "trace_id", trace_id)
+            object.__setattr__(event, "span_id", span_id)
 
 
 def _new_event_id() -> str:
@@ -88,8 +100,11 @@ class InferenceEvent:
     error_type: str = ""
     error_message: str = ""
     # trace_id is the W3C trace id of the caller's trace; request_id is the caller's id of its request.
+    # span_id is the caller's span in that trace. Without a trace_id, both ids are the current
+    # OpenTelemetry span's when the event is made (none when there is none).
     trace_id: str = ""
     request_id: str = ""
+    span_id: str = ""
     # event_id lets log collection drop a batch that is sent twice; it is unique per event.
     event_id: str = field(default_factory=_new_event_id)
     event_time: datetime = field(default_factory=_now)
@@ -97,6 +112,9 @@ class InferenceEvent:
     # "" when none did: a rollout's analysis gates on inference signals read the events of its slots.
     deployment: str = ""
     traffic_slot: str = ""
+
+    def __post_init__(self) -> None:
+        _link_current_span(self)
 
 
 @dataclass(frozen=True)
@@ -135,8 +153,12 @@ class GuardrailEvent:
     traffic_slot: str = ""
     trace_id: str = ""
     request_id: str = ""
+    span_id: str = ""
     event_id: str = field(default_factory=_new_event_id)
     event_time: datetime = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        _link_current_span(self)
 
 
 @dataclass(frozen=True)
@@ -166,5 +188,9 @@ class RoutingEvent:
     error_message: str = ""
     trace_id: str = ""
     request_id: str = ""
+    span_id: str = ""
     event_id: str = field(default_factory=_new_event_id)
     event_time: datetime = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        _link_current_span(self)

@@ -157,6 +157,7 @@ def inference_log_event(event: InferenceEvent, *, service: str, instance: str = 
             traffic_slot=_slot(event.traffic_slot),
             trace_id=event.trace_id,
             request_id=event.request_id,
+            span_id=event.span_id,
         ),
         attributes=_attributes(
             {
@@ -220,6 +221,7 @@ def guardrail_log_event(event: GuardrailEvent, *, service: str, instance: str = 
             policy_revision=event.policy_revision,
             trace_id=event.trace_id,
             request_id=event.request_id,
+            span_id=event.span_id,
         ),
         attributes=_attributes(
             {
@@ -274,6 +276,7 @@ def routing_log_event(event: RoutingEvent, *, service: str, instance: str = "") 
             traffic_slot=slot,
             trace_id=event.trace_id,
             request_id=event.request_id,
+            span_id=event.span_id,
         ),
         attributes=_attributes(
             {

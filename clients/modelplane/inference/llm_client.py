@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
+from opentelemetry import trace
+
 from modelplane.client.events import EventSink, EventStatus, GuardedSink, InferenceEvent
 from modelplane.client.retry import Backoff, BackoffPolicy, is_unreachable
 from modelplane.inference.providers import (
@@ -51,6 +53,7 @@ _PROVIDER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?!//)")
 _FIRST_RETRY_DELAY = 0.05
 _MAX_ERROR_MESSAGE = 500
 _TRAFFIC_SLOTS = ("", "stable", "canary")
+_tracer = trace.get_tracer("modelplane.inference")
 
 
 def provider_model_id(source_uri: str) -> str:
@@ -207,41 +210,58 @@ class LLMClient:
             max_output_tokens=max_output_tokens,
             temperature=temperature,
         )
-        started = time.perf_counter()
-        try:
-            generation = await self._provider.generate(request)
-        except Exception as exc:
+        # A span of the model call (GenAI conventions), current while the call's event is made, so the
+        # event's span_id is this call's; a no-op without an OpenTelemetry SDK.
+        with _tracer.start_as_current_span(
+            f"chat {selected.provider_model}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": self._provider_name,
+                "gen_ai.request.model": selected.provider_model,
+            },
+        ) as span:
+            started = time.perf_counter()
+            try:
+                generation = await self._provider.generate(request)
+            except Exception as exc:
+                self._events.emit(
+                    self._event(
+                        selected,
+                        "error",
+                        time.perf_counter() - started,
+                        error_type=type(exc).__name__,
+                        error_message=str(exc)[:_MAX_ERROR_MESSAGE],
+                        trace_id=trace_id,
+                        request_id=request_id,
+                        deployment=deployment,
+                        traffic_slot=traffic_slot,
+                    )
+                )
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+            latency = time.perf_counter() - started
+            usage = generation.usage
+            cost = cost_of(selected.pricing, usage)
             self._events.emit(
                 self._event(
                     selected,
-                    "error",
-                    time.perf_counter() - started,
-                    error_type=type(exc).__name__,
-                    error_message=str(exc)[:_MAX_ERROR_MESSAGE],
+                    "ok",
+                    latency,
+                    usage=usage,
+                    cost=cost,
+                    finish_reason=generation.finish_reason,
                     trace_id=trace_id,
                     request_id=request_id,
                     deployment=deployment,
                     traffic_slot=traffic_slot,
                 )
             )
-            raise
-        latency = time.perf_counter() - started
-        usage = generation.usage
-        cost = cost_of(selected.pricing, usage)
-        self._events.emit(
-            self._event(
-                selected,
-                "ok",
-                latency,
-                usage=usage,
-                cost=cost,
-                finish_reason=generation.finish_reason,
-                trace_id=trace_id,
-                request_id=request_id,
-                deployment=deployment,
-                traffic_slot=traffic_slot,
-            )
-        )
+            if span.is_recording():
+                span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+                if generation.finish_reason:
+                    span.set_attribute("gen_ai.response.finish_reasons", [generation.finish_reason])
         return CompletionResult(
             text=generation.text,
             model_version=selected.model_version,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from modelplane.client.trace_context import trace_headers
 from modelplane.orchestration.traffic import RouteTarget
 
 if TYPE_CHECKING:
@@ -66,8 +67,10 @@ class Transport(Protocol):
 
 
 def routing_headers(target: RouteTarget, *, trace_id: str = "", request_id: str = "") -> dict[str, str]:
-    """The headers that tell an endpoint how it was chosen, so its own logs join the routing event."""
+    """The headers that tell an endpoint how it was chosen, so its own logs join the routing event, and
+    the current trace context (traceparent), so its spans join the caller's trace."""
     headers = {
+        **trace_headers(),
         "x-modelplane-deployment": target.deployment,
         "x-modelplane-traffic-slot": target.slot,
     }

@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 
 from modelplane.client.errors import ModelplaneError
 from modelplane.client.events import EventSink, GuardrailEvent
+from modelplane.client.trace_context import current_trace_ids
 from modelplane.inference.llm_client import CompletionResult
 from modelplane.inference.providers import ChatMessage
 from modelplane.storyteller.monitor import (
@@ -245,9 +246,11 @@ class NarrativeGenerator:
             model_version=completion.model_version,
             deployment=deployment,
             traffic_slot=_TRAFFIC_SLOTS[traffic_slot],
-            trace_id=trace_id,
             request_id=request_id,
         )
+        # Without a trace id of the caller's, the check and its violation records join the current
+        # OpenTelemetry trace and span, if any.
+        links.trace_id, links.span_id = (trace_id, "") if trace_id else current_trace_ids()
         started = time.perf_counter()
         try:
             verdict = await self._check(self._monitor, completion.text, links)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amodelplane/v1/common.proto\x12\rmodelplane.v1\x1a\x1fgoogle/api/field_behavior.proto\":\n\x05Money\x12\x1b\n\rcurrency_code\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06micros\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\"\xe2\x01\n\nEventLinks\x12\x1b\n\rmodel_version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\ndeployment\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x36\n\x0ctraffic_slot\x18\x03 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlotB\x04\xe2\x41\x01\x01\x12\x14\n\x06policy\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fpolicy_revision\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x16\n\x08trace_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01*]\n\x0bTrafficSlot\x12\x1c\n\x18TRAFFIC_SLOT_UNSPECIFIED\x10\x00\x12\x17\n\x13TRAFFIC_SLOT_STABLE\x10\x01\x12\x17\n\x13TRAFFIC_SLOT_CANARY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amodelplane/v1/common.proto\x12\rmodelplane.v1\x1a\x1fgoogle/api/field_behavior.proto\":\n\x05Money\x12\x1b\n\rcurrency_code\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06micros\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\"\xf9\x01\n\nEventLinks\x12\x1b\n\rmodel_version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\ndeployment\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x36\n\x0ctraffic_slot\x18\x03 \x01(\x0e\x32\x1a.modelplane.v1.TrafficSlotB\x04\xe2\x41\x01\x01\x12\x14\n\x06policy\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fpolicy_revision\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x16\n\x08trace_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07span_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01*]\n\x0bTrafficSlot\x12\x1c\n\x18TRAFFIC_SLOT_UNSPECIFIED\x10\x00\x12\x17\n\x13TRAFFIC_SLOT_STABLE\x10\x01\x12\x17\n\x13TRAFFIC_SLOT_CANARY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,10 +50,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTLINKS'].fields_by_name['trace_id']._serialized_options = b'\342A\001\001'
   _globals['_EVENTLINKS'].fields_by_name['request_id']._loaded_options = None
   _globals['_EVENTLINKS'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
-  _globals['_TRAFFICSLOT']._serialized_start=367
-  _globals['_TRAFFICSLOT']._serialized_end=460
+  _globals['_EVENTLINKS'].fields_by_name['span_id']._loaded_options = None
+  _globals['_EVENTLINKS'].fields_by_name['span_id']._serialized_options = b'\342A\001\001'
+  _globals['_TRAFFICSLOT']._serialized_start=390
+  _globals['_TRAFFICSLOT']._serialized_end=483
   _globals['_MONEY']._serialized_start=78
   _globals['_MONEY']._serialized_end=136
   _globals['_EVENTLINKS']._serialized_start=139
-  _globals['_EVENTLINKS']._serialized_end=365
+  _globals['_EVENTLINKS']._serialized_end=388
 # @@protoc_insertion_point(module_scope)

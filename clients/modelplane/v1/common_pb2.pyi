@@ -93,6 +93,7 @@ class EventLinks(_message.Message):
     POLICY_REVISION_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SPAN_ID_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """model_version is the resource name of the model version involved,
     e.g. "models/chat-large/versions/3".
@@ -119,6 +120,11 @@ class EventLinks(_message.Message):
     """
     request_id: _builtins.str
     """request_id is the caller's id of the request this event belongs to."""
+    span_id: _builtins.str
+    """span_id is the W3C span id (16 lower-case hex digits) of the caller's
+    span in trace_id when the event was recorded, when it has one: with
+    trace_id it names the exact span the event belongs to.
+    """
     def __init__(
         self,
         *,
@@ -129,10 +135,11 @@ class EventLinks(_message.Message):
         policy_revision: _builtins.int = ...,
         trace_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        span_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "model_version", b"model_version", "policy", b"policy", "policy_revision", b"policy_revision", "request_id", b"request_id", "trace_id", b"trace_id", "traffic_slot", b"traffic_slot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "model_version", b"model_version", "policy", b"policy", "policy_revision", b"policy_revision", "request_id", b"request_id", "span_id", b"span_id", "trace_id", b"trace_id", "traffic_slot", b"traffic_slot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,4 +10,6 @@ export type { RetryPolicy } from "./retry.js";
 export { WATCH_RESUME_POLICY, WatchPosition, resumableWatch } from "./watch.js";
 export type { WatchOptions } from "./watch.js";
 export * from "./time.js";
+export { traceContext } from "./trace-context.js";
+export type { ActiveContext, TracePropagation } from "./trace-context.js";
 export { Code } from "@connectrpc/connect";

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
 from modelplane.server.auth.service import Authenticator
 from modelplane.server.config import ServerConfig, TlsConfig
@@ -31,6 +32,7 @@ from modelplane.server.health import HealthReporter
 from modelplane.server.interceptors import CallInterceptor, CallParts
 from modelplane.server.log_lines import configure_logging
 from modelplane.server.logs.maintenance import LogMaintenance
+from modelplane.server.logs.otlp_servicer import OtlpLogsServicer
 from modelplane.server.logs.service import LogService, LogSettings
 from modelplane.server.logs.servicer import LogServicer
 from modelplane.server.metrics import LogIngestionMetrics, ServerMetrics
@@ -41,6 +43,7 @@ from modelplane.server.store.pool import Database
 from modelplane.server.store.provision import DatabaseMissing, create_database, redacted_url
 from modelplane.server.store.watch import ChangeFeed
 from modelplane.server.tasks import cancel_and_wait
+from modelplane.server.tracing import Tracing, provider_from_environment
 from modelplane.v1 import (
     deployments_pb2,
     deployments_pb2_grpc,
@@ -93,6 +96,7 @@ MODELPLANE_SERVICES: tuple[str, ...] = (
     logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+OTLP_LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -193,6 +197,7 @@ class ModelplaneServer:
         rollout_driver: RolloutDriver | None = None,
         logs: LogService | None = None,
         log_maintenance: LogMaintenance | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.database = database
@@ -206,6 +211,7 @@ class ModelplaneServer:
         self.rollout_driver = rollout_driver
         self.logs = logs
         self.log_maintenance = log_maintenance
+        self.tracing = tracing
         # False in every worker but the first: a database that is missing or away at start is said once, by
         # worker 1, while the others retry quietly (DEBUG lines).
         self.reports_start_problems = True
@@ -360,6 +366,9 @@ class ModelplaneServer:
         await _bounded("the metrics endpoint", asyncio.to_thread(self.metrics.stop_endpoint), left())
         # Given its own bound, inside which it terminates what it could not close: never skipped.
         await self.database.close(timeout=left())
+        if self.tracing is not None:
+            # Spans still batched go out now; the exporter's own timeout bounds it.
+            await _bounded("tracing", asyncio.to_thread(self.tracing.shutdown), left())
         log.info("stopped")
 
 
@@ -371,9 +380,12 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float | None = Non
         log.error("stopping %s took over %.1f s; going on without it", what, seconds or STOP_STEP_LIMIT)
 
 
-def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> ModelplaneServer:
+def build_server(
+    config: ServerConfig, *, parts: CallParts | None = None, tracing: Tracing | None = None
+) -> ModelplaneServer:
     """Wires a server from `config`; does no I/O (start() binds, reads TLS files and connects). `parts`
-    (default: every part, the access log sampled as configured) is for the call-overhead benchmark."""
+    (default: every part, the access log sampled as configured) is for the call-overhead benchmark;
+    `tracing` (default: none) traces every call and SQL statement."""
     if config.database_url is None:
         raise ValueError(
             "config.database_url is required: serve() starts the embedded Postgres and passes its URL"
@@ -401,20 +413,25 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
     interceptor = CallInterceptor(
         Authenticator(database, enabled=config.auth),
         metrics,
-        text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS,
+        text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS | OtlpLogsServicer.TEXT_CHECKED_METHODS,
         max_response_bytes=config.max_message_bytes,
-        parts=parts or CallParts(access_log_sample=config.access_log_sample),
+        parts=parts
+        or CallParts(access_log_sample=config.access_log_sample, access_log_trace=tracing is not None),
     )
-    grpc_server = grpc.aio.server(
-        interceptors=[interceptor] if interceptor.parts.intercept else [], options=server_options(config)
-    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [interceptor] if interceptor.parts.intercept else []  # type: ignore[type-arg]
+    if tracing is not None:
+        # First, so that the span holds the whole call, and the call's scope runs with it current.
+        interceptors.insert(0, tracing.server_interceptor())
+        tracing.instrument_storage()
+    grpc_server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
     registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
     guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
     deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), grpc_server)
     logs_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(logs), grpc_server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(OtlpLogsServicer(logs), grpc_server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, grpc_server)
     reflection.enable_server_reflection(
-        [*MODELPLANE_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
+        [*MODELPLANE_SERVICES, OTLP_LOGS_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
     )
     return ModelplaneServer(
         config,
@@ -428,6 +445,7 @@ def build_server(config: ServerConfig, *, parts: CallParts | None = None) -> Mod
         rollout_driver=RolloutDriver(deployments.rollouts),
         logs=logs,
         log_maintenance=LogMaintenance(database, log_settings),
+        tracing=tracing,
     )
 
 
@@ -467,8 +485,10 @@ async def run_server(
     config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals], *, worker: int | None = None
 ) -> None:
     """Runs one server process until one of `stop_signals`. A single server logs the operator's first lines;
-    a `worker` leaves them to its parent and logs one line of its own."""
-    server = build_server(config)
+    a `worker` leaves them to its parent and logs one line of its own. Traced as OTEL_* says (each worker
+    sets its own exporter up: an exporter's thread does not survive the fork)."""
+    provider = provider_from_environment()
+    server = build_server(config, tracing=Tracing(provider) if provider is not None else None)
     server.reports_start_problems = worker in (None, 1)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

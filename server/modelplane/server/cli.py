@@ -271,6 +271,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(migrate_cmd, DATABASE_SETTINGS)
     migrate_cmd.set_defaults(settings=DATABASE_SETTINGS, run=_migrate)
 
+    export = commands.add_parser(
+        "export-otlp", help="send stored log events on to an OTLP/gRPC receiver, resuming where it stopped"
+    )
+    export.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="http://HOST:PORT (plaintext) or https://HOST:PORT of the receiver; default"
+        " OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    export.add_argument(
+        "--position-file",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="where the export's position is kept; a run goes on from it",
+    )
+    export.add_argument(
+        "--from-oldest",
+        action="store_true",
+        help="without a position file, start at the oldest event the commit feed keeps (a day), not now",
+    )
+    export.add_argument("--follow", action="store_true", help="keep exporting events as they commit")
+    export.add_argument("--filter", default="", help="export only the events matching this filter")
+    export.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gRPC metadata for the receiver; repeat for more; default OTEL_EXPORTER_OTLP_HEADERS",
+    )
+    _add_settings(export, DATABASE_SETTINGS)
+    export.set_defaults(settings=DATABASE_SETTINGS, run=_export_otlp)
+
     token = commands.add_parser("token", help="manage bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
 
@@ -372,11 +406,16 @@ def _serve(args: argparse.Namespace) -> int:
         with _server_extra("http"):
             import modelplane.server.http.listener  # noqa: F401 - only to say early that the extra is missing
     from modelplane.server.store.embedded import EmbeddedPostgresError
+    from modelplane.server.tracing import TracingError, provider_from_environment
     from modelplane.server.workers import WorkersError
 
     try:
+        # Checked before anything starts: a tracing setup that cannot run is said in one line, once.
+        checked = provider_from_environment()
+        if checked is not None:
+            checked.shutdown()
         serve(config)
-    except (ListenError, EmbeddedPostgresError, WorkersError, OSError) as exc:
+    except (ListenError, EmbeddedPostgresError, WorkersError, TracingError, OSError) as exc:
         # An address taken, the embedded Postgres unable to run, an unreadable TLS file, workers that do not
         # fit Postgres's connection limit: one line each;
         # the traceback goes to the log at DEBUG.
@@ -452,6 +491,39 @@ def _migrate(args: argparse.Namespace) -> int:
     from modelplane.server.store.migrations import latest_version
 
     print(f"schema is at version {latest_version()}")
+    return 0
+
+
+def _export_otlp(args: argparse.Namespace) -> int:
+    with _server_extra():
+        from modelplane.server.logs.otlp_export import ExportError, export_events, parse_headers
+    endpoint = (
+        args.endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    if not endpoint:
+        raise UsageError("--endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) names the receiver")
+    try:
+        headers = parse_headers(",".join(args.header) or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
+        with _database_url(args) as url:
+            stats = asyncio.run(
+                export_events(
+                    url,
+                    endpoint,
+                    args.position_file,
+                    headers=headers,
+                    filter_text=args.filter,
+                    follow=args.follow,
+                    from_oldest=args.from_oldest,
+                )
+            )
+    except ExportError as exc:
+        raise CommandFailed(str(exc)) from None
+    print(
+        f"exported {stats.exported} events in {stats.requests} requests"
+        f" ({stats.rejected} rejected by the receiver)"
+    )
     return 0
 
 

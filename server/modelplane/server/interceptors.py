@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from modelplane.client.trace_context import current_trace_ids
 from modelplane.server import error_status
 from modelplane.server.context import ANONYMOUS, CallDeadline, Caller, current_caller, current_deadline
 from modelplane.server.errors import (
@@ -238,6 +239,8 @@ class CallParts:
     # Share of successful calls written to the access log (failed calls always are); 0 with a level of
     # WARNING or above on modelplane.access writes none.
     access_log_sample: float = 1.0
+    # The access log names each call's trace and span (the server is traced: see tracing.py).
+    access_log_trace: bool = False
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -497,6 +500,19 @@ class _CallScope:
             sample = self._interceptor.parts.access_log_sample
             if sample < 1.0 and (sample <= 0.0 or random.random() >= sample):
                 return
+        if self._interceptor.parts.access_log_trace:
+            trace_id, span_id = current_trace_ids()
+            access_log.info(
+                "%s %s %.1fms actor=%s request_id=%s trace_id=%s span_id=%s",
+                self._method,
+                code.name,
+                seconds * 1000,
+                self._actor,
+                self._request_id,
+                trace_id,
+                span_id,
+            )
+            return
         access_log.info(
             "%s %s %.1fms actor=%s request_id=%s",
             self._method,

@@ -16,6 +16,7 @@ from modelplane.client.errors import from_rpc_error
 from modelplane.client.methods import BlockingIterator, Paged, ServerStream, Unary, Watch, page_request
 from modelplane.client.resumable_stream import resumable_watch_blocking
 from modelplane.client.retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry_blocking
+from modelplane.client.trace_context import with_trace_context
 
 if TYPE_CHECKING:
     from modelplane.client.sync.channel import Connection
@@ -91,7 +92,7 @@ class SyncServiceClient:
 
         def attempt(remaining: float | None) -> Any:
             try:
-                return method(request, timeout=remaining, metadata=self.metadata)
+                return method(request, timeout=remaining, metadata=with_trace_context(self.metadata))
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from error
 
@@ -138,7 +139,7 @@ class SyncServiceClient:
 
             def open_call(revision: int, remaining: float | None) -> Iterator[MessageT]:
                 stream: Iterator[MessageT] = method(
-                    watch.request_at(revision), timeout=remaining, metadata=self.metadata
+                    watch.request_at(revision), timeout=remaining, metadata=with_trace_context(self.metadata)
                 )
                 return stream
 
@@ -160,7 +161,7 @@ class SyncServiceClient:
         def iterate(*args: P.args, **kwargs: P.kwargs) -> BlockingIterator[ItemT]:
             stream = describe(*args, **kwargs)
             call = getattr(self._stub, stream.rpc)(
-                stream.request, timeout=stream.timeout, metadata=self.metadata
+                stream.request, timeout=stream.timeout, metadata=with_trace_context(self.metadata)
             )
             try:
                 for response in call:

@@ -101,6 +101,7 @@ export class Server {
       address?: string;
       tls?: { certFile: string; keyFile: string };
       metricsAddress?: string;
+      env?: Readonly<Record<string, string>>;
     },
   ): Promise<Server> {
     const address = options.address ?? `127.0.0.1:${await freePort()}`;
@@ -114,7 +115,7 @@ export class Server {
     if (options.metricsAddress !== undefined) {
       args.push("--metrics-address", options.metricsAddress);
     }
-    const child = spawn(MODELPLANE, args, { stdio: ["ignore", "pipe", "pipe"], env: serverEnvironment() });
+    const child = spawn(MODELPLANE, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...serverEnvironment(), ...options.env } });
     const log: string[] = [];
     const server = new Server(address, databaseUrl, child, log);
     await new Promise<void>((ready, fail) => {
@@ -179,7 +180,7 @@ export interface LiveServer {
  * before the tests, then run `prepare` on its connection, and stop it, close the connection and drop the
  * database after them. */
 export function liveServer(
-  options: { auth: boolean; tls?: { certFile: string; keyFile: string } },
+  options: { auth: boolean; tls?: { certFile: string; keyFile: string }; env?: Readonly<Record<string, string>> },
   prepare?: (conn: Connection) => Promise<void>,
 ): LiveServer {
   const live: Partial<LiveServer> = {};

@@ -112,13 +112,19 @@ DEPLOYMENT_RULES: Mapping[str, frozenset[Role]] = {
     "ResolveRoute": WRITERS_AND_SERVICES,
 }
 
-# Every modelplane service with its rules by short method name.
+# Every service the server runs with its rules by short method name.
 _SERVICES: tuple[tuple[ServiceDescriptor, Mapping[str, frozenset[Role]]], ...] = (
     (registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"], REGISTRY_RULES),
     (guardrails_pb2.DESCRIPTOR.services_by_name["GuardrailService"], GUARDRAIL_RULES),
     (deployments_pb2.DESCRIPTOR.services_by_name["DeploymentService"], DEPLOYMENT_RULES),
     (logs_pb2.DESCRIPTOR.services_by_name["LogService"], LOG_RULES),
 )
+
+# OTLP's logs service, which the server runs on the same port: services export their logs as they ship
+# modelplane events. By name, since its generated code comes with the server extra and the CLI of the base
+# install reads this table too (tests/unit/test_roles.py holds the name to the descriptor's).
+OTLP_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+OTLP_RULES: Mapping[str, frozenset[Role]] = {OTLP_EXPORT_METHOD: WRITERS_AND_SERVICES}
 
 
 def method_path(service: ServiceDescriptor, method: str) -> str:
@@ -138,7 +144,7 @@ def _build_table(
     return table
 
 
-METHOD_ROLES: Mapping[str, frozenset[Role]] = _build_table(_SERVICES)
+METHOD_ROLES: Mapping[str, frozenset[Role]] = {**_build_table(_SERVICES), **OTLP_RULES}
 
 
 def stale_rules() -> list[str]:

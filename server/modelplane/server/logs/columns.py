@@ -524,6 +524,7 @@ COLUMNS: tuple[Column, ...] = (
         unset=0,
     ),
     Text("trace_id", "links.trace_id", limit=MAX_ID_LENGTH),
+    Text("span_id", "links.span_id", limit=MAX_ID_LENGTH),
     Text("request_id", "links.request_id", limit=MAX_ID_LENGTH),
     Attributes("attributes"),
     Text("provider", "inference.provider", limit=MAX_PROVIDER_LENGTH),

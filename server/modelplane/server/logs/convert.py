@@ -171,6 +171,7 @@ def event(message: pb.LogEvent, prefix: str, found: list[FieldViolation]) -> Log
             policy_revision=m.policy_revision,
             trace_id=m.trace_id,
             request_id=m.request_id,
+            span_id=m.span_id,
         )
     return LogEvent(
         event_id=message.event_id,
@@ -226,6 +227,7 @@ def event_to_proto(e: LogEvent) -> pb.LogEvent:
             policy_revision=links.policy_revision,
             trace_id=links.trace_id,
             request_id=links.request_id,
+            span_id=links.span_id,
         ),
         attributes=dict(e.attributes),
     )

@@ -77,6 +77,7 @@ class Links:
     policy_revision: int = 0
     trace_id: str = ""
     request_id: str = ""
+    span_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from modelplane.pricing import Prices, TokenUsage, cost_micros
 from modelplane.server.errors import FieldViolation, InvalidArgument, OutOfRange
 from modelplane.server.field_rules import Violations
 from modelplane.server.filters import (
+    CompiledFilter,
     FilterSchema,
     compile_filter,
     enum_field,
@@ -232,14 +233,8 @@ class LogService:
                     break
         raise InvalidArgument(found)
 
-    async def _priced(self, batches: Sequence[RowBatch]) -> tuple[list[RowBatch], InvalidArgument | None]:
-        """Batches whose inference events without a cost carry the registry's price of their tokens.
-
-        A price beyond what a stored cost holds refuses its batch: returned are the batches before it,
-        priced, and InvalidArgument naming the event and the batch's sequence (None when all are priced).
-        """
-        if not any(b.unpriced for b in batches):
-            return list(batches), None
+    async def _load_prices(self, batches: Sequence[RowBatch]) -> None:
+        """Reads the registry prices of the versions that unpriced events of `batches` name, once each."""
         wanted: set[tuple[str, int]] = set()
         for b in batches:
             for i in b.unpriced:
@@ -253,34 +248,52 @@ class LogService:
                 found = await store.version_prices(conn, sorted(wanted))
             for key, row in found.items():
                 self._prices[key] = _pricing_of(row)
+
+    def _price_batch(self, b: RowBatch) -> tuple[RowBatch, tuple[int, FieldViolation] | None]:
+        """The batch with its unpriced events priced from the loaded prices; or the batch as it was and
+        the first row whose price is beyond what a stored cost holds, with the violation naming it."""
+        rows = list(b.rows)
+        for i in b.unpriced:
+            row = rows[i]
+            match = _VERSION_NAME.fullmatch(str(row[ROW_MODEL_VERSION]))
+            pricing = self._prices.get((match.group(1), int(match.group(2)))) if match else None
+            if pricing is None:
+                continue
+            usage = TokenUsage(
+                input_tokens=int(row[ROW_INPUT_TOKENS]),  # type: ignore[call-overload]
+                output_tokens=int(row[ROW_OUTPUT_TOKENS]),  # type: ignore[call-overload]
+                cached_input_tokens=int(row[ROW_CACHED_INPUT_TOKENS]),  # type: ignore[call-overload]
+                reasoning_tokens=int(row[ROW_REASONING_TOKENS]),  # type: ignore[call-overload]
+            )
+            micros = cost_micros(pricing, usage)
+            if micros > validation.MAX_COST_MICROS:
+                # "batch" is the prefix of every ingestion path (WriteLogEvents and StreamLogEvents).
+                violation = validation.unpriceable_violation(
+                    f"batch.events[{i}].inference", str(row[ROW_MODEL_VERSION]), pricing, usage, micros
+                )
+                return b, (i, violation)
+            cost = (micros, pricing.currency_code, True)
+            rows[i] = row[:ROW_COST] + cost + row[ROW_COST + 3 :]
+        return dataclasses.replace(b, rows=tuple(rows), unpriced=()), None
+
+    async def _priced(self, batches: Sequence[RowBatch]) -> tuple[list[RowBatch], InvalidArgument | None]:
+        """Batches whose inference events without a cost carry the registry's price of their tokens.
+
+        A price beyond what a stored cost holds refuses its batch: returned are the batches before it,
+        priced, and InvalidArgument naming the event and the batch's sequence (None when all are priced).
+        """
+        if not any(b.unpriced for b in batches):
+            return list(batches), None
+        await self._load_prices(batches)
         priced: list[RowBatch] = []
         for b in batches:
             if not b.unpriced:
                 priced.append(b)
                 continue
-            rows = list(b.rows)
-            for i in b.unpriced:
-                row = rows[i]
-                match = _VERSION_NAME.fullmatch(str(row[ROW_MODEL_VERSION]))
-                pricing = self._prices.get((match.group(1), int(match.group(2)))) if match else None
-                if pricing is None:
-                    continue
-                usage = TokenUsage(
-                    input_tokens=int(row[ROW_INPUT_TOKENS]),  # type: ignore[call-overload]
-                    output_tokens=int(row[ROW_OUTPUT_TOKENS]),  # type: ignore[call-overload]
-                    cached_input_tokens=int(row[ROW_CACHED_INPUT_TOKENS]),  # type: ignore[call-overload]
-                    reasoning_tokens=int(row[ROW_REASONING_TOKENS]),  # type: ignore[call-overload]
-                )
-                micros = cost_micros(pricing, usage)
-                if micros > validation.MAX_COST_MICROS:
-                    # "batch" is the prefix of every ingestion path (WriteLogEvents and StreamLogEvents).
-                    violation = validation.unpriceable_violation(
-                        f"batch.events[{i}].inference", str(row[ROW_MODEL_VERSION]), pricing, usage, micros
-                    )
-                    return priced, InvalidArgument([violation], metadata={"sequence": str(b.sequence)})
-                cost = (micros, pricing.currency_code, True)
-                rows[i] = row[:ROW_COST] + cost + row[ROW_COST + 3 :]
-            priced.append(dataclasses.replace(b, rows=tuple(rows), unpriced=()))
+            done, refused = self._price_batch(b)
+            if refused is not None:
+                return priced, InvalidArgument([refused[1]], metadata={"sequence": str(b.sequence)})
+            priced.append(done)
         return priced, None
 
     async def _commit(self, batches: Sequence[RowBatch], order: InOrder | None = None) -> LogAck:
@@ -302,6 +315,65 @@ class LogService:
         if refused is not None:
             raise refused
         return await self._commit(priced)
+
+    async def write_each(self, batch: LogBatch) -> tuple[LogAck, list[tuple[int, FieldViolation]]]:
+        """Stores the events of `batch` that follow every rule, in one transaction, and returns after COMMIT
+        with the events left out: (their index in the batch, the first rule each broke). For receivers
+        whose protocol acknowledges part of a request (OTLP's partial success); same checks, pricing,
+        idempotency and acknowledgement as `write`."""
+        if len(batch.events) > MAX_BATCH_EVENTS:
+            raise InvalidArgument.field(
+                "batch.events",
+                f"at most {MAX_BATCH_EVENTS} events a batch, got {len(batch.events)}; split the batch",
+                reason=ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
+            )
+        now, oldest = self._window()
+        kept: list[tuple[int, LogEvent]] = []
+        left_out: list[tuple[int, FieldViolation]] = []
+        for i, event in enumerate(batch.events):
+            found: list[FieldViolation] = []
+            checked = validation.checked_event(
+                event, f"batch.events[{i}]", now=now, oldest=oldest, found=found
+            )
+            if found:
+                left_out.append((i, found[0]))
+            else:
+                kept.append((i, checked))
+        rows = RowBatch(
+            client_id=batch.client_id,
+            sequence=batch.sequence,
+            dropped_since_last=0,
+            rows=tuple(domain_row(e) for _, e in kept),
+            unpriced=tuple(
+                n
+                for n, (_, e) in enumerate(kept)
+                if isinstance(e.payload, Inference) and e.payload.cost is None
+            ),
+        )
+        await self._load_prices([rows])
+        while True:
+            rows, refused = self._price_batch(rows)
+            if refused is None:
+                break
+            n, violation = refused
+            index = kept.pop(n)[0]
+            left_out.append(
+                (
+                    index,
+                    FieldViolation(violation.field.replace(f"[{n}]", f"[{index}]", 1), violation.description),
+                )
+            )
+            rows = RowBatch(
+                client_id=rows.client_id,
+                sequence=rows.sequence,
+                dropped_since_last=0,
+                rows=rows.rows[:n] + rows.rows[n + 1 :],
+                unpriced=tuple(u - (u > n) for u in rows.unpriced if u != n),
+            )
+        left_out.sort(key=lambda item: item[0])
+        if not rows.rows:
+            return LogAck(sequence=batch.sequence, accepted=0, duplicates=0, batches=1), left_out
+        return await self._commit([rows]), left_out
 
     async def stream(self, batches: AsyncIterator[LogBatch | RowBatch]) -> AsyncIterator[LogAck]:
         """Commits batches in arrival order, acknowledging after each commit.
@@ -404,24 +476,43 @@ class LogService:
         slow reader's server side at one round of memory.
         """
         compiled = compile_filter(filter_text, LOG_FILTER)
-        async with self._db.connection() as conn:
-            position = await store.tail_position(conn)
+        position = await self.feed_position()
         while True:
-            async with self._db.connection() as conn:
-                read = await store.tail_after(
-                    conn,
-                    position,
-                    where=compiled.sql,
-                    params=compiled.params,
-                    entries=TAIL_FEED_ENTRIES_PER_ROUND,
-                    events=TAIL_EVENTS_PER_ROUND,
-                    text_bytes=TAIL_BYTES_PER_ROUND,
-                )
+            read = await self._read_feed(position, compiled)
             moved, position = read.position != position, read.position
             for start in range(0, len(read.events), TAIL_EVENTS_PER_MESSAGE):
                 yield tuple(read.events[start : start + TAIL_EVENTS_PER_MESSAGE])
             if not moved:
                 await asyncio.sleep(self.settings.tail_poll_interval)
+
+    async def feed_position(self) -> store.TailPosition:
+        """The commit feed's position now: after every ingestion transaction committed so far."""
+        async with self._db.connection() as conn:
+            return await store.tail_position(conn)
+
+    async def read_feed(self, position: store.TailPosition, filter_text: str = "") -> store.TailRead:
+        """One bounded round of the events matching the filter committed after `position` (a tail's
+        round, see `tail`), and the position after them. A position older than what the feed keeps reads
+        from the oldest entry kept: compare it with `feed_start` first."""
+        return await self._read_feed(position, compile_filter(filter_text, LOG_FILTER))
+
+    async def feed_start(self) -> int:
+        """The number of the oldest entry the commit feed still keeps (store.TAIL_FEED_KEEP of them); a
+        position before it has missed the entries dropped since."""
+        async with self._db.connection() as conn:
+            return await store.tail_feed_start(conn)
+
+    async def _read_feed(self, position: store.TailPosition, compiled: CompiledFilter) -> store.TailRead:
+        async with self._db.connection() as conn:
+            return await store.tail_after(
+                conn,
+                position,
+                where=compiled.sql,
+                params=compiled.params,
+                entries=TAIL_FEED_ENTRIES_PER_ROUND,
+                events=TAIL_EVENTS_PER_ROUND,
+                text_bytes=TAIL_BYTES_PER_ROUND,
+            )
 
     async def aggregate(self, query: AggregateQuery, *, size_of: Callable[[LogGroup], int]) -> list[LogGroup]:
         """The groups of the query; OutOfRange (TOO_MANY_GROUPS) when there are more than MAX_GROUPS or

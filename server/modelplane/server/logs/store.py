@@ -134,6 +134,7 @@ def event_of(row: Any) -> LogEvent:
             policy_revision=int(row["policy_revision"]),
             trace_id=row["trace_id"],
             request_id=row["request_id"],
+            span_id=row["span_id"],
         ),
         attributes=json.loads(attributes) if isinstance(attributes, str) else dict(attributes or {}),
         payload=payload,
@@ -412,6 +413,14 @@ class TailRead:
 async def tail_position(conn: Connection) -> TailPosition:
     """The position of a tail that starts now: after every transaction committed so far."""
     return TailPosition(int(await conn.fetchval("SELECT number FROM log_tail_counter")))
+
+
+async def tail_feed_start(conn: Connection) -> int:
+    """The number of the oldest feed entry kept; the next number to be taken when the feed is empty."""
+    oldest = await conn.fetchval("SELECT min(number) FROM log_tail_batches")
+    if oldest is not None:
+        return int(oldest)
+    return int(await conn.fetchval("SELECT number FROM log_tail_counter")) + 1
 
 
 async def tail_after(

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from modelplane.client.trace_context import current_trace_ids
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.store.pool import Connection, Database
 from modelplane.server.store.publish import publisher_for
@@ -133,6 +134,16 @@ class Mutation:
         if not self._pending and not remember and not self._placeholder_tables:
             return
         pending, self._pending = self._pending, []
+        trace_id, span_id = current_trace_ids()
+        if trace_id and pending:
+            # The control-plane events of these changes (written by mutation_finish, schema/0013) name the
+            # traced call that made them; one statement more, and only when the call is traced.
+            await self.conn.execute(
+                "SELECT set_config('modelplane.trace_id', $1, true),"
+                " set_config('modelplane.span_id', $2, true)",
+                trace_id,
+                span_id,
+            )
         revision = await self.conn.fetchval(
             "SELECT mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9::text[]::jsonb[], $10, $11, $12, $13)",
             self._revision,

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file modelplane/v1/common.proto.
  */
 export const file_modelplane_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Chptb2RlbHBsYW5lL3YxL2NvbW1vbi5wcm90bxINbW9kZWxwbGFuZS52MSI6CgVNb25leRIbCg1jdXJyZW5jeV9jb2RlGAEgASgJQgTiQQECEhQKBm1pY3JvcxgCIAEoA0IE4kEBAiLiAQoKRXZlbnRMaW5rcxIbCg1tb2RlbF92ZXJzaW9uGAEgASgJQgTiQQEBEhgKCmRlcGxveW1lbnQYAiABKAlCBOJBAQESNgoMdHJhZmZpY19zbG90GAMgASgOMhoubW9kZWxwbGFuZS52MS5UcmFmZmljU2xvdEIE4kEBARIUCgZwb2xpY3kYBCABKAlCBOJBAQESHQoPcG9saWN5X3JldmlzaW9uGAUgASgDQgTiQQEBEhYKCHRyYWNlX2lkGAYgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYByABKAlCBOJBAQEqXQoLVHJhZmZpY1Nsb3QSHAoYVFJBRkZJQ19TTE9UX1VOU1BFQ0lGSUVEEAASFwoTVFJBRkZJQ19TTE9UX1NUQUJMRRABEhcKE1RSQUZGSUNfU0xPVF9DQU5BUlkQAmIGcHJvdG8z", [file_google_api_field_behavior]);
+  fileDesc("Chptb2RlbHBsYW5lL3YxL2NvbW1vbi5wcm90bxINbW9kZWxwbGFuZS52MSI6CgVNb25leRIbCg1jdXJyZW5jeV9jb2RlGAEgASgJQgTiQQECEhQKBm1pY3JvcxgCIAEoA0IE4kEBAiL5AQoKRXZlbnRMaW5rcxIbCg1tb2RlbF92ZXJzaW9uGAEgASgJQgTiQQEBEhgKCmRlcGxveW1lbnQYAiABKAlCBOJBAQESNgoMdHJhZmZpY19zbG90GAMgASgOMhoubW9kZWxwbGFuZS52MS5UcmFmZmljU2xvdEIE4kEBARIUCgZwb2xpY3kYBCABKAlCBOJBAQESHQoPcG9saWN5X3JldmlzaW9uGAUgASgDQgTiQQEBEhYKCHRyYWNlX2lkGAYgASgJQgTiQQEBEhgKCnJlcXVlc3RfaWQYByABKAlCBOJBAQESFQoHc3Bhbl9pZBgIIAEoCUIE4kEBASpdCgtUcmFmZmljU2xvdBIcChhUUkFGRklDX1NMT1RfVU5TUEVDSUZJRUQQABIXChNUUkFGRklDX1NMT1RfU1RBQkxFEAESFwoTVFJBRkZJQ19TTE9UX0NBTkFSWRACYgZwcm90bzM", [file_google_api_field_behavior]);
 
 /**
  * Money is an amount in integer micro-units of a currency, never a float, so
@@ -109,6 +109,15 @@ export type EventLinks = Message<"modelplane.v1.EventLinks"> & {
    * @generated from field: string request_id = 7;
    */
   requestId: string;
+
+  /**
+   * span_id is the W3C span id (16 lower-case hex digits) of the caller's
+   * span in trace_id when the event was recorded, when it has one: with
+   * trace_id it names the exact span the event belongs to.
+   *
+   * @generated from field: string span_id = 8;
+   */
+  spanId: string;
 };
 
 /**
