@@ -419,16 +419,23 @@ async def run_load(args: argparse.Namespace) -> dict[str, object]:
         seeded = await seed_registry(registry, models=args.models, versions_per_model=args.versions)
         try:
             calls = _calls(channel, bare_channel, registry, seeded)
+            # The baseline is always measured: every ratio is taken against it in the same rounds.
             reads = {BARE: Target(calls[BARE], args.bare_pid)} | {
-                rpc: Target(calls[rpc], args.server_pid, postgres) for rpc in (HEALTH, *READS)
+                rpc: Target(calls[rpc], args.server_pid, postgres)
+                for rpc in (HEALTH, *READS)
+                if args.only is None or rpc in args.only
             }
-            writes = {rpc: Target(calls[rpc], args.server_pid, postgres, sample_locks=True) for rpc in WRITES}
+            writes = {
+                rpc: Target(calls[rpc], args.server_pid, postgres, sample_locks=True)
+                for rpc in WRITES
+                if args.only is None or rpc in args.only
+            }
             cells: list[Cell] = []
             # Reads before the writes: versions published by the writes would add candidates to resolution.
             for concurrency in args.concurrency:
                 print(f"  baseline and reads at concurrency {concurrency} ...", file=sys.stderr)
                 cells += await measure_level(reads, concurrency, args.warmup, args.duration, args.rounds)
-            for concurrency in args.concurrency:
+            for concurrency in args.concurrency if writes else ():
                 print(f"  writes at concurrency {concurrency} ...", file=sys.stderr)
                 cells += await measure_level(writes, concurrency, args.warmup, args.duration, args.rounds)
         finally:
@@ -458,6 +465,16 @@ def _concurrencies(value: str) -> list[int]:
     return levels
 
 
+def rpc_names(value: str) -> frozenset[str]:
+    """A comma-separated subset of the benchmark's RPCs (the baseline is always measured)."""
+    names = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = names - {HEALTH, *READS, *WRITES}
+    if not names or unknown:
+        known = ", ".join((HEALTH, *READS, *WRITES))
+        raise argparse.ArgumentTypeError(f"expected some of {known}; got {value!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="registry_load", description=__doc__)
     parser.add_argument(
@@ -479,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--models", type=int, default=50, help="models to seed (default 50)")
     parser.add_argument("--versions", type=int, default=3, help="versions per model (default 3)")
+    parser.add_argument(
+        "--only", type=rpc_names, help="measure only these RPCs, comma-separated (and the bare baseline)"
+    )
     parser.add_argument("--keep-seed", action="store_true", help="leave the seeded models in the database")
     return parser
 

@@ -168,6 +168,7 @@ def run_load(server: Served, bare: Served, database_url: str, args: argparse.Nam
         *("--duration", str(args.duration), "--warmup", str(args.warmup), "--rounds", str(args.rounds)),
         *("--concurrency", ",".join(str(level) for level in args.concurrency)),
         *("--models", str(args.models), "--versions", str(args.versions)),
+        *(["--only", args.only] if args.only else []),
     ]
     if _is_local(database_url):
         command += ["--database-url", database_url]
@@ -329,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="the server's --log-level; INFO (its default) writes an access-log line per call",
+    )
+    parser.add_argument(
+        "--only",
+        help="measure only these registry RPCs, comma-separated, e.g. CreateModelVersion,SetAlias (the bare "
+        "baseline is always measured)",
     )
     parser.add_argument(
         "--registry-only",

@@ -3,10 +3,13 @@ processes of their own, on the same seeded database, in alternating rounds.
 
     python -m bench.workers [--duration S] [--rounds R] [--clients C] [--database-url URL]
 
-Prints each server's QPS per round and the median ratio of 2 workers to 1. The kernel spreads connections,
-not calls, over the workers, so each client process opens several connections. The clients share the
-machine with the server: on a 2-core machine they take CPU the second worker would use, so the ratio there
-is a floor. The servers run at --log-level WARNING (no access log), the same for both.
+Prints each server's QPS per round and the median ratio of 2 workers to 1, with the CPU a call costs the
+server (all its processes) and the client processes, and the cores both kept busy together. The kernel spreads
+connections, not calls, over the workers, so each client process opens several connections. The clients share
+the machine with the server: on a 2-core machine they take CPU the second worker would use, so the ratio there
+is a floor, and the CPU figures say where it lies: with the server's CPU a call S and the clients' C, two
+workers make at most 2/(S + C) calls a second on two cores of their own, whatever one worker made.
+The servers run at --log-level WARNING (no access log), the same for both.
 """
 
 from __future__ import annotations
@@ -15,16 +18,19 @@ import argparse
 import asyncio
 import itertools
 import multiprocessing
+import os
 import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.processes import running
+from bench.registry_load import tree_cpu_seconds
 from bench.registry_seed import new_version_template
 from bench.run import bench_database, free_port
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
@@ -39,16 +45,16 @@ MODEL = "bench-workers"
 
 
 @contextmanager
-def server(workers: int, database_url: str) -> Iterator[str]:
-    """`modelplane serve --workers N` without auth on a free loopback port; yields its address."""
+def server(workers: int, database_url: str) -> Iterator[tuple[str, int]]:
+    """`modelplane serve --workers N` without auth on a free loopback port; yields its address and pid."""
     address = f"127.0.0.1:{free_port()}"
     command = [
         sys.executable, "-m", "modelplane.server.cli", "serve", "--workers", str(workers),
         "--address", address, "--database-url", database_url, "--no-auth", "--log-level", "WARNING",
     ]  # fmt: skip
-    with running(command):
+    with running(command) as process:
         asyncio.run(_wait_serving(address, workers))
-        yield address
+        yield address, process.pid
 
 
 async def _wait_serving(address: str, workers: int) -> None:
@@ -97,21 +103,27 @@ async def _seed(address: str) -> list[str]:
         return names
 
 
-async def _client_load(address: str, names: list[str], concurrency: int, start: float, stop: float) -> int:
-    """Calls completed between `start` and `stop` (time.time()) by `concurrency` loops over the channels."""
+async def _client_load(
+    address: str, names: list[str], concurrency: int, start: float, stop: float
+) -> tuple[int, float]:
+    """Calls completed between `start` and `stop` (time.time()) by `concurrency` loops over the channels, and
+    the CPU seconds this process spent from `start` on."""
     options = (("grpc.use_local_subchannel_pool", 1),)
     channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(CONNECTIONS_PER_CLIENT)]
     stubs = [registry_pb2_grpc.ModelRegistryServiceStub(channel) for channel in channels]
     requests = [registry_pb2.GetModelVersionRequest(name=name) for name in names]
     counted = failed = 0
+    cpu_at_start: float | None = None
 
     async def loop(index: int) -> None:
-        nonlocal counted, failed
+        nonlocal counted, failed, cpu_at_start
         stub = stubs[index % len(stubs)]
         for request in itertools.cycle(requests):
             now = time.time()
             if now >= stop:
                 return
+            if now >= start and cpu_at_start is None:
+                cpu_at_start = time.process_time()
             try:
                 await stub.GetModelVersion(request, timeout=CALL_TIMEOUT)
             except grpc.aio.AioRpcError as error:
@@ -126,47 +138,93 @@ async def _client_load(address: str, names: list[str], concurrency: int, start: 
     try:
         await asyncio.gather(*(loop(index) for index in range(concurrency)))
     finally:
+        cpu = 0.0 if cpu_at_start is None else time.process_time() - cpu_at_start
         for channel in channels:
             await channel.close(grace=None)
     if failed:
         print(f"  {failed} calls answered UNAVAILABLE (not counted)", file=sys.stderr)
-    return counted
+    return counted, cpu
 
 
-def _client_process(address: str, names: list[str], concurrency: int, start: float, stop: float) -> int:
+def _client_process(
+    address: str, names: list[str], concurrency: int, start: float, stop: float
+) -> tuple[int, float]:
     return asyncio.run(_client_load(address, names, concurrency, start, stop))
 
 
-def measure(address: str, names: list[str], clients: int, duration: float, warmup: float) -> float:
-    """GetModelVersion QPS over `duration` seconds after `warmup`, from `clients` processes."""
+@dataclass(frozen=True)
+class Measured:
+    qps: float
+    # CPU microseconds a call: the server's processes, the client processes.
+    server_us: float
+    client_us: float
+
+    @property
+    def cores(self) -> float:
+        """Cores the server and the clients kept busy together."""
+        return self.qps * (self.server_us + self.client_us) / 1e6
+
+
+def measure(
+    address: str, pid: int, names: list[str], clients: int, duration: float, warmup: float
+) -> Measured:
+    """GetModelVersion QPS over `duration` seconds after `warmup`, from `clients` processes, with the CPU the
+    server and the clients spent a call meanwhile."""
     start = time.time() + warmup + 1.0  # one more second for the client processes to start
     stop = start + duration
     context = multiprocessing.get_context("spawn")
     with context.Pool(clients) as pool:
-        counts = pool.starmap(
+        pending = pool.starmap_async(
             _client_process, [(address, names, CONCURRENCY // clients, start, stop)] * clients
         )
-    return sum(counts) / duration
+        time.sleep(max(0.0, start - time.time()))
+        server_before = tree_cpu_seconds(pid)
+        time.sleep(max(0.0, stop - time.time()))
+        server_cpu = tree_cpu_seconds(pid) - server_before
+        results = pending.get()
+    calls = sum(count for count, _ in results)
+    client_cpu = sum(cpu for _, cpu in results)
+    per_call = 1e6 / calls if calls else 0.0
+    return Measured(calls / duration, server_cpu * per_call, client_cpu * per_call)
+
+
+def _row(workers: int, figures: Sequence[Measured]) -> str:
+    return f"--workers {workers}: " + ", ".join(
+        f"{m.qps:.0f} QPS (server {m.server_us:.0f} us, clients {m.client_us:.0f} us a call;"
+        f" {m.cores:.2f} cores)"
+        for m in figures
+    )
 
 
 def run(database_url: str, duration: float, warmup: float, rounds: int, clients: int) -> str:
-    qps: dict[int, list[float]] = {1: [], 2: []}
+    measured: dict[int, list[Measured]] = {1: [], 2: []}
     for round_number in range(rounds):
         for workers in (1, 2):
-            with server(workers, database_url) as address:
+            with server(workers, database_url) as (address, pid):
                 names = asyncio.run(_seed(address))
-                figure = measure(address, names, clients, duration, warmup)
-            qps[workers].append(figure)
-            print(f"round {round_number + 1}/{rounds}: {workers} workers: {figure:.0f} QPS", file=sys.stderr)
-    ratios = [two / one for one, two in zip(qps[1], qps[2], strict=True)]
+                figure = measure(address, pid, names, clients, duration, warmup)
+            measured[workers].append(figure)
+            print(
+                f"round {round_number + 1}/{rounds}: {workers} workers: {figure.qps:.0f} QPS", file=sys.stderr
+            )
+    ratios = [two.qps / one.qps for one, two in zip(measured[1], measured[2], strict=True)]
+    # The most two workers could make of one with two cores of their own, the clients on them too (see above).
+    ceilings = [
+        2e6 / (two.server_us + two.client_us) / one.qps
+        for one, two in zip(measured[1], measured[2], strict=True)
+        if one.qps and two.server_us + two.client_us
+    ]
     return "\n".join(
         [
             f"GetModelVersion at concurrency {CONCURRENCY} from {clients} client processes, {duration:.0f} s"
-            " rounds",
-            f"--workers 1: {', '.join(f'{value:.0f}' for value in qps[1])} QPS",
-            f"--workers 2: {', '.join(f'{value:.0f}' for value in qps[2])} QPS",
+            f" rounds, {os.cpu_count()} cores",
+            _row(1, measured[1]),
+            _row(2, measured[2]),
             f"ratio 2 workers / 1: median {statistics.median(ratios):.2f}"
             f" (rounds: {', '.join(f'{ratio:.2f}' for ratio in ratios)})",
+            "the most 2 workers could make of 1 with 2 cores for server and clients, 2 / (S2 + C2) / QPS1:"
+            f" median {statistics.median(ceilings or [0.0]):.2f}"
+            f" (rounds: {', '.join(f'{ceiling:.2f}' for ceiling in ceilings)})",
         ]
     )
 

@@ -170,6 +170,10 @@ async def test_concurrent_deferred_writers_get_distinct_revisions_in_commit_orde
 
     await asyncio.gather(*(write(i) for i in range(30)))
     assert sorted(seen) == list(range(1, 31))
+    async with database.connection() as conn:
+        # No revision is left held by a transaction, and every one is published.
+        assert await conn.fetchval("SELECT settled_revision()") == 30
+        assert await conn.fetchval("SELECT revision FROM revision_counter") == 30
 
 
 async def _marks(database: Database) -> list[int]:
@@ -194,8 +198,9 @@ async def test_a_row_naming_the_revision_gets_the_one_taken_at_commit(database: 
     assert await _marks(database) == [1]
     assert m.taken_revision == 1
     async with database.connection() as conn:
-        # The staging row of the changes went with the commit that consumed it.
-        assert await conn.fetchval("SELECT count(*) FROM mutation_pending") == 0
+        # No revision is left held by a transaction, and the published one is the last taken.
+        assert await conn.fetchval("SELECT settled_revision()") == 1
+        assert await conn.fetchval("SELECT revision FROM revision_counter") == 1
 
 
 @pytest.mark.usefixtures("marks")

@@ -193,7 +193,7 @@ class GuardrailService:
 
     @staticmethod
     def _record_change(m: Mutation, kind: str, name: str, policy: Policy | None) -> None:
-        # A policy's rows never name the revision, so it is taken at COMMIT (see Mutation).
+        # A policy's rows never name the revision, so it is taken as the write ends (see Mutation).
         m.change(
             resource_type="policy",
             resource=name,

@@ -361,13 +361,17 @@ class RegistryService:
             )
         moved: Alias | None
         previous: int | None
+        # The move writes its history row, naming the revision taken as the write ends (see revision_for).
+        actor, revision = m.write.actor, m.revision_for("alias_history")
         if expected_version is None:
             # No guard asked for: a compare-and-set loop on whatever the alias points to now.
             for _ in range(16):
                 current = await store.get_alias(m.conn, model_id, alias)
                 previous = None if current is None else current.version_id
                 if previous is None:
-                    moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
+                    moved = await store.create_alias(
+                        m.conn, model_id, alias, number, actor, reason=reason, revision=revision
+                    )
                 else:
                     moved = await store.move_alias(
                         m.conn,
@@ -375,7 +379,9 @@ class RegistryService:
                         alias,
                         expected_version=previous,
                         version_id=number,
-                        actor=m.write.actor,
+                        actor=actor,
+                        reason=reason,
+                        revision=revision,
                     )
                 if moved is not None:
                     break
@@ -383,11 +389,20 @@ class RegistryService:
                 raise Aborted("the alias keeps moving; retry", reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT)
         elif expected is None:
             previous = None
-            moved = await store.create_alias(m.conn, model_id, alias, number, m.write.actor)
+            moved = await store.create_alias(
+                m.conn, model_id, alias, number, actor, reason=reason, revision=revision
+            )
         else:
             previous = expected
             moved = await store.move_alias(
-                m.conn, model_id, alias, expected_version=expected, version_id=number, actor=m.write.actor
+                m.conn,
+                model_id,
+                alias,
+                expected_version=expected,
+                version_id=number,
+                actor=actor,
+                reason=reason,
+                revision=revision,
             )
         if moved is None:
             current = await store.get_alias(m.conn, model_id, alias)
@@ -408,17 +423,6 @@ class RegistryService:
             m.conn, model_id, sorted({number} if previous is None else {number, previous})
         ):
             self._record(m, "updated", "model_version", snapshot.name, snapshot)
-        # The history row names the revision, which COMMIT takes (see Mutation.revision_for).
-        await store.record_alias_move(
-            m.conn,
-            model_id=model_id,
-            alias=alias,
-            from_version=previous,
-            to_version=number,
-            actor=m.write.actor,
-            reason=reason,
-            revision=m.revision_for("alias_history"),
-        )
         return moved
 
     async def get_alias(self, name: str) -> Alias:

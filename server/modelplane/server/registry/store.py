@@ -413,34 +413,57 @@ async def aliases_of_version(conn: Connection, model_id: str, version_id: int) -
     return [_alias(r) for r in rows]
 
 
+# The history row of a move, written by the statement that makes it (so only a move that happened has one).
+_HISTORY_OF_MOVED = (
+    " history AS (INSERT INTO alias_history"
+    " (model_id, alias, from_version, to_version, actor, reason, move_time, revision)"
+    " SELECT model_id, alias, $3, version_id, updated_by, $6, update_time, $7 FROM moved)"
+    " SELECT * FROM moved"
+)
+
+
 async def create_alias(
-    conn: Connection, model_id: str, alias: str, version_id: int, actor: str
+    conn: Connection, model_id: str, alias: str, version_id: int, actor: str, *, reason: str, revision: int
 ) -> Alias | None:
-    """Creates the alias; None when it exists already."""
+    """Creates the alias and its history row (`revision` names the write, see Mutation.revision_for); None
+    when it exists already."""
     row = await conn.fetchrow(
-        "INSERT INTO model_aliases (model_id, alias, version_id, update_time,"
-        " updated_by)"
-        f" VALUES ($1, $2, $3, now(), $4) ON CONFLICT DO NOTHING {_ALIAS_RETURNING}",
+        "WITH moved AS (INSERT INTO model_aliases (model_id, alias, version_id, update_time, updated_by)"
+        f" VALUES ($1, $2, $4, now(), $5) ON CONFLICT DO NOTHING {_ALIAS_RETURNING})," + _HISTORY_OF_MOVED,
         model_id,
         alias,
+        None,
         version_id,
         actor,
+        reason,
+        revision,
     )
     return None if row is None else _alias(row)
 
 
 async def move_alias(
-    conn: Connection, model_id: str, alias: str, *, expected_version: int, version_id: int, actor: str
+    conn: Connection,
+    model_id: str,
+    alias: str,
+    *,
+    expected_version: int,
+    version_id: int,
+    actor: str,
+    reason: str,
+    revision: int,
 ) -> Alias | None:
-    """Moves the alias when it points to expected_version now; None otherwise."""
+    """Moves the alias when it points to expected_version now, with its history row (`revision` names the
+    write, see Mutation.revision_for); None otherwise."""
     row = await conn.fetchrow(
-        "UPDATE model_aliases SET version_id = $4, update_time = now(), updated_by = $5"
-        f" WHERE model_id = $1 AND alias = $2 AND version_id = $3 {_ALIAS_RETURNING}",
+        "WITH moved AS (UPDATE model_aliases SET version_id = $4, update_time = now(), updated_by = $5"
+        f" WHERE model_id = $1 AND alias = $2 AND version_id = $3 {_ALIAS_RETURNING})," + _HISTORY_OF_MOVED,
         model_id,
         alias,
         expected_version,
         version_id,
         actor,
+        reason,
+        revision,
     )
     return None if row is None else _alias(row)
 

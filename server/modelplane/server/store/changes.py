@@ -61,17 +61,20 @@ async def changes_after(
     resource: str | None,
     limit: int,
 ) -> tuple[int, list[ChangeRow]]:
-    """The changes after (revision, seq), and the latest revision, read in one snapshot.
+    """The changes after (revision, seq) up to the published revision, and that revision, read in one
+    snapshot.
 
-    One statement sees one snapshot, and a transaction's changes commit with its revision, so every
-    change up to the returned revision is either in the list or after its last entry.
+    Every revision up to the published one had committed or rolled back before it was published, so the
+    snapshot that sees it sees all of their changes; changes above it that have committed are left for a
+    later read, as a smaller revision may still commit. So every change up to the returned revision is
+    either in the list or after its last entry, and none is ever found later below it.
     """
     rows = await conn.fetch(
         "WITH cur AS (SELECT revision FROM revision_counter)"
         " SELECT cur.revision AS latest, c.revision, c.seq, c.resource_type, c.resource, c.kind, c.snapshot,"
         " c.change_time FROM cur LEFT JOIN LATERAL ("
-        "   SELECT * FROM changes WHERE (revision, seq) > ($1, $2) AND resource_type = ANY($3)"
-        "   AND ($5::text IS NULL OR resource = $5)"
+        "   SELECT * FROM changes WHERE (revision, seq) > ($1, $2) AND revision <= cur.revision"
+        "   AND resource_type = ANY($3) AND ($5::text IS NULL OR resource = $5)"
         "   ORDER BY revision, seq LIMIT $4) c ON true",
         revision,
         seq,

@@ -2,9 +2,10 @@
 
 Every mutating RPC of every capability runs in a `Mutation` (through `store.writes.write_once`), so what
 the README promises of every write ("Running the server") holds in one place: a revision per write
-transaction (commit order = revision order), a change row per resource changed, an audit row in the same
-transaction, at-most-once execution per request id, and a NOTIFY that wakes the watchers once the
-transaction commits.
+transaction, read by watchers only once every smaller one has committed or rolled back (so a reader of
+`revision > N` never misses a change that commits later), a change row per resource changed, an audit row
+in the same transaction, at-most-once execution per request id, and a NOTIFY that wakes the watchers once
+the revision is published (`store.publish`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from modelplane.client.trace_context import current_trace_ids
 from modelplane.server.errors import InvalidArgument
 from modelplane.server.store.pool import Connection, Database
+from modelplane.server.store.publish import publisher_for
 from modelplane.v1.error_reason_pb2 import ErrorReason
-
-# The LISTEN/NOTIFY channel: only a wake-up hint carrying the revision; watchers read the change table.
-CHANGES_CHANNEL = "modelplane_changes"
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,9 @@ class Mutation:
     """The open write transaction of one mutating RPC.
 
     The change rows, audit rows, log events and the request id's stored result are kept here and written
-    by one statement (`mutation_finish`, see schema/0008) when the block ends, just before COMMIT. Unless
-    the body asked for the revision earlier, a deferred trigger takes it at COMMIT: the revision counter's
-    row lock (the next writer waits on it) is then held only while Postgres commits, not across a round
-    trip to this process, whose event loop may be busy with other calls.
+    by one statement (`mutation_finish`, see schema/0011) when the block ends, just before COMMIT, which
+    also takes the revision unless the body asked for it earlier. Taking it locks nothing another writer
+    waits for: the revision's own advisory lock, held until COMMIT, only holds back the published horizon.
     """
 
     def __init__(self, conn: Connection, write: WriteRequest) -> None:
@@ -71,11 +71,11 @@ class Mutation:
         # Changes written so far: the seq of the next one.
         self._written = 0
         self._response: str | None = None
-        # The first audit row of changes whose revision is taken at COMMIT.
-        self._audit_id: int | None = None
         # Tables with rows written with the revision placeholder.
         self._placeholder_tables: list[str] = []
         self._placeholder = -1 - secrets.randbits(62)
+        # Whether `begin` claimed the request id for this call.
+        self._claimed = False
 
     @property
     def taken_revision(self) -> int | None:
@@ -84,25 +84,18 @@ class Mutation:
 
     async def revision(self) -> int:
         """The revision of this transaction, taken now if it was not yet, for a body that writes it into
-        its own rows. Call it as late as the body allows: the next writer waits from here to COMMIT.
-
-        The UPDATE holds the counter's row lock until COMMIT, so the next writer waits: revisions are
-        handed out in commit order and a reader of `revision > N` never sees a gap filled later.
+        its own rows. Call it as late as the body allows: no revision above it is published (seen by
+        watchers) from here until this transaction ends.
         """
         if self._revision is None:
-            value = await self.conn.fetchval(
-                "WITH taken AS (UPDATE revision_counter SET revision = revision + 1 RETURNING revision)"
-                " SELECT revision FROM taken, pg_notify($1, revision::text)",
-                CHANGES_CHANNEL,
-            )
-            self._revision = int(value)
+            self._revision = int(await self.conn.fetchval("SELECT take_revision()"))
         return self._revision
 
     def revision_for(self, table: str) -> int:
         """What to write into the `revision` column of a row of `table` that names this write's revision,
         without taking the revision now: the revision itself when it was taken already, else a placeholder
-        (a negative number, unique to this transaction) that COMMIT replaces with the revision. The table
-        needs an index on `revision` for its negative values (see schema/0008)."""
+        (a negative number, unique to this transaction) that the statement ending the write replaces with
+        the revision. The table needs an index on `revision` for its negative values (see schema/0008)."""
         if self._revision is not None:
             return self._revision
         if table not in self._placeholder_tables:
@@ -140,25 +133,20 @@ class Mutation:
         remember = self._response is not None
         if not self._pending and not remember and not self._placeholder_tables:
             return
-        if self._placeholder_tables and not self._pending and self._revision is None:
-            # Nothing for the commit to read the revision back by: take it now.
-            await self.revision()
         pending, self._pending = self._pending, []
         trace_id, span_id = current_trace_ids()
         if trace_id and pending:
-            # The control-plane events of these changes (written at COMMIT, schema/0012) name the traced
-            # call that made them; one statement more, and only when the call is traced.
+            # The control-plane events of these changes (written by mutation_finish, schema/0013) name the
+            # traced call that made them; one statement more, and only when the call is traced.
             await self.conn.execute(
                 "SELECT set_config('modelplane.trace_id', $1, true),"
                 " set_config('modelplane.span_id', $2, true)",
                 trace_id,
                 span_id,
             )
-        row = await self.conn.fetchrow(
-            "SELECT revision, first_audit_id FROM"
-            " mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[]::jsonb[], $11, $12, $13, $14)",
+        revision = await self.conn.fetchval(
+            "SELECT mutation_finish($1, $2, $3, $4, $5, $6, $7, $8, $9::text[]::jsonb[], $10, $11, $12, $13)",
             self._revision,
-            CHANGES_CHANNEL,
             self.write.actor,
             self.write.method,
             self.write.request_id,
@@ -172,33 +160,41 @@ class Mutation:
             self._placeholder,
             self._placeholder_tables,
         )
-        assert row is not None
         self._written += len(pending)
-        self._audit_id = row["first_audit_id"]
+        if revision is not None:
+            self._revision = int(revision)
 
-    async def committed(self) -> None:
-        """After COMMIT: reads the revision the commit took, when it was taken there (by its audit row)."""
-        if self._audit_id is not None and self._revision is None:
-            value = await self.conn.fetchval("SELECT revision FROM audit_log WHERE id = $1", self._audit_id)
-            self._revision = int(value)
+    async def begin(self) -> None:
+        """Opens the transaction and claims the request id, in one round trip.
+
+        The claim's INSERT waits on a concurrent first call's uncommitted row, so of several concurrent
+        calls with one id exactly one runs; the others find its row once it commits (or claim it themselves
+        if it rolled back) and `replay` returns its result. The values go into the text of the statement (one
+        round trip takes no parameters) as hexadecimal, so no value can end its literal.
+        """
+        write = self.write
+        if not write.request_id:
+            await self.conn.execute("BEGIN")
+            return
+        try:
+            await self.conn.execute(
+                "BEGIN; INSERT INTO request_ids (method, request_id, fingerprint) VALUES ("
+                f"convert_from('\\x{write.method.encode().hex()}'::bytea, 'UTF8'),"
+                f" convert_from('\\x{write.request_id.encode().hex()}'::bytea, 'UTF8'),"
+                f" '\\x{write.fingerprint.hex()}'::bytea)"
+            )
+        except asyncpg.UniqueViolationError:
+            # A first call with this id has committed: read its result in a transaction of this call's own.
+            await self.conn.execute("ROLLBACK; BEGIN")
+        else:
+            self._claimed = True
 
     async def replay(self) -> Replayed | None:
-        """Claims the request id; returns the first call's stored result when this call is a repeat.
+        """The first call's stored result when this call repeats a request id (`begin` claimed it, else).
 
-        The INSERT waits on a concurrent first call's uncommitted row, so of several concurrent calls
-        with one id exactly one runs; the others return its result once it commits (or run themselves
-        if it rolled back).
+        A repeat whose request differs from the first call's is refused: INVALID_ARGUMENT on request_id.
         """
-        if not self.write.request_id:
-            return None
-        claimed = await self.conn.fetchval(
-            "INSERT INTO request_ids (method, request_id, fingerprint) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING RETURNING true",
-            self.write.method,
-            self.write.request_id,
-            self.write.fingerprint,
-        )
-        if claimed:
+        if not self.write.request_id or self._claimed:
             return None
         row = await self.conn.fetchrow(
             "SELECT fingerprint, response FROM request_ids WHERE method = $1 AND request_id = $2",
@@ -224,14 +220,17 @@ class Mutation:
 async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mutation]:
     """Opens a write transaction; it commits when the block ends and rolls back on any error.
 
-    A write whose revision was taken at COMMIT learns it with one more read afterwards (its caches need it);
-    should that read fail, the write has committed all the same, and a retry with its request id gets the
-    first call's result.
+    After COMMIT the block ends once the write's revision is published (bounded by PUBLISH_WAIT): a watch or
+    a read that starts after the call returned sees it. The connection goes back to the pool first.
     """
     # connection() turns a lost database into StorageUnavailable, here as around any borrowed connection.
     async with database.connection() as conn:
         m = Mutation(conn, write)
-        async with conn.transaction():
-            yield m
-            await m.finish()
-        await m.committed()
+        await m.begin()
+        # On an error the pool rolls the transaction back as it takes the connection back (or terminates a
+        # connection a cancelled or lost statement left behind).
+        yield m
+        await m.finish()
+        await conn.execute("COMMIT")
+    if m.taken_revision is not None:
+        await publisher_for(database).committed(m.taken_revision)

@@ -1,8 +1,10 @@
 """The change feed behind every watch RPC: the change table is the truth, LISTEN/NOTIFY only a wake-up.
 
-One LISTEN connection per server process wakes every watcher when a write commits; a watcher then
-reads `revision > N` from the change table. A lost notification costs at most one poll interval, never
-a change, so the feed stays correct across reconnects and between replicas.
+One LISTEN connection per server process wakes every watcher when the published revision moves (see
+store/publish.py); a watcher then reads `revision > N`, up to the published revision, from the change
+table. A lost notification costs at most one poll interval, never a change, so the feed stays correct
+across reconnects and between replicas. Each poll also publishes: revisions whose writer died between its
+COMMIT and its publication are published within one poll interval.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import logging
 
 import asyncpg
 
-from modelplane.server.store.mutations import CHANGES_CHANNEL
 from modelplane.server.store.pool import CONNECTION_ERRORS
+from modelplane.server.store.publish import CHANGES_CHANNEL, publish
 from modelplane.server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -81,14 +83,12 @@ class ChangeFeed:
 
                 await conn.add_listener(CHANGES_CHANNEL, on_notify)
                 # Catch up with what committed while no listener was connected.
-                latest = await conn.fetchval("SELECT revision FROM revision_counter")
-                self._advance(int(latest or 0))
+                self._advance(await publish(conn))
                 self._live = True
                 while not conn.is_closed():
                     await asyncio.sleep(self._poll_interval)
                     # A cheap liveness probe; also wakes watchers if a notification was missed.
-                    latest = await conn.fetchval("SELECT revision FROM revision_counter")
-                    self._advance(int(latest or 0))
+                    self._advance(await publish(conn))
             except asyncio.CancelledError:
                 raise
             except _RECOVERABLE as exc:

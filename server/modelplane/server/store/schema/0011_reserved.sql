@@ -1,3 +1,0 @@
--- modelplane: expand-only
--- Holds number 0011, which another change of the schema takes; it changes nothing.
-SELECT 1;
