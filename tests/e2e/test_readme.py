@@ -258,13 +258,18 @@ def http_search_found_first_version(output: Output, sandbox: Sandbox) -> None:
     assert names == ["models/chat-large/versions/1"], output.describe()
 
 
-def http_resolution_failed(output: Output, sandbox: Sandbox) -> None:
+def http_error(output: Output, status: int, code: grpc.StatusCode) -> dict[str, Any]:
+    """The details, by type, of the google.rpc.Status curl printed before its `-w` HTTP status line."""
     ok(output)
-    body, status = output.stdout.rsplit("\n", 1)[0].rsplit("\n", 1)
-    assert status == "404", output.describe()
+    body, printed_status = output.stdout.rsplit("\n", 1)[0].rsplit("\n", 1)
+    assert printed_status == str(status), output.describe()
     error = json.loads(body)
-    assert error["code"] == grpc.StatusCode.NOT_FOUND.value[0]
-    details = {detail["@type"].rpartition("/")[2]: detail for detail in error["details"]}
+    assert error["code"] == code.value[0], output.describe()
+    return {detail["@type"].rpartition("/")[2]: detail for detail in error["details"]}
+
+
+def http_resolution_failed(output: Output, sandbox: Sandbox) -> None:
+    details = http_error(output, 404, grpc.StatusCode.NOT_FOUND)
     assert details["google.rpc.ErrorInfo"]["reason"] == "NO_MATCHING_MODEL"
     (rejection,) = details["modelplane.v1.ResolveModelFailure"]["rejections"]
     assert rejection["modelVersion"] == "models/chat-large/versions/1"
@@ -588,6 +593,259 @@ def gated_rollout_aborted(output: Output, sandbox: Sandbox) -> None:
     assert "canary" not in answer["deployment"]["traffic"]
 
 
+# The HTTP/JSON equivalents (proto3 JSON mapping: lowerCamelCase names, every field present, zeros too), on
+# resources of their own so that the grpcurl examples around them see what they always saw.
+
+
+def http_policy_created(output: Output, sandbox: Sandbox) -> None:
+    policy = json_reply(output)["policy"]
+    assert (policy["name"], policy["revision"]) == ("policies/bedtime-stories", "1"), output.describe()
+    assert [rule["id"] for rule in policy["rules"]] == ["cards", "violence"]
+    assert policy["shadowRevision"] == "0"
+
+
+def http_card_redacted(output: Output, sandbox: Sandbox) -> None:
+    verdict = json_reply(output)["verdict"]
+    assert verdict["decision"] == "DECISION_REDACT", output.describe()
+    assert verdict["redactedText"] == "Pay with [REDACTED:pii] today."
+
+
+def http_violence_blocked(output: Output, sandbox: Sandbox) -> None:
+    verdict = json_reply(output)["verdict"]
+    assert verdict["decision"] == "DECISION_BLOCK", output.describe()
+    assert verdict["fallbackContent"] == "The knight and the dragon became friends."
+    assert [v["ruleId"] for v in verdict["violations"]] == ["violence"]
+    assert verdict["redactedText"] == ""
+
+
+def http_violations_listed(output: Output, sandbox: Sandbox) -> None:
+    found = json_reply(output)["violations"]
+    # Only the policy's own: newest first, the blocked check, then the redacted one.
+    assert [(v["policy"], v["ruleId"], v["severity"]) for v in found] == [
+        ("policies/bedtime-stories", "violence", "SEVERITY_CRITICAL"),
+        ("policies/bedtime-stories", "cards", "SEVERITY_ERROR"),
+    ], output.describe()
+    assert found[0]["links"]["modelVersion"] == "models/chat-large/versions/1"
+
+
+def http_violations_aggregated(output: Output, sandbox: Sandbox) -> None:
+    groups = {group["ruleId"]: group for group in json_reply(output)["groups"]}
+    assert sorted(groups) == ["cards", "violence"], output.describe()
+    counts = ("checks", "checksWithViolations", "violations", "blockedChecks")
+    assert [groups["cards"][count] for count in counts] == ["1", "1", "1", "0"], output.describe()
+    assert [groups["violence"][count] for count in counts] == ["1", "1", "1", "1"]
+    assert groups["violence"]["blockRate"] == 1
+
+
+def http_shadow_set(output: Output, sandbox: Sandbox) -> None:
+    policy = json_reply(output)["policy"]
+    assert (policy["name"], policy["revision"], policy["shadowRevision"]) == (
+        "policies/bedtime-stories",
+        "1",
+        "2",
+    ), output.describe()
+
+
+def http_active_verdict_only(output: Output, sandbox: Sandbox) -> None:
+    verdict = json_reply(output)["verdict"]
+    assert (verdict["decision"], verdict["policyRevision"]) == ("DECISION_ALLOW", "1"), output.describe()
+
+
+def http_shadow_reported(output: Output, sandbox: Sandbox) -> None:
+    report = json_reply(output)
+    assert (report["shadowRevision"], report["checks"], report["changedDecisions"]) == ("2", "1", "1"), (
+        output.describe()
+    )
+    assert (report["shadow"]["wouldBlock"], report["active"]["wouldBlock"]) == ("1", "0")
+    assert [(d["ruleId"], d["shadowOnly"]) for d in report["ruleDifferences"]] == [("violence", "1")]
+    assert [s["excerpt"] for s in report["samples"]] == ["*****"]
+
+
+def http_events_written(output: Output, sandbox: Sandbox) -> None:
+    ack = json_reply(output)["ack"]
+    assert (ack["sequence"], ack["accepted"], ack["duplicates"]) == ("1", "1", "0"), output.describe()
+
+
+def http_events_queried(output: Output, sandbox: Sandbox) -> None:
+    events = json_reply(output)["events"]
+    # The grpcurl example's event and this one, each priced at the registry's prices.
+    assert sorted(event["eventId"] for event in events) == ["3f1c0d2e-demo-1", "3f1c0d2e-demo-2"], (
+        output.describe()
+    )
+    assert {(e["inference"]["cost"]["micros"], e["inference"]["costFromRegistry"]) for e in events} == {
+        ("6000", True)
+    }
+
+
+def http_events_aggregated(output: Output, sandbox: Sandbox) -> None:
+    groups = [g for g in json_reply(output)["groups"] if g["modelVersion"] == "models/chat-large/versions/1"]
+    assert groups, output.describe()
+    # Both events, in one hour's bucket or (written across an hour's end) two.
+    assert sum(int(g["inputTokens"]) for g in groups) == 2400, output.describe()
+    assert sum(int(g["cost"]["micros"]) for g in groups) == 12000
+    assert {g["latencyP50"] for g in groups} == {"0.840s"}
+
+
+def http_ingestion_counted(output: Output, sandbox: Sandbox) -> None:
+    clients = {c["clientId"]: c for c in json_reply(output)["clients"]}
+    counted = [
+        (clients[c]["received"], clients[c]["accepted"], clients[c]["lastSequence"])
+        for c in ("demo-1", "demo-2")
+    ]
+    assert counted == [("1", "1", "1"), ("1", "1", "1")], output.describe()
+
+
+def http_otlp_event_found_by_trace(output: Output, sandbox: Sandbox) -> None:
+    (event,) = json_reply(output)["events"]
+    assert (event["eventId"], event["service"]) == ("01JD3X8Z6Q7R9S0T1V2W3X4Y5Z", "chat-api"), (
+        output.describe()
+    )
+    assert (event["links"]["traceId"], event["links"]["spanId"]) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+    )
+    assert event["inference"]["cost"] == {"currencyCode": "USD", "micros": "6000"}
+
+
+def http_mini_model_created(output: Output, sandbox: Sandbox) -> None:
+    model = json_reply(output)["model"]
+    assert (model["name"], model["displayName"]) == ("models/chat-mini", "Chat mini"), output.describe()
+
+
+def http_mini_version_created(number: int) -> Check:
+    def check(output: Output, sandbox: Sandbox) -> None:
+        version = json_reply(output)["modelVersion"]
+        assert version["name"] == f"models/chat-mini/versions/{number}", output.describe()
+        assert version["state"] == "MODEL_VERSION_STATE_READY"
+        assert version["pricing"]["outputMicrosPerMillion"] == "600000"
+
+    return check
+
+
+def http_deployment_created(output: Output, sandbox: Sandbox) -> None:
+    deployment = json_reply(output)["deployment"]
+    assert deployment["name"] == "deployments/mini-prod", output.describe()
+    stable = deployment["traffic"]["stable"]
+    assert stable["modelVersion"] == "models/chat-mini/versions/1"
+    assert [e["address"] for e in stable["endpoints"]] == ["10.0.3.1:8000", "10.0.3.2:8000"]
+    assert stable["weightBp"] == 10000
+
+
+def canary_weight(traffic: dict[str, Any]) -> int:
+    """The canary's weight in a traffic table as JSON: 0 when it has no canary slot."""
+    canary = traffic.get("canary") or {}
+    weight: int = canary.get("weightBp", 0)
+    return weight
+
+
+def http_rollout_planned(output: Output, sandbox: Sandbox) -> None:
+    answer = json_reply(output)
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_PENDING", output.describe()
+    stages = answer["stages"]
+    assert [stage["state"] for stage in stages] == [
+        "ROLLOUT_STATE_WAITING_READY",
+        "ROLLOUT_STATE_PROGRESSING",
+        "ROLLOUT_STATE_PROGRESSING",
+        "ROLLOUT_STATE_SUCCEEDED",
+    ]
+    assert [canary_weight(stage["traffic"]) for stage in stages] == [0, 1000, 5000, 0]
+
+
+def http_rollout_started(output: Output, sandbox: Sandbox) -> None:
+    answer = json_reply(output)
+    assert answer["rollout"]["name"] == "deployments/mini-prod/rollouts/1", output.describe()
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_WAITING_READY"
+    assert answer["deployment"]["traffic"]["stable"]["weightBp"] == 10000
+
+
+def http_canary_ready(output: Output, sandbox: Sandbox) -> None:
+    answer = json_reply(output)
+    assert answer["changed"] is True, output.describe()
+    traffic = answer["deployment"]["traffic"]
+    assert (traffic["stable"]["weightBp"], canary_weight(traffic)) == (9000, 1000)
+
+
+def http_route_resolved(output: Output, sandbox: Sandbox) -> None:
+    answer = json_reply(output)
+    by_slot = {
+        "TRAFFIC_SLOT_STABLE": ({"10.0.3.1:8000", "10.0.3.2:8000"}, "models/chat-mini/versions/1"),
+        "TRAFFIC_SLOT_CANARY": ({"10.0.4.1:8000"}, "models/chat-mini/versions/2"),
+    }
+    endpoints, version = by_slot[answer["slot"]]
+    assert answer["endpoint"]["address"] in endpoints, output.describe()
+    assert answer["modelVersion"] == version
+
+
+def http_rollout_promoted(output: Output, sandbox: Sandbox) -> None:
+    answer = json_reply(output)
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_SUCCEEDED", output.describe()
+    traffic = answer["deployment"]["traffic"]
+    assert canary_weight(traffic) == 0
+    assert traffic["stable"]["modelVersion"] == "models/chat-mini/versions/2"
+    assert [e["address"] for e in traffic["stable"]["endpoints"]] == ["10.0.4.1:8000"]
+
+
+def http_alias_moved(output: Output, sandbox: Sandbox) -> None:
+    alias = json_reply(output)["alias"]
+    assert (alias["name"], alias["version"]) == (
+        "models/chat-mini/aliases/prod",
+        "models/chat-mini/versions/2",
+    )
+
+
+def http_history_listed(output: Output, sandbox: Sandbox) -> None:
+    entries = json_reply(output)["entries"]
+    assert [entry["transition"].removeprefix("DEPLOYMENT_TRANSITION_") for entry in entries] == [
+        "SUCCEEDED",
+        "HEALTH_CHANGED",
+        "ROLLOUT_STARTED",
+        "CREATED",
+    ], output.describe()
+    assert entries[0]["trafficAfter"]["stable"]["modelVersion"] == "models/chat-mini/versions/2"
+
+
+def http_deployment_watched(output: Output, sandbox: Sandbox) -> None:
+    assert output.interrupted, output.describe()
+    first = sse_data(output.stdout)[0]["change"]
+    assert first["kind"] == "CHANGE_KIND_CREATED", output.describe()
+    assert first["deployment"]["traffic"]["stable"]["modelVersion"] == "models/chat-mini/versions/2"
+
+
+def http_gates_planned(output: Output, sandbox: Sandbox) -> None:
+    evaluations = json_reply(output)["gateEvaluations"]
+    assert [e["gate"] for e in evaluations] == ["errors", "p95", "cost"], output.describe()
+    assert {e["verdict"] for e in evaluations} == {"GATE_VERDICT_INCONCLUSIVE"}
+    assert all("waiting for data: canary has 0 of the 500 events needed" in e["reason"] for e in evaluations)
+
+
+def http_gated_rollout_started(output: Output, sandbox: Sandbox) -> None:
+    rollout = json_reply(output)["rollout"]
+    assert rollout["name"] == "deployments/mini-prod/rollouts/2", output.describe()
+    assert rollout["state"] == "ROLLOUT_STATE_WAITING_READY"
+    assert [(g["name"], g["onFailure"]) for g in rollout["analysis"]["gates"]] == [
+        ("errors", "GATE_ACTION_ROLLBACK"),
+        ("p95", "GATE_ACTION_PAUSE"),
+        ("cost", "GATE_ACTION_PAUSE"),
+    ]
+
+
+def http_bad_gate_refused(output: Output, sandbox: Sandbox) -> None:
+    details = http_error(output, 400, grpc.StatusCode.INVALID_ARGUMENT)
+    fields = {v["field"] for v in details["google.rpc.BadRequest"]["fieldViolations"]}
+    assert fields >= {
+        "rollout.analysis.gates[0].min_samples",
+        "rollout.analysis.gates[0].bound.max_ratio",
+    }, output.describe()
+
+
+def http_gated_rollout_aborted(output: Output, sandbox: Sandbox) -> None:
+    answer = json_reply(output)
+    assert answer["rollout"]["state"] == "ROLLOUT_STATE_ABORTED", output.describe()
+    traffic = answer["deployment"]["traffic"]
+    assert canary_weight(traffic) == 0
+    assert traffic["stable"]["modelVersion"] == "models/chat-mini/versions/2"
+
+
 SHELL_CHECKS = [
     Expect("modelplane serve", serve_on_another_database, until=lambda out, err: "health: SERVING" in err),
     Expect(" list", service_list),
@@ -622,15 +880,28 @@ SHELL_CHECKS = [
     Expect("kill the dragon", violence_blocked),
     Expect("GuardrailService/ListViolations", violations_listed),
     Expect("GuardrailService/AggregateViolations", violations_aggregated),
+    Expect("-X POST $H/v1/policies -d", http_policy_created),
+    Expect('bedtime-stories:check -d \'{"text": "Pay with', http_card_redacted),
+    Expect("will kill the dragon", http_violence_blocked),
+    Expect("$H/v1/violations --data-urlencode", http_violations_listed),
+    Expect("$H/v1/violations:aggregate?", http_violations_aggregated),
     Expect("GuardrailService/SetShadowRevision", shadow_set),
     Expect("drew his sword", active_verdict_only),
     Expect("GuardrailService/GetShadowReport", shadow_reported),
+    Expect("bedtime-stories:setShadow", http_shadow_set),
+    Expect('bedtime-stories:check -d \'{"text": "The knight drew', http_active_verdict_only),
+    Expect("bedtime-stories:shadowReport", http_shadow_reported),
     Expect("LogService/WriteLogEvents", events_written),
     Expect("LogService/QueryLogEvents", events_queried),
     Expect("LogService/AggregateLogEvents", events_aggregated),
     Expect("LogService/GetIngestionStats", ingestion_counted),
+    Expect("$H/v1/logEvents:write", http_events_written),
+    Expect("filter=kind = INFERENCE AND model_version", http_events_queried),
+    Expect("$H/v1/logEvents:aggregate?", http_events_aggregated),
+    Expect("$H/v1/ingestionStats", http_ingestion_counted),
     Expect("LogsService/Export", otlp_records_received),
     Expect('trace_id = \\"4bf92f3577b34da6a3ce929d0e0e4736', otlp_event_found_by_trace),
+    Expect('filter=trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"', http_otlp_event_found_by_trace),
     Expect("export-otlp", events_exported),
     Expect("ModelRegistryService/CreateModelVersion", second_version_created),
     Expect("DeploymentService/CreateDeployment", deployment_created),
@@ -642,10 +913,26 @@ SHELL_CHECKS = [
     Expect("ModelRegistryService/GetAlias", alias_moved),
     Expect("DeploymentService/ListDeploymentHistory", history_listed),
     Expect("DeploymentService/WatchDeployment", deployment_watched, until=shows(1, "change")),
+    Expect('-X POST $H/v1/models -d \'{"modelId": "chat-mini"', http_mini_model_created),
+    Expect("gpt-4o-mini-2024-07-18", http_mini_version_created(1)),
+    Expect("gpt-4o-mini-2024-11-20", http_mini_version_created(2)),
+    Expect("-X POST $H/v1/deployments -d", http_deployment_created),
+    Expect('mini-prod/rollouts:plan -d "{\\"rollout\\": $ROLLOUT}', http_rollout_planned),
+    Expect('mini-prod/rollouts -d "{\\"rollout\\": $ROLLOUT}', http_rollout_started),
+    Expect("mini-prod:reportEndpointHealth", http_canary_ready),
+    Expect("mini-prod:resolveRoute?routingKey=user-42", http_route_resolved),
+    Expect("mini-prod/rollouts/1:promote", http_rollout_promoted),
+    Expect("$H/v1/models/chat-mini/aliases/prod", http_alias_moved),
+    Expect("$H/v1/deployments/mini-prod/history", http_history_listed),
+    Expect("$H/v1/deployments/mini-prod:watch", http_deployment_watched, until=sse_shows(1)),
     Expect("DeploymentService/PlanRollout", gates_planned),
     Expect("DeploymentService/StartRollout", gated_rollout_started),
     Expect('"min_samples": 10,', bad_gate_refused),
     Expect("DeploymentService/AbortRollout", gated_rollout_aborted),
+    Expect('mini-prod/rollouts:plan -d "{\\"rollout\\": $GATED}', http_gates_planned),
+    Expect('mini-prod/rollouts -d "{\\"rollout\\": $GATED}', http_gated_rollout_started),
+    Expect('"minSamples": 10,', http_bad_gate_refused),
+    Expect("mini-prod/rollouts/2:abort", http_gated_rollout_aborted),
 ]
 
 
