@@ -358,9 +358,13 @@ async def test_aggregating_the_recorded_window_later_gives_the_gates_figures(
     await _feed(channel, common_pb2.TRAFFIC_SLOT_CANARY, 100, 50, at=late)
     groups = await _aggregate_by_slot(channel, evaluation.window_start, evaluation.window_end)
     canary, stable = groups[common_pb2.TRAFFIC_SLOT_CANARY], groups[common_pb2.TRAFFIC_SLOT_STABLE]
-    assert (canary.count, stable.count) == (evaluation.canary_samples, evaluation.stable_samples) == (
-        1000,
-        1000,
+    assert (
+        (canary.count, stable.count)
+        == (evaluation.canary_samples, evaluation.stable_samples)
+        == (
+            1000,
+            1000,
+        )
     )
     assert canary.error_rate == pytest.approx(evaluation.canary_value, rel=1e-12)
     assert stable.error_rate == pytest.approx(evaluation.stable_value, rel=1e-12)
