@@ -340,8 +340,7 @@ async def test_aggregating_the_recorded_window_later_gives_the_gates_figures(
     await _feed(channel, common_pb2.TRAFFIC_SLOT_CANARY, 1000, 30, at=emitted)
     # The step is decided 0.3 s after the promotion; promoting once the delay has passed since the events
     # were emitted puts them in the window.
-    while datetime.now(UTC) < emitted + timedelta(seconds=2.2):
-        await asyncio.sleep(0.05)
+    await asyncio.sleep(max(0.0, (emitted + timedelta(seconds=2.2) - datetime.now(UTC)).total_seconds()))
     await _promote(dep, name)
     done = await _wait_state(dep, name, dpb.ROLLOUT_STATE_SUCCEEDED)
     (decided,) = _by_driver(await _history(dep))
