@@ -1,7 +1,8 @@
 """Rollout analysis gates against a real server, Postgres and the log collector: events written through
 LogService for the canary and stable slots, the step driver deciding each gated step (promotion, rollback
 naming the gate, pause, waiting for data then the strategy's action), once across two replicas, every
-evaluation in the history, PlanRollout's figures, and INVALID_ARGUMENT with the path of every bad field.
+evaluation in the history, the recorded window giving the same figures through AggregateLogEvents after
+late events are stored, PlanRollout's figures, and INVALID_ARGUMENT with the path of every bad field.
 
 Each rollout's first step holds until promoted, so the events are all stored before the timed step whose
 end the gates decide starts: nothing here races the driver.
