@@ -1,7 +1,8 @@
 """Rollout analysis gates against a real server, Postgres and the log collector: events written through
 LogService for the canary and stable slots, the step driver deciding each gated step (promotion, rollback
 naming the gate, pause, waiting for data then the strategy's action), once across two replicas, every
-evaluation in the history, PlanRollout's figures, and INVALID_ARGUMENT with the path of every bad field.
+evaluation in the history, the recorded window giving the same figures through AggregateLogEvents after
+late events are stored, PlanRollout's figures, and INVALID_ARGUMENT with the path of every bad field.
 
 Each rollout's first step holds until promoted, so the events are all stored before the timed step whose
 end the gates decide starts: nothing here races the driver.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -116,8 +117,14 @@ def _latency_gate() -> dpb.AnalysisGate:
 
 
 def _rollout(
-    gates: Sequence[dpb.AnalysisGate], *, wait: float = 30.0, on_no_data: int = dpb.GATE_ACTION_PAUSE
+    gates: Sequence[dpb.AnalysisGate],
+    *,
+    wait: float = 30.0,
+    on_no_data: int = dpb.GATE_ACTION_PAUSE,
+    delay: float | None = 0.0,
 ) -> dpb.Rollout:
+    """A CANARY rollout with `gates`. The evaluation delay is 0 unless given (None: unset): these tests
+    store every event before the evaluation, and their windows start at the rollout's start."""
     return dpb.Rollout(
         target_version=V2,
         endpoints=[dpb.Endpoint(address=a) for a in CANARY],
@@ -130,13 +137,16 @@ def _rollout(
             gates=list(gates),
             max_wait_for_data=_duration(wait),
             on_no_data=on_no_data,  # type: ignore[arg-type]
+            evaluation_delay=None if delay is None else _duration(delay),
         ),
     )
 
 
-def _inference(slot: int, i: int, *, error: bool, latency_ms: int) -> lpb.LogEvent:
+def _inference(
+    slot: int, i: int, *, error: bool, latency_ms: int, at: datetime | None = None
+) -> lpb.LogEvent:
     now = timestamp_pb2.Timestamp()
-    now.FromDatetime(datetime.now(UTC))
+    now.FromDatetime(datetime.now(UTC) if at is None else at)
     return lpb.LogEvent(
         event_id=f"{uuid.uuid4()}",
         event_time=now,
@@ -154,11 +164,13 @@ def _inference(slot: int, i: int, *, error: bool, latency_ms: int) -> lpb.LogEve
     )
 
 
-async def _feed(channel: grpc.aio.Channel, slot: int, n: int, errors: int) -> None:
-    """n inference events of the slot, the first `errors` of them failed, latencies 1..100 ms alike on
-    both slots."""
+async def _feed(
+    channel: grpc.aio.Channel, slot: int, n: int, errors: int, at: datetime | None = None
+) -> None:
+    """n inference events of the slot emitted `at` (default: now), the first `errors` of them failed,
+    latencies 1..100 ms alike on both slots."""
     logs = logs_pb2_grpc.LogServiceStub(channel)
-    events = [_inference(slot, i, error=i < errors, latency_ms=1 + i % 100) for i in range(n)]
+    events = [_inference(slot, i, error=i < errors, latency_ms=1 + i % 100, at=at) for i in range(n)]
     for start in range(0, n, 1000):
         await logs.WriteLogEvents(
             lpb.WriteLogEventsRequest(batch=lpb.LogBatch(events=events[start : start + 1000])),
@@ -295,6 +307,70 @@ async def test_short_data_then_data_arrives_and_the_step_advances(channel: grpc.
     await _wait_state(dep, name, dpb.ROLLOUT_STATE_SUCCEEDED)
     transitions = [e.transition for e in _by_driver(await _history(dep))]
     assert transitions == [dpb.DEPLOYMENT_TRANSITION_GATE_EVALUATED, dpb.DEPLOYMENT_TRANSITION_SUCCEEDED]
+
+
+async def _aggregate_by_slot(
+    channel: grpc.aio.Channel, start: timestamp_pb2.Timestamp, end: timestamp_pb2.Timestamp
+) -> dict[int, lpb.LogGroup]:
+    """The deployment's inference events over [start, end) through AggregateLogEvents, by traffic slot."""
+    logs = logs_pb2_grpc.LogServiceStub(channel)
+    found = await logs.AggregateLogEvents(
+        lpb.AggregateLogEventsRequest(
+            filter=f'deployment = "{DEPLOYMENT}" AND kind = INFERENCE'
+            f' AND event_time >= "{start.ToJsonString()}" AND event_time < "{end.ToJsonString()}"',
+            group_by=[lpb.LOG_GROUP_BY_TRAFFIC_SLOT],
+        ),
+        timeout=TIMEOUT,
+    )
+    return {g.traffic_slot: g for g in found.groups}
+
+
+async def test_aggregating_the_recorded_window_later_gives_the_gates_figures(
+    channel: grpc.aio.Channel,
+) -> None:
+    dep = await _setup(channel)
+    # The analysis leaves evaluation_delay unset: each window ends 2 s before the evaluation.
+    started = await dep.StartRollout(
+        dpb.StartRolloutRequest(parent=DEPLOYMENT, rollout=_rollout([_error_gate()], delay=None)),
+        timeout=TIMEOUT,
+    )
+    name, begun = started.rollout.name, started.rollout.create_time.ToDatetime(tzinfo=UTC)
+    assert not started.rollout.analysis.HasField("evaluation_delay")
+    emitted = begun + timedelta(milliseconds=100)
+    await _feed(channel, common_pb2.TRAFFIC_SLOT_STABLE, 1000, 20, at=emitted)
+    await _feed(channel, common_pb2.TRAFFIC_SLOT_CANARY, 1000, 30, at=emitted)
+    # The step is decided 0.3 s after the promotion; promoting once the delay has passed since the events
+    # were emitted puts them in the window.
+    await asyncio.sleep(max(0.0, (emitted + timedelta(seconds=2.2) - datetime.now(UTC)).total_seconds()))
+    await _promote(dep, name)
+    done = await _wait_state(dep, name, dpb.ROLLOUT_STATE_SUCCEEDED)
+    (decided,) = _by_driver(await _history(dep))
+    (evaluation,) = decided.gate_evaluations
+    assert evaluation == done.gate_evaluations[0]
+    # The window ends the delay before the evaluation, the driver's clock reading that dates the entry.
+    end = evaluation.window_end.ToDatetime(tzinfo=UTC)
+    assert end == decided.create_time.ToDatetime(tzinfo=UTC) - timedelta(seconds=2)
+    assert evaluation.window_start.ToDatetime(tzinfo=UTC) == begun
+    # Events emitted before the evaluation but stored after it: a shipper's batch still in flight. They
+    # are in the last 2 s before the evaluation, outside the recorded window.
+    late = end + timedelta(seconds=1)
+    await _feed(channel, common_pb2.TRAFFIC_SLOT_STABLE, 100, 50, at=late)
+    await _feed(channel, common_pb2.TRAFFIC_SLOT_CANARY, 100, 50, at=late)
+    groups = await _aggregate_by_slot(channel, evaluation.window_start, evaluation.window_end)
+    canary, stable = groups[common_pb2.TRAFFIC_SLOT_CANARY], groups[common_pb2.TRAFFIC_SLOT_STABLE]
+    assert (
+        (canary.count, stable.count)
+        == (evaluation.canary_samples, evaluation.stable_samples)
+        == (
+            1000,
+            1000,
+        )
+    )
+    assert canary.error_rate == pytest.approx(evaluation.canary_value, rel=1e-12)
+    assert stable.error_rate == pytest.approx(evaluation.stable_value, rel=1e-12)
+    # A window ending at the evaluation time itself would read different figures now than it did then.
+    naive = await _aggregate_by_slot(channel, evaluation.window_start, decided.create_time)
+    assert naive[common_pb2.TRAFFIC_SLOT_CANARY].count == 1100
 
 
 async def test_two_replicas_decide_a_gated_step_once(start_server: StartServer) -> None:
@@ -437,7 +513,7 @@ async def test_bad_gates_are_refused_with_every_field_path(channel: grpc.aio.Cha
             name="cost", window=_duration(60), min_samples=100, bound=dpb.GateBound(max_value=1)
         ),
     ]
-    rollout = _rollout(bad, wait=0)
+    rollout = _rollout(bad, wait=0, delay=301)
     rollout.analysis.alpha = 0.5
     for call in (
         dep.StartRollout(dpb.StartRolloutRequest(parent=DEPLOYMENT, rollout=rollout), timeout=TIMEOUT),
@@ -453,6 +529,7 @@ async def test_bad_gates_are_refused_with_every_field_path(channel: grpc.aio.Cha
             [
                 "rollout.analysis.max_wait_for_data",
                 "rollout.analysis.alpha",
+                "rollout.analysis.evaluation_delay",
                 f"{g}[0].name",
                 f"{g}[0].window",
                 f"{g}[0].min_samples",

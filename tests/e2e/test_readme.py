@@ -33,6 +33,7 @@ import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -567,6 +568,12 @@ def gates_planned(output: Output, sandbox: Sandbox) -> None:
     # No canary events yet: every gate waits for data, and says how many events it has.
     assert {e["verdict"] for e in evaluations} == {"GATE_VERDICT_INCONCLUSIVE"}
     assert all("waiting for data: canary has 0 of the 500 events needed" in e["reason"] for e in evaluations)
+    # Each records the window it read: 600 s ending the 10 s evaluation delay before the evaluation.
+    for e in evaluations:
+        start, end = (
+            datetime.fromisoformat(e[k].replace("Z", "+00:00")) for k in ("window_start", "window_end")
+        )
+        assert end - start == timedelta(seconds=600)
 
 
 def gated_rollout_started(output: Output, sandbox: Sandbox) -> None:
@@ -579,12 +586,14 @@ def gated_rollout_started(output: Output, sandbox: Sandbox) -> None:
         ("p95", "GATE_ACTION_PAUSE"),
         ("cost", "GATE_ACTION_PAUSE"),
     ]
+    assert rollout["analysis"]["evaluation_delay"] == "10s"
 
 
 def bad_gate_refused(output: Output, sandbox: Sandbox) -> None:
     assert output.returncode == 64 + grpc.StatusCode.INVALID_ARGUMENT.value[0], output.describe()
     assert "rollout.analysis.gates[0].min_samples" in output.stderr
     assert "rollout.analysis.gates[0].bound.max_ratio" in output.stderr
+    assert "rollout.analysis.evaluation_delay" in output.stderr
 
 
 def gated_rollout_aborted(output: Output, sandbox: Sandbox) -> None:

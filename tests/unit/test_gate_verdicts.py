@@ -92,6 +92,16 @@ def test_window_never_starts_before_the_rollout() -> None:
     assert gates.window_start(ERRORS, NOW, NOW - timedelta(hours=1)) == NOW - timedelta(minutes=10)
 
 
+def test_the_window_ends_the_evaluation_delay_before_now() -> None:
+    assert gates.window_end(ANALYSIS, NOW) == NOW - timedelta(seconds=gates.DEFAULT_EVALUATION_DELAY)
+    delayed = dataclasses.replace(ANALYSIS, evaluation_delay=15.0)
+    assert gates.window_end(delayed, NOW) == NOW - timedelta(seconds=15)
+    assert gates.window_end(dataclasses.replace(ANALYSIS, evaluation_delay=0.0), NOW) == NOW
+    # A rollout younger than the delay has an empty window: no event of its canary is settled yet.
+    end = gates.window_end(delayed, NOW)
+    assert gates.window_start(ERRORS, end, NOW - timedelta(seconds=5)) == end
+
+
 def _evaluated(*verdicts: GateVerdict) -> tuple[GateEvaluation, ...]:
     base = _judge(ERRORS, _rates((20, 1000), (20, 1000)))
     names = ("errors", "p95")

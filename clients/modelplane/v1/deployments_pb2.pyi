@@ -1018,6 +1018,7 @@ class RolloutAnalysis(_message.Message):
     MAX_WAIT_FOR_DATA_FIELD_NUMBER: _builtins.int
     ON_NO_DATA_FIELD_NUMBER: _builtins.int
     ALPHA_FIELD_NUMBER: _builtins.int
+    EVALUATION_DELAY_FIELD_NUMBER: _builtins.int
     on_no_data: Global___GateAction.ValueType
     """on_no_data is what happens when the data is still short after
     max_wait_for_data: PAUSE, ROLLBACK or PROCEED.
@@ -1038,6 +1039,15 @@ class RolloutAnalysis(_message.Message):
         taken.
         """
 
+    @_builtins.property
+    def evaluation_delay(self) -> _duration_pb2.Duration:
+        """evaluation_delay is how long before the evaluation time each gate's
+        window ends, so that events emitted before the window's end but stored
+        a little later (log shippers batch, networks delay) are all in when it
+        is read, and AggregateLogEvents over the recorded window gives the
+        evaluation's figures again. Unset means 2 seconds; 0 to 5 minutes.
+        """
+
     def __init__(
         self,
         *,
@@ -1045,10 +1055,11 @@ class RolloutAnalysis(_message.Message):
         max_wait_for_data: _duration_pb2.Duration | None = ...,
         on_no_data: Global___GateAction.ValueType = ...,
         alpha: _builtins.float = ...,
+        evaluation_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["max_wait_for_data", b"max_wait_for_data"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation_delay", b"evaluation_delay", "max_wait_for_data", b"max_wait_for_data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "gates", b"gates", "max_wait_for_data", b"max_wait_for_data", "on_no_data", b"on_no_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "evaluation_delay", b"evaluation_delay", "gates", b"gates", "max_wait_for_data", b"max_wait_for_data", "on_no_data", b"on_no_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1104,8 +1115,9 @@ class GateEvaluation(_message.Message):
 
     @_builtins.property
     def window_end(self) -> _timestamp_pb2.Timestamp:
-        """window_end is the end of the window read (exclusive), the evaluation
-        time on the database clock.
+        """window_end is the end of the window read (exclusive): the evaluation
+        time on the database clock less the analysis' evaluation_delay.
+        AggregateLogEvents over [window_start, window_end) reads the same events.
         """
 
     def __init__(

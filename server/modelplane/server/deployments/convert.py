@@ -164,11 +164,15 @@ def _analysis(a: pb.RolloutAnalysis, found: list[FieldViolation]) -> Analysis:
     wait = None
     if a.HasField("max_wait_for_data"):
         wait = _seconds(a.max_wait_for_data, f"{path}.max_wait_for_data", found)
+    delay = None
+    if a.HasField("evaluation_delay"):
+        delay = _seconds(a.evaluation_delay, f"{path}.evaluation_delay", found)
     return Analysis(
         gates=tuple(_gate(g, f"{path}.gates[{i}]", found) for i, g in enumerate(a.gates)),
         max_wait_for_data=wait,
         on_no_data=_ACTION_FROM.get(a.on_no_data),
         alpha=a.alpha,
+        evaluation_delay=delay,
     )
 
 
@@ -247,6 +251,8 @@ def analysis_to_proto(a: Analysis) -> pb.RolloutAnalysis:
     )
     if a.max_wait_for_data is not None:
         message.max_wait_for_data.CopyFrom(duration(a.max_wait_for_data))
+    if a.evaluation_delay is not None:
+        message.evaluation_delay.CopyFrom(duration(a.evaluation_delay))
     for g in a.gates:
         gate = message.gates.add(
             name=g.name,

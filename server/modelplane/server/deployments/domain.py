@@ -222,6 +222,8 @@ class Analysis:
     on_no_data: GateAction | None
     # The false-alarm rate of one evaluation of one gate; 0 means the default.
     alpha: float = 0.0
+    # Seconds before the evaluation time each window ends; None means the default.
+    evaluation_delay: float | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ MIN_WAIT_SECONDS = 1.0
 MAX_WAIT_SECONDS = 24 * 3600.0
 MIN_ALPHA = 0.0001
 MAX_ALPHA = 0.2
+# A delay longer than a few minutes hides a shipper that is behind rather than one that batches.
+MAX_EVALUATION_DELAY_SECONDS = 300.0
 MAX_RATIO = 100.0
 # Largest absolute bound or margin: beyond any latency (ms), cost (micros) or token count worth bounding.
 MAX_BOUND = 1e12
@@ -75,6 +77,9 @@ def check_analysis(v: Violations, spec: RolloutSpec) -> None:
         v.add(f"{path}.on_no_data", "is required: PAUSE, ROLLBACK or PROCEED")
     if analysis.alpha != 0.0 and not MIN_ALPHA <= analysis.alpha <= MAX_ALPHA:
         v.add(f"{path}.alpha", f"must be 0 (meaning 0.01) or {MIN_ALPHA} to {MAX_ALPHA}")
+    delay = analysis.evaluation_delay
+    if delay is not None and not 0.0 <= delay <= MAX_EVALUATION_DELAY_SECONDS:
+        v.add(f"{path}.evaluation_delay", "must be 0 to 5 minutes, or unset for 2 seconds")
     seen: set[str] = set()
     for i, gate in enumerate(analysis.gates):
         _check_gate(v, f"{path}.gates[{i}]", gate, seen)

@@ -36,6 +36,10 @@ from modelplane.server.deployments.gate_rules import RATE_SIGNALS
 from modelplane.server.logs.domain import SlotComparison, SlotFigures, SlotWindowQuery, WindowMeasure
 
 DEFAULT_ALPHA = 0.01
+# Seconds each window ends before the evaluation time when the analysis leaves evaluation_delay unset: ten
+# times the LogShipper's default flush interval (0.2 s), so a batch emitted before the window's end is
+# stored by the time the window is read.
+DEFAULT_EVALUATION_DELAY = 2.0
 
 _MEASURE = {
     AnalysisSignal.ERROR_RATE: WindowMeasure.ERRORS,
@@ -80,12 +84,20 @@ def alpha_of(analysis: Analysis) -> float:
     return analysis.alpha or DEFAULT_ALPHA
 
 
-def window_start(gate: Gate, now: datetime, not_before: datetime | None) -> datetime:
-    """The window's start: `window` before now, never before `not_before` (the rollout's start, so no
-    event of an earlier rollout's canary counts)."""
+def window_end(analysis: Analysis, now: datetime) -> datetime:
+    """The end of every gate's window evaluated at `now`: the analysis' evaluation delay before it. Events
+    are written after they are emitted (shippers batch, networks delay); a window ending that long ago
+    has all of its events stored when it is read, so re-reading it later gives the same figures."""
+    delay = DEFAULT_EVALUATION_DELAY if analysis.evaluation_delay is None else analysis.evaluation_delay
+    return now - timedelta(seconds=delay)
+
+
+def window_start(gate: Gate, end: datetime, not_before: datetime | None) -> datetime:
+    """The window's start: `window` before its end, never before `not_before` (the rollout's start, so no
+    event of an earlier rollout's canary counts); an end before `not_before` gives an empty window."""
     assert gate.window is not None
-    start = now - timedelta(seconds=gate.window)
-    return start if not_before is None or not_before <= start else min(not_before, now)
+    start = end - timedelta(seconds=gate.window)
+    return start if not_before is None or not_before <= start else min(not_before, end)
 
 
 def window_query(gate: Gate, deployment: str, start: datetime, end: datetime) -> SlotWindowQuery:

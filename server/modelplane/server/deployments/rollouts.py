@@ -298,15 +298,17 @@ class RolloutService:
     async def _evaluate(
         self, rollout: Rollout, deployment: Deployment, now: datetime, *, not_before: datetime | None
     ) -> tuple[GateEvaluation, ...]:
-        """Every gate of the rollout judged over its window ending now; one bounded read per gate."""
+        """Every gate of the rollout judged over its window ending the evaluation delay before now; one
+        bounded read per gate."""
         if rollout.analysis is None:
             return ()
         alpha = gates.alpha_of(rollout.analysis)
+        end = gates.window_end(rollout.analysis, now)
         found = []
         for gate in rollout.analysis.gates:
-            start = gates.window_start(gate, now, not_before)
-            figures = await self._gates.compare_slots(gates.window_query(gate, deployment.name, start, now))
-            found.append(gates.judge(gate, figures, alpha=alpha, start=start, end=now))
+            start = gates.window_start(gate, end, not_before)
+            figures = await self._gates.compare_slots(gates.window_query(gate, deployment.name, start, end))
+            found.append(gates.judge(gate, figures, alpha=alpha, start=start, end=end))
         return tuple(found)
 
     async def _gated_step(
