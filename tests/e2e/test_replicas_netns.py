@@ -352,7 +352,10 @@ async def count_by_compare_and_set(
     acknowledged = 0
     while not stop.is_set() and acknowledged < CAS_STEPS:
         for _attempt in range(CAS_ATTEMPTS):
-            model = await connection.registry.get_model(name=name)
+            # A read cut short by the replica's death is sent again like a write (see Load): it changes
+            # nothing, so sending it twice is safe.
+            read = functools.partial(connection.registry.get_model, name=name)
+            model = await resent_if_cut_short(read, cut_short, name)
             update = functools.partial(
                 connection.registry.update_model,
                 model=registry_pb2.Model(
