@@ -638,6 +638,9 @@ def _start_gated_canary(console: Console) -> str:
                         gates=gates,
                         max_wait_for_data=duration_pb2.Duration(seconds=120),
                         on_no_data=deployments_pb2.GATE_ACTION_PAUSE,
+                        # Every event is stored before the step is due, and the window starts with the
+                        # rollout: with the default delay a step due within 2 s of the start reads none.
+                        evaluation_delay=duration_pb2.Duration(seconds=0),
                     ),
                     reason="longer context for staging",
                 ),
