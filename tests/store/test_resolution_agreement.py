@@ -16,6 +16,7 @@ from modelplane.server.registry.domain import (
 )
 from modelplane.server.registry.resolution import choose
 from modelplane.server.store.pool import Connection, Database
+from tests.support.registry_rows import insert_version
 
 PROVIDERS = ("openai", "anthropic", "local")
 LABEL_VALUES = ("a", "b")
@@ -44,7 +45,7 @@ async def _seed(conn: Connection, rng: random.Random) -> None:
                 state=rng.choice((VersionState.READY, VersionState.READY, VersionState.DEPRECATED)),
                 labels={k: rng.choice(LABEL_VALUES) for k in ("tier",) if rng.random() < 0.4},
             )
-            await store.insert_version(conn, model_id, version, "e")
+            await insert_version(conn, model_id, version)
 
 
 def _constraints(rng: random.Random) -> Constraints:

@@ -16,6 +16,7 @@ from modelplane.server.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    ModelplaneError,
     NotFound,
     reason_name,
 )
@@ -45,7 +46,7 @@ from modelplane.server.store.pool import Database
 from modelplane.server.store.read_cache import ReadCache
 from modelplane.server.store.snapshots import from_json, to_json
 from modelplane.server.store.watch import ChangeFeed
-from modelplane.server.store.writes import etag_mismatch, new_etag, write_once
+from modelplane.server.store.writes import etag_mismatch, new_etag, write_in_one_statement, write_once
 from modelplane.v1.error_reason_pb2 import ErrorReason
 
 T = TypeVar("T")
@@ -68,6 +69,46 @@ def _model_not_found(model_id: str) -> NotFound:
 def _version_not_found(model_id: str, version_id: int) -> NotFound:
     name = version_name(model_id, version_id)
     return NotFound.resource("version", name, ErrorReason.ERROR_REASON_MODEL_VERSION_NOT_FOUND)
+
+
+def _refused(
+    name: str,
+    *,
+    model_id: str,
+    version: int = 0,
+    alias: str = "",
+    parent: str = "",
+    expected: str | None = None,
+    current: str = "",
+) -> ModelplaneError:
+    """The error of a refusal by a registry write's SQL function (schema/0014)."""
+    if name == "model_not_found":
+        return _model_not_found(model_id)
+    if name == "version_not_found":
+        return _version_not_found(model_id, version)
+    if name == "parent_version_not_found":
+        return InvalidArgument.field(
+            "model_version.lineage.parent_version",
+            f"{parent} does not exist; name an existing version or leave it empty",
+        )
+    if name == "version_archived":
+        target = version_name(model_id, version)
+        return FailedPrecondition(
+            f"{target} is ARCHIVED and cannot be aliased; pick a READY or DEPRECATED version",
+            reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
+            metadata={"resource": target},
+        )
+    if name == "alias_conflict":
+        now = version_name(model_id, int(current)) if current else ""
+        return Aborted(
+            f"{alias_name(model_id, alias)} points to {now or 'nothing (the alias does not exist)'}, not to "
+            f"{expected or 'nothing'}; read it again and retry",
+            reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT,
+            metadata={"resource": alias_name(model_id, alias), "current_version": now},
+        )
+    if name == "alias_keeps_moving":
+        return Aborted("the alias keeps moving; retry", reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT)
+    raise AssertionError(f"a registry write refused with {name!r}, which the server does not know")
 
 
 def _alias_not_found(model_id: str, alias: str) -> NotFound:
@@ -205,22 +246,16 @@ class RegistryService:
         self, parent: str, fields: VersionFields, pricing_given: bool, write: WriteRequest
     ) -> ModelVersion:
         model_id = validation.check_create_version(parent, fields, pricing_given, write.request_id)
-
-        async def body(m: Mutation) -> ModelVersion:
-            if fields.parent_version:
-                parent_model, parent_number = names.parse_version(fields.parent_version, "")
-                if await store.get_version(m.conn, parent_model, parent_number) is None:
-                    raise InvalidArgument.field(
-                        "model_version.lineage.parent_version",
-                        f"{fields.parent_version} does not exist; name an existing version or leave it empty",
-                    )
-            created = await store.insert_version(m.conn, model_id, fields, new_etag())
-            if created is None:
-                raise _model_not_found(model_id)
-            self._record(m, "created", "model_version", created.name, created)
-            return created
-
-        return await self._write(write, ModelVersion, body)
+        lineage = names.parse_version(fields.parent_version, "") if fields.parent_version else None
+        return await write_in_one_statement(
+            self._db,
+            write,
+            store.CREATE_VERSION,
+            store.create_version_args(model_id, fields, lineage, new_etag()),
+            decode=lambda data: from_json(ModelVersion, data),
+            refused=lambda name, _detail: _refused(name, model_id=model_id, parent=fields.parent_version),
+            committed=self._written,
+        )
 
     async def get_version(self, name: str) -> ModelVersion:
         model_id, number = names.parse_version(name, "name")
@@ -320,10 +355,23 @@ class RegistryService:
             name, version, expected_version, reason, write.request_id
         )
 
-        async def body(m: Mutation) -> Alias:
-            return await self._point_alias(m, model_id, alias, number, expected_version, expected, reason)
-
-        return await self._write(write, Alias, body)
+        expect = "any" if expected_version is None else "absent" if expected is None else "at"
+        return await write_in_one_statement(
+            self._db,
+            write,
+            store.SET_ALIAS,
+            [model_id, alias, number, expect, expected, reason],
+            decode=lambda data: from_json(Alias, data),
+            refused=lambda name, detail: _refused(
+                name,
+                model_id=model_id,
+                version=number,
+                alias=alias,
+                expected=expected_version,
+                current=detail,
+            ),
+            committed=self._written,
+        )
 
     async def move_alias_in(
         self, m: Mutation, model_id: str, alias: str, version_id: int, reason: str
@@ -331,99 +379,30 @@ class RegistryService:
         """Points an alias at a version inside the caller's write transaction (a deployment's rollout
         succeeding), with the rules, change rows and history of SetAlias. The caller calls `written` with
         the revision once it has committed."""
-        return await self._point_alias(m, model_id, alias, version_id, None, None, reason)
+        return await self._point_alias(m, model_id, alias, version_id, reason)
 
     def written(self, revision: int) -> None:
         """A write through another capability's transaction committed `revision`: drop older cached reads."""
         self._versions.written(revision)
         self._resolutions.written(revision)
 
-    async def _point_alias(
-        self,
-        m: Mutation,
-        model_id: str,
-        alias: str,
-        number: int,
-        expected_version: str | None,
-        expected: int | None,
-        reason: str,
-    ) -> Alias:
-        target = await store.get_version(m.conn, model_id, number)
-        if target is None:
-            if await store.get_model(m.conn, model_id) is None:
-                raise _model_not_found(model_id)
-            raise _version_not_found(model_id, number)
-        if target.state is VersionState.ARCHIVED:
-            raise FailedPrecondition(
-                f"{target.name} is ARCHIVED and cannot be aliased; pick a READY or DEPRECATED version",
-                reason=ErrorReason.ERROR_REASON_VERSION_ARCHIVED,
-                metadata={"resource": target.name},
-            )
-        moved: Alias | None
-        previous: int | None
-        # The move writes its history row, naming the revision taken as the write ends (see revision_for).
-        actor, revision = m.write.actor, m.revision_for("alias_history")
-        if expected_version is None:
-            # No guard asked for: a compare-and-set loop on whatever the alias points to now.
-            for _ in range(16):
-                current = await store.get_alias(m.conn, model_id, alias)
-                previous = None if current is None else current.version_id
-                if previous is None:
-                    moved = await store.create_alias(
-                        m.conn, model_id, alias, number, actor, reason=reason, revision=revision
-                    )
-                else:
-                    moved = await store.move_alias(
-                        m.conn,
-                        model_id,
-                        alias,
-                        expected_version=previous,
-                        version_id=number,
-                        actor=actor,
-                        reason=reason,
-                        revision=revision,
-                    )
-                if moved is not None:
-                    break
-            else:  # pragma: no cover - needs 16 lost races in one call
-                raise Aborted("the alias keeps moving; retry", reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT)
-        elif expected is None:
-            previous = None
-            moved = await store.create_alias(
-                m.conn, model_id, alias, number, actor, reason=reason, revision=revision
-            )
-        else:
-            previous = expected
-            moved = await store.move_alias(
-                m.conn,
-                model_id,
-                alias,
-                expected_version=expected,
-                version_id=number,
-                actor=actor,
-                reason=reason,
-                revision=revision,
-            )
-        if moved is None:
-            current = await store.get_alias(m.conn, model_id, alias)
-            now = "nothing (the alias does not exist)" if current is None else current.version
-            raise Aborted(
-                f"{alias_name(model_id, alias)} points to {now}, not to "
-                f"{expected_version or 'nothing'}; read it again and retry",
-                reason=ErrorReason.ERROR_REASON_ALIAS_CONFLICT,
-                metadata={
-                    "resource": alias_name(model_id, alias),
-                    "current_version": "" if current is None else current.version,
-                },
-            )
-        kind = "created" if previous is None else "updated"
-        self._record(m, kind, "alias", moved.name, moved)
-        # The versions' alias lists changed too: watchers of versions see it.
-        for snapshot in await store.get_versions(
-            m.conn, model_id, sorted({number} if previous is None else {number, previous})
-        ):
-            self._record(m, "updated", "model_version", snapshot.name, snapshot)
-        return moved
+    async def _point_alias(self, m: Mutation, model_id: str, alias: str, number: int, reason: str) -> Alias:
+        """Points the alias at the version (whatever it points to now) in the caller's transaction, recording
+        the changes SetAlias records."""
+        point = await store.point_alias(
+            m.conn,
+            model_id,
+            alias,
+            number,
+            actor=m.write.actor,
+            reason=reason,
+            revision=m.revision_for("alias_history"),
+        )
+        if isinstance(point, store.Refused):
+            raise _refused(point.name, model_id=model_id, version=number, alias=alias, current=point.detail)
+        for change in point.changes:
+            m.change(**change)
+        return point.moved
 
     async def get_alias(self, name: str) -> Alias:
         model_id, alias = names.parse_alias(name, "name")

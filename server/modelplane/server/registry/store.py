@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -26,6 +27,8 @@ from modelplane.server.registry.domain import (
 )
 from modelplane.server.store.keyed import Keyed
 from modelplane.server.store.pool import Connection
+from modelplane.server.store.snapshots import from_json
+from modelplane.server.store.writes import refusal
 
 _MODEL_COLUMNS = """
     m.id, m.provider, m.display_name, m.description, m.labels, m.create_time, m.update_time, m.etag,
@@ -193,27 +196,24 @@ async def count_versions(conn: Connection, model_id: str) -> int:
 # ---- versions
 
 
-async def insert_version(
-    conn: Connection, model_id: str, fields: VersionFields, etag: str
-) -> ModelVersion | None:
-    """Creates the model's next version; None when the model does not exist.
+# The SQL function of CreateModelVersion (schema/0014), run by store.writes.write_in_one_statement with the
+# arguments below.
+CREATE_VERSION = "registry_create_version"
 
-    Taking the number from `models.next_version` locks the model row, so concurrent creates on one model
-    get consecutive numbers, and a number is never reused after a delete. One statement: the number, the
-    row and the version as read back (a new number has no alias pointing to it yet).
-    """
+
+def create_version_args(
+    model_id: str, fields: VersionFields, parent: tuple[str, int] | None, etag: str
+) -> list[object]:
+    """CREATE_VERSION's arguments after the write's own: the model, the parent version that must exist (or
+    none), and the new version's fields. The number comes from `models.next_version`: taking it locks the
+    model row, so concurrent creates on one model get consecutive numbers, and a number is never reused
+    after a delete."""
     p = fields.pricing
-    row = await conn.fetchrow(
-        "WITH taken AS (UPDATE models SET next_version = next_version + 1 WHERE id = $1"
-        "   RETURNING id, provider, next_version - 1 AS version_id),"
-        " v AS (INSERT INTO model_versions"
-        " (model_id, version_id, description, source_uri, source_sha256, capabilities,"
-        " context_window, max_output_tokens, currency_code, input_price, output_price, cached_input_price,"
-        " reasoning_price, state, labels, parent_version, source_run, create_time, update_time, etag)"
-        " SELECT taken.id, taken.version_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-        " $16, clock_timestamp(), clock_timestamp(), $17 FROM taken RETURNING *)"
-        " SELECT v.*, taken.provider, ARRAY[]::text[] AS aliases FROM v CROSS JOIN taken",
+    parent_model, parent_number = parent or ("", 0)
+    return [
         model_id,
+        parent_model,
+        parent_number,
         fields.description,
         fields.source_uri,
         fields.source_sha256,
@@ -230,8 +230,7 @@ async def insert_version(
         fields.parent_version,
         fields.source_run,
         etag,
-    )
-    return None if row is None else _version(row)
+    ]
 
 
 async def get_version(conn: Connection, model_id: str, version_id: int) -> ModelVersion | None:
@@ -413,59 +412,56 @@ async def aliases_of_version(conn: Connection, model_id: str, version_id: int) -
     return [_alias(r) for r in rows]
 
 
-# The history row of a move, written by the statement that makes it (so only a move that happened has one).
-_HISTORY_OF_MOVED = (
-    " history AS (INSERT INTO alias_history"
-    " (model_id, alias, from_version, to_version, actor, reason, move_time, revision)"
-    " SELECT model_id, alias, $3, version_id, updated_by, $6, update_time, $7 FROM moved)"
-    " SELECT * FROM moved"
-)
+# The SQL function of SetAlias (schema/0014), run by store.writes.write_in_one_statement with the model, the
+# alias, the version's number, the guard ("any", "absent" or "at"), the expected number and the reason.
+SET_ALIAS = "registry_set_alias"
 
 
-async def create_alias(
-    conn: Connection, model_id: str, alias: str, version_id: int, actor: str, *, reason: str, revision: int
-) -> Alias | None:
-    """Creates the alias and its history row (`revision` names the write, see Mutation.revision_for); None
-    when it exists already."""
-    row = await conn.fetchrow(
-        "WITH moved AS (INSERT INTO model_aliases (model_id, alias, version_id, update_time, updated_by)"
-        f" VALUES ($1, $2, $4, now(), $5) ON CONFLICT DO NOTHING {_ALIAS_RETURNING})," + _HISTORY_OF_MOVED,
-        model_id,
-        alias,
-        None,
-        version_id,
-        actor,
-        reason,
-        revision,
-    )
-    return None if row is None else _alias(row)
+@dataclass(frozen=True)
+class Refused:
+    """A write's SQL function refused (see store.writes.REFUSED): the refusal's name and detail."""
+
+    name: str
+    detail: str
 
 
-async def move_alias(
-    conn: Connection,
-    model_id: str,
-    alias: str,
-    *,
-    expected_version: int,
-    version_id: int,
-    actor: str,
-    reason: str,
-    revision: int,
-) -> Alias | None:
-    """Moves the alias when it points to expected_version now, with its history row (`revision` names the
-    write, see Mutation.revision_for); None otherwise."""
-    row = await conn.fetchrow(
-        "WITH moved AS (UPDATE model_aliases SET version_id = $4, update_time = now(), updated_by = $5"
-        f" WHERE model_id = $1 AND alias = $2 AND version_id = $3 {_ALIAS_RETURNING})," + _HISTORY_OF_MOVED,
-        model_id,
-        alias,
-        expected_version,
-        version_id,
-        actor,
-        reason,
-        revision,
-    )
-    return None if row is None else _alias(row)
+@dataclass(frozen=True)
+class PointedAlias:
+    """An alias moved in the caller's transaction, and the changes to record (the alias, and the versions
+    whose alias lists changed), as Mutation.change takes them."""
+
+    moved: Alias
+    changes: list[dict[str, Any]]
+
+
+async def point_alias(
+    conn: Connection, model_id: str, alias: str, version_id: int, *, actor: str, reason: str, revision: int
+) -> PointedAlias | Refused:
+    """Points the alias at the version, whatever it points to now, with its history row (`revision` names the
+    write, see Mutation.revision_for): SetAlias's own statement inside the caller's transaction."""
+    try:
+        row = await conn.fetchrow(
+            "SELECT * FROM registry_point_alias($1, $2, $3, 'any', NULL, $4, $5, $6)",
+            model_id,
+            alias,
+            version_id,
+            reason,
+            actor,
+            revision,
+        )
+    except asyncpg.PostgresError as exc:
+        refused_with = refusal(exc)
+        if refused_with is None:
+            raise
+        return Refused(*refused_with)
+    assert row is not None
+    changes = [
+        {"resource_type": t, "resource": r, "kind": k, "snapshot": json.loads(s)}
+        for t, r, k, s in zip(
+            row["resource_types"], row["resources"], row["kinds"], row["snapshots"], strict=True
+        )
+    ]
+    return PointedAlias(from_json(Alias, json.loads(row["moved"])), changes)
 
 
 async def delete_alias(conn: Connection, model_id: str, alias: str, *, expected_version: int | None) -> bool:

@@ -1,7 +1,9 @@
 """One write transaction: the global revision, the change log, the audit row, request ids and the wake-up.
 
-Every mutating RPC of every capability runs in a `Mutation` (through `store.writes.write_once`), so what
-the README promises of every write ("Running the server") holds in one place: a revision per write
+Every mutating RPC of every capability runs in a `Mutation` (through `store.writes.write_once`), except the
+registry's hottest writes, whose SQL functions (schema/0014) keep the same rules in one statement by calling
+this module's SQL half (`mutation_finish`); so what the README promises of every write ("Running the
+server") holds in one place: a revision per write
 transaction, read by watchers only once every smaller one has committed or rolled back (so a reader of
 `revision > N` never misses a change that commits later), a change row per resource changed, an audit row
 in the same transaction, at-most-once execution per request id, and a NOTIFY that wakes the watchers once
@@ -203,17 +205,22 @@ class Mutation:
         )
         assert row is not None, "a request id row is never deleted while its key is claimed"
         if bytes(row["fingerprint"]) != self.write.fingerprint:
-            raise InvalidArgument.field(
-                "request_id",
-                "was already used for a different request; send a new request id for a new request",
-                reason=ErrorReason.ERROR_REASON_REQUEST_ID_REUSED,
-            )
+            raise request_id_reused()
         return Replayed(None if row["response"] is None else json.loads(row["response"]))
 
     async def remember(self, result: Any) -> None:
         """Keeps the JSON form of the result for repeats of this request id (stored when the block ends)."""
         if self.write.request_id:
             self._response = json.dumps(result)
+
+
+def request_id_reused() -> InvalidArgument:
+    """The error of a request id sent again with a different request."""
+    return InvalidArgument.field(
+        "request_id",
+        "was already used for a different request; send a new request id for a new request",
+        reason=ErrorReason.ERROR_REASON_REQUEST_ID_REUSED,
+    )
 
 
 @asynccontextmanager
