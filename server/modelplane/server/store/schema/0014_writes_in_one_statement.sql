@@ -10,15 +10,16 @@
 -- statement's transaction rolls back, request id claim included.
 
 -- Timestamps in the form the server's snapshots use (store/snapshots.py: datetime.isoformat of a UTC time),
--- whatever the session's TimeZone.
-CREATE FUNCTION snapshot_time(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+-- whatever the session's TimeZone. STABLE as to_char is: a SQL function is inlined into the statement that
+-- calls it only when it claims no more than its body is, and otherwise planned again on every call.
+CREATE FUNCTION snapshot_time(t timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '+00:00'
 $$;
 
 -- A version's snapshot, the JSON form of registry.domain.ModelVersion (store/snapshots.py's to_json); NULL
 -- when the version does not exist. tests/store/test_sql_snapshots.py holds it equal to the server's own.
--- PL/pgSQL rather than SQL: a SQL function that cannot be inlined is planned again on every call, which cost
--- more than the rest of a write together.
+-- PL/pgSQL rather than SQL: a SQL function that cannot be inlined (this one reads tables) is parsed and
+-- planned again on every call, where PL/pgSQL keeps its plans.
 CREATE FUNCTION registry_version_json(p_model text, p_version bigint) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
     snapshot jsonb;
@@ -45,7 +46,7 @@ END
 $$;
 
 -- An alias's snapshot, the JSON form of registry.domain.Alias.
-CREATE FUNCTION registry_alias_json(a model_aliases) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION registry_alias_json(a model_aliases) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('model_id', a.model_id, 'alias', a.alias, 'version_id', a.version_id,
                               'update_time', snapshot_time(a.update_time), 'updated_by', a.updated_by)
 $$;
@@ -242,5 +243,28 @@ BEGIN
         rev, p_actor, p_method, p_request_id, 0, point.resource_types, point.resources, point.kinds,
         point.snapshots, p_request_id <> '', point.moved, NULL, NULL);
     RETURN jsonb_build_object('revision', rev, 'result', point.moved);
+END
+$$;
+
+-- Two functions of the write path in PL/pgSQL, for the reason given at registry_version_json: a SQL function
+-- returning a record, or with a data-modifying WITH, is never inlined, and parsing and planning them again on
+-- every call was a tenth of Postgres's CPU in a write. Same signatures, same results.
+CREATE OR REPLACE FUNCTION revision_lock_keys(rev bigint, OUT k1 integer, OUT k2 integer)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    k1 := (1297088512 + (rev >> 32))::integer;
+    k2 := ((rev & 4294967295)
+           - CASE WHEN (rev & 4294967295) >= 2147483648 THEN 4294967296 ELSE 0 END)::integer;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION log_publish_batch(batch bigint, min_t timestamptz, max_t timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    taken bigint;
+BEGIN
+    UPDATE log_tail_counter SET number = number + 1 RETURNING number INTO taken;
+    INSERT INTO log_tail_batches (number, ingest_batch, min_time, max_time) VALUES (taken, batch, min_t, max_t);
+    RETURN taken;
 END
 $$;
