@@ -373,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_code = run_mlflow_comparison(args) if args.mlflow else 0
     if args.registry_only:
         return exit_code
+    exit_code = run_workers_comparison(args) or exit_code
     return run_guardrail_benchmarks(args) or exit_code
 
 
@@ -385,6 +386,24 @@ def run_mlflow_comparison(args: argparse.Namespace) -> int:
         *("--duration", str(args.duration), "--warmup", str(args.warmup), "--rounds", str(args.rounds)),
         *("--models", str(args.models), "--versions", str(args.versions)),
         *("--server-log-level", args.server_log_level),
+    ]
+    print(flush=True)
+    return subprocess.run(command, cwd=REPO, check=False).returncode
+
+
+# Rounds of bench/workers.py in a `make bench` run: each round starts two servers and measures each on two
+# RPCs, so the run's --rounds would make it the longest part of the run.
+WORKERS_ROUNDS = 3
+
+
+def run_workers_comparison(args: argparse.Namespace) -> int:
+    """bench/workers.py in processes of its own: `serve --workers 2` against `--workers 1` on GetModelVersion
+    and CheckContent, with this run's database, --duration per round and --rounds (at most WORKERS_ROUNDS)."""
+    command = [
+        *(sys.executable, "-m", "bench.workers"),
+        *(["--database-url", args.database_url] if args.database_url else []),
+        *(["--embedded"] if args.embedded else []),
+        *("--duration", str(args.duration), "--rounds", str(min(args.rounds, WORKERS_ROUNDS))),
     ]
     print(flush=True)
     return subprocess.run(command, cwd=REPO, check=False).returncode
