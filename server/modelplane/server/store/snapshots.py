@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import Enum
 from functools import cache
@@ -45,35 +45,43 @@ def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _decode(hint: Any, data: Any) -> Any:
-    if data is None:
-        return None
+def _or_none(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def decode_or_none(data: Any) -> Any:
+        return None if data is None else decode(data)
+
+    return decode_or_none
+
+
+def _decoder(hint: Any) -> Callable[[Any], Any]:
+    """How to read back a field of type `hint` from its JSON form (None stays None)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _decode(options[0], data)
+        return _decoder(options[0])
     if origin is tuple:
-        (item, *_rest) = typing.get_args(hint)
-        return tuple(_decode(item, x) for x in data)
+        item = _decoder(typing.get_args(hint)[0])
+        return _or_none(lambda data: tuple(item(x) for x in data))
     if origin in (Mapping, dict) or hint in (Mapping, dict):
-        return dict(data)
+        return _or_none(dict)
     if isinstance(hint, type):
         if dataclasses.is_dataclass(hint):
-            return from_json(hint, data)
+            nested = hint
+            return _or_none(lambda data: from_json(nested, data))
         if issubclass(hint, datetime):
-            return datetime.fromisoformat(data)
+            return _or_none(datetime.fromisoformat)
         if issubclass(hint, Enum):
-            return hint(data)
-    return data
+            return _or_none(hint)
+    return _or_none(lambda data: data)
+
+
+@cache
+def _decoders(cls: Any) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    # Worked out once per class: reading the type hints on every call cost more than the decoding.
+    hints = _hints(cls)
+    return tuple((f.name, _decoder(hints[f.name])) for f in dataclasses.fields(cls) if f.init)
 
 
 def from_json(cls: type[T], data: Mapping[str, Any]) -> T:
     """Rebuilds a dataclass written by to_json. A field missing from `data` (one added to the class, with
     a default, after `data` was written) takes its default."""
-    hints = _hints(cast(Any, cls))
-    kwargs = {
-        f.name: _decode(hints[f.name], data[f.name])
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.init and f.name in data
-    }
-    return cls(**kwargs)
+    return cls(**{name: decode(data[name]) for name, decode in _decoders(cast(Any, cls)) if name in data})
