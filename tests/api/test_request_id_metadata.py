@@ -6,6 +6,7 @@ with its first message as well, so that a caller can log it before the stream en
 before answering ends Trailers-Only, its id in the trailers alone, so that gRPC's built-in retry
 (tests/api/test_service_config.py) may still retry it: headers commit a call.
 """
+
 from __future__ import annotations
 
 import time
