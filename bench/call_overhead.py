@@ -45,13 +45,12 @@ class Step:
 
 STEPS = (
     Step("bare gRPC server, stock Health/Check", None),
-    Step("+ the four services and reflection", {"intercept": False}),
-    Step("+ the interceptor hook", {"scope": False}),
+    Step("+ the five services, health and reflection", {"scope": False}),
     Step(
         "+ the call scope (request id, caller, status mapping)",
         {"request_id_metadata": False, "metrics": False, "access_log_sample": 0.0},
     ),
-    Step("+ x-request-id in headers and trailers", {"metrics": False, "access_log_sample": 0.0}),
+    Step("+ x-request-id (a unary call: in its trailers)", {"metrics": False, "access_log_sample": 0.0}),
     Step("+ Prometheus metrics", {"access_log_sample": 0.0}),
     Step("+ the access log, every call (INFO)", {}),
 )

@@ -1,7 +1,9 @@
-"""x-request-id comes back in the response headers and in the trailers, for unary and streaming RPCs.
+"""x-request-id comes back in the trailers of every call, and in the headers of a streaming response too.
 
-The headers go out with a call's first response (a caller can log the id before a stream ends); a call
-that fails before answering ends Trailers-Only, its id in the trailers alone, so that gRPC's built-in retry
+A unary response's headers and trailers reach the client together, so the trailers carry it alone: headers
+of their own would cost the server a batch of their own for every call. A stream sends it in the headers
+with its first message as well, so that a caller can log it before the stream ends. A call that fails
+before answering ends Trailers-Only, its id in the trailers alone, so that gRPC's built-in retry
 (tests/api/test_service_config.py) may still retry it: headers commit a call.
 """
 
@@ -38,15 +40,15 @@ async def _in(*requests: M) -> AsyncIterator[M]:
         yield request
 
 
-async def test_a_unary_call_has_it_in_headers_and_trailers(channel: grpc.aio.Channel) -> None:
+async def test_a_unary_call_has_it_in_the_trailers_alone(channel: grpc.aio.Channel) -> None:
     call = ModelRegistryServiceStub(channel).CreateModel(
         rpb.CreateModelRequest(model_id="headers", model=rpb.Model(provider="local")),
         metadata=_sent("py-unary"),
         timeout=TIMEOUT,
     )
     await call
-    assert metadata_value(await call.initial_metadata(), KEY) == "py-unary"
     assert metadata_value(await call.trailing_metadata(), KEY) == "py-unary"
+    assert metadata_value(await call.initial_metadata(), KEY) is None
 
 
 async def test_a_failed_unary_call_has_it_in_the_trailers_alone(channel: grpc.aio.Channel) -> None:

@@ -43,7 +43,7 @@ SIZE_HANDLERS = grpc.method_handlers_generic_handler(
 @pytest.fixture
 async def small_server(start_server: StartServer) -> ModelplaneServer:
     server = await start_server(wait_serving=False, max_message_bytes=LIMIT)
-    server.grpc_server.add_generic_rpc_handlers((SIZE_HANDLERS,))
+    server.add_generic_rpc_handlers((SIZE_HANDLERS,))
     await server.wait_serving(timeout=30)
     return server
 

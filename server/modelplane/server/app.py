@@ -14,11 +14,15 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+# grpcio-reflection's asyncio servicer, which enable_server_reflection picks for a grpc.aio server.
+from grpc_reflection.v1alpha.reflection import aio as reflection_aio  # type: ignore[attr-defined]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
 from modelplane.server.auth.service import Authenticator
@@ -29,7 +33,7 @@ from modelplane.server.deployments.servicer import DeploymentServicer
 from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
 from modelplane.server.health import HealthReporter
-from modelplane.server.interceptors import CallInterceptor, CallParts
+from modelplane.server.interceptors import CallParts, CallWrapper, MethodTable
 from modelplane.server.log_lines import configure_logging
 from modelplane.server.logs.maintenance import LogMaintenance
 from modelplane.server.logs.otlp_servicer import OtlpLogsServicer
@@ -56,6 +60,8 @@ from modelplane.v1 import (
 )
 
 if TYPE_CHECKING:
+    from google.protobuf.descriptor import ServiceDescriptor
+
     from modelplane.server.http.face import HttpFace
 
 log = logging.getLogger(__name__)
@@ -191,7 +197,8 @@ class ModelplaneServer:
         feed: ChangeFeed,
         health: HealthReporter,
         metrics: ServerMetrics,
-        interceptor: CallInterceptor,
+        calls: CallWrapper,
+        methods: MethodTable,
         grpc_server: grpc.aio.Server,
         guardrails: GuardrailService | None = None,
         rollout_driver: RolloutDriver | None = None,
@@ -204,8 +211,8 @@ class ModelplaneServer:
         self.feed = feed
         self.health = health
         self.metrics = metrics
-        self.interceptor = interceptor
-        # Exposed so that a caller can add handlers before start() (tests, future capabilities).
+        self.calls = calls
+        self.methods = methods
         self.grpc_server = grpc_server
         self.guardrails = guardrails
         self.rollout_driver = rollout_driver
@@ -219,6 +226,11 @@ class ModelplaneServer:
         self.http: HttpFace | None = None
         self._background: asyncio.Task[None] | None = None
         self._stopped = False
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        """Serves more methods (tests, future capabilities), in the call's scope like every other; only
+        before start()."""
+        self.methods.add_generic_rpc_handlers(handlers)
 
     @property
     def port(self) -> int:
@@ -343,7 +355,7 @@ class ModelplaneServer:
         # before their own stream is ended below.
         await asyncio.sleep(HEALTH_PROPAGATION_DELAY)
         grace_ends = loop.time() + grace
-        await self.interceptor.end_streams(wait=min(grace, STREAM_END_WAIT))
+        await self.calls.end_streams(wait=min(grace, STREAM_END_WAIT))
         drain = max(grace_ends - loop.time(), 0.0)
         # HTTP requests are gRPC calls of this server: both drain together, and the HTTP listener refuses
         # new connections as the gRPC server refuses new calls.
@@ -410,7 +422,7 @@ def build_server(
         LogGateReader(logs, guardrails),
         progress_interval=config.watch_progress_interval,
     )
-    interceptor = CallInterceptor(
+    calls = CallWrapper(
         Authenticator(database, enabled=config.auth),
         metrics,
         text_checked_by_handler=LogServicer.TEXT_CHECKED_METHODS | OtlpLogsServicer.TEXT_CHECKED_METHODS,
@@ -418,20 +430,48 @@ def build_server(
         parts=parts
         or CallParts(access_log_sample=config.access_log_sample, access_log_trace=tracing is not None),
     )
-    interceptors: list[grpc.aio.ServerInterceptor] = [interceptor] if interceptor.parts.intercept else []  # type: ignore[type-arg]
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
     if tracing is not None:
-        # First, so that the span holds the whole call, and the call's scope runs with it current.
-        interceptors.insert(0, tracing.server_interceptor())
+        # The span holds the whole call (the handler it finds is the one wrapped in the call's scope), and
+        # the call's scope runs with it current.
+        interceptors.append(tracing.server_interceptor())
         tracing.instrument_storage()
-    grpc_server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
-    registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(registry), grpc_server)
-    guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server(GuardrailServicer(guardrails), grpc_server)
-    deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), grpc_server)
-    logs_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(logs), grpc_server)
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(OtlpLogsServicer(logs), grpc_server)  # type: ignore[no-untyped-call]
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, grpc_server)
-    reflection.enable_server_reflection(
-        [*MODELPLANE_SERVICES, OTLP_LOGS_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME], grpc_server
+    methods = MethodTable(calls)
+    methods.add_service(
+        _service(registry_pb2, "ModelRegistryService"),
+        registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
+        ModelRegistryServicer(registry),
+    )
+    methods.add_service(
+        _service(guardrails_pb2, "GuardrailService"),
+        guardrails_pb2_grpc.add_GuardrailServiceServicer_to_server,
+        GuardrailServicer(guardrails),
+    )
+    methods.add_service(
+        _service(deployments_pb2, "DeploymentService"),
+        deployments_pb2_grpc.add_DeploymentServiceServicer_to_server,
+        DeploymentServicer(deployments),
+    )
+    methods.add_service(
+        _service(logs_pb2, "LogService"), logs_pb2_grpc.add_LogServiceServicer_to_server, LogServicer(logs)
+    )
+    methods.add_service(
+        _service(logs_service_pb2, "LogsService"),
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server,
+        OtlpLogsServicer(logs),
+    )
+    methods.add_service(
+        _service(health_pb2, "Health"), health_pb2_grpc.add_HealthServicer_to_server, health.servicer
+    )
+    methods.add_service(
+        _service(reflection_pb2, "ServerReflection"),
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+        reflection_aio.ReflectionServicer(  # type: ignore[attr-defined]
+            [*MODELPLANE_SERVICES, OTLP_LOGS_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME]
+        ),
+    )
+    grpc_server = grpc.aio.server(
+        handlers=(methods,), interceptors=interceptors or None, options=server_options(config)
     )
     return ModelplaneServer(
         config,
@@ -439,7 +479,8 @@ def build_server(
         feed=feed,
         health=health,
         metrics=metrics,
-        interceptor=interceptor,
+        calls=calls,
+        methods=methods,
         grpc_server=grpc_server,
         guardrails=guardrails,
         rollout_driver=RolloutDriver(deployments.rollouts),
@@ -447,6 +488,10 @@ def build_server(
         log_maintenance=LogMaintenance(database, log_settings),
         tracing=tracing,
     )
+
+
+def _service(module: ModuleType, name: str) -> ServiceDescriptor:
+    return module.DESCRIPTOR.services_by_name[name]  # type: ignore[no-any-return]
 
 
 def log_banner(

@@ -1,11 +1,15 @@
-"""Who is calling: the caller's identity and request id, set by the interceptors, read by the servicers.
+"""Who is calling and by when the call must be done, set around each call (interceptors.py), read by the
+servicers and the pool.
 
-A contextvar carries it because a grpc.aio handler runs in the task the interceptor's wrapper runs in;
+A contextvar carries it because a grpc.aio handler runs in the task its wrapper runs in;
 services never read it themselves: servicers pass what they need as plain arguments.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,24 +37,44 @@ class Caller:
 
 
 current_caller: ContextVar[Caller] = ContextVar("modelplane_caller")
+_NO_CALL = Caller(actor=ANONYMOUS, role=None, method="", trace_request_id="")
 
 
 def caller() -> Caller:
     """The caller of the RPC being served; an anonymous one outside any RPC (tests, the CLI)."""
-    return current_caller.get(Caller(actor=ANONYMOUS, role=None, method="", trace_request_id=""))
+    return current_caller.get(_NO_CALL)
 
 
-@dataclass(frozen=True)
 class CallDeadline:
     """When the RPC being served must be done: its gRPC deadline as event-loop time (infinity without one).
 
     `task` is the call's own task: a task started from it (a stream's commit task, a background flusher
     started by a first call) inherits the contextvar but not the deadline, only the storage timeout.
+    `at` is given, or read from `time_remaining` (the call's ServicerContext.time_remaining) when first
+    asked: most calls never borrow a connection, so never ask.
     """
 
-    task: object
-    at: float
+    __slots__ = ("_at", "_time_remaining", "task")
+
+    def __init__(
+        self,
+        task: object,
+        at: float | None = None,
+        *,
+        time_remaining: Callable[[], float | None] | None = None,
+    ) -> None:
+        self.task = task
+        self._at = at
+        self._time_remaining = time_remaining
+
+    @property
+    def at(self) -> float:
+        if self._at is None:
+            remaining = None if self._time_remaining is None else self._time_remaining()
+            self._at = math.inf if remaining is None else asyncio.get_running_loop().time() + remaining
+        return self._at
 
 
-# Set for every RPC by the interceptor; None outside any RPC (start-up, migrations, background jobs).
+# Set for every RPC by the call's scope (interceptors.py); None outside any RPC (start-up, migrations,
+# background jobs).
 current_deadline: ContextVar[CallDeadline | None] = ContextVar("modelplane_call_deadline", default=None)

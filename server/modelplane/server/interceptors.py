@@ -1,7 +1,8 @@
-"""The server interceptor: request ids, authentication, domain errors as rich statuses, access log, metrics.
+"""Around every call: request ids, authentication, domain errors as rich statuses, access log, metrics.
 
-A grpc.aio interceptor only finds the handler; everything that must happen around each call happens in
-the wrapper it puts around that handler, one generic wrapper for all four handler kinds.
+Everything that must happen around each call happens in the wrapper put around its handler (CallWrapper,
+one generic wrapper for all four handler kinds), once, when the server's method table is built
+(MethodTable); finding a call's handler is then one dict lookup.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import dataclasses
 import inspect
 import itertools
 import logging
-import math
 import os
 import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from types import TracebackType
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -39,6 +38,8 @@ from modelplane.server.stream_drain import ResumableRequests
 from modelplane.v1.error_reason_pb2 import ErrorReason
 
 if TYPE_CHECKING:
+    from google.protobuf.descriptor import ServiceDescriptor
+
     from modelplane.server.auth.scopes import TokenScope
 
 log = logging.getLogger(__name__)
@@ -223,17 +224,15 @@ def _request_id_and_authorization(
 
 @dataclasses.dataclass(frozen=True)
 class CallParts:
-    """What the interceptor does around each call. A server runs every part (sampling its access log as
+    """What the server does around each call. A server runs every part (sampling its access log as
     configured); the call-overhead benchmark (bench/call_overhead.py) turns parts off to price each one."""
 
-    # The interceptor is installed on the gRPC server at all (build_server reads this).
-    intercept: bool = True
-    # It wraps each handler in the call's scope: request id, auth, parsing, errors as statuses. Without it
-    # the interceptor only looks the handler up and every part below is off too.
+    # Each handler runs in the call's scope: request id, auth, parsing, errors as statuses. Without it the
+    # server's handlers run as the generated code made them and every part below is off too.
     scope: bool = True
 
-    # x-request-id in the headers of the first response (clients can log it before a stream ends) and in
-    # the trailers.
+    # x-request-id in the trailers of every call, and in the headers of a streaming response's first
+    # message (clients can log it before a stream ends).
     request_id_metadata: bool = True
     # grpc_server_* metrics.
     metrics: bool = True
@@ -244,8 +243,94 @@ class CallParts:
     access_log_trace: bool = False
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps every handler of the server; also ends open streams when the server shuts down."""
+class _MethodDetails:
+    """What a generic handler is asked about a method (grpc.HandlerCallDetails), outside any call."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+class _HandlerCollector:
+    """Stands in for the server that a generated add_*_to_server function adds its handlers to."""
+
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler[Any, Any]] = []
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: object) -> None:
+        # The same handlers come through add_generic_rpc_handlers as well.
+        pass
+
+    def find(self, method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+        details = _MethodDetails(method)
+        for generic in self.generic:
+            handler = generic.service(details)  # type: ignore[arg-type]
+            if handler is not None:
+                return handler
+        return None
+
+
+class MethodTable(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method of the server, by full name, each handler wrapped in the call's scope once, when added.
+
+    The server's only handler, with no interceptor and no registered method: grpc.aio runs its
+    interceptors for every call (coroutines and a partial each), then looks the method up among the
+    registered ones, then asks each generic handler in turn; and its accept loop keeps one pending request
+    per registered method, every one of which asyncio.wait walks again for each call that arrives (80 of
+    them for this server's services). Here a call costs one dict lookup, and one pending request.
+    """
+
+    def __init__(self, calls: CallWrapper) -> None:
+        self._calls = calls
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._others: list[grpc.GenericRpcHandler[Any, Any]] = []
+
+    def add_service(
+        self,
+        service: ServiceDescriptor,
+        add_to_server: Callable[[Any, Any], None],
+        servicer: object,
+    ) -> None:
+        """Adds `servicer`'s methods of `service`, as its generated `add_<Service>Servicer_to_server`
+        function would add them to a server."""
+        collector = _HandlerCollector()
+        add_to_server(servicer, collector)
+        for method in service.methods:
+            name = f"/{service.full_name}/{method.name}"
+            handler = collector.find(name)
+            if handler is None:
+                raise ValueError(f"{add_to_server.__name__} adds no handler for {name}")
+            self._handlers[name] = self._calls.wrap(handler, name)
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        """More handlers (a test's service): asked for the methods the table does not know, and wrapped in
+        the call's scope like the table's own, once each."""
+        self._others.extend(handlers)
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        found = self._handlers.get(handler_call_details.method)
+        if found is None and self._others:
+            found = self._from_others(handler_call_details)
+        return found
+
+    def _from_others(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        for generic in self._others:
+            handler = generic.service(details)
+            if handler is not None:
+                wrapped = self._handlers[details.method] = self._calls.wrap(handler, details.method)
+                return wrapped
+        # Unknown: gRPC answers UNIMPLEMENTED itself.
+        return None
+
+
+class CallWrapper:
+    """Wraps every handler of the server in the call's scope; also ends open streams when the server shuts
+    down."""
 
     def __init__(
         self,
@@ -263,8 +348,6 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._metrics = metrics
         self._text_checked_by_handler = frozenset(text_checked_by_handler)
         self.parts = parts
-        # The wrapper made for each method's handler, made once: gRPC asks the interceptor on every call.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
         # The server's grpc.max_send_message_length, checked by `_serialized` before gRPC sends.
         self._max_response_bytes = max_response_bytes
         self._draining = False
@@ -272,53 +355,61 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._streams: set[asyncio.Task[Any]] = set()
         self._ended_by_server: set[asyncio.Task[Any]] = set()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or not self.parts.scope:
-            # Unknown method: gRPC answers UNIMPLEMENTED itself.
+    def wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        """`handler` of `method` ("/package.Service/Method") inside the call's scope (as it is, with
+        CallParts.scope off)."""
+        if not self.parts.scope:
             return handler
-        method = handler_call_details.method
-        made = self._wrapped.get(method)
-        if made is not None and made[0] is handler:
-            return made[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         attribute, build = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
         behaviour: Callable[[Any, Any], Any] = getattr(handler, attribute)
         streaming = handler.request_streaming
+        open_method = is_open_method(method)
         # Health and reflection requests are gRPC's own, never stored: no NUL check for them.
-        checked_by_handler = method in self._text_checked_by_handler or is_open_method(method)
+        checked_by_handler = method in self._text_checked_by_handler or open_method
         parse: Parse = handler.request_deserializer
         serialize: Serialize = handler.response_serializer
         limit = self._max_response_bytes
         kind = GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
         metrics = self._metrics.method(method, kind) if self.parts.metrics else None
+        wrapper = self
 
         async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            raw = ResumableRequests(raw) if streaming else raw
-            async with _CallScope(
-                self, method, metrics, context, streaming=False, requests=raw if streaming else None
-            ) as call:
-                request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
+            requests = ResumableRequests(raw) if streaming else None
+            call = _CallScope(wrapper, method, metrics, context, requests, streaming_response=False)
+            try:
+                await call.admit(open_method)
+                request = _request(
+                    raw if requests is None else requests,
+                    parse,
+                    method,
+                    streaming,
+                    checked_by_handler,
+                    call.scope,
+                )
                 result = behaviour(request, context)
                 response = await result if inspect.isawaitable(result) else result
                 data = _serialized(response, serialize, limit)
-                await call.send_headers()
-                return data
+            except BaseException as exc:
+                await call.fail(exc)
+                raise
+            # The id is in the trailers alone: a unary response's headers and trailers reach the client
+            # together, and headers of their own would cost gRPC a batch of their own.
+            await call.succeed()
+            return data
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            raw = ResumableRequests(raw) if streaming else raw
-            async with _CallScope(
-                self, method, metrics, context, streaming=True, requests=raw if streaming else None
-            ) as call:
-                request = _request(raw, parse, method, streaming, checked_by_handler, call.scope)
+            requests = ResumableRequests(raw) if streaming else None
+            call = _CallScope(wrapper, method, metrics, context, requests, streaming_response=True)
+            try:
+                await call.admit(open_method)
+                request = _request(
+                    raw if requests is None else requests,
+                    parse,
+                    method,
+                    streaming,
+                    checked_by_handler,
+                    call.scope,
+                )
                 result = behaviour(request, context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.
@@ -342,6 +433,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         data = _serialized(response, serialize, limit)
                         await call.send_headers()
                         yield data
+            except BaseException as exc:
+                await call.fail(exc)
+                raise
+            await call.succeed()
 
         wrapped = streaming_response if handler.response_streaming else unary_response
         # gRPC hands the wrapper the request's bytes: `_request` parses them inside the call's scope.
@@ -363,25 +458,41 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 class _CallScope:
-    """Everything around one call: entered before the handler runs, exited with its outcome."""
+    """Everything around one call: `admit` before the handler runs, then `succeed` or `fail` with its
+    outcome, once."""
+
+    __slots__ = (
+        "_actor",
+        "_context",
+        "_headers_sent",
+        "_method",
+        "_metrics",
+        "_request_id",
+        "_requests",
+        "_started",
+        "_streaming",
+        "_task",
+        "_wrapper",
+        "scope",
+    )
 
     def __init__(
         self,
-        interceptor: CallInterceptor,
+        wrapper: CallWrapper,
         method: str,
         metrics: MethodMetrics | None,
         context: grpc.aio.ServicerContext[Any, Any],
+        requests: ResumableRequests | None,
         *,
-        streaming: bool,
-        requests: ResumableRequests | None = None,
+        streaming_response: bool,
     ) -> None:
-        """`streaming`: the response streams. `requests`: the request stream, when the request streams."""
-        self._interceptor = interceptor
+        """`requests`: the request stream, when the request streams."""
+        self._wrapper = wrapper
         self._requests = requests
         self._method = method
         self._metrics = metrics
         self._context = context
-        self._streaming = streaming
+        self._streaming = streaming_response
         self._started = time.perf_counter()
         self._request_id = ""
         self._headers_sent = False
@@ -389,78 +500,58 @@ class _CallScope:
         self.scope: TokenScope | None = None
         self._task: asyncio.Task[Any] | None = None
 
-    async def __aenter__(self) -> _CallScope:
-        # Nothing in here may raise: failures are raised from `_admit`, inside the scope, so that
-        # __aexit__ turns them into statuses like any other error.
+    async def admit(self, open_method: bool) -> None:
+        """Names the call (request id), sets its deadline and caller; raises when it may not go on.
+
+        `open_method`: everyone may call it (is_open_method), even while the server drains."""
         if self._metrics is not None:
             self._metrics.started()
         self._request_id, authorization = _request_id_and_authorization(self._context.invocation_metadata())
-        # The pool ends this call's database work by its deadline (see Database.connection).
-        remaining = self._context.time_remaining()
-        current_deadline.set(
-            CallDeadline(
-                asyncio.current_task(),
-                math.inf if remaining is None else asyncio.get_running_loop().time() + remaining,
+        task = asyncio.current_task()
+        # The pool ends this call's database work by its deadline (see Database.connection); the deadline
+        # is read from gRPC only when the call borrows a connection.
+        current_deadline.set(CallDeadline(task, time_remaining=self._context.time_remaining))
+        if self._streaming and task is not None:
+            self._task = task
+            self._wrapper._streams.add(task)
+        if self._wrapper.parts.request_id_metadata:
+            self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._request_id),))
+        if open_method:
+            given = None
+        else:
+            if self._wrapper._draining:
+                raise Unavailable("the server is shutting down; retry", reason=SHUTTING_DOWN)
+            given = await self._wrapper._authenticator.authenticate(self._method, authorization)
+            self._actor = given.actor
+            self.scope = given.scope
+        # The handler runs in this task, so the contextvar set here is what it reads; each call is its
+        # own task, so there is nothing to reset afterwards.
+        current_caller.set(
+            Caller(
+                actor=self._actor,
+                role=None if given is None else given.role,
+                method=self._method,
+                trace_request_id=self._request_id,
+                scope=self.scope,
             )
         )
-        if self._streaming:
-            self._task = asyncio.current_task()
-            if self._task is not None:
-                self._interceptor._streams.add(self._task)
-        await self._admit(authorization)
-        return self
 
     async def send_headers(self) -> None:
-        """Sends x-request-id in the response headers, once, as the first response goes out.
+        """Sends x-request-id in the headers of a streaming response, once, as its first message goes out.
 
         Not earlier: a call that fails before answering must end Trailers-Only, since headers commit an
         RPC and gRPC's built-in retry (the published service config, `grpc-retry-pushback-ms`) never
         retries a committed one. Its id is then in the trailers alone."""
-        if self._headers_sent or not self._interceptor.parts.request_id_metadata:
+        if self._headers_sent or not self._wrapper.parts.request_id_metadata:
             return
         self._headers_sent = True
         await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
 
-    async def _admit(self, authorization: str | None) -> None:
-        method, request_id = self._method, self._request_id
-        try:
-            if self._interceptor.parts.request_id_metadata:
-                self._context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-            open_method = is_open_method(method)
-            if self._interceptor._draining and not open_method:
-                raise Unavailable("the server is shutting down; retry", reason=SHUTTING_DOWN)
-            if open_method:
-                caller = Caller(actor=ANONYMOUS, role=None, method=method, trace_request_id=request_id)
-            else:
-                given = await self._interceptor._authenticator.authenticate(method, authorization)
-                caller = Caller(
-                    actor=given.actor,
-                    role=given.role,
-                    method=method,
-                    trace_request_id=request_id,
-                    scope=given.scope,
-                )
-        except BaseException as exc:
-            await self._fail(exc)
-            raise
-        self._actor = caller.actor
-        self.scope = caller.scope
-        # The handler runs in this task, so the contextvar set here is what it reads; each call is its
-        # own task, so there is nothing to reset afterwards.
-        current_caller.set(caller)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool:
-        if exc is None:
+    async def succeed(self) -> None:
+        """The handler returned: the call ends with the code it set (OK unless it set one)."""
+        if self._requests is not None:
             await self._drain()
-            self._finish(self._context.code() or grpc.StatusCode.OK)
-            return False
-        await self._fail(exc)
-        return False
+        self._finish(self._context.code() or grpc.StatusCode.OK)
 
     async def _drain(self) -> None:
         """Before the server's status goes out, waits (bounded) for the client to finish sending: a status
@@ -474,10 +565,10 @@ class _CallScope:
             self._finish(grpc.StatusCode.CANCELLED)
             raise
 
-    async def _fail(self, exc: BaseException) -> None:
+    async def fail(self, exc: BaseException) -> None:
         """Logs the outcome of a failed call and, where the status is ours to give, aborts with it."""
-        if self._task is not None and self._task in self._interceptor._ended_by_server:
-            self._interceptor._ended_by_server.discard(self._task)
+        if self._task is not None and self._task in self._wrapper._ended_by_server:
+            self._wrapper._ended_by_server.discard(self._task)
             if isinstance(exc, asyncio.CancelledError):
                 await self._abort(
                     error_status.unavailable_status(SHUTTING_DOWN, "the server is shutting down")
@@ -516,15 +607,15 @@ class _CallScope:
 
     def _finish(self, code: grpc.StatusCode) -> None:
         if self._task is not None:
-            self._interceptor._streams.discard(self._task)
+            self._wrapper._streams.discard(self._task)
         seconds = time.perf_counter() - self._started
         if self._metrics is not None:
             self._metrics.handled(code.name, seconds)
         if code is grpc.StatusCode.OK:
-            sample = self._interceptor.parts.access_log_sample
+            sample = self._wrapper.parts.access_log_sample
             if sample < 1.0 and (sample <= 0.0 or random.random() >= sample):
                 return
-        if self._interceptor.parts.access_log_trace:
+        if self._wrapper.parts.access_log_trace:
             trace_id, span_id = current_trace_ids()
             access_log.info(
                 "%s %s %.1fms actor=%s request_id=%s trace_id=%s span_id=%s",

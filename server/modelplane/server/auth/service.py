@@ -46,11 +46,18 @@ class Authenticator:
         self._clock = clock
         # hash of the secret -> (expiry on `clock`, token)
         self._cache: dict[bytes, tuple[float, TokenInfo]] = {}
+        # The anonymous caller of each method, made once (a Caller is immutable).
+        self._anonymous: dict[str, Caller] = {}
 
     async def authenticate(self, method: str, authorization: str | None) -> Caller:
         """Who calls; raises Unauthenticated (TOKEN_MISSING, TOKEN_INVALID) or PermissionDenied."""
         if not self.enabled or is_open(method):
-            return Caller(actor=ANONYMOUS, role=None, method=method, trace_request_id="")
+            anonymous = self._anonymous.get(method)
+            if anonymous is None:
+                anonymous = self._anonymous[method] = Caller(
+                    actor=ANONYMOUS, role=None, method=method, trace_request_id=""
+                )
+            return anonymous
         token = await self._token(authorization)
         allowed = allowed_roles(method)
         if token.role not in allowed:

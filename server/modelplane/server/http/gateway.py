@@ -169,9 +169,8 @@ class Gateway:
             trailers = exc.trailing_metadata()
             status = status_of(exc.code(), exc.details(), trailers)
             return error_response(status, _request_id_of(trailers) or _request_id_of(exc.initial_metadata()))
-        request_id = _request_id_of(await call.initial_metadata()) or _request_id_of(
-            await call.trailing_metadata()
-        )
+        # A unary call's id comes in its trailers (see interceptors.py).
+        request_id = _request_id_of(await call.trailing_metadata())
         return _json(transcode.response_json(route, response), 200, request_id)
 
     async def _server_stream(self, request: Request, route: Route, message: Message) -> Response:
