@@ -1,13 +1,15 @@
 """What each part of a call costs the server: CPU time per grpc.health.v1/Check call at concurrency 16, with
 the server's parts switched on one after another, each in a server process of its own.
 
-    python -m bench.call_overhead [--calls N] [--rounds R] [--database-url URL]
+    python -m bench.call_overhead [--calls N] [--rounds R] [--database-url URL] [--instructions]
 
 Each step adds one part to the one before (see CallParts); the report prints the server's CPU per call
 (user + system, read from /proc) and what the step added, and every figure as a ratio of the bare server's
 (gRPC with the stock health service alone), measured in the same run. Figures move with the machine's
 load; a step's added cost is the difference of two medians. The database is --database-url, else a
 throw-away one as bench/run.py makes it (only the server's readiness touches it: Check never does).
+With --instructions it counts instead the instructions the server executes per call, under valgrind's
+callgrind: a count that the machine's load does not move, at the price of a server tens of times slower.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,10 @@ from bench.run import bench_database, free_port
 CONCURRENCY = 16
 CALL_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
+# --instructions: calls made before the counted ones in both servers (the first calls of a process pay for
+# its caches), and how much longer than usual a call may take under valgrind.
+WARMUP_CALLS = 500
+VALGRIND_SLOWDOWN = 30.0
 
 
 @dataclass(frozen=True)
@@ -127,14 +134,15 @@ def _cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def _drive(target: str, calls: int) -> None:
+async def _drive(target: str, calls: int, *, slowdown: float = 1.0) -> None:
+    """Waits for SERVING, then makes `calls` calls at CONCURRENCY; `slowdown` stretches the timeouts."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest()
-        async with asyncio.timeout(READY_TIMEOUT):
+        async with asyncio.timeout(READY_TIMEOUT * slowdown):
             while True:
                 try:
-                    reply = await stub.Check(request, timeout=2, wait_for_ready=True)
+                    reply = await stub.Check(request, timeout=2 * slowdown, wait_for_ready=True)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         break
                 except grpc.aio.AioRpcError:
@@ -146,7 +154,7 @@ async def _drive(target: str, calls: int) -> None:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                await stub.Check(request, timeout=CALL_TIMEOUT)
+                await stub.Check(request, timeout=CALL_TIMEOUT * slowdown)
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
@@ -154,10 +162,7 @@ async def _drive(target: str, calls: int) -> None:
 def measure(step_index: int, variant: str, database_url: str, calls: int) -> float:
     """Server CPU microseconds per call of one step (or variant), in a server process of its own."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "bench.call_overhead", "--serve", str(step_index), "--port", str(port),
-        "--database-url", database_url, *(["--variant", variant] if variant else []),
-    ]  # fmt: skip
+    command = _server_command(step_index, variant, port, database_url)
     with running(command) as process:
         target = f"127.0.0.1:{port}"
         # The warm-up also waits for SERVING; only the calls after it are billed.
@@ -166,6 +171,53 @@ def measure(step_index: int, variant: str, database_url: str, calls: int) -> flo
         asyncio.run(_drive(target, calls))
         after = _cpu_seconds(process.pid)
     return (after - before) / calls * 1e6
+
+
+def _server_command(step_index: int, variant: str, port: int, database_url: str) -> list[str]:
+    return [
+        sys.executable, "-m", "bench.call_overhead", "--serve", str(step_index), "--port", str(port),
+        "--database-url", database_url, *(["--variant", variant] if variant else []),
+    ]  # fmt: skip
+
+
+def _instructions(step_index: int, variant: str, database_url: str, calls: int) -> int:
+    """Instructions a server process of one step executes from its start to its stop, having answered the
+    warm-up and then `calls` calls, as valgrind's callgrind counts them (every thread of the process)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="call-overhead-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        command = [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+            *_server_command(step_index, variant, port, database_url),
+        ]  # fmt: skip
+        with running(command):
+            asyncio.run(_drive(f"127.0.0.1:{port}", WARMUP_CALLS + calls, slowdown=VALGRIND_SLOWDOWN))
+        for line in out.read_text().splitlines():
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"callgrind wrote no summary for step {step_index}")
+
+
+def count_instructions(step_index: int, variant: str, database_url: str, calls: int) -> float:
+    """Instructions the server executes per call of one step: the difference between a server that answered
+    `calls` calls more than another, divided by `calls` (start-up, warm-up and stop cancel out)."""
+    more = _instructions(step_index, variant, database_url, calls)
+    fewer = _instructions(step_index, variant, database_url, 0)
+    return (more - fewer) / calls
+
+
+def run_instructions(database_url: str, calls: int) -> str:
+    """The report of --instructions: one count a step (a count does not move with the machine's load)."""
+    values = [count_instructions(index, "", database_url, calls) for index in range(len(STEPS))]
+    lines = [
+        f"server instructions per Health/Check call at concurrency {CONCURRENCY} (valgrind's callgrind,"
+        f" {calls} calls)",
+        f"{'step':<62} {'instr':>8} {'added':>7} {'x bare':>7}",
+    ]
+    for index, (step, value) in enumerate(zip(STEPS, values, strict=True)):
+        added = "" if index == 0 else f"{value - values[index - 1]:+.0f}"
+        lines.append(f"{step.name:<62} {value:>8.0f} {added:>7} {value / values[0]:>7.2f}")
+    return "\n".join(lines)
 
 
 def run(database_url: str, calls: int, rounds: int) -> str:
@@ -211,6 +263,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calls", type=int, default=10_000, help="calls measured per step and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every step (the median is shown)")
     parser.add_argument("--database-url", help="Postgres for the servers' readiness (default: throw-away)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the server's instructions per call under valgrind's callgrind, one run a step, instead"
+        " of its CPU time (slow: about a minute a step for 2,000 calls; needs valgrind)",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="", choices=["", *VARIANTS], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -223,7 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(args.serve, args.variant, args.port, args.database_url)
         return 0
     with bench_database(args.database_url) as database:
-        print(run(database.url, args.calls, args.rounds))
+        if args.instructions:
+            print(run_instructions(database.url, args.calls))
+        else:
+            print(run(database.url, args.calls, args.rounds))
     return 0
 
 

@@ -66,7 +66,7 @@ _HANDLER_KINDS: dict[tuple[bool, bool], tuple[str, Callable[..., grpc.RpcMethodH
 
 
 class CallAuthenticator(Protocol):
-    """What the interceptor needs from auth: the Caller of a method with its `authorization`, or an error."""
+    """What the call's scope needs from auth: the Caller of a method with its `authorization`, or an error."""
 
     async def authenticate(self, method: str, authorization: str | None) -> Caller: ...
 

@@ -99,7 +99,8 @@ class Tracing:
 
     def server_interceptor(self) -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
         """The gRPC instrumentation's aio interceptor: a span per call, its parent taken from the call's
-        traceparent metadata; it goes first, so the call's own interceptor runs inside the span."""
+        traceparent metadata; the handler it finds is already wrapped in the call's scope (interceptors.py),
+        which so runs inside the span."""
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
         interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[type-arg,no-untyped-call]

@@ -1,6 +1,7 @@
 """Turns the `authorization` metadata of a call into a Caller, or refuses the call.
 
-The auth interceptor calls `Authenticator.authenticate` once per RPC and fills in the trace id.
+The call's scope (interceptors.py) calls `Authenticator.authenticate` once per RPC and fills in the
+request id.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MAX_CACHED_TOKENS = 10_000
 
 class Authenticator:
     """Checks bearer tokens and roles per RPC; a scoped token's Caller carries its scope, which the
-    interceptor checks against each request once it is parsed.
+    call's scope checks against each request once it is parsed.
 
     Validated tokens are cached by the SHA-256 of their secret for `cache_ttl` seconds, so the hot path
     does not query Postgres on every call. The price: a revoked token keeps working on a replica that
