@@ -141,10 +141,12 @@ def server_process(database_url: str, log_level: str, log_file: IO[str]) -> Iter
 
 @contextlib.contextmanager
 def modelplane_server(database_url: str, log_level: str, log_file: IO[str]) -> Iterator[Served]:
-    """`modelplane serve` without auth on a loopback port; yields its target and pid."""
+    """`modelplane serve` without auth on a loopback port, one process as the bare server is (the load's one
+    channel would reach one worker of several anyway; bench/workers.py measures more); yields its target and
+    pid."""
     target = f"127.0.0.1:{free_port()}"
     command = [
-        *(sys.executable, "-m", "modelplane.server.cli", "serve", "--address", target),
+        *(sys.executable, "-m", "modelplane.server.cli", "serve", "--address", target, "--workers", "1"),
         *("--database-url", database_url, "--no-auth", "--log-level", log_level),
     ]
     with _process(command, log_file) as pid:
