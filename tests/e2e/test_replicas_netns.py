@@ -434,8 +434,10 @@ async def cut_postgres_and_check(
 
     await eventually(not_serving, "replica 1 NOT_SERVING without Postgres")
     await stopped_sending()
+    await access_logs_written(cluster)
     before_first, before_second = first.reached(), second.served()
     done = await create_models(connection, "while-cut")
+    await access_logs_written(cluster)
     # reached() counts failed calls too: a call sent to the cut replica would show, whatever it answered.
     assert first.reached() == before_first
     assert second.served() == before_second + ROUND
@@ -444,9 +446,23 @@ async def cut_postgres_and_check(
     await first.wait_serving()
 
 
+async def access_logs_written(cluster: Cluster) -> None:
+    """Waits until no replica's log has grown for 0.1 s (5 s at most): a server writes the access-log lines
+    of a turn of its event loop together, after the turn, so a call's line can follow its response."""
+    deadline = time.monotonic() + 5.0
+    sizes: list[int] | None = None
+    while time.monotonic() < deadline:
+        now = [replica.log_path.stat().st_size for replica in cluster.replicas]
+        if now == sizes:
+            return
+        sizes = now
+        await asyncio.sleep(0.1)
+
+
 async def spread_over_both(connection: Connection, cluster: Cluster) -> None:
     first, second = cluster.replicas
     done = await create_models(connection, "spread")
+    await access_logs_written(cluster)
     assert first.served() > 0, (first.served(), second.served())
     assert second.served() > 0, (first.served(), second.served())
     assert first.served() + second.served() == ROUND
@@ -504,8 +520,10 @@ async def test_haproxy_balances_calls_takes_out_dead_and_not_serving_replicas(pr
         first.start()
         await first.wait_serving()
         await wait_haproxy(cluster, {"replica1": "UP", "replica2": "UP"})
+        await access_logs_written(cluster)
         before = first.served()
         await create_models(connection, "after-restart")
+        await access_logs_written(cluster)
         assert first.served() > before
 
         async def haproxy_took_it_out() -> None:
