@@ -243,17 +243,6 @@ async def get_version(conn: Connection, model_id: str, version_id: int) -> Model
     return None if row is None else _version(row)
 
 
-async def get_versions(conn: Connection, model_id: str, version_ids: Sequence[int]) -> list[ModelVersion]:
-    """The versions of a model with these numbers that exist, by number (one statement)."""
-    rows = await conn.fetch(
-        f"SELECT {_VERSION_COLUMNS} FROM model_versions v JOIN models m ON m.id = v.model_id"
-        " WHERE v.model_id = $1 AND v.version_id = ANY($2::bigint[]) ORDER BY v.version_id",
-        model_id,
-        list(version_ids),
-    )
-    return [_version(r) for r in rows]
-
-
 async def get_version_at(conn: Connection, model_id: str, version_id: int) -> tuple[ModelVersion, int] | None:
     """A version with the revision it was read at (one statement, one snapshot)."""
     row = await conn.fetchrow(
