@@ -1,5 +1,6 @@
 """`modelplane serve --workers 2` as a subprocess: both workers serve on the one port (gRPC and HTTP), a
-killed worker is started again while the other serves, SIGTERM stops them all, the ports stay refused to a
+worker still starting leaves new connections waiting rather than failing them, a killed worker is started
+again while the other serves, SIGTERM stops them all, the ports stay refused to a
 second server, the metrics endpoint adds up every worker, and what holds across replicas (a watch sees a
 change made on another connection, compare-and-set, each timed rollout step once) holds across workers; and
 a worker count whose connections would not fit Postgres is refused in one line."""
@@ -110,6 +111,26 @@ def two_workers(database_url: str, tmp_path: Path) -> Iterator[Running]:
         yield process, address, metrics_address, log_path, http_address
 
 
+def test_a_worker_still_starting_leaves_new_connections_waiting_rather_than_failing_them(
+    database_url: str, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    log_path = tmp_path / "serve.log"
+    args = ["serve", "--workers", "2", "--address", address, "--database-url", database_url, "--no-auth"]
+    with launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process:
+        wait_for_line(process, log_path, "[worker 1] modelplane.server.health: health: SERVING")
+        # Worker 2 may still be connecting or migrating: the connections the kernel gives it wait in its
+        # backlog until it serves, so every call is answered, none with UNAVAILABLE.
+        for _ in range(CONNECTIONS):
+            with grpc.insecure_channel(address, options=OWN_CONNECTION) as channel:
+                stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+                stub.ListModels(registry_pb2.ListModelsRequest(), timeout=10)
+        wait_for_line(process, log_path, "[worker 2] modelplane.server.health: health: SERVING")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=SHUTDOWN_GRACE + 30) == 0, log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
+
+
 def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(
     two_workers: Running, database_url: str, tmp_path: Path
 ) -> None:
@@ -145,9 +166,11 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(
     restarted = _started_workers(log_path)
     assert restarted[2] == first[2]
     assert _alive(restarted[2])
+    # Worker 1 started again takes calls only once it serves: a new connection the kernel gives it waits
+    # for that instead of being answered NOT_SERVING.
     while log_path.read_text().count("health: SERVING") < 3:
         assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.1)
+        _check_on_a_new_connection(address)
     # The killed worker's calls stay counted after its death.
     assert _metric(_scrape(metrics_address), "grpc_server_handled_total", checks) >= CONNECTIONS
 

@@ -80,6 +80,11 @@ CONNECT_RETRY_INTERVAL = 1.0
 # goes on by itself.
 MISSING_DATABASE_RECHECK_INTERVAL = 5.0
 
+# Seconds a server that waits to be ready before it accepts (a worker beside others, see
+# ModelplaneServer.accepts_before_ready) waits at most; then it accepts as a lone server does, answering
+# UNAVAILABLE and NOT_SERVING until the database is there.
+ACCEPT_WAIT_LIMIT = 5.0
+
 # Seconds between turning NOT_SERVING and ending open streams, so health watchers hear it first.
 HEALTH_PROPAGATION_DELAY = 0.2
 
@@ -222,6 +227,13 @@ class ModelplaneServer:
         # False in every worker but the first: a database that is missing or away at start is said once, by
         # worker 1, while the others retry quietly (DEBUG lines).
         self.reports_start_problems = True
+        # Whether calls are taken from the moment the port is bound. True for a lone server, so that it
+        # answers NOT_SERVING while the database is away. False for a worker beside others: its sockets are
+        # bound and listening from the start, but it takes the connections the kernel gives it (they wait in
+        # its backlog) only once its health is SERVING, or after ACCEPT_WAIT_LIMIT seconds, so that a worker
+        # still starting does not answer UNAVAILABLE to calls the workers already serving could have taken.
+        self.accepts_before_ready = True
+        self._accepting: asyncio.Task[None] | None = None
         self._port: int | None = None
         self.http: HttpFace | None = None
         self._background: asyncio.Task[None] | None = None
@@ -245,7 +257,8 @@ class ModelplaneServer:
         return local_target(self.config.host, self.port)
 
     async def start(self) -> None:
-        """Binds and serves at once; connecting to Postgres and migrating continue in the background.
+        """Binds and serves at once (unless `accepts_before_ready` is False); connecting to Postgres and
+        migrating continue in the background.
 
         Raises ListenError, with a one-line reason, when the address or the metrics address is taken."""
         if self._port is not None:
@@ -275,12 +288,25 @@ class ModelplaneServer:
             self.metrics.start_endpoint(self.config.metrics_address)
         await self.health.set_serving(False)
         await self.health.set_alive()
-        await self.grpc_server.start()
-        if self.http is not None:
-            await self.http.start(MODELPLANE_SERVICES)
+        if self.accepts_before_ready:
+            await self._accept()
+        else:
+            self._accepting = asyncio.create_task(self._accept_when_ready(), name="modelplane-accept")
         await self.feed.start()
         self._background = asyncio.create_task(self._become_ready(), name="modelplane-readiness")
         log.debug("listening on %s", self.target)
+
+    async def _accept(self) -> None:
+        await self.grpc_server.start()
+        if self.http is not None:
+            await self.http.start(MODELPLANE_SERVICES)
+
+    async def _accept_when_ready(self) -> None:
+        try:
+            await asyncio.wait_for(self.health.wait_serving(), ACCEPT_WAIT_LIMIT)
+        except TimeoutError:
+            log.debug("not SERVING after %.0f s; taking calls anyway", ACCEPT_WAIT_LIMIT)
+        await self._accept()
 
     async def _connect_and_migrate(self) -> None:
         if not self.database.is_open:
@@ -349,6 +375,7 @@ class ModelplaneServer:
         self._stopped = True
         grace = self.config.shutdown_grace if grace is None else grace
         loop = asyncio.get_running_loop()
+        await cancel_and_wait(self._accepting)
         await cancel_and_wait(self._background)
         await self.health.shut_down()
         # Health watchers (load balancers, orchestrators) get the NOT_SERVING update written to them
@@ -527,14 +554,21 @@ def _tune_garbage_collection() -> None:
 
 
 async def run_server(
-    config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals], *, worker: int | None = None
+    config: ServerConfig,
+    database: str,
+    stop_signals: Sequence[signal.Signals],
+    *,
+    worker: int | None = None,
+    accepts_before_ready: bool = True,
 ) -> None:
     """Runs one server process until one of `stop_signals`. A single server logs the operator's first lines;
-    a `worker` leaves them to its parent and logs one line of its own. Traced as OTEL_* says (each worker
+    a `worker` leaves them to its parent and logs one line of its own; `accepts_before_ready` is
+    ModelplaneServer's. Traced as OTEL_* says (each worker
     sets its own exporter up: an exporter's thread does not survive the fork)."""
     provider = provider_from_environment()
     server = build_server(config, tracing=Tracing(provider) if provider is not None else None)
     server.reports_start_problems = worker in (None, 1)
+    server.accepts_before_ready = accepts_before_ready
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in stop_signals:

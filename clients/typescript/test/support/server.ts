@@ -105,7 +105,11 @@ export class Server {
     },
   ): Promise<Server> {
     const address = options.address ?? `127.0.0.1:${await freePort()}`;
-    const args = ["serve", "--address", address, "--database-url", databaseUrl, "--shutdown-grace", "1"];
+    // One process, so that its "health: SERVING" line means the whole server serves: with several workers
+    // each says it for itself, and a connection the kernel gives a worker still starting is answered
+    // UNAVAILABLE until that worker is ready too.
+    const args = ["serve", "--workers", "1", "--address", address, "--database-url", databaseUrl];
+    args.push("--shutdown-grace", "1");
     if (!options.auth) {
       args.push("--no-auth");
     }
