@@ -373,20 +373,25 @@ class CallWrapper:
         metrics = self._metrics.method(method, kind) if self.parts.metrics else None
         wrapper = self
 
-        async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        def open_call(
+            raw: Any, context: grpc.aio.ServicerContext[Any, Any], streaming_response: bool
+        ) -> tuple[_CallScope, Any]:
+            """The call's scope, and what the handler is to read: the request's bytes, or the stream."""
             requests = ResumableRequests(raw) if streaming else None
-            call = _CallScope(wrapper, method, metrics, context, requests, streaming_response=False)
+            call = _CallScope(
+                wrapper, method, metrics, context, requests, streaming_response=streaming_response
+            )
+            return call, raw if requests is None else requests
+
+        def parsed(call: _CallScope, raw: Any) -> Any:
+            """The request, or the stream of requests, parsed and checked within the call's token scope."""
+            return _request(raw, parse, method, streaming, checked_by_handler, call.scope)
+
+        async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            call, raw = open_call(raw, context, False)
             try:
                 await call.admit(open_method)
-                request = _request(
-                    raw if requests is None else requests,
-                    parse,
-                    method,
-                    streaming,
-                    checked_by_handler,
-                    call.scope,
-                )
-                result = behaviour(request, context)
+                result = behaviour(parsed(call, raw), context)
                 response = await result if inspect.isawaitable(result) else result
                 data = _serialized(response, serialize, limit)
             except BaseException as exc:
@@ -398,19 +403,10 @@ class CallWrapper:
             return data
 
         async def streaming_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            requests = ResumableRequests(raw) if streaming else None
-            call = _CallScope(wrapper, method, metrics, context, requests, streaming_response=True)
+            call, raw = open_call(raw, context, True)
             try:
                 await call.admit(open_method)
-                request = _request(
-                    raw if requests is None else requests,
-                    parse,
-                    method,
-                    streaming,
-                    checked_by_handler,
-                    call.scope,
-                )
-                result = behaviour(request, context)
+                result = behaviour(parsed(call, raw), context)
                 # A handler is an async generator, a coroutine that writes with context.write, or
                 # (generated base classes) a plain function that raises.
                 if inspect.isawaitable(result):
