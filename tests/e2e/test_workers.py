@@ -118,14 +118,15 @@ def test_a_worker_still_starting_leaves_new_connections_waiting_rather_than_fail
     log_path = tmp_path / "serve.log"
     args = ["serve", "--workers", "2", "--address", address, "--database-url", database_url, "--no-auth"]
     with launched([*args, "--shutdown-grace", str(SHUTDOWN_GRACE)], tmp_path, log_path) as process:
-        wait_for_line(process, log_path, "[worker 1] modelplane.server.health: health: SERVING")
-        # Worker 2 may still be connecting or migrating: the connections the kernel gives it wait in its
-        # backlog until it serves, so every call is answered, none with UNAVAILABLE.
+        serving = wait_for_line(process, log_path, "health: SERVING")
+        # The other worker may still be connecting or migrating: the connections the kernel gives it wait in
+        # its backlog until it serves, so every call is answered, none with UNAVAILABLE.
         for _ in range(CONNECTIONS):
             with grpc.insecure_channel(address, options=OWN_CONNECTION) as channel:
                 stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
                 stub.ListModels(registry_pb2.ListModelsRequest(), timeout=10)
-        wait_for_line(process, log_path, "[worker 2] modelplane.server.health: health: SERVING")
+        other = "[worker 2]" if "[worker 1]" in serving else "[worker 1]"
+        wait_for_line(process, log_path, f"{other} modelplane.server.health: health: SERVING")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=SHUTDOWN_GRACE + 30) == 0, log_path.read_text()
     assert "Traceback" not in log_path.read_text()

@@ -80,9 +80,7 @@ CONNECT_RETRY_INTERVAL = 1.0
 # goes on by itself.
 MISSING_DATABASE_RECHECK_INTERVAL = 5.0
 
-# Seconds a server that waits to be ready before it accepts (a worker beside others, see
-# ModelplaneServer.accepts_before_ready) waits at most; then it accepts as a lone server does, answering
-# UNAVAILABLE and NOT_SERVING until the database is there.
+# Seconds a worker waits at most to be ready before it takes calls (see ModelplaneServer.start).
 ACCEPT_WAIT_LIMIT = 5.0
 
 # Seconds between turning NOT_SERVING and ending open streams, so health watchers hear it first.
@@ -227,13 +225,9 @@ class ModelplaneServer:
         # False in every worker but the first: a database that is missing or away at start is said once, by
         # worker 1, while the others retry quietly (DEBUG lines).
         self.reports_start_problems = True
-        # Whether calls are taken from the moment the port is bound. True for a lone server, so that it
-        # answers NOT_SERVING while the database is away. False for a worker beside others: its sockets are
-        # bound and listening from the start, but it takes the connections the kernel gives it (they wait in
-        # its backlog) only once its health is SERVING, or after ACCEPT_WAIT_LIMIT seconds, so that a worker
-        # still starting does not answer UNAVAILABLE to calls the workers already serving could have taken.
-        self.accepts_before_ready = True
         self._accepting: asyncio.Task[None] | None = None
+        # Set when connecting or migrating first fails: the database is away or missing, not just slow.
+        self._start_problem = asyncio.Event()
         self._port: int | None = None
         self.http: HttpFace | None = None
         self._background: asyncio.Task[None] | None = None
@@ -257,8 +251,13 @@ class ModelplaneServer:
         return local_target(self.config.host, self.port)
 
     async def start(self) -> None:
-        """Binds and serves at once (unless `accepts_before_ready` is False); connecting to Postgres and
-        migrating continue in the background.
+        """Binds and serves at once; connecting to Postgres and migrating continue in the background.
+
+        A worker (config.shared_port) binds and listens at once too, but takes the connections the kernel
+        gives it (they wait in its backlog meanwhile) only once its health is SERVING; or as soon as
+        connecting or migrating fails, since calls then fail alike on every worker and health should say
+        NOT_SERVING; or after ACCEPT_WAIT_LIMIT seconds. So a worker still starting never answers UNAVAILABLE
+        to a call that the workers already serving would have answered.
 
         Raises ListenError, with a one-line reason, when the address or the metrics address is taken."""
         if self._port is not None:
@@ -288,7 +287,7 @@ class ModelplaneServer:
             self.metrics.start_endpoint(self.config.metrics_address)
         await self.health.set_serving(False)
         await self.health.set_alive()
-        if self.accepts_before_ready:
+        if not self.config.shared_port:
             await self._accept()
         else:
             self._accepting = asyncio.create_task(self._accept_when_ready(), name="modelplane-accept")
@@ -302,9 +301,16 @@ class ModelplaneServer:
             await self.http.start(MODELPLANE_SERVICES)
 
     async def _accept_when_ready(self) -> None:
+        ready = asyncio.ensure_future(self.health.wait_serving())
+        failed = asyncio.ensure_future(self._start_problem.wait())
         try:
-            await asyncio.wait_for(self.health.wait_serving(), ACCEPT_WAIT_LIMIT)
-        except TimeoutError:
+            done, _ = await asyncio.wait(
+                {ready, failed}, timeout=ACCEPT_WAIT_LIMIT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+            failed.cancel()
+        if not done:
             log.debug("not SERVING after %.0f s; taking calls anyway", ACCEPT_WAIT_LIMIT)
         await self._accept()
 
@@ -334,6 +340,7 @@ class ModelplaneServer:
             except asyncio.CancelledError:
                 raise
             except DatabaseMissing as exc:
+                self._start_problem.set()
                 seen, problem = problem, str(exc)
                 if problem != seen:
                     say_error("%s; health stays NOT_SERVING and calls fail until it exists", exc)
@@ -343,6 +350,7 @@ class ModelplaneServer:
             except Exception as exc:
                 # Postgres down, refusing or still starting: keep the process up, answer UNAVAILABLE
                 # meanwhile, and try again.
+                self._start_problem.set()
                 seen, problem = problem, f"{type(exc).__name__}: {exc}"
                 if problem != seen:
                     say_warning("database not ready (%s); retrying", problem)
@@ -554,21 +562,14 @@ def _tune_garbage_collection() -> None:
 
 
 async def run_server(
-    config: ServerConfig,
-    database: str,
-    stop_signals: Sequence[signal.Signals],
-    *,
-    worker: int | None = None,
-    accepts_before_ready: bool = True,
+    config: ServerConfig, database: str, stop_signals: Sequence[signal.Signals], *, worker: int | None = None
 ) -> None:
     """Runs one server process until one of `stop_signals`. A single server logs the operator's first lines;
-    a `worker` leaves them to its parent and logs one line of its own; `accepts_before_ready` is
-    ModelplaneServer's. Traced as OTEL_* says (each worker
+    a `worker` leaves them to its parent and logs one line of its own. Traced as OTEL_* says (each worker
     sets its own exporter up: an exporter's thread does not survive the fork)."""
     provider = provider_from_environment()
     server = build_server(config, tracing=Tracing(provider) if provider is not None else None)
     server.reports_start_problems = worker in (None, 1)
-    server.accepts_before_ready = accepts_before_ready
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in stop_signals:

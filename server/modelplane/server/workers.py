@@ -154,7 +154,6 @@ class _Slot:
     index: int
     process: BaseProcess | None = None
     started: float = 0.0
-    starts: int = 0
     backoff: float = RESTART_BACKOFF_MIN
     restart_at: float | None = None
 
@@ -188,12 +187,9 @@ class WorkerSupervisor:
         self._stopping = True
 
     def _start(self, slot: _Slot) -> None:
-        # The first start of worker 1 takes calls at once, so that something answers NOT_SERVING while the
-        # database is away; every other worker, and worker 1 started again, takes them once it is ready.
-        accepts_before_ready = slot.index == 1 and slot.starts == 0
         process = self._context.Process(
             target=run_worker,
-            args=(self._worker_config, slot.index, self._database, os.getpid(), accepts_before_ready),
+            args=(self._worker_config, slot.index, self._database, os.getpid()),
             name=f"modelplane-worker-{slot.index}",
         )
         # Ctrl-C reaches every process of the terminal's group; a worker leaves it to the parent, which
@@ -205,7 +201,6 @@ class WorkerSupervisor:
         finally:
             signal.signal(signal.SIGINT, handler)
         slot.process, slot.started, slot.restart_at = process, time.monotonic(), None
-        slot.starts += 1
         log.info("worker %d started (pid %s)", slot.index, process.pid)
 
     def _watch_once(self) -> None:
@@ -344,12 +339,9 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def run_worker(
-    config: ServerConfig, index: int, database: str, parent: int, accepts_before_ready: bool
-) -> None:
+def run_worker(config: ServerConfig, index: int, database: str, parent: int) -> None:
     """The body of one worker process: a whole server on the shared port until SIGTERM (SIGINT is the
-    parent's to act on), or until its `parent` (the supervisor's pid) dies. `accepts_before_ready`: see
-    ModelplaneServer.accepts_before_ready."""
+    parent's to act on), or until its `parent` (the supervisor's pid) dies."""
     from modelplane.server.app import ListenError, run_server
     from modelplane.server.log_lines import configure_logging
 
@@ -359,10 +351,7 @@ def run_worker(
         return
     configure_logging(config.log_level, tag=f"worker {index}")
     try:
-        run = run_server(
-            config, database, (signal.SIGTERM,), worker=index, accepts_before_ready=accepts_before_ready
-        )
-        asyncio.run(run)
+        asyncio.run(run_server(config, database, (signal.SIGTERM,), worker=index))
     except (ListenError, OSError) as exc:
         log.error("worker %d cannot start: %s", index, exc)
         sys.exit(EXIT_CANNOT_START)
