@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,21 @@ async def test_create_and_get_model(stub: ModelRegistryServiceAsyncStub) -> None
 
     error = await fails(stub.GetModel(pb.GetModelRequest(name="models/nope")))
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")
+
+
+async def test_refused_writes_log_no_error(
+    stub: ModelRegistryServiceAsyncStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A refusal is the caller's answer, not the server's trouble: nothing at ERROR in the server's log (the
+    # pool's reset of a connection left in a transaction once said one for every refused write).
+    model = await new_model(stub)
+    with caplog.at_level(logging.WARNING):
+        exists = await fails(new_model(stub))
+        stale = await fails(
+            stub.DeleteModel(pb.DeleteModelRequest(name=model.name, etag=f"{model.etag}-stale"))
+        )
+    assert (exists.code, stale.code) == (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
 
 
 async def test_create_model_names_every_bad_field(stub: ModelRegistryServiceAsyncStub) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -233,3 +234,29 @@ async def test_concurrent_writes_naming_their_revisions_each_get_their_own(datab
 
     taken = await asyncio.gather(*(write(i) for i in range(20)))
     assert sorted(await _marks(database)) == sorted(t for t in taken if t is not None) == list(range(1, 21))
+
+
+async def test_a_write_that_fails_ends_its_own_transaction_and_leaves_nothing(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A refusal (ALREADY_EXISTS, a stale etag, ...) is an error raised in the block: the transaction is
+    # rolled back before the connection goes back to the pool, whose own reset would say so as an asyncio
+    # ERROR ("Resetting connection with an active transaction") for every refused write.
+    async def refused() -> None:
+        async with mutation(database, writer("r-refused", b"f")) as m:
+            await m.record(resource_type="thing", resource="things/r", kind="created", snapshot=None)
+            raise RuntimeError("refused after recording")
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"), pytest.raises(RuntimeError):
+        await refused()
+    assert [record.getMessage() for record in caplog.records if record.name == "asyncio"] == []
+    async with database.connection() as conn:
+        assert not conn.is_in_transaction()
+        left = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM changes) + (SELECT count(*) FROM audit_log)"
+            " + (SELECT count(*) FROM request_ids)"
+        )
+    assert left == 0
+    # The request id was not kept: the same id runs the write when sent again.
+    async with mutation(database, writer("r-refused", b"f")) as m:
+        assert await m.replay() is None

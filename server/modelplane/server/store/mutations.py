@@ -12,6 +12,7 @@ the revision is published (`store.publish`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Mapping
@@ -233,11 +234,24 @@ async def mutation(database: Database, write: WriteRequest) -> AsyncIterator[Mut
     # connection() turns a lost database into StorageUnavailable, here as around any borrowed connection.
     async with database.connection() as conn:
         m = Mutation(conn, write)
-        await m.begin()
-        # On an error the pool rolls the transaction back as it takes the connection back (or terminates a
-        # connection a cancelled or lost statement left behind).
-        yield m
-        await m.finish()
-        await conn.execute("COMMIT")
+        try:
+            await m.begin()
+            yield m
+            await m.finish()
+            await conn.execute("COMMIT")
+        except Exception:
+            await _roll_back(conn)
+            raise
     if m.taken_revision is not None:
         await publisher_for(database).committed(m.taken_revision)
+
+
+async def _roll_back(conn: Connection) -> None:
+    """Ends the transaction of a write that failed (a refusal is an error raised in the block), so that the
+    connection goes back to the pool clean. The pool's reset would roll it back too, but says so each time as
+    an asyncio ERROR, one for every refused write. A connection that was cancelled mid-statement, lost or
+    terminated is left to the pool, which closes it."""
+    if conn.is_closed() or not conn.is_in_transaction():
+        return
+    with contextlib.suppress(Exception):
+        await conn.execute("ROLLBACK")
