@@ -65,6 +65,8 @@ async def test_a_call_on_a_hung_postgres_answers_storage_unavailable_within_two_
         # One line for the outage, not one a call.
         said = [r.getMessage() for r in caplog.records if r.name == "modelplane.server.store.pool"]
         assert len([line for line in said if line.startswith("database unavailable")]) == 1, said
+        # Each says what failed, also when the error has no text of its own (a connect that timed out).
+        assert not [line for line in said if line.endswith(": ")], said
 
         proxy.resume()
         await wait_health(channel, "SERVING")

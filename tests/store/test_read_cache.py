@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+import pytest
 
 from modelplane.server.store.mutations import WriteRequest, mutation
 from modelplane.server.store.pool import Database
@@ -80,5 +82,69 @@ async def test_own_writes_empty_the_cache_before_the_notification(
         assert await cache.read("k", load) == "fresh"
         assert await cache.read("k", load) == "fresh"
         assert loads == 1
+    finally:
+        await feed.stop()
+
+
+async def test_reads_that_miss_together_share_one_load_as_new_as_their_own(
+    database: Database, database_url: str
+) -> None:
+    feed = ChangeFeed(database_url, poll_interval=0.2)
+    cache: ReadCache[str] = ReadCache(feed)
+    await feed.start()
+    try:
+        await wait_until(lambda: feed.live)
+        first = await commit(database, "things/a")
+        await wait_until(lambda: feed.latest == first)
+        loads: list[str] = []
+        release = asyncio.Event()
+
+        def loader(
+            value: str, revision: int, *, fail: bool = False
+        ) -> Callable[[], Awaitable[tuple[str, int]]]:
+            async def load() -> tuple[str, int]:
+                loads.append(value)
+                await release.wait()
+                if fail:
+                    raise RuntimeError("the first reader's load failed")
+                return value, revision
+
+            return load
+
+        # Twenty reads of one key at once: one load, and every read gets its value.
+        reads = [asyncio.create_task(cache.read("k", loader("v1", first))) for _ in range(20)]
+        await asyncio.sleep(0.01)
+        release.set()
+        assert await asyncio.gather(*reads) == ["v1"] * 20
+        assert loads == ["v1"]
+
+        # A read after this replica's own write does not join a load that began before it.
+        loads.clear()
+        release.clear()
+        second = await commit(database, "things/b")
+        await wait_until(lambda: feed.latest == second)
+        before = asyncio.create_task(cache.read("j", loader("old", second)))
+        await asyncio.sleep(0.01)
+        cache.written(second + 1)
+        after = asyncio.create_task(cache.read("j", loader("new", second + 1)))
+        await asyncio.sleep(0.01)
+        release.set()
+        assert (await before, await after) == ("old", "new")
+        assert loads == ["old", "new"]
+
+        # The first reader's load fails: that reader hears its error, the others load for themselves.
+        loads.clear()
+        release.clear()
+        third = await commit(database, "things/c")
+        await wait_until(lambda: feed.latest == third)
+        failing = asyncio.create_task(cache.read("f", loader("x", third, fail=True)))
+        await asyncio.sleep(0.01)
+        joined = [asyncio.create_task(cache.read("f", loader("y", third))) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        release.set()
+        assert await asyncio.gather(*joined) == ["y"] * 3
+        with pytest.raises(RuntimeError):
+            await failing
+        assert loads == ["x", "y", "y", "y"]
     finally:
         await feed.stop()

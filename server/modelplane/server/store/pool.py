@@ -118,6 +118,11 @@ class _Episodes:
         return self.last is not None and time.monotonic() - self.last <= seconds
 
 
+def _described(exc: BaseException) -> str:
+    """The error for a log line: its text, or its type when it has none (a connect that timed out)."""
+    return str(exc) or type(exc).__name__
+
+
 def _abandons(exc: BaseException) -> bool:
     """Whether `exc` left a connection in a state nobody should wait on: it is, or was raised from (the
     store turns connection errors into StorageUnavailable), an _ABANDONING error."""
@@ -262,7 +267,7 @@ class Database:
             if expired:
                 self._failures.report("database unavailable: no answer within %.1f s", limit)
                 raise StorageUnavailable("the database did not answer in time; retry shortly") from exc
-            self._failures.report("database unavailable: %s", exc)
+            self._failures.report("database unavailable: %s", _described(exc))
             raise StorageUnavailable("the database is unavailable; retry shortly") from exc
 
     def _refused(self, exc: BaseException) -> StorageUnavailable:
@@ -300,7 +305,7 @@ class Database:
                 async with conn.transaction():
                     yield conn
             except CONNECTION_ERRORS as exc:
-                self._failures.report("database unavailable: %s", exc)
+                self._failures.report("database unavailable: %s", _described(exc))
                 raise StorageUnavailable("the database is unavailable; retry shortly") from exc
 
     async def ping(self, timeout: float = 1.0) -> tuple[int, int]:  # noqa: ASYNC109 - passed on to asyncpg
