@@ -69,35 +69,24 @@ async def test_a_flush_writes_what_waits(stream: io.StringIO) -> None:
     assert _messages(stream) == ["one"]
 
 
-def test_lines_left_by_a_loop_that_ended_go_out_with_the_next_loops() -> None:
+def test_lines_left_by_a_loop_that_ended_go_out_with_the_next_loops(stream: io.StringIO) -> None:
     # A loop that ends before its turn does leaves its flush unrun; the next loop schedules its own.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    configure_logging("INFO")
-    written = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(written)
     log = logging.getLogger(LOGGER)
-    try:
-        loop = asyncio.new_event_loop()
+    loop = asyncio.new_event_loop()
 
-        async def log_and_stop() -> None:
-            log.info("one")
-            loop.stop()
+    async def log_and_stop() -> None:
+        log.info("one")
+        loop.stop()
 
-        task = loop.create_task(log_and_stop())
-        loop.run_forever()
-        assert task.done()
-        loop.close()
+    task = loop.create_task(log_and_stop())
+    loop.run_forever()
+    assert task.done()
+    loop.close()
 
-        async def log_again() -> None:
-            log.info("two")
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
+    async def log_again() -> None:
+        log.info("two")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
-        asyncio.run(log_again())
-        assert _messages(written) == ["one", "two"]
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    asyncio.run(log_again())
+    assert _messages(stream) == ["one", "two"]
