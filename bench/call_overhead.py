@@ -87,8 +87,8 @@ async def _serve_bare(port: int) -> None:
 
 async def _serve_full(port: int, database_url: str, parts: dict[str, object], *, traced: bool) -> None:
     from modelplane.server.app import build_server
+    from modelplane.server.calls import CallParts
     from modelplane.server.config import ServerConfig
-    from modelplane.server.interceptors import CallParts
 
     tracing = None
     if traced:

@@ -20,10 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from modelplane.server.app import ModelplaneServer, build_server
+from modelplane.server.calls import new_request_id
 from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.context import caller
 from modelplane.server.errors import InvalidArgument, StorageUnavailable
-from modelplane.server.interceptors import new_request_id
 from modelplane.v1 import registry_pb2, registry_pb2_grpc
 from tests.support import (
     StartServer,
@@ -178,7 +178,7 @@ async def test_request_id_is_generated_when_missing_or_unusable(channel: grpc.ai
 
 def test_generated_request_ids_differ_between_processes() -> None:
     # Each worker is a process of its own, as each replica is: each draws its own prefix.
-    code = "from modelplane.server.interceptors import new_request_id; print(new_request_id())"
+    code = "from modelplane.server.calls import new_request_id; print(new_request_id())"
     theirs = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout.strip()
@@ -205,7 +205,7 @@ async def test_handler_sees_the_caller_and_request_id(faulty: grpc.aio.Channel) 
 async def test_unexpected_exception_is_internal_without_its_text(
     faulty: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="modelplane.server.interceptors"):
+    with caplog.at_level(logging.ERROR, logger="modelplane.server.calls"):
         error = await _unary_error(faulty, "Crash")
     assert error.code() == grpc.StatusCode.INTERNAL
     assert error.details() == "internal error"

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha.reflection import aio as reflection_aio  # type: ig
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
 from modelplane.server.auth.service import Authenticator
+from modelplane.server.calls import CallParts, CallWrapper, MethodTable
 from modelplane.server.config import ServerConfig, TlsConfig
 from modelplane.server.deployments.driver import RolloutDriver
 from modelplane.server.deployments.manager import DeploymentManager, LogGateReader
@@ -33,7 +34,6 @@ from modelplane.server.deployments.servicer import DeploymentServicer
 from modelplane.server.guardrails.service import GuardrailService
 from modelplane.server.guardrails.servicer import GuardrailServicer
 from modelplane.server.health import HealthReporter
-from modelplane.server.interceptors import CallParts, CallWrapper, MethodTable
 from modelplane.server.log_lines import configure_logging
 from modelplane.server.logs.maintenance import LogMaintenance
 from modelplane.server.logs.otlp_servicer import OtlpLogsServicer

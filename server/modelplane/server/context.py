@@ -1,4 +1,4 @@
-"""Who is calling and by when the call must be done, set around each call (interceptors.py), read by the
+"""Who is calling and by when the call must be done, set around each call (calls.py), read by the
 servicers and the pool.
 
 A contextvar carries it because a grpc.aio handler runs in the task its wrapper runs in;
@@ -75,6 +75,6 @@ class CallDeadline:
         return self._at
 
 
-# Set for every RPC by the call's scope (interceptors.py); None outside any RPC (start-up, migrations,
+# Set for every RPC by the call's scope (calls.py); None outside any RPC (start-up, migrations,
 # background jobs).
 current_deadline: ContextVar[CallDeadline | None] = ContextVar("modelplane_call_deadline", default=None)

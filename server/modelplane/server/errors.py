@@ -1,6 +1,6 @@
 """Domain errors of the server and the one table that maps them to gRPC status codes.
 
-Services raise these; the call's scope (interceptors.py) turns them into rich statuses (ErrorInfo on every
+Services raise these; the call's scope (calls.py) turns them into rich statuses (ErrorInfo on every
 error, BadRequest on INVALID_ARGUMENT, RetryInfo on UNAVAILABLE). The `reason` of each error is part of the
 public contract: it must be a value of `modelplane.v1.ErrorReason` (protos/modelplane/v1/error_reason.proto)
 sent with that value's status code. An error built with any other reason, or with a reason of another

@@ -2,7 +2,7 @@
 fails on it as INTERNAL.
 
 Postgres text cannot hold the NUL character; protobuf strings can. One walk over the request, run by the
-interceptor for every method, names each such field by its path instead of letting the store fail.
+call's scope (calls.py) for every method, names each such field by its path instead of letting the store fail.
 """
 
 from __future__ import annotations

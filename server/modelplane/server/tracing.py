@@ -99,7 +99,7 @@ class Tracing:
 
     def server_interceptor(self) -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
         """The gRPC instrumentation's aio interceptor: a span per call, its parent taken from the call's
-        traceparent metadata; the handler it finds is already wrapped in the call's scope (interceptors.py),
+        traceparent metadata; the handler it finds is already wrapped in the call's scope (calls.py),
         which so runs inside the span."""
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 

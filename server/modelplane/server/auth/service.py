@@ -1,6 +1,6 @@
 """Turns the `authorization` metadata of a call into a Caller, or refuses the call.
 
-The call's scope (interceptors.py) calls `Authenticator.authenticate` once per RPC and fills in the
+The call's scope (calls.py) calls `Authenticator.authenticate` once per RPC and fills in the
 request id.
 """
 

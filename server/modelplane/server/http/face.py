@@ -2,7 +2,7 @@
 gRPC server, the app between them, and their start and stop.
 
 The channel goes over a Unix socket in a directory only this user can enter, added to the gRPC server as
-one more port: HTTP requests are calls of that server (its interceptor, auth and errors included) without
+one more port: HTTP requests are calls of that server (its call scope, auth and errors included) without
 a second TLS handshake, and nothing beyond this machine's user can reach that port.
 """
 

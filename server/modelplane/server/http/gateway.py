@@ -1,7 +1,7 @@
 """The transcoder: each HTTP request becomes one call to the gRPC server of this same process, over its
 private loopback channel, with the raw request bytes and the caller's authorization and x-request-id.
 
-Everything a gRPC client meets applies unchanged, because it is the same call: the interceptor checks the
+Everything a gRPC client meets applies unchanged, because it is the same call: its scope (calls.py) checks the
 token and the role, assigns the request id, turns domain errors into rich statuses, logs and counts it
 once. This module only converts JSON to messages and statuses to HTTP, never decides anything itself.
 """
@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from modelplane.server.calls import REQUEST_ID_KEY, new_request_id
 from modelplane.server.error_status import internal_status
 from modelplane.server.errors import InvalidArgument, ModelplaneError
 from modelplane.server.http import streams, transcode
 from modelplane.server.http.routes import Route, RouteTable
 from modelplane.server.http.statuses import http_status, status_json, status_of, status_of_error
-from modelplane.server.interceptors import REQUEST_ID_KEY, new_request_id
 from modelplane.v1.error_reason_pb2 import ErrorReason
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class Gateway:
             trailers = exc.trailing_metadata()
             status = status_of(exc.code(), exc.details(), trailers)
             return error_response(status, _request_id_of(trailers) or _request_id_of(exc.initial_metadata()))
-        # A unary call's id comes in its trailers (see interceptors.py).
+        # A unary call's id comes in its trailers (see calls.py).
         request_id = _request_id_of(await call.trailing_metadata())
         return _json(transcode.response_json(route, response), 200, request_id)
 

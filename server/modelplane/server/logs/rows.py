@@ -6,7 +6,7 @@ of columns.py writes its reads and checks as lines of Python, and this module jo
 function per kind. The rules are those of the slow path (convert.event, then validation.checked_event),
 read from the same table; a refused event is then converted and checked the slow path, so what a client is
 told about a bad batch does not depend on this path. That includes the NUL character, which the server
-checks for in every other request before its handler runs (interceptors.py): here each text column looks
+checks for in every other request before its handler runs (calls.py): here each text column looks
 for it unless its pattern already excludes it. `show_source` prints what was compiled.
 """
 
